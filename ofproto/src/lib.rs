@@ -1,0 +1,11 @@
+//! OpenFlow 1.3 for the switch (its content arrives with the OpenFlow issue).
+//!
+//! This crate will own the OpenFlow wire codec for every message, flow keys
+//! and their extraction from `wire` views, matches and masks, the tuple-space
+//! classifier, flow tables, groups, meters, controller connections and roles,
+//! and the translation of a packet's walk through the tables into datapath
+//! actions plus a megaflow mask.
+//!
+//! It must not know about DPDK, mbufs, ports or threads: it sees packets only
+//! as bytes through `wire`, so that it is testable and fuzzable without an
+//! EAL.

@@ -1,0 +1,33 @@
+/*
+ * C shim for DPDK's static-inline fast-path functions. Rust cannot call an
+ * inline function, so each one gets a real symbol here. They are compiled
+ * with the same flags as DPDK's own code (-O3, DPDK's -march), and each one
+ * is called once per burst, not once per packet, except the mbuf alloc/free
+ * helpers which are cheap leaf calls.
+ */
+#ifndef VS_SHIM_H
+#define VS_SHIM_H
+#include <stdint.h>
+#include <stddef.h>
+struct rte_mbuf;
+struct rte_mempool;
+
+uint16_t vs_eth_rx_burst(uint16_t port_id, uint16_t queue_id,
+                         struct rte_mbuf **rx_pkts, uint16_t nb_pkts);
+uint16_t vs_eth_tx_burst(uint16_t port_id, uint16_t queue_id,
+                         struct rte_mbuf **tx_pkts, uint16_t nb_pkts);
+struct rte_mbuf *vs_pktmbuf_alloc(struct rte_mempool *mp);
+int vs_pktmbuf_alloc_bulk(struct rte_mempool *mp, struct rte_mbuf **mbufs,
+                          unsigned count);
+void vs_pktmbuf_free(struct rte_mbuf *m);
+void vs_mbuf_refcnt_update(struct rte_mbuf *m, int16_t value);
+uint16_t vs_mbuf_refcnt_read(const struct rte_mbuf *m);
+int vs_errno(void);
+unsigned vs_lcore_id(void);
+/* Offload flag values and layout facts that bindgen cannot evaluate
+ * (RTE_BIT64 macros), returned by index; see dpdk_sys::consts. */
+uint64_t vs_const(unsigned which);
+/* offsetof for the rte_mbuf fields the Rust side reads directly, so a test
+ * can prove Rust's view of the layout matches the C compiler's. */
+size_t vs_mbuf_offset(unsigned which);
+#endif

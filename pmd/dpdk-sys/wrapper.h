@@ -1,0 +1,15 @@
+/* Everything the Rust side binds: public DPDK headers plus our shim. */
+#include <rte_config.h>
+#include <rte_common.h>
+#include <rte_errno.h>
+#include <rte_eal.h>
+#include <rte_lcore.h>
+#include <rte_cycles.h>
+#include <rte_memory.h>
+#include <rte_mempool.h>
+#include <rte_mbuf.h>
+#include <rte_mbuf_dyn.h>
+#include <rte_ethdev.h>
+#include <rte_bus_vdev.h>
+#include <rte_dev.h>
+#include "shim.h"
