@@ -1,0 +1,62 @@
+//! The minimal port-to-port forwarder (`p2p`): every packet received on a
+//! port leaves on its peer port. It is the foundation's stand-in for the
+//! switch in the loop benchmark and the demo; the vswitch's pipeline
+//! replaces it.
+
+use crate::packet::Batch;
+use crate::pmd::{Pipeline, RxqRef, TxBatches};
+use crate::port::SwCounters;
+
+/// How much a received frame is checked before it is forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Validation {
+    /// None: testpmd io-forward's behaviour, the I/O limit.
+    None,
+    /// Runts (shorter than an Ethernet header) and segmented frames whose
+    /// first segment does not hold the header are dropped.
+    Ethernet,
+    /// Every header `wire` knows is parsed; a truncated, malformed or
+    /// bad-checksum frame (also as the NIC flagged it) is dropped.
+    Full,
+}
+
+/// Forwards port index i to `peer[i]`, dropping and counting (per port)
+/// frames that fail validation.
+#[derive(Debug, Clone)]
+pub struct P2p {
+    peer: Vec<usize>,
+    validation: Validation,
+}
+
+impl P2p {
+    /// `peer[i]` is the port index packets from port i go to.
+    pub fn new(peer: Vec<usize>, validation: Validation) -> P2p {
+        P2p { peer, validation }
+    }
+}
+
+fn is_malformed(p: &mut crate::Packet, v: Validation) -> bool {
+    match v {
+        Validation::None => false,
+        Validation::Ethernet => p.data().len() < wire::ethernet::HEADER_LEN,
+        Validation::Full => {
+            crate::port::rx_cksum_bad(p.ol_flags()) || !p.is_contiguous() || wire::parse_frame(p.data()).is_err()
+        }
+    }
+}
+
+impl Pipeline for P2p {
+    #[inline]
+    fn process(&mut self, rxq: &RxqRef, batch: &mut Batch, tx: &mut TxBatches) {
+        if self.validation != Validation::None {
+            let v = self.validation;
+            let bad = batch.retain(|p| !is_malformed(p, v));
+            if bad > 0 {
+                let port = &tx.ports()[rxq.port];
+                SwCounters::bump(&port.sw_counters(tx.pmd_index()).rx_malformed, bad as u64);
+            }
+        }
+        let out = self.peer[rxq.port];
+        tx.send_batch(out, batch);
+    }
+}

@@ -1,0 +1,452 @@
+//! `Packet`, an owned rte_mbuf, and `Batch`, up to [`BATCH_SIZE`] of them
+//! with no heap and a bulk free.
+
+use crate::Mempool;
+use dpdk_sys::rte_mbuf;
+use std::mem::MaybeUninit;
+use std::ptr::NonNull;
+
+/// Packets per batch: one rx burst, one tx burst.
+pub const BATCH_SIZE: usize = 32;
+
+/// Per-packet metadata, kept in the mbuf's private area (so it travels with
+/// the packet between PMD stages without a side table). Valid once the rx
+/// path or flow extraction wrote it; a freshly allocated mbuf's meta is
+/// whatever the last user left, so [`Packet::alloc`] clears it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PacketMeta {
+    /// The switch's number for the port it came in on.
+    pub in_port: u32,
+    /// Hash the datapath uses (RSS from the NIC, or computed in software).
+    pub dp_hash: u32,
+    /// Offset of the Ethernet header (non-zero after decapsulation).
+    pub l2_offset: u16,
+    /// Offset of the network header; 0: not parsed.
+    pub l3_offset: u16,
+    /// Offset of the transport header; 0: none or not parsed.
+    pub l4_offset: u16,
+    /// Offset of the transport payload; 0: none or not parsed.
+    pub payload_offset: u16,
+    /// Parse results and offload requests (see [`meta_flags`]).
+    pub flags: u32,
+}
+
+/// Bits of [`PacketMeta::flags`].
+pub mod meta_flags {
+    /// The headers were parsed and the offsets are valid.
+    pub const PARSED: u32 = 1 << 0;
+    /// The frame carried an 802.1Q/802.1ad tag.
+    pub const VLAN: u32 = 1 << 1;
+    /// Network layer is IPv4.
+    pub const IPV4: u32 = 1 << 2;
+    /// Network layer is IPv6.
+    pub const IPV6: u32 = 1 << 3;
+    /// The datapath hash is valid.
+    pub const HASH_VALID: u32 = 1 << 4;
+}
+
+/// An owned mbuf; freed (back to its pool) on drop.
+#[repr(transparent)]
+#[derive(Debug)]
+pub struct Packet {
+    raw: NonNull<rte_mbuf>,
+}
+
+// SAFETY: a Packet is the only owner of its mbuf; moving it to another
+// thread moves the ownership, and mbuf free is thread-safe.
+unsafe impl Send for Packet {}
+
+impl Packet {
+    /// Takes ownership of a raw mbuf.
+    ///
+    /// # Safety
+    /// `raw` must be a valid mbuf that nobody else will use or free.
+    #[inline]
+    pub unsafe fn from_raw(raw: NonNull<rte_mbuf>) -> Packet {
+        Packet { raw }
+    }
+
+    /// Gives up ownership without freeing.
+    #[inline]
+    pub fn into_raw(self) -> NonNull<rte_mbuf> {
+        let raw = self.raw;
+        std::mem::forget(self);
+        raw
+    }
+
+    /// Allocates an empty packet (data length 0, full headroom).
+    #[inline]
+    pub fn alloc(pool: &Mempool) -> Option<Packet> {
+        // SAFETY: the pool is valid; the shim returns NULL or a fresh mbuf
+        // that is ours alone.
+        let raw = NonNull::new(unsafe { dpdk_sys::vs_pktmbuf_alloc(pool.as_ptr()) })?;
+        let mut p = Packet { raw };
+        *p.meta_mut() = PacketMeta::default();
+        Some(p)
+    }
+
+    /// Allocates a packet holding a copy of `bytes`.
+    pub fn from_bytes(pool: &Mempool, bytes: &[u8]) -> Option<Packet> {
+        let mut p = Packet::alloc(pool)?;
+        p.append(bytes.len())?.copy_from_slice(bytes);
+        Some(p)
+    }
+
+    #[inline]
+    fn m(&self) -> &rte_mbuf {
+        // SAFETY: we own a valid mbuf for self's lifetime.
+        unsafe { self.raw.as_ref() }
+    }
+
+    #[inline]
+    fn m_mut(&mut self) -> &mut rte_mbuf {
+        // SAFETY: we own a valid mbuf for self's lifetime, exclusively.
+        unsafe { self.raw.as_mut() }
+    }
+
+    /// The raw mbuf, for DPDK calls.
+    #[inline]
+    pub fn as_ptr(&self) -> *mut rte_mbuf {
+        self.raw.as_ptr()
+    }
+
+    /// Whole packet length (all segments).
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.m().pkt_len as usize
+    }
+
+    /// Whether the packet holds no bytes.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.m().pkt_len == 0
+    }
+
+    /// Whether all bytes are in the first segment ([`Packet::data`] is the
+    /// whole packet).
+    #[inline]
+    pub fn is_contiguous(&self) -> bool {
+        self.m().nb_segs == 1
+    }
+
+    /// Bytes of the first segment.
+    #[inline]
+    pub fn data(&self) -> &[u8] {
+        let m = self.m();
+        // SAFETY: buf_addr + data_off .. + data_len lies inside the mbuf's
+        // buffer, which we own and which is initialised up to data_len.
+        unsafe { std::slice::from_raw_parts(m.buf_addr.cast::<u8>().add(usize::from(m.data_off)), usize::from(m.data_len)) }
+    }
+
+    /// Mutable bytes of the first segment.
+    #[inline]
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        let m = self.m_mut();
+        // SAFETY: as in `data`, and we hold the only reference.
+        unsafe { std::slice::from_raw_parts_mut(m.buf_addr.cast::<u8>().add(usize::from(m.data_off)), usize::from(m.data_len)) }
+    }
+
+    /// Free bytes in front of the data.
+    #[inline]
+    pub fn headroom(&self) -> usize {
+        usize::from(self.m().data_off)
+    }
+
+    /// Free bytes after the data of the last segment (single-segment
+    /// packets only; 0 otherwise).
+    #[inline]
+    pub fn tailroom(&self) -> usize {
+        let m = self.m();
+        if m.nb_segs != 1 {
+            return 0;
+        }
+        usize::from(m.buf_len) - usize::from(m.data_off) - usize::from(m.data_len)
+    }
+
+    /// Grows the packet at the end by `n` bytes and returns them, or None
+    /// when there is no room (nothing changes then).
+    pub fn append(&mut self, n: usize) -> Option<&mut [u8]> {
+        if n > self.tailroom() {
+            return None;
+        }
+        let n16 = u16::try_from(n).ok()?;
+        let m = self.m_mut();
+        let at = usize::from(m.data_off) + usize::from(m.data_len);
+        m.data_len += n16;
+        m.pkt_len += u32::from(n16);
+        // SAFETY: at..at+n is inside the buffer (checked against tailroom).
+        Some(unsafe { std::slice::from_raw_parts_mut(m.buf_addr.cast::<u8>().add(at), n) })
+    }
+
+    /// Grows the packet at the front by `n` bytes (headroom, for pushing
+    /// encapsulation) and returns them, or None when there is no room.
+    pub fn prepend(&mut self, n: usize) -> Option<&mut [u8]> {
+        if n > self.headroom() {
+            return None;
+        }
+        let n16 = u16::try_from(n).ok()?;
+        let m = self.m_mut();
+        m.data_off -= n16;
+        m.data_len += n16;
+        m.pkt_len += u32::from(n16);
+        let at = usize::from(m.data_off);
+        // SAFETY: the new front lies inside the buffer (checked against
+        // headroom).
+        Some(unsafe { std::slice::from_raw_parts_mut(m.buf_addr.cast::<u8>().add(at), n) })
+    }
+
+    /// Removes `n` bytes from the front (pops headers); false when the first
+    /// segment is shorter.
+    pub fn adj(&mut self, n: usize) -> bool {
+        let Ok(n16) = u16::try_from(n) else { return false };
+        let m = self.m_mut();
+        if n16 > m.data_len {
+            return false;
+        }
+        m.data_off += n16;
+        m.data_len -= n16;
+        m.pkt_len -= u32::from(n16);
+        true
+    }
+
+    /// Removes `n` bytes from the end; false when the (single) segment is
+    /// shorter or the packet has several segments.
+    pub fn trim(&mut self, n: usize) -> bool {
+        let Ok(n16) = u16::try_from(n) else { return false };
+        let m = self.m_mut();
+        if m.nb_segs != 1 || n16 > m.data_len {
+            return false;
+        }
+        m.data_len -= n16;
+        m.pkt_len -= u32::from(n16);
+        true
+    }
+
+    /// The DPDK port id it was received on.
+    #[inline]
+    pub fn rx_port(&self) -> u16 {
+        self.m().port
+    }
+
+    /// The NIC's RSS hash, when the NIC gave one.
+    #[inline]
+    pub fn rss_hash(&self) -> Option<u32> {
+        let m = self.m();
+        if m.ol_flags & crate::port::offload_flags().mbuf_rx_rss_hash != 0 {
+            // SAFETY: the hash union holds the RSS value when the flag is set.
+            Some(unsafe { m.__bindgen_anon_2.hash.rss })
+        } else {
+            None
+        }
+    }
+
+    /// Offload flags (`RTE_MBUF_F_*`).
+    #[inline]
+    pub fn ol_flags(&self) -> u64 {
+        self.m().ol_flags
+    }
+
+    /// Metadata in the private area.
+    #[inline]
+    pub fn meta(&self) -> &PacketMeta {
+        // SAFETY: every mbuf of our pools has a private area of at least
+        // size_of::<PacketMeta>() right after the rte_mbuf (Mempool::new),
+        // aligned to 8 (rte_mbuf is 128-byte aligned and sized).
+        unsafe { &*self.raw.as_ptr().add(1).cast::<PacketMeta>() }
+    }
+
+    /// Mutable metadata.
+    #[inline]
+    pub fn meta_mut(&mut self) -> &mut PacketMeta {
+        // SAFETY: as in `meta`, and we own the mbuf exclusively.
+        unsafe { &mut *self.raw.as_ptr().add(1).cast::<PacketMeta>() }
+    }
+}
+
+impl Drop for Packet {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: we own the mbuf; it goes back to its pool exactly once.
+        unsafe { dpdk_sys::vs_pktmbuf_free(self.raw.as_ptr()) }
+    }
+}
+
+/// Up to [`BATCH_SIZE`] packets, inline (no heap). Dropping a batch frees
+/// what is left in it with one bulk free.
+pub struct Batch {
+    len: usize,
+    pkts: [MaybeUninit<Packet>; BATCH_SIZE],
+}
+
+impl Default for Batch {
+    fn default() -> Batch {
+        Batch::new()
+    }
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch").field("len", &self.len).finish()
+    }
+}
+
+impl Batch {
+    /// An empty batch.
+    #[inline]
+    pub const fn new() -> Batch {
+        Batch { len: 0, pkts: [const { MaybeUninit::uninit() }; BATCH_SIZE] }
+    }
+
+    /// Packets held.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// No packets.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// No room for another.
+    #[inline]
+    pub fn is_full(&self) -> bool {
+        self.len == BATCH_SIZE
+    }
+
+    /// Free slots.
+    #[inline]
+    pub fn room(&self) -> usize {
+        BATCH_SIZE - self.len
+    }
+
+    /// Adds a packet; gives it back when full.
+    #[inline]
+    pub fn push(&mut self, p: Packet) -> Result<(), Packet> {
+        if self.is_full() {
+            return Err(p);
+        }
+        self.pkts[self.len].write(p);
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Removes the last packet.
+    #[inline]
+    pub fn pop(&mut self) -> Option<Packet> {
+        if self.len == 0 {
+            return None;
+        }
+        self.len -= 1;
+        // SAFETY: slot len was initialised and is now outside the live range.
+        Some(unsafe { self.pkts[self.len].assume_init_read() })
+    }
+
+    /// The packets.
+    #[inline]
+    pub fn as_slice(&self) -> &[Packet] {
+        // SAFETY: the first len slots are initialised; MaybeUninit<Packet>
+        // has Packet's layout.
+        unsafe { std::slice::from_raw_parts(self.pkts.as_ptr().cast::<Packet>(), self.len) }
+    }
+
+    /// The packets, mutably.
+    #[inline]
+    pub fn as_mut_slice(&mut self) -> &mut [Packet] {
+        // SAFETY: as in as_slice, with exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.pkts.as_mut_ptr().cast::<Packet>(), self.len) }
+    }
+
+    /// Keeps the packets for which `keep` says true, in order; the others
+    /// are freed with one bulk free. Returns how many were dropped.
+    pub fn retain(&mut self, mut keep: impl FnMut(&mut Packet) -> bool) -> usize {
+        let mut dropped: [*mut rte_mbuf; BATCH_SIZE] = [std::ptr::null_mut(); BATCH_SIZE];
+        let mut nd = 0;
+        let mut w = 0;
+        for r in 0..self.len {
+            // SAFETY: slot r < len is initialised; each slot is read once
+            // and either written back at w <= r or recorded for freeing.
+            let mut p = unsafe { self.pkts[r].assume_init_read() };
+            if keep(&mut p) {
+                self.pkts[w].write(p);
+                w += 1;
+            } else {
+                dropped[nd] = p.into_raw().as_ptr();
+                nd += 1;
+            }
+        }
+        self.len = w;
+        if nd > 0 {
+            // SAFETY: the pointers are mbufs we owned and no longer hold.
+            unsafe { dpdk_sys::rte_pktmbuf_free_bulk(dropped.as_mut_ptr(), nd as u32) };
+        }
+        nd
+    }
+
+    /// Frees every packet with one bulk free.
+    #[inline]
+    pub fn clear(&mut self) {
+        if self.len > 0 {
+            let n = self.len;
+            self.len = 0;
+            // SAFETY: the first n slots held owned mbufs (Packet is a
+            // transparent NonNull<rte_mbuf>); len is 0 so none is freed twice.
+            unsafe { dpdk_sys::rte_pktmbuf_free_bulk(self.pkts.as_mut_ptr().cast::<*mut rte_mbuf>(), n as u32) };
+        }
+    }
+
+    /// Pointer to the slots for an rx burst into the free part; call
+    /// [`Batch::set_len`] with the count received.
+    #[inline]
+    pub(crate) fn spare_ptr(&mut self) -> *mut *mut rte_mbuf {
+        // SAFETY: len <= BATCH_SIZE, so the pointer is in bounds or one
+        // past the end.
+        unsafe { self.pkts.as_mut_ptr().add(self.len).cast::<*mut rte_mbuf>() }
+    }
+
+    /// Pointer to the packets for a tx burst.
+    #[inline]
+    pub(crate) fn as_raw_ptr(&mut self) -> *mut *mut rte_mbuf {
+        self.pkts.as_mut_ptr().cast::<*mut rte_mbuf>()
+    }
+
+    /// # Safety
+    /// The slots up to `len` must hold owned, valid mbufs.
+    #[inline]
+    pub(crate) unsafe fn set_len(&mut self, len: usize) {
+        debug_assert!(len <= BATCH_SIZE);
+        self.len = len;
+    }
+
+    /// Forgets the first `n` packets (a tx burst took them) and moves the
+    /// rest to the front.
+    #[inline]
+    pub(crate) fn consume_front(&mut self, n: usize) {
+        debug_assert!(n <= self.len);
+        let rest = self.len - n;
+        if rest > 0 && n > 0 {
+            // SAFETY: slots n..len are initialised; copy them (bitwise moves
+            // of owning pointers) to 0..rest; the old slots are forgotten.
+            unsafe { std::ptr::copy(self.pkts.as_ptr().add(n), self.pkts.as_mut_ptr(), rest) };
+        }
+        self.len = rest;
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+impl Extend<Packet> for Batch {
+    /// Adds packets until full; packets past the capacity are dropped
+    /// (freed), so use [`Batch::room`] first when that matters.
+    fn extend<I: IntoIterator<Item = Packet>>(&mut self, iter: I) {
+        for p in iter {
+            let _ = self.push(p);
+        }
+    }
+}

@@ -1,0 +1,530 @@
+//! Poll-mode threads.
+//!
+//! One thread per configured core, pinned there with `core_affinity` and
+//! registered with EAL (`rte_thread_register`) so mempool per-lcore caches
+//! work for it. Each thread busy-polls the rx queues it owns, hands every
+//! non-empty batch to its [`Pipeline`], and flushes its per-port tx batches
+//! once per iteration. It counts TSC cycles busy (an iteration that received
+//! packets) and idle, packets, batches, and records each busy iteration's
+//! duration in an hdrhistogram.
+//!
+//! Rx queues are assigned round-robin at start; [`PmdSet::rebalance`] moves
+//! them by measured busy cycles (greedy: heaviest queue to the least loaded
+//! thread). Ownership is an atomic per queue, so a move takes no lock on the
+//! fast path:
+//!
+//! 1. the control thread stores `owner = NONE` (SeqCst) and reads the old
+//!    owner's iteration counter `c0` (SeqCst);
+//! 2. it waits until that counter reaches `c0 + 2`: the old owner has begun
+//!    a whole iteration after the store, and each iteration loads `owner`
+//!    (SeqCst, a plain load on x86) before polling, so it no longer polls
+//!    the queue;
+//! 3. it stores the new owner.
+//!
+//! Packets wait in the NIC ring meanwhile; none is lost or reordered.
+
+use crate::packet::{Batch, BATCH_SIZE};
+use crate::port::Port;
+use crate::{rdtsc, tsc_hz, Error};
+use hdrhistogram::Histogram;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Owner value of a queue no thread polls.
+const NO_OWNER: usize = usize::MAX;
+
+/// What a PMD thread does with each received batch.
+pub trait Pipeline: Send + 'static {
+    /// Processes one batch received on `rxq`. Packets to send go through
+    /// `tx.send`; whatever is left in `batch` afterwards is freed.
+    fn process(&mut self, rxq: &RxqRef, batch: &mut Batch, tx: &mut TxBatches);
+}
+
+/// The rx queue a batch came from.
+#[derive(Debug, Clone, Copy)]
+pub struct RxqRef {
+    /// Index of the port in the set's port list.
+    pub port: usize,
+    /// Queue number on that port.
+    pub queue: u16,
+}
+
+/// One rx queue and its ownership and load counters.
+#[derive(Debug)]
+struct Rxq {
+    port: usize,
+    queue: u16,
+    owner: AtomicUsize,
+    cycles: AtomicU64,
+    packets: AtomicU64,
+    cycles_at_rebalance: AtomicU64,
+}
+
+/// Counters of one PMD thread, written by it alone.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct PmdShared {
+    iterations: AtomicU64,
+    busy_cycles: AtomicU64,
+    idle_cycles: AtomicU64,
+    packets: AtomicU64,
+    rx_batches: AtomicU64,
+}
+
+/// Per-port tx batches of one PMD thread; flushed once per iteration, or
+/// when one fills.
+pub struct TxBatches {
+    ports: Arc<[Arc<Port>]>,
+    batches: Vec<Batch>,
+    pmd: usize,
+    txq: Vec<u16>,
+}
+
+impl TxBatches {
+    fn new(ports: Arc<[Arc<Port>]>, pmd: usize) -> TxBatches {
+        let txq = ports.iter().map(|p| u16::try_from(pmd % usize::from(p.n_txq())).unwrap_or(0)).collect();
+        TxBatches { batches: ports.iter().map(|_| Batch::new()).collect(), ports, pmd, txq }
+    }
+
+    /// Queues a packet for port index `port`; sends that port's batch first
+    /// if it is full.
+    #[inline]
+    pub fn send(&mut self, port: usize, p: crate::Packet) {
+        let b = &mut self.batches[port];
+        if b.is_full() {
+            self.ports[port].tx_burst_or_drop(self.txq[port], b, self.pmd);
+        }
+        let _ = b.push(p);
+    }
+
+    /// Moves a whole batch to port index `port`'s tx batch (sending first
+    /// when it would not fit).
+    #[inline]
+    pub fn send_batch(&mut self, port: usize, batch: &mut Batch) {
+        let b = &mut self.batches[port];
+        if b.room() < batch.len() {
+            self.ports[port].tx_burst_or_drop(self.txq[port], b, self.pmd);
+        }
+        if b.is_empty() {
+            std::mem::swap(b, batch);
+            return;
+        }
+        while let Some(p) = batch.pop() {
+            let _ = b.push(p);
+        }
+    }
+
+    /// The ports, by index.
+    pub fn ports(&self) -> &[Arc<Port>] {
+        &self.ports
+    }
+
+    /// This thread's index (for per-PMD counter slots).
+    pub fn pmd_index(&self) -> usize {
+        self.pmd
+    }
+
+    /// Sends every pending batch; what a ring refuses is dropped and
+    /// counted.
+    #[inline]
+    pub fn flush(&mut self) {
+        for (i, b) in self.batches.iter_mut().enumerate() {
+            if !b.is_empty() {
+                self.ports[i].tx_burst_or_drop(self.txq[i], b, self.pmd);
+            }
+        }
+    }
+}
+
+/// PMD thread settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PmdConfig {
+    /// One thread per core, pinned there.
+    pub cores: Vec<usize>,
+    /// Rebalance rx queues by busy cycles this often (None: only on
+    /// request).
+    pub rebalance_interval: Option<Duration>,
+}
+
+/// Statistics of one PMD thread.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PmdStats {
+    /// Index of the thread.
+    pub index: usize,
+    /// Core it is pinned to.
+    pub core: usize,
+    /// Loop iterations.
+    pub iterations: u64,
+    /// TSC cycles of iterations that received packets.
+    pub busy_cycles: u64,
+    /// TSC cycles of iterations that received nothing.
+    pub idle_cycles: u64,
+    /// Packets received.
+    pub packets: u64,
+    /// Non-empty rx bursts.
+    pub rx_batches: u64,
+    /// Busy share of all cycles, in percent.
+    pub busy_pct: f64,
+    /// Busy cycles per packet.
+    pub cycles_per_packet: f64,
+    /// Packets per non-empty burst.
+    pub packets_per_batch: f64,
+    /// Busy-iteration duration percentiles in microseconds: p50, p99,
+    /// p99.9, max.
+    pub iteration_us: [f64; 4],
+    /// The rx queues it polls, as (port index, queue).
+    pub rxqs: Vec<(usize, u16)>,
+}
+
+struct Shared {
+    ports: Arc<[Arc<Port>]>,
+    rxqs: Vec<Rxq>,
+    gen: AtomicU64,
+    stop: AtomicBool,
+    pmds: Vec<PmdShared>,
+    cores: Vec<usize>,
+    hists: Vec<Mutex<Histogram<u64>>>,
+}
+
+/// A set of running PMD threads. Stopping (or dropping) it stops and joins
+/// them.
+pub struct PmdSet {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    rebalancer: Option<JoinHandle<()>>,
+}
+
+fn new_hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 10_000_000_000, 3).expect("static histogram bounds are valid")
+}
+
+impl PmdSet {
+    /// Starts one thread per core of `cfg`, polling every rx queue of every
+    /// port (assigned round-robin), each running the pipeline
+    /// `make_pipeline(thread_index)` returns. Fails, with every started
+    /// thread stopped again, when a core cannot be pinned or registered.
+    pub fn start<P: Pipeline>(
+        cfg: &PmdConfig,
+        ports: Vec<Arc<Port>>,
+        mut make_pipeline: impl FnMut(usize) -> P,
+    ) -> Result<PmdSet, Error> {
+        if cfg.cores.is_empty() {
+            return Err(Error::InvalidOption { option: "pmd.cores".into(), why: "at least one PMD core is needed".into() });
+        }
+        let available: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().into_iter().map(|c| c.id).collect();
+        for c in &cfg.cores {
+            if !available.is_empty() && !available.contains(c) {
+                return Err(Error::InvalidOption {
+                    option: "pmd.cores".into(),
+                    why: format!("core {c} is not available to this process (available: {available:?})"),
+                });
+            }
+        }
+        for p in &ports {
+            if usize::from(p.n_txq()) < cfg.cores.len() && p.n_txq() != 1 {
+                // One txq per thread, or a single shared one is refused
+                // below: tx queues are not thread-safe.
+            }
+            if usize::from(p.n_txq()) < cfg.cores.len() {
+                return Err(Error::InvalidOption {
+                    option: format!("port {}: n_txq", p.name()),
+                    why: format!("{} tx queues for {} PMD threads: each thread needs its own", p.n_txq(), cfg.cores.len()),
+                });
+            }
+        }
+        let n = cfg.cores.len();
+        let mut rxqs = Vec::new();
+        for (pi, p) in ports.iter().enumerate() {
+            for q in 0..p.n_rxq() {
+                let owner = rxqs.len() % n;
+                rxqs.push(Rxq {
+                    port: pi,
+                    queue: q,
+                    owner: AtomicUsize::new(owner),
+                    cycles: AtomicU64::new(0),
+                    packets: AtomicU64::new(0),
+                    cycles_at_rebalance: AtomicU64::new(0),
+                });
+            }
+        }
+        let shared = Arc::new(Shared {
+            ports: ports.into(),
+            rxqs,
+            gen: AtomicU64::new(1),
+            stop: AtomicBool::new(false),
+            pmds: (0..n).map(|_| PmdShared::default()).collect(),
+            cores: cfg.cores.clone(),
+            hists: (0..n).map(|_| Mutex::new(new_hist())).collect(),
+        });
+        let mut set = PmdSet { shared: shared.clone(), threads: Vec::new(), rebalancer: None };
+        for (idx, &core) in cfg.cores.iter().enumerate() {
+            let pipeline = make_pipeline(idx);
+            let sh = shared.clone();
+            let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+            let h = std::thread::Builder::new()
+                .name(format!("pmd{idx}-c{core}"))
+                .spawn(move || pmd_main(sh, idx, core, pipeline, ready_tx))
+                .map_err(|e| Error::Thread { core, reason: e.to_string() })?;
+            set.threads.push(h);
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(reason)) => return Err(Error::Thread { core, reason }),
+                Err(_) => return Err(Error::Thread { core, reason: "thread exited during start".into() }),
+            }
+        }
+        if let Some(every) = cfg.rebalance_interval {
+            let sh = shared.clone();
+            set.rebalancer = Some(
+                std::thread::Builder::new()
+                    .name("pmd-rebalance".into())
+                    .spawn(move || {
+                        let mut last = Instant::now();
+                        while !sh.stop.load(Ordering::Relaxed) {
+                            std::thread::sleep(Duration::from_millis(50));
+                            if last.elapsed() >= every {
+                                rebalance(&sh);
+                                last = Instant::now();
+                            }
+                        }
+                    })
+                    .map_err(|e| Error::Thread { core: 0, reason: e.to_string() })?,
+            );
+        }
+        Ok(set)
+    }
+
+    /// Moves rx queues between threads by busy cycles since the last
+    /// rebalance. Returns the moves as (port index, queue, from, to).
+    pub fn rebalance(&self) -> Vec<(usize, u16, usize, usize)> {
+        rebalance(&self.shared)
+    }
+
+    /// Assigns one rx queue to thread `to` (for operators and tests).
+    pub fn assign(&self, port: usize, queue: u16, to: usize) -> bool {
+        let sh = &self.shared;
+        if to >= sh.pmds.len() {
+            return false;
+        }
+        match sh.rxqs.iter().position(|r| r.port == port && r.queue == queue) {
+            Some(i) => {
+                move_rxq(sh, i, to);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Statistics of every thread.
+    pub fn stats(&self) -> Vec<PmdStats> {
+        let sh = &self.shared;
+        let hz = tsc_hz().max(1) as f64;
+        sh.pmds
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let busy = p.busy_cycles.load(Ordering::Relaxed);
+                let idle = p.idle_cycles.load(Ordering::Relaxed);
+                let pkts = p.packets.load(Ordering::Relaxed);
+                let batches = p.rx_batches.load(Ordering::Relaxed);
+                let h = sh.hists[i].lock().map(|h| h.clone()).unwrap_or_else(|_| new_hist());
+                let us = |c: u64| c as f64 * 1e6 / hz;
+                let iteration_us = if h.is_empty() {
+                    [0.0; 4]
+                } else {
+                    [us(h.value_at_quantile(0.5)), us(h.value_at_quantile(0.99)), us(h.value_at_quantile(0.999)), us(h.max())]
+                };
+                PmdStats {
+                    index: i,
+                    core: sh.cores[i],
+                    iterations: p.iterations.load(Ordering::Relaxed),
+                    busy_cycles: busy,
+                    idle_cycles: idle,
+                    packets: pkts,
+                    rx_batches: batches,
+                    busy_pct: if busy + idle == 0 { 0.0 } else { 100.0 * busy as f64 / (busy + idle) as f64 },
+                    cycles_per_packet: if pkts == 0 { 0.0 } else { busy as f64 / pkts as f64 },
+                    packets_per_batch: if batches == 0 { 0.0 } else { pkts as f64 / batches as f64 },
+                    iteration_us,
+                    rxqs: sh
+                        .rxqs
+                        .iter()
+                        .filter(|r| r.owner.load(Ordering::Relaxed) == i)
+                        .map(|r| (r.port, r.queue))
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// Packets and busy cycles per rx queue, as (port, queue, owner,
+    /// packets, cycles).
+    pub fn rxq_stats(&self) -> Vec<(usize, u16, usize, u64, u64)> {
+        self.shared
+            .rxqs
+            .iter()
+            .map(|r| (r.port, r.queue, r.owner.load(Ordering::Relaxed), r.packets.load(Ordering::Relaxed), r.cycles.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// The ports the threads poll.
+    pub fn ports(&self) -> &[Arc<Port>] {
+        &self.shared.ports
+    }
+
+    /// Stops and joins every thread.
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        if let Some(r) = self.rebalancer.take() {
+            let _ = r.join();
+        }
+    }
+}
+
+impl Drop for PmdSet {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}
+
+fn move_rxq(sh: &Shared, i: usize, to: usize) {
+    let r = &sh.rxqs[i];
+    let from = r.owner.swap(NO_OWNER, Ordering::SeqCst);
+    if from != NO_OWNER && from != to {
+        let c0 = sh.pmds[from].iterations.load(Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while sh.pmds[from].iterations.load(Ordering::SeqCst) < c0 + 2 && Instant::now() < deadline {
+            std::hint::spin_loop();
+        }
+    }
+    r.owner.store(to, Ordering::SeqCst);
+    sh.gen.fetch_add(1, Ordering::SeqCst);
+}
+
+fn rebalance(sh: &Shared) -> Vec<(usize, u16, usize, usize)> {
+    let n = sh.pmds.len();
+    if n < 2 {
+        return Vec::new();
+    }
+    // Load of each queue since the last rebalance.
+    let mut loads: Vec<(usize, u64)> = sh
+        .rxqs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let now = r.cycles.load(Ordering::Relaxed);
+            let before = r.cycles_at_rebalance.swap(now, Ordering::Relaxed);
+            (i, now.saturating_sub(before))
+        })
+        .collect();
+    loads.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut pmd_load = vec![0u64; n];
+    let mut moves = Vec::new();
+    for (i, load) in loads {
+        let cur = sh.rxqs[i].owner.load(Ordering::Relaxed);
+        // Least loaded thread; ties keep the current owner (no needless
+        // moves).
+        let min = *pmd_load.iter().min().unwrap_or(&0);
+        let to = if cur < n && pmd_load[cur] == min { cur } else { (0..n).min_by_key(|&p| pmd_load[p]).unwrap_or(0) };
+        pmd_load[to] += load.max(1);
+        if to != cur {
+            move_rxq(sh, i, to);
+            moves.push((sh.rxqs[i].port, sh.rxqs[i].queue, cur, to));
+        }
+    }
+    moves
+}
+
+fn pmd_main<P: Pipeline>(sh: Arc<Shared>, me: usize, core: usize, mut pipeline: P, ready: mpsc::Sender<Result<(), String>>) {
+    if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+        let _ = ready.send(Err(format!("cannot pin to core {core}")));
+        return;
+    }
+    // SAFETY: registers this non-EAL thread with EAL (gives it an lcore id
+    // for mempool caches); called once, unregistered before exit.
+    if unsafe { dpdk_sys::rte_thread_register() } != 0 {
+        let _ = ready.send(Err(format!("rte_thread_register: {}", crate::error::rte_errno_str())));
+        return;
+    }
+    let _ = ready.send(Ok(()));
+    drop(ready);
+
+    let stats = &sh.pmds[me];
+    let mut tx = TxBatches::new(sh.ports.clone(), me);
+    let mut batch = Batch::new();
+    let mut local: Vec<usize> = Vec::with_capacity(sh.rxqs.len());
+    let mut local_gen = 0u64;
+    let mut hist = new_hist();
+    let (mut busy, mut idle, mut pkts, mut batches, mut iters) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut last_publish = 0u64;
+    while !sh.stop.load(Ordering::Relaxed) {
+        let g = sh.gen.load(Ordering::Acquire);
+        if g != local_gen {
+            local.clear();
+            local.extend((0..sh.rxqs.len()).filter(|&i| sh.rxqs[i].owner.load(Ordering::SeqCst) == me));
+            local_gen = g;
+        }
+        let t0 = rdtsc();
+        let mut got = 0usize;
+        for &ri in &local {
+            let rxq = &sh.rxqs[ri];
+            if rxq.owner.load(Ordering::SeqCst) != me {
+                continue;
+            }
+            let port = &sh.ports[rxq.port];
+            let ts = rdtsc();
+            let n = port.rx_burst(rxq.queue, &mut batch);
+            if n == 0 {
+                continue;
+            }
+            got += n;
+            batches += 1;
+            pipeline.process(&RxqRef { port: rxq.port, queue: rxq.queue }, &mut batch, &mut tx);
+            batch.clear();
+            let c = rdtsc() - ts;
+            rxq.cycles.store(rxq.cycles.load(Ordering::Relaxed) + c, Ordering::Relaxed);
+            rxq.packets.store(rxq.packets.load(Ordering::Relaxed) + n as u64, Ordering::Relaxed);
+        }
+        tx.flush();
+        let dt = rdtsc() - t0;
+        if got > 0 {
+            busy += dt;
+            pkts += got as u64;
+            let _ = hist.record(dt.max(1));
+        } else {
+            idle += dt;
+        }
+        iters += 1;
+        // Publish counters once per iteration: plain stores by their only
+        // writer; the iteration counter is SeqCst for the rxq hand-off
+        // protocol in the module doc.
+        stats.busy_cycles.store(busy, Ordering::Relaxed);
+        stats.idle_cycles.store(idle, Ordering::Relaxed);
+        stats.packets.store(pkts, Ordering::Relaxed);
+        stats.rx_batches.store(batches, Ordering::Relaxed);
+        stats.iterations.store(iters, Ordering::SeqCst);
+        if iters - last_publish >= 1 << 14 {
+            if let Ok(mut h) = sh.hists[me].try_lock() {
+                let _ = h.add(&hist);
+                hist.reset();
+                last_publish = iters;
+            }
+        }
+    }
+    tx.flush();
+    if let Ok(mut h) = sh.hists[me].lock() {
+        let _ = h.add(&hist);
+    }
+    drop(pipeline);
+    // SAFETY: this thread registered itself above.
+    unsafe { dpdk_sys::rte_thread_unregister() };
+    let _ = BATCH_SIZE;
+}
