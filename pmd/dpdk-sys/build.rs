@@ -24,13 +24,11 @@ fn main() {
     // pkg-config's cflags also carry `-include rte_config.h` and DPDK's -march;
     // pass them to both the shim and clang for bindgen so both see the same
     // structure layouts DPDK itself was built with.
-    let cflags = pkg_config::get_variable("libdpdk", "cflags").ok();
     let raw_cflags = std::process::Command::new("pkg-config")
         .args(["--cflags", "libdpdk"])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
-    let _ = cflags;
     let extra: Vec<String> = raw_cflags.split_whitespace().map(str::to_owned).collect();
 
     let mut shim = cc::Build::new();
@@ -44,6 +42,9 @@ fn main() {
         }
     }
     shim.compile("vs_dpdk_shim");
+    // rte_vdev_init/uninit live in the vdev bus driver, which libdpdk.pc
+    // does not list (drivers are loaded as plugins); link it by name.
+    println!("cargo:rustc-link-lib=dylib=rte_bus_vdev");
 
     let mut builder = bindgen::Builder::default()
         .header("wrapper.h")

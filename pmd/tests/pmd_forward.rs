@@ -1,0 +1,185 @@
+//! PMD threads forwarding over memif: N in, exactly N out; malformed frames
+//! counted and dropped; rx queues moved between threads under traffic.
+
+mod common;
+
+use common::*;
+use pmd::forward::{P2p, Validation};
+use pmd::pmd::{PmdConfig, PmdSet};
+use pmd::{Batch, Packet, Port, PortConfig, PortSource};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Rig {
+    pool: Arc<pmd::Mempool>,
+    gen_a: Port,
+    gen_b: Port,
+    fwd: Vec<Arc<Port>>,
+    _c: Cleanup,
+}
+
+fn rig(tag: &str, n_rxq: u16, n_txq: u16) -> Rig {
+    let (sa, sb) = (sock(&format!("{tag}a")), sock(&format!("{tag}b")));
+    let c = Cleanup(vec![sa.clone(), sb.clone()]);
+    let eal = eal(&[]);
+    let pool = pool(eal, "p");
+    let vdev = |i: u32, role: &str, s: &str| PortSource::Vdev(format!("net_memif{i},role={role},id=0,socket={s},socket-abstract=no"));
+    let q = |mut c: PortConfig| {
+        c.n_rxq = n_rxq;
+        c.n_txq = n_txq;
+        c
+    };
+    let gen_a = Port::open(eal, &q(PortConfig::new("gen_a", vdev(0, "server", &sa))), pool.clone()).unwrap();
+    let gen_b = Port::open(eal, &q(PortConfig::new("gen_b", vdev(1, "server", &sb))), pool.clone()).unwrap();
+    let fa = Arc::new(Port::open(eal, &q(PortConfig::new("fwd_a", vdev(2, "client", &sa))), pool.clone()).unwrap());
+    let fb = Arc::new(Port::open(eal, &q(PortConfig::new("fwd_b", vdev(3, "client", &sb))), pool.clone()).unwrap());
+    wait_links(&[&gen_a, &gen_b, &fa, &fb]);
+    Rig { pool, gen_a, gen_b, fwd: vec![fa, fb], _c: c }
+}
+
+fn any_core() -> Vec<usize> {
+    // Tests do not assume dedicated cores: the last core the process may use.
+    let ids = core_affinity_ids();
+    vec![*ids.last().unwrap()]
+}
+
+fn core_affinity_ids() -> Vec<usize> {
+    let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    (0..n).collect()
+}
+
+/// Sends `frames` on `tx` (retrying what the ring refuses) and collects
+/// what arrives on `rx` until `expect` frames came or 10 s passed.
+fn pump(pool: &pmd::Mempool, tx: &Port, rx: &Port, frames: &[Vec<u8>], expect: usize) -> Vec<Vec<u8>> {
+    let mut next = 0;
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut idle_since = None;
+    while Instant::now() < deadline {
+        let mut b = Batch::new();
+        // At most 256 frames in flight: below every ring on the way
+        // (memif's default is 1024), so a correct forwarder loses none.
+        while next < frames.len() && !b.is_full() && next < got.len() + 256 {
+            b.push(Packet::from_bytes(pool, &frames[next]).unwrap()).unwrap();
+            next += 1;
+        }
+        tx.tx_burst(0, &mut b);
+        next -= b.len();
+        b.clear();
+        let mut r = Batch::new();
+        for q in 0..rx.n_rxq() {
+            rx.rx_burst(q, &mut r);
+            got.extend(r.as_slice().iter().map(|p| p.data().to_vec()));
+            r.clear();
+        }
+        if got.len() >= expect && next == frames.len() {
+            // Wait a little longer for anything unexpected.
+            let since = *idle_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > Duration::from_millis(200) {
+                break;
+            }
+        }
+    }
+    got
+}
+
+#[test]
+fn pmd_forwards_exactly_n_packets_between_memif_ports() {
+    let r = rig("n", 1, 1);
+    let set = PmdSet::start(&PmdConfig { cores: any_core(), rebalance_interval: None }, r.fwd.clone(), |_| P2p::new(vec![1, 0], Validation::Ethernet)).unwrap();
+    let n = 10_000usize;
+    let frames: Vec<Vec<u8>> = (0..n).map(|i| frame(64 + i % 64, i as u32)).collect();
+    let got = pump(&r.pool, &r.gen_a, &r.gen_b, &frames, n);
+    assert_eq!(got.len(), n, "exactly N packets come out");
+    assert!(got.iter().zip(&frames).all(|(a, b)| a == b), "in order, byte for byte");
+    // And the other direction.
+    let back: Vec<Vec<u8>> = (0..500).map(|i| frame(1500, i)).collect();
+    let got = pump(&r.pool, &r.gen_b, &r.gen_a, &back, 500);
+    assert_eq!(got.len(), 500);
+    let st = set.stats();
+    assert_eq!(st[0].packets, (n + 500) as u64);
+    assert!(st[0].busy_cycles > 0 && st[0].cycles_per_packet > 0.0);
+    assert!(st[0].packets_per_batch >= 1.0);
+    assert!(st[0].iteration_us[3] > 0.0 || st[0].iterations > 0);
+    let fa = r.fwd[0].stats();
+    assert_eq!(fa.rx_packets, n as u64);
+    assert_eq!(fa.rx_malformed, 0);
+    assert_eq!(r.fwd[1].stats().tx_dropped, 0);
+    set.stop();
+}
+
+#[test]
+fn malformed_frames_are_counted_per_port_and_dropped() {
+    let r = rig("m", 1, 1);
+    let set = PmdSet::start(&PmdConfig { cores: any_core(), rebalance_interval: None }, r.fwd.clone(), |_| P2p::new(vec![1, 0], Validation::Full)).unwrap();
+    let good = frame(128, 1);
+    let mut bad_ihl = good.clone();
+    bad_ihl[14] = 0x43; // IHL 3
+    let mut bad_csum = good.clone();
+    bad_csum[24] ^= 0xff; // IPv4 header checksum
+    let mut bad_len = good.clone();
+    bad_len[17] = 0xff; // IPv4 total length past the frame
+    let runt = vec![0xffu8; 10];
+    let mut bad_tcp = frame(80, 2);
+    bad_tcp[23] = 6; // protocol TCP, then a data offset below 5
+    bad_tcp[24..26].fill(0);
+    let c = wire::checksum::checksum(&bad_tcp[14..34]);
+    bad_tcp[24..26].copy_from_slice(&c.to_be_bytes());
+    bad_tcp[34 + 12] = 0x20;
+    let mix = vec![good.clone(), bad_ihl, runt, good.clone(), bad_csum, bad_len, bad_tcp, good.clone()];
+    let got = pump(&r.pool, &r.gen_a, &r.gen_b, &mix, 3);
+    assert_eq!(got, vec![good.clone(), good.clone(), good.clone()], "only the well-formed frames pass");
+    assert_eq!(r.fwd[0].stats().rx_malformed, 5, "each malformed frame counted on its input port");
+    assert_eq!(r.fwd[1].stats().rx_malformed, 0);
+    // The thread survived and still forwards.
+    let got = pump(&r.pool, &r.gen_b, &r.gen_a, &[good.clone()], 1);
+    assert_eq!(got, vec![good]);
+    set.stop();
+}
+
+#[test]
+fn rx_queues_move_between_threads_without_loss() {
+    // Two PMD threads (on whatever cores exist; they may share one), two
+    // rx queues per port; move every queue to thread 0, then rebalance.
+    let cores = core_affinity_ids();
+    let cores = vec![cores[0], *cores.last().unwrap()];
+    let r = rig("q", 2, 2);
+    let set = PmdSet::start(&PmdConfig { cores, rebalance_interval: None }, r.fwd.clone(), |_| P2p::new(vec![1, 0], Validation::None)).unwrap();
+    let before: Vec<_> = set.stats().iter().map(|s| s.rxqs.len()).collect();
+    assert_eq!(before, vec![2, 2], "round-robin start: two queues each");
+    let n = 4000;
+    let frames: Vec<Vec<u8>> = (0..n).map(|i| frame(64, i as u32)).collect();
+    let mover = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            for q in 0..2 {
+                assert!(set.assign(0, q, 0));
+                assert!(set.assign(1, q, 0));
+            }
+        });
+        let got = pump(&r.pool, &r.gen_a, &r.gen_b, &frames, n);
+        h.join().unwrap();
+        got
+    });
+    assert_eq!(mover.len(), n, "no packet lost while queues moved");
+    let after: Vec<_> = set.stats().iter().map(|s| s.rxqs.len()).collect();
+    assert_eq!(after, vec![4, 0]);
+    // Rebalancing by load spreads them again.
+    let got = pump(&r.pool, &r.gen_a, &r.gen_b, &frames, n);
+    assert_eq!(got.len(), n);
+    let moves = set.rebalance();
+    assert!(!moves.is_empty());
+    let spread: Vec<_> = set.stats().iter().map(|s| s.rxqs.len()).collect();
+    assert!(spread.iter().all(|&k| k >= 1), "{spread:?}");
+    set.stop();
+}
+
+#[test]
+fn pmd_refuses_bad_core_and_shared_txq() {
+    let r = rig("c", 1, 1);
+    let e = PmdSet::start(&PmdConfig { cores: vec![9999], rebalance_interval: None }, r.fwd.clone(), |_| P2p::new(vec![1, 0], Validation::None))
+        .err().unwrap().to_string();
+    assert!(e.contains("pmd.cores") && e.contains("9999"), "{e}");
+    let e = PmdSet::start(&PmdConfig { cores: vec![0, 0], rebalance_interval: None }, r.fwd.clone(), |_| P2p::new(vec![1, 0], Validation::None))
+        .err().unwrap().to_string();
+    assert!(e.contains("n_txq"), "{e}");
+}
