@@ -1,1 +1,12 @@
-//! placeholder
+//! Packet-rate and latency benchmarks.
+//!
+//! [`gen`] is the traffic generator and sink: one DPDK thread on its own
+//! core that sends frames (64-1518 bytes, configurable flows) on two ports
+//! and counts what comes back, with a TSC timestamp in each payload for
+//! latency. [`forwarders`] starts, pins and stops each forwarder under test:
+//! ours (`pmd-fwd` now, `vswitchd` later), `dpdk-testpmd` io-forward and
+//! OVS-DPDK. The `vswitch-bench` binary runs them in turn and prints a
+//! side-by-side table with ratios, and JSON. See `benches/README.md`.
+
+pub mod forwarders;
+pub mod gen;

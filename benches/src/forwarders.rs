@@ -1,0 +1,367 @@
+//! Forwarders under test: started as their own processes, pinned to the
+//! forwarding core, stopped by the bench, and asked for their own cycles
+//! per packet.
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How generator and forwarder are connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// Shared-memory packet interface; the forwarder is the memif server.
+    Memif,
+    /// vhost-user: the generator is virtio_user in server mode, the
+    /// forwarder the vhost-user client (how OVS-DPDK attaches VMs and
+    /// containers).
+    Vhost,
+}
+
+/// Which forwarder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum Kind {
+    /// Ours.
+    #[value(name = "vswitch")]
+    #[serde(rename = "vswitch")]
+    Vswitch,
+    /// dpdk-testpmd io-forward.
+    #[value(name = "testpmd")]
+    #[serde(rename = "testpmd")]
+    Testpmd,
+    /// OVS-DPDK with in_port->output flows.
+    #[value(name = "ovs-dpdk")]
+    #[serde(rename = "ovs-dpdk")]
+    OvsDpdk,
+}
+
+impl Kind {
+    /// The name in tables and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Vswitch => "vswitch",
+            Kind::Testpmd => "testpmd",
+            Kind::OvsDpdk => "ovs-dpdk",
+        }
+    }
+    /// Rx/tx queues the generator must use towards it (OVS-DPDK sends on
+    /// tx queue 1 of a 2-queue port; see shared/RECIPES.md).
+    pub fn gen_queues(self, t: Transport) -> u16 {
+        match (self, t) {
+            (Kind::OvsDpdk, Transport::Memif) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Where things go during one run.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// Scratch directory (sockets, logs, OVS database).
+    pub dir: PathBuf,
+    /// Generator core.
+    pub gen_core: usize,
+    /// Forwarder core.
+    pub fwd_core: usize,
+    /// Transport.
+    pub transport: Transport,
+}
+
+impl Setup {
+    /// Socket path of port i.
+    pub fn sock(&self, i: usize) -> String {
+        self.dir.join(format!("p{i}.sock")).display().to_string()
+    }
+    /// The generator's devargs for port i, trial-unique device names.
+    pub fn gen_devargs(&self, i: usize, uniq: usize, queues: u16) -> String {
+        match self.transport {
+            Transport::Memif => format!("net_memif{},role=client,id=0,socket={},socket-abstract=no", 100 + uniq * 2 + i, self.sock(i)),
+            Transport::Vhost => format!("net_virtio_user{},path={},server=1,queues={queues}", 100 + uniq * 2 + i, self.sock(i)),
+        }
+    }
+    fn fwd_devargs(&self, i: usize) -> String {
+        match self.transport {
+            Transport::Memif => format!("net_memif{i},role=server,id=0,socket={},socket-abstract=no", self.sock(i)),
+            Transport::Vhost => format!("net_vhost{i},iface={},client=1,queues=1", self.sock(i)),
+        }
+    }
+}
+
+/// A running forwarder.
+pub struct Running {
+    kind: Kind,
+    child: Option<Child>,
+    log: PathBuf,
+    stats_json: PathBuf,
+    ovs: Option<Ovs>,
+}
+
+struct Ovs {
+    dir: PathBuf,
+    ctl: PathBuf,
+}
+
+fn tool(name: &str) -> Result<PathBuf> {
+    for d in ["/usr/bin", "/usr/sbin", "/usr/local/bin"] {
+        let p = Path::new(d).join(name);
+        if p.exists() {
+            return Ok(p);
+        }
+    }
+    bail!("`{name}` is not installed (ci/setup installs it)")
+}
+
+/// The `pmd-fwd` binary next to this one.
+fn our_forwarder() -> Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let p = me.with_file_name("pmd-fwd");
+    if !p.exists() {
+        bail!("{} not found: build it with `cargo build --release -p benches`", p.display());
+    }
+    Ok(p)
+}
+
+impl Running {
+    /// Starts `kind` on the forwarding core; returns once its ports exist
+    /// (the generator may connect).
+    pub fn start(kind: Kind, s: &Setup) -> Result<Running> {
+        for i in 0..2 {
+            let _ = std::fs::remove_file(s.sock(i));
+        }
+        let log = s.dir.join(format!("{}.log", kind.name()));
+        let stats_json = s.dir.join(format!("{}.json", kind.name()));
+        let _ = std::fs::remove_file(&stats_json);
+        let out = std::fs::File::create(&log)?;
+        let err = out.try_clone()?;
+        let cores = format!("{},{}", s.gen_core, s.fwd_core);
+        let mut r = Running { kind, child: None, log, stats_json: stats_json.clone(), ovs: None };
+        match kind {
+            Kind::Vswitch => {
+                let mut c = Command::new(our_forwarder()?);
+                c.args(["--core", &s.fwd_core.to_string(), "--eal-cores", &cores, "--memory", "in-memory", "--mb", "512"])
+                    .args(["--file-prefix", "vsbench-ours", "--validate", "ethernet", "--stats-json"])
+                    .arg(&stats_json)
+                    .args(["--port", &s.fwd_devargs(0), "--port", &s.fwd_devargs(1)]);
+                r.child = Some(c.stdin(Stdio::null()).stdout(out).stderr(err).spawn().context("starting pmd-fwd")?);
+            }
+            Kind::Testpmd => {
+                let mut c = Command::new(tool("dpdk-testpmd")?);
+                c.args(["-l", &cores, "--main-lcore", &s.gen_core.to_string(), "--no-pci", "--in-memory", "-m", "512"])
+                    .args(["--file-prefix", "vsbench-tp", "--log-level=4"])
+                    .args(["--vdev", &s.fwd_devargs(0), "--vdev", &s.fwd_devargs(1)])
+                    .args(["--", "--forward-mode=io", "--auto-start", "--stats-period=1", "--record-core-cycles"])
+                    .args(["--total-num-mbufs=32768", "--nb-cores=1", "--rxq=1", "--txq=1"]);
+                r.child = Some(c.stdin(Stdio::null()).stdout(out).stderr(err).spawn().context("starting dpdk-testpmd")?);
+            }
+            Kind::OvsDpdk => r.ovs = Some(start_ovs(s)?),
+        }
+        // Memif servers create their sockets at start; vhost clients retry
+        // until the generator's sockets appear.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(c) = r.child.as_mut() {
+                if let Some(st) = c.try_wait()? {
+                    bail!("{} exited at start ({st}); its log:\n{}", kind.name(), tail(&r.log));
+                }
+            }
+            let ready = match s.transport {
+                Transport::Memif => (0..2).all(|i| Path::new(&s.sock(i)).exists()),
+                Transport::Vhost => true,
+            };
+            if ready {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("{} did not create its sockets in 30 s; its log:\n{}", kind.name(), tail(&r.log));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(r)
+    }
+
+    /// Zeroes the forwarder's own cycle counters before a trial, where it
+    /// has a way.
+    pub fn clear_counters(&self) {
+        if let Some(o) = &self.ovs {
+            let _ = appctl(o, &["dpif-netdev/pmd-stats-clear"]);
+        }
+    }
+
+    /// Reads OVS's cycles per packet before it stops (others report at
+    /// exit).
+    pub fn cycles_before_stop(&self) -> Option<f64> {
+        let o = self.ovs.as_ref()?;
+        let out = appctl(o, &["dpif-netdev/pmd-stats-show"]).ok()?;
+        number_after(&out, "avg processing cycles per packet:")
+    }
+
+    /// Stops it; returns its cycles per packet if it reported them.
+    pub fn stop(mut self) -> Result<Option<f64>> {
+        if let Some(o) = self.ovs.take() {
+            stop_ovs(&o);
+            return Ok(None);
+        }
+        let Some(mut c) = self.child.take() else { return Ok(None) };
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while c.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                bail!("{} did not stop on SIGINT in 15 s (killed)", self.kind.name());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(match self.kind {
+            Kind::Vswitch => std::fs::read(&self.stats_json)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| v["pmds"][0]["cycles_per_packet"].as_f64()),
+            Kind::Testpmd => number_after(&std::fs::read_to_string(&self.log).unwrap_or_default(), "CPU cycles/packet="),
+            Kind::OvsDpdk => None,
+        })
+    }
+
+    /// The forwarder's log, last lines.
+    pub fn log_tail(&self) -> String {
+        tail(&self.log)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(o) = self.ovs.take() {
+            stop_ovs(&o);
+        }
+    }
+}
+
+fn tail(p: &Path) -> String {
+    let s = std::fs::read_to_string(p).unwrap_or_default();
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+fn number_after(text: &str, key: &str) -> Option<f64> {
+    let at = text.rfind(key)? + key.len();
+    let rest = text[at..].trim_start();
+    let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn ovs_env<'a>(c: &'a mut Command, dir: &Path) -> &'a mut Command {
+    c.env("OVS_RUNDIR", dir).env("OVS_DBDIR", dir).env("OVS_LOGDIR", dir).env("OVS_SYSCONFDIR", dir)
+}
+
+fn appctl(o: &Ovs, args: &[&str]) -> Result<String> {
+    run(ovs_env(Command::new(tool("ovs-appctl")?).arg("-t").arg(&o.ctl).args(args), &o.dir))
+}
+
+fn start_ovs(s: &Setup) -> Result<Ovs> {
+    let dir = s.dir.join("ovs");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let vswitchd = Path::new("/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk");
+    if !vswitchd.exists() {
+        bail!("{} is not installed (apt-get install openvswitch-switch-dpdk; ci/setup does)", vswitchd.display());
+    }
+    let db = dir.join("conf.db");
+    let sock = format!("unix:{}", dir.join("db.sock").display());
+    run(ovs_env(Command::new(tool("ovsdb-tool")?).arg("create").arg(&db).arg("/usr/share/openvswitch/vswitch.ovsschema"), &dir))?;
+    run(ovs_env(
+        Command::new(tool("ovsdb-server")?)
+            .arg(format!("--remote=punix:{}", dir.join("db.sock").display()))
+            .arg(format!("--pidfile={}", dir.join("ovsdb-server.pid").display()))
+            .arg("--detach")
+            .arg(format!("--log-file={}", dir.join("ovsdb-server.log").display()))
+            .arg(&db),
+        &dir,
+    ))?;
+    let vsctl = |args: &[&str]| -> Result<String> {
+        run(ovs_env(Command::new(tool("ovs-vsctl").expect("checked")).arg(format!("--db={sock}")).args(args), &dir))
+    };
+    tool("ovs-vsctl")?;
+    vsctl(&["--no-wait", "init"])?;
+    vsctl(&[
+        "--no-wait",
+        "set",
+        "Open_vSwitch",
+        ".",
+        "other_config:dpdk-init=true",
+        "other_config:dpdk-extra=--no-pci --file-prefix vsbench-ovs",
+        "other_config:dpdk-socket-mem=512",
+        &format!("other_config:pmd-cpu-mask=0x{:x}", 1u64 << s.fwd_core),
+        &format!("other_config:dpdk-lcore-mask=0x{:x}", 1u64 << s.gen_core),
+    ])?;
+    run(ovs_env(
+        Command::new(vswitchd)
+            .arg(&sock)
+            .arg(format!("--pidfile={}", dir.join("ovs-vswitchd.pid").display()))
+            .arg("--detach")
+            .arg(format!("--log-file={}", dir.join("ovs-vswitchd.log").display())),
+        &dir,
+    ))?;
+    let pid = std::fs::read_to_string(dir.join("ovs-vswitchd.pid"))?.trim().to_string();
+    let o = Ovs { ctl: dir.join(format!("ovs-vswitchd.{pid}.ctl")), dir: dir.clone() };
+    vsctl(&["add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=netdev"])?;
+    for i in 0..2 {
+        let name = format!("p{i}");
+        let ofport = format!("ofport_request={}", i + 1);
+        match s.transport {
+            Transport::Memif => vsctl(&[
+                "add-port", "br0", &name, "--", "set", "Interface", &name, "type=dpdk", "options:n_rxq=2",
+                &format!("options:dpdk-devargs=net_memif{i},role=server,socket={},socket-abstract=no,id=0", s.sock(i)), &ofport,
+            ])?,
+            Transport::Vhost => vsctl(&[
+                "add-port", "br0", &name, "--", "set", "Interface", &name, "type=dpdkvhostuserclient",
+                &format!("options:vhost-server-path={}", s.sock(i)), &ofport,
+            ])?,
+        };
+    }
+    let ofctl = |args: &[&str]| run(ovs_env(Command::new(tool("ovs-ofctl").expect("checked")).args(args), &dir));
+    tool("ovs-ofctl")?;
+    let mgmt = format!("unix:{}", dir.join("br0.mgmt").display());
+    ofctl(&["del-flows", &mgmt])?;
+    ofctl(&["add-flow", &mgmt, "in_port=1,actions=output:2"])?;
+    ofctl(&["add-flow", &mgmt, "in_port=2,actions=output:1"])?;
+    Ok(o)
+}
+
+fn stop_ovs(o: &Ovs) {
+    let _ = appctl(o, &["exit"]);
+    for pidfile in ["ovs-vswitchd.pid", "ovsdb-server.pid"] {
+        if let Ok(pid) = std::fs::read_to_string(o.dir.join(pidfile)) {
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                // SAFETY: kill(2) on a daemon this bench started.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+                let deadline = Instant::now() + Duration::from_secs(10);
+                // SAFETY: signal 0 only checks the process exists.
+                while unsafe { libc::kill(pid, 0) } == 0 && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                // SAFETY: as above.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+/// Why a forwarder could not run, for the JSON `"error"` field.
+pub fn describe(e: &anyhow::Error) -> String {
+    format!("{e:#}")
+}
+

@@ -1,0 +1,163 @@
+//! The traffic generator and sink.
+
+use pmd::{Batch, Mempool, Packet, Port};
+use std::sync::Arc;
+use std::time::Duration;
+use wire::build::Udp4Frame;
+use wire::{EthernetAddress, Ipv4Address};
+
+/// Marks a payload as ours (and not some stray frame of the peer's).
+const MAGIC: u32 = 0x5653_4231; // "VSB1"
+
+/// What to send.
+#[derive(Debug, Clone)]
+pub struct TrafficSpec {
+    /// Frame size without FCS (the usual "64-byte frame" is 60 here + 4 FCS
+    /// the wire adds; we send `frame_size - 4` bytes so the sizes match what
+    /// testpmd and OVS report).
+    pub frame_size: usize,
+    /// Distinct flows (source IP and port vary).
+    pub flows: u32,
+    /// Offered rate per direction in Mpps (None: as fast as the rings take).
+    pub rate_mpps: Option<f64>,
+    /// Trial length.
+    pub duration: Duration,
+    /// Record every Nth packet's latency.
+    pub latency_sample: u32,
+}
+
+/// What came back.
+#[derive(Debug, Clone)]
+pub struct TrialResult {
+    /// Packets sent (accepted by the tx ring) per direction.
+    pub tx: [u64; 2],
+    /// Packets received per direction (sent on 0, received on 1; and back).
+    pub rx: [u64; 2],
+    /// Frames received that were not ours.
+    pub foreign: u64,
+    /// Seconds of sending.
+    pub seconds: f64,
+    /// Latency samples in nanoseconds.
+    pub latency: hdrhistogram::Histogram<u64>,
+}
+
+impl TrialResult {
+    /// Received Mpps per direction, averaged over both.
+    pub fn mpps_each_way(&self) -> f64 {
+        (self.rx[0] + self.rx[1]) as f64 / 2.0 / self.seconds / 1e6
+    }
+    /// Share of accepted packets that did not come back.
+    pub fn loss_ratio(&self) -> f64 {
+        let tx = self.tx[0] + self.tx[1];
+        if tx == 0 {
+            return 0.0;
+        }
+        (tx.saturating_sub(self.rx[0] + self.rx[1])) as f64 / tx as f64
+    }
+}
+
+fn templates(spec: &TrafficSpec, dir: usize) -> Vec<Vec<u8>> {
+    let len = spec.frame_size.saturating_sub(4).max(60);
+    (0..spec.flows.max(1))
+        .map(|f| {
+            let fr = Udp4Frame {
+                src_mac: EthernetAddress([2, 0, 0, 0, dir as u8, 1]),
+                dst_mac: EthernetAddress([2, 0, 0, 0, dir as u8 ^ 1, 1]),
+                vlan: None,
+                src_ip: Ipv4Address::from_u32(0x0a00_0000 + (dir as u32) * 0x0001_0000 + f),
+                dst_ip: Ipv4Address::from_u32(0x0a00_0000 + ((dir as u32) ^ 1) * 0x0001_0000 + 1),
+                src_port: 1024 + (f % 50000) as u16,
+                dst_port: 5001,
+                ttl: 64,
+            };
+            let mut b = vec![0u8; len];
+            fr.emit(&mut b, false);
+            b
+        })
+        .collect()
+}
+
+/// Runs one trial on `ports` (two of them) from the calling thread, which
+/// should be pinned to the generator's core and registered with EAL.
+pub fn run_trial(ports: &[Arc<Port>; 2], pool: &Mempool, spec: &TrafficSpec) -> TrialResult {
+    let tmpl = [templates(spec, 0), templates(spec, 1)];
+    let payload_at = Udp4Frame {
+        src_mac: EthernetAddress::default(),
+        dst_mac: EthernetAddress::default(),
+        vlan: None,
+        src_ip: Ipv4Address::default(),
+        dst_ip: Ipv4Address::default(),
+        src_port: 0,
+        dst_port: 0,
+        ttl: 0,
+    }
+    .header_len();
+    let hz = pmd::tsc_hz() as f64;
+    let ns_per_tick = 1e9 / hz;
+    let mut lat = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("bounds");
+    let (mut tx, mut rx, mut foreign) = ([0u64; 2], [0u64; 2], 0u64);
+    let mut flow = [0usize; 2];
+    let mut seq: u32 = 0;
+    let start = pmd::rdtsc();
+    let end = start + (spec.duration.as_secs_f64() * hz) as u64;
+    let drain_end = end + (0.2 * hz) as u64;
+    let ticks_per_burst = spec.rate_mpps.map(|r| (32.0 / (r * 1e6) * hz) as u64);
+    let mut next_send = [start; 2];
+    let mut b = Batch::new();
+    let n_rxq: Vec<u16> = ports.iter().map(|p| p.n_rxq()).collect();
+    loop {
+        let now = pmd::rdtsc();
+        if now >= drain_end {
+            break;
+        }
+        let sending = now < end;
+        for d in 0..2 {
+            if sending && ticks_per_burst.is_none_or(|_| now >= next_send[d]) {
+                let stamp = pmd::rdtsc();
+                while !b.is_full() {
+                    let Some(mut p) = Packet::alloc(pool) else { break };
+                    let t = &tmpl[d][flow[d]];
+                    flow[d] += 1;
+                    if flow[d] == tmpl[d].len() {
+                        flow[d] = 0;
+                    }
+                    let Some(buf) = p.append(t.len()) else { break };
+                    buf.copy_from_slice(t);
+                    buf[payload_at..payload_at + 4].copy_from_slice(&MAGIC.to_ne_bytes());
+                    buf[payload_at + 4..payload_at + 12].copy_from_slice(&stamp.to_ne_bytes());
+                    buf[payload_at + 12..payload_at + 16].copy_from_slice(&seq.to_ne_bytes());
+                    seq = seq.wrapping_add(1);
+                    let _ = b.push(p);
+                }
+                tx[d] += ports[d].tx_burst(0, &mut b) as u64;
+                b.clear();
+                if let Some(t) = ticks_per_burst {
+                    next_send[d] += t;
+                }
+            }
+            for q in 0..n_rxq[d] {
+                let n = ports[d].rx_burst(q, &mut b);
+                if n == 0 {
+                    continue;
+                }
+                let now = pmd::rdtsc();
+                for p in b.as_slice() {
+                    let data = p.data();
+                    if data.len() < payload_at + 16 || data[payload_at..payload_at + 4] != MAGIC.to_ne_bytes() {
+                        foreign += 1;
+                        continue;
+                    }
+                    // Arrived on port d: sent on the other one.
+                    rx[d ^ 1] += 1;
+                    let s = u32::from_ne_bytes(data[payload_at + 12..payload_at + 16].try_into().unwrap_or([0; 4]));
+                    if s % spec.latency_sample.max(1) == 0 {
+                        let sent = u64::from_ne_bytes(data[payload_at + 4..payload_at + 12].try_into().unwrap_or([0; 8]));
+                        let _ = lat.record(((now.saturating_sub(sent)) as f64 * ns_per_tick) as u64 + 1);
+                    }
+                }
+                b.clear();
+            }
+        }
+    }
+    TrialResult { tx, rx, foreign, seconds: spec.duration.as_secs_f64(), latency: lat }
+}
