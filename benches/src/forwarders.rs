@@ -316,7 +316,8 @@ fn start_ovs(s: &Setup) -> Result<Ovs> {
         &dir,
     ))?;
     let pid = std::fs::read_to_string(dir.join("ovs-vswitchd.pid"))?.trim().to_string();
-    let o = Ovs { ctl: dir.join(format!("ovs-vswitchd.{pid}.ctl")), dir: dir.clone() };
+    // The control socket is named after the program: ovs-vswitchd-dpdk.<pid>.ctl.
+    let o = Ovs { ctl: dir.join(format!("ovs-vswitchd-dpdk.{pid}.ctl")), dir: dir.clone() };
     vsctl(&["add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=netdev"])?;
     for i in 0..2 {
         let name = format!("p{i}");

@@ -181,7 +181,11 @@ fn print_stats_final(r: &serde_json::Value) {
             "{:<6} {:<5} {:>14} {:>14} {:>10} {:>12} {:>10}",
             p["name"].as_str().unwrap_or(""),
             if p["link_up"].as_bool().unwrap_or(false) { "up" } else { "down" },
-            p["rx_packets"], p["tx_packets"], p["rx_missed"], p["rx_malformed"], p["tx_dropped"]
+            p["rx_packets"].as_u64().unwrap_or(0),
+            p["tx_packets"].as_u64().unwrap_or(0),
+            p["rx_missed"].as_u64().unwrap_or(0),
+            p["rx_malformed"].as_u64().unwrap_or(0),
+            p["tx_dropped"].as_u64().unwrap_or(0)
         );
     }
     for s in r["pmds"].as_array().into_iter().flatten() {
