@@ -165,11 +165,17 @@ impl Running {
                     bail!("{} exited at start ({st}); its log:\n{}", kind.name(), tail(&r.log));
                 }
             }
+            // A memif server's socket file appears at bind(), just before
+            // listen(). Probing it with a connection is no option (DPDK
+            // 22.11's memif server can crash on a peer that leaves at once),
+            // so settle briefly; the caller reconnects with fresh ports if a
+            // link still does not come up.
             let ready = match s.transport {
                 Transport::Memif => (0..2).all(|i| Path::new(&s.sock(i)).exists()),
                 Transport::Vhost => true,
             };
             if ready {
+                std::thread::sleep(Duration::from_millis(300));
                 break;
             }
             if Instant::now() > deadline {

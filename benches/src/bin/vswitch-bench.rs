@@ -159,19 +159,28 @@ type TrialOut = (TrialResult, Option<hdrhistogram::Histogram<u64>>, Option<f64>)
 fn one_trial(kind: Kind, s: &Setup, eal: &'static Eal, pool: &Arc<Mempool>, a: &CompareArgs, uniq: usize, latency: bool) -> Result<TrialOut> {
     let fwd = Running::start(kind, s)?;
     let q = kind.gen_queues(s.transport);
+    // Links come up within a second or two; a connection that failed at a
+    // bad moment is retried with fresh generator ports (new device names).
     let mut ports = Vec::new();
-    for i in 0..2 {
-        let mut cfg = PortConfig::new(&format!("gen{i}"), PortSource::Vdev(s.gen_devargs(i, uniq, q)));
-        cfg.n_rxq = q;
-        cfg.n_txq = q;
-        ports.push(Arc::new(Port::open(eal, &cfg, pool.clone()).with_context(|| format!("generator port {i}; forwarder log:\n{}", fwd.log_tail()))?));
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ports.iter().all(|p| p.link().up) {
-        if Instant::now() > deadline {
-            bail!("links to {} did not come up in 30 s; its log:\n{}", kind.name(), fwd.log_tail());
+    for attempt in 0..3 {
+        ports.clear();
+        for i in 0..2 {
+            let mut cfg = PortConfig::new(&format!("gen{i}"), PortSource::Vdev(s.gen_devargs(i, uniq * 4 + attempt, q)));
+            cfg.n_rxq = q;
+            cfg.n_txq = q;
+            ports.push(Arc::new(Port::open(eal, &cfg, pool.clone()).with_context(|| format!("generator port {i}; forwarder log:\n{}", fwd.log_tail()))?));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ports.iter().all(|p| p.link().up) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if ports.iter().all(|p| p.link().up) {
+            break;
+        }
+        if attempt == 2 {
+            bail!("links to {} did not come up in 3 tries of 10 s; its log:\n{}", kind.name(), fwd.log_tail());
+        }
+        eprintln!("links to {} not up after 10 s; reconnecting", kind.name());
     }
     let ports: [Arc<Port>; 2] = [ports[0].clone(), ports[1].clone()];
     let spec = |secs: f64, rate: Option<f64>| TrafficSpec {
