@@ -48,8 +48,9 @@ fn is_malformed(p: &mut crate::Packet, v: Validation) -> bool {
 impl Pipeline for P2p {
     #[inline]
     fn process(&mut self, rxq: &RxqRef, batch: &mut Batch, tx: &mut TxBatches) {
-        if self.validation != Validation::None {
-            let v = self.validation;
+        let v = self.validation;
+        // Scan first: good batches (the common case) are not rewritten.
+        if v != Validation::None && batch.as_mut_slice().iter_mut().any(|p| is_malformed(p, v)) {
             let bad = batch.retain(|p| !is_malformed(p, v));
             if bad > 0 {
                 let port = &tx.ports()[rxq.port];

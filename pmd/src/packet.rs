@@ -385,6 +385,41 @@ impl Batch {
         nd
     }
 
+    /// Fills the batch's free room with empty packets from `pool` in one
+    /// bulk allocation (all or nothing). Their metadata is not cleared:
+    /// for generators that write every byte they use. Returns how many were
+    /// added (0 when the pool cannot give that many).
+    pub fn alloc_bulk(&mut self, pool: &Mempool) -> usize {
+        let n = self.room();
+        if n == 0 {
+            return 0;
+        }
+        // SAFETY: spare_ptr points at n free slots; on success the shim
+        // fills all n with fresh mbufs that are ours; on failure none.
+        let ret = unsafe { dpdk_sys::vs_pktmbuf_alloc_bulk(pool.as_ptr(), self.spare_ptr(), n as u32) };
+        if ret != 0 {
+            return 0;
+        }
+        self.len += n;
+        n
+    }
+
+    /// Moves as many packets from `other` (from its end) as fit here;
+    /// returns how many moved. Only the used slots are copied.
+    #[inline]
+    pub fn append(&mut self, other: &mut Batch) -> usize {
+        let n = other.len.min(self.room());
+        let from = other.len - n;
+        // SAFETY: other's slots from..from+n are initialised and are given
+        // up (other.len shrinks); our slots len..len+n are free.
+        unsafe {
+            std::ptr::copy_nonoverlapping(other.pkts.as_ptr().add(from), self.pkts.as_mut_ptr().add(self.len), n);
+        }
+        other.len = from;
+        self.len += n;
+        n
+    }
+
     /// Frees every packet with one bulk free.
     #[inline]
     pub fn clear(&mut self) {

@@ -10,20 +10,22 @@
 //!
 //! Rx queues are assigned round-robin at start; [`PmdSet::rebalance`] moves
 //! them by measured busy cycles (greedy: heaviest queue to the least loaded
-//! thread). Ownership is an atomic per queue, so a move takes no lock on the
-//! fast path:
+//! thread). Each thread polls a private list of its queues, rebuilt only
+//! when the set's generation number changes, so the fast path reads one
+//! atomic per iteration and takes no lock. A move:
 //!
-//! 1. the control thread stores `owner = NONE` (SeqCst) and reads the old
-//!    owner's iteration counter `c0` (SeqCst);
-//! 2. it waits until that counter reaches `c0 + 2`: the old owner has begun
-//!    a whole iteration after the store, and each iteration loads `owner`
-//!    (SeqCst, a plain load on x86) before polling, so it no longer polls
-//!    the queue;
-//! 3. it stores the new owner.
+//! 1. the control thread stores `owner = NONE` for the queue, bumps the
+//!    generation (Release) and waits until the old owner acknowledges it
+//!    (`seen_gen`, Acquire). The owner loads the generation with Acquire at
+//!    the top of an iteration, so the rebuilt list it polls from then on
+//!    was read after the `NONE` store and no longer holds the queue; the
+//!    acknowledgement is stored (Release) only after that rebuild;
+//! 2. it stores the new owner and bumps the generation again; the new
+//!    owner picks the queue up at its next iteration.
 //!
 //! Packets wait in the NIC ring meanwhile; none is lost or reordered.
 
-use crate::packet::{Batch, BATCH_SIZE};
+use crate::packet::Batch;
 use crate::port::Port;
 use crate::{rdtsc, tsc_hz, Error};
 use hdrhistogram::Histogram;
@@ -67,6 +69,8 @@ struct Rxq {
 #[repr(align(64))]
 struct PmdShared {
     iterations: AtomicU64,
+    seen_gen: AtomicU64,
+    running: AtomicBool,
     busy_cycles: AtomicU64,
     idle_cycles: AtomicU64,
     packets: AtomicU64,
@@ -107,13 +111,7 @@ impl TxBatches {
         if b.room() < batch.len() {
             self.ports[port].tx_burst_or_drop(self.txq[port], b, self.pmd);
         }
-        if b.is_empty() {
-            std::mem::swap(b, batch);
-            return;
-        }
-        while let Some(p) = batch.pop() {
-            let _ = b.push(p);
-        }
+        b.append(batch);
     }
 
     /// The ports, by index.
@@ -399,14 +397,15 @@ fn move_rxq(sh: &Shared, i: usize, to: usize) {
     let r = &sh.rxqs[i];
     let from = r.owner.swap(NO_OWNER, Ordering::SeqCst);
     if from != NO_OWNER && from != to {
-        let c0 = sh.pmds[from].iterations.load(Ordering::SeqCst);
-        let deadline = Instant::now() + Duration::from_secs(1);
-        while sh.pmds[from].iterations.load(Ordering::SeqCst) < c0 + 2 && Instant::now() < deadline {
-            std::hint::spin_loop();
+        let g = sh.gen.fetch_add(1, Ordering::AcqRel) + 1;
+        let old = &sh.pmds[from];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while old.running.load(Ordering::Acquire) && old.seen_gen.load(Ordering::Acquire) < g && Instant::now() < deadline {
+            std::thread::yield_now();
         }
     }
     r.owner.store(to, Ordering::SeqCst);
-    sh.gen.fetch_add(1, Ordering::SeqCst);
+    sh.gen.fetch_add(1, Ordering::AcqRel);
 }
 
 fn rebalance(sh: &Shared) -> Vec<(usize, u16, usize, usize)> {
@@ -454,13 +453,15 @@ fn pmd_main<P: Pipeline>(sh: Arc<Shared>, me: usize, core: usize, mut pipeline: 
         let _ = ready.send(Err(format!("rte_thread_register: {}", crate::error::rte_errno_str())));
         return;
     }
+    // Before `ready`: a queue move right after start must wait for us.
+    sh.pmds[me].running.store(true, Ordering::Release);
     let _ = ready.send(Ok(()));
     drop(ready);
 
     let stats = &sh.pmds[me];
     let mut tx = TxBatches::new(sh.ports.clone(), me);
     let mut batch = Batch::new();
-    let mut local: Vec<usize> = Vec::with_capacity(sh.rxqs.len());
+    let mut local: Vec<(&Rxq, &Arc<Port>)> = Vec::with_capacity(sh.rxqs.len());
     let mut local_gen = 0u64;
     let mut hist = new_hist();
     let (mut busy, mut idle, mut pkts, mut batches, mut iters) = (0u64, 0u64, 0u64, 0u64, 0u64);
@@ -469,18 +470,17 @@ fn pmd_main<P: Pipeline>(sh: Arc<Shared>, me: usize, core: usize, mut pipeline: 
         let g = sh.gen.load(Ordering::Acquire);
         if g != local_gen {
             local.clear();
-            local.extend((0..sh.rxqs.len()).filter(|&i| sh.rxqs[i].owner.load(Ordering::SeqCst) == me));
+            local.extend(
+                sh.rxqs.iter().filter(|r| r.owner.load(Ordering::Relaxed) == me).map(|r| (r, &sh.ports[r.port])),
+            );
             local_gen = g;
+            // Only now is every removed queue out of `local`.
+            stats.seen_gen.store(g, Ordering::Release);
         }
         let t0 = rdtsc();
+        let mut ts = t0;
         let mut got = 0usize;
-        for &ri in &local {
-            let rxq = &sh.rxqs[ri];
-            if rxq.owner.load(Ordering::SeqCst) != me {
-                continue;
-            }
-            let port = &sh.ports[rxq.port];
-            let ts = rdtsc();
+        for &(rxq, port) in &local {
             let n = port.rx_burst(rxq.queue, &mut batch);
             if n == 0 {
                 continue;
@@ -489,9 +489,12 @@ fn pmd_main<P: Pipeline>(sh: Arc<Shared>, me: usize, core: usize, mut pipeline: 
             batches += 1;
             pipeline.process(&RxqRef { port: rxq.port, queue: rxq.queue }, &mut batch, &mut tx);
             batch.clear();
-            let c = rdtsc() - ts;
-            rxq.cycles.store(rxq.cycles.load(Ordering::Relaxed) + c, Ordering::Relaxed);
+            let te = rdtsc();
+            // Single writer per queue at a time (the hand-off above orders
+            // owners), so plain load + store.
+            rxq.cycles.store(rxq.cycles.load(Ordering::Relaxed) + (te - ts), Ordering::Relaxed);
             rxq.packets.store(rxq.packets.load(Ordering::Relaxed) + n as u64, Ordering::Relaxed);
+            ts = te;
         }
         tx.flush();
         let dt = rdtsc() - t0;
@@ -503,14 +506,12 @@ fn pmd_main<P: Pipeline>(sh: Arc<Shared>, me: usize, core: usize, mut pipeline: 
             idle += dt;
         }
         iters += 1;
-        // Publish counters once per iteration: plain stores by their only
-        // writer; the iteration counter is SeqCst for the rxq hand-off
-        // protocol in the module doc.
+        // Counters: plain stores by their only writer, read by anyone.
         stats.busy_cycles.store(busy, Ordering::Relaxed);
         stats.idle_cycles.store(idle, Ordering::Relaxed);
         stats.packets.store(pkts, Ordering::Relaxed);
         stats.rx_batches.store(batches, Ordering::Relaxed);
-        stats.iterations.store(iters, Ordering::SeqCst);
+        stats.iterations.store(iters, Ordering::Relaxed);
         if iters - last_publish >= 1 << 14 {
             if let Ok(mut h) = sh.hists[me].try_lock() {
                 let _ = h.add(&hist);
@@ -523,8 +524,8 @@ fn pmd_main<P: Pipeline>(sh: Arc<Shared>, me: usize, core: usize, mut pipeline: 
     if let Ok(mut h) = sh.hists[me].lock() {
         let _ = h.add(&hist);
     }
+    stats.running.store(false, Ordering::Release);
     drop(pipeline);
     // SAFETY: this thread registered itself above.
     unsafe { dpdk_sys::rte_thread_unregister() };
-    let _ = BATCH_SIZE;
 }

@@ -177,3 +177,38 @@ fn eal_reports_bad_arguments() {
     let e = pmd::Eal::init(&cfg).unwrap_err().to_string();
     assert!(e.contains("EAL initialisation failed") && e.contains("--no-such-eal-flag"), "{e}");
 }
+
+#[test]
+fn batch_append_moves_only_what_fits() {
+    let eal = eal(&[]);
+    let pool = pool(eal, "p");
+    let before = pool.in_use();
+    let mut a = Batch::new();
+    let mut b = Batch::new();
+    for i in 0..20u32 {
+        a.push(Packet::from_bytes(&pool, &frame(64, i)).unwrap()).unwrap();
+        b.push(Packet::from_bytes(&pool, &frame(64, 100 + i)).unwrap()).unwrap();
+    }
+    assert_eq!(a.append(&mut b), 12, "only the free room is filled");
+    assert_eq!((a.len(), b.len()), (32, 8));
+    let seq = |p: &Packet| u32::from_be_bytes(p.data()[42..46].try_into().unwrap());
+    assert_eq!(seq(&a.as_slice()[20]), 108, "the moved packets are b's last ones, in order");
+    assert_eq!(seq(&b.as_slice()[7]), 107);
+    drop(a);
+    drop(b);
+    assert_eq!(pool.in_use(), before, "no mbuf leaked or freed twice");
+}
+
+#[test]
+fn missing_hugepages_say_how_to_reserve_them() {
+    // Ask for more hugepage memory than any test machine has free.
+    let cfg = pmd::EalConfig {
+        cores: vec![0],
+        memory: pmd::Memory::Hugepages { socket_mem_mb: Some(1 << 24) },
+        file_prefix: format!("huge{}", std::process::id()),
+        ..Default::default()
+    };
+    let e = pmd::Eal::init(&cfg).unwrap_err().to_string();
+    assert!(e.starts_with("hugepages:"), "{e}");
+    assert!(e.contains("/proc/sys/vm/nr_hugepages") && e.contains("mount -t hugetlbfs"), "{e}");
+}
