@@ -76,8 +76,12 @@ impl Setup {
     /// The generator's devargs for port i, trial-unique device names.
     pub fn gen_devargs(&self, i: usize, uniq: usize, queues: u16) -> String {
         match self.transport {
-            Transport::Memif => format!("net_memif{},role=client,id=0,socket={},socket-abstract=no", 100 + uniq * 2 + i, self.sock(i)),
-            Transport::Vhost => format!("net_virtio_user{},path={},server=1,queues={queues}", 100 + uniq * 2 + i, self.sock(i)),
+            Transport::Memif => {
+                format!("net_memif{},role=client,id=0,socket={},socket-abstract=no", 100 + uniq * 2 + i, self.sock(i))
+            }
+            Transport::Vhost => {
+                format!("net_virtio_user{},path={},server=1,queues={queues}", 100 + uniq * 2 + i, self.sock(i))
+            }
         }
     }
     fn fwd_devargs(&self, i: usize) -> String {
@@ -139,10 +143,19 @@ impl Running {
         match kind {
             Kind::Vswitch => {
                 let mut c = Command::new(our_forwarder()?);
-                c.args(["--core", &s.fwd_core.to_string(), "--eal-cores", &cores, "--memory", "in-memory", "--mb", "512"])
-                    .args(["--file-prefix", "vsbench-ours", "--validate", "ethernet", "--stats-json"])
-                    .arg(&stats_json)
-                    .args(["--port", &s.fwd_devargs(0), "--port", &s.fwd_devargs(1)]);
+                c.args([
+                    "--core",
+                    &s.fwd_core.to_string(),
+                    "--eal-cores",
+                    &cores,
+                    "--memory",
+                    "in-memory",
+                    "--mb",
+                    "512",
+                ])
+                .args(["--file-prefix", "vsbench-ours", "--validate", "ethernet", "--stats-json"])
+                .arg(&stats_json)
+                .args(["--port", &s.fwd_devargs(0), "--port", &s.fwd_devargs(1)]);
                 r.child = Some(c.stdin(Stdio::null()).stdout(out).stderr(err).spawn().context("starting pmd-fwd")?);
             }
             Kind::Testpmd => {
@@ -152,7 +165,8 @@ impl Running {
                     .args(["--vdev", &s.fwd_devargs(0), "--vdev", &s.fwd_devargs(1)])
                     .args(["--", "--forward-mode=io", "--auto-start", "--stats-period=1", "--record-core-cycles"])
                     .args(["--total-num-mbufs=32768", "--nb-cores=1", "--rxq=1", "--txq=1"]);
-                r.child = Some(c.stdin(Stdio::null()).stdout(out).stderr(err).spawn().context("starting dpdk-testpmd")?);
+                r.child =
+                    Some(c.stdin(Stdio::null()).stdout(out).stderr(err).spawn().context("starting dpdk-testpmd")?);
             }
             Kind::OvsDpdk => r.ovs = Some(start_ovs(s)?),
         }
@@ -225,7 +239,9 @@ impl Running {
                 .ok()
                 .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
                 .and_then(|v| v["pmds"][0]["cycles_per_packet"].as_f64()),
-            Kind::Testpmd => number_after(&std::fs::read_to_string(&self.log).unwrap_or_default(), "CPU cycles/packet="),
+            Kind::Testpmd => {
+                number_after(&std::fs::read_to_string(&self.log).unwrap_or_default(), "CPU cycles/packet=")
+            }
             Kind::OvsDpdk => None,
         })
     }
@@ -287,7 +303,10 @@ fn start_ovs(s: &Setup) -> Result<Ovs> {
     }
     let db = dir.join("conf.db");
     let sock = format!("unix:{}", dir.join("db.sock").display());
-    run(ovs_env(Command::new(tool("ovsdb-tool")?).arg("create").arg(&db).arg("/usr/share/openvswitch/vswitch.ovsschema"), &dir))?;
+    run(ovs_env(
+        Command::new(tool("ovsdb-tool")?).arg("create").arg(&db).arg("/usr/share/openvswitch/vswitch.ovsschema"),
+        &dir,
+    ))?;
     run(ovs_env(
         Command::new(tool("ovsdb-server")?)
             .arg(format!("--remote=punix:{}", dir.join("db.sock").display()))
@@ -330,12 +349,29 @@ fn start_ovs(s: &Setup) -> Result<Ovs> {
         let ofport = format!("ofport_request={}", i + 1);
         match s.transport {
             Transport::Memif => vsctl(&[
-                "add-port", "br0", &name, "--", "set", "Interface", &name, "type=dpdk", "options:n_rxq=2",
-                &format!("options:dpdk-devargs=net_memif{i},role=server,socket={},socket-abstract=no,id=0", s.sock(i)), &ofport,
+                "add-port",
+                "br0",
+                &name,
+                "--",
+                "set",
+                "Interface",
+                &name,
+                "type=dpdk",
+                "options:n_rxq=2",
+                &format!("options:dpdk-devargs=net_memif{i},role=server,socket={},socket-abstract=no,id=0", s.sock(i)),
+                &ofport,
             ])?,
             Transport::Vhost => vsctl(&[
-                "add-port", "br0", &name, "--", "set", "Interface", &name, "type=dpdkvhostuserclient",
-                &format!("options:vhost-server-path={}", s.sock(i)), &ofport,
+                "add-port",
+                "br0",
+                &name,
+                "--",
+                "set",
+                "Interface",
+                &name,
+                "type=dpdkvhostuserclient",
+                &format!("options:vhost-server-path={}", s.sock(i)),
+                &ofport,
             ])?,
         };
     }
@@ -371,4 +407,3 @@ fn stop_ovs(o: &Ovs) {
 pub fn describe(e: &anyhow::Error) -> String {
     format!("{e:#}")
 }
-

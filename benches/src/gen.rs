@@ -160,7 +160,8 @@ pub fn run_trial(ports: &[Arc<Port>; 2], pool: &Mempool, spec: &TrafficSpec) -> 
                     rx[d ^ 1] += 1;
                     let s = u32::from_ne_bytes(data[payload_at + 12..payload_at + 16].try_into().unwrap_or([0; 4]));
                     if s % spec.latency_sample.max(1) == 0 {
-                        let sent = u64::from_ne_bytes(data[payload_at + 4..payload_at + 12].try_into().unwrap_or([0; 8]));
+                        let sent =
+                            u64::from_ne_bytes(data[payload_at + 4..payload_at + 12].try_into().unwrap_or([0; 8]));
                         let _ = lat.record(((now.saturating_sub(sent)) as f64 * ns_per_tick) as u64 + 1);
                     }
                 }

@@ -8,5 +8,9 @@
 //! OVS-DPDK. The `vswitch-bench` binary runs them in turn and prints a
 //! side-by-side table with ratios, and JSON. See `benches/README.md`.
 
+// Rates, latencies and cycle counts move between f64 and integers here;
+// every value is positive and far below 2^52.
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+
 pub mod forwarders;
 pub mod gen;

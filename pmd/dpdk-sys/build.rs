@@ -10,16 +10,13 @@ fn main() {
     println!("cargo:rerun-if-changed=shim.h");
     println!("cargo:rerun-if-changed=shim.c");
 
-    let dpdk = pkg_config::Config::new()
-        .atleast_version("22.11")
-        .probe("libdpdk")
-        .unwrap_or_else(|e| {
-            panic!(
-                "DPDK 22.11 or later was not found through pkg-config ({e}).\n\
+    let dpdk = pkg_config::Config::new().atleast_version("22.11").probe("libdpdk").unwrap_or_else(|e| {
+        panic!(
+            "DPDK 22.11 or later was not found through pkg-config ({e}).\n\
                  On Debian 12 install it with: apt-get install libdpdk-dev pkg-config\n\
                  (or run ci/setup, which installs everything the build needs)"
-            )
-        });
+        )
+    });
 
     // pkg-config's cflags also carry `-include rte_config.h` and DPDK's -march;
     // pass them to both the shim and clang for bindgen so both see the same
@@ -88,11 +85,8 @@ fn main() {
     for inc in &dpdk.include_paths {
         builder = builder.clang_arg(format!("-I{}", inc.display()));
     }
-    let bindings = builder
-        .generate()
-        .expect("bindgen failed on DPDK's headers (is libclang-dev installed? ci/setup installs it)");
+    let bindings =
+        builder.generate().expect("bindgen failed on DPDK's headers (is libclang-dev installed? ci/setup installs it)");
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
-    bindings
-        .write_to_file(out.join("bindings.rs"))
-        .expect("writing bindings.rs");
+    bindings.write_to_file(out.join("bindings.rs")).expect("writing bindings.rs");
 }

@@ -3,6 +3,7 @@
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
 #include <rte_ethdev.h>
+#include <rte_version.h>
 #include "shim.h"
 
 uint16_t vs_eth_rx_burst(uint16_t port_id, uint16_t queue_id,
@@ -41,6 +42,11 @@ void vs_mbuf_refcnt_update(struct rte_mbuf *m, int16_t value)
 uint16_t vs_mbuf_refcnt_read(const struct rte_mbuf *m)
 {
 	return rte_mbuf_refcnt_read(m);
+}
+
+const char *vs_version(void)
+{
+	return rte_version();
 }
 
 int vs_errno(void)

@@ -23,6 +23,8 @@ void vs_pktmbuf_free(struct rte_mbuf *m);
 void vs_mbuf_refcnt_update(struct rte_mbuf *m, int16_t value);
 uint16_t vs_mbuf_refcnt_read(const struct rte_mbuf *m);
 int vs_errno(void);
+/* rte_version() is static inline. */
+const char *vs_version(void);
 unsigned vs_lcore_id(void);
 /* Offload flag values and layout facts that bindgen cannot evaluate
  * (RTE_BIT64 macros), returned by index; see dpdk_sys::consts. */

@@ -104,7 +104,9 @@ pub fn check_vdev(devargs: &str) -> Result<()> {
     let bad = |why: String| Err(Error::InvalidOption { option: format!("vdev `{devargs}`"), why });
     let (name, args) = devargs.split_once(',').unwrap_or((devargs, ""));
     if !name.starts_with("net_") || name.len() <= 4 {
-        return bad("a vdev name starts with its driver, e.g. net_memif0, net_af_xdp0, net_tap0, net_ring0, net_null0".into());
+        return bad(
+            "a vdev name starts with its driver, e.g. net_memif0, net_af_xdp0, net_tap0, net_ring0, net_null0".into()
+        );
     }
     if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return bad(format!("device name `{name}` may hold only letters, digits and _"));
@@ -129,18 +131,28 @@ impl EalConfig {
         let allowed = allowed_cpus();
         for c in &self.cores {
             if !allowed.is_empty() && !allowed.contains(c) {
-                return Err(invalid("eal.cores", format!("core {c} is not available to this process (available: {allowed:?})")));
+                return Err(invalid(
+                    "eal.cores",
+                    format!("core {c} is not available to this process (available: {allowed:?})"),
+                ));
             }
         }
-        if self.file_prefix.is_empty() || self.file_prefix.contains('/') || self.file_prefix.contains(char::is_whitespace) {
-            return Err(invalid("eal.file_prefix", format!("`{}` must be a non-empty name without / or spaces", self.file_prefix)));
+        if self.file_prefix.is_empty()
+            || self.file_prefix.contains('/')
+            || self.file_prefix.contains(char::is_whitespace)
+        {
+            return Err(invalid(
+                "eal.file_prefix",
+                format!("`{}` must be a non-empty name without / or spaces", self.file_prefix),
+            ));
         }
         if !(1..=8).contains(&self.log_level) {
             return Err(invalid("eal.log_level", format!("{} is outside 1 (emergency) ..= 8 (debug)", self.log_level)));
         }
         let cores = self.cores.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",");
         // lcore 0 (main) may float over every configured core.
-        let mut args = vec!["vswitch".to_string(), "--lcores".into(), format!("0@({cores})"), "--main-lcore".into(), "0".into()];
+        let mut args =
+            vec!["vswitch".to_string(), "--lcores".into(), format!("0@({cores})"), "--main-lcore".into(), "0".into()];
         match &self.memory {
             Memory::Hugepages { socket_mem_mb } | Memory::InMemory { socket_mem_mb } => {
                 check_hugepages(socket_mem_mb.unwrap_or(0))?;
@@ -194,7 +206,10 @@ fn check_hugepages(want_mb: u32) -> Result<()> {
     let free = field("HugePages_Free:");
     let size_kb = field("Hugepagesize:").max(1);
     if free == 0 {
-        return Err(Error::Hugepages(format!("none free (HugePages_Total {}, HugePages_Free 0)", field("HugePages_Total:"))));
+        return Err(Error::Hugepages(format!(
+            "none free (HugePages_Total {}, HugePages_Free 0)",
+            field("HugePages_Total:")
+        )));
     }
     let free_mb = free * size_kb / 1024;
     if u64::from(want_mb) > free_mb {
@@ -224,11 +239,10 @@ impl Eal {
         if EAL_STARTED.swap(true, Ordering::SeqCst) {
             return Err(Error::EalAlreadyInitialised);
         }
-        let cargs: Vec<CString> = args
-            .iter()
-            .map(|a| CString::new(a.as_str()))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|_| Error::InvalidOption { option: "eal".into(), why: "an argument contains a NUL byte".into() })?;
+        let cargs: Vec<CString> =
+            args.iter().map(|a| CString::new(a.as_str())).collect::<std::result::Result<_, _>>().map_err(|_| {
+                Error::InvalidOption { option: "eal".into(), why: "an argument contains a NUL byte".into() }
+            })?;
         let mut argv: Vec<*mut libc::c_char> = cargs.iter().map(|c| c.as_ptr().cast_mut()).collect();
         argv.push(std::ptr::null_mut());
         let argc = i32::try_from(cargs.len()).expect("EAL argument count fits i32");
@@ -251,9 +265,11 @@ impl Eal {
         &self.args
     }
 
-    /// DPDK's version string.
-    pub fn version() -> &'static str {
-        "DPDK 22.11"
+    /// DPDK's version string ("DPDK 22.11.11", say).
+    pub fn version() -> String {
+        // SAFETY: rte_version returns a pointer to a static NUL-terminated
+        // string.
+        unsafe { std::ffi::CStr::from_ptr(dpdk_sys::vs_version()) }.to_string_lossy().into_owned()
     }
 }
 

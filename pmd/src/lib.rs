@@ -17,8 +17,8 @@
 //! reason it is sound.
 
 pub mod eal;
-pub mod forward;
 pub mod error;
+pub mod forward;
 pub mod mempool;
 pub mod packet;
 pub mod pmd;

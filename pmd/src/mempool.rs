@@ -8,6 +8,7 @@ use std::ptr::NonNull;
 
 /// Room for a standard frame (RTE_MBUF_DEFAULT_BUF_SIZE: 2048 data bytes
 /// plus headroom).
+#[allow(clippy::cast_possible_truncation)] // RTE_PKTMBUF_HEADROOM is 128
 pub const DEFAULT_DATA_ROOM: u16 = 2048 + dpdk_sys::RTE_PKTMBUF_HEADROOM as u16;
 
 /// Headroom in front of a received frame: room to push tunnel headers

@@ -9,6 +9,15 @@ use std::ptr::NonNull;
 /// Packets per batch: one rx burst, one tx burst.
 pub const BATCH_SIZE: usize = 32;
 
+/// A count of packets in one batch (at most [`BATCH_SIZE`]) as DPDK's
+/// unsigned count.
+#[inline]
+#[allow(clippy::cast_possible_truncation)]
+const fn burst_count(n: usize) -> u32 {
+    debug_assert!(n <= BATCH_SIZE);
+    n as u32
+}
+
 /// Per-packet metadata, kept in the mbuf's private area (so it travels with
 /// the packet between PMD stages without a side table). Valid once the rx
 /// path or flow extraction wrote it; a freshly allocated mbuf's meta is
@@ -136,7 +145,9 @@ impl Packet {
         let m = self.m();
         // SAFETY: buf_addr + data_off .. + data_len lies inside the mbuf's
         // buffer, which we own and which is initialised up to data_len.
-        unsafe { std::slice::from_raw_parts(m.buf_addr.cast::<u8>().add(usize::from(m.data_off)), usize::from(m.data_len)) }
+        unsafe {
+            std::slice::from_raw_parts(m.buf_addr.cast::<u8>().add(usize::from(m.data_off)), usize::from(m.data_len))
+        }
     }
 
     /// Mutable bytes of the first segment.
@@ -144,7 +155,12 @@ impl Packet {
     pub fn data_mut(&mut self) -> &mut [u8] {
         let m = self.m_mut();
         // SAFETY: as in `data`, and we hold the only reference.
-        unsafe { std::slice::from_raw_parts_mut(m.buf_addr.cast::<u8>().add(usize::from(m.data_off)), usize::from(m.data_len)) }
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                m.buf_addr.cast::<u8>().add(usize::from(m.data_off)),
+                usize::from(m.data_len),
+            )
+        }
     }
 
     /// Free bytes in front of the data.
@@ -380,7 +396,7 @@ impl Batch {
         self.len = w;
         if nd > 0 {
             // SAFETY: the pointers are mbufs we owned and no longer hold.
-            unsafe { dpdk_sys::rte_pktmbuf_free_bulk(dropped.as_mut_ptr(), nd as u32) };
+            unsafe { dpdk_sys::rte_pktmbuf_free_bulk(dropped.as_mut_ptr(), burst_count(nd)) };
         }
         nd
     }
@@ -396,7 +412,7 @@ impl Batch {
         }
         // SAFETY: spare_ptr points at n free slots; on success the shim
         // fills all n with fresh mbufs that are ours; on failure none.
-        let ret = unsafe { dpdk_sys::vs_pktmbuf_alloc_bulk(pool.as_ptr(), self.spare_ptr(), n as u32) };
+        let ret = unsafe { dpdk_sys::vs_pktmbuf_alloc_bulk(pool.as_ptr(), self.spare_ptr(), burst_count(n)) };
         if ret != 0 {
             return 0;
         }
@@ -428,7 +444,7 @@ impl Batch {
             self.len = 0;
             // SAFETY: the first n slots held owned mbufs (Packet is a
             // transparent NonNull<rte_mbuf>); len is 0 so none is freed twice.
-            unsafe { dpdk_sys::rte_pktmbuf_free_bulk(self.pkts.as_mut_ptr().cast::<*mut rte_mbuf>(), n as u32) };
+            unsafe { dpdk_sys::rte_pktmbuf_free_bulk(self.pkts.as_mut_ptr().cast::<*mut rte_mbuf>(), burst_count(n)) };
         }
     }
 

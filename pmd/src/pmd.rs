@@ -209,9 +209,13 @@ impl PmdSet {
         mut make_pipeline: impl FnMut(usize) -> P,
     ) -> Result<PmdSet, Error> {
         if cfg.cores.is_empty() {
-            return Err(Error::InvalidOption { option: "pmd.cores".into(), why: "at least one PMD core is needed".into() });
+            return Err(Error::InvalidOption {
+                option: "pmd.cores".into(),
+                why: "at least one PMD core is needed".into(),
+            });
         }
-        let available: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().into_iter().map(|c| c.id).collect();
+        let available: Vec<usize> =
+            core_affinity::get_core_ids().unwrap_or_default().into_iter().map(|c| c.id).collect();
         for c in &cfg.cores {
             if !available.is_empty() && !available.contains(c) {
                 return Err(Error::InvalidOption {
@@ -221,14 +225,14 @@ impl PmdSet {
             }
         }
         for p in &ports {
-            if usize::from(p.n_txq()) < cfg.cores.len() && p.n_txq() != 1 {
-                // One txq per thread, or a single shared one is refused
-                // below: tx queues are not thread-safe.
-            }
             if usize::from(p.n_txq()) < cfg.cores.len() {
                 return Err(Error::InvalidOption {
                     option: format!("port {}: n_txq", p.name()),
-                    why: format!("{} tx queues for {} PMD threads: each thread needs its own", p.n_txq(), cfg.cores.len()),
+                    why: format!(
+                        "{} tx queues for {} PMD threads: each thread needs its own",
+                        p.n_txq(),
+                        cfg.cores.len()
+                    ),
                 });
             }
         }
@@ -331,7 +335,12 @@ impl PmdSet {
                 let iteration_us = if h.is_empty() {
                     [0.0; 4]
                 } else {
-                    [us(h.value_at_quantile(0.5)), us(h.value_at_quantile(0.99)), us(h.value_at_quantile(0.999)), us(h.max())]
+                    [
+                        us(h.value_at_quantile(0.5)),
+                        us(h.value_at_quantile(0.99)),
+                        us(h.value_at_quantile(0.999)),
+                        us(h.max()),
+                    ]
                 };
                 PmdStats {
                     index: i,
@@ -362,7 +371,15 @@ impl PmdSet {
         self.shared
             .rxqs
             .iter()
-            .map(|r| (r.port, r.queue, r.owner.load(Ordering::Relaxed), r.packets.load(Ordering::Relaxed), r.cycles.load(Ordering::Relaxed)))
+            .map(|r| {
+                (
+                    r.port,
+                    r.queue,
+                    r.owner.load(Ordering::Relaxed),
+                    r.packets.load(Ordering::Relaxed),
+                    r.cycles.load(Ordering::Relaxed),
+                )
+            })
             .collect()
     }
 
@@ -400,7 +417,10 @@ fn move_rxq(sh: &Shared, i: usize, to: usize) {
         let g = sh.gen.fetch_add(1, Ordering::AcqRel) + 1;
         let old = &sh.pmds[from];
         let deadline = Instant::now() + Duration::from_secs(5);
-        while old.running.load(Ordering::Acquire) && old.seen_gen.load(Ordering::Acquire) < g && Instant::now() < deadline {
+        while old.running.load(Ordering::Acquire)
+            && old.seen_gen.load(Ordering::Acquire) < g
+            && Instant::now() < deadline
+        {
             std::thread::yield_now();
         }
     }
@@ -442,7 +462,13 @@ fn rebalance(sh: &Shared) -> Vec<(usize, u16, usize, usize)> {
     moves
 }
 
-fn pmd_main<P: Pipeline>(sh: Arc<Shared>, me: usize, core: usize, mut pipeline: P, ready: mpsc::Sender<Result<(), String>>) {
+fn pmd_main<P: Pipeline>(
+    sh: Arc<Shared>,
+    me: usize,
+    core: usize,
+    mut pipeline: P,
+    ready: mpsc::Sender<Result<(), String>>,
+) {
     if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
         let _ = ready.send(Err(format!("cannot pin to core {core}")));
         return;

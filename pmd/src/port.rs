@@ -175,7 +175,8 @@ pub(crate) fn offload_flags() -> &'static OffloadFlags {
 #[inline]
 pub fn rx_cksum_bad(ol_flags: u64) -> bool {
     let f = offload_flags();
-    (ol_flags & f.mbuf_rx_ip_cksum_mask) == f.mbuf_rx_ip_cksum_bad || (ol_flags & f.mbuf_rx_l4_cksum_mask) == f.mbuf_rx_l4_cksum_bad
+    (ol_flags & f.mbuf_rx_ip_cksum_mask) == f.mbuf_rx_ip_cksum_bad
+        || (ol_flags & f.mbuf_rx_l4_cksum_mask) == f.mbuf_rx_l4_cksum_bad
 }
 
 /// Software counters of one PMD thread for one port, on their own cache
@@ -259,25 +260,35 @@ impl Port {
                         crate::eal::check_vdev(devargs)?;
                         let (dname, args) = devargs.split_once(',').unwrap_or((devargs, ""));
                         let cn = CString::new(dname).expect("checked name");
-                        let ca = CString::new(args).map_err(|_| invalid(name, "devargs", "contains a NUL byte".into()))?;
+                        let ca =
+                            CString::new(args).map_err(|_| invalid(name, "devargs", "contains a NUL byte".into()))?;
                         // SAFETY: both are valid C strings for the call.
                         unsafe { dpdk_sys::rte_vdev_init(cn.as_ptr(), ca.as_ptr()) }
                     }
                     PortSource::Pci(devargs) => {
-                        let c = CString::new(devargs.as_str()).map_err(|_| invalid(name, "pci", "contains a NUL byte".into()))?;
+                        let c = CString::new(devargs.as_str())
+                            .map_err(|_| invalid(name, "pci", "contains a NUL byte".into()))?;
                         // SAFETY: c is a valid C string for the call.
                         unsafe { dpdk_sys::rte_dev_probe(c.as_ptr()) }
                     }
                 };
                 if ret < 0 {
                     let what = match &cfg.source {
-                        PortSource::Vdev(d) => format!("the driver refused devargs `{d}`: {} (DPDK's log above names the bad key)", strerror(ret)),
-                        PortSource::Pci(d) => format!("probing PCI device `{d}` failed: {} (is it bound to vfio-pci and in eal.pci_allow?)", strerror(ret)),
+                        PortSource::Vdev(d) => format!(
+                            "the driver refused devargs `{d}`: {} (DPDK's log above names the bad key)",
+                            strerror(ret)
+                        ),
+                        PortSource::Pci(d) => format!(
+                            "probing PCI device `{d}` failed: {} (is it bound to vfio-pci and in eal.pci_allow?)",
+                            strerror(ret)
+                        ),
                     };
                     return Err(invalid(name, "device", what));
                 }
                 probed_here = true;
-                port_by_name(&device).ok_or_else(|| invalid(name, "device", format!("`{device}` was probed but is not an ethdev port")))?
+                port_by_name(&device).ok_or_else(|| {
+                    invalid(name, "device", format!("`{device}` was probed but is not an ethdev port"))
+                })?
             }
         };
         let mut port = Port {
@@ -312,21 +323,36 @@ impl Port {
             self.driver = unsafe { CStr::from_ptr(info.driver_name) }.to_string_lossy().into_owned();
         }
         if cfg.n_rxq > info.max_rx_queues {
-            return Err(invalid(&name, "n_rxq", format!("{} exceeds {}'s maximum of {}", cfg.n_rxq, self.driver, info.max_rx_queues)));
+            return Err(invalid(
+                &name,
+                "n_rxq",
+                format!("{} exceeds {}'s maximum of {}", cfg.n_rxq, self.driver, info.max_rx_queues),
+            ));
         }
         if cfg.n_txq > info.max_tx_queues {
-            return Err(invalid(&name, "n_txq", format!("{} exceeds {}'s maximum of {}", cfg.n_txq, self.driver, info.max_tx_queues)));
+            return Err(invalid(
+                &name,
+                "n_txq",
+                format!("{} exceeds {}'s maximum of {}", cfg.n_txq, self.driver, info.max_tx_queues),
+            ));
         }
         if let Some(mtu) = cfg.mtu {
             if u32::from(mtu) > u32::from(info.max_mtu) || u32::from(mtu) < u32::from(info.min_mtu) {
-                return Err(invalid(&name, "mtu", format!("{mtu} is outside {}'s range {}..={}", self.driver, info.min_mtu, info.max_mtu)));
+                return Err(invalid(
+                    &name,
+                    "mtu",
+                    format!("{mtu} is outside {}'s range {}..={}", self.driver, info.min_mtu, info.max_mtu),
+                ));
             }
             let need = usize::from(mtu) + 14 + 8 + crate::mempool::HEADROOM;
             if need > usize::from(self._pool.data_room()) {
                 return Err(invalid(
                     &name,
                     "mtu",
-                    format!("{mtu} needs mbufs of {need} bytes, the pool's are {} (mbuf sizes follow the largest MTU)", self._pool.data_room()),
+                    format!(
+                        "{mtu} needs mbufs of {need} bytes, the pool's are {} (mbuf sizes follow the largest MTU)",
+                        self._pool.data_room()
+                    ),
                 ));
             }
         }
@@ -342,7 +368,8 @@ impl Port {
                 }
             }
         }
-        let rss_hf = (consts::get(Flag::RssIp) | consts::get(Flag::RssTcp) | consts::get(Flag::RssUdp)) & info.flow_type_rss_offloads;
+        let rss_hf = (consts::get(Flag::RssIp) | consts::get(Flag::RssTcp) | consts::get(Flag::RssUdp))
+            & info.flow_type_rss_offloads;
         if cfg.rss && cfg.n_rxq > 1 && rss_hf != 0 {
             conf.rxmode.mq_mode = dpdk_sys::rte_eth_rx_mq_mode_RTE_ETH_MQ_RX_RSS;
             conf.rx_adv_conf.rss_conf.rss_hf = rss_hf;
@@ -376,7 +403,8 @@ impl Port {
         for q in 0..cfg.n_rxq {
             // SAFETY: id and q are valid; NULL rx_conf takes the driver's
             // defaults; the pool outlives the port (we hold an Arc).
-            let ret = unsafe { dpdk_sys::rte_eth_rx_queue_setup(id, q, rxd, socket, std::ptr::null(), self._pool.as_ptr()) };
+            let ret =
+                unsafe { dpdk_sys::rte_eth_rx_queue_setup(id, q, rxd, socket, std::ptr::null(), self._pool.as_ptr()) };
             if ret != 0 {
                 return Err(port_err(&name, "rte_eth_rx_queue_setup", ret));
             }
@@ -418,7 +446,8 @@ impl Port {
         }
         self.caps = OffloadCaps {
             rx_ipv4_cksum: rx_off & consts::get(Flag::RxOffloadIpv4Cksum) != 0,
-            rx_l4_cksum: rx_off & consts::get(Flag::RxOffloadTcpCksum) != 0 && rx_off & consts::get(Flag::RxOffloadUdpCksum) != 0,
+            rx_l4_cksum: rx_off & consts::get(Flag::RxOffloadTcpCksum) != 0
+                && rx_off & consts::get(Flag::RxOffloadUdpCksum) != 0,
             tx_ipv4_cksum: has(tx_capa, Flag::TxOffloadIpv4Cksum),
             tx_l4_cksum: has(tx_capa, Flag::TxOffloadTcpCksum) && has(tx_capa, Flag::TxOffloadUdpCksum),
             tx_outer_ipv4_cksum: has(tx_capa, Flag::TxOffloadOuterIpv4Cksum),

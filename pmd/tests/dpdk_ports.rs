@@ -1,4 +1,5 @@
 //! DPDK tests over ring, null and memif vdevs: real EAL, real mbufs.
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)] // test data is small and known
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 fn mbuf_layout_matches_c() {
     use std::mem::offset_of;
     type M = dpdk_sys::rte_mbuf;
-    // SAFETY (test): vs_mbuf_offset is a pure function.
+    // SAFETY: vs_mbuf_offset is a pure function.
     let c = |i| unsafe { dpdk_sys::vs_mbuf_offset(i) };
     assert_eq!(c(0), offset_of!(M, buf_addr));
     assert_eq!(c(1), offset_of!(M, data_off));
@@ -60,7 +61,8 @@ fn packet_alloc_edit_and_free() {
     assert!(b.push(extra).is_err(), "a full batch refuses a packet and gives it back");
     let dropped = b.retain(|p| u32::from_be_bytes(p.data()[42..46].try_into().unwrap()) % 2 == 0);
     assert_eq!(dropped, 16);
-    let seqs: Vec<u32> = b.as_slice().iter().map(|p| u32::from_be_bytes(p.data()[42..46].try_into().unwrap())).collect();
+    let seqs: Vec<u32> =
+        b.as_slice().iter().map(|p| u32::from_be_bytes(p.data()[42..46].try_into().unwrap())).collect();
     assert_eq!(seqs, (0..32).step_by(2).collect::<Vec<u32>>());
     drop(b);
     assert_eq!(pool.in_use(), before, "dropping a Batch bulk-frees what it holds");
@@ -91,7 +93,8 @@ fn ring_port_sends_and_receives_real_mbufs() {
 fn null_port_generates_and_sinks() {
     let eal = eal(&[]);
     let pool = pool(eal, "p");
-    let port = Port::open(eal, &PortConfig::new("null", PortSource::Vdev("net_null0,size=64".into())), pool.clone()).unwrap();
+    let port =
+        Port::open(eal, &PortConfig::new("null", PortSource::Vdev("net_null0,size=64".into())), pool.clone()).unwrap();
     let mut rx = Batch::new();
     assert_eq!(port.rx_burst(0, &mut rx), pmd::BATCH_SIZE);
     assert!(rx.as_slice().iter().all(|p| p.len() == 64));
@@ -106,8 +109,18 @@ fn memif_pair_carries_frames_between_ports() {
     let _c = Cleanup(vec![s.clone()]);
     let eal = eal(&[]);
     let pool = pool(eal, "p");
-    let server = Port::open(eal, &PortConfig::new("srv", PortSource::Vdev(format!("net_memif0,role=server,id=0,socket={s},socket-abstract=no"))), pool.clone()).unwrap();
-    let client = Port::open(eal, &PortConfig::new("cli", PortSource::Vdev(format!("net_memif1,role=client,id=0,socket={s},socket-abstract=no"))), pool.clone()).unwrap();
+    let server = Port::open(
+        eal,
+        &PortConfig::new("srv", PortSource::Vdev(format!("net_memif0,role=server,id=0,socket={s},socket-abstract=no"))),
+        pool.clone(),
+    )
+    .unwrap();
+    let client = Port::open(
+        eal,
+        &PortConfig::new("cli", PortSource::Vdev(format!("net_memif1,role=client,id=0,socket={s},socket-abstract=no"))),
+        pool.clone(),
+    )
+    .unwrap();
     wait_links(&[&server, &client]);
     let n = 1000u32;
     let mut sent = 0u32;
@@ -162,7 +175,8 @@ fn bad_port_options_are_refused_by_name() {
 #[test]
 fn eal_refuses_a_second_init() {
     let _ = eal(&[]);
-    let e = pmd::Eal::init(&pmd::EalConfig { cores: vec![0], file_prefix: "again".into(), ..Default::default() }).unwrap_err();
+    let e = pmd::Eal::init(&pmd::EalConfig { cores: vec![0], file_prefix: "again".into(), ..Default::default() })
+        .unwrap_err();
     assert!(matches!(e, pmd::Error::EalAlreadyInitialised), "{e}");
 }
 

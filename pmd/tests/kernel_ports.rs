@@ -2,6 +2,7 @@
 //! on a real veth pair, and a TAP device read and written from the kernel
 //! side through a raw socket. Needs root; every interface is removed again,
 //! also when a test fails.
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)] // test data is small and known
 
 mod common;
 
@@ -71,8 +72,12 @@ fn af_packet_on_a_veth_pair() {
     let v = Veth::new("p");
     let eal = eal(&[]);
     let pool = pool(eal, "p");
-    let a = Port::open(eal, &PortConfig::new("a", PortSource::Vdev(format!("net_af_packet0,iface={}", v.0))), pool.clone()).unwrap();
-    let b = Port::open(eal, &PortConfig::new("b", PortSource::Vdev(format!("net_af_packet1,iface={}", v.1))), pool.clone()).unwrap();
+    let a =
+        Port::open(eal, &PortConfig::new("a", PortSource::Vdev(format!("net_af_packet0,iface={}", v.0))), pool.clone())
+            .unwrap();
+    let b =
+        Port::open(eal, &PortConfig::new("b", PortSource::Vdev(format!("net_af_packet1,iface={}", v.1))), pool.clone())
+            .unwrap();
     wait_links(&[&a, &b]);
     let got = exchange(&pool, &a, &b, 500);
     assert_eq!(got, (0..500).collect::<Vec<u32>>(), "every frame crossed the veth once, in order");
@@ -83,8 +88,12 @@ fn af_xdp_on_a_veth_pair() {
     let v = Veth::new("x");
     let eal = eal(&[]);
     let pool = pool(eal, "p");
-    let a = Port::open(eal, &PortConfig::new("a", PortSource::Vdev(format!("net_af_xdp0,iface={}", v.0))), pool.clone()).unwrap();
-    let b = Port::open(eal, &PortConfig::new("b", PortSource::Vdev(format!("net_af_xdp1,iface={}", v.1))), pool.clone()).unwrap();
+    let a =
+        Port::open(eal, &PortConfig::new("a", PortSource::Vdev(format!("net_af_xdp0,iface={}", v.0))), pool.clone())
+            .unwrap();
+    let b =
+        Port::open(eal, &PortConfig::new("b", PortSource::Vdev(format!("net_af_xdp1,iface={}", v.1))), pool.clone())
+            .unwrap();
     wait_links(&[&a, &b]);
     let got = exchange(&pool, &a, &b, 500);
     assert_eq!(got, (0..500).collect::<Vec<u32>>());
@@ -96,7 +105,7 @@ struct RawSock(i32);
 impl RawSock {
     fn bind(ifname: &str) -> RawSock {
         let proto = (libc::ETH_P_ALL as u16).to_be() as i32;
-        // SAFETY (test): plain socket calls with valid arguments.
+        // SAFETY: plain socket calls with valid arguments.
         unsafe {
             let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK, proto);
             assert!(fd >= 0, "raw socket (needs root)");
@@ -107,19 +116,23 @@ impl RawSock {
             sll.sll_family = libc::AF_PACKET as u16;
             sll.sll_protocol = proto as u16;
             sll.sll_ifindex = idx as i32;
-            let r = libc::bind(fd, (&sll as *const libc::sockaddr_ll).cast(), std::mem::size_of::<libc::sockaddr_ll>() as u32);
+            let r = libc::bind(
+                fd,
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            );
             assert_eq!(r, 0, "bind to {ifname}");
             RawSock(fd)
         }
     }
     fn send(&self, f: &[u8]) {
-        // SAFETY (test): f is a valid buffer for the call.
+        // SAFETY: f is a valid buffer for the call.
         let r = unsafe { libc::send(self.0, f.as_ptr().cast(), f.len(), 0) };
         assert_eq!(r, f.len() as isize);
     }
     fn recv(&self) -> Option<Vec<u8>> {
         let mut buf = vec![0u8; 2048];
-        // SAFETY (test): buf is valid for its length.
+        // SAFETY: buf is valid for its length.
         let r = unsafe { libc::recv(self.0, buf.as_mut_ptr().cast(), buf.len(), 0) };
         (r > 0).then(|| {
             buf.truncate(r as usize);
@@ -130,7 +143,7 @@ impl RawSock {
 
 impl Drop for RawSock {
     fn drop(&mut self) {
-        // SAFETY (test): closes our own descriptor once.
+        // SAFETY: closes our own descriptor once.
         unsafe { libc::close(self.0) };
     }
 }
@@ -147,7 +160,9 @@ fn tap_port_talks_to_the_kernel() {
     let _g = Gone(name.clone());
     let eal = eal(&[]);
     let pool = pool(eal, "p");
-    let tap = Port::open(eal, &PortConfig::new("tap", PortSource::Vdev(format!("net_tap0,iface={name}"))), pool.clone()).unwrap();
+    let tap =
+        Port::open(eal, &PortConfig::new("tap", PortSource::Vdev(format!("net_tap0,iface={name}"))), pool.clone())
+            .unwrap();
     let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1");
     ip(&["link", "set", &name, "up"]);
     let sock = RawSock::bind(&name);

@@ -1,5 +1,6 @@
 //! PMD threads forwarding over memif: N in, exactly N out; malformed frames
 //! counted and dropped; rx queues moved between threads under traffic.
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)] // test data is small and known
 
 mod common;
 
@@ -23,7 +24,9 @@ fn rig(tag: &str, n_rxq: u16, n_txq: u16) -> Rig {
     let c = Cleanup(vec![sa.clone(), sb.clone()]);
     let eal = eal(&[]);
     let pool = pool(eal, "p");
-    let vdev = |i: u32, role: &str, s: &str| PortSource::Vdev(format!("net_memif{i},role={role},id=0,socket={s},socket-abstract=no"));
+    let vdev = |i: u32, role: &str, s: &str| {
+        PortSource::Vdev(format!("net_memif{i},role={role},id=0,socket={s},socket-abstract=no"))
+    };
     let q = |mut c: PortConfig| {
         c.n_rxq = n_rxq;
         c.n_txq = n_txq;
@@ -86,7 +89,10 @@ fn pump(pool: &pmd::Mempool, tx: &Port, rx: &Port, frames: &[Vec<u8>], expect: u
 #[test]
 fn pmd_forwards_exactly_n_packets_between_memif_ports() {
     let r = rig("n", 1, 1);
-    let set = PmdSet::start(&PmdConfig { cores: any_core(), rebalance_interval: None }, r.fwd.clone(), |_| P2p::new(vec![1, 0], Validation::Ethernet)).unwrap();
+    let set = PmdSet::start(&PmdConfig { cores: any_core(), rebalance_interval: None }, r.fwd.clone(), |_| {
+        P2p::new(vec![1, 0], Validation::Ethernet)
+    })
+    .unwrap();
     let n = 10_000usize;
     let frames: Vec<Vec<u8>> = (0..n).map(|i| frame(64 + i % 64, i as u32)).collect();
     let got = pump(&r.pool, &r.gen_a, &r.gen_b, &frames, n);
@@ -111,7 +117,10 @@ fn pmd_forwards_exactly_n_packets_between_memif_ports() {
 #[test]
 fn malformed_frames_are_counted_per_port_and_dropped() {
     let r = rig("m", 1, 1);
-    let set = PmdSet::start(&PmdConfig { cores: any_core(), rebalance_interval: None }, r.fwd.clone(), |_| P2p::new(vec![1, 0], Validation::Full)).unwrap();
+    let set = PmdSet::start(&PmdConfig { cores: any_core(), rebalance_interval: None }, r.fwd.clone(), |_| {
+        P2p::new(vec![1, 0], Validation::Full)
+    })
+    .unwrap();
     let good = frame(128, 1);
     let mut bad_ihl = good.clone();
     bad_ihl[14] = 0x43; // IHL 3
@@ -132,7 +141,7 @@ fn malformed_frames_are_counted_per_port_and_dropped() {
     assert_eq!(r.fwd[0].stats().rx_malformed, 5, "each malformed frame counted on its input port");
     assert_eq!(r.fwd[1].stats().rx_malformed, 0);
     // The thread survived and still forwards.
-    let got = pump(&r.pool, &r.gen_b, &r.gen_a, &[good.clone()], 1);
+    let got = pump(&r.pool, &r.gen_b, &r.gen_a, std::slice::from_ref(&good), 1);
     assert_eq!(got, vec![good]);
     set.stop();
 }
@@ -144,7 +153,10 @@ fn rx_queues_move_between_threads_without_loss() {
     let cores = core_affinity_ids();
     let cores = vec![cores[0], *cores.last().unwrap()];
     let r = rig("q", 2, 2);
-    let set = PmdSet::start(&PmdConfig { cores, rebalance_interval: None }, r.fwd.clone(), |_| P2p::new(vec![1, 0], Validation::None)).unwrap();
+    let set = PmdSet::start(&PmdConfig { cores, rebalance_interval: None }, r.fwd.clone(), |_| {
+        P2p::new(vec![1, 0], Validation::None)
+    })
+    .unwrap();
     let before: Vec<_> = set.stats().iter().map(|s| s.rxqs.len()).collect();
     assert_eq!(before, vec![2, 2], "round-robin start: two queues each");
     let n = 4000;
@@ -176,10 +188,18 @@ fn rx_queues_move_between_threads_without_loss() {
 #[test]
 fn pmd_refuses_bad_core_and_shared_txq() {
     let r = rig("c", 1, 1);
-    let e = PmdSet::start(&PmdConfig { cores: vec![9999], rebalance_interval: None }, r.fwd.clone(), |_| P2p::new(vec![1, 0], Validation::None))
-        .err().unwrap().to_string();
+    let e = PmdSet::start(&PmdConfig { cores: vec![9999], rebalance_interval: None }, r.fwd.clone(), |_| {
+        P2p::new(vec![1, 0], Validation::None)
+    })
+    .err()
+    .unwrap()
+    .to_string();
     assert!(e.contains("pmd.cores") && e.contains("9999"), "{e}");
-    let e = PmdSet::start(&PmdConfig { cores: vec![0, 0], rebalance_interval: None }, r.fwd.clone(), |_| P2p::new(vec![1, 0], Validation::None))
-        .err().unwrap().to_string();
+    let e = PmdSet::start(&PmdConfig { cores: vec![0, 0], rebalance_interval: None }, r.fwd.clone(), |_| {
+        P2p::new(vec![1, 0], Validation::None)
+    })
+    .err()
+    .unwrap()
+    .to_string();
     assert!(e.contains("n_txq"), "{e}");
 }

@@ -98,7 +98,9 @@ fn main() -> Result<()> {
         libc::signal(libc::SIGTERM, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t);
     }
     let data_room = match a.mtu {
-        Some(mtu) => u16::try_from(usize::from(mtu) + 14 + 8 + 4 + pmd::mempool::HEADROOM).context("--mtu too large")?.max(pmd::mempool::DEFAULT_DATA_ROOM),
+        Some(mtu) => u16::try_from(usize::from(mtu) + 14 + 8 + 4 + pmd::mempool::HEADROOM)
+            .context("--mtu too large")?
+            .max(pmd::mempool::DEFAULT_DATA_ROOM),
         None => pmd::mempool::DEFAULT_DATA_ROOM,
     };
     let pool = Arc::new(Mempool::new(eal, "fwd", 32767, 256, data_room, None)?);
@@ -113,9 +115,11 @@ fn main() -> Result<()> {
         ports.push(Arc::new(Port::open(eal, &cfg, pool.clone()).with_context(|| format!("opening port {i} ({dev})"))?));
     }
     let peer: Vec<usize> = (0..ports.len()).map(|i| i ^ 1).collect();
-    let set = PmdSet::start(&PmdConfig { cores: a.cores.clone(), rebalance_interval: Some(Duration::from_secs(10)) }, ports.clone(), |_| {
-        P2p::new(peer.clone(), validation)
-    })?;
+    let set = PmdSet::start(
+        &PmdConfig { cores: a.cores.clone(), rebalance_interval: Some(Duration::from_secs(10)) },
+        ports.clone(),
+        |_| P2p::new(peer.clone(), validation),
+    )?;
     eprintln!("pmd-fwd: forwarding {} ports on core(s) {:?} ({:?} validation)", ports.len(), a.cores, validation);
     let start = Instant::now();
     let mut last = Instant::now();
@@ -175,7 +179,10 @@ fn print_stats(ports: &[Arc<Port>], set: &PmdSet) {
 }
 
 fn print_stats_final(r: &serde_json::Value) {
-    println!("{:<6} {:<5} {:>14} {:>14} {:>10} {:>12} {:>10}", "port", "link", "rx_packets", "tx_packets", "rx_missed", "rx_malformed", "tx_dropped");
+    println!(
+        "{:<6} {:<5} {:>14} {:>14} {:>10} {:>12} {:>10}",
+        "port", "link", "rx_packets", "tx_packets", "rx_missed", "rx_malformed", "tx_dropped"
+    );
     for p in r["ports"].as_array().into_iter().flatten() {
         println!(
             "{:<6} {:<5} {:>14} {:>14} {:>10} {:>12} {:>10}",

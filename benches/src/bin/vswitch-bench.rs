@@ -156,7 +156,15 @@ fn main() -> Result<()> {
 
 type TrialOut = (TrialResult, Option<hdrhistogram::Histogram<u64>>, Option<f64>);
 
-fn one_trial(kind: Kind, s: &Setup, eal: &'static Eal, pool: &Arc<Mempool>, a: &CompareArgs, uniq: usize, latency: bool) -> Result<TrialOut> {
+fn one_trial(
+    kind: Kind,
+    s: &Setup,
+    eal: &'static Eal,
+    pool: &Arc<Mempool>,
+    a: &CompareArgs,
+    uniq: usize,
+    latency: bool,
+) -> Result<TrialOut> {
     let fwd = Running::start(kind, s)?;
     let q = kind.gen_queues(s.transport);
     // Links come up within a second or two; a connection that failed at a
@@ -165,10 +173,14 @@ fn one_trial(kind: Kind, s: &Setup, eal: &'static Eal, pool: &Arc<Mempool>, a: &
     for attempt in 0..3 {
         ports.clear();
         for i in 0..2 {
-            let mut cfg = PortConfig::new(&format!("gen{i}"), PortSource::Vdev(s.gen_devargs(i, uniq * 4 + attempt, q)));
+            let mut cfg =
+                PortConfig::new(&format!("gen{i}"), PortSource::Vdev(s.gen_devargs(i, uniq * 4 + attempt, q)));
             cfg.n_rxq = q;
             cfg.n_txq = q;
-            ports.push(Arc::new(Port::open(eal, &cfg, pool.clone()).with_context(|| format!("generator port {i}; forwarder log:\n{}", fwd.log_tail()))?));
+            ports.push(Arc::new(
+                Port::open(eal, &cfg, pool.clone())
+                    .with_context(|| format!("generator port {i}; forwarder log:\n{}", fwd.log_tail()))?,
+            ));
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         while !ports.iter().all(|p| p.link().up) && Instant::now() < deadline {
@@ -216,7 +228,11 @@ fn one_trial(kind: Kind, s: &Setup, eal: &'static Eal, pool: &Arc<Mempool>, a: &
     fwd.clear_counters();
     let res = run_on_gen_core(spec(a.seconds as f64, None))?;
     let ovs_cpp = fwd.cycles_before_stop();
-    let lat = if latency { Some(run_on_gen_core(spec(a.latency_seconds as f64, Some(a.latency_rate)))?.latency) } else { None };
+    let lat = if latency {
+        Some(run_on_gen_core(spec(a.latency_seconds as f64, Some(a.latency_rate)))?.latency)
+    } else {
+        None
+    };
     // Stop the traffic side first: DPDK 22.11's memif can crash when its
     // peer disconnects mid-traffic.
     drop(ports);

@@ -70,8 +70,11 @@ pub fn frame(len: usize, seq: u32) -> Vec<u8> {
 pub fn wait_links(ports: &[&pmd::Port]) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !ports.iter().all(|p| p.link().up) {
-        assert!(std::time::Instant::now() < deadline, "links did not come up: {:?}",
-            ports.iter().map(|p| (p.name().to_string(), p.link().up)).collect::<Vec<_>>());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "links did not come up: {:?}",
+            ports.iter().map(|p| (p.name().to_string(), p.link().up)).collect::<Vec<_>>()
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }

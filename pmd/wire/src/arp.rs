@@ -1,6 +1,6 @@
 //! ARP for IPv4 over Ethernet (RFC 826).
 
-use crate::{be, EthernetAddress, Error, Ipv4Address, Result};
+use crate::{be, Error, EthernetAddress, Ipv4Address, Result};
 
 mod field {
     use crate::Field;
@@ -165,8 +165,8 @@ mod tests {
     use super::*;
 
     static REQUEST: [u8; 28] = [
-        0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 10, 0,
-        0, 1, 0, 0, 0, 0, 0, 0, 10, 0, 0, 2,
+        0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 10, 0, 0, 1, 0, 0, 0, 0, 0,
+        0, 10, 0, 0, 2,
     ];
 
     #[test]

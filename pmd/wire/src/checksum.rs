@@ -149,11 +149,15 @@ mod tests {
         let old = u32::from_be_bytes([data[16], data[17], data[18], data[19]]);
         data[16..20].copy_from_slice(&[192, 168, 7, 9]);
         let new = u32::from_be_bytes([data[16], data[17], data[18], data[19]]);
-        let c2 = update32(checksum(&{
-            let mut d = data;
-            d[16..20].copy_from_slice(&old.to_be_bytes());
-            d
-        }), old, new);
+        let c2 = update32(
+            checksum(&{
+                let mut d = data;
+                d[16..20].copy_from_slice(&old.to_be_bytes());
+                d
+            }),
+            old,
+            new,
+        );
         assert_eq!(c2, checksum(&data));
     }
 

@@ -1,7 +1,7 @@
 //! Geneve (RFC 8926): a header with variable-length options after a UDP
 //! header to port 6081.
 
-use crate::{be, EtherType, Error, Result};
+use crate::{be, Error, EtherType, Result};
 
 mod field {
     use crate::Field;
@@ -190,7 +190,10 @@ mod tests {
     fn truncated_and_malformed() {
         assert_eq!(GenevePacket::new_checked(&[0u8; 7][..]).unwrap_err(), Error::Truncated);
         // Options length 8 bytes claimed, 4 present.
-        assert_eq!(GenevePacket::new_checked(&[2u8, 0, 0x65, 0x58, 0, 0, 1, 0, 0, 0, 0, 0][..]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            GenevePacket::new_checked(&[2u8, 0, 0x65, 0x58, 0, 0, 1, 0, 0, 0, 0, 0][..]).unwrap_err(),
+            Error::Truncated
+        );
         // Version 1.
         let p = GenevePacket::new_checked(&[0x40u8, 0, 0x65, 0x58, 0, 0, 1, 0][..]).unwrap();
         assert_eq!(GeneveRepr::parse(&p).unwrap_err(), Error::Malformed);

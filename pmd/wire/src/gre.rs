@@ -1,7 +1,7 @@
 //! GRE (RFC 2784 with the key and sequence extensions of RFC 2890).
 
 use crate::checksum;
-use crate::{be, EtherType, Error, Result};
+use crate::{be, Error, EtherType, Result};
 
 mod field {
     use crate::Field;
@@ -69,7 +69,8 @@ impl<T: AsRef<[u8]>> GrePacket<T> {
     /// Header length with the optional fields the flags announce.
     #[inline]
     pub fn header_len(&self) -> usize {
-        MIN_HEADER_LEN + 4 * (usize::from(self.has_checksum()) + usize::from(self.has_key()) + usize::from(self.has_seq()))
+        MIN_HEADER_LEN
+            + 4 * (usize::from(self.has_checksum()) + usize::from(self.has_key()) + usize::from(self.has_seq()))
     }
     fn key_offset(&self) -> usize {
         MIN_HEADER_LEN + if self.has_checksum() { 4 } else { 0 }
@@ -123,7 +124,8 @@ impl GreRepr {
     }
     /// Header length.
     pub fn buffer_len(&self) -> usize {
-        MIN_HEADER_LEN + 4 * (usize::from(self.checksum) + usize::from(self.key.is_some()) + usize::from(self.seq.is_some()))
+        MIN_HEADER_LEN
+            + 4 * (usize::from(self.checksum) + usize::from(self.key.is_some()) + usize::from(self.seq.is_some()))
     }
     /// Writes the header; with a checksum, write the payload first: the sum
     /// covers the whole buffer.

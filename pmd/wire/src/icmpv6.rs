@@ -3,7 +3,7 @@
 //! options.
 
 use crate::checksum;
-use crate::{be, EthernetAddress, Error, Ipv6Address, Result};
+use crate::{be, Error, EthernetAddress, Ipv6Address, Result};
 
 mod field {
     use crate::Field;
@@ -359,7 +359,11 @@ mod tests {
         for repr in [
             NdiscRepr::NeighborAdvert { flags: 0x60, target: src, lladdr: Some(EthernetAddress([2, 0, 0, 0, 0, 9])) },
             NdiscRepr::RouterSolicit { lladdr: None },
-            NdiscRepr::RouterAdvert { hop_limit: 64, router_lifetime: 1800, lladdr: Some(EthernetAddress([2, 1, 2, 3, 4, 5])) },
+            NdiscRepr::RouterAdvert {
+                hop_limit: 64,
+                router_lifetime: 1800,
+                lladdr: Some(EthernetAddress([2, 1, 2, 3, 4, 5])),
+            },
         ] {
             let mut buf = vec![0xa5u8; repr.buffer_len()];
             repr.emit(&mut Icmpv6Packet::new_unchecked(&mut buf[..]), &src, &dst);

@@ -373,7 +373,7 @@ impl Ipv4Repr {
     /// # Panics
     /// If the options are longer than 40 bytes or not a multiple of 4.
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, p: &mut Ipv4Packet<T>, caps: &Caps) {
-        assert!(self.options.len() <= MAX_HEADER_LEN - HEADER_LEN && self.options.len() % 4 == 0);
+        assert!(self.options.len() <= MAX_HEADER_LEN - HEADER_LEN && self.options.len().is_multiple_of(4));
         let hl = self.buffer_len();
         p.set_version_and_header_len(4, hl);
         p.set_dscp_ecn(self.dscp, self.ecn);
@@ -399,8 +399,8 @@ mod tests {
 
     // An ICMP echo request 10.0.0.1 -> 10.0.0.2, header checksum valid.
     static PACKET: [u8; 24] = [
-        0x45, 0x00, 0x00, 0x18, 0x1c, 0x46, 0x40, 0x00, 0x40, 0x01, 0x0a, 0x9e, 10, 0, 0, 1, 10, 0,
-        0, 2, 0xaa, 0xbb, 0xcc, 0xdd,
+        0x45, 0x00, 0x00, 0x18, 0x1c, 0x46, 0x40, 0x00, 0x40, 0x01, 0x0a, 0x9e, 10, 0, 0, 1, 10, 0, 0, 2, 0xaa, 0xbb,
+        0xcc, 0xdd,
     ];
 
     fn fixed() -> [u8; 24] {

@@ -350,9 +350,13 @@ mod tests {
         let p = Ipv6Packet::new_checked(&bad[..]).unwrap();
         assert_eq!(Ipv6Repr::parse(&p).unwrap_err(), Error::Truncated);
         // A chain of hop-by-hop headers pointing at each other forever.
-        let mut chain = vec![0u8; HEADER_LEN + 8 * 12];
-        Ipv6Repr { payload_len: 8 * 12, next_header: IpProtocol::HOPOPT, ..Ipv6Repr::parse(&Ipv6Packet::new_checked(&buf[..]).unwrap()).unwrap() }
-            .emit(&mut Ipv6Packet::new_unchecked(&mut chain[..]));
+        let mut chain = [0u8; HEADER_LEN + 8 * 12];
+        Ipv6Repr {
+            payload_len: 8 * 12,
+            next_header: IpProtocol::HOPOPT,
+            ..Ipv6Repr::parse(&Ipv6Packet::new_checked(&buf[..]).unwrap()).unwrap()
+        }
+        .emit(&mut Ipv6Packet::new_unchecked(&mut chain[..]));
         let p = Ipv6Packet::new_checked(&chain[..]).unwrap();
         assert_eq!(p.upper_layer().unwrap_err(), Error::Malformed);
     }

@@ -20,6 +20,11 @@
 //! OpenFlow code and the fuzzers use it without an EAL. It never casts bytes
 //! to packed structs: every field is read by offset.
 #![forbid(unsafe_code)]
+// Header fields are narrower than usize by design (a length field is 16
+// bits, a header length 4 bits of words); every narrowing cast in the
+// emitters writes a value bounded by the buffer, which an IP packet limits
+// to 64 KiB, and the emitters document their panics for larger input.
+#![allow(clippy::cast_possible_truncation)]
 
 pub mod arp;
 pub mod build;
@@ -46,7 +51,7 @@ pub use ipv4::{IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr};
 pub use ipv6::{Ipv6Address, Ipv6ExtHeader, Ipv6Packet, Ipv6Repr};
 pub use tcp::{TcpPacket, TcpRepr};
 pub use udp::{UdpPacket, UdpRepr};
-pub use vlan::{VlanTag, VlanRepr};
+pub use vlan::{VlanRepr, VlanTag};
 pub use vxlan::{VxlanPacket, VxlanRepr};
 
 /// Why a buffer was refused.

@@ -230,7 +230,7 @@ impl TcpRepr {
     /// # Panics
     /// If the options are over 40 bytes or not a multiple of 4.
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, p: &mut TcpPacket<T>, pseudo: Option<u32>) {
-        assert!(self.options.len() <= 40 && self.options.len() % 4 == 0);
+        assert!(self.options.len() <= 40 && self.options.len().is_multiple_of(4));
         p.set_src_port(self.src_port);
         p.set_dst_port(self.dst_port);
         p.set_seq_number(self.seq_number);

@@ -2,7 +2,7 @@
 //! (TPID 0x8100 or 0x88a8), seen from the TCI on: TCI then the inner
 //! EtherType.
 
-use crate::{be, EtherType, Error, Result};
+use crate::{be, Error, EtherType, Result};
 
 mod field {
     use crate::Field;

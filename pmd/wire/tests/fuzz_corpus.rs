@@ -1,6 +1,7 @@
 //! Replays the fuzz target's corpus (fuzz/corpus/wire) on stable Rust: every
 //! input must parse or be refused, never panic, and the well-formed seeds
 //! must parse to the depth their names promise.
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)] // test data is small and known
 
 use std::path::Path;
 

@@ -1,5 +1,6 @@
 //! Property tests: for every header, emit then parse gives back the same
 //! representation, and no input of arbitrary bytes makes a parser panic.
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)] // test data is small and known
 
 use proptest::prelude::*;
 use wire::checksum::Caps;
