@@ -45,14 +45,6 @@ impl Kind {
             Kind::OvsDpdk => "ovs-dpdk",
         }
     }
-    /// Rx/tx queues the generator must use towards it (OVS-DPDK sends on
-    /// tx queue 1 of a 2-queue port; see shared/RECIPES.md).
-    pub fn gen_queues(self, t: Transport) -> u16 {
-        match (self, t) {
-            (Kind::OvsDpdk, Transport::Memif) => 2,
-            _ => 1,
-        }
-    }
 }
 
 /// Where things go during one run.
@@ -66,6 +58,10 @@ pub struct Setup {
     pub fwd_core: usize,
     /// Transport.
     pub transport: Transport,
+    /// Rx/tx queue pairs per port, the same for every forwarder and the
+    /// generator (OVS-DPDK's memif ports need 2: its PMD sends on tx queue
+    /// 1; see shared/RECIPES.md).
+    pub queues: u16,
 }
 
 impl Setup {
@@ -87,7 +83,7 @@ impl Setup {
     fn fwd_devargs(&self, i: usize) -> String {
         match self.transport {
             Transport::Memif => format!("net_memif{i},role=server,id=0,socket={},socket-abstract=no", self.sock(i)),
-            Transport::Vhost => format!("net_vhost{i},iface={},client=1,queues=1", self.sock(i)),
+            Transport::Vhost => format!("net_vhost{i},iface={},client=1,queues={}", self.sock(i), self.queues),
         }
     }
 }
@@ -155,6 +151,7 @@ impl Running {
                 ])
                 .args(["--file-prefix", "vsbench-ours", "--validate", "ethernet", "--stats-json"])
                 .arg(&stats_json)
+                .args(["--rxq", &s.queues.to_string(), "--txq", &s.queues.to_string()])
                 .args(["--port", &s.fwd_devargs(0), "--port", &s.fwd_devargs(1)]);
                 r.child = Some(c.stdin(Stdio::null()).stdout(out).stderr(err).spawn().context("starting pmd-fwd")?);
             }
@@ -164,7 +161,9 @@ impl Running {
                     .args(["--file-prefix", "vsbench-tp", "--log-level=4"])
                     .args(["--vdev", &s.fwd_devargs(0), "--vdev", &s.fwd_devargs(1)])
                     .args(["--", "--forward-mode=io", "--auto-start", "--stats-period=1", "--record-core-cycles"])
-                    .args(["--total-num-mbufs=32768", "--nb-cores=1", "--rxq=1", "--txq=1"]);
+                    .args(["--total-num-mbufs=32768", "--nb-cores=1"])
+                    .arg(format!("--rxq={}", s.queues))
+                    .arg(format!("--txq={}", s.queues));
                 r.child =
                     Some(c.stdin(Stdio::null()).stdout(out).stderr(err).spawn().context("starting dpdk-testpmd")?);
             }
@@ -254,7 +253,15 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
+        // On an error path: ask it to stop (so it flushes its log), then
+        // insist.
         if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -357,7 +364,7 @@ fn start_ovs(s: &Setup) -> Result<Ovs> {
                 "Interface",
                 &name,
                 "type=dpdk",
-                "options:n_rxq=2",
+                &format!("options:n_rxq={}", s.queues),
                 &format!("options:dpdk-devargs=net_memif{i},role=server,socket={},socket-abstract=no,id=0", s.sock(i)),
                 &ofport,
             ])?,

@@ -40,6 +40,9 @@ struct Args {
     /// Rx queues per port.
     #[arg(long, default_value_t = 1)]
     rxq: u16,
+    /// Tx queues per port (default: one per PMD core; at least that many).
+    #[arg(long)]
+    txq: Option<u16>,
     /// Frame checks before forwarding: none (like testpmd io), ethernet, full.
     #[arg(long, default_value = "ethernet")]
     validate: String,
@@ -110,7 +113,7 @@ fn main() -> Result<()> {
         let source = if dev.starts_with("net_") { PortSource::Vdev(dev.clone()) } else { PortSource::Pci(dev.clone()) };
         let mut cfg = PortConfig::new(&format!("p{i}"), source);
         cfg.n_rxq = a.rxq;
-        cfg.n_txq = n_pmd;
+        cfg.n_txq = a.txq.unwrap_or(n_pmd).max(n_pmd);
         cfg.mtu = a.mtu;
         ports.push(Arc::new(Port::open(eal, &cfg, pool.clone()).with_context(|| format!("opening port {i} ({dev})"))?));
     }

@@ -60,6 +60,10 @@ struct CompareArgs {
     /// throughput trial, at saturation).
     #[arg(long, default_value_t = 2)]
     latency_seconds: u64,
+    /// Rx/tx queue pairs per port for every forwarder and the generator
+    /// (default: 2 on memif, which OVS-DPDK needs there; 1 on vhost).
+    #[arg(long)]
+    queues: Option<u16>,
     /// Write results as JSON here.
     #[arg(long)]
     json: Option<String>,
@@ -102,7 +106,15 @@ fn main() -> Result<()> {
         bail!("--gen-core and --fwd-core must differ (generator and forwarder each need a core)");
     }
     std::fs::create_dir_all(&a.dir)?;
-    let setup = Setup { dir: a.dir.clone().into(), gen_core: a.gen_core, fwd_core: a.fwd_core, transport: a.transport };
+    let queues = a.queues.unwrap_or(match a.transport {
+        Transport::Memif => 2,
+        Transport::Vhost => 1,
+    });
+    if queues == 0 || queues > 8 {
+        bail!("--queues: {queues} is outside 1..=8");
+    }
+    let setup =
+        Setup { dir: a.dir.clone().into(), gen_core: a.gen_core, fwd_core: a.fwd_core, transport: a.transport, queues };
     let eal = Eal::init(&EalConfig {
         cores: vec![a.gen_core, a.fwd_core],
         memory: Memory::Hugepages { socket_mem_mb: Some(1024) },
@@ -113,8 +125,8 @@ fn main() -> Result<()> {
     })?;
     let pool = Arc::new(Mempool::new(eal, "gen", 65535, 256, pmd::mempool::DEFAULT_DATA_ROOM, None)?);
     println!(
-        "vswitch-bench compare: scenario {} transport {:?} frame {} B flows {} | generator core {} forwarder core {} | {} | {} rounds x {} s",
-        a.scenario, a.transport, a.frame_size, a.flows, a.gen_core, a.fwd_core, Eal::version(), a.rounds, a.seconds
+        "vswitch-bench compare: scenario {} transport {:?} ({} queue pairs per port) frame {} B flows {} | generator core {} forwarder core {} | {} | {} rounds x {} s",
+        a.scenario, a.transport, queues, a.frame_size, a.flows, a.gen_core, a.fwd_core, Eal::version(), a.rounds, a.seconds
     );
     let mut samples: Vec<Samples> = vec![Samples::default(); a.forwarders.len()];
     let mut uniq = 0;
@@ -151,7 +163,7 @@ fn main() -> Result<()> {
             }
         }
     }
-    report(&a, &samples)
+    report(&a, queues, &samples)
 }
 
 type TrialOut = (TrialResult, Option<hdrhistogram::Histogram<u64>>, Option<f64>);
@@ -166,7 +178,7 @@ fn one_trial(
     latency: bool,
 ) -> Result<TrialOut> {
     let fwd = Running::start(kind, s)?;
-    let q = kind.gen_queues(s.transport);
+    let q = s.queues;
     // Links come up within a second or two; a connection that failed at a
     // bad moment is retried with fresh generator ports (new device names).
     let mut ports = Vec::new();
@@ -243,7 +255,7 @@ fn one_trial(
     Ok((res, lat, cpp))
 }
 
-fn report(a: &CompareArgs, samples: &[Samples]) -> Result<()> {
+fn report(a: &CompareArgs, queues: u16, samples: &[Samples]) -> Result<()> {
     let idx_tp = a.forwarders.iter().position(|k| *k == Kind::Testpmd);
     let tp_mpps = idx_tp.and_then(|i| median(&samples[i].mpps));
     println!();
@@ -302,6 +314,7 @@ fn report(a: &CompareArgs, samples: &[Samples]) -> Result<()> {
         let doc = serde_json::json!({
             "scenario": a.scenario,
             "transport": a.transport,
+            "queues": queues,
             "frame_size": a.frame_size,
             "flows": a.flows,
             "seconds": a.seconds,
