@@ -133,7 +133,7 @@ fn main() -> Result<()> {
     for round in 0..a.rounds {
         for (fi, &kind) in a.forwarders.iter().enumerate() {
             uniq += 1;
-            let want_latency = round == 0 && a.latency_seconds > 0;
+            let want_latency = a.latency_seconds > 0;
             match one_trial(kind, &setup, eal, &pool, &a, uniq, want_latency) {
                 Ok((res, lat, cpp)) => {
                     println!(
@@ -150,8 +150,14 @@ fn main() -> Result<()> {
                     if let Some(c) = cpp {
                         s.cpp.push(c);
                     }
+                    // Latency: every round's trial, merged.
                     if let Some(l) = lat {
-                        s.lat = Some(l);
+                        match s.lat.as_mut() {
+                            Some(h) => {
+                                let _ = h.add(&l);
+                            }
+                            None => s.lat = Some(l),
+                        }
                     } else if s.lat.is_none() && a.latency_seconds == 0 {
                         s.lat = Some(res.latency.clone());
                     }
@@ -307,7 +313,7 @@ fn report(a: &CompareArgs, queues: u16, samples: &[Samples]) -> Result<()> {
         results.push(r);
     }
     println!(
-        "\nMpps: received per direction (median of rounds); cycles/pkt: the forwarder's own busy TSC cycles per packet; latency at {} Mpps offered per direction.",
+        "\nMpps: received per direction (median of rounds). cycles/pkt: as each forwarder counts its own busy cycles\n(ours: whole iterations that received packets, empty polls and tx flush included; testpmd: only polls that\nreceived; OVS: its PMD processing cycles). Latency: all rounds' trials at {} Mpps offered per direction, merged.",
         a.latency_rate
     );
     if let Some(path) = &a.json {
