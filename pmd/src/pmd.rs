@@ -184,6 +184,8 @@ struct Shared {
     pmds: Vec<PmdShared>,
     cores: Vec<usize>,
     hists: Vec<Mutex<Histogram<u64>>>,
+    /// Serialises rx-queue moves (control path only).
+    moves: Mutex<()>,
 }
 
 /// A set of running PMD threads. Stopping (or dropping) it stops and joins
@@ -259,6 +261,7 @@ impl PmdSet {
             pmds: (0..n).map(|_| PmdShared::default()).collect(),
             cores: cfg.cores.clone(),
             hists: (0..n).map(|_| Mutex::new(new_hist())).collect(),
+            moves: Mutex::new(()),
         });
         let mut set = PmdSet { shared: shared.clone(), threads: Vec::new(), rebalancer: None };
         for (idx, &core) in cfg.cores.iter().enumerate() {
@@ -303,17 +306,16 @@ impl PmdSet {
         rebalance(&self.shared)
     }
 
-    /// Assigns one rx queue to thread `to` (for operators and tests).
+    /// Assigns one rx queue to thread `to` (for operators and tests); false
+    /// for an unknown queue or thread, or when the current owner did not let
+    /// go within 5 s.
     pub fn assign(&self, port: usize, queue: u16, to: usize) -> bool {
         let sh = &self.shared;
         if to >= sh.pmds.len() {
             return false;
         }
         match sh.rxqs.iter().position(|r| r.port == port && r.queue == queue) {
-            Some(i) => {
-                move_rxq(sh, i, to);
-                true
-            }
+            Some(i) => move_rxq(sh, i, to),
             None => false,
         }
     }
@@ -410,22 +412,32 @@ impl Drop for PmdSet {
     }
 }
 
-fn move_rxq(sh: &Shared, i: usize, to: usize) {
+/// Moves rx queue `i` to thread `to`; false when the old owner did not
+/// acknowledge in time (the queue then stays where it was). Moves are
+/// serialised: two at once could let a new owner start before the old one
+/// let go.
+fn move_rxq(sh: &Shared, i: usize, to: usize) -> bool {
+    let _one_at_a_time = sh.moves.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let r = &sh.rxqs[i];
     let from = r.owner.swap(NO_OWNER, Ordering::SeqCst);
     if from != NO_OWNER && from != to {
         let g = sh.gen.fetch_add(1, Ordering::AcqRel) + 1;
         let old = &sh.pmds[from];
         let deadline = Instant::now() + Duration::from_secs(5);
-        while old.running.load(Ordering::Acquire)
-            && old.seen_gen.load(Ordering::Acquire) < g
-            && Instant::now() < deadline
-        {
+        while old.running.load(Ordering::Acquire) && old.seen_gen.load(Ordering::Acquire) < g {
+            if Instant::now() >= deadline {
+                // Stuck in its pipeline: it may still be polling the queue,
+                // so giving the queue to another thread is not safe.
+                r.owner.store(from, Ordering::SeqCst);
+                sh.gen.fetch_add(1, Ordering::AcqRel);
+                return false;
+            }
             std::thread::yield_now();
         }
     }
     r.owner.store(to, Ordering::SeqCst);
     sh.gen.fetch_add(1, Ordering::AcqRel);
+    true
 }
 
 fn rebalance(sh: &Shared) -> Vec<(usize, u16, usize, usize)> {
@@ -454,8 +466,7 @@ fn rebalance(sh: &Shared) -> Vec<(usize, u16, usize, usize)> {
         let min = *pmd_load.iter().min().unwrap_or(&0);
         let to = if cur < n && pmd_load[cur] == min { cur } else { (0..n).min_by_key(|&p| pmd_load[p]).unwrap_or(0) };
         pmd_load[to] += load.max(1);
-        if to != cur {
-            move_rxq(sh, i, to);
+        if to != cur && move_rxq(sh, i, to) {
             moves.push((sh.rxqs[i].port, sh.rxqs[i].queue, cur, to));
         }
     }

@@ -203,3 +203,58 @@ fn pmd_refuses_bad_core_and_shared_txq() {
     .to_string();
     assert!(e.contains("n_txq"), "{e}");
 }
+
+/// Forwards like P2p, but the first packet makes it wait until released:
+/// a PMD thread stuck in its pipeline.
+struct Stuck {
+    inner: P2p,
+    release: Arc<std::sync::atomic::AtomicBool>,
+    entered: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl pmd::pmd::Pipeline for Stuck {
+    fn process(&mut self, rxq: &pmd::pmd::RxqRef, batch: &mut Batch, tx: &mut pmd::pmd::TxBatches) {
+        use std::sync::atomic::Ordering;
+        self.entered.store(true, Ordering::SeqCst);
+        while !self.release.load(Ordering::SeqCst) {
+            std::hint::spin_loop();
+        }
+        self.inner.process(rxq, batch, tx);
+    }
+}
+
+#[test]
+fn a_queue_is_not_taken_from_a_thread_stuck_in_its_pipeline() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let cores = core_affinity_ids();
+    let cores = vec![cores[0], *cores.last().unwrap()];
+    let r = rig("s", 2, 2);
+    let release = Arc::new(AtomicBool::new(false));
+    let entered = Arc::new(AtomicBool::new(false));
+    let set = PmdSet::start(&PmdConfig { cores, rebalance_interval: None }, r.fwd.clone(), |_| Stuck {
+        inner: P2p::new(vec![1, 0], Validation::None),
+        release: release.clone(),
+        entered: entered.clone(),
+    })
+    .unwrap();
+    // Round robin: thread 0 polls queue 0 of both ports, thread 1 queue 1.
+    // The generator sends on ring 0, so thread 0 gets the packet and sticks.
+    assert_eq!(set.stats()[0].rxqs, vec![(0, 0), (1, 0)]);
+    let mut b = Batch::new();
+    b.push(Packet::from_bytes(&r.pool, &frame(64, 1)).unwrap()).unwrap();
+    r.gen_a.tx_burst(0, &mut b);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !entered.load(Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "the packet reached the pipeline");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(!set.assign(0, 0, 1), "the move is refused: the owner never let go");
+    assert_eq!(set.stats()[0].rxqs, vec![(0, 0), (1, 0)], "the queue stays with its owner");
+    assert_eq!(set.stats()[1].rxqs, vec![(0, 1), (1, 1)]);
+    release.store(true, Ordering::SeqCst);
+    let got = pump(&r.pool, &r.gen_a, &r.gen_b, &[], 1);
+    assert_eq!(got.len(), 1, "the held packet is forwarded once released");
+    assert!(set.assign(0, 0, 1), "a responsive owner lets go");
+    assert_eq!(set.stats()[1].rxqs, vec![(0, 0), (0, 1), (1, 1)]);
+    set.stop();
+}
