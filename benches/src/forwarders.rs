@@ -354,33 +354,19 @@ fn start_ovs(s: &Setup) -> Result<Ovs> {
     for i in 0..2 {
         let name = format!("p{i}");
         let ofport = format!("ofport_request={}", i + 1);
-        match s.transport {
-            Transport::Memif => vsctl(&[
-                "add-port",
-                "br0",
-                &name,
-                "--",
-                "set",
-                "Interface",
-                &name,
-                "type=dpdk",
-                &format!("options:n_rxq={}", s.queues),
-                &format!("options:dpdk-devargs=net_memif{i},role=server,socket={},socket-abstract=no,id=0", s.sock(i)),
-                &ofport,
-            ])?,
-            Transport::Vhost => vsctl(&[
-                "add-port",
-                "br0",
-                &name,
-                "--",
-                "set",
-                "Interface",
-                &name,
-                "type=dpdkvhostuserclient",
-                &format!("options:vhost-server-path={}", s.sock(i)),
-                &ofport,
-            ])?,
+        let options = match s.transport {
+            Transport::Memif => vec![
+                "type=dpdk".to_string(),
+                format!("options:n_rxq={}", s.queues),
+                format!("options:dpdk-devargs=net_memif{i},role=server,socket={},socket-abstract=no,id=0", s.sock(i)),
+            ],
+            Transport::Vhost => {
+                vec!["type=dpdkvhostuserclient".to_string(), format!("options:vhost-server-path={}", s.sock(i))]
+            }
         };
+        let mut args = vec!["add-port", "br0", &name, "--", "set", "Interface", &name, &ofport];
+        args.extend(options.iter().map(String::as_str));
+        vsctl(&args)?;
     }
     let ofctl = |args: &[&str]| run(ovs_env(Command::new(tool("ovs-ofctl").expect("checked")).args(args), &dir));
     tool("ovs-ofctl")?;

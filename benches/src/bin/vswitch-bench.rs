@@ -187,30 +187,39 @@ fn one_trial(
     let q = s.queues;
     // Links come up within a second or two; a connection that failed at a
     // bad moment is retried with fresh generator ports (new device names).
+    // A memif client connects once, in dev_start, and a refused connect
+    // fails the open; a link can also stay down after a bad moment. Either
+    // way: fresh generator ports (new device names), up to three times.
     let mut ports = Vec::new();
     for attempt in 0..3 {
         ports.clear();
-        for i in 0..2 {
+        let opened: Result<()> = (0..2).try_for_each(|i| {
             let mut cfg =
                 PortConfig::new(&format!("gen{i}"), PortSource::Vdev(s.gen_devargs(i, uniq * 4 + attempt, q)));
             cfg.n_rxq = q;
             cfg.n_txq = q;
-            ports.push(Arc::new(
-                Port::open(eal, &cfg, pool.clone())
-                    .with_context(|| format!("generator port {i}; forwarder log:\n{}", fwd.log_tail()))?,
-            ));
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !ports.iter().all(|p| p.link().up) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if ports.iter().all(|p| p.link().up) {
+            ports.push(Arc::new(Port::open(eal, &cfg, pool.clone()).with_context(|| format!("generator port {i}"))?));
+            Ok(())
+        });
+        let up = opened.is_ok() && {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !ports.iter().all(|p| p.link().up) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            ports.iter().all(|p| p.link().up)
+        };
+        if up {
             break;
         }
+        let why = match opened {
+            Err(e) => format!("{e:#}"),
+            Ok(()) => "links not up after 10 s".to_string(),
+        };
         if attempt == 2 {
-            bail!("links to {} did not come up in 3 tries of 10 s; its log:\n{}", kind.name(), fwd.log_tail());
+            bail!("cannot connect to {} in 3 tries ({why}); its log:\n{}", kind.name(), fwd.log_tail());
         }
-        eprintln!("links to {} not up after 10 s; reconnecting", kind.name());
+        eprintln!("{}: {why}; reconnecting", kind.name());
+        std::thread::sleep(Duration::from_secs(1));
     }
     let ports: [Arc<Port>; 2] = [ports[0].clone(), ports[1].clone()];
     let spec = |secs: f64, rate: Option<f64>| TrafficSpec {
