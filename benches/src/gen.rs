@@ -16,7 +16,8 @@ pub struct TrafficSpec {
     /// the wire adds; we send `frame_size - 4` bytes so the sizes match what
     /// testpmd and OVS report).
     pub frame_size: usize,
-    /// Distinct flows (source IP and port vary).
+    /// Distinct flows: source MAC, source IP and UDP source port vary
+    /// together (flow f: MAC 02:d:00:f, IP 10.d.f, port 1024 + f % 50000).
     pub flows: u32,
     /// Offered rate per direction in Mpps (None: as fast as the rings take).
     pub rate_mpps: Option<f64>,
@@ -61,8 +62,9 @@ fn templates(spec: &TrafficSpec, dir: usize) -> Vec<Vec<u8>> {
     (0..spec.flows.max(1))
         .map(|f| {
             let fr = Udp4Frame {
-                src_mac: EthernetAddress([2, 0, 0, 0, dir as u8, 1]),
-                dst_mac: EthernetAddress([2, 0, 0, 0, dir as u8 ^ 1, 1]),
+                // Flow f: source MAC, IP and UDP port all vary with f.
+                src_mac: EthernetAddress([2, dir as u8, 0, (f >> 16) as u8, (f >> 8) as u8, f as u8]),
+                dst_mac: EthernetAddress([2, dir as u8 ^ 1, 0, 0, 0, 0]),
                 vlan: None,
                 src_ip: Ipv4Address::from_u32(0x0a00_0000 + (dir as u32) * 0x0001_0000 + f),
                 dst_ip: Ipv4Address::from_u32(0x0a00_0000 + ((dir as u32) ^ 1) * 0x0001_0000 + 1),

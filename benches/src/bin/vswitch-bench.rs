@@ -41,7 +41,7 @@ struct CompareArgs {
     /// Rounds; forwarders alternate within each (A B C A B C ...).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Distinct flows (source IP/port).
+    /// Distinct flows: source MAC, IP and UDP port vary together.
     #[arg(long, default_value_t = 1)]
     flows: u32,
     /// Forwarders to run.
