@@ -1,8 +1,44 @@
-//! Configuration schema and control-socket protocol (content arrives with the
-//! vswitchd issue).
+//! Configuration file schema and control-socket protocol.
 //!
-//! This crate will own the TOML configuration file's schema and its
-//! validation (errors naming file:line:column, the field and why) and the
-//! JSON-RPC types shared by `vswitchd`, `vswitchctl` and `container-hostd`.
-//! It sits at the bottom of the dependency graph with `wire`: it must not know
-//! about DPDK or the datapath.
+//! This crate owns the TOML configuration of `vswitchd` ([`Config`]): its
+//! schema, with unknown keys refused, and its validation. Every error is a
+//! [`ConfigError`] naming `file:line:column`, the field's path
+//! (`bridge[0].port[1].tag`) and what is wrong, so a user can fix the file
+//! without reading code. It also owns the JSON-RPC 2.0 types of the control
+//! socket ([`rpc`]), shared by `vswitchd`, `vswitchctl` and
+//! `container-hostd`.
+//!
+//! It sits at the bottom of the dependency graph with `wire`: it must not
+//! know about DPDK or the datapath. Turning a validated [`Config`] into
+//! EAL arguments, ports and PMD threads is `vswitch`'s job.
+
+mod error;
+pub mod rpc;
+mod schema;
+mod validate;
+
+pub use error::ConfigError;
+pub use schema::{
+    Bridge, ControlSection, Controller, EalSection, FailMode, MemoryMode, PmdSection, Port, PortType, RxqAssignment,
+    VlanMode,
+};
+
+use std::path::Path;
+
+/// A whole, validated configuration file.
+pub use schema::Config;
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::io(path, &e))?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates `text`; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| error::from_toml(text, file, &e))?;
+        validate::validate(&cfg).map_err(|(path, why)| error::at_path(text, file, &path, why))?;
+        Ok(cfg)
+    }
+}

@@ -1,0 +1,294 @@
+//! The configuration file's schema. Unknown keys are errors everywhere.
+
+use serde::{Deserialize, Serialize};
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// DPDK's Environment Abstraction Layer.
+    #[serde(default)]
+    pub eal: EalSection,
+    /// Poll-mode threads.
+    #[serde(default)]
+    pub pmd: PmdSection,
+    /// The control socket.
+    #[serde(default)]
+    pub control: ControlSection,
+    /// Bridges, in file order.
+    #[serde(default, rename = "bridge")]
+    pub bridges: Vec<Bridge>,
+}
+
+/// Where EAL's memory comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum MemoryMode {
+    /// 2 MB hugepages from hugetlbfs (production).
+    #[default]
+    Hugepages,
+    /// Hugepages without files (nothing left behind by a crash).
+    InMemory,
+    /// Ordinary memory: no hugepages needed (tests, small machines).
+    NoHuge,
+}
+
+/// `[eal]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EalSection {
+    /// Cores the process may run on (the control thread floats over them);
+    /// empty: every core.
+    #[serde(default)]
+    pub cores: Vec<usize>,
+    /// Memory source.
+    #[serde(default)]
+    pub memory: MemoryMode,
+    /// Megabytes of memory.
+    #[serde(default = "default_memory_mb")]
+    pub memory_mb: u32,
+    /// Hugepage file prefix (unique per process on a machine).
+    #[serde(default = "default_file_prefix")]
+    pub file_prefix: String,
+    /// Further EAL arguments, passed as they are.
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+}
+
+fn default_memory_mb() -> u32 {
+    1024
+}
+fn default_file_prefix() -> String {
+    "vswitchd".into()
+}
+
+impl Default for EalSection {
+    fn default() -> EalSection {
+        EalSection {
+            cores: Vec::new(),
+            memory: MemoryMode::default(),
+            memory_mb: default_memory_mb(),
+            file_prefix: default_file_prefix(),
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// How rx queues are spread over PMD threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RxqAssignment {
+    /// In order, one thread after the other, never moved.
+    RoundRobin,
+    /// Round robin at start, then moved by measured busy cycles.
+    #[default]
+    Cycles,
+}
+
+/// `[pmd]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PmdSection {
+    /// One PMD thread per core; each must be one of `eal.cores` (when that
+    /// is given). Empty: the last core.
+    #[serde(default)]
+    pub cores: Vec<usize>,
+    /// Rx-queue assignment policy.
+    #[serde(default)]
+    pub rxq_assignment: RxqAssignment,
+    /// Seconds between rebalances with `cycles`.
+    #[serde(default = "default_rebalance_s")]
+    pub rebalance_interval_s: u32,
+}
+
+fn default_rebalance_s() -> u32 {
+    60
+}
+
+impl Default for PmdSection {
+    fn default() -> PmdSection {
+        PmdSection {
+            cores: Vec::new(),
+            rxq_assignment: RxqAssignment::default(),
+            rebalance_interval_s: default_rebalance_s(),
+        }
+    }
+}
+
+/// `[control]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlSection {
+    /// Unix socket path of the JSON-RPC control socket (mode 0600).
+    #[serde(default = "default_socket")]
+    pub socket: String,
+}
+
+fn default_socket() -> String {
+    "/run/vswitch/vswitchd.sock".into()
+}
+
+impl Default for ControlSection {
+    fn default() -> ControlSection {
+        ControlSection { socket: default_socket() }
+    }
+}
+
+/// What a bridge does when no controller is connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailMode {
+    /// Keep the flow tables; send nothing new anywhere.
+    Secure,
+    /// Behave as a MAC-learning switch.
+    #[default]
+    Standalone,
+}
+
+/// `[[bridge]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bridge {
+    /// Name (1-15 characters: letters, digits, `-`, `_`, `.`).
+    pub name: String,
+    /// OpenFlow datapath id: 16 hex digits (None: derived from the name).
+    #[serde(default)]
+    pub datapath_id: Option<String>,
+    /// Behaviour without controllers.
+    #[serde(default)]
+    pub fail_mode: FailMode,
+    /// OpenFlow controllers: `ptcp:PORT[:IP]` (listen) or `tcp:IP:PORT`.
+    #[serde(default)]
+    pub controllers: Vec<String>,
+    /// Seconds a learned MAC lives without traffic.
+    #[serde(default = "default_aging")]
+    pub mac_aging_s: u32,
+    /// Most MACs learned per bridge.
+    #[serde(default = "default_mac_table")]
+    pub mac_table_size: u32,
+    /// Ports, in file order.
+    #[serde(default, rename = "port")]
+    pub ports: Vec<Port>,
+}
+
+fn default_aging() -> u32 {
+    300
+}
+fn default_mac_table() -> u32 {
+    8192
+}
+
+/// How a port is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PortType {
+    /// A DPDK ethdev: a PCI device (`pci`) or vdev devargs (`devargs`).
+    Dpdk,
+    /// AF_XDP on a kernel interface (`iface`), e.g. a container's veth.
+    Afxdp,
+    /// AF_PACKET on a kernel interface (`iface`).
+    Afpacket,
+    /// A TAP device the switch creates (`iface`: its name).
+    Tap,
+    /// The bridge's own interface towards the host (a TAP named after the
+    /// port).
+    Internal,
+}
+
+/// VLAN behaviour of a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum VlanMode {
+    /// Untagged frames belong to `tag`; tagged frames are dropped.
+    Access,
+    /// Tagged frames of `trunks` (empty: every VLAN) pass as they are.
+    Trunk,
+    /// No VLAN handling: the port carries whatever arrives (VLAN 0).
+    #[default]
+    None,
+}
+
+/// `[[bridge.port]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Port {
+    /// Name, unique in the switch.
+    pub name: String,
+    /// Attachment.
+    #[serde(rename = "type")]
+    pub kind: PortType,
+    /// `dpdk`: PCI address (`0000:3b:00.0`), NIC or VF.
+    #[serde(default)]
+    pub pci: Option<String>,
+    /// `dpdk`: vdev devargs (`net_memif0,role=server,socket=/run/x.sock`).
+    #[serde(default)]
+    pub devargs: Option<String>,
+    /// `afxdp`, `afpacket`: the kernel interface; `tap`: the name to give.
+    #[serde(default)]
+    pub iface: Option<String>,
+    /// Requested OpenFlow port number (1-65279), unique in the bridge.
+    #[serde(default)]
+    pub ofport: Option<u32>,
+    /// VLAN mode.
+    #[serde(default)]
+    pub vlan_mode: VlanMode,
+    /// `access`: the VLAN (1-4094).
+    #[serde(default)]
+    pub tag: Option<u16>,
+    /// `trunk`: allowed VLANs (1-4094 each; empty: all).
+    #[serde(default)]
+    pub trunks: Vec<u16>,
+    /// MTU (68-9600; mbufs are sized for the largest).
+    #[serde(default)]
+    pub mtu: Option<u16>,
+    /// Receive queues.
+    #[serde(default = "default_rxq")]
+    pub n_rxq: u16,
+}
+
+fn default_rxq() -> u16 {
+    1
+}
+
+/// A parsed controller target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Controller {
+    /// `ptcp:PORT[:IP]`: listen.
+    Listen {
+        /// TCP port.
+        port: u16,
+        /// Address to bind (default 0.0.0.0).
+        ip: std::net::IpAddr,
+    },
+    /// `tcp:IP:PORT`: connect.
+    Connect {
+        /// Controller address.
+        ip: std::net::IpAddr,
+        /// TCP port.
+        port: u16,
+    },
+}
+
+impl std::str::FromStr for Controller {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Controller, String> {
+        let port = |p: &str| {
+            p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| format!("`{p}` is not a TCP port (1-65535)"))
+        };
+        let ip = |a: &str| {
+            let a = a.trim_start_matches('[').trim_end_matches(']');
+            a.parse::<std::net::IpAddr>().map_err(|_| format!("`{a}` is not an IP address"))
+        };
+        if let Some(rest) = s.strip_prefix("ptcp:") {
+            return match rest.split_once(':') {
+                None => Ok(Controller::Listen { port: port(rest)?, ip: std::net::Ipv4Addr::UNSPECIFIED.into() }),
+                Some((p, a)) => Ok(Controller::Listen { port: port(p)?, ip: ip(a)? }),
+            };
+        }
+        if let Some(rest) = s.strip_prefix("tcp:") {
+            let (a, p) = rest.rsplit_once(':').ok_or_else(|| format!("`{s}`: write tcp:IP:PORT"))?;
+            return Ok(Controller::Connect { ip: ip(a)?, port: port(p)? });
+        }
+        Err(format!("`{s}`: a controller is ptcp:PORT[:IP] (listen) or tcp:IP:PORT (connect)"))
+    }
+}

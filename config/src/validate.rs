@@ -1,0 +1,209 @@
+//! Checks that go beyond types: ranges, combinations, uniqueness.
+
+use crate::error::Seg;
+use crate::schema::{Config, Controller, PortType, VlanMode};
+use std::collections::{HashMap, HashSet};
+
+type Failure = (Vec<Seg>, String);
+
+fn key(k: &str) -> Seg {
+    Seg::Key(k.into())
+}
+
+fn fail<T>(path: Vec<Seg>, why: impl Into<String>) -> Result<T, Failure> {
+    Err((path, why.into()))
+}
+
+fn check_name(path: Vec<Seg>, what: &str, name: &str) -> Result<(), Failure> {
+    if name.is_empty() || name.len() > 15 {
+        return fail(path, format!("{what} name `{name}` must be 1-15 characters"));
+    }
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        return fail(path, format!("{what} name `{name}` may hold only letters, digits, `-`, `_` and `.`"));
+    }
+    Ok(())
+}
+
+pub(crate) fn validate(cfg: &Config) -> Result<(), Failure> {
+    let eal = &cfg.eal;
+    let mut seen = HashSet::new();
+    for (i, c) in eal.cores.iter().enumerate() {
+        if !seen.insert(c) {
+            return fail(vec![key("eal"), key("cores"), Seg::Index(i)], format!("core {c} is listed twice"));
+        }
+    }
+    if eal.memory_mb < 64 {
+        return fail(vec![key("eal"), key("memory_mb")], format!("{} MB is too little (at least 64)", eal.memory_mb));
+    }
+    if eal.file_prefix.is_empty() || eal.file_prefix.contains(['/', ' ', '\t']) {
+        return fail(vec![key("eal"), key("file_prefix")], "must be a non-empty name without `/` or spaces");
+    }
+    let mut seen = HashSet::new();
+    for (i, c) in cfg.pmd.cores.iter().enumerate() {
+        let path = vec![key("pmd"), key("cores"), Seg::Index(i)];
+        if !seen.insert(c) {
+            return fail(path, format!("core {c} is listed twice"));
+        }
+        if !eal.cores.is_empty() && !eal.cores.contains(c) {
+            return fail(path, format!("core {c} is not in eal.cores {:?}", eal.cores));
+        }
+    }
+    if cfg.pmd.rebalance_interval_s == 0 {
+        return fail(vec![key("pmd"), key("rebalance_interval_s")], "must be at least 1 second");
+    }
+    if !cfg.control.socket.starts_with('/') {
+        return fail(vec![key("control"), key("socket")], format!("`{}` must be an absolute path", cfg.control.socket));
+    }
+    let mut bridge_names = HashMap::new();
+    let mut port_names: HashMap<&str, (usize, usize)> = HashMap::new();
+    let mut ifaces: HashMap<&str, (usize, usize)> = HashMap::new();
+    for (bi, b) in cfg.bridges.iter().enumerate() {
+        let bp = |rest: &[Seg]| {
+            let mut p = vec![key("bridge"), Seg::Index(bi)];
+            p.extend_from_slice(rest);
+            p
+        };
+        check_name(bp(&[key("name")]), "bridge", &b.name)?;
+        if let Some(prev) = bridge_names.insert(b.name.as_str(), bi) {
+            return fail(bp(&[key("name")]), format!("bridge `{}` is already defined as bridge[{prev}]", b.name));
+        }
+        if let Some(dpid) = &b.datapath_id {
+            let hex = dpid.strip_prefix("0x").unwrap_or(dpid);
+            if hex.is_empty() || hex.len() > 16 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                return fail(bp(&[key("datapath_id")]), format!("`{dpid}` is not up to 16 hex digits"));
+            }
+        }
+        let mut listen_ports = HashSet::new();
+        for (ci, c) in b.controllers.iter().enumerate() {
+            let path = bp(&[key("controllers"), Seg::Index(ci)]);
+            match c.parse::<Controller>() {
+                Ok(Controller::Listen { port, .. }) => {
+                    if !listen_ports.insert(port) {
+                        return fail(path, format!("listens on port {port} twice"));
+                    }
+                }
+                Ok(Controller::Connect { .. }) => {}
+                Err(why) => return fail(path, why),
+            }
+        }
+        if b.mac_aging_s == 0 {
+            return fail(bp(&[key("mac_aging_s")]), "must be at least 1 second");
+        }
+        if b.mac_table_size == 0 {
+            return fail(bp(&[key("mac_table_size")]), "must be at least 1");
+        }
+        let mut ofports = HashMap::new();
+        for (pi, p) in b.ports.iter().enumerate() {
+            let pp = |k: &str| bp(&[key("port"), Seg::Index(pi), key(k)]);
+            check_name(pp("name"), "port", &p.name)?;
+            if let Some((b0, p0)) = port_names.insert(p.name.as_str(), (bi, pi)) {
+                return fail(pp("name"), format!("port `{}` is already defined as bridge[{b0}].port[{p0}]", p.name));
+            }
+            match p.kind {
+                PortType::Dpdk => match (&p.pci, &p.devargs) {
+                    (Some(_), Some(_)) => return fail(pp("devargs"), "a dpdk port takes `pci` or `devargs`, not both"),
+                    (None, None) => {
+                        return fail(pp("type"), "a dpdk port needs `pci` (a NIC or VF) or `devargs` (a vdev)")
+                    }
+                    (Some(pci), None) if !is_pci(pci) => {
+                        return fail(pp("pci"), format!("`{pci}` is not a PCI address like 0000:3b:00.0"));
+                    }
+                    (None, Some(d)) if !d.starts_with("net_") => {
+                        return fail(
+                            pp("devargs"),
+                            format!("`{d}` does not start with a net_ driver name (net_memif0,...)"),
+                        );
+                    }
+                    _ => {}
+                },
+                PortType::Afxdp | PortType::Afpacket | PortType::Tap => {
+                    for (k, v) in [("pci", &p.pci), ("devargs", &p.devargs)] {
+                        if v.is_some() {
+                            return fail(pp(k), format!("`{k}` is only for dpdk ports"));
+                        }
+                    }
+                    match &p.iface {
+                        None if p.kind != PortType::Tap => {
+                            return fail(pp("type"), "needs `iface`, the kernel interface to attach");
+                        }
+                        Some(i) => {
+                            check_name(pp("iface"), "interface", i)?;
+                            if let Some((b0, p0)) = ifaces.insert(i.as_str(), (bi, pi)) {
+                                return fail(
+                                    pp("iface"),
+                                    format!("interface `{i}` is already used by bridge[{b0}].port[{p0}]"),
+                                );
+                            }
+                        }
+                        None => {}
+                    }
+                }
+                PortType::Internal => {
+                    for (k, set) in
+                        [("pci", p.pci.is_some()), ("devargs", p.devargs.is_some()), ("iface", p.iface.is_some())]
+                    {
+                        if set {
+                            return fail(
+                                pp(k),
+                                format!("an internal port takes no `{k}` (it is named after the port)"),
+                            );
+                        }
+                    }
+                }
+            }
+            if let Some(of) = p.ofport {
+                if !(1..=0xfeff).contains(&of) {
+                    return fail(pp("ofport"), format!("{of} is outside 1-65279"));
+                }
+                if let Some(prev) = ofports.insert(of, pi) {
+                    return fail(pp("ofport"), format!("OpenFlow port {of} is already taken by port[{prev}]"));
+                }
+            }
+            match p.vlan_mode {
+                VlanMode::Access => match p.tag {
+                    None => return fail(pp("vlan_mode"), "an access port needs `tag` (1-4094)"),
+                    Some(t) if !(1..=4094).contains(&t) => {
+                        return fail(pp("tag"), format!("VLAN {t} is outside 1-4094"))
+                    }
+                    _ => {}
+                },
+                VlanMode::Trunk | VlanMode::None if p.tag.is_some() => {
+                    return fail(pp("tag"), "`tag` is for access ports (set vlan_mode = \"access\")");
+                }
+                _ => {}
+            }
+            if p.vlan_mode != VlanMode::Trunk && !p.trunks.is_empty() {
+                return fail(pp("trunks"), "`trunks` is for trunk ports (set vlan_mode = \"trunk\")");
+            }
+            let mut seen = HashSet::new();
+            for (ti, t) in p.trunks.iter().enumerate() {
+                let path = bp(&[key("port"), Seg::Index(pi), key("trunks"), Seg::Index(ti)]);
+                if !(1..=4094).contains(t) {
+                    return fail(path, format!("VLAN {t} is outside 1-4094"));
+                }
+                if !seen.insert(t) {
+                    return fail(path, format!("VLAN {t} is listed twice"));
+                }
+            }
+            if let Some(m) = p.mtu {
+                if !(68..=9600).contains(&m) {
+                    return fail(pp("mtu"), format!("{m} is outside 68-9600"));
+                }
+            }
+            if p.n_rxq == 0 || p.n_rxq > 64 {
+                return fail(pp("n_rxq"), format!("{} is outside 1-64", p.n_rxq));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_pci(s: &str) -> bool {
+    let parts: Vec<&str> = s.split([':', '.']).collect();
+    let hex = |p: &str, n: usize| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit());
+    match parts.as_slice() {
+        [d, b, dev, f] => hex(d, 4) && hex(b, 2) && hex(dev, 2) && hex(f, 1),
+        [b, dev, f] => hex(b, 2) && hex(dev, 2) && hex(f, 1),
+        _ => false,
+    }
+}

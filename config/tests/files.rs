@@ -1,0 +1,178 @@
+//! Every example loads; every kind of mistake is refused with the file,
+//! line, column, field and reason.
+
+use config::{Config, Controller, FailMode, MemoryMode, PortType, VlanMode};
+use std::path::Path;
+
+fn examples() -> Vec<std::path::PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut v: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn every_example_loads() {
+    let files = examples();
+    assert!(files.len() >= 4);
+    for f in files {
+        let cfg = Config::load(&f).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!cfg.bridges.is_empty(), "{}", f.display());
+    }
+}
+
+#[test]
+fn examples_mean_what_they_say() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let c = Config::load(&dir.join("vlans.toml")).unwrap();
+    assert_eq!(c.eal.memory, MemoryMode::InMemory);
+    let ports = &c.bridges[0].ports;
+    assert_eq!((ports[0].vlan_mode, ports[0].tag), (VlanMode::Access, Some(10)));
+    assert_eq!(ports[2].kind, PortType::Tap);
+    assert_eq!(
+        (ports[3].vlan_mode, ports[3].trunks.as_slice(), ports[3].mtu),
+        (VlanMode::Trunk, &[10u16, 20][..], Some(9000))
+    );
+    let c = Config::load(&dir.join("nic-openflow.toml")).unwrap();
+    let b = &c.bridges[0];
+    assert_eq!(b.fail_mode, FailMode::Secure);
+    assert_eq!(
+        b.controllers.iter().map(|s| s.parse::<Controller>().unwrap()).collect::<Vec<_>>(),
+        vec![
+            Controller::Listen { port: 6653, ip: "127.0.0.1".parse().unwrap() },
+            Controller::Connect { ip: "127.0.0.1".parse().unwrap(), port: 6633 }
+        ]
+    );
+    let c = Config::parse("", "empty.toml").unwrap();
+    assert_eq!(c.control.socket, "/run/vswitch/vswitchd.sock");
+    assert_eq!(c.eal.memory, MemoryMode::Hugepages);
+    assert_eq!(c.pmd.rebalance_interval_s, 60);
+}
+
+const BASE: &str = r#"[eal]
+cores = [0, 1]
+
+[[bridge]]
+name = "br0"
+
+[[bridge.port]]
+name = "p0"
+type = "afxdp"
+iface = "veth0"
+"#;
+
+/// (text appended to BASE or replacing it, expected "line:col", field,
+/// words the message must hold)
+fn check(text: &str, at: &str, field: &str, words: &[&str]) {
+    let e = Config::parse(text, "sw.toml").expect_err(text);
+    let shown = e.to_string();
+    assert_eq!(format!("{}:{}", e.line, e.column), at, "{shown}");
+    assert_eq!(e.field, field, "{shown}");
+    assert!(shown.starts_with(&format!("sw.toml:{at}: ")), "{shown}");
+    for w in words {
+        assert!(shown.contains(w), "`{w}` missing from: {shown}");
+    }
+}
+
+#[test]
+fn type_and_schema_errors_point_at_the_key() {
+    check(&format!("{BASE}colour = \"red\"\n"), "11:1", "bridge[0].port[0].colour", &["unknown field `colour`"]);
+    check("[eal]\ncores = [0, 1]\nhuge = true\n", "3:1", "eal.huge", &["unknown field `huge`"]);
+    check("[eal]\ncores = [0, \"one\"]\n", "2:13", "eal.cores[1]", &["invalid type"]);
+    check("[eal]\nmemory = \"lots\"\n", "2:10", "eal.memory", &["unknown variant `lots`", "hugepages", "no-huge"]);
+    check(&BASE.replace("afxdp", "afxpd"), "9:8", "bridge[0].port[0].type", &["unknown variant `afxpd`"]);
+    check("[[bridge]]\nfail_mode = \"secure\"\n", "1:1", "bridge[0]", &["missing field `name`"]);
+    check("[eal\n", "1:5", "", &["unclosed table"]);
+}
+
+#[test]
+fn semantic_errors_point_at_the_value() {
+    check(
+        &format!("{BASE}vlan_mode = \"access\"\ntag = 5000\n"),
+        "12:7",
+        "bridge[0].port[0].tag",
+        &["VLAN 5000 is outside 1-4094"],
+    );
+    check(&format!("{BASE}vlan_mode = \"access\"\n"), "11:13", "bridge[0].port[0].vlan_mode", &["needs `tag`"]);
+    check(&format!("{BASE}tag = 5\n"), "11:7", "bridge[0].port[0].tag", &["access ports"]);
+    check(
+        &format!("{BASE}vlan_mode = \"trunk\"\ntrunks = [10, 0]\n"),
+        "12:15",
+        "bridge[0].port[0].trunks[1]",
+        &["VLAN 0"],
+    );
+    check(
+        &format!("{BASE}vlan_mode = \"trunk\"\ntrunks = [10, 10]\n"),
+        "12:15",
+        "bridge[0].port[0].trunks[1]",
+        &["twice"],
+    );
+    check(&format!("{BASE}mtu = 20000\n"), "11:7", "bridge[0].port[0].mtu", &["outside 68-9600"]);
+    check(&format!("{BASE}ofport = 0\n"), "11:10", "bridge[0].port[0].ofport", &["outside 1-65279"]);
+    check(&format!("{BASE}pci = \"0000:3b:00.0\"\n"), "11:7", "bridge[0].port[0].pci", &["only for dpdk"]);
+    check(&BASE.replace("iface = \"veth0\"\n", ""), "9:8", "bridge[0].port[0].type", &["needs `iface`"]);
+    check(
+        &format!("{BASE}\n[[bridge.port]]\nname = \"p0\"\ntype = \"tap\"\n"),
+        "13:8",
+        "bridge[0].port[1].name",
+        &["already defined as bridge[0].port[0]"],
+    );
+    check(
+        &format!("{BASE}\n[[bridge.port]]\nname = \"p1\"\ntype = \"afpacket\"\niface = \"veth0\"\n"),
+        "15:9",
+        "bridge[0].port[1].iface",
+        &["already used by bridge[0].port[0]"],
+    );
+    check(
+        &format!("{BASE}\n[[bridge.port]]\nname = \"d\"\ntype = \"dpdk\"\n"),
+        "14:8",
+        "bridge[0].port[1].type",
+        &["needs `pci`", "`devargs`"],
+    );
+    check(
+        &format!("{BASE}\n[[bridge.port]]\nname = \"d\"\ntype = \"dpdk\"\npci = \"3b:00\"\n"),
+        "15:7",
+        "bridge[0].port[1].pci",
+        &["not a PCI address"],
+    );
+    check(
+        &format!("{BASE}\n[[bridge.port]]\nname = \"d\"\ntype = \"dpdk\"\ndevargs = \"memif0\"\n"),
+        "15:11",
+        "bridge[0].port[1].devargs",
+        &["net_"],
+    );
+    check(
+        &format!("{BASE}\n[[bridge]]\nname = \"br0\"\n"),
+        "13:8",
+        "bridge[1].name",
+        &["already defined as bridge[0]"],
+    );
+    check(
+        &BASE.replace("name = \"br0\"", "name = \"br0\"\ncontrollers = [\"tcp:1.2.3.4\"]"),
+        "6:16",
+        "bridge[0].controllers[0]",
+        &["tcp:IP:PORT"],
+    );
+    check(
+        &BASE.replace("name = \"br0\"", "name = \"br0\"\ndatapath_id = \"xyz\""),
+        "6:15",
+        "bridge[0].datapath_id",
+        &["hex"],
+    );
+    check(
+        &BASE.replace("name = \"br0\"", "name = \"a very long bridge name\""),
+        "5:8",
+        "bridge[0].name",
+        &["1-15 characters"],
+    );
+    check("[eal]\ncores = [0, 1]\n[pmd]\ncores = [2]\n", "4:10", "pmd.cores[0]", &["not in eal.cores"]);
+    check("[eal]\ncores = [0, 0]\n", "2:13", "eal.cores[1]", &["twice"]);
+    check("[eal]\nmemory_mb = 8\n", "2:13", "eal.memory_mb", &["too little"]);
+    check("[control]\nsocket = \"vs.sock\"\n", "2:10", "control.socket", &["absolute path"]);
+}
+
+#[test]
+fn a_missing_file_names_it() {
+    let e = Config::load(Path::new("/nonexistent/vswitchd.toml")).unwrap_err();
+    assert!(e.to_string().starts_with("/nonexistent/vswitchd.toml: "), "{e}");
+}
