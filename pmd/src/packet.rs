@@ -492,6 +492,55 @@ impl Drop for Batch {
     }
 }
 
+/// Takes a batch's packets out in order ([`Batch::drain`]); what is not
+/// taken is freed (one bulk free) when the drain is dropped.
+pub struct Drain<'a> {
+    batch: &'a mut Batch,
+    next: usize,
+    end: usize,
+}
+
+impl Batch {
+    /// Takes every packet out, in order; the batch is empty afterwards.
+    #[inline]
+    pub fn drain(&mut self) -> Drain<'_> {
+        let end = self.len;
+        // The slots stay initialised until read; len = 0 means the batch
+        // itself will not free them.
+        self.len = 0;
+        Drain { batch: self, next: 0, end }
+    }
+}
+
+impl Iterator for Drain<'_> {
+    type Item = Packet;
+    #[inline]
+    fn next(&mut self) -> Option<Packet> {
+        if self.next == self.end {
+            return None;
+        }
+        // SAFETY: slots next..end were initialised and are read once each.
+        let p = unsafe { self.batch.pkts[self.next].assume_init_read() };
+        self.next += 1;
+        Some(p)
+    }
+}
+
+impl Drop for Drain<'_> {
+    fn drop(&mut self) {
+        let rest = self.end - self.next;
+        if rest > 0 {
+            // SAFETY: slots next..end hold owned mbufs nobody has read.
+            unsafe {
+                dpdk_sys::rte_pktmbuf_free_bulk(
+                    self.batch.pkts.as_mut_ptr().add(self.next).cast::<*mut rte_mbuf>(),
+                    burst_count(rest),
+                );
+            }
+        }
+    }
+}
+
 impl Extend<Packet> for Batch {
     /// Adds packets until full; packets past the capacity are dropped
     /// (freed), so use [`Batch::room`] first when that matters.

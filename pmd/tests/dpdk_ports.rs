@@ -226,3 +226,19 @@ fn missing_hugepages_say_how_to_reserve_them() {
     assert!(e.starts_with("hugepages:"), "{e}");
     assert!(e.contains("/proc/sys/vm/nr_hugepages") && e.contains("mount -t hugetlbfs"), "{e}");
 }
+
+#[test]
+fn drain_takes_packets_in_order_and_frees_the_rest() {
+    let eal = eal(&[]);
+    let pool = pool(eal, "p");
+    let before = pool.in_use();
+    let mut b = Batch::new();
+    for i in 0..10u32 {
+        b.push(Packet::from_bytes(&pool, &frame(64, i)).unwrap()).unwrap();
+    }
+    let seq = |p: &Packet| u32::from_be_bytes(p.data()[42..46].try_into().unwrap());
+    let taken: Vec<u32> = b.drain().take(4).map(|p| seq(&p)).collect();
+    assert_eq!(taken, vec![0, 1, 2, 3]);
+    assert!(b.is_empty());
+    assert_eq!(pool.in_use(), before, "the six not taken were freed with the drain");
+}

@@ -7,7 +7,10 @@
 //! It builds on `pmd` for packets, ports and PMD threads, on `ofproto` for
 //! OpenFlow and on `config` for the configuration schema.
 //!
-//! So far it holds the MAC learning table of L2 switching ([`mac_table`]);
-//! the rest arrives with the vswitchd issue.
+//! So far it holds L2 switching: the MAC learning table ([`mac_table`]) and
+//! the PMD pipeline that learns, floods and applies access/trunk VLAN
+//! semantics ([`l2`]); the daemon around them arrives with the rest of the
+//! vswitchd issue.
 
+pub mod l2;
 pub mod mac_table;
