@@ -159,8 +159,9 @@ pub struct L2Stats {
 /// What every PMD thread's pipeline of one bridge shares.
 #[derive(Debug)]
 pub struct L2Bridge {
-    /// VLAN behaviour per port index (the PmdSet's port order).
-    pub ports: Vec<PortVlan>,
+    /// VLAN behaviour per port index (the PmdSet's port order); ports of
+    /// other bridges are `None`.
+    pub ports: Vec<Option<PortVlan>>,
     /// The bridge's MAC table.
     pub table: Arc<MacTable>,
     /// Mbufs for flood copies and pushed tags.
@@ -169,8 +170,15 @@ pub struct L2Bridge {
 }
 
 impl L2Bridge {
-    /// A bridge over `ports` (by port index) with a table of `mac_capacity`.
+    /// A bridge over every port (by port index) with a table of
+    /// `mac_capacity`.
     pub fn new(ports: Vec<PortVlan>, mac_capacity: u32, pool: Arc<Mempool>) -> Arc<L2Bridge> {
+        L2Bridge::with_members(ports.into_iter().map(Some).collect(), mac_capacity, pool)
+    }
+
+    /// A bridge over the ports that are `Some` (the others belong to other
+    /// bridges on the same PMD threads).
+    pub fn with_members(ports: Vec<Option<PortVlan>>, mac_capacity: u32, pool: Arc<Mempool>) -> Arc<L2Bridge> {
         Arc::new(L2Bridge {
             ports,
             table: Arc::new(MacTable::new(mac_capacity)),
@@ -274,7 +282,14 @@ impl Pipeline for L2Pipeline {
         #[allow(clippy::cast_possible_truncation)] // see L2Bridge::now_s
         let now_s = (pmd::rdtsc() / self.tsc_per_s) as u32;
         let in_port = rxq.port;
-        let in_vlan = &br.ports[in_port];
+        let Some(in_vlan) = &br.ports[in_port] else {
+            // Not ours: the dispatcher sends each port's batches to its
+            // own bridge, so this is a wiring mistake; drop, never panic.
+            let n = batch.len() as u64;
+            batch.clear();
+            bump(&c.drop_malformed, n);
+            return;
+        };
         #[allow(clippy::cast_possible_truncation)] // port indices are below 2^32
         let in_port32 = in_port as u32;
         for mut p in batch.drain() {
@@ -302,8 +317,10 @@ impl Pipeline for L2Pipeline {
                         bump(&c.drop_hairpin, 1);
                         continue;
                     }
-                    if out < br.ports.len() && br.ports[out].carries(vlan) {
-                        if egress(&mut p, &br.ports[out], vlan, tagged) {
+                    if let Some(Some(out_vlan)) =
+                        br.ports.get(out).filter(|v| v.as_ref().is_some_and(|v| v.carries(vlan)))
+                    {
+                        if egress(&mut p, out_vlan, vlan, tagged) {
                             bump(&c.unicast, 1);
                             tx.send(out, p);
                         } else {
@@ -316,14 +333,19 @@ impl Pipeline for L2Pipeline {
             // Flood: every other port of the VLAN; copies for all but the
             // last, which takes the original.
             bump(&c.flooded, 1);
-            let outs = br.ports.iter().enumerate().filter(|(i, v)| *i != in_port && v.carries(vlan)).map(|(i, _)| i);
+            let outs = br
+                .ports
+                .iter()
+                .enumerate()
+                .filter(|(i, v)| *i != in_port && v.as_ref().is_some_and(|v| v.carries(vlan)))
+                .map(|(i, _)| i);
             let mut last = None;
             for o in outs {
                 if let Some(prev) = last.replace(o) {
                     match Packet::from_bytes(&br.pool, p.data()) {
                         Some(mut copy) => {
                             bump(&c.flood_copies, 1);
-                            if egress(&mut copy, &br.ports[prev], vlan, tagged) {
+                            if egress(&mut copy, br.ports[prev].as_ref().unwrap_or(&PortVlan::None), vlan, tagged) {
                                 tx.send(prev, copy);
                             } else {
                                 bump(&c.drop_nombuf, 1);
@@ -334,7 +356,7 @@ impl Pipeline for L2Pipeline {
                 }
             }
             if let Some(o) = last {
-                if egress(&mut p, &br.ports[o], vlan, tagged) {
+                if egress(&mut p, br.ports[o].as_ref().unwrap_or(&PortVlan::None), vlan, tagged) {
                     tx.send(o, p);
                 } else {
                     bump(&c.drop_nombuf, 1);
@@ -378,5 +400,28 @@ mod tests {
         assert_eq!(read_tag(&f[..13]), None);
         f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
         assert_eq!(read_tag(&f[..14]), Some(None));
+    }
+}
+
+/// Runs each port's batches through the pipeline of the bridge the port
+/// belongs to: one set of PMD threads serves every bridge.
+#[derive(Debug)]
+pub struct BridgeDispatch {
+    by_port: Vec<usize>,
+    bridges: Vec<L2Pipeline>,
+}
+
+impl BridgeDispatch {
+    /// `by_port[i]` is the index in `bridges` of port i's bridge.
+    pub fn new(by_port: Vec<usize>, bridges: &[Arc<L2Bridge>], pmd: usize) -> BridgeDispatch {
+        BridgeDispatch { by_port, bridges: bridges.iter().map(|b| b.pipeline(pmd)).collect() }
+    }
+}
+
+impl Pipeline for BridgeDispatch {
+    #[inline]
+    fn process(&mut self, rxq: &RxqRef, batch: &mut Batch, tx: &mut TxBatches) {
+        let b = self.by_port[rxq.port];
+        self.bridges[b].process(rxq, batch, tx);
     }
 }

@@ -12,5 +12,7 @@
 //! semantics ([`l2`]); the daemon around them arrives with the rest of the
 //! vswitchd issue.
 
+pub mod control;
 pub mod l2;
 pub mod mac_table;
+pub mod switch;

@@ -1,0 +1,163 @@
+//! `vswitchctl`: the command line of the control socket.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use config::rpc::{Request, Response};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+
+#[derive(Parser)]
+#[command(version, about = "Talks to vswitchd over its control socket")]
+struct Cli {
+    /// Control socket.
+    #[arg(long, global = true, default_value = "/run/vswitch/vswitchd.sock")]
+    socket: String,
+    /// Print the JSON result as it is.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Bridges, ports, link and counters.
+    Show,
+    /// Port counters (one port, or all).
+    PortStats {
+        /// Port name.
+        port: Option<String>,
+    },
+    /// PMD threads: busy %, cycles per packet, rx queues.
+    PmdStats,
+    /// Learned MAC addresses of a bridge.
+    FdbShow {
+        /// Bridge name.
+        bridge: String,
+    },
+    /// Versions of vswitchd and DPDK.
+    Version,
+}
+
+fn call(socket: &str, method: &str, params: Option<Value>) -> Result<Value> {
+    let mut s = UnixStream::connect(socket)
+        .with_context(|| format!("cannot reach vswitchd at {socket} (is it running? --socket sets the path)"))?;
+    let req = Request::new(method, params, 1);
+    s.write_all(format!("{}\n", serde_json::to_string(&req)?).as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line)?;
+    let resp: Response =
+        serde_json::from_str(&line).with_context(|| format!("vswitchd answered something else: {line:?}"))?;
+    if let Some(e) = resp.error {
+        bail!("{} (error {})", e.message, e.code);
+    }
+    resp.result.context("vswitchd answered neither a result nor an error")
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(&cli) {
+        eprintln!("vswitchctl: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn n(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+fn run(cli: &Cli) -> Result<()> {
+    let (method, params) = match &cli.cmd {
+        Cmd::Show => ("show", None),
+        Cmd::PortStats { port } => ("port-stats", port.as_ref().map(|p| json!({ "port": p }))),
+        Cmd::PmdStats => ("pmd-stats", None),
+        Cmd::FdbShow { bridge } => ("fdb-show", Some(json!({ "bridge": bridge }))),
+        Cmd::Version => ("version", None),
+    };
+    let r = call(&cli.socket, method, params)?;
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    let ports_table = |ports: &Value| {
+        println!(
+            "  {:<12} {:>6} {:<5} {:>12} {:>12} {:>10} {:>10}",
+            "port", "ofport", "link", "rx_packets", "tx_packets", "rx_dropped", "tx_dropped"
+        );
+        for p in ports.as_array().into_iter().flatten() {
+            println!(
+                "  {:<12} {:>6} {:<5} {:>12} {:>12} {:>10} {:>10}",
+                p["name"].as_str().unwrap_or(""),
+                n(&p["ofport"]),
+                p["link"].as_str().unwrap_or(""),
+                n(&p["rx_packets"]),
+                n(&p["tx_packets"]),
+                n(&p["rx_dropped"]),
+                n(&p["tx_dropped"])
+            );
+        }
+    };
+    match &cli.cmd {
+        Cmd::Show => {
+            for b in r["bridges"].as_array().into_iter().flatten() {
+                println!("bridge {}", b["name"].as_str().unwrap_or(""));
+                ports_table(&b["ports"]);
+                let l = &b["l2"];
+                println!(
+                    "  l2: unicast {} flooded {} mac_moves {} drops: vlan {} hairpin {} malformed {} nombuf {}",
+                    n(&l["unicast"]),
+                    n(&l["flooded"]),
+                    n(&l["mac_moves"]),
+                    n(&l["drop_vlan"]),
+                    n(&l["drop_hairpin"]),
+                    n(&l["drop_malformed"]),
+                    n(&l["drop_nombuf"])
+                );
+            }
+        }
+        Cmd::PortStats { .. } => ports_table(&r["ports"]),
+        Cmd::PmdStats => {
+            for p in r["pmds"].as_array().into_iter().flatten() {
+                let it = &p["iteration_us"];
+                println!(
+                    "pmd {} core {}: busy {:.1}%  {:.1} cycles/pkt  {:.1} pkts/batch  {} packets  iteration p50 {:.2} us p99 {:.2} us p99.9 {:.2} us",
+                    n(&p["pmd"]), n(&p["core"]), p["busy_pct"].as_f64().unwrap_or(0.0), p["cycles_per_packet"].as_f64().unwrap_or(0.0),
+                    p["packets_per_batch"].as_f64().unwrap_or(0.0), n(&p["packets"]), it["p50"].as_f64().unwrap_or(0.0),
+                    it["p99"].as_f64().unwrap_or(0.0), it["p999"].as_f64().unwrap_or(0.0)
+                );
+                for q in p["rxqs"].as_array().into_iter().flatten() {
+                    println!("  rxq {} queue {}", q["port"].as_str().unwrap_or("?"), n(&q["queue"]));
+                }
+            }
+        }
+        Cmd::FdbShow { .. } => {
+            println!("{:<12} {:>6} {:>5} {:<17} {:>6}", "port", "ofport", "vlan", "mac", "age_s");
+            for e in r["entries"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<12} {:>6} {:>5} {:<17} {:>6}",
+                    e["port"].as_str().unwrap_or("?"),
+                    n(&e["ofport"]),
+                    n(&e["vlan"]),
+                    e["mac"].as_str().unwrap_or(""),
+                    n(&e["age_s"])
+                );
+            }
+            let s = &r["stats"];
+            println!(
+                "{} of {} entries; learned {} moves {} expired {} evictions {} refused (full) {}",
+                n(&s["entries"]),
+                n(&s["capacity"]),
+                n(&s["learned"]),
+                n(&s["moves"]),
+                n(&s["expired"]),
+                n(&s["evictions"]),
+                n(&s["full_refusals"])
+            );
+        }
+        Cmd::Version => {
+            println!("vswitchd {} on {}", r["vswitchd"].as_str().unwrap_or("?"), r["dpdk"].as_str().unwrap_or("?"))
+        }
+    }
+    Ok(())
+}

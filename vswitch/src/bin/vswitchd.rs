@@ -1,0 +1,188 @@
+//! `vswitchd --config FILE`: the switch daemon.
+//!
+//! Reads and validates the configuration (a wrong file is refused with
+//! file:line:column, the field and why), starts EAL, ports and PMD threads,
+//! serves the control socket (JSON-RPC 2.0, one message per line, mode
+//! 0600) from a mio event loop, ages learned MACs every second, and stops
+//! cleanly on SIGINT or SIGTERM.
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use config::rpc::parse_request;
+use config::Config;
+use mio::net::{UnixListener, UnixStream};
+use mio::{Events, Interest, Poll, Token};
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use vswitch::switch::Switch;
+
+#[derive(Parser)]
+#[command(version, about = "The userspace switch daemon")]
+struct Args {
+    /// Configuration file (TOML).
+    #[arg(long)]
+    config: PathBuf,
+    /// Control socket path (overrides `control.socket`).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+const LISTENER: Token = Token(0);
+/// The most a client may send without a newline.
+const MAX_LINE: usize = 1 << 20;
+
+struct Conn {
+    stream: UnixStream,
+    inbuf: Vec<u8>,
+    outbuf: Vec<u8>,
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("vswitchd: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let args = Args::parse();
+    let cfg = Config::load(&args.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let socket = args.socket.unwrap_or_else(|| PathBuf::from(&cfg.control.socket));
+    // SAFETY: installs async-signal-safe handlers that only store an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t);
+    }
+    let sw = Switch::start(&cfg)?;
+    eprintln!(
+        "vswitchd: {} bridge(s), {} port(s), PMD threads on cores {:?}; control socket {}",
+        sw.bridges.len(),
+        sw.ports.len(),
+        sw.pmds.stats().iter().map(|s| s.core).collect::<Vec<_>>(),
+        socket.display()
+    );
+    let served = serve(&sw, &socket);
+    let _ = std::fs::remove_file(&socket);
+    sw.stop();
+    served
+}
+
+fn bind(path: &Path) -> Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if path.exists() {
+        // A live daemon answers; a dead one left its socket behind.
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!("{} is in use by a running vswitchd", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
+    }
+    let l = UnixListener::bind(path).with_context(|| format!("binding the control socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+fn serve(sw: &Switch, path: &Path) -> Result<()> {
+    let mut listener = bind(path)?;
+    let mut poll = Poll::new()?;
+    poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+    let mut events = Events::with_capacity(64);
+    let mut conns: HashMap<Token, Conn> = HashMap::new();
+    let mut next = 1usize;
+    let mut last_age = Instant::now();
+    while !STOP.load(Ordering::SeqCst) {
+        match poll.poll(&mut events, Some(Duration::from_millis(200))) {
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            r => r?,
+        }
+        if last_age.elapsed() >= Duration::from_secs(1) {
+            sw.age_macs();
+            last_age = Instant::now();
+        }
+        for ev in events.iter() {
+            if ev.token() == LISTENER {
+                loop {
+                    match listener.accept() {
+                        Ok((mut stream, _)) => {
+                            let t = Token(next);
+                            next += 1;
+                            poll.registry().register(&mut stream, t, Interest::READABLE)?;
+                            conns.insert(t, Conn { stream, inbuf: Vec::new(), outbuf: Vec::new() });
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                continue;
+            }
+            let t = ev.token();
+            let Some(c) = conns.get_mut(&t) else { continue };
+            let mut closed = false;
+            if ev.is_readable() {
+                let mut buf = [0u8; 4096];
+                loop {
+                    match c.stream.read(&mut buf) {
+                        Ok(0) => {
+                            closed = true;
+                            break;
+                        }
+                        Ok(n) => c.inbuf.extend_from_slice(&buf[..n]),
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                        Err(_) => {
+                            closed = true;
+                            break;
+                        }
+                    }
+                }
+                while let Some(nl) = c.inbuf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = c.inbuf.drain(..=nl).collect();
+                    let text = String::from_utf8_lossy(&line);
+                    if text.trim().is_empty() {
+                        continue;
+                    }
+                    let resp = match parse_request(text.trim()) {
+                        Ok(req) if req.id.is_none() => continue, // a notification: no answer
+                        Ok(req) => vswitch::control::handle(sw, &req),
+                        Err(resp) => *resp,
+                    };
+                    c.outbuf.extend_from_slice(serde_json::to_string(&resp)?.as_bytes());
+                    c.outbuf.push(b'\n');
+                }
+                if c.inbuf.len() > MAX_LINE {
+                    closed = true;
+                }
+            }
+            if !c.outbuf.is_empty() {
+                match c.stream.write(&c.outbuf) {
+                    Ok(n) => {
+                        c.outbuf.drain(..n);
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(_) => closed = true,
+                }
+                let want =
+                    if c.outbuf.is_empty() { Interest::READABLE } else { Interest::READABLE | Interest::WRITABLE };
+                poll.registry().reregister(&mut c.stream, t, want)?;
+            }
+            if closed && c.outbuf.is_empty() {
+                if let Some(mut c) = conns.remove(&t) {
+                    let _ = poll.registry().deregister(&mut c.stream);
+                }
+            }
+        }
+    }
+    eprintln!("vswitchd: stopping");
+    Ok(())
+}
