@@ -62,6 +62,22 @@ pub struct Setup {
     /// generator (OVS-DPDK's memif ports need 2: its PMD sends on tx queue
     /// 1; see shared/RECIPES.md).
     pub queues: u16,
+    /// What the forwarders do.
+    pub scenario: Scenario,
+    /// Source MACs per direction (the l2 scenario sizes MAC tables for them).
+    pub macs: u32,
+}
+
+/// What the forwarders under test do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    /// in_port -> output between two ports: ours is `pmd-fwd`, OVS has
+    /// in_port flows.
+    P2p,
+    /// MAC learning switch: ours is `vswitchd` with a bridge, OVS the
+    /// NORMAL action; both with MAC tables sized for `--macs`.
+    L2,
 }
 
 impl Setup {
@@ -95,6 +111,8 @@ pub struct Running {
     log: PathBuf,
     stats_json: PathBuf,
     ovs: Option<Ovs>,
+    /// vswitchd's control socket, and its PMD counters when the trial began.
+    vswitchd: Option<(String, std::cell::Cell<(u64, u64)>)>,
 }
 
 struct Ovs {
@@ -112,14 +130,27 @@ fn tool(name: &str) -> Result<PathBuf> {
     bail!("`{name}` is not installed (ci/setup installs it)")
 }
 
-/// The `pmd-fwd` binary next to this one.
-fn our_forwarder() -> Result<PathBuf> {
+/// One of our binaries, next to this one.
+fn our_binary(name: &str) -> Result<PathBuf> {
     let me = std::env::current_exe()?;
-    let p = me.with_file_name("pmd-fwd");
+    let p = me.with_file_name(name);
     if !p.exists() {
-        bail!("{} not found: build it with `cargo build --release -p benches`", p.display());
+        bail!("{} not found: build it with `cargo build --release -p benches -p vswitch`", p.display());
     }
     Ok(p)
+}
+
+/// vswitchd's PMD counters: (busy cycles, packets) summed over threads.
+fn vswitchd_counters(sock: &str) -> Option<(u64, u64)> {
+    let out =
+        Command::new(our_binary("vswitchctl").ok()?).args(["--socket", sock, "--json", "pmd-stats"]).output().ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let pmds = v["pmds"].as_array()?;
+    Some(
+        pmds.iter().fold((0, 0), |(c, p), x| {
+            (c + x["busy_cycles"].as_u64().unwrap_or(0), p + x["packets"].as_u64().unwrap_or(0))
+        }),
+    )
 }
 
 impl Running {
@@ -135,10 +166,37 @@ impl Running {
         let out = std::fs::File::create(&log)?;
         let err = out.try_clone()?;
         let cores = format!("{},{}", s.gen_core, s.fwd_core);
-        let mut r = Running { kind, child: None, log, stats_json: stats_json.clone(), ovs: None };
+        let mut r = Running { kind, child: None, log, stats_json: stats_json.clone(), ovs: None, vswitchd: None };
         match kind {
+            Kind::Vswitch if s.scenario == Scenario::L2 => {
+                let sock = s.dir.join("vswitchd.sock").display().to_string();
+                let cfg = s.dir.join("vswitchd.toml");
+                let port = |i: usize| {
+                    format!(
+                        "[[bridge.port]]\nname = \"p{i}\"\ntype = \"dpdk\"\ndevargs = \"{}\"\nn_rxq = {}\n",
+                        s.fwd_devargs(i),
+                        s.queues
+                    )
+                };
+                std::fs::write(
+                    &cfg,
+                    format!(
+                        "[eal]\ncores = [{cores}]\nmemory = \"in-memory\"\nmemory_mb = 512\nfile_prefix = \"vsbench-vswitchd\"\n\n\
+                         [pmd]\ncores = [{fwd}]\nrxq_assignment = \"round-robin\"\n\n[control]\nsocket = \"{sock}\"\n\n\
+                         [[bridge]]\nname = \"br0\"\nmac_table_size = {table}\n\n{p0}\n{p1}",
+                        fwd = s.fwd_core,
+                        table = (s.macs * 4).max(8192),
+                        p0 = port(0),
+                        p1 = port(1),
+                    ),
+                )?;
+                let mut c = Command::new(our_binary("vswitchd")?);
+                c.arg("--config").arg(&cfg);
+                r.child = Some(c.stdin(Stdio::null()).stdout(out).stderr(err).spawn().context("starting vswitchd")?);
+                r.vswitchd = Some((sock, std::cell::Cell::new((0, 0))));
+            }
             Kind::Vswitch => {
-                let mut c = Command::new(our_forwarder()?);
+                let mut c = Command::new(our_binary("pmd-fwd")?);
                 c.args([
                     "--core",
                     &s.fwd_core.to_string(),
@@ -205,11 +263,19 @@ impl Running {
         if let Some(o) = &self.ovs {
             let _ = appctl(o, &["dpif-netdev/pmd-stats-clear"]);
         }
+        if let Some((sock, at)) = &self.vswitchd {
+            at.set(vswitchd_counters(sock).unwrap_or((0, 0)));
+        }
     }
 
     /// Reads OVS's cycles per packet before it stops (others report at
     /// exit).
     pub fn cycles_before_stop(&self) -> Option<f64> {
+        if let Some((sock, at)) = &self.vswitchd {
+            let (c1, p1) = vswitchd_counters(sock)?;
+            let (c0, p0) = at.get();
+            return (p1 > p0).then(|| (c1 - c0) as f64 / (p1 - p0) as f64);
+        }
         let o = self.ovs.as_ref()?;
         let out = appctl(o, &["dpif-netdev/pmd-stats-show"]).ok()?;
         number_after(&out, "avg processing cycles per packet:")
@@ -372,8 +438,16 @@ fn start_ovs(s: &Setup) -> Result<Ovs> {
     tool("ovs-ofctl")?;
     let mgmt = format!("unix:{}", dir.join("br0.mgmt").display());
     ofctl(&["del-flows", &mgmt])?;
-    ofctl(&["add-flow", &mgmt, "in_port=1,actions=output:2"])?;
-    ofctl(&["add-flow", &mgmt, "in_port=2,actions=output:1"])?;
+    match s.scenario {
+        Scenario::P2p => {
+            ofctl(&["add-flow", &mgmt, "in_port=1,actions=output:2"])?;
+            ofctl(&["add-flow", &mgmt, "in_port=2,actions=output:1"])?;
+        }
+        Scenario::L2 => {
+            ofctl(&["add-flow", &mgmt, "actions=NORMAL"])?;
+            vsctl(&["set", "bridge", "br0", &format!("other_config:mac-table-size={}", (s.macs * 4).max(8192))])?;
+        }
+    }
     Ok(o)
 }
 

@@ -45,6 +45,21 @@ pub fn rdtsc() -> u64 {
     }
 }
 
+/// Asks the CPU to bring the cache line at `p` into all cache levels. A hint:
+/// it never faults, whatever `p` is, so it is safe to call.
+#[inline(always)]
+pub fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 is a hint that does not access memory
+    // architecturally and never faults, even on an invalid address; SSE is
+    // part of x86_64's baseline.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// TSC ticks per second, as DPDK measured it at EAL start.
 pub fn tsc_hz() -> u64 {
     // SAFETY: reads a value EAL computed once at init; no arguments.

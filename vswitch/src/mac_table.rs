@@ -160,6 +160,13 @@ impl MacTable {
         &self.buckets[(hash(key) as usize) & self.mask]
     }
 
+    /// Starts loading the bucket of (`vlan`, `mac`) into the cache, so a
+    /// learn or lookup a little later does not wait for memory.
+    #[inline]
+    pub fn prefetch(&self, vlan: u16, mac: EthernetAddress) {
+        pmd::prefetch(self.bucket(key_of(vlan, mac)));
+    }
+
     /// The port `mac` was learned on in `vlan`.
     #[inline]
     pub fn lookup(&self, vlan: u16, mac: EthernetAddress) -> Option<u32> {

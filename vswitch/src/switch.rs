@@ -121,7 +121,9 @@ impl Switch {
                 let i = ports.len();
                 let mut pc = PortConfig::new(&p.name, source_of(i, p));
                 pc.n_rxq = p.n_rxq;
-                pc.n_txq = u16::try_from(pmd_cores.len()).unwrap_or(1);
+                // One tx queue per PMD thread, and no fewer than rx queues:
+                // peers such as memif ask for symmetric queue pairs.
+                pc.n_txq = u16::try_from(pmd_cores.len()).unwrap_or(1).max(p.n_rxq);
                 pc.mtu = p.mtu;
                 let port = Port::open(eal, &pc, pool.clone()).map_err(|source| SwitchError::Port {
                     bridge: b.name.clone(),

@@ -4,7 +4,7 @@
 //! side-by-side table with ratios to testpmd; `--json` writes the results.
 
 use anyhow::{bail, Context, Result};
-use benches::forwarders::{describe, Kind, Running, Setup, Transport};
+use benches::forwarders::{describe, Kind, Running, Scenario, Setup, Transport};
 use benches::gen::{run_trial, TrafficSpec, TrialResult};
 use clap::{Parser, Subcommand};
 use pmd::{Eal, EalConfig, Memory, Mempool, Port, PortConfig, PortSource};
@@ -26,9 +26,13 @@ enum Cmd {
 
 #[derive(Parser, Clone)]
 struct CompareArgs {
-    /// Scenario (p2p: in_port -> output between two ports).
-    #[arg(long, default_value = "p2p")]
-    scenario: String,
+    /// Scenario: p2p (in_port -> output between two ports) or l2 (MAC
+    /// learning switch: vswitchd against OVS-DPDK's NORMAL action).
+    #[arg(long, value_enum, default_value = "p2p")]
+    scenario: Scenario,
+    /// Source MACs per direction for the l2 scenario (sets --flows).
+    #[arg(long)]
+    macs: Option<u32>,
     /// Transport between generator and forwarder.
     #[arg(long, value_enum, default_value = "memif")]
     transport: Transport,
@@ -95,9 +99,12 @@ fn minmax(v: &[f64]) -> (f64, f64) {
 }
 
 fn main() -> Result<()> {
-    let Cli { cmd: Cmd::Compare(a) } = Cli::parse();
-    if a.scenario != "p2p" {
-        bail!("--scenario: `{}` is not available yet (p2p is; l2, of-3table, upcall come with the vswitchd, OpenFlow and megaflow issues)", a.scenario);
+    let Cli { cmd: Cmd::Compare(mut a) } = Cli::parse();
+    if let Some(m) = a.macs {
+        if a.scenario != Scenario::L2 {
+            bail!("--macs is for --scenario l2 (p2p takes --flows)");
+        }
+        a.flows = m.max(1);
     }
     if !(64..=1518).contains(&a.frame_size) {
         bail!("--frame-size: {} is outside 64..=1518", a.frame_size);
@@ -113,8 +120,15 @@ fn main() -> Result<()> {
     if queues == 0 || queues > 8 {
         bail!("--queues: {queues} is outside 1..=8");
     }
-    let setup =
-        Setup { dir: a.dir.clone().into(), gen_core: a.gen_core, fwd_core: a.fwd_core, transport: a.transport, queues };
+    let setup = Setup {
+        dir: a.dir.clone().into(),
+        gen_core: a.gen_core,
+        fwd_core: a.fwd_core,
+        transport: a.transport,
+        queues,
+        scenario: a.scenario,
+        macs: a.flows,
+    };
     let eal = Eal::init(&EalConfig {
         cores: vec![a.gen_core, a.fwd_core],
         memory: Memory::Hugepages { socket_mem_mb: Some(1024) },
@@ -125,7 +139,7 @@ fn main() -> Result<()> {
     })?;
     let pool = Arc::new(Mempool::new(eal, "gen", 65535, 256, pmd::mempool::DEFAULT_DATA_ROOM, None)?);
     println!(
-        "vswitch-bench compare: scenario {} transport {:?} ({} queue pairs per port) frame {} B flows {} | generator core {} forwarder core {} | {} | {} rounds x {} s",
+        "vswitch-bench compare: scenario {:?} transport {:?} ({} queue pairs per port) frame {} B flows {} | generator core {} forwarder core {} | {} | {} rounds x {} s",
         a.scenario, a.transport, queues, a.frame_size, a.flows, a.gen_core, a.fwd_core, Eal::version(), a.rounds, a.seconds
     );
     let mut samples: Vec<Samples> = vec![Samples::default(); a.forwarders.len()];
