@@ -130,9 +130,11 @@ pub struct L2Counters {
     pub mac_moves: AtomicU64,
 }
 
+/// Single writer (its PMD thread): load + store, no locked RMW.
+use pmd::port::SwCounters;
+#[inline]
 fn bump(c: &AtomicU64, n: u64) {
-    // Single writer (its PMD thread): load + store, no locked RMW.
-    c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+    SwCounters::bump(c, n);
 }
 
 /// Totals over every PMD thread.
