@@ -145,6 +145,8 @@ fn memif_pair_carries_frames_between_ports() {
     for (i, d) in got.iter().enumerate() {
         assert_eq!(d, &frame(60 + (i % 1400), i as u32), "frame {i}");
     }
+    drop(client);
+    wait_links_down(&[&server]);
 }
 
 #[test]

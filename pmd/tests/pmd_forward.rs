@@ -19,6 +19,16 @@ struct Rig {
     _c: Cleanup,
 }
 
+impl Drop for Rig {
+    /// Closes the forwarder's ends first (the PMD set holding them must be
+    /// stopped by then), waits for the generator's ends to see it, and only
+    /// then lets the generator's ends close.
+    fn drop(&mut self) {
+        self.fwd.clear();
+        wait_links_down(&[&self.gen_a, &self.gen_b]);
+    }
+}
+
 fn rig(tag: &str, n_rxq: u16, n_txq: u16) -> Rig {
     let (sa, sb) = (sock(&format!("{tag}a")), sock(&format!("{tag}b")));
     let c = Cleanup(vec![sa.clone(), sb.clone()]);
@@ -242,8 +252,12 @@ fn a_queue_is_not_taken_from_a_thread_stuck_in_its_pipeline() {
     assert_eq!(set.stats()[0].rxqs, vec![(0, 0), (1, 0)]);
     let mut b = Batch::new();
     b.push(Packet::from_bytes(&r.pool, &frame(64, 1)).unwrap()).unwrap();
-    r.gen_a.tx_burst(0, &mut b);
     let deadline = Instant::now() + Duration::from_secs(5);
+    // Right after link-up the ring may refuse it: send until it is taken.
+    while r.gen_a.tx_burst(0, &mut b) == 0 {
+        assert!(Instant::now() < deadline, "the generator's ring took the packet");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     while !entered.load(Ordering::SeqCst) {
         assert!(Instant::now() < deadline, "the packet reached the pipeline");
         std::thread::sleep(Duration::from_millis(5));

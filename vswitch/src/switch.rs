@@ -15,7 +15,7 @@ pub enum SwitchError {
     #[error(transparent)]
     Pmd(#[from] pmd::Error),
     /// A port could not be opened.
-    #[error("bridge {bridge}, port {port}: {source}")]
+    #[error("bridge {bridge}, port {port}")]
     Port {
         /// Bridge.
         bridge: String,

@@ -20,7 +20,15 @@ struct Rig {
 impl Drop for Rig {
     fn drop(&mut self) {
         if let Some(s) = self.set.take() {
+            // Closes the switch's memif ends (the set held the last
+            // references); wait for the hosts' ends to see it before they
+            // close: DPDK 22.11's memif can crash when both ends of a pair
+            // in one process close while a disconnect is being handled.
             s.stop();
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while self.gen.iter().any(|p| p.link().up) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         for s in &self.socks {
             let _ = std::fs::remove_file(s);

@@ -202,3 +202,122 @@ fn a_bad_config_is_refused_with_where_and_why() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.toml:9:7: `bridge[0].port[0].tag`: VLAN 9999 is outside 1-4094"), "{err}");
 }
+
+/// Three containers: c1 and c2 in access VLAN 10, c3 in access VLAN 20.
+/// c1 reaches c2; nobody reaches c3; learned MACs age out of `fdb-show`
+/// after `mac_aging_s`.
+#[test]
+fn access_vlans_isolate_containers_and_macs_age_out() {
+    let tag = format!("{}", std::process::id() % 100_000);
+    let ns = |i: u32| format!("vsvt{tag}c{i}");
+    let host = |i: u32| format!("vsvt{tag}h{i}");
+    let dir = std::env::temp_dir().join(format!("vswitchd-vlan-{tag}"));
+    struct Gone(Vec<String>, Vec<String>, std::path::PathBuf, Option<Child>);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            if let Some(mut c) = self.3.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            for n in &self.0 {
+                let _ = Command::new("ip").args(["netns", "del", n]).status();
+            }
+            for h in &self.1 {
+                let _ = Command::new("ip").args(["link", "del", h]).status();
+            }
+            let _ = std::fs::remove_dir_all(&self.2);
+        }
+    }
+    let mut g = Gone((1..=3).map(ns).collect(), (1..=3).map(host).collect(), dir.clone(), None);
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 1..=3 {
+        let _ = Command::new("ip").args(["netns", "del", &ns(i)]).status();
+        let _ = Command::new("ip").args(["link", "del", &host(i)]).status();
+        sh(&["ip", "netns", "add", &ns(i)]);
+        sh(&["ip", "link", "add", &host(i), "type", "veth", "peer", "name", "eth0", "netns", &ns(i)]);
+        sh(&["ip", "-n", &ns(i), "link", "set", "eth0", "up"]);
+        sh(&["ip", "-n", &ns(i), "addr", "add", &format!("10.98.0.{i}/24"), "dev", "eth0"]);
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", host(i)), "1");
+        sh(&["ip", "link", "set", &host(i), "up"]);
+    }
+    let sock = dir.join("ctl.sock").display().to_string();
+    let port = |i: u32, vlan: u16| {
+        format!("[[bridge.port]]\nname = \"c{i}\"\ntype = \"afpacket\"\niface = \"{}\"\nvlan_mode = \"access\"\ntag = {vlan}\n\n", host(i))
+    };
+    let cfg = dir.join("vlan.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[eal]\nmemory = \"no-huge\"\nmemory_mb = 256\nfile_prefix = \"vsvt{tag}\"\n\n[control]\nsocket = \"{sock}\"\n\n\
+             [[bridge]]\nname = \"br0\"\nmac_aging_s = 2\n\n{}{}{}",
+            port(1, 10),
+            port(2, 10),
+            port(3, 20)
+        ),
+    )
+    .unwrap();
+    let log = dir.join("vswitchd.log");
+    g.3 = Some(
+        Command::new(env!("CARGO_BIN_EXE_vswitchd"))
+            .arg("--config")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        let exited = g.3.as_mut().unwrap().try_wait().unwrap();
+        assert!(
+            Instant::now() < deadline && exited.is_none(),
+            "vswitchd did not start ({exited:?}): {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ping = |from: u32, to: u32| {
+        Command::new("ip")
+            .args(["netns", "exec", &ns(from), "ping", "-c", "2", "-i", "0.2", "-W", "1", &format!("10.98.0.{to}")])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(ping(1, 2), "same access VLAN: reachable");
+    assert!(!ping(1, 3), "VLAN 10 must not reach VLAN 20");
+    assert!(!ping(3, 2), "VLAN 20 must not reach VLAN 10");
+    let ctl = |args: &[&str]| -> Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_vswitchctl"))
+            .args(["--socket", &sock, "--json"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let fdb = ctl(&["fdb-show", "br0"]);
+    let vlans: Vec<(String, u64)> = fdb["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["port"].as_str().unwrap().to_string(), e["vlan"].as_u64().unwrap()))
+        .collect();
+    assert!(vlans.contains(&("c1".into(), 10)) && vlans.contains(&("c2".into(), 10)), "{vlans:?}");
+    assert!(vlans.iter().all(|(p, v)| (p == "c3") == (*v == 20)), "{vlans:?}");
+    // c3's ARP requests were flooded only within VLAN 20 (to nobody):
+    // c1 and c2 never received a frame from c3.
+    let show = ctl(&["show"]);
+    assert!(show["bridges"][0]["l2"]["flooded"].as_u64().unwrap() > 0);
+    // With traffic stopped, every entry ages out (aging 2 s, swept each s).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = ctl(&["fdb-show", "br0"])["entries"].as_array().unwrap().len();
+        if n == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{n} entries never aged out");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(ctl(&["fdb-show", "br0"])["stats"]["expired"].as_u64().unwrap() >= 3);
+}

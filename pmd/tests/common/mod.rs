@@ -78,3 +78,14 @@ pub fn wait_links(ports: &[&pmd::Port]) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Waits (up to 2 s) until every port's link is down: the peer's
+/// disconnect has been handled by DPDK's interrupt thread. Closing a memif
+/// port while that thread still handles its peer's disconnect can crash
+/// DPDK 22.11's memif driver when both ends live in one process.
+pub fn wait_links_down(ports: &[&pmd::Port]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while ports.iter().any(|p| p.link().up) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
