@@ -16,7 +16,8 @@ pub enum Validation {
     /// first segment does not hold the header are dropped.
     Ethernet,
     /// Every header `wire` knows is parsed; a truncated, malformed or
-    /// bad-checksum frame (also as the NIC flagged it) is dropped.
+    /// bad-checksum frame (also as the NIC flagged it) is dropped. Chained
+    /// (multi-segment) frames get the Ethernet check only.
     Full,
 }
 
@@ -39,9 +40,10 @@ fn is_malformed(p: &mut crate::Packet, v: Validation) -> bool {
     match v {
         Validation::None => false,
         Validation::Ethernet => p.data().len() < wire::ethernet::HEADER_LEN,
-        Validation::Full => {
-            crate::port::rx_cksum_bad(p.ol_flags()) || !p.is_contiguous() || wire::parse_frame(p.data()).is_err()
-        }
+        // A chained (jumbo) frame cannot be length-checked from its first
+        // segment: it gets the Ethernet check, not a false "malformed".
+        Validation::Full if !p.is_contiguous() => p.data().len() < wire::ethernet::HEADER_LEN,
+        Validation::Full => crate::port::rx_cksum_bad(p.ol_flags()) || wire::parse_frame(p.data()).is_err(),
     }
 }
 

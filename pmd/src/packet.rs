@@ -102,6 +102,15 @@ impl Packet {
         Some(p)
     }
 
+    /// A copy of the whole packet, every segment, into mbufs of `pool`
+    /// (the copy may be chained differently). Metadata is not copied.
+    pub fn copy(&self, pool: &Mempool) -> Option<Packet> {
+        // SAFETY: the mbuf is valid and ours; rte_pktmbuf_copy reads it and
+        // returns NULL or a new chain that is ours alone.
+        let raw = NonNull::new(unsafe { dpdk_sys::rte_pktmbuf_copy(self.raw.as_ptr(), pool.as_ptr(), 0, u32::MAX) })?;
+        Some(Packet { raw })
+    }
+
     #[inline]
     fn m(&self) -> &rte_mbuf {
         // SAFETY: we own a valid mbuf for self's lifetime.

@@ -354,7 +354,8 @@ impl Pipeline for L2Pipeline {
             let mut last = None;
             for o in outs {
                 if let Some(prev) = last.replace(o) {
-                    match Packet::from_bytes(&br.pool, p.data()) {
+                    // Every segment: a jumbo frame may be a chain.
+                    match p.copy(&br.pool) {
                         Some(mut copy) => {
                             bump(&c.flood_copies, 1);
                             if egress(&mut copy, br.ports[prev].as_ref().unwrap_or(&PortVlan::None), vlan, tagged) {

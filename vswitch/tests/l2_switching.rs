@@ -37,6 +37,12 @@ impl Drop for Rig {
 }
 
 fn rig(vlans: Vec<PortVlan>) -> Rig {
+    rig_with_room(vlans, pmd::mempool::DEFAULT_DATA_ROOM)
+}
+
+/// A rig whose switch side receives into mbufs of `room` bytes (headroom
+/// included): frames longer than that arrive as several segments.
+fn rig_with_room(vlans: Vec<PortVlan>, room: u16) -> Rig {
     let memory = match std::env::var("VSWITCH_TEST_MEMORY").as_deref() {
         Ok("hugepages") => Memory::InMemory { socket_mem_mb: Some(256) },
         _ => Memory::NoHuge { mb: 256 },
@@ -50,6 +56,7 @@ fn rig(vlans: Vec<PortVlan>) -> Rig {
     })
     .unwrap();
     let pool = Arc::new(Mempool::new(eal, "p", 8191, 256, pmd::mempool::DEFAULT_DATA_ROOM, None).unwrap());
+    let switch_pool = Arc::new(Mempool::new(eal, "sw", 8191, 256, room, None).unwrap());
     let n = vlans.len();
     let socks: Vec<String> = (0..n).map(|i| format!("/tmp/l2test-{}-{i}.sock", std::process::id())).collect();
     let mut gen = Vec::new();
@@ -59,7 +66,7 @@ fn rig(vlans: Vec<PortVlan>) -> Rig {
             PortSource::Vdev(format!("net_memif{k},role={role},id=0,socket={s},socket-abstract=no"))
         };
         fwd.push(Arc::new(
-            Port::open(eal, &PortConfig::new(&format!("sw{i}"), dev(i, "server")), pool.clone()).unwrap(),
+            Port::open(eal, &PortConfig::new(&format!("sw{i}"), dev(i, "server")), switch_pool.clone()).unwrap(),
         ));
         gen.push(Port::open(eal, &PortConfig::new(&format!("host{i}"), dev(n + i, "client")), pool.clone()).unwrap());
     }
@@ -68,7 +75,7 @@ fn rig(vlans: Vec<PortVlan>) -> Rig {
         assert!(Instant::now() < deadline, "memif links up");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let bridge = L2Bridge::new(vlans, 1024, pool.clone());
+    let bridge = L2Bridge::new(vlans, 1024, switch_pool.clone());
     let b = bridge.clone();
     let set =
         PmdSet::start(&PmdConfig { cores: vec![ncpu - 1], rebalance_interval: None }, fwd, move |i| b.pipeline(i))
@@ -192,4 +199,32 @@ fn hairpin_drops_moves_and_runts() {
     assert!(r.reached(0, &[0xffu8; 10]).is_empty());
     assert_eq!(r.bridge.stats().drop_malformed, 1);
     assert_eq!(r.reached(1, &frame(mac(0xc), mac(0xa), None, 5)), vec![0]);
+}
+
+#[test]
+fn multi_segment_frames_are_flooded_whole() {
+    // The switch receives into 1024-byte mbufs: a 1400-byte frame arrives
+    // as two segments. Flooding it to two ports must send two whole copies.
+    let r = rig_with_room(vec![PortVlan::None, PortVlan::None, PortVlan::None], 1024 + 128);
+    let mut big = frame(EthernetAddress::BROADCAST, mac(0xa), None, 0);
+    big.extend((0..1400 - big.len()).map(|i| (i % 251) as u8));
+    let got = r.send(0, &big);
+    assert_eq!(got[1], vec![big.clone()], "port 1 got the whole frame");
+    assert_eq!(got[2], vec![big.clone()], "port 2 got the whole frame");
+}
+
+#[test]
+fn multi_segment_frames_get_their_tag_pushed() {
+    let r = rig_with_room(
+        vec![PortVlan::Access(5), PortVlan::Trunk(VlanSet::all()), PortVlan::Trunk(VlanSet::all())],
+        1024 + 128,
+    );
+    let mut big = frame(EthernetAddress::BROADCAST, mac(0xa), None, 0);
+    big.extend((0..1400 - big.len()).map(|i| (i % 251) as u8));
+    let got = r.send(0, &big);
+    let mut tagged = big[..12].to_vec();
+    tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x05]);
+    tagged.extend_from_slice(&big[12..]);
+    assert_eq!(got[1], vec![tagged.clone()]);
+    assert_eq!(got[2], vec![tagged]);
 }
