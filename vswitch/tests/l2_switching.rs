@@ -1,6 +1,7 @@
 //! L2 switching on a real PMD thread between memif ports: learning,
 //! flooding, access/trunk VLANs with tags pushed and popped, hairpin drops,
 //! MAC moves. Run under cargo-nextest (one EAL per test process).
+#![allow(clippy::cast_possible_truncation)] // test data is small and known
 
 use pmd::pmd::{PmdConfig, PmdSet};
 use pmd::{Batch, Eal, EalConfig, Memory, Mempool, Packet, Port, PortConfig, PortSource};
