@@ -452,7 +452,13 @@ fn start_ovs(s: &Setup) -> Result<Ovs> {
 }
 
 fn stop_ovs(o: &Ovs) {
-    let _ = appctl(o, &["exit"]);
+    // Deleting the bridge destroys the userspace datapath and its
+    // `ovs-netdev` interface, which an exit alone leaves behind.
+    if let Ok(vsctl) = tool("ovs-vsctl") {
+        let db = format!("--db=unix:{}", o.dir.join("db.sock").display());
+        let _ = run(ovs_env(Command::new(vsctl).args([db.as_str(), "--timeout=10", "del-br", "br0"]), &o.dir));
+    }
+    let _ = appctl(o, &["exit", "--cleanup"]);
     for pidfile in ["ovs-vswitchd.pid", "ovsdb-server.pid"] {
         if let Ok(pid) = std::fs::read_to_string(o.dir.join(pidfile)) {
             if let Ok(pid) = pid.trim().parse::<i32>() {
