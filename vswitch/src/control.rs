@@ -42,7 +42,7 @@ fn dispatch(sw: &Switch, req: &Request) -> Result<Value, RpcError> {
         }
         "show" => {
             no_params(req)?;
-            Ok(show(sw, false))
+            Ok(show(sw))
         }
         "port-stats" => {
             let only = param_str(req, "port")?;
@@ -116,7 +116,7 @@ fn port_json(p: &crate::switch::SwitchPort) -> Value {
 }
 
 /// `show`: bridges with their ports and counters.
-pub fn show(sw: &Switch, _brief: bool) -> Value {
+pub fn show(sw: &Switch) -> Value {
     let bridges: Vec<Value> = sw
         .bridges
         .iter()

@@ -297,15 +297,19 @@ impl Pipeline for L2Pipeline {
         // Stage 1 (VPP's lesson): start loading every packet's MAC-table
         // buckets, so that stage 2 finds them in cache instead of waiting
         // for memory once per packet.
-        for p in batch.as_slice() {
+        // What stage 1 read of each frame's tag, so stage 2 does not read it
+        // again (None: too short for its headers).
+        let mut tags = [None::<Option<u16>>; pmd::BATCH_SIZE];
+        for (p, t) in batch.as_slice().iter().zip(tags.iter_mut()) {
             let d = p.data();
-            if let Some(vlan) = read_tag(d).and_then(|t| in_vlan.ingress(t)) {
+            *t = read_tag(d);
+            if let Some(vlan) = t.and_then(|t| in_vlan.ingress(t)) {
                 br.table.prefetch(vlan, EthernetAddress([d[6], d[7], d[8], d[9], d[10], d[11]]));
                 br.table.prefetch(vlan, EthernetAddress([d[0], d[1], d[2], d[3], d[4], d[5]]));
             }
         }
-        for mut p in batch.drain() {
-            let Some(tag) = read_tag(p.data()) else {
+        for (mut p, tag) in batch.drain().zip(tags) {
+            let Some(tag) = tag else {
                 bump(&c.drop_malformed, 1);
                 continue;
             };

@@ -214,20 +214,30 @@ impl MacTable {
     pub fn learn(&self, vlan: u16, mac: EthernetAddress, port: u32, now_s: u32) -> Learned {
         let key = key_of(vlan, mac);
         let b = self.bucket(key);
-        // Fast path: known, on this port: refresh the time at most once a
-        // second, with no lock (a racing aging sweep may still remove it;
-        // it is then learned again on the next frame).
-        for w in 0..WAYS {
-            if b.keys[w].load(Ordering::Relaxed) == key && b.ports[w].load(Ordering::Relaxed) == port {
-                if b.seen[w].load(Ordering::Relaxed) != now_s {
-                    b.seen[w].store(now_s, Ordering::Relaxed);
-                }
-                // Re-check under the seqlock protocol that the slot still
-                // holds the key (a concurrent writer may have reused it).
-                if self.lookup(vlan, mac) == Some(port) {
+        // Fast path, one seqlock-protected pass over the bucket: known, on
+        // this port: refresh the time at most once a second with a relaxed
+        // store and no lock. (A concurrent writer may reuse the slot after
+        // the check; the store then refreshes another entry's time, which
+        // only delays its aging by a second.)
+        loop {
+            let s1 = b.seq.load(Ordering::Acquire);
+            if s1 & 1 == 1 {
+                break; // a writer is in the bucket: take the slow path
+            }
+            let hit = (0..WAYS).find(|&w| b.keys[w].load(Ordering::Relaxed) == key);
+            let on_port = hit.filter(|&w| b.ports[w].load(Ordering::Relaxed) == port);
+            fence(Ordering::Acquire);
+            if b.seq.load(Ordering::Relaxed) != s1 {
+                continue;
+            }
+            match on_port {
+                Some(w) => {
+                    if b.seen[w].load(Ordering::Relaxed) != now_s {
+                        b.seen[w].store(now_s, Ordering::Relaxed);
+                    }
                     return Learned::Known;
                 }
-                break;
+                None => break,
             }
         }
         let odd = Self::lock(b);
