@@ -4,7 +4,11 @@
 #![allow(clippy::cast_possible_truncation)] // test data is small and known
 
 use pmd::pmd::{PmdConfig, PmdSet};
-use pmd::{Batch, Eal, EalConfig, Memory, Mempool, Packet, Port, PortConfig, PortSource};
+use pmd::{Batch, Mempool, Packet, Port, PortConfig, PortSource};
+
+// The pmd crate's test set-up (one EAL per test process, VSWITCH_TEST_MEMORY).
+#[path = "../../pmd/tests/common/mod.rs"]
+mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vswitch::l2::{L2Bridge, PortVlan, VlanSet};
@@ -44,19 +48,9 @@ fn rig(vlans: Vec<PortVlan>) -> Rig {
 /// A rig whose switch side receives into mbufs of `room` bytes (headroom
 /// included): frames longer than that arrive as several segments.
 fn rig_with_room(vlans: Vec<PortVlan>, room: u16) -> Rig {
-    let memory = match std::env::var("VSWITCH_TEST_MEMORY").as_deref() {
-        Ok("hugepages") => Memory::InMemory { socket_mem_mb: Some(256) },
-        _ => Memory::NoHuge { mb: 256 },
-    };
     let ncpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let eal = Eal::init(&EalConfig {
-        cores: (0..ncpu).collect(),
-        memory,
-        file_prefix: format!("l2test{}", std::process::id()),
-        ..EalConfig::default()
-    })
-    .unwrap();
-    let pool = Arc::new(Mempool::new(eal, "p", 8191, 256, pmd::mempool::DEFAULT_DATA_ROOM, None).unwrap());
+    let eal = common::eal(&[]);
+    let pool = common::pool(eal, "p");
     let switch_pool = Arc::new(Mempool::new(eal, "sw", 8191, 256, room, None).unwrap());
     let n = vlans.len();
     let socks: Vec<String> = (0..n).map(|i| format!("/tmp/l2test-{}-{i}.sock", std::process::id())).collect();
