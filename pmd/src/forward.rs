@@ -54,12 +54,15 @@ impl Pipeline for P2p {
         // Scan first: good batches (the common case) are not rewritten.
         if v != Validation::None && batch.as_mut_slice().iter_mut().any(|p| is_malformed(p, v)) {
             let bad = batch.retain(|p| !is_malformed(p, v));
-            if bad > 0 {
-                let port = &tx.ports()[rxq.port];
+            if let (true, Some(Some(port))) = (bad > 0, tx.ports().get(rxq.port)) {
                 SwCounters::bump(&port.sw_counters(tx.pmd_index()).rx_malformed, bad as u64);
             }
         }
-        let out = self.peer[rxq.port];
-        tx.send_batch(out, batch);
+        // A slot without a peer (a port added later that this forwarder was
+        // not told about): its packets are left in the batch, which the
+        // PMD thread frees.
+        if let Some(&out) = self.peer.get(rxq.port) {
+            tx.send_batch(out, batch);
+        }
     }
 }

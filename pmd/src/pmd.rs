@@ -24,6 +24,18 @@
 //!    owner picks the queue up at its next iteration.
 //!
 //! Packets wait in the NIC ring meanwhile; none is lost or reordered.
+//!
+//! Ports come and go at run time. The ports and their rx queues form one
+//! [`Topology`] snapshot, published under a mutex the PMD threads take only
+//! when the generation changed (never per packet). Ports live in slots: a
+//! port keeps its slot (the `port` of [`RxqRef`] and of
+//! [`TxBatches::send`]) for its whole life, and a removed port leaves an
+//! empty slot behind. [`PmdSet::add_port`] publishes a snapshot with the
+//! new port and its queues already assigned; [`PmdSet::remove_port`]
+//! publishes one without it and waits until every thread acknowledged the
+//! generation: from then on no thread polls the port or holds packets for
+//! it (pending tx batches are flushed to the old port first), so the
+//! caller may close it. Threads serving other ports go on untouched.
 
 use crate::packet::Batch;
 use crate::port::Port;
@@ -42,18 +54,25 @@ pub trait Pipeline: Send + 'static {
     /// Processes one batch received on `rxq`. Packets to send go through
     /// `tx.send`; whatever is left in `batch` afterwards is freed.
     fn process(&mut self, rxq: &RxqRef, batch: &mut Batch, tx: &mut TxBatches);
+
+    /// Called on the PMD thread whenever the set's generation changed
+    /// (ports added or removed, [`PmdSet::reconfigure`]), before the thread
+    /// acknowledges it: a pipeline that reads configuration published by
+    /// the control thread picks up the new one here.
+    fn reconfigure(&mut self) {}
 }
 
 /// The rx queue a batch came from.
 #[derive(Debug, Clone, Copy)]
 pub struct RxqRef {
-    /// Index of the port in the set's port list.
+    /// The port's slot in the set's port table.
     pub port: usize,
     /// Queue number on that port.
     pub queue: u16,
 }
 
-/// One rx queue and its ownership and load counters.
+/// One rx queue and its ownership and load counters (shared by every
+/// snapshot that holds it, so its counters outlive reconfigurations).
 #[derive(Debug)]
 struct Rxq {
     port: usize,
@@ -75,47 +94,89 @@ struct PmdShared {
     idle_cycles: AtomicU64,
     packets: AtomicU64,
     rx_batches: AtomicU64,
+    no_port_drops: AtomicU64,
 }
+
+/// The ports by slot (an empty slot: a removed port).
+pub type PortSlots = Arc<[Option<Arc<Port>>]>;
 
 /// Per-port tx batches of one PMD thread; flushed once per iteration, or
 /// when one fills.
 pub struct TxBatches {
-    ports: Arc<[Arc<Port>]>,
+    ports: PortSlots,
     batches: Vec<Batch>,
     pmd: usize,
     txq: Vec<u16>,
+    /// Packets sent to an empty slot (a port removed meanwhile).
+    no_port_drops: u64,
+}
+
+fn txq_of(p: &Option<Arc<Port>>, pmd: usize) -> u16 {
+    p.as_ref().map_or(0, |p| u16::try_from(pmd % usize::from(p.n_txq().max(1))).unwrap_or(0))
 }
 
 impl TxBatches {
-    fn new(ports: Arc<[Arc<Port>]>, pmd: usize) -> TxBatches {
-        let txq = ports.iter().map(|p| u16::try_from(pmd % usize::from(p.n_txq())).unwrap_or(0)).collect();
-        TxBatches { batches: ports.iter().map(|_| Batch::new()).collect(), ports, pmd, txq }
+    fn new(ports: PortSlots, pmd: usize) -> TxBatches {
+        let txq = ports.iter().map(|p| txq_of(p, pmd)).collect();
+        TxBatches { batches: ports.iter().map(|_| Batch::new()).collect(), ports, pmd, txq, no_port_drops: 0 }
     }
 
-    /// Queues a packet for port index `port`; sends that port's batch first
-    /// if it is full.
+    /// Follows a new port table: what is pending goes to the ports it was
+    /// meant for (still open: the control thread closes a removed port
+    /// only after this thread acknowledged the change).
+    fn set_ports(&mut self, ports: PortSlots) {
+        self.flush();
+        self.txq = ports.iter().map(|p| txq_of(p, self.pmd)).collect();
+        self.batches.resize_with(ports.len(), Batch::new);
+        self.ports = ports;
+    }
+
+    #[inline]
+    fn burst(&mut self, slot: usize) {
+        let b = &mut self.batches[slot];
+        match &self.ports[slot] {
+            Some(port) => {
+                port.tx_burst_or_drop(self.txq[slot], b, self.pmd);
+            }
+            None => {
+                self.no_port_drops += b.len() as u64;
+                b.clear();
+            }
+        }
+    }
+
+    /// Queues a packet for the port in slot `port`; sends that port's batch
+    /// first if it is full. A slot out of range drops the packet (counted
+    /// as a drop to a missing port).
     #[inline]
     pub fn send(&mut self, port: usize, p: crate::Packet) {
-        let b = &mut self.batches[port];
+        let Some(b) = self.batches.get_mut(port) else {
+            self.no_port_drops += 1;
+            return;
+        };
         if b.is_full() {
-            self.ports[port].tx_burst_or_drop(self.txq[port], b, self.pmd);
+            self.burst(port);
         }
-        let _ = b.push(p);
+        let _ = self.batches[port].push(p);
     }
 
-    /// Moves a whole batch to port index `port`'s tx batch (sending first
-    /// when it would not fit).
+    /// Moves a whole batch to slot `port`'s tx batch (sending first when it
+    /// would not fit).
     #[inline]
     pub fn send_batch(&mut self, port: usize, batch: &mut Batch) {
-        let b = &mut self.batches[port];
+        let Some(b) = self.batches.get_mut(port) else {
+            self.no_port_drops += batch.len() as u64;
+            batch.clear();
+            return;
+        };
         if b.room() < batch.len() {
-            self.ports[port].tx_burst_or_drop(self.txq[port], b, self.pmd);
+            self.burst(port);
         }
-        b.append(batch);
+        self.batches[port].append(batch);
     }
 
-    /// The ports, by index.
-    pub fn ports(&self) -> &[Arc<Port>] {
+    /// The ports, by slot.
+    pub fn ports(&self) -> &[Option<Arc<Port>>] {
         &self.ports
     }
 
@@ -128,9 +189,9 @@ impl TxBatches {
     /// counted.
     #[inline]
     pub fn flush(&mut self) {
-        for (i, b) in self.batches.iter_mut().enumerate() {
-            if !b.is_empty() {
-                self.ports[i].tx_burst_or_drop(self.txq[i], b, self.pmd);
+        for i in 0..self.batches.len() {
+            if !self.batches[i].is_empty() {
+                self.burst(i);
             }
         }
     }
@@ -172,21 +233,65 @@ pub struct PmdStats {
     /// Busy-iteration duration percentiles in microseconds: p50, p99,
     /// p99.9, max.
     pub iteration_us: [f64; 4],
-    /// The rx queues it polls, as (port index, queue).
+    /// The rx queues it polls, as (port slot, queue).
     pub rxqs: Vec<(usize, u16)>,
+    /// Packets dropped because their output port had been removed.
+    pub no_port_drops: u64,
+}
+
+/// The ports and rx queues the threads serve: one published snapshot.
+#[derive(Debug)]
+struct Topology {
+    ports: PortSlots,
+    rxqs: Vec<Arc<Rxq>>,
+}
+
+impl Topology {
+    fn with_ports(ports: Vec<Option<Arc<Port>>>, rxqs: Vec<Arc<Rxq>>) -> Arc<Topology> {
+        Arc::new(Topology { ports: ports.into(), rxqs })
+    }
 }
 
 struct Shared {
-    ports: Arc<[Arc<Port>]>,
-    rxqs: Vec<Rxq>,
+    /// The current snapshot. The control thread replaces it (under the
+    /// lock) and then bumps `gen` with Release; a PMD thread that loads a
+    /// new `gen` with Acquire takes the lock once and clones the Arc.
+    topo: Mutex<Arc<Topology>>,
     gen: AtomicU64,
     stop: AtomicBool,
     pmds: Vec<PmdShared>,
     cores: Vec<usize>,
     hists: Vec<Mutex<Histogram<u64>>>,
-    /// Serialises rx-queue moves (control path only).
+    /// Serialises rx-queue moves and port changes (control path only).
     moves: Mutex<()>,
 }
+
+impl Shared {
+    fn topology(&self) -> Arc<Topology> {
+        self.topo.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+    fn publish(&self, t: Arc<Topology>) -> u64 {
+        *self.topo.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = t;
+        self.gen.fetch_add(1, Ordering::AcqRel) + 1
+    }
+    /// Waits until every running thread acknowledged generation `g`; the
+    /// index of the first that did not within `limit`.
+    fn wait_acks(&self, g: u64, limit: Duration) -> Result<(), usize> {
+        let deadline = Instant::now() + limit;
+        for (i, p) in self.pmds.iter().enumerate() {
+            while p.running.load(Ordering::Acquire) && p.seen_gen.load(Ordering::Acquire) < g {
+                if Instant::now() >= deadline {
+                    return Err(i);
+                }
+                std::thread::yield_now();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How long a thread may take to let go of a queue or a port.
+const ACK_LIMIT: Duration = Duration::from_secs(5);
 
 /// A set of running PMD threads. Stopping (or dropping) it stops and joins
 /// them.
@@ -200,11 +305,33 @@ fn new_hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 10_000_000_000, 3).expect("static histogram bounds are valid")
 }
 
+fn new_rxq(port: usize, queue: u16, owner: usize) -> Arc<Rxq> {
+    Arc::new(Rxq {
+        port,
+        queue,
+        owner: AtomicUsize::new(owner),
+        cycles: AtomicU64::new(0),
+        packets: AtomicU64::new(0),
+        cycles_at_rebalance: AtomicU64::new(0),
+    })
+}
+
+fn check_txqs(p: &Port, threads: usize) -> Result<(), Error> {
+    if usize::from(p.n_txq()) < threads {
+        return Err(Error::InvalidOption {
+            option: format!("port {}: n_txq", p.name()),
+            why: format!("{} tx queues for {threads} PMD threads: each thread needs its own", p.n_txq()),
+        });
+    }
+    Ok(())
+}
+
 impl PmdSet {
     /// Starts one thread per core of `cfg`, polling every rx queue of every
-    /// port (assigned round-robin), each running the pipeline
-    /// `make_pipeline(thread_index)` returns. Fails, with every started
-    /// thread stopped again, when a core cannot be pinned or registered.
+    /// port (assigned round-robin; port i in slot i), each running the
+    /// pipeline `make_pipeline(thread_index)` returns. Fails, with every
+    /// started thread stopped again, when a core cannot be pinned or
+    /// registered.
     pub fn start<P: Pipeline>(
         cfg: &PmdConfig,
         ports: Vec<Arc<Port>>,
@@ -227,35 +354,17 @@ impl PmdSet {
             }
         }
         for p in &ports {
-            if usize::from(p.n_txq()) < cfg.cores.len() {
-                return Err(Error::InvalidOption {
-                    option: format!("port {}: n_txq", p.name()),
-                    why: format!(
-                        "{} tx queues for {} PMD threads: each thread needs its own",
-                        p.n_txq(),
-                        cfg.cores.len()
-                    ),
-                });
-            }
+            check_txqs(p, cfg.cores.len())?;
         }
         let n = cfg.cores.len();
         let mut rxqs = Vec::new();
         for (pi, p) in ports.iter().enumerate() {
             for q in 0..p.n_rxq() {
-                let owner = rxqs.len() % n;
-                rxqs.push(Rxq {
-                    port: pi,
-                    queue: q,
-                    owner: AtomicUsize::new(owner),
-                    cycles: AtomicU64::new(0),
-                    packets: AtomicU64::new(0),
-                    cycles_at_rebalance: AtomicU64::new(0),
-                });
+                rxqs.push(new_rxq(pi, q, rxqs.len() % n));
             }
         }
         let shared = Arc::new(Shared {
-            ports: ports.into(),
-            rxqs,
+            topo: Mutex::new(Topology::with_ports(ports.into_iter().map(Some).collect(), rxqs)),
             gen: AtomicU64::new(1),
             stop: AtomicBool::new(false),
             pmds: (0..n).map(|_| PmdShared::default()).collect(),
@@ -300,8 +409,81 @@ impl PmdSet {
         Ok(set)
     }
 
+    /// Adds a port while the threads run: it takes the first empty slot
+    /// (or a new one), and its rx queues go to the threads polling the
+    /// fewest queues. `before_publish(slot)` runs before any thread can see
+    /// the port, so the caller can publish what its pipelines need to know
+    /// about the slot (they pick it up in [`Pipeline::reconfigure`]).
+    /// Returns the slot once every thread polls the new table.
+    pub fn add_port(&self, port: Arc<Port>, before_publish: impl FnOnce(usize)) -> Result<usize, Error> {
+        let sh = &self.shared;
+        check_txqs(&port, sh.pmds.len())?;
+        let _one_at_a_time = sh.moves.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let old = sh.topology();
+        let mut ports = old.ports.to_vec();
+        let slot = ports.iter().position(Option::is_none).unwrap_or(ports.len());
+        if slot == ports.len() {
+            ports.push(None);
+        }
+        let mut load = vec![0usize; sh.pmds.len()];
+        for r in &old.rxqs {
+            if let Some(l) = load.get_mut(r.owner.load(Ordering::Relaxed)) {
+                *l += 1;
+            }
+        }
+        let mut rxqs = old.rxqs.clone();
+        for q in 0..port.n_rxq() {
+            let to = (0..load.len()).min_by_key(|&i| load[i]).unwrap_or(0);
+            load[to] += 1;
+            rxqs.push(new_rxq(slot, q, to));
+        }
+        ports[slot] = Some(port);
+        before_publish(slot);
+        let g = sh.publish(Topology::with_ports(ports, rxqs));
+        // Not needed for safety (nothing is closed); the caller gets a
+        // switch that polls the port when this returns.
+        let _ = sh.wait_acks(g, ACK_LIMIT);
+        Ok(slot)
+    }
+
+    /// Removes the port in `slot` while the threads run and returns it once
+    /// no thread polls it or holds packets for it: dropping the returned
+    /// port closes it. Threads sending to the slot afterwards drop those
+    /// packets (counted as `no_port_drops`). `None` for an empty slot.
+    /// When a thread does not acknowledge within 5 s (stuck in its
+    /// pipeline) the port is put back and the thread is named in the error.
+    pub fn remove_port(&self, slot: usize) -> Result<Option<Arc<Port>>, Error> {
+        let sh = &self.shared;
+        let _one_at_a_time = sh.moves.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let old = sh.topology();
+        let Some(Some(port)) = old.ports.get(slot).cloned() else { return Ok(None) };
+        let mut ports = old.ports.to_vec();
+        ports[slot] = None;
+        let rxqs: Vec<Arc<Rxq>> = old.rxqs.iter().filter(|r| r.port != slot).cloned().collect();
+        let g = sh.publish(Topology::with_ports(ports, rxqs));
+        if let Err(pmd) = sh.wait_acks(g, ACK_LIMIT) {
+            sh.publish(old);
+            return Err(Error::Thread {
+                core: sh.cores[pmd],
+                reason: format!("PMD thread {pmd} did not let go of port {} within 5 s; the port stays", port.name()),
+            });
+        }
+        Ok(Some(port))
+    }
+
+    /// Bumps the generation and waits until every thread ran
+    /// [`Pipeline::reconfigure`]: after a caller published new pipeline
+    /// configuration, no packet is handled by the old one once this
+    /// returns. False when a thread did not acknowledge within 5 s.
+    pub fn reconfigure(&self) -> bool {
+        let sh = &self.shared;
+        let _one_at_a_time = sh.moves.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let g = sh.gen.fetch_add(1, Ordering::AcqRel) + 1;
+        sh.wait_acks(g, ACK_LIMIT).is_ok()
+    }
+
     /// Moves rx queues between threads by busy cycles since the last
-    /// rebalance. Returns the moves as (port index, queue, from, to).
+    /// rebalance. Returns the moves as (port slot, queue, from, to).
     pub fn rebalance(&self) -> Vec<(usize, u16, usize, usize)> {
         rebalance(&self.shared)
     }
@@ -314,8 +496,10 @@ impl PmdSet {
         if to >= sh.pmds.len() {
             return false;
         }
-        match sh.rxqs.iter().position(|r| r.port == port && r.queue == queue) {
-            Some(i) => move_rxq(sh, i, to),
+        let _one_at_a_time = sh.moves.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let topo = sh.topology();
+        match topo.rxqs.iter().find(|r| r.port == port && r.queue == queue) {
+            Some(r) => move_rxq(sh, r, to),
             None => false,
         }
     }
@@ -323,6 +507,7 @@ impl PmdSet {
     /// Statistics of every thread.
     pub fn stats(&self) -> Vec<PmdStats> {
         let sh = &self.shared;
+        let topo = sh.topology();
         let hz = tsc_hz().max(1) as f64;
         sh.pmds
             .iter()
@@ -356,21 +541,23 @@ impl PmdSet {
                     cycles_per_packet: if pkts == 0 { 0.0 } else { busy as f64 / pkts as f64 },
                     packets_per_batch: if batches == 0 { 0.0 } else { pkts as f64 / batches as f64 },
                     iteration_us,
-                    rxqs: sh
+                    rxqs: topo
                         .rxqs
                         .iter()
                         .filter(|r| r.owner.load(Ordering::Relaxed) == i)
                         .map(|r| (r.port, r.queue))
                         .collect(),
+                    no_port_drops: p.no_port_drops.load(Ordering::Relaxed),
                 }
             })
             .collect()
     }
 
-    /// Packets and busy cycles per rx queue, as (port, queue, owner,
+    /// Packets and busy cycles per rx queue, as (port slot, queue, owner,
     /// packets, cycles).
     pub fn rxq_stats(&self) -> Vec<(usize, u16, usize, u64, u64)> {
         self.shared
+            .topology()
             .rxqs
             .iter()
             .map(|r| {
@@ -385,9 +572,9 @@ impl PmdSet {
             .collect()
     }
 
-    /// The ports the threads poll.
-    pub fn ports(&self) -> &[Arc<Port>] {
-        &self.shared.ports
+    /// The ports the threads poll, by slot (None: an empty slot).
+    pub fn ports(&self) -> PortSlots {
+        self.shared.topology().ports.clone()
     }
 
     /// Stops and joins every thread.
@@ -412,18 +599,16 @@ impl Drop for PmdSet {
     }
 }
 
-/// Moves rx queue `i` to thread `to`; false when the old owner did not
-/// acknowledge in time (the queue then stays where it was). Moves are
-/// serialised: two at once could let a new owner start before the old one
-/// let go.
-fn move_rxq(sh: &Shared, i: usize, to: usize) -> bool {
-    let _one_at_a_time = sh.moves.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let r = &sh.rxqs[i];
+/// Moves rx queue `r` to thread `to`; false when the old owner did not
+/// acknowledge in time (the queue then stays where it was). The caller
+/// holds `moves`: two moves at once could let a new owner start before the
+/// old one let go.
+fn move_rxq(sh: &Shared, r: &Rxq, to: usize) -> bool {
     let from = r.owner.swap(NO_OWNER, Ordering::SeqCst);
     if from != NO_OWNER && from != to {
         let g = sh.gen.fetch_add(1, Ordering::AcqRel) + 1;
         let old = &sh.pmds[from];
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + ACK_LIMIT;
         while old.running.load(Ordering::Acquire) && old.seen_gen.load(Ordering::Acquire) < g {
             if Instant::now() >= deadline {
                 // Stuck in its pipeline: it may still be polling the queue,
@@ -445,8 +630,10 @@ fn rebalance(sh: &Shared) -> Vec<(usize, u16, usize, usize)> {
     if n < 2 {
         return Vec::new();
     }
+    let _one_at_a_time = sh.moves.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let topo = sh.topology();
     // Load of each queue since the last rebalance.
-    let mut loads: Vec<(usize, u64)> = sh
+    let mut loads: Vec<(usize, u64)> = topo
         .rxqs
         .iter()
         .enumerate()
@@ -460,14 +647,15 @@ fn rebalance(sh: &Shared) -> Vec<(usize, u16, usize, usize)> {
     let mut pmd_load = vec![0u64; n];
     let mut moves = Vec::new();
     for (i, load) in loads {
-        let cur = sh.rxqs[i].owner.load(Ordering::Relaxed);
+        let r = &topo.rxqs[i];
+        let cur = r.owner.load(Ordering::Relaxed);
         // Least loaded thread; ties keep the current owner (no needless
         // moves).
         let min = *pmd_load.iter().min().unwrap_or(&0);
         let to = if cur < n && pmd_load[cur] == min { cur } else { (0..n).min_by_key(|&p| pmd_load[p]).unwrap_or(0) };
         pmd_load[to] += load.max(1);
-        if to != cur && move_rxq(sh, i, to) {
-            moves.push((sh.rxqs[i].port, sh.rxqs[i].queue, cur, to));
+        if to != cur && move_rxq(sh, r, to) {
+            moves.push((r.port, r.queue, cur, to));
         }
     }
     moves
@@ -496,9 +684,10 @@ fn pmd_main<P: Pipeline>(
     drop(ready);
 
     let stats = &sh.pmds[me];
-    let mut tx = TxBatches::new(sh.ports.clone(), me);
+    let mut topo = sh.topology();
+    let mut tx = TxBatches::new(topo.ports.clone(), me);
     let mut batch = Batch::new();
-    let mut local: Vec<(&Rxq, &Arc<Port>)> = Vec::with_capacity(sh.rxqs.len());
+    let mut local: Vec<(Arc<Rxq>, Arc<Port>)> = Vec::new();
     let mut local_gen = 0u64;
     let mut hist = new_hist();
     let (mut busy, mut idle, mut pkts, mut batches, mut iters) = (0u64, 0u64, 0u64, 0u64, 0u64);
@@ -506,18 +695,28 @@ fn pmd_main<P: Pipeline>(
     while !sh.stop.load(Ordering::Relaxed) {
         let g = sh.gen.load(Ordering::Acquire);
         if g != local_gen {
+            // The snapshot read now was published before `g` (publish
+            // stores it, then bumps with Release), so it is at least as
+            // new as the change being acknowledged.
+            topo = sh.topology();
             local.clear();
             local.extend(
-                sh.rxqs.iter().filter(|r| r.owner.load(Ordering::Relaxed) == me).map(|r| (r, &sh.ports[r.port])),
+                topo.rxqs
+                    .iter()
+                    .filter(|r| r.owner.load(Ordering::Relaxed) == me)
+                    .filter_map(|r| topo.ports.get(r.port).and_then(Clone::clone).map(|p| (r.clone(), p))),
             );
+            tx.set_ports(topo.ports.clone());
+            pipeline.reconfigure();
             local_gen = g;
-            // Only now is every removed queue out of `local`.
+            // Only now is every removed queue out of `local`, and every
+            // packet for a removed port sent or dropped.
             stats.seen_gen.store(g, Ordering::Release);
         }
         let t0 = rdtsc();
         let mut ts = t0;
         let mut got = 0usize;
-        for &(rxq, port) in &local {
+        for (rxq, port) in &local {
             let n = port.rx_burst(rxq.queue, &mut batch);
             if n == 0 {
                 continue;
@@ -549,6 +748,7 @@ fn pmd_main<P: Pipeline>(
         stats.packets.store(pkts, Ordering::Relaxed);
         stats.rx_batches.store(batches, Ordering::Relaxed);
         stats.iterations.store(iters, Ordering::Relaxed);
+        stats.no_port_drops.store(tx.no_port_drops, Ordering::Relaxed);
         if iters - last_publish >= 1 << 14 {
             if let Ok(mut h) = sh.hists[me].try_lock() {
                 let _ = h.add(&hist);
@@ -561,6 +761,9 @@ fn pmd_main<P: Pipeline>(
     if let Ok(mut h) = sh.hists[me].lock() {
         let _ = h.add(&hist);
     }
+    drop(local);
+    drop(tx);
+    drop(topo);
     stats.running.store(false, Ordering::Release);
     drop(pipeline);
     // SAFETY: this thread registered itself above.

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 struct Rig {
+    eal: &'static pmd::Eal,
     pool: Arc<pmd::Mempool>,
     gen_a: Port,
     gen_b: Port,
@@ -47,7 +48,7 @@ fn rig(tag: &str, n_rxq: u16, n_txq: u16) -> Rig {
     let fa = Arc::new(Port::open(eal, &q(PortConfig::new("fwd_a", vdev(2, "client", &sa))), pool.clone()).unwrap());
     let fb = Arc::new(Port::open(eal, &q(PortConfig::new("fwd_b", vdev(3, "client", &sb))), pool.clone()).unwrap());
     wait_links(&[&gen_a, &gen_b, &fa, &fb]);
-    Rig { pool, gen_a, gen_b, fwd: vec![fa, fb], _c: c }
+    Rig { eal, pool, gen_a, gen_b, fwd: vec![fa, fb], _c: c }
 }
 
 fn any_core() -> Vec<usize> {
@@ -271,4 +272,72 @@ fn a_queue_is_not_taken_from_a_thread_stuck_in_its_pipeline() {
     assert!(set.assign(0, 0, 1), "a responsive owner lets go");
     assert_eq!(set.stats()[1].rxqs, vec![(0, 0), (0, 1), (1, 1)]);
     set.stop();
+}
+
+#[test]
+fn ports_are_added_and_removed_under_traffic_without_loss_on_others() {
+    let r = rig("ar", 1, 1);
+    let eal = r.eal;
+    let (sc, sd) = (sock("arc"), sock("ard"));
+    let _c = Cleanup(vec![sc.clone(), sd.clone()]);
+    let vdev = |i: u32, role: &str, s: &str| {
+        PortSource::Vdev(format!("net_memif{i},role={role},id=0,socket={s},socket-abstract=no"))
+    };
+    let gen_c = Port::open(eal, &PortConfig::new("gen_c", vdev(4, "server", &sc)), r.pool.clone()).unwrap();
+    let gen_d = Port::open(eal, &PortConfig::new("gen_d", vdev(5, "server", &sd)), r.pool.clone()).unwrap();
+    let fc = Arc::new(Port::open(eal, &PortConfig::new("fwd_c", vdev(6, "client", &sc)), r.pool.clone()).unwrap());
+    let fd = Arc::new(Port::open(eal, &PortConfig::new("fwd_d", vdev(7, "client", &sd)), r.pool.clone()).unwrap());
+    wait_links(&[&gen_c, &gen_d, &fc, &fd]);
+    // Slots 2 and 3 are forwarded to each other once they exist.
+    let set = PmdSet::start(&PmdConfig { cores: any_core(), rebalance_interval: None }, r.fwd.clone(), |_| {
+        P2p::new(vec![1, 0, 3, 2], Validation::Ethernet)
+    })
+    .unwrap();
+    let set = Arc::new(set);
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The control thread adds and removes C and D over and over while A->B
+    // traffic flows.
+    let control = {
+        let (set, done) = (set.clone(), done.clone());
+        let (mut c, mut d) = (Some(fc), Some(fd));
+        std::thread::spawn(move || {
+            let mut cycles = 0u32;
+            loop {
+                let mut hooks = Vec::new();
+                let sc = set.add_port(c.take().unwrap(), |s| hooks.push(s)).unwrap();
+                let sd = set.add_port(d.take().unwrap(), |s| hooks.push(s)).unwrap();
+                assert_eq!((sc, sd), (2, 3), "empty slots are reused");
+                assert_eq!(hooks, vec![2, 3], "the hook sees the slot before the threads do");
+                if done.load(std::sync::atomic::Ordering::SeqCst) {
+                    return cycles;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+                d = set.remove_port(3).unwrap();
+                c = set.remove_port(2).unwrap();
+                assert_eq!(Arc::strong_count(c.as_ref().unwrap()), 1, "no thread holds a removed port");
+                assert!(set.ports()[2].is_none() && set.ports()[3].is_none());
+                assert!(set.remove_port(2).unwrap().is_none(), "an empty slot has nothing to remove");
+                cycles += 1;
+            }
+        })
+    };
+    let n = 20_000usize;
+    let frames: Vec<Vec<u8>> = (0..n).map(|i| frame(64 + i % 64, i as u32)).collect();
+    let got = pump(&r.pool, &r.gen_a, &r.gen_b, &frames, n);
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let cycles = control.join().unwrap();
+    assert!(cycles >= 1, "ports were added and removed while traffic flowed");
+    assert_eq!(got.len(), n, "no loss on the untouched ports ({cycles} add/remove cycles)");
+    assert!(got.iter().zip(&frames).all(|(a, b)| a == b), "in order, byte for byte");
+    // The ports added last forward too.
+    let cd: Vec<Vec<u8>> = (0..1000).map(|i| frame(200, i)).collect();
+    let got = pump(&r.pool, &gen_c, &gen_d, &cd, 1000);
+    assert_eq!(got.len(), 1000, "an added port forwards");
+    let st = set.stats();
+    assert!(st[0].rxqs.contains(&(2, 0)) && st[0].rxqs.contains(&(3, 0)), "{:?}", st[0].rxqs);
+    let set = Arc::try_unwrap(set).ok().unwrap();
+    let ports = set.ports();
+    set.stop();
+    drop(ports);
+    wait_links_down(&[&gen_c, &gen_d]);
 }
