@@ -35,6 +35,13 @@ impl Config {
         Config::parse(&text, &path.display().to_string())
     }
 
+    /// Validates a configuration built in memory (a run-time change from
+    /// the control socket); the error names the field path and why, as
+    /// `` `bridge[0].port[2].tag`: why ``.
+    pub fn check(&self) -> Result<(), String> {
+        validate::validate(self).map_err(|(path, why)| format!("`{}`: {why}", error::display_path(&path)))
+    }
+
     /// Parses and validates `text`; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         let cfg: Config = toml::from_str(text).map_err(|e| error::from_toml(text, file, &e))?;

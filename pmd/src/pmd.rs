@@ -504,6 +504,11 @@ impl PmdSet {
         }
     }
 
+    /// How many threads run.
+    pub fn n_threads(&self) -> usize {
+        self.shared.pmds.len()
+    }
+
     /// Statistics of every thread.
     pub fn stats(&self) -> Vec<PmdStats> {
         let sh = &self.shared;

@@ -6,8 +6,11 @@ use crate::switch::Switch;
 use config::rpc::{Request, Response, RpcError};
 use serde_json::{json, Value};
 
+/// The methods, for the "no such method" error.
+const METHODS: &str = "version, show, port-stats, pmd-stats, fdb-show, add-port, del-port, reload";
+
 /// Answers one request.
-pub fn handle(sw: &Switch, req: &Request) -> Response {
+pub fn handle(sw: &mut Switch, req: &Request) -> Response {
     let id = req.id.clone().unwrap_or(Value::Null);
     match dispatch(sw, req) {
         Ok(v) => Response::ok(id, v),
@@ -34,7 +37,7 @@ fn no_params(req: &Request) -> Result<(), RpcError> {
     }
 }
 
-fn dispatch(sw: &Switch, req: &Request) -> Result<Value, RpcError> {
+fn dispatch(sw: &mut Switch, req: &Request) -> Result<Value, RpcError> {
     match req.method.as_str() {
         "version" => {
             no_params(req)?;
@@ -56,7 +59,6 @@ fn dispatch(sw: &Switch, req: &Request) -> Result<Value, RpcError> {
         }
         "pmd-stats" => {
             no_params(req)?;
-            let names: Vec<&str> = sw.ports.iter().map(|p| p.name.as_str()).collect();
             let v: Vec<Value> = sw
                 .pmds
                 .stats()
@@ -67,7 +69,12 @@ fn dispatch(sw: &Switch, req: &Request) -> Result<Value, RpcError> {
                         "busy_pct": s.busy_pct, "busy_cycles": s.busy_cycles, "idle_cycles": s.idle_cycles,
                         "packets": s.packets, "cycles_per_packet": s.cycles_per_packet, "packets_per_batch": s.packets_per_batch,
                         "iteration_us": {"p50": s.iteration_us[0], "p99": s.iteration_us[1], "p999": s.iteration_us[2], "max": s.iteration_us[3]},
-                        "rxqs": s.rxqs.iter().map(|(p, q)| json!({"port": names.get(*p), "queue": q})).collect::<Vec<_>>(),
+                        "no_port_drops": s.no_port_drops,
+                        "rxqs": s.rxqs.iter().map(|(p, q)| {
+                            #[allow(clippy::cast_possible_truncation)] // slots are below 2^32
+                            let name = sw.port_by_slot(*p as u32).map(|p| p.name.as_str());
+                            json!({"port": name, "queue": q})
+                        }).collect::<Vec<_>>(),
                     })
                 })
                 .collect();
@@ -87,7 +94,7 @@ fn dispatch(sw: &Switch, req: &Request) -> Result<Value, RpcError> {
                     .entries(now)
                     .iter()
                     .map(|e| {
-                        let port = sw.ports.get(e.port as usize);
+                        let port = sw.port_by_slot(e.port);
                         json!({"port": port.map(|p| p.name.as_str()), "ofport": port.map(|p| p.ofport),
                            "vlan": e.vlan, "mac": e.mac.to_string(), "age_s": e.age_s})
                     })
@@ -97,11 +104,48 @@ fn dispatch(sw: &Switch, req: &Request) -> Result<Value, RpcError> {
                       "stats": {"entries": t.entries, "capacity": b.l2.table.capacity(), "learned": t.learned, "moves": t.moves,
                                 "expired": t.expired, "evictions": t.evictions, "full_refusals": t.full_refusals}}))
         }
-        other => Err(RpcError::new(
-            RpcError::METHOD_NOT_FOUND,
-            format!("no method `{other}` (methods: version, show, port-stats, pmd-stats, fdb-show)"),
-        )),
+        "add-port" => {
+            let bridge = param_str(req, "bridge")?
+                .ok_or_else(|| RpcError::new(RpcError::INVALID_PARAMS, "`add-port` needs `bridge`"))?
+                .to_string();
+            let spec = req
+                .params
+                .as_ref()
+                .and_then(|p| p.get("port"))
+                .ok_or_else(|| RpcError::new(RpcError::INVALID_PARAMS, "`add-port` needs `port` (an object)"))?;
+            let port: config::Port = serde_json::from_value(spec.clone())
+                .map_err(|e| RpcError::new(RpcError::INVALID_PARAMS, format!("`port`: {e}")))?;
+            sw.add_port(&bridge, &port).map_err(refused)?;
+            Ok(json!({"bridge": bridge, "port": port.name}))
+        }
+        "del-port" => {
+            let name = param_str(req, "port")?
+                .ok_or_else(|| RpcError::new(RpcError::INVALID_PARAMS, "`del-port` needs `port`"))?
+                .to_string();
+            sw.del_port(&name).map_err(refused)?;
+            Ok(json!({"port": name}))
+        }
+        "reload" => {
+            no_params(req)?;
+            reload(sw).map_err(|e| RpcError::new(RpcError::REFUSED, e))
+        }
+        other => Err(RpcError::new(RpcError::METHOD_NOT_FOUND, format!("no method `{other}` (methods: {METHODS})"))),
     }
+}
+
+fn refused(e: crate::switch::SwitchError) -> RpcError {
+    RpcError::new(RpcError::REFUSED, e.to_string())
+}
+
+/// Reads the switch's config file again and applies the difference (the
+/// `reload` method and SIGHUP). A file that does not load is refused with
+/// its file:line:column error and the switch keeps its state.
+pub fn reload(sw: &mut Switch) -> Result<Value, String> {
+    let path = sw.config_path.clone().ok_or("this switch was not started from a file")?;
+    let cfg = config::Config::load(&path).map_err(|e| format!("{e}; the running configuration is kept"))?;
+    let r = sw.reload(&cfg).map_err(|e| e.to_string())?;
+    Ok(json!({"added": r.added, "removed": r.removed, "reopened": r.reopened, "changed": r.changed,
+              "bridges_added": r.bridges_added, "bridges_removed": r.bridges_removed}))
 }
 
 fn port_json(p: &crate::switch::SwitchPort) -> Value {
@@ -120,12 +164,11 @@ pub fn show(sw: &Switch) -> Value {
     let bridges: Vec<Value> = sw
         .bridges
         .iter()
-        .enumerate()
-        .map(|(bi, b)| {
+        .map(|b| {
             let s = b.l2.stats();
             json!({
                 "name": b.name,
-                "ports": sw.ports.iter().filter(|p| p.bridge == bi).map(port_json).collect::<Vec<_>>(),
+                "ports": sw.ports.iter().filter(|p| p.bridge == b.name).map(port_json).collect::<Vec<_>>(),
                 "l2": {"unicast": s.unicast, "flooded": s.flooded, "drop_vlan": s.drop_vlan, "drop_hairpin": s.drop_hairpin,
                        "drop_malformed": s.drop_malformed, "drop_nombuf": s.drop_nombuf, "mac_moves": s.mac_moves},
             })

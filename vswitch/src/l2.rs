@@ -158,17 +158,18 @@ pub struct L2Stats {
     pub mac_moves: u64,
 }
 
-/// What every PMD thread's pipeline of one bridge shares.
+/// What every PMD thread's pipeline of one bridge shares: a snapshot of
+/// its membership, with the MAC table and counters that outlive snapshots.
 #[derive(Debug)]
 pub struct L2Bridge {
-    /// VLAN behaviour per port index (the PmdSet's port order); ports of
-    /// other bridges are `None`.
+    /// VLAN behaviour per port slot (the PmdSet's slots); ports of other
+    /// bridges and empty slots are `None`.
     pub ports: Vec<Option<PortVlan>>,
     /// The bridge's MAC table.
     pub table: Arc<MacTable>,
     /// Mbufs for flood copies and pushed tags.
     pub pool: Arc<Mempool>,
-    counters: Box<[L2Counters]>,
+    counters: Arc<[L2Counters]>,
 }
 
 impl L2Bridge {
@@ -186,6 +187,17 @@ impl L2Bridge {
             table: Arc::new(MacTable::new(mac_capacity)),
             pool,
             counters: (0..pmd::port::MAX_PMDS).map(|_| L2Counters::default()).collect(),
+        })
+    }
+
+    /// The same bridge (MAC table, counters, pool) with another membership:
+    /// the snapshot the control thread publishes when ports change.
+    pub fn with_ports(&self, ports: Vec<Option<PortVlan>>) -> Arc<L2Bridge> {
+        Arc::new(L2Bridge {
+            ports,
+            table: self.table.clone(),
+            pool: self.pool.clone(),
+            counters: self.counters.clone(),
         })
     }
 
@@ -420,25 +432,67 @@ mod tests {
     }
 }
 
+/// What the PMD threads' dispatchers read: which bridge each port slot
+/// belongs to, and each bridge's current snapshot. The control thread
+/// builds a new one for every change and publishes it in a [`ViewCell`].
+#[derive(Debug, Default)]
+pub struct DpView {
+    /// Index into `bridges` per port slot; `None`: an empty slot.
+    pub by_port: Vec<Option<usize>>,
+    /// Bridge snapshots.
+    pub bridges: Vec<Arc<L2Bridge>>,
+}
+
+/// Where the control thread publishes the [`DpView`]. PMD threads read it
+/// only in [`Pipeline::reconfigure`] (when the PMD set's generation
+/// changed), so the mutex is never taken per packet; the control thread
+/// stores the new view before it bumps the generation.
+pub type ViewCell = Arc<std::sync::Mutex<Arc<DpView>>>;
+
 /// Runs each port's batches through the pipeline of the bridge the port
 /// belongs to: one set of PMD threads serves every bridge.
 #[derive(Debug)]
 pub struct BridgeDispatch {
-    by_port: Vec<usize>,
+    by_port: Vec<Option<usize>>,
     bridges: Vec<L2Pipeline>,
+    cell: Option<ViewCell>,
+    pmd: usize,
 }
 
 impl BridgeDispatch {
-    /// `by_port[i]` is the index in `bridges` of port i's bridge.
+    /// A fixed wiring: `by_port[i]` is the index in `bridges` of port i's
+    /// bridge.
     pub fn new(by_port: Vec<usize>, bridges: &[Arc<L2Bridge>], pmd: usize) -> BridgeDispatch {
-        BridgeDispatch { by_port, bridges: bridges.iter().map(|b| b.pipeline(pmd)).collect() }
+        BridgeDispatch {
+            by_port: by_port.into_iter().map(Some).collect(),
+            bridges: bridges.iter().map(|b| b.pipeline(pmd)).collect(),
+            cell: None,
+            pmd,
+        }
+    }
+
+    /// A wiring that follows the view published in `cell`.
+    pub fn following(cell: ViewCell, pmd: usize) -> BridgeDispatch {
+        let mut d = BridgeDispatch { by_port: Vec::new(), bridges: Vec::new(), cell: Some(cell), pmd };
+        d.reconfigure();
+        d
     }
 }
 
 impl Pipeline for BridgeDispatch {
     #[inline]
     fn process(&mut self, rxq: &RxqRef, batch: &mut Batch, tx: &mut TxBatches) {
-        let b = self.by_port[rxq.port];
-        self.bridges[b].process(rxq, batch, tx);
+        // A slot the view does not know yet (or any more): the batch is
+        // left for the PMD thread to free.
+        if let Some(Some(b)) = self.by_port.get(rxq.port) {
+            self.bridges[*b].process(rxq, batch, tx);
+        }
+    }
+
+    fn reconfigure(&mut self) {
+        let Some(cell) = &self.cell else { return };
+        let view = cell.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        self.by_port.clone_from(&view.by_port);
+        self.bridges = view.bridges.iter().map(|b| b.pipeline(self.pmd)).collect();
     }
 }

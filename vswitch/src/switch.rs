@@ -1,21 +1,31 @@
-//! A running switch built from a validated configuration: EAL, one mbuf
-//! pool, every bridge's ports, one set of PMD threads serving all bridges.
+//! A running switch built from a validated configuration: EAL, mbuf pools,
+//! every bridge's ports, one set of PMD threads serving all bridges; and
+//! the run-time changes to it (ports added, removed and changed, bridges
+//! added and removed, a whole new file applied as a difference).
+//!
+//! Every change follows one order, so forwarding on untouched ports never
+//! stops: the control thread builds a new [`DpView`] (which bridge each
+//! port slot belongs to, each bridge's membership) and publishes it, then
+//! the PMD set's generation is bumped and every PMD thread picks the view
+//! up between two iterations ([`pmd::pmd::PmdSet`] documents the hand-off).
+//! A removed port is closed only after every thread let go of it.
 
-use crate::l2::{BridgeDispatch, L2Bridge, PortVlan, VlanSet};
+use crate::l2::{BridgeDispatch, DpView, L2Bridge, PortVlan, ViewCell, VlanSet};
 use config::{Config, MemoryMode, PortType, RxqAssignment, VlanMode};
 use pmd::pmd::{PmdConfig, PmdSet};
 use pmd::{Eal, EalConfig, Memory, Mempool, Port, PortConfig, PortSource};
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Why the switch could not start.
+/// Why the switch could not start or a change was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum SwitchError {
     /// DPDK refused something (named in the message).
     #[error(transparent)]
     Pmd(#[from] pmd::Error),
     /// A port could not be opened.
-    #[error("bridge {bridge}, port {port}")]
+    #[error("bridge {bridge}, port {port}: {source}")]
     Port {
         /// Bridge.
         bridge: String,
@@ -24,6 +34,10 @@ pub enum SwitchError {
         /// Why.
         source: pmd::Error,
     },
+    /// A change that the configuration rules refuse, or that cannot be
+    /// applied while running; nothing was changed.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// One port as the switch knows it.
@@ -31,14 +45,18 @@ pub enum SwitchError {
 pub struct SwitchPort {
     /// The config's name.
     pub name: String,
-    /// The bridge it belongs to (index into [`Switch::bridges`]).
-    pub bridge: usize,
+    /// The bridge it belongs to (its name).
+    pub bridge: String,
     /// OpenFlow port number (requested, or assigned in order).
     pub ofport: u32,
     /// VLAN behaviour.
     pub vlan: PortVlan,
     /// The DPDK port.
     pub port: Arc<Port>,
+    /// Its slot in the PMD set (the index MAC entries and counters use).
+    pub slot: usize,
+    /// The configuration it was opened with.
+    pub cfg: config::Port,
 }
 
 /// One bridge.
@@ -46,22 +64,58 @@ pub struct SwitchPort {
 pub struct SwitchBridge {
     /// Name.
     pub name: String,
-    /// Its L2 state (MAC table, counters).
+    /// Its L2 state (MAC table, counters; membership as first built: the
+    /// PMD threads use the published [`DpView`]).
     pub l2: Arc<L2Bridge>,
     /// Seconds a MAC lives without traffic.
     pub mac_aging_s: u32,
+}
+
+/// What a reload changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Ports added, as `bridge/port`.
+    pub added: Vec<String>,
+    /// Ports removed.
+    pub removed: Vec<String>,
+    /// Ports closed and opened again with new settings.
+    pub reopened: Vec<String>,
+    /// Ports whose VLAN or OpenFlow number changed in place.
+    pub changed: Vec<String>,
+    /// Bridges added.
+    pub bridges_added: Vec<String>,
+    /// Bridges removed.
+    pub bridges_removed: Vec<String>,
+}
+
+impl ReloadReport {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        *self == ReloadReport::default()
+    }
 }
 
 /// The running switch.
 pub struct Switch {
     /// Bridges in config order.
     pub bridges: Vec<SwitchBridge>,
-    /// Ports in PMD order (all bridges).
+    /// Ports in config order (all bridges).
     pub ports: Vec<SwitchPort>,
     /// The PMD threads.
     pub pmds: PmdSet,
     /// The EAL arguments used.
     pub eal_args: Vec<String>,
+    /// The configuration in force (the file, plus run-time changes).
+    pub cfg: Config,
+    /// The file `reload` reads again.
+    pub config_path: Option<PathBuf>,
+    eal: &'static Eal,
+    /// Mbuf pools by data room: the first is sized at start for the
+    /// largest MTU then; a port added later with a larger MTU gets a pool
+    /// of its own size (as OVS keeps one pool per MTU).
+    pools: Vec<Arc<Mempool>>,
+    view: ViewCell,
+    next_vdev: usize,
 }
 
 fn vlan_of(p: &config::Port) -> PortVlan {
@@ -86,6 +140,25 @@ fn source_of(i: usize, p: &config::Port) -> PortSource {
     }
 }
 
+/// Mbuf data room for frames of `mtu` (Ethernet header, two VLAN tags,
+/// headroom).
+fn room_for(mtu: u16) -> usize {
+    usize::from(mtu) + 14 + 4 + 4 + pmd::mempool::HEADROOM
+}
+
+/// Whether two port configurations differ only in what can change in place
+/// (VLAN handling, OpenFlow number).
+fn same_device(a: &config::Port, b: &config::Port) -> bool {
+    let strip = |p: &config::Port| config::Port {
+        vlan_mode: VlanMode::None,
+        tag: None,
+        trunks: Vec::new(),
+        ofport: None,
+        ..p.clone()
+    };
+    strip(a) == strip(b)
+}
+
 impl Switch {
     /// Starts EAL, opens every port and starts the PMD threads.
     pub fn start(cfg: &Config) -> Result<Switch, SwitchError> {
@@ -108,70 +181,44 @@ impl Switch {
             if cfg.pmd.cores.is_empty() { vec![*eal_cores.last().unwrap_or(&0)] } else { cfg.pmd.cores.clone() };
         // Mbufs fit the largest MTU of any port.
         let max_mtu = cfg.bridges.iter().flat_map(|b| b.ports.iter()).filter_map(|p| p.mtu).max().unwrap_or(1500);
-        let room = (usize::from(max_mtu) + 14 + 4 + 4 + pmd::mempool::HEADROOM)
-            .max(usize::from(pmd::mempool::DEFAULT_DATA_ROOM));
+        let room = room_for(max_mtu).max(usize::from(pmd::mempool::DEFAULT_DATA_ROOM));
         let room = u16::try_from(room).unwrap_or(u16::MAX);
         let nports: usize = cfg.bridges.iter().map(|b| b.ports.len()).sum();
         let mbufs = u32::try_from((nports * 4096 + 8192).next_power_of_two() - 1).unwrap_or(u32::MAX);
         let pool = Arc::new(Mempool::new(eal, "vswitchd", mbufs, 256, room, None)?);
-        let mut ports = Vec::new();
-        for (bi, b) in cfg.bridges.iter().enumerate() {
-            let mut next_ofport = 1;
-            for p in &b.ports {
-                let i = ports.len();
-                let mut pc = PortConfig::new(&p.name, source_of(i, p));
-                pc.n_rxq = p.n_rxq;
-                // One tx queue per PMD thread, and no fewer than rx queues:
-                // peers such as memif ask for symmetric queue pairs.
-                pc.n_txq = u16::try_from(pmd_cores.len()).unwrap_or(1).max(p.n_rxq);
-                pc.mtu = p.mtu;
-                let port = Port::open(eal, &pc, pool.clone()).map_err(|source| SwitchError::Port {
-                    bridge: b.name.clone(),
-                    port: p.name.clone(),
-                    source,
-                })?;
-                let ofport = p.ofport.unwrap_or_else(|| {
-                    while b.ports.iter().any(|q| q.ofport == Some(next_ofport)) {
-                        next_ofport += 1;
-                    }
-                    next_ofport += 1;
-                    next_ofport - 1
-                });
-                ports.push(SwitchPort {
-                    name: p.name.clone(),
-                    bridge: bi,
-                    ofport,
-                    vlan: vlan_of(p),
-                    port: Arc::new(port),
-                });
-            }
-        }
-        let bridges: Vec<SwitchBridge> = cfg
-            .bridges
-            .iter()
-            .enumerate()
-            .map(|(bi, b)| SwitchBridge {
-                name: b.name.clone(),
-                l2: L2Bridge::with_members(
-                    ports.iter().map(|p| (p.bridge == bi).then(|| p.vlan.clone())).collect(),
-                    b.mac_table_size,
-                    pool.clone(),
-                ),
-                mac_aging_s: b.mac_aging_s,
-            })
-            .collect();
-        let by_port: Vec<usize> = ports.iter().map(|p| p.bridge).collect();
-        let l2s: Vec<Arc<L2Bridge>> = bridges.iter().map(|b| b.l2.clone()).collect();
         let rebalance = match cfg.pmd.rxq_assignment {
             RxqAssignment::Cycles => Some(Duration::from_secs(u64::from(cfg.pmd.rebalance_interval_s))),
             RxqAssignment::RoundRobin => None,
         };
-        let pmds = PmdSet::start(
-            &PmdConfig { cores: pmd_cores, rebalance_interval: rebalance },
-            ports.iter().map(|p| p.port.clone()).collect(),
-            |i| BridgeDispatch::new(by_port.clone(), &l2s, i),
-        )?;
-        Ok(Switch { bridges, ports, pmds, eal_args: eal.args().to_vec() })
+        let view: ViewCell = Arc::new(Mutex::new(Arc::new(DpView::default())));
+        let cell = view.clone();
+        let pmds = PmdSet::start(&PmdConfig { cores: pmd_cores, rebalance_interval: rebalance }, Vec::new(), |i| {
+            BridgeDispatch::following(cell.clone(), i)
+        })?;
+        let mut sw = Switch {
+            bridges: Vec::new(),
+            ports: Vec::new(),
+            pmds,
+            eal_args: eal.args().to_vec(),
+            cfg: Config { bridges: Vec::new(), ..cfg.clone() },
+            config_path: None,
+            eal,
+            pools: vec![pool],
+            view,
+            next_vdev: 0,
+        };
+        for b in &cfg.bridges {
+            sw.add_bridge(b);
+            for p in &b.ports {
+                sw.add_port(&b.name, p)?;
+            }
+        }
+        Ok(sw)
+    }
+
+    /// A port by its PMD slot.
+    pub fn port_by_slot(&self, slot: u32) -> Option<&SwitchPort> {
+        self.ports.iter().find(|p| p.slot as u64 == u64::from(slot))
     }
 
     /// Expires idle MACs on every bridge (call about once a second).
@@ -183,5 +230,294 @@ impl Switch {
     /// Stops the PMD threads (ports close when the switch is dropped).
     pub fn stop(self) {
         self.pmds.stop();
+    }
+
+    /// The view the PMD threads should use for the current bridges and
+    /// ports, plus `extra` (a port about to be added: slot, bridge, VLAN).
+    fn build_view(bridges: &[SwitchBridge], ports: &[SwitchPort], extra: Option<(usize, &str, &PortVlan)>) -> DpView {
+        let slots = ports.iter().map(|p| p.slot + 1).chain(extra.map(|e| e.0 + 1)).max().unwrap_or(0);
+        let members = ports.iter().map(|p| (p.slot, p.bridge.as_str(), &p.vlan)).chain(extra);
+        let mut by_port = vec![None; slots];
+        let mut per_bridge: Vec<Vec<Option<PortVlan>>> = bridges.iter().map(|_| vec![None; slots]).collect();
+        for (slot, bridge, vlan) in members {
+            if let Some(bi) = bridges.iter().position(|b| b.name == bridge) {
+                by_port[slot] = Some(bi);
+                per_bridge[bi][slot] = Some(vlan.clone());
+            }
+        }
+        DpView {
+            by_port,
+            bridges: bridges.iter().zip(per_bridge).map(|(b, members)| b.l2.with_ports(members)).collect(),
+        }
+    }
+
+    fn store_view(cell: &ViewCell, view: DpView) {
+        *cell.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(view);
+    }
+
+    /// Publishes the view of the current ports and waits until every PMD
+    /// thread uses it.
+    fn publish(&self) {
+        Self::store_view(&self.view, Self::build_view(&self.bridges, &self.ports, None));
+        self.pmds.reconfigure();
+    }
+
+    fn add_bridge(&mut self, b: &config::Bridge) {
+        self.bridges.push(SwitchBridge {
+            name: b.name.clone(),
+            l2: L2Bridge::new(Vec::new(), b.mac_table_size, self.pools[0].clone()),
+            mac_aging_s: b.mac_aging_s,
+        });
+        self.cfg.bridges.push(config::Bridge { ports: Vec::new(), ..b.clone() });
+    }
+
+    /// The pool whose mbufs fit `mtu`, made when none does.
+    fn pool_for(&mut self, mtu: Option<u16>) -> Result<Arc<Mempool>, pmd::Error> {
+        let need = room_for(mtu.unwrap_or(1500));
+        if let Some(p) = self.pools.iter().find(|p| usize::from(p.data_room()) >= need) {
+            return Ok(p.clone());
+        }
+        // Rounded up to 1 KB so that nearby MTUs share a pool.
+        let room = u16::try_from(need.div_ceil(1024) * 1024).unwrap_or(u16::MAX);
+        let p = Arc::new(Mempool::new(self.eal, &format!("vswitchd-{room}"), 8191, 256, room, None)?);
+        self.pools.push(p.clone());
+        Ok(p)
+    }
+
+    /// Opens the DPDK port for `p` (not yet polled).
+    fn open(&mut self, bridge: &str, p: &config::Port) -> Result<Arc<Port>, SwitchError> {
+        let err = |source| SwitchError::Port { bridge: bridge.into(), port: p.name.clone(), source };
+        let pool = self.pool_for(p.mtu).map_err(err)?;
+        // Vdev names are never reused: DPDK keeps some per-name state (AF_XDP
+        // maps, memif ids) until the process ends.
+        let i = self.next_vdev;
+        self.next_vdev += 1;
+        let mut pc = PortConfig::new(&p.name, source_of(i, p));
+        pc.n_rxq = p.n_rxq;
+        // One tx queue per PMD thread, and no fewer than rx queues: peers
+        // such as memif ask for symmetric queue pairs.
+        pc.n_txq = u16::try_from(self.pmds.n_threads()).unwrap_or(1).max(p.n_rxq);
+        pc.mtu = p.mtu;
+        Ok(Arc::new(Port::open(self.eal, &pc, pool).map_err(err)?))
+    }
+
+    /// Makes an opened port part of `bridge` and starts polling it.
+    fn attach(&mut self, bridge: &str, p: &config::Port, port: Arc<Port>) -> Result<(), SwitchError> {
+        let ofport = p.ofport.unwrap_or_else(|| {
+            let used: Vec<u32> = self.ports.iter().filter(|q| q.bridge == bridge).map(|q| q.ofport).collect();
+            let requested = |n: u32| {
+                self.cfg.bridges.iter().filter(|b| b.name == bridge).flat_map(|b| &b.ports).any(|q| q.ofport == Some(n))
+            };
+            (1..).find(|n| !used.contains(n) && !requested(*n)).unwrap_or(u32::MAX)
+        });
+        let vlan = vlan_of(p);
+        let (bridges, ports, cell) = (&self.bridges, &self.ports, &self.view);
+        let slot = self
+            .pmds
+            .add_port(port.clone(), |slot| {
+                Self::store_view(cell, Self::build_view(bridges, ports, Some((slot, bridge, &vlan))))
+            })
+            .map_err(|source| SwitchError::Port { bridge: bridge.into(), port: p.name.clone(), source })?;
+        self.ports.push(SwitchPort {
+            name: p.name.clone(),
+            bridge: bridge.into(),
+            ofport,
+            vlan,
+            port,
+            slot,
+            cfg: p.clone(),
+        });
+        if let Some(b) = self.cfg.bridges.iter_mut().find(|b| b.name == bridge) {
+            b.ports.push(p.clone());
+        }
+        Ok(())
+    }
+
+    fn candidate(&self, change: impl FnOnce(&mut Config) -> Result<(), String>) -> Result<Config, SwitchError> {
+        let mut c = self.cfg.clone();
+        change(&mut c).map_err(SwitchError::Refused)?;
+        c.check().map_err(SwitchError::Refused)?;
+        Ok(c)
+    }
+
+    /// Adds port `p` to `bridge` while the switch runs (`add-port`). The
+    /// same rules as in the file apply; a refused port changes nothing.
+    pub fn add_port(&mut self, bridge: &str, p: &config::Port) -> Result<(), SwitchError> {
+        self.candidate(|c| {
+            let b = c.bridges.iter_mut().find(|b| b.name == bridge).ok_or_else(|| format!("no bridge `{bridge}`"))?;
+            b.ports.push(p.clone());
+            Ok(())
+        })?;
+        let port = self.open(bridge, p)?;
+        self.attach(bridge, p, port)
+    }
+
+    /// Removes the port named `name` while the switch runs (`del-port`):
+    /// its MACs are forgotten and the port is closed once no PMD thread
+    /// uses it. Other ports forward on meanwhile.
+    pub fn del_port(&mut self, name: &str) -> Result<(), SwitchError> {
+        let i = self
+            .ports
+            .iter()
+            .position(|p| p.name == name)
+            .ok_or_else(|| SwitchError::Refused(format!("no port `{name}`")))?;
+        let sp = self.ports.remove(i);
+        Self::store_view(&self.view, Self::build_view(&self.bridges, &self.ports, None));
+        if let Err(e) = self.pmds.remove_port(sp.slot) {
+            // A PMD thread did not let go: the port stays as it was.
+            self.ports.insert(i, sp);
+            self.publish();
+            return Err(e.into());
+        }
+        // After the threads let go: nothing learns on the slot any more.
+        if let Some(b) = self.bridges.iter().find(|b| b.name == sp.bridge) {
+            #[allow(clippy::cast_possible_truncation)] // slots are below 2^32
+            b.l2.table.flush_port(sp.slot as u32);
+        }
+        for b in &mut self.cfg.bridges {
+            b.ports.retain(|p| p.name != name);
+        }
+        drop(sp);
+        Ok(())
+    }
+
+    /// Applies `new` as a difference against the configuration in force:
+    /// bridges and ports added and removed, ports whose device settings
+    /// changed closed and opened again, VLAN and OpenFlow numbers changed
+    /// in place. Untouched ports keep forwarding throughout.
+    ///
+    /// Refused with nothing changed: a new file that changes `eal`, `pmd`
+    /// or `control` (they need a restart), or one in which a new port
+    /// cannot be opened. A port whose new settings cannot be opened is put
+    /// back with its old ones and named in the error.
+    pub fn reload(&mut self, new: &Config) -> Result<ReloadReport, SwitchError> {
+        for (what, same) in [
+            ("eal", self.cfg.eal == new.eal),
+            ("pmd", self.cfg.pmd == new.pmd),
+            ("control", self.cfg.control == new.control),
+        ] {
+            if !same {
+                return Err(SwitchError::Refused(format!(
+                    "the `{what}` section changed: that needs a restart of vswitchd; nothing was applied"
+                )));
+            }
+        }
+        let old = self.cfg.clone();
+        let find = |c: &Config, b: &str, p: &str| -> Option<config::Port> {
+            c.bridges.iter().find(|x| x.name == b)?.ports.iter().find(|x| x.name == p).cloned()
+        };
+        let mut report = ReloadReport::default();
+        // Port name -> (bridge, cfg) in the old and new files.
+        let old_ports: Vec<(String, config::Port)> =
+            old.bridges.iter().flat_map(|b| b.ports.iter().map(|p| (b.name.clone(), p.clone()))).collect();
+        let new_ports: Vec<(String, config::Port)> =
+            new.bridges.iter().flat_map(|b| b.ports.iter().map(|p| (b.name.clone(), p.clone()))).collect();
+        let mut to_remove = Vec::new();
+        let mut to_reopen = Vec::new();
+        let mut to_change = Vec::new();
+        for (b, p) in &old_ports {
+            match find(new, b, &p.name) {
+                None => to_remove.push(p.name.clone()),
+                Some(np) if np == *p => {}
+                Some(np) if same_device(&np, p) => to_change.push((b.clone(), np)),
+                Some(np) => to_reopen.push((b.clone(), np)),
+            }
+        }
+        let to_add: Vec<(String, config::Port)> =
+            new_ports.iter().filter(|(b, p)| find(&old, b, &p.name).is_none()).cloned().collect();
+        // Ports that moved to another bridge are removed, then added.
+        // New ports are opened first: one that cannot be opened refuses
+        // the whole reload before anything changed.
+        let mut opened = Vec::new();
+        for (b, p) in &to_add {
+            // A name taken by a port that is about to go frees up only after
+            // it went: open those later.
+            if old_ports.iter().any(|(_, q)| q.name == p.name) {
+                continue;
+            }
+            match self.open(b, p) {
+                Ok(port) => opened.push((b.clone(), p.clone(), port)),
+                Err(e) => return Err(SwitchError::Refused(format!("{e}; nothing was applied"))),
+            }
+        }
+        for name in &to_remove {
+            let b = old_ports.iter().find(|(_, p)| &p.name == name).map(|(b, _)| b.clone()).unwrap_or_default();
+            self.del_port(name)?;
+            report.removed.push(format!("{b}/{name}"));
+        }
+        // Bridges: new ones before their ports arrive; removed ones once
+        // their ports are gone; settings of kept ones in place.
+        for nb in &new.bridges {
+            match self.bridges.iter_mut().position(|b| b.name == nb.name) {
+                None => {
+                    self.add_bridge(nb);
+                    report.bridges_added.push(nb.name.clone());
+                }
+                Some(i) => {
+                    let ob = old.bridges.iter().find(|b| b.name == nb.name);
+                    if ob.map(|b| b.mac_table_size) != Some(nb.mac_table_size) {
+                        self.bridges[i].l2 = L2Bridge::new(Vec::new(), nb.mac_table_size, self.pools[0].clone());
+                    }
+                    self.bridges[i].mac_aging_s = nb.mac_aging_s;
+                    if let Some(cb) = self.cfg.bridges.iter_mut().find(|b| b.name == nb.name) {
+                        *cb = config::Bridge { ports: std::mem::take(&mut cb.ports), ..nb.clone() };
+                    }
+                }
+            }
+        }
+        let gone: Vec<String> = self
+            .bridges
+            .iter()
+            .filter(|b| !new.bridges.iter().any(|n| n.name == b.name))
+            .map(|b| b.name.clone())
+            .collect();
+        self.bridges.retain(|b| !gone.contains(&b.name));
+        self.cfg.bridges.retain(|b| !gone.contains(&b.name));
+        report.bridges_removed = gone;
+        for (b, p) in &to_change {
+            if let Some(sp) = self.ports.iter_mut().find(|sp| sp.name == p.name) {
+                sp.vlan = vlan_of(p);
+                sp.ofport = p.ofport.unwrap_or(sp.ofport);
+                sp.cfg = p.clone();
+            }
+            if let Some(cp) = self.cfg.bridges.iter_mut().flat_map(|x| x.ports.iter_mut()).find(|x| x.name == p.name) {
+                *cp = p.clone();
+            }
+            report.changed.push(format!("{b}/{}", p.name));
+        }
+        // The bridge snapshots (new MAC tables, VLANs) go out in one view.
+        self.publish();
+        let mut failed = Vec::new();
+        for (b, p) in &to_reopen {
+            let Some(was) = find(&old, b, &p.name) else { continue };
+            self.del_port(&p.name)?;
+            match self.add_port(b, p) {
+                Ok(()) => report.reopened.push(format!("{b}/{}", p.name)),
+                Err(e) => {
+                    failed.push(format!("{e} (kept its old settings)"));
+                    self.add_port(b, &was)?;
+                }
+            }
+        }
+        for (b, p, port) in opened {
+            self.attach(&b, &p, port)?;
+            report.added.push(format!("{b}/{}", p.name));
+        }
+        for (b, p) in &to_add {
+            if !report.added.iter().any(|a| a == &format!("{b}/{}", p.name)) {
+                self.add_port(b, p)?;
+                report.added.push(format!("{b}/{}", p.name));
+            }
+        }
+        // Config order, as in the file.
+        let order: Vec<&str> = new_ports.iter().map(|(_, p)| p.name.as_str()).collect();
+        self.ports.sort_by_key(|p| order.iter().position(|n| *n == p.name).unwrap_or(usize::MAX));
+        for cb in &mut self.cfg.bridges {
+            cb.ports.sort_by_key(|p| order.iter().position(|n| *n == p.name).unwrap_or(usize::MAX));
+        }
+        if !failed.is_empty() {
+            return Err(SwitchError::Refused(failed.join("; ")));
+        }
+        Ok(report)
     }
 }

@@ -36,8 +36,46 @@ enum Cmd {
         /// Bridge name.
         bridge: String,
     },
+    /// Adds a port to a running bridge: `add-port br0 c3 type=afxdp
+    /// iface=veth3 vlan_mode=access tag=10` (the keys of a `[[bridge.port]]`
+    /// in the config file; lists as `trunks=10,20`).
+    AddPort {
+        /// Bridge name.
+        bridge: String,
+        /// Port name.
+        name: String,
+        /// `key=value` settings.
+        settings: Vec<String>,
+    },
+    /// Removes a port; the others keep forwarding.
+    DelPort {
+        /// Port name.
+        name: String,
+    },
+    /// Re-reads the config file and applies the difference.
+    Reload,
     /// Versions of vswitchd and DPDK.
     Version,
+}
+
+/// `key=value` settings as the JSON of a config port: numbers stay
+/// numbers, `trunks` is a list.
+fn port_spec(name: &str, settings: &[String]) -> Result<Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("name".into(), json!(name));
+    for s in settings {
+        let (k, v) = s.split_once('=').with_context(|| format!("`{s}`: write settings as key=value"))?;
+        let v = if k == "trunks" {
+            let list: Result<Vec<u16>, _> = v.split(',').filter(|x| !x.is_empty()).map(str::parse).collect();
+            json!(list.with_context(|| format!("`{s}`: trunks is a list of VLAN ids, as trunks=10,20"))?)
+        } else if let Ok(n) = v.parse::<u64>() {
+            json!(n)
+        } else {
+            json!(v)
+        };
+        m.insert(k.into(), v);
+    }
+    Ok(Value::Object(m))
 }
 
 fn call(socket: &str, method: &str, params: Option<Value>) -> Result<Value> {
@@ -73,6 +111,11 @@ fn run(cli: &Cli) -> Result<()> {
         Cmd::PortStats { port } => ("port-stats", port.as_ref().map(|p| json!({ "port": p }))),
         Cmd::PmdStats => ("pmd-stats", None),
         Cmd::FdbShow { bridge } => ("fdb-show", Some(json!({ "bridge": bridge }))),
+        Cmd::AddPort { bridge, name, settings } => {
+            ("add-port", Some(json!({"bridge": bridge, "port": port_spec(name, settings)?})))
+        }
+        Cmd::DelPort { name } => ("del-port", Some(json!({ "port": name }))),
+        Cmd::Reload => ("reload", None),
         Cmd::Version => ("version", None),
     };
     let r = call(&cli.socket, method, params)?;
@@ -154,6 +197,21 @@ fn run(cli: &Cli) -> Result<()> {
                 n(&s["evictions"]),
                 n(&s["full_refusals"])
             );
+        }
+        Cmd::AddPort { bridge, name, .. } => println!("added port {name} to {bridge}"),
+        Cmd::DelPort { name } => println!("removed port {name}"),
+        Cmd::Reload => {
+            let mut any = false;
+            for k in ["bridges_added", "bridges_removed", "added", "removed", "reopened", "changed"] {
+                let v: Vec<&str> = r[k].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                if !v.is_empty() {
+                    any = true;
+                    println!("{k}: {}", v.join(" "));
+                }
+            }
+            if !any {
+                println!("reloaded: no changes");
+            }
         }
         Cmd::Version => {
             println!("vswitchd {} on {}", r["vswitchd"].as_str().unwrap_or("?"), r["dpdk"].as_str().unwrap_or("?"))

@@ -3,8 +3,9 @@
 //! Reads and validates the configuration (a wrong file is refused with
 //! file:line:column, the field and why), starts EAL, ports and PMD threads,
 //! serves the control socket (JSON-RPC 2.0, one message per line, mode
-//! 0600) from a mio event loop, ages learned MACs every second, and stops
-//! cleanly on SIGINT or SIGTERM.
+//! 0600) from a mio event loop, ages learned MACs every second, re-reads
+//! the file on SIGHUP (or the `reload` method) and applies the difference,
+//! and stops cleanly on SIGINT or SIGTERM.
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -32,9 +33,14 @@ struct Args {
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
+static RELOAD: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
+extern "C" fn on_signal(sig: libc::c_int) {
+    if sig == libc::SIGHUP {
+        RELOAD.store(true, Ordering::SeqCst);
+    } else {
+        STOP.store(true, Ordering::SeqCst);
+    }
 }
 
 const LISTENER: Token = Token(0);
@@ -62,8 +68,10 @@ fn run() -> Result<()> {
     unsafe {
         libc::signal(libc::SIGINT, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t);
+        libc::signal(libc::SIGHUP, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t);
     }
-    let sw = Switch::start(&cfg)?;
+    let mut sw = Switch::start(&cfg)?;
+    sw.config_path = Some(args.config.clone());
     eprintln!(
         "vswitchd: {} bridge(s), {} port(s), PMD threads on cores {:?}; control socket {}",
         sw.bridges.len(),
@@ -71,7 +79,7 @@ fn run() -> Result<()> {
         sw.pmds.stats().iter().map(|s| s.core).collect::<Vec<_>>(),
         socket.display()
     );
-    let served = serve(&sw, &socket);
+    let served = serve(&mut sw, &socket);
     let _ = std::fs::remove_file(&socket);
     sw.stop();
     served
@@ -93,7 +101,7 @@ fn bind(path: &Path) -> Result<UnixListener> {
     Ok(l)
 }
 
-fn serve(sw: &Switch, path: &Path) -> Result<()> {
+fn serve(sw: &mut Switch, path: &Path) -> Result<()> {
     let mut listener = bind(path)?;
     let mut poll = Poll::new()?;
     poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -105,6 +113,12 @@ fn serve(sw: &Switch, path: &Path) -> Result<()> {
         match poll.poll(&mut events, Some(Duration::from_millis(200))) {
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             r => r?,
+        }
+        if RELOAD.swap(false, Ordering::SeqCst) {
+            match vswitch::control::reload(sw) {
+                Ok(r) => eprintln!("vswitchd: reloaded: {r}"),
+                Err(e) => eprintln!("vswitchd: reload refused: {e}"),
+            }
         }
         if last_age.elapsed() >= Duration::from_secs(1) {
             sw.age_macs();
