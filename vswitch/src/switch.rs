@@ -25,14 +25,14 @@ pub enum SwitchError {
     #[error(transparent)]
     Pmd(#[from] pmd::Error),
     /// A port could not be opened.
-    #[error("bridge {bridge}, port {port}: {source}")]
+    #[error("bridge {bridge}: {error}")]
     Port {
         /// Bridge.
         bridge: String,
         /// Port.
         port: String,
-        /// Why.
-        source: pmd::Error,
+        /// Why (it names the port).
+        error: pmd::Error,
     },
     /// A change that the configuration rules refuse, or that cannot be
     /// applied while running; nothing was changed.
@@ -135,15 +135,28 @@ fn source_of(i: usize, p: &config::Port) -> PortSource {
             (None, None) => PortSource::Vdev(String::new()),
         },
         PortType::Afxdp => PortSource::Vdev(format!("net_af_xdp{i},iface={iface}")),
-        PortType::Afpacket => PortSource::Vdev(format!("net_af_packet{i},iface={iface}")),
+        PortType::Afpacket => match p.mtu {
+            // A PACKET_MMAP frame holds one whole frame after the kernel's
+            // 80-byte header: the default 2 KB frames cut jumbo frames. The
+            // driver wants each frame to fit one mbuf (the pool follows
+            // the MTU) and blocks of whole pages.
+            Some(m) if m > 1500 => {
+                let frame = (usize::from(m) + 14 + 8 + 80).next_multiple_of(16);
+                let block = frame.next_multiple_of(4096);
+                PortSource::Vdev(format!("net_af_packet{i},iface={iface},blocksz={block},framesz={frame}"))
+            }
+            _ => PortSource::Vdev(format!("net_af_packet{i},iface={iface}")),
+        },
         PortType::Tap | PortType::Internal => PortSource::Vdev(format!("net_tap{i},iface={iface}")),
     }
 }
 
-/// Mbuf data room for frames of `mtu` (Ethernet header, two VLAN tags,
-/// headroom).
+/// Mbuf data room for frames of `mtu`: Ethernet header, two VLAN tags,
+/// headroom, and the 80 bytes AF_PACKET's frames carry in front of the
+/// packet (its driver wants a whole PACKET_MMAP frame to fit an mbuf);
+/// rounded up to 1 KB so that nearby MTUs share a pool.
 fn room_for(mtu: u16) -> usize {
-    usize::from(mtu) + 14 + 4 + 4 + pmd::mempool::HEADROOM
+    (usize::from(mtu) + 14 + 4 + 4 + 80 + pmd::mempool::HEADROOM).next_multiple_of(1024)
 }
 
 /// Whether two port configurations differ only in what can change in place
@@ -277,8 +290,7 @@ impl Switch {
         if let Some(p) = self.pools.iter().find(|p| usize::from(p.data_room()) >= need) {
             return Ok(p.clone());
         }
-        // Rounded up to 1 KB so that nearby MTUs share a pool.
-        let room = u16::try_from(need.div_ceil(1024) * 1024).unwrap_or(u16::MAX);
+        let room = u16::try_from(need).unwrap_or(u16::MAX);
         let p = Arc::new(Mempool::new(self.eal, &format!("vswitchd-{room}"), 8191, 256, room, None)?);
         self.pools.push(p.clone());
         Ok(p)
@@ -286,7 +298,7 @@ impl Switch {
 
     /// Opens the DPDK port for `p` (not yet polled).
     fn open(&mut self, bridge: &str, p: &config::Port) -> Result<Arc<Port>, SwitchError> {
-        let err = |source| SwitchError::Port { bridge: bridge.into(), port: p.name.clone(), source };
+        let err = |source| SwitchError::Port { bridge: bridge.into(), port: p.name.clone(), error: source };
         let pool = self.pool_for(p.mtu).map_err(err)?;
         // Vdev names are never reused: DPDK keeps some per-name state (AF_XDP
         // maps, memif ids) until the process ends.
@@ -297,7 +309,11 @@ impl Switch {
         // One tx queue per PMD thread, and no fewer than rx queues: peers
         // such as memif ask for symmetric queue pairs.
         pc.n_txq = u16::try_from(self.pmds.n_threads()).unwrap_or(1).max(p.n_rxq);
-        pc.mtu = p.mtu;
+        // DPDK 22.11's AF_PACKET driver refuses any MTU above 1500 through
+        // ethdev (its largest frame is fixed at 1518) although it passes
+        // jumbo frames once its PACKET_MMAP frames are big enough (set in
+        // the devargs above): the kernel interface's MTU is what counts.
+        pc.mtu = if p.kind == PortType::Afpacket { None } else { p.mtu };
         Ok(Arc::new(Port::open(self.eal, &pc, pool).map_err(err)?))
     }
 
@@ -317,7 +333,7 @@ impl Switch {
             .add_port(port.clone(), |slot| {
                 Self::store_view(cell, Self::build_view(bridges, ports, Some((slot, bridge, &vlan))))
             })
-            .map_err(|source| SwitchError::Port { bridge: bridge.into(), port: p.name.clone(), source })?;
+            .map_err(|source| SwitchError::Port { bridge: bridge.into(), port: p.name.clone(), error: source })?;
         self.ports.push(SwitchPort {
             name: p.name.clone(),
             bridge: bridge.into(),
