@@ -136,14 +136,10 @@ fn source_of(i: usize, p: &config::Port) -> PortSource {
         },
         PortType::Afxdp => PortSource::Vdev(format!("net_af_xdp{i},iface={iface}")),
         PortType::Afpacket => match p.mtu {
-            // A PACKET_MMAP frame holds one whole frame after the kernel's
-            // 80-byte header: the default 2 KB frames cut jumbo frames. The
-            // driver wants each frame to fit one mbuf (the pool follows
-            // the MTU) and blocks of whole pages.
+            // The default 2 KB PACKET_MMAP frames cut jumbo frames.
             Some(m) if m > 1500 => {
-                let frame = (usize::from(m) + 14 + 8 + 80).next_multiple_of(16);
-                let block = frame.next_multiple_of(4096);
-                PortSource::Vdev(format!("net_af_packet{i},iface={iface},blocksz={block},framesz={frame}"))
+                let frame = afpacket_frame(m);
+                PortSource::Vdev(format!("net_af_packet{i},iface={iface},blocksz={frame},framesz={frame}"))
             }
             _ => PortSource::Vdev(format!("net_af_packet{i},iface={iface}")),
         },
@@ -151,12 +147,25 @@ fn source_of(i: usize, p: &config::Port) -> PortSource {
     }
 }
 
-/// Mbuf data room for frames of `mtu`: Ethernet header, two VLAN tags,
-/// headroom, and the 80 bytes AF_PACKET's frames carry in front of the
-/// packet (its driver wants a whole PACKET_MMAP frame to fit an mbuf);
-/// rounded up to 1 KB so that nearby MTUs share a pool.
-fn room_for(mtu: u16) -> usize {
-    (usize::from(mtu) + 14 + 4 + 4 + 80 + pmd::mempool::HEADROOM).next_multiple_of(1024)
+/// AF_PACKET's PACKET_MMAP frame size for jumbo frames of `mtu`: the
+/// frame plus the kernel's 80-byte header, in whole pages. DPDK 22.11's
+/// driver lays frames out at a fixed stride, so a block (whole pages) must
+/// hold a whole number of frames: frame = block.
+fn afpacket_frame(mtu: u16) -> usize {
+    (usize::from(mtu) + 14 + 8 + 80).next_multiple_of(4096)
+}
+
+/// Mbuf data room that port `p`'s frames need: Ethernet header, two VLAN
+/// tags and headroom; for AF_PACKET a whole PACKET_MMAP frame (less the
+/// 32 bytes of it the driver does not copy), as its driver refuses smaller
+/// mbufs. Rounded up to 1 KB so that nearby MTUs share a pool.
+fn room_for(p: &config::Port) -> usize {
+    let mtu = p.mtu.unwrap_or(1500);
+    let frame = match p.kind {
+        PortType::Afpacket if mtu > 1500 => afpacket_frame(mtu) - 32,
+        _ => usize::from(mtu) + 14 + 4 + 4,
+    };
+    (frame + pmd::mempool::HEADROOM).next_multiple_of(1024).max(usize::from(pmd::mempool::DEFAULT_DATA_ROOM))
 }
 
 /// Whether two port configurations differ only in what can change in place
@@ -192,10 +201,9 @@ impl Switch {
         let eal = Eal::init(&eal_cfg)?;
         let pmd_cores =
             if cfg.pmd.cores.is_empty() { vec![*eal_cores.last().unwrap_or(&0)] } else { cfg.pmd.cores.clone() };
-        // Mbufs fit the largest MTU of any port.
-        let max_mtu = cfg.bridges.iter().flat_map(|b| b.ports.iter()).filter_map(|p| p.mtu).max().unwrap_or(1500);
-        let room = room_for(max_mtu).max(usize::from(pmd::mempool::DEFAULT_DATA_ROOM));
-        let room = u16::try_from(room).unwrap_or(u16::MAX);
+        // Mbufs fit the largest frame of any port.
+        let room = cfg.bridges.iter().flat_map(|b| b.ports.iter()).map(room_for).max().unwrap_or(0);
+        let room = u16::try_from(room.max(usize::from(pmd::mempool::DEFAULT_DATA_ROOM))).unwrap_or(u16::MAX);
         let nports: usize = cfg.bridges.iter().map(|b| b.ports.len()).sum();
         let mbufs = u32::try_from((nports * 4096 + 8192).next_power_of_two() - 1).unwrap_or(u32::MAX);
         let pool = Arc::new(Mempool::new(eal, "vswitchd", mbufs, 256, room, None)?);
@@ -284,9 +292,9 @@ impl Switch {
         self.cfg.bridges.push(config::Bridge { ports: Vec::new(), ..b.clone() });
     }
 
-    /// The pool whose mbufs fit `mtu`, made when none does.
-    fn pool_for(&mut self, mtu: Option<u16>) -> Result<Arc<Mempool>, pmd::Error> {
-        let need = room_for(mtu.unwrap_or(1500));
+    /// The pool whose mbufs fit port `p`'s frames, made when none does.
+    fn pool_for(&mut self, p: &config::Port) -> Result<Arc<Mempool>, pmd::Error> {
+        let need = room_for(p);
         if let Some(p) = self.pools.iter().find(|p| usize::from(p.data_room()) >= need) {
             return Ok(p.clone());
         }
@@ -299,7 +307,7 @@ impl Switch {
     /// Opens the DPDK port for `p` (not yet polled).
     fn open(&mut self, bridge: &str, p: &config::Port) -> Result<Arc<Port>, SwitchError> {
         let err = |source| SwitchError::Port { bridge: bridge.into(), port: p.name.clone(), error: source };
-        let pool = self.pool_for(p.mtu).map_err(err)?;
+        let pool = self.pool_for(p).map_err(err)?;
         // Vdev names are never reused: DPDK keeps some per-name state (AF_XDP
         // maps, memif ids) until the process ends.
         let i = self.next_vdev;
