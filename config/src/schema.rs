@@ -244,6 +244,12 @@ pub struct Port {
     /// Receive queues.
     #[serde(default = "default_rxq")]
     pub n_rxq: u16,
+    /// Cross-connect (VPP's `l2 xconnect`): every frame received on this
+    /// port is sent, as it is, to the named port of the same bridge, with
+    /// no learning and no flooding. A cross-connected port is not part of
+    /// the bridge's L2 switching. Set it on both ports for both directions.
+    #[serde(default)]
+    pub peer: Option<String>,
 }
 
 fn default_rxq() -> u16 {

@@ -193,6 +193,17 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), Failure> {
             if p.n_rxq == 0 || p.n_rxq > 64 {
                 return fail(pp("n_rxq"), format!("{} is outside 1-64", p.n_rxq));
             }
+            if let Some(peer) = &p.peer {
+                if peer == &p.name {
+                    return fail(pp("peer"), "a port cannot be cross-connected to itself");
+                }
+                if !b.ports.iter().any(|q| &q.name == peer) {
+                    return fail(pp("peer"), format!("no port `{peer}` in bridge `{}`", b.name));
+                }
+                if p.vlan_mode != VlanMode::None {
+                    return fail(pp("vlan_mode"), "a cross-connected port forwards frames as they are: no VLAN mode");
+                }
+            }
         }
     }
     Ok(())

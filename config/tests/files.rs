@@ -108,6 +108,8 @@ fn semantic_errors_point_at_the_value() {
         &["twice"],
     );
     check(&format!("{BASE}mtu = 20000\n"), "11:7", "bridge[0].port[0].mtu", &["outside 68-9600"]);
+    check(&format!("{BASE}peer = \"p9\"\n"), "11:8", "bridge[0].port[0].peer", &["no port `p9` in bridge `br0`"]);
+    check(&format!("{BASE}peer = \"p0\"\n"), "11:8", "bridge[0].port[0].peer", &["to itself"]);
     check(&format!("{BASE}ofport = 0\n"), "11:10", "bridge[0].port[0].ofport", &["outside 1-65279"]);
     check(&format!("{BASE}pci = \"0000:3b:00.0\"\n"), "11:7", "bridge[0].port[0].pci", &["only for dpdk"]);
     check(&BASE.replace("iface = \"veth0\"\n", ""), "9:8", "bridge[0].port[0].type", &["needs `iface`"]);

@@ -441,6 +441,9 @@ pub struct DpView {
     pub by_port: Vec<Option<usize>>,
     /// Bridge snapshots.
     pub bridges: Vec<Arc<L2Bridge>>,
+    /// Cross-connects per port slot: every frame received on the slot goes
+    /// to this slot, untouched (VPP's `l2 xconnect`).
+    pub xconnect: Vec<Option<usize>>,
 }
 
 /// Where the control thread publishes the [`DpView`]. PMD threads read it
@@ -454,6 +457,7 @@ pub type ViewCell = Arc<std::sync::Mutex<Arc<DpView>>>;
 #[derive(Debug)]
 pub struct BridgeDispatch {
     by_port: Vec<Option<usize>>,
+    xconnect: Vec<Option<usize>>,
     bridges: Vec<L2Pipeline>,
     cell: Option<ViewCell>,
     pmd: usize,
@@ -465,6 +469,7 @@ impl BridgeDispatch {
     pub fn new(by_port: Vec<usize>, bridges: &[Arc<L2Bridge>], pmd: usize) -> BridgeDispatch {
         BridgeDispatch {
             by_port: by_port.into_iter().map(Some).collect(),
+            xconnect: Vec::new(),
             bridges: bridges.iter().map(|b| b.pipeline(pmd)).collect(),
             cell: None,
             pmd,
@@ -473,7 +478,8 @@ impl BridgeDispatch {
 
     /// A wiring that follows the view published in `cell`.
     pub fn following(cell: ViewCell, pmd: usize) -> BridgeDispatch {
-        let mut d = BridgeDispatch { by_port: Vec::new(), bridges: Vec::new(), cell: Some(cell), pmd };
+        let mut d =
+            BridgeDispatch { by_port: Vec::new(), xconnect: Vec::new(), bridges: Vec::new(), cell: Some(cell), pmd };
         d.reconfigure();
         d
     }
@@ -482,6 +488,10 @@ impl BridgeDispatch {
 impl Pipeline for BridgeDispatch {
     #[inline]
     fn process(&mut self, rxq: &RxqRef, batch: &mut Batch, tx: &mut TxBatches) {
+        if let Some(Some(out)) = self.xconnect.get(rxq.port) {
+            tx.send_batch(*out, batch);
+            return;
+        }
         // A slot the view does not know yet (or any more): the batch is
         // left for the PMD thread to free.
         if let Some(Some(b)) = self.by_port.get(rxq.port) {
@@ -493,6 +503,7 @@ impl Pipeline for BridgeDispatch {
         let Some(cell) = &self.cell else { return };
         let view = cell.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         self.by_port.clone_from(&view.by_port);
+        self.xconnect.clone_from(&view.xconnect);
         self.bridges = view.bridges.iter().map(|b| b.pipeline(self.pmd)).collect();
     }
 }

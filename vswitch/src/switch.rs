@@ -169,13 +169,14 @@ fn room_for(p: &config::Port) -> usize {
 }
 
 /// Whether two port configurations differ only in what can change in place
-/// (VLAN handling, OpenFlow number).
+/// (VLAN handling, OpenFlow number, cross-connect).
 fn same_device(a: &config::Port, b: &config::Port) -> bool {
     let strip = |p: &config::Port| config::Port {
         vlan_mode: VlanMode::None,
         tag: None,
         trunks: Vec::new(),
         ofport: None,
+        peer: None,
         ..p.clone()
     };
     strip(a) == strip(b)
@@ -228,10 +229,12 @@ impl Switch {
             view,
             next_vdev: 0,
         };
+        // The file was validated as a whole (ports may name peers that
+        // come later): ports are opened without the one-at-a-time check.
         for b in &cfg.bridges {
             sw.add_bridge(b);
             for p in &b.ports {
-                sw.add_port(&b.name, p)?;
+                sw.open_attach(&b.name, p)?;
             }
         }
         Ok(sw)
@@ -257,8 +260,16 @@ impl Switch {
     /// ports, plus `extra` (a port about to be added: slot, bridge, VLAN).
     fn build_view(bridges: &[SwitchBridge], ports: &[SwitchPort], extra: Option<(usize, &str, &PortVlan)>) -> DpView {
         let slots = ports.iter().map(|p| p.slot + 1).chain(extra.map(|e| e.0 + 1)).max().unwrap_or(0);
-        let members = ports.iter().map(|p| (p.slot, p.bridge.as_str(), &p.vlan)).chain(extra);
+        // Cross-connected ports are not L2 members.
+        let members =
+            ports.iter().filter(|p| p.cfg.peer.is_none()).map(|p| (p.slot, p.bridge.as_str(), &p.vlan)).chain(extra);
         let mut by_port = vec![None; slots];
+        let mut xconnect = vec![None; slots];
+        for p in ports {
+            if let Some(peer) = &p.cfg.peer {
+                xconnect[p.slot] = ports.iter().find(|q| &q.name == peer && q.bridge == p.bridge).map(|q| q.slot);
+            }
+        }
         let mut per_bridge: Vec<Vec<Option<PortVlan>>> = bridges.iter().map(|_| vec![None; slots]).collect();
         for (slot, bridge, vlan) in members {
             if let Some(bi) = bridges.iter().position(|b| b.name == bridge) {
@@ -268,6 +279,7 @@ impl Switch {
         }
         DpView {
             by_port,
+            xconnect,
             bridges: bridges.iter().zip(per_bridge).map(|(b, members)| b.l2.with_ports(members)).collect(),
         }
     }
@@ -354,7 +366,16 @@ impl Switch {
         if let Some(b) = self.cfg.bridges.iter_mut().find(|b| b.name == bridge) {
             b.ports.push(p.clone());
         }
+        // A port cross-connected to this one learns its slot only now.
+        if self.ports.iter().any(|q| q.cfg.peer.as_deref() == Some(p.name.as_str()) && q.bridge == bridge) {
+            self.publish();
+        }
         Ok(())
+    }
+
+    fn open_attach(&mut self, bridge: &str, p: &config::Port) -> Result<(), SwitchError> {
+        let port = self.open(bridge, p)?;
+        self.attach(bridge, p, port)
     }
 
     fn candidate(&self, change: impl FnOnce(&mut Config) -> Result<(), String>) -> Result<Config, SwitchError> {
@@ -372,8 +393,7 @@ impl Switch {
             b.ports.push(p.clone());
             Ok(())
         })?;
-        let port = self.open(bridge, p)?;
-        self.attach(bridge, p, port)
+        self.open_attach(bridge, p)
     }
 
     /// Removes the port named `name` while the switch runs (`del-port`):
@@ -515,11 +535,11 @@ impl Switch {
         for (b, p) in &to_reopen {
             let Some(was) = find(&old, b, &p.name) else { continue };
             self.del_port(&p.name)?;
-            match self.add_port(b, p) {
+            match self.open_attach(b, p) {
                 Ok(()) => report.reopened.push(format!("{b}/{}", p.name)),
                 Err(e) => {
                     failed.push(format!("{e} (kept its old settings)"));
-                    self.add_port(b, &was)?;
+                    self.open_attach(b, &was)?;
                 }
             }
         }
@@ -529,7 +549,7 @@ impl Switch {
         }
         for (b, p) in &to_add {
             if !report.added.iter().any(|a| a == &format!("{b}/{}", p.name)) {
-                self.add_port(b, p)?;
+                self.open_attach(b, p)?;
                 report.added.push(format!("{b}/{}", p.name));
             }
         }

@@ -294,3 +294,22 @@ fn jumbo_frames_and_tcp_cross_the_switch() {
     let l2 = &lab.ctl(&["show"])["bridges"][0]["l2"];
     assert_eq!(l2["drop_malformed"], 0, "{l2}");
 }
+
+/// Two cross-connected ports (`peer`): frames pass as they are, with no
+/// learning and no flooding by the bridge.
+#[test]
+fn cross_connected_ports_forward_without_learning() {
+    let mut lab = Lab::new("x", 2, None);
+    lab.write_config(&format!(
+        "[[bridge]]\nname = \"br0\"\n\n{}{}",
+        lab.port(1, "c1", "peer = \"c2\""),
+        lab.port(2, "c2", "peer = \"c1\"")
+    ));
+    lab.start();
+    assert_eq!(lab.ping(1, 2, 3, "0.2", None), 3, "ping across a cross-connect");
+    assert_eq!(lab.ctl(&["fdb-show", "br0"])["entries"].as_array().unwrap().len(), 0, "nothing learned");
+    let l2 = &lab.ctl(&["show"])["bridges"][0]["l2"];
+    assert_eq!((l2["unicast"].as_u64(), l2["flooded"].as_u64()), (Some(0), Some(0)), "{l2}");
+    let ports = &lab.ctl(&["show"])["bridges"][0]["ports"];
+    assert!(ports.as_array().unwrap().iter().all(|p| p["tx_packets"].as_u64().unwrap() >= 3), "{ports}");
+}
