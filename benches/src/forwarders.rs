@@ -72,8 +72,8 @@ pub struct Setup {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scenario {
-    /// in_port -> output between two ports: ours is `pmd-fwd`, OVS has
-    /// in_port flows.
+    /// in_port -> output between two ports: ours is `vswitchd` with the two
+    /// ports cross-connected (`peer`), OVS has in_port flows.
     P2p,
     /// MAC learning switch: ours is `vswitchd` with a bridge, OVS the
     /// NORMAL action; both with MAC tables sized for `--macs`.
@@ -109,7 +109,6 @@ pub struct Running {
     kind: Kind,
     child: Option<Child>,
     log: PathBuf,
-    stats_json: PathBuf,
     ovs: Option<Ovs>,
     /// vswitchd's control socket, and its PMD counters when the trial began.
     vswitchd: Option<(String, std::cell::Cell<(u64, u64)>)>,
@@ -161,19 +160,22 @@ impl Running {
             let _ = std::fs::remove_file(s.sock(i));
         }
         let log = s.dir.join(format!("{}.log", kind.name()));
-        let stats_json = s.dir.join(format!("{}.json", kind.name()));
-        let _ = std::fs::remove_file(&stats_json);
         let out = std::fs::File::create(&log)?;
         let err = out.try_clone()?;
         let cores = format!("{},{}", s.gen_core, s.fwd_core);
-        let mut r = Running { kind, child: None, log, stats_json: stats_json.clone(), ovs: None, vswitchd: None };
+        let mut r = Running { kind, child: None, log, ovs: None, vswitchd: None };
         match kind {
-            Kind::Vswitch if s.scenario == Scenario::L2 => {
+            Kind::Vswitch => {
                 let sock = s.dir.join("vswitchd.sock").display().to_string();
                 let cfg = s.dir.join("vswitchd.toml");
+                // p2p: the two ports cross-connected; l2: a learning bridge.
                 let port = |i: usize| {
+                    let peer = match s.scenario {
+                        Scenario::P2p => format!("peer = \"p{}\"\n", 1 - i),
+                        Scenario::L2 => String::new(),
+                    };
                     format!(
-                        "[[bridge.port]]\nname = \"p{i}\"\ntype = \"dpdk\"\ndevargs = \"{}\"\nn_rxq = {}\n",
+                        "[[bridge.port]]\nname = \"p{i}\"\ntype = \"dpdk\"\ndevargs = \"{}\"\nn_rxq = {}\n{peer}",
                         s.fwd_devargs(i),
                         s.queues
                     )
@@ -194,24 +196,6 @@ impl Running {
                 c.arg("--config").arg(&cfg);
                 r.child = Some(c.stdin(Stdio::null()).stdout(out).stderr(err).spawn().context("starting vswitchd")?);
                 r.vswitchd = Some((sock, std::cell::Cell::new((0, 0))));
-            }
-            Kind::Vswitch => {
-                let mut c = Command::new(our_binary("pmd-fwd")?);
-                c.args([
-                    "--core",
-                    &s.fwd_core.to_string(),
-                    "--eal-cores",
-                    &cores,
-                    "--memory",
-                    "in-memory",
-                    "--mb",
-                    "512",
-                ])
-                .args(["--file-prefix", "vsbench-ours", "--validate", "ethernet", "--stats-json"])
-                .arg(&stats_json)
-                .args(["--rxq", &s.queues.to_string(), "--txq", &s.queues.to_string()])
-                .args(["--port", &s.fwd_devargs(0), "--port", &s.fwd_devargs(1)]);
-                r.child = Some(c.stdin(Stdio::null()).stdout(out).stderr(err).spawn().context("starting pmd-fwd")?);
             }
             Kind::Testpmd => {
                 let mut c = Command::new(tool("dpdk-testpmd")?);
@@ -268,8 +252,8 @@ impl Running {
         }
     }
 
-    /// Reads OVS's cycles per packet before it stops (others report at
-    /// exit).
+    /// Reads vswitchd's or OVS's cycles per packet before it stops
+    /// (testpmd reports at exit).
     pub fn cycles_before_stop(&self) -> Option<f64> {
         if let Some((sock, at)) = &self.vswitchd {
             let (c1, p1) = vswitchd_counters(sock)?;
@@ -300,10 +284,8 @@ impl Running {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(match self.kind {
-            Kind::Vswitch => std::fs::read(&self.stats_json)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                .and_then(|v| v["pmds"][0]["cycles_per_packet"].as_f64()),
+            // vswitchd's were read from its control socket before the stop.
+            Kind::Vswitch => None,
             Kind::Testpmd => {
                 number_after(&std::fs::read_to_string(&self.log).unwrap_or_default(), "CPU cycles/packet=")
             }
