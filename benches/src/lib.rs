@@ -4,7 +4,8 @@
 //! core that sends frames (64-1518 bytes, configurable flows) on two ports
 //! and counts what comes back, with a TSC timestamp in each payload for
 //! latency. [`forwarders`] starts, pins and stops each forwarder under test:
-//! ours (`pmd-fwd` now, `vswitchd` later), `dpdk-testpmd` io-forward and
+//! ours (`vswitchd`: two cross-connected ports for p2p, a learning bridge
+//! for l2), `dpdk-testpmd` io-forward and
 //! OVS-DPDK. The `vswitch-bench` binary runs them in turn and prints a
 //! side-by-side table with ratios, and JSON. See `benches/README.md`.
 

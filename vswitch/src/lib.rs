@@ -9,8 +9,10 @@
 //!
 //! So far it holds L2 switching: the MAC learning table ([`mac_table`]) and
 //! the PMD pipeline that learns, floods and applies access/trunk VLAN
-//! semantics ([`l2`]); the daemon around them arrives with the rest of the
-//! vswitchd issue.
+//! semantics, plus cross-connected port pairs ([`l2`]); the running switch
+//! with its run-time changes and reload ([`switch`]); and the control
+//! socket's methods ([`control`]) behind the `vswitchd` and `vswitchctl`
+//! binaries.
 
 pub mod control;
 pub mod l2;

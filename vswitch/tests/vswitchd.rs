@@ -313,3 +313,77 @@ fn cross_connected_ports_forward_without_learning() {
     let ports = &lab.ctl(&["show"])["bridges"][0]["ports"];
     assert!(ports.as_array().unwrap().iter().all(|p| p["tx_packets"].as_u64().unwrap() >= 3), "{ports}");
 }
+
+/// A vhost-user port (vswitchd the client, as OVS's dpdkvhostuserclient)
+/// whose peer dies and comes back: its link goes down, then up by itself,
+/// and traffic flows again. The peer is dpdk-testpmd with a virtio_user
+/// server port sending continuously (txonly).
+#[test]
+fn a_vhost_user_port_comes_back_when_its_peer_restarts() {
+    let mut lab = Lab::new("u", 0, None);
+    let vsock = lab.dir.join("vhu0.sock").display().to_string();
+    lab.write_config(&format!(
+        "[[bridge]]\nname = \"br0\"\n\n[[bridge.port]]\nname = \"vm0\"\ntype = \"dpdk\"\ndevargs = \"net_vhost0,iface={vsock},client=1,queues=1\"\n"
+    ));
+    struct Peer(std::process::Child);
+    impl Drop for Peer {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let log = lab.dir.join("testpmd.log");
+    let peer = || {
+        let _ = std::fs::remove_file(&vsock);
+        // testpmd forwards on core 0; vswitchd's PMD thread takes the last.
+        Peer(
+            Command::new("dpdk-testpmd")
+                .args(["-l", "0,1", "--main-lcore", "1", "--no-pci", "--in-memory", "--single-file-segments"])
+                .args(["-m", "256", "--file-prefix", &format!("vhtp{}", std::process::id()), "--log-level=4"])
+                .arg("--vdev")
+                .arg(format!("net_virtio_user0,path={vsock},server=1,queues=1"))
+                .args(["--", "--forward-mode=txonly", "--auto-start", "--total-num-mbufs=8192", "--nb-cores=1"])
+                // With a stats period testpmd runs until killed; without one it
+                // would wait for Enter on stdin and exit at once on /dev/null.
+                .args(["--stats-period=1"])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::fs::File::create(&log).unwrap())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("dpdk-testpmd (Debian's dpdk package; ci/setup installs it)"),
+        )
+    };
+    let mut p = peer();
+    lab.start();
+    let port = |lab: &Lab| lab.ctl(&["port-stats", "vm0"])["ports"][0].clone();
+    let wait = |what: &str, ok: &dyn Fn(&Value) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let v = port(&lab);
+            if ok(&v) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {v}\nvswitchd: {}\ntestpmd: {}",
+                lab.log(),
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let first = wait("link up and traffic from the first peer", &|v| {
+        v["link"] == "up" && v["rx_packets"].as_u64() > Some(1000)
+    });
+    // The peer dies without a word.
+    let _ = p.0.kill();
+    let _ = p.0.wait();
+    wait("link down once the peer is gone", &|v| v["link"] == "down");
+    let before = port(&lab)["rx_packets"].as_u64().unwrap();
+    assert!(before >= first["rx_packets"].as_u64().unwrap());
+    p = peer();
+    wait("link up again and traffic from the restarted peer", &|v| {
+        v["link"] == "up" && v["rx_packets"].as_u64().unwrap() > before + 1000
+    });
+    drop(p);
+}
