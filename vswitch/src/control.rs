@@ -122,6 +122,12 @@ fn dispatch(sw: &mut Switch, req: &Request) -> Result<Value, RpcError> {
             let name = param_str(req, "port")?
                 .ok_or_else(|| RpcError::new(RpcError::INVALID_PARAMS, "`del-port` needs `port`"))?
                 .to_string();
+            if let Some(q) = sw.ports.iter().find(|q| q.cfg.peer.as_deref() == Some(name.as_str())) {
+                return Err(RpcError::new(
+                    RpcError::REFUSED,
+                    format!("port `{name}` is the peer of `{}`: remove that port first", q.name),
+                ));
+            }
             sw.del_port(&name).map_err(refused)?;
             Ok(json!({"port": name}))
         }

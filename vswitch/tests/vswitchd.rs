@@ -312,6 +312,7 @@ fn cross_connected_ports_forward_without_learning() {
     assert_eq!((l2["unicast"].as_u64(), l2["flooded"].as_u64()), (Some(0), Some(0)), "{l2}");
     let ports = &lab.ctl(&["show"])["bridges"][0]["ports"];
     assert!(ports.as_array().unwrap().iter().all(|p| p["tx_packets"].as_u64().unwrap() >= 3), "{ports}");
+    assert!(lab.ctl_err(&["del-port", "c2"]).contains("port `c2` is the peer of `c1`"));
 }
 
 /// A vhost-user port (vswitchd the client, as OVS's dpdkvhostuserclient)
