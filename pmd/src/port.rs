@@ -52,7 +52,11 @@ pub struct PortConfig {
     pub rxd: u16,
     /// Transmit descriptors per queue.
     pub txd: u16,
-    /// MTU (None: the device's default).
+    /// MTU (None: the device's default). Virtual devices whose driver
+    /// advertises a largest frame below it although they carry any frame
+    /// (DPDK 22.11's memif and AF_PACKET say 1518, yet chain buffers or
+    /// use larger PACKET_MMAP frames) get no ethdev MTU: the port then
+    /// reports the configured one. A PCI device is held to its limit.
     pub mtu: Option<u16>,
     /// Receive every frame, whatever its destination MAC.
     pub promiscuous: bool,
@@ -356,6 +360,22 @@ impl Port {
                 ));
             }
         }
+        // Frames of the MTU (Ethernet header, FCS) beyond what the driver
+        // says it receives: see PortConfig::mtu.
+        let soft_mtu = cfg.mtu.filter(|m| u32::from(*m) + 18 > info.max_rx_pktlen);
+        if let (Some(m), false) = (soft_mtu, matches!(cfg.source, PortSource::Vdev(_))) {
+            return Err(invalid(
+                &name,
+                "mtu",
+                format!(
+                    "{m} needs frames of {} bytes; {} receives at most {}",
+                    u32::from(m) + 18,
+                    self.driver,
+                    info.max_rx_pktlen
+                ),
+            ));
+        }
+        let eth_mtu = cfg.mtu.filter(|_| soft_mtu.is_none());
         let rx_capa = info.rx_offload_capa;
         let tx_capa = info.tx_offload_capa;
         let has = |capa: u64, f: Flag| capa & consts::get(f) != 0;
@@ -382,7 +402,7 @@ impl Port {
             // Every mbuf we send comes from one pool with refcnt 1.
             conf.txmode.offloads |= consts::get(Flag::TxOffloadMbufFastFree);
         }
-        if let Some(mtu) = cfg.mtu {
+        if let Some(mtu) = eth_mtu {
             conf.rxmode.mtu = u32::from(mtu);
         }
         // SAFETY: id is valid; conf is a fully initialised rte_eth_conf.
@@ -418,7 +438,7 @@ impl Port {
                 return Err(port_err(&name, "rte_eth_tx_queue_setup", ret));
             }
         }
-        if let Some(mtu) = cfg.mtu {
+        if let Some(mtu) = eth_mtu {
             // SAFETY: id is valid.
             let ret = unsafe { dpdk_sys::rte_eth_dev_set_mtu(id, mtu) };
             if ret != 0 && ret != -libc::ENOTSUP {
@@ -429,6 +449,9 @@ impl Port {
         // SAFETY: id is valid; mtu is a valid out pointer.
         if unsafe { dpdk_sys::rte_eth_dev_get_mtu(id, &mut mtu) } == 0 {
             self.mtu = mtu;
+        }
+        if let Some(m) = soft_mtu {
+            self.mtu = m;
         }
         // SAFETY: id is valid and configured.
         let ret = unsafe { dpdk_sys::rte_eth_dev_start(id) };

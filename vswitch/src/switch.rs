@@ -329,11 +329,7 @@ impl Switch {
         // One tx queue per PMD thread, and no fewer than rx queues: peers
         // such as memif ask for symmetric queue pairs.
         pc.n_txq = u16::try_from(self.pmds.n_threads()).unwrap_or(1).max(p.n_rxq);
-        // DPDK 22.11's AF_PACKET driver refuses any MTU above 1500 through
-        // ethdev (its largest frame is fixed at 1518) although it passes
-        // jumbo frames once its PACKET_MMAP frames are big enough (set in
-        // the devargs above): the kernel interface's MTU is what counts.
-        pc.mtu = if p.kind == PortType::Afpacket { None } else { p.mtu };
+        pc.mtu = p.mtu;
         Ok(Arc::new(Port::open(self.eal, &pc, pool).map_err(err)?))
     }
 

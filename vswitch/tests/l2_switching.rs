@@ -48,9 +48,18 @@ fn rig(vlans: Vec<PortVlan>) -> Rig {
 /// A rig whose switch side receives into mbufs of `room` bytes (headroom
 /// included): frames longer than that arrive as several segments.
 fn rig_with_room(vlans: Vec<PortVlan>, room: u16) -> Rig {
+    rig_with(vlans, room, None)
+}
+
+/// A rig whose ports (both sides) have `mtu`; with an MTU, the hosts'
+/// mbufs are as large as the switch's.
+fn rig_with(vlans: Vec<PortVlan>, room: u16, mtu: Option<u16>) -> Rig {
     let ncpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let eal = common::eal(&[]);
-    let pool = common::pool(eal, "p");
+    let pool = match mtu {
+        None => common::pool(eal, "p"),
+        Some(_) => Arc::new(Mempool::new(eal, "p", 4095, 256, room, None).unwrap()),
+    };
     let switch_pool = Arc::new(Mempool::new(eal, "sw", 8191, 256, room, None).unwrap());
     let n = vlans.len();
     let socks: Vec<String> = (0..n).map(|i| format!("/tmp/l2test-{}-{i}.sock", std::process::id())).collect();
@@ -60,10 +69,13 @@ fn rig_with_room(vlans: Vec<PortVlan>, room: u16) -> Rig {
         let dev = |k: usize, role: &str| {
             PortSource::Vdev(format!("net_memif{k},role={role},id=0,socket={s},socket-abstract=no"))
         };
-        fwd.push(Arc::new(
-            Port::open(eal, &PortConfig::new(&format!("sw{i}"), dev(i, "server")), switch_pool.clone()).unwrap(),
-        ));
-        gen.push(Port::open(eal, &PortConfig::new(&format!("host{i}"), dev(n + i, "client")), pool.clone()).unwrap());
+        let cfg = |name: String, src| {
+            let mut c = PortConfig::new(&name, src);
+            c.mtu = mtu;
+            c
+        };
+        fwd.push(Arc::new(Port::open(eal, &cfg(format!("sw{i}"), dev(i, "server")), switch_pool.clone()).unwrap()));
+        gen.push(Port::open(eal, &cfg(format!("host{i}"), dev(n + i, "client")), pool.clone()).unwrap());
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while !gen.iter().all(|p| p.link().up) || !fwd.iter().all(|p| p.link().up) {
@@ -222,4 +234,20 @@ fn multi_segment_frames_get_their_tag_pushed() {
     tagged.extend_from_slice(&big[12..]);
     assert_eq!(got[1], vec![tagged.clone()]);
     assert_eq!(got[2], vec![tagged]);
+}
+
+/// MTU 9000 on memif: 9000-byte frames are flooded, then switched, whole
+/// and byte for byte.
+#[test]
+fn jumbo_frames_cross_memif_at_mtu_9000() {
+    let r = rig_with(vec![PortVlan::None, PortVlan::None, PortVlan::None], 9216 + 128, Some(9000));
+    let mut ab = frame(mac(0xb), mac(0xa), None, 7);
+    ab.extend((0..9014 - ab.len()).map(|i| (i % 251) as u8));
+    assert_eq!(ab.len(), 9014, "a full 9000-byte payload behind the Ethernet header");
+    let got = r.send(0, &ab);
+    assert_eq!((got[1].clone(), got[2].clone()), (vec![ab.clone()], vec![ab.clone()]), "flooded whole");
+    let mut ba = frame(mac(0xa), mac(0xb), None, 8);
+    ba.extend(std::iter::repeat_n(0x5a, 9014 - ba.len()));
+    assert_eq!(r.send(1, &ba), vec![vec![ba.clone()], vec![], vec![]], "switched whole");
+    assert_eq!(r.bridge.stats().drop_malformed, 0);
 }
