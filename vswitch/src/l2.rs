@@ -320,6 +320,11 @@ impl Pipeline for L2Pipeline {
                 br.table.prefetch(vlan, EthernetAddress([d[0], d[1], d[2], d[3], d[4], d[5]]));
             }
         }
+        // VPP's l2-learn lesson: consecutive frames of one conversation
+        // (same VLAN, same MAC pair) share one decision, so a run of them
+        // learns and looks up once. (VLAN, the 12 MAC bytes, the lookup.)
+        let mut last: Option<(u16, [u8; 12], Option<u32>)> = None;
+        let mut unicast = 0u64;
         for (mut p, tag) in batch.drain().zip(tags) {
             let Some(tag) = tag else {
                 bump(&c.drop_malformed, 1);
@@ -330,32 +335,39 @@ impl Pipeline for L2Pipeline {
                 continue;
             };
             let d = p.data();
+            let mut macs = [0u8; 12];
+            macs.copy_from_slice(&d[..12]);
             let dst = EthernetAddress([d[0], d[1], d[2], d[3], d[4], d[5]]);
-            let src = EthernetAddress([d[6], d[7], d[8], d[9], d[10], d[11]]);
-            if src.is_unicast() {
-                if let Learned::Moved(_) = br.table.learn(vlan, src, in_port32, now_s) {
-                    bump(&c.mac_moves, 1);
-                }
-            }
-            let tagged = tag.is_some();
-            if dst.is_unicast() {
-                if let Some(out) = br.table.lookup(vlan, dst) {
-                    let out = out as usize;
-                    if out == in_port {
-                        bump(&c.drop_hairpin, 1);
-                        continue;
-                    }
-                    if let Some(Some(out_vlan)) =
-                        br.ports.get(out).filter(|v| v.as_ref().is_some_and(|v| v.carries(vlan)))
-                    {
-                        if egress(&mut p, out_vlan, vlan, tagged) {
-                            bump(&c.unicast, 1);
-                            tx.send(out, p);
-                        } else {
-                            bump(&c.drop_nombuf, 1);
+            let looked_up = match last {
+                Some((v, m, out)) if v == vlan && m == macs => out,
+                _ => {
+                    let src = EthernetAddress([d[6], d[7], d[8], d[9], d[10], d[11]]);
+                    if src.is_unicast() {
+                        if let Learned::Moved(_) = br.table.learn(vlan, src, in_port32, now_s) {
+                            bump(&c.mac_moves, 1);
                         }
-                        continue;
                     }
+                    let out = if dst.is_unicast() { br.table.lookup(vlan, dst) } else { None };
+                    last = Some((vlan, macs, out));
+                    out
+                }
+            };
+            let tagged = tag.is_some();
+            if let Some(out) = looked_up {
+                let out = out as usize;
+                if out == in_port {
+                    bump(&c.drop_hairpin, 1);
+                    continue;
+                }
+                if let Some(Some(out_vlan)) = br.ports.get(out).filter(|v| v.as_ref().is_some_and(|v| v.carries(vlan)))
+                {
+                    if egress(&mut p, out_vlan, vlan, tagged) {
+                        unicast += 1;
+                        tx.send(out, p);
+                    } else {
+                        bump(&c.drop_nombuf, 1);
+                    }
+                    continue;
                 }
             }
             // Flood: every other port of the VLAN; copies for all but the
@@ -392,6 +404,7 @@ impl Pipeline for L2Pipeline {
                 }
             }
         }
+        bump(&c.unicast, unicast);
     }
 }
 

@@ -115,6 +115,11 @@ impl Rig {
         let mut b = Batch::new();
         b.push(Packet::from_bytes(&self.pool, f).unwrap()).unwrap();
         assert_eq!(self.gen[from].tx_burst(0, &mut b), 1);
+        self.collect()
+    }
+
+    /// What every host port receives within 300 ms, by port.
+    fn collect(&self) -> Vec<Vec<Vec<u8>>> {
         let mut got = vec![Vec::new(); self.gen.len()];
         let deadline = Instant::now() + Duration::from_millis(300);
         while Instant::now() < deadline {
@@ -126,6 +131,18 @@ impl Rig {
             std::thread::sleep(Duration::from_millis(5));
         }
         got
+    }
+
+    /// Sends `frames` from host port `from` in one burst (the switch sees
+    /// them in one batch, or few); returns what every host port received
+    /// within 300 ms, by port.
+    fn send_burst(&self, from: usize, frames: &[Vec<u8>]) -> Vec<Vec<Vec<u8>>> {
+        let mut b = Batch::new();
+        for f in frames {
+            b.push(Packet::from_bytes(&self.pool, f).unwrap()).unwrap();
+        }
+        assert_eq!(self.gen[from].tx_burst(0, &mut b), frames.len());
+        self.collect()
     }
 
     /// The host ports that received anything.
@@ -206,6 +223,30 @@ fn hairpin_drops_moves_and_runts() {
     assert!(r.reached(0, &[0xffu8; 10]).is_empty());
     assert_eq!(r.bridge.stats().drop_malformed, 1);
     assert_eq!(r.reached(1, &frame(mac(0xc), mac(0xa), None, 5)), vec![0]);
+}
+
+/// One burst mixing conversations: runs of the same MAC pair share a
+/// decision in the pipeline, so every frame must still go where its own
+/// MACs say, in order.
+#[test]
+fn a_burst_of_mixed_conversations_goes_where_each_frame_says() {
+    let r = rig(vec![PortVlan::None, PortVlan::None, PortVlan::None]);
+    assert_eq!(r.reached(1, &frame(EthernetAddress::BROADCAST, mac(0xb), None, 0)), vec![0, 2]);
+    assert_eq!(r.reached(2, &frame(EthernetAddress::BROADCAST, mac(0xc), None, 0)), vec![0, 1]);
+    let (ab, ac, ad) = (
+        |m| frame(mac(0xb), mac(0xa), None, m),
+        |m| frame(mac(0xc), mac(0xa), None, m),
+        |m| frame(mac(0xd), mac(0xa), None, m),
+    );
+    let burst = vec![ab(1), ab(2), ac(3), ac(4), ab(5), ad(6), ad(7), ac(8), ab(9)];
+    let got = r.send_burst(0, &burst);
+    assert!(got[0].is_empty(), "nothing back to the sender");
+    assert_eq!(got[1], vec![ab(1), ab(2), ab(5), ad(6), ad(7), ab(9)], "B's frames and the unknown D's, in order");
+    assert_eq!(got[2], vec![ac(3), ac(4), ad(6), ad(7), ac(8)], "C's frames and the unknown D's, in order");
+    let s = r.bridge.stats();
+    assert_eq!((s.unicast, s.flooded), (7, 4), "{s:?}");
+    // A was learned from the burst: B reaches it on port 0 alone.
+    assert_eq!(r.reached(1, &frame(mac(0xa), mac(0xb), None, 10)), vec![0]);
 }
 
 #[test]
