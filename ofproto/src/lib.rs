@@ -1,4 +1,4 @@
-//! OpenFlow 1.3 for the switch (its content arrives with the OpenFlow issue).
+//! OpenFlow 1.3 for the switch.
 //!
 //! This crate will own the OpenFlow wire codec for every message, flow keys
 //! and their extraction from `wire` views, matches and masks, the tuple-space
@@ -9,3 +9,8 @@
 //! It must not know about DPDK, mbufs, ports or threads: it sees packets only
 //! as bytes through `wire`, so that it is testable and fuzzable without an
 //! EAL.
+
+//!
+//! So far: the wire codec ([`ofp`]) for every OpenFlow 1.3 message.
+
+pub mod ofp;
