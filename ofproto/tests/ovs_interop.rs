@@ -21,6 +21,7 @@ fn hex(b: &[u8]) -> String {
 
 /// What `ovs-ofctl ofp-print` says about our encoding of `m`.
 fn ovs_print(m: &Message) -> String {
+    save_seed(&m.encode(0x1234));
     let out = Command::new("ovs-ofctl")
         .args(["ofp-print", &hex(&m.encode(0x1234))])
         .output()
@@ -28,6 +29,15 @@ fn ovs_print(m: &Message) -> String {
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(!text.contains("***"), "ovs-ofctl found a problem in our encoding of {m:?}:\n{text}");
     text
+}
+
+/// With OFP_CORPUS_OUT set, keeps `frame` as a fuzzing seed there (how
+/// fuzz/corpus/ofp was made: real messages from ovs-ofctl and from us).
+fn save_seed(frame: &[u8]) {
+    if let Some(dir) = std::env::var_os("OFP_CORPUS_OUT") {
+        let name = format!("t{}-{}-{}", frame[1], frame.len(), hex(&frame[frame.len().saturating_sub(4)..]));
+        std::fs::write(std::path::Path::new(&dir).join(name), frame).unwrap();
+    }
 }
 
 fn ip_tcp_match() -> Match {
@@ -197,6 +207,7 @@ fn serve_one(l: TcpListener) -> Vec<Message> {
     loop {
         while let Some(n) = frame_len(&buf).filter(|n| buf.len() >= *n && *n >= 8) {
             let frame: Vec<u8> = buf.drain(..n).collect();
+            save_seed(&frame);
             let (xid, m) = Message::decode(&frame).unwrap_or_else(|e| panic!("{e:?} decoding {}", hex(&frame)));
             let reply = match &m {
                 Message::EchoRequest(d) => Some(Message::EchoReply(d.clone())),
