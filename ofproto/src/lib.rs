@@ -13,4 +13,5 @@
 //!
 //! So far: the wire codec ([`ofp`]) for every OpenFlow 1.3 message.
 
+pub mod flow;
 pub mod ofp;
