@@ -15,3 +15,4 @@
 
 pub mod flow;
 pub mod ofp;
+pub mod table;

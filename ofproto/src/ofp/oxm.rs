@@ -249,7 +249,7 @@ impl Match {
 
     /// The prerequisite a field needs (spec table 11), checked against
     /// this match: false when it is missing.
-    fn prereq_met(&self, f: Field) -> bool {
+    pub(crate) fn prereq_met(&self, f: Field) -> bool {
         const IP: &[u64] = &[0x0800, 0x86dd];
         let ip_proto = |p: u64| self.exact_is(Field::IpProto, &[p]) && self.exact_is(Field::EthType, IP);
         match f {

@@ -1,0 +1,548 @@
+//! Flow tables with OpenFlow 1.3's semantics (spec 5.2-5.5, 6.4): priority
+//! matching, add with the overlap check and replacement of an identical
+//! entry, strict and non-strict modify and delete with cookie masks and
+//! out_port / out_group filters, idle and hard timeouts, per-entry
+//! counters and durations, table-miss entries (priority 0, any match).
+//!
+//! Lookup is a scan in priority order: the reference the tuple-space
+//! classifier of the megaflow issue will be tested against.
+
+use crate::flow::FlowKey;
+use crate::ofp::action::{port, Action, Instruction};
+use crate::ofp::error::{BadAction, BadInstruction, FlowModFailed, MeterModFailed, OfpError};
+use crate::ofp::msg::{FlowMod, FlowModCommand, FF_CHECK_OVERLAP, FF_RESET_COUNTS};
+use crate::ofp::oxm::{Match, Oxm};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// OFPTT_ALL.
+pub const ALL_TABLES: u8 = 0xff;
+
+/// Counters of one flow entry, shared by every snapshot of the table that
+/// holds it: the datapath adds to them, the control thread reads them.
+#[derive(Debug, Default)]
+pub struct EntryStats {
+    /// Packets matched.
+    pub packets: AtomicU64,
+    /// Bytes matched.
+    pub bytes: AtomicU64,
+    /// When a packet last matched, in the caller's milliseconds.
+    pub last_used_ms: AtomicU64,
+}
+
+impl EntryStats {
+    /// Counts `packets` of `bytes` matched at `now_ms`.
+    #[inline]
+    pub fn hit(&self, packets: u64, bytes: u64, now_ms: u64) {
+        self.packets.fetch_add(packets, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        if self.last_used_ms.load(Ordering::Relaxed) < now_ms {
+            self.last_used_ms.store(now_ms, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One flow entry.
+#[derive(Debug, Clone)]
+pub struct FlowEntry {
+    /// Its table.
+    pub table_id: u8,
+    /// Priority.
+    pub priority: u16,
+    /// Match.
+    pub match_: Match,
+    /// Instructions.
+    pub instructions: Vec<Instruction>,
+    /// Cookie.
+    pub cookie: u64,
+    /// Idle timeout, seconds (0: none).
+    pub idle_timeout: u16,
+    /// Hard timeout, seconds (0: none).
+    pub hard_timeout: u16,
+    /// OFPFF_* flags.
+    pub flags: u16,
+    /// When it was added, caller's milliseconds.
+    pub created_ms: u64,
+    /// Counters.
+    pub stats: Arc<EntryStats>,
+}
+
+impl FlowEntry {
+    /// Whether any of its actions outputs to `port` (ANY: yes).
+    pub fn outputs_to(&self, p: u32) -> bool {
+        p == port::ANY || self.actions().any(|a| matches!(a, Action::Output { port, .. } if *port == p))
+    }
+    /// Whether any of its actions goes to `group` (ANY: yes).
+    pub fn uses_group(&self, g: u32) -> bool {
+        g == port::ANY || self.actions().any(|a| matches!(a, Action::Group(x) if *x == g))
+    }
+    fn actions(&self) -> impl Iterator<Item = &Action> {
+        self.instructions.iter().flat_map(|i| match i {
+            Instruction::ApplyActions(a) | Instruction::WriteActions(a) => a.as_slice(),
+            _ => &[],
+        })
+    }
+}
+
+/// A flow entry that left its table, and why (OFPRR_*).
+#[derive(Debug, Clone)]
+pub struct Removed {
+    /// The entry.
+    pub entry: FlowEntry,
+    /// OFPRR_IDLE_TIMEOUT 0, HARD_TIMEOUT 1, DELETE 2, GROUP_DELETE 3.
+    pub reason: u8,
+}
+
+/// What a flow-mod may refer to, for its validation.
+pub trait Refs {
+    /// Whether `port` is a port of the switch (reserved ports are checked
+    /// by the table).
+    fn port_exists(&self, port: u32) -> bool;
+    /// Whether the group exists.
+    fn group_exists(&self, group: u32) -> bool;
+    /// Whether the meter exists.
+    fn meter_exists(&self, meter: u32) -> bool;
+}
+
+/// One table: entries in priority order (highest first; among equal
+/// priorities, the older first).
+#[derive(Debug, Clone, Default)]
+pub struct FlowTable {
+    /// Entries.
+    pub entries: Vec<FlowEntry>,
+    /// Packets looked up here.
+    pub lookups: Arc<AtomicU64>,
+    /// Packets that matched an entry here.
+    pub matches: Arc<AtomicU64>,
+}
+
+impl FlowTable {
+    /// The entry a packet with `key` hits.
+    #[inline]
+    pub fn lookup(&self, key: &FlowKey) -> Option<&FlowEntry> {
+        self.entries.iter().find(|e| e.match_.matches(key))
+    }
+    fn insert(&mut self, e: FlowEntry) {
+        let at = self.entries.iter().position(|x| x.priority < e.priority).unwrap_or(self.entries.len());
+        self.entries.insert(at, e);
+    }
+}
+
+/// Every flow table of a bridge.
+#[derive(Debug, Clone)]
+pub struct Tables {
+    /// The tables, by id.
+    pub tables: Vec<FlowTable>,
+    /// Entries per table at most.
+    pub max_entries: usize,
+}
+
+fn same_fields(a: &Match, b: &Match) -> bool {
+    a.fields.len() == b.fields.len() && a.fields.iter().all(|o| b.get(o.field) == Some(o))
+}
+
+fn mask_of(o: &Oxm) -> Vec<u8> {
+    o.mask().map_or_else(|| vec![0xff; o.field.width()], <[u8]>::to_vec)
+}
+
+impl Match {
+    /// Whether every packet this match accepts is accepted by `wider` too
+    /// (a non-strict modify or delete selects such flows).
+    pub fn within(&self, wider: &Match) -> bool {
+        wider.fields.iter().all(|w| {
+            self.get(w.field).is_some_and(|o| {
+                let (om, wm) = (mask_of(o), mask_of(w));
+                om.iter().zip(&wm).all(|(a, b)| a & b == *b)
+                    && o.value().iter().zip(&wm).zip(w.value()).all(|((v, m), want)| v & m == *want)
+            })
+        })
+    }
+    /// Whether some packet matches both.
+    pub fn overlaps(&self, other: &Match) -> bool {
+        self.fields.iter().all(|a| {
+            other.get(a.field).is_none_or(|b| {
+                let (am, bm) = (mask_of(a), mask_of(b));
+                a.value().iter().zip(b.value()).zip(am.iter().zip(&bm)).all(|((x, y), (m1, m2))| (x ^ y) & m1 & m2 == 0)
+            })
+        })
+    }
+}
+
+impl Tables {
+    /// `n` empty tables of at most `max_entries` entries each.
+    pub fn new(n: u8, max_entries: usize) -> Tables {
+        Tables { tables: (0..n).map(|_| FlowTable::default()).collect(), max_entries }
+    }
+
+    /// How many tables.
+    pub fn n_tables(&self) -> u8 {
+        u8::try_from(self.tables.len()).unwrap_or(u8::MAX)
+    }
+
+    fn check(&self, fm: &FlowMod, refs: &dyn Refs) -> Result<(), OfpError> {
+        let n = self.n_tables();
+        for i in &fm.instructions {
+            match i {
+                Instruction::GotoTable(t) if *t <= fm.table_id || *t >= n => {
+                    return Err(OfpError::BadInstruction(BadInstruction::BadTableId));
+                }
+                Instruction::Meter(m) if !refs.meter_exists(*m) => {
+                    return Err(OfpError::MeterModFailed(MeterModFailed::UnknownMeter));
+                }
+                Instruction::ApplyActions(acts) | Instruction::WriteActions(acts) => {
+                    for a in acts {
+                        match a {
+                            Action::Output { port: p, .. } => {
+                                let reserved = *p > port::MAX;
+                                if (reserved && *p == port::TABLE) || (!reserved && !refs.port_exists(*p)) {
+                                    return Err(OfpError::BadAction(BadAction::BadOutPort));
+                                }
+                            }
+                            Action::Group(g) if !refs.group_exists(*g) => {
+                                return Err(OfpError::BadAction(BadAction::BadOutGroup));
+                            }
+                            Action::SetField(o) if !fm.match_.prereq_met(o.field) => {
+                                return Err(OfpError::BadAction(BadAction::MatchInconsistent));
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a flow-mod at `now_ms`; returns the entries it removed (for
+    /// flow-removed messages). A refused flow-mod changes nothing.
+    pub fn flow_mod(&mut self, fm: &FlowMod, now_ms: u64, refs: &dyn Refs) -> Result<Vec<Removed>, OfpError> {
+        let n = self.n_tables();
+        let in_range = fm.table_id < n;
+        let cookie_ok = |e: &FlowEntry| e.cookie & fm.cookie_mask == fm.cookie & fm.cookie_mask;
+        match fm.command {
+            FlowModCommand::Add => {
+                if !in_range {
+                    return Err(OfpError::FlowModFailed(FlowModFailed::BadTableId));
+                }
+                self.check(fm, refs)?;
+                let max = self.max_entries;
+                let t = &mut self.tables[usize::from(fm.table_id)];
+                let same =
+                    t.entries.iter().position(|e| e.priority == fm.priority && same_fields(&e.match_, &fm.match_));
+                if fm.flags & FF_CHECK_OVERLAP != 0
+                    && t.entries.iter().any(|e| e.priority == fm.priority && e.match_.overlaps(&fm.match_))
+                {
+                    return Err(OfpError::FlowModFailed(FlowModFailed::Overlap));
+                }
+                if same.is_none() && t.entries.len() >= max {
+                    return Err(OfpError::FlowModFailed(FlowModFailed::TableFull));
+                }
+                let stats = match same {
+                    Some(i) => {
+                        let old = t.entries.remove(i);
+                        if fm.flags & FF_RESET_COUNTS != 0 {
+                            Arc::new(EntryStats::default())
+                        } else {
+                            old.stats
+                        }
+                    }
+                    None => Arc::new(EntryStats::default()),
+                };
+                stats.last_used_ms.store(now_ms, Ordering::Relaxed);
+                t.insert(FlowEntry {
+                    table_id: fm.table_id,
+                    priority: fm.priority,
+                    match_: fm.match_.clone(),
+                    instructions: fm.instructions.clone(),
+                    cookie: fm.cookie,
+                    idle_timeout: fm.idle_timeout,
+                    hard_timeout: fm.hard_timeout,
+                    flags: fm.flags,
+                    created_ms: now_ms,
+                    stats,
+                });
+                Ok(Vec::new())
+            }
+            FlowModCommand::Modify | FlowModCommand::ModifyStrict => {
+                if !in_range {
+                    return Err(OfpError::FlowModFailed(FlowModFailed::BadTableId));
+                }
+                self.check(fm, refs)?;
+                let strict = fm.command == FlowModCommand::ModifyStrict;
+                for e in &mut self.tables[usize::from(fm.table_id)].entries {
+                    let hit = if strict {
+                        e.priority == fm.priority && same_fields(&e.match_, &fm.match_)
+                    } else {
+                        e.match_.within(&fm.match_)
+                    };
+                    if hit && cookie_ok(e) {
+                        e.instructions.clone_from(&fm.instructions);
+                        if fm.flags & FF_RESET_COUNTS != 0 {
+                            e.stats = Arc::new(EntryStats::default());
+                        }
+                    }
+                }
+                Ok(Vec::new())
+            }
+            FlowModCommand::Delete | FlowModCommand::DeleteStrict => {
+                if !in_range && fm.table_id != ALL_TABLES {
+                    return Err(OfpError::FlowModFailed(FlowModFailed::BadTableId));
+                }
+                let strict = fm.command == FlowModCommand::DeleteStrict;
+                let mut removed = Vec::new();
+                for (ti, t) in self.tables.iter_mut().enumerate() {
+                    if fm.table_id != ALL_TABLES && usize::from(fm.table_id) != ti {
+                        continue;
+                    }
+                    t.entries.retain(|e| {
+                        let hit = if strict {
+                            e.priority == fm.priority && same_fields(&e.match_, &fm.match_)
+                        } else {
+                            e.match_.within(&fm.match_)
+                        };
+                        let gone = hit && cookie_ok(e) && e.outputs_to(fm.out_port) && e.uses_group(fm.out_group);
+                        if gone {
+                            removed.push(Removed { entry: e.clone(), reason: 2 });
+                        }
+                        !gone
+                    });
+                }
+                Ok(removed)
+            }
+        }
+    }
+
+    /// Removes entries whose idle or hard timeout passed at `now_ms`.
+    pub fn expire(&mut self, now_ms: u64) -> Vec<Removed> {
+        let mut removed = Vec::new();
+        for t in &mut self.tables {
+            t.entries.retain(|e| {
+                let idle = u64::from(e.idle_timeout) * 1000;
+                let hard = u64::from(e.hard_timeout) * 1000;
+                let reason = if hard > 0 && now_ms >= e.created_ms + hard {
+                    Some(1)
+                } else if idle > 0 && now_ms >= e.stats.last_used_ms.load(Ordering::Relaxed) + idle {
+                    Some(0)
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    removed.push(Removed { entry: e.clone(), reason });
+                }
+                reason.is_none()
+            });
+        }
+        removed
+    }
+
+    /// Removes every entry that sends to `group` (a group deleted).
+    pub fn remove_group_users(&mut self, group: u32) -> Vec<Removed> {
+        let mut removed = Vec::new();
+        for t in &mut self.tables {
+            t.entries.retain(|e| {
+                let gone = e.uses_group(group);
+                if gone {
+                    removed.push(Removed { entry: e.clone(), reason: 3 });
+                }
+                !gone
+            });
+        }
+        removed
+    }
+
+    /// Entries selected by a flow-stats request's fields.
+    pub fn select(
+        &self,
+        table_id: u8,
+        m: &Match,
+        out_port: u32,
+        out_group: u32,
+        cookie: u64,
+        cookie_mask: u64,
+    ) -> impl Iterator<Item = &FlowEntry> {
+        let m = m.clone();
+        self.tables
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| table_id == ALL_TABLES || usize::from(table_id) == *i)
+            .flat_map(|(_, t)| t.entries.iter())
+            .filter(move |e| {
+                e.match_.within(&m)
+                    && e.cookie & cookie_mask == cookie & cookie_mask
+                    && e.outputs_to(out_port)
+                    && e.uses_group(out_group)
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ofp::msg::{FF_SEND_FLOW_REM, NO_BUFFER};
+    use crate::ofp::oxm::Field;
+
+    struct Everything;
+    impl Refs for Everything {
+        fn port_exists(&self, p: u32) -> bool {
+            p < 100
+        }
+        fn group_exists(&self, g: u32) -> bool {
+            g == 1
+        }
+        fn meter_exists(&self, m: u32) -> bool {
+            m == 1
+        }
+    }
+
+    fn fm(command: FlowModCommand, priority: u16, m: Match, out: u32) -> FlowMod {
+        FlowMod {
+            cookie: 0,
+            cookie_mask: 0,
+            table_id: 0,
+            command,
+            idle_timeout: 0,
+            hard_timeout: 0,
+            priority,
+            buffer_id: NO_BUFFER,
+            out_port: port::ANY,
+            out_group: port::ANY,
+            flags: 0,
+            match_: m,
+            instructions: vec![Instruction::ApplyActions(vec![Action::Output { port: out, max_len: 0 }])],
+        }
+    }
+
+    fn ip(dst: [u8; 4], plen: u8) -> Match {
+        let mask = (!0u32).checked_shl(32 - u32::from(plen)).unwrap_or(0).to_be_bytes();
+        Match::any().with(Oxm::exact_u64(Field::EthType, 0x0800)).with(Oxm::masked(Field::Ipv4Dst, &dst, &mask))
+    }
+
+    fn key(dst: [u8; 4]) -> FlowKey {
+        let mut k = FlowKey::default();
+        k.set_u64(Field::EthType, 0x0800);
+        k.set(Field::Ipv4Dst, &dst);
+        k
+    }
+
+    fn out_of(t: &Tables, k: &FlowKey) -> Option<u32> {
+        t.tables[0].lookup(k).map(|e| match &e.instructions[0] {
+            Instruction::ApplyActions(a) => match a[0] {
+                Action::Output { port, .. } => port,
+                _ => 0,
+            },
+            _ => 0,
+        })
+    }
+
+    #[test]
+    fn priority_wins_and_identical_adds_replace() {
+        let mut t = Tables::new(4, 100);
+        t.flow_mod(&fm(FlowModCommand::Add, 10, ip([10, 0, 0, 0], 8), 1), 0, &Everything).unwrap();
+        t.flow_mod(&fm(FlowModCommand::Add, 20, ip([10, 1, 0, 0], 16), 2), 0, &Everything).unwrap();
+        t.flow_mod(&fm(FlowModCommand::Add, 0, Match::any(), 3), 0, &Everything).unwrap();
+        assert_eq!(out_of(&t, &key([10, 1, 2, 3])), Some(2));
+        assert_eq!(out_of(&t, &key([10, 2, 2, 3])), Some(1));
+        assert_eq!(out_of(&t, &key([11, 0, 0, 1])), Some(3), "table-miss entry");
+        t.tables[0].entries[0].stats.hit(5, 500, 1);
+        t.flow_mod(&fm(FlowModCommand::Add, 20, ip([10, 1, 0, 0], 16), 4), 0, &Everything).unwrap();
+        assert_eq!(t.tables[0].entries.len(), 3, "identical match and priority: replaced");
+        assert_eq!(out_of(&t, &key([10, 1, 2, 3])), Some(4));
+        assert_eq!(t.tables[0].entries[0].stats.packets.load(Ordering::Relaxed), 5, "counters kept");
+        let mut reset = fm(FlowModCommand::Add, 20, ip([10, 1, 0, 0], 16), 4);
+        reset.flags = FF_RESET_COUNTS;
+        t.flow_mod(&reset, 0, &Everything).unwrap();
+        assert_eq!(t.tables[0].entries[0].stats.packets.load(Ordering::Relaxed), 0, "RESET_COUNTS");
+    }
+
+    #[test]
+    fn overlap_check_modify_and_delete() {
+        let mut t = Tables::new(4, 100);
+        t.flow_mod(&fm(FlowModCommand::Add, 10, ip([10, 0, 0, 0], 8), 1), 0, &Everything).unwrap();
+        let mut o = fm(FlowModCommand::Add, 10, ip([10, 1, 0, 0], 16), 2);
+        o.flags = FF_CHECK_OVERLAP;
+        assert_eq!(t.flow_mod(&o, 0, &Everything).unwrap_err(), OfpError::FlowModFailed(FlowModFailed::Overlap));
+        o.priority = 11;
+        t.flow_mod(&o, 0, &Everything).unwrap();
+        // Non-strict modify of 10/8 catches 10.1/16 too; strict only itself.
+        t.flow_mod(&fm(FlowModCommand::ModifyStrict, 10, ip([10, 0, 0, 0], 8), 7), 0, &Everything).unwrap();
+        assert_eq!(out_of(&t, &key([10, 2, 0, 1])), Some(7));
+        assert_eq!(out_of(&t, &key([10, 1, 0, 1])), Some(2));
+        t.flow_mod(&fm(FlowModCommand::Modify, 0, ip([10, 0, 0, 0], 8), 8), 0, &Everything).unwrap();
+        assert_eq!(out_of(&t, &key([10, 1, 0, 1])), Some(8));
+        // Modify never adds.
+        t.flow_mod(&fm(FlowModCommand::Modify, 0, ip([12, 0, 0, 0], 8), 9), 0, &Everything).unwrap();
+        assert_eq!(t.tables[0].entries.len(), 2);
+        // Delete with out_port filter: only flows that output to 3.
+        let mut d = fm(FlowModCommand::Delete, 0, Match::any(), 0);
+        d.table_id = ALL_TABLES;
+        d.out_port = 3;
+        assert!(t.flow_mod(&d, 0, &Everything).unwrap().is_empty());
+        d.out_port = port::ANY;
+        let gone = t.flow_mod(&d, 0, &Everything).unwrap();
+        assert_eq!(gone.len(), 2);
+        assert!(gone.iter().all(|r| r.reason == 2));
+        assert!(t.tables[0].entries.is_empty());
+    }
+
+    #[test]
+    fn bad_flow_mods_are_refused_with_the_spec_errors() {
+        let mut t = Tables::new(4, 1);
+        let mut f = fm(FlowModCommand::Add, 1, Match::any(), 1);
+        f.table_id = 4;
+        assert_eq!(t.flow_mod(&f, 0, &Everything).unwrap_err(), OfpError::FlowModFailed(FlowModFailed::BadTableId));
+        let mut f = fm(FlowModCommand::Add, 1, Match::any(), 1);
+        f.table_id = 2;
+        f.instructions.push(Instruction::GotoTable(1));
+        assert_eq!(t.flow_mod(&f, 0, &Everything).unwrap_err(), OfpError::BadInstruction(BadInstruction::BadTableId));
+        let f = fm(FlowModCommand::Add, 1, Match::any(), 200);
+        assert_eq!(t.flow_mod(&f, 0, &Everything).unwrap_err(), OfpError::BadAction(BadAction::BadOutPort));
+        let mut f = fm(FlowModCommand::Add, 1, Match::any(), 1);
+        f.instructions = vec![Instruction::ApplyActions(vec![Action::Group(9)])];
+        assert_eq!(t.flow_mod(&f, 0, &Everything).unwrap_err(), OfpError::BadAction(BadAction::BadOutGroup));
+        let mut f = fm(FlowModCommand::Add, 1, Match::any(), 1);
+        f.instructions =
+            vec![Instruction::ApplyActions(vec![Action::SetField(Oxm::exact(Field::Ipv4Src, &[1, 1, 1, 1]))])];
+        assert_eq!(t.flow_mod(&f, 0, &Everything).unwrap_err(), OfpError::BadAction(BadAction::MatchInconsistent));
+        let mut f = fm(FlowModCommand::Add, 1, Match::any(), 1);
+        f.instructions.push(Instruction::Meter(5));
+        assert_eq!(t.flow_mod(&f, 0, &Everything).unwrap_err(), OfpError::MeterModFailed(MeterModFailed::UnknownMeter));
+        t.flow_mod(&fm(FlowModCommand::Add, 1, Match::any(), 1), 0, &Everything).unwrap();
+        let f = fm(FlowModCommand::Add, 2, Match::any(), 1);
+        assert_eq!(t.flow_mod(&f, 0, &Everything).unwrap_err(), OfpError::FlowModFailed(FlowModFailed::TableFull));
+        assert_eq!(t.tables[0].entries.len(), 1, "refused flow-mods change nothing");
+    }
+
+    #[test]
+    fn timeouts_expire_entries_with_their_reason() {
+        let mut t = Tables::new(1, 100);
+        let mut idle = fm(FlowModCommand::Add, 1, ip([1, 0, 0, 0], 8), 1);
+        idle.idle_timeout = 2;
+        idle.flags = FF_SEND_FLOW_REM;
+        let mut hard = fm(FlowModCommand::Add, 1, ip([2, 0, 0, 0], 8), 1);
+        hard.hard_timeout = 3;
+        t.flow_mod(&idle, 1000, &Everything).unwrap();
+        t.flow_mod(&hard, 1000, &Everything).unwrap();
+        assert!(t.expire(2500).is_empty());
+        // Traffic keeps the idle one alive.
+        t.tables[0].lookup(&key([1, 1, 1, 1])).unwrap().stats.hit(1, 60, 2500);
+        assert!(t.expire(3900).is_empty());
+        let gone = t.expire(4000);
+        assert_eq!((gone.len(), gone[0].reason), (1, 1), "hard timeout at 1000 + 3000");
+        assert!(t.expire(4400).is_empty());
+        let gone = t.expire(4500);
+        assert_eq!((gone.len(), gone[0].reason), (1, 0), "idle since 2500 for 2000");
+    }
+
+    #[test]
+    fn within_and_overlaps() {
+        let a = ip([10, 1, 0, 0], 16);
+        let b = ip([10, 0, 0, 0], 8);
+        assert!(a.within(&b) && !b.within(&a));
+        assert!(a.within(&Match::any()));
+        assert!(a.overlaps(&b) && b.overlaps(&a));
+        assert!(!ip([11, 0, 0, 0], 8).overlaps(&b));
+        let other_field = Match::any().with(Oxm::exact_u64(Field::InPort, 1));
+        assert!(other_field.overlaps(&b), "disjoint fields overlap");
+    }
+}
