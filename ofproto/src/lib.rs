@@ -13,6 +13,7 @@
 //!
 //! So far: the wire codec ([`ofp`]) for every OpenFlow 1.3 message.
 
+pub mod agent;
 pub mod flow;
 pub mod ofp;
 pub mod table;

@@ -76,6 +76,10 @@ impl FlowEntry {
     pub fn uses_group(&self, g: u32) -> bool {
         g == port::ANY || self.actions().any(|a| matches!(a, Action::Group(x) if *x == g))
     }
+    /// Whether it has a meter instruction for `meter`.
+    pub fn uses_meter(&self, meter: u32) -> bool {
+        self.instructions.iter().any(|i| matches!(i, Instruction::Meter(m) if *m == meter))
+    }
     fn actions(&self) -> impl Iterator<Item = &Action> {
         self.instructions.iter().flat_map(|i| match i {
             Instruction::ApplyActions(a) | Instruction::WriteActions(a) => a.as_slice(),
