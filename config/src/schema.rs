@@ -169,8 +169,14 @@ pub struct Bridge {
     /// Ports, in file order.
     #[serde(default, rename = "port")]
     pub ports: Vec<Port>,
+    /// OpenFlow flow tables (1-254).
+    #[serde(default = "default_flow_tables")]
+    pub flow_tables: u8,
 }
 
+fn default_flow_tables() -> u8 {
+    254
+}
 fn default_aging() -> u32 {
     300
 }

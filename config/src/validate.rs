@@ -89,6 +89,9 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), Failure> {
         if b.mac_aging_s == 0 {
             return fail(bp(&[key("mac_aging_s")]), "must be at least 1 second");
         }
+        if b.flow_tables == 0 || b.flow_tables == 255 {
+            return fail(bp(&[key("flow_tables")]), format!("{} is outside 1-254", b.flow_tables));
+        }
         if b.mac_table_size == 0 {
             return fail(bp(&[key("mac_table_size")]), "must be at least 1");
         }

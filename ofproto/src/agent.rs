@@ -196,7 +196,9 @@ fn table_features(tables: &Tables, id: u8) -> TableFeatures {
     let next: Vec<u8> = (id.saturating_add(1)..n).collect();
     let ins: Vec<u16> = if id + 1 < n { vec![1, 2, 3, 4, 5, 6] } else { vec![2, 3, 4, 5, 6] };
     let acts = [0u16, 11, 12, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27];
-    let fields: Vec<(Field, bool)> = Field::ALL.iter().map(|f| (*f, f.maskable())).collect();
+    // OXM ids without the hasmask bit: OVS's ovs-ofctl refuses a
+    // table-features reply whose match property has it (BAD_MASK).
+    let fields: Vec<(Field, bool)> = Field::ALL.iter().map(|f| (*f, false)).collect();
     let set: Vec<(Field, bool)> = Field::ALL
         .iter()
         .filter(|f| !matches!(f, Field::InPort | Field::InPhyPort | Field::Metadata))

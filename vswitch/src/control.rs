@@ -2,17 +2,21 @@
 //! returns a JSON result or an [`RpcError`].
 
 use crate::l2::L2Bridge;
+use crate::openflow::OpenFlow;
 use crate::switch::Switch;
 use config::rpc::{Request, Response, RpcError};
+use ofproto::ofp::display::instructions_text;
 use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
 
 /// The methods, for the "no such method" error.
-const METHODS: &str = "version, show, port-stats, pmd-stats, fdb-show, add-port, del-port, reload";
+const METHODS: &str =
+    "version, show, port-stats, pmd-stats, fdb-show, add-port, del-port, reload, dump-flows, dump-groups, dump-meters, controllers";
 
 /// Answers one request.
-pub fn handle(sw: &mut Switch, req: &Request) -> Response {
+pub fn handle(sw: &mut Switch, of: &OpenFlow, req: &Request) -> Response {
     let id = req.id.clone().unwrap_or(Value::Null);
-    match dispatch(sw, req) {
+    match dispatch(sw, of, req) {
         Ok(v) => Response::ok(id, v),
         Err(e) => Response::err(id, e),
     }
@@ -37,7 +41,7 @@ fn no_params(req: &Request) -> Result<(), RpcError> {
     }
 }
 
-fn dispatch(sw: &mut Switch, req: &Request) -> Result<Value, RpcError> {
+fn dispatch(sw: &mut Switch, of: &OpenFlow, req: &Request) -> Result<Value, RpcError> {
     match req.method.as_str() {
         "version" => {
             no_params(req)?;
@@ -130,6 +134,81 @@ fn dispatch(sw: &mut Switch, req: &Request) -> Result<Value, RpcError> {
             }
             sw.del_port(&name).map_err(refused)?;
             Ok(json!({"port": name}))
+        }
+        "controllers" => {
+            no_params(req)?;
+            Ok(of.describe())
+        }
+        "dump-flows" | "dump-groups" | "dump-meters" => {
+            let name = param_str(req, "bridge")?
+                .ok_or_else(|| RpcError::new(RpcError::INVALID_PARAMS, format!("`{}` needs `bridge`", req.method)))?;
+            let b = of
+                .bridges
+                .iter()
+                .find(|b| b.bridge == name)
+                .ok_or_else(|| RpcError::new(RpcError::REFUSED, format!("no bridge `{name}`")))?;
+            let a = &b.agent;
+            let ld = |x: &std::sync::atomic::AtomicU64| x.load(Ordering::Relaxed);
+            Ok(match req.method.as_str() {
+                "dump-flows" => {
+                    let table = match req.params.as_ref().and_then(|p| p.get("table")) {
+                        None | Some(Value::Null) => None,
+                        Some(v) => Some(v.as_u64().filter(|t| *t < 255).ok_or_else(|| {
+                            RpcError::new(RpcError::INVALID_PARAMS, format!("`table` must be a table number, not {v}"))
+                        })?),
+                    };
+                    let flows: Vec<Value> = a
+                        .tables
+                        .tables
+                        .iter()
+                        .flat_map(|t| &t.entries)
+                        .filter(|e| table.is_none_or(|t| u64::from(e.table_id) == t))
+                        .map(|e| {
+                            json!({"table": e.table_id, "priority": e.priority, "cookie": format!("0x{:x}", e.cookie),
+                                   "match": e.match_.to_string(), "actions": instructions_text(&e.instructions),
+                                   "idle_timeout": e.idle_timeout, "hard_timeout": e.hard_timeout,
+                                   "n_packets": ld(&e.stats.packets), "n_bytes": ld(&e.stats.bytes)})
+                        })
+                        .collect();
+                    json!({"bridge": name, "flows": flows})
+                }
+                "dump-groups" => {
+                    let groups: Vec<Value> = a
+                        .groups
+                        .iter()
+                        .map(|(id, g)| {
+                            let buckets: Vec<Value> = g
+                                .buckets
+                                .iter()
+                                .map(|bk| json!({"weight": bk.weight, "watch_port": bk.watch_port,
+                                                 "actions": bk.actions.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")}))
+                                .collect();
+                            let kind = ["all", "select", "indirect", "ff"].get(usize::from(g.group_type)).copied().unwrap_or("?");
+                            json!({"group_id": id, "type": kind, "buckets": buckets,
+                                   "n_packets": ld(&g.stats.packets), "n_bytes": ld(&g.stats.bytes)})
+                        })
+                        .collect();
+                    json!({"bridge": name, "groups": groups})
+                }
+                _ => {
+                    let meters: Vec<Value> = a
+                        .meters
+                        .iter()
+                        .map(|(id, m)| {
+                            let unit = if m.flags & 1 != 0 { "kbps" } else { "pktps" };
+                            let bands: Vec<Value> = m
+                                .bands
+                                .iter()
+                                .map(|bd| json!({"type": if bd.band_type == 1 { "drop" } else { "dscp_remark" },
+                                                 "rate": bd.rate, "burst_size": bd.burst_size, "prec_level": bd.prec_level}))
+                                .collect();
+                            json!({"meter_id": id, "unit": unit, "bands": bands,
+                                   "n_packets": ld(&m.stats.packets), "n_bytes": ld(&m.stats.bytes)})
+                        })
+                        .collect();
+                    json!({"bridge": name, "meters": meters})
+                }
+            })
         }
         "reload" => {
             no_params(req)?;

@@ -17,4 +17,5 @@
 pub mod control;
 pub mod l2;
 pub mod mac_table;
+pub mod openflow;
 pub mod switch;

@@ -19,3 +19,5 @@ pub use action::{Action, Instruction};
 pub use error::OfpError;
 pub use msg::{frame_len, DecodeError, Message, VERSION};
 pub use oxm::{Field, Match, Oxm};
+
+pub mod display;

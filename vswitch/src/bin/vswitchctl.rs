@@ -54,6 +54,25 @@ enum Cmd {
     },
     /// Re-reads the config file and applies the difference.
     Reload,
+    /// OpenFlow flows of a bridge (one table, or all).
+    DumpFlows {
+        /// Bridge name.
+        bridge: String,
+        /// Table number.
+        table: Option<u8>,
+    },
+    /// OpenFlow groups of a bridge.
+    DumpGroups {
+        /// Bridge name.
+        bridge: String,
+    },
+    /// OpenFlow meters of a bridge.
+    DumpMeters {
+        /// Bridge name.
+        bridge: String,
+    },
+    /// OpenFlow controllers: targets, connection state, roles.
+    Controllers,
     /// Versions of vswitchd and DPDK.
     Version,
 }
@@ -116,6 +135,10 @@ fn run(cli: &Cli) -> Result<()> {
         }
         Cmd::DelPort { name } => ("del-port", Some(json!({ "port": name }))),
         Cmd::Reload => ("reload", None),
+        Cmd::DumpFlows { bridge, table } => ("dump-flows", Some(json!({"bridge": bridge, "table": table}))),
+        Cmd::DumpGroups { bridge } => ("dump-groups", Some(json!({ "bridge": bridge }))),
+        Cmd::DumpMeters { bridge } => ("dump-meters", Some(json!({ "bridge": bridge }))),
+        Cmd::Controllers => ("controllers", None),
         Cmd::Version => ("version", None),
     };
     let r = call(&cli.socket, method, params)?;
@@ -211,6 +234,94 @@ fn run(cli: &Cli) -> Result<()> {
             }
             if !any {
                 println!("reloaded: no changes");
+            }
+        }
+        Cmd::DumpFlows { .. } => {
+            for f in r["flows"].as_array().into_iter().flatten() {
+                println!(
+                    " cookie={}, table={}, n_packets={}, n_bytes={}, priority={}{}{} actions={}",
+                    f["cookie"].as_str().unwrap_or(""),
+                    n(&f["table"]),
+                    n(&f["n_packets"]),
+                    n(&f["n_bytes"]),
+                    n(&f["priority"]),
+                    match f["match"].as_str() {
+                        Some("") | None => String::new(),
+                        Some(m) => format!(",{m}"),
+                    },
+                    match (n(&f["idle_timeout"]), n(&f["hard_timeout"])) {
+                        (0, 0) => String::new(),
+                        (i, h) => format!(" idle_timeout={i},hard_timeout={h}"),
+                    },
+                    f["actions"].as_str().unwrap_or("")
+                );
+            }
+        }
+        Cmd::DumpGroups { .. } => {
+            for g in r["groups"].as_array().into_iter().flatten() {
+                let buckets: Vec<String> = g["buckets"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|b| {
+                        format!("bucket=weight:{},actions={}", n(&b["weight"]), b["actions"].as_str().unwrap_or(""))
+                    })
+                    .collect();
+                println!(
+                    " group_id={},type={},{} n_packets={}",
+                    n(&g["group_id"]),
+                    g["type"].as_str().unwrap_or(""),
+                    buckets.join(","),
+                    n(&g["n_packets"])
+                );
+            }
+        }
+        Cmd::DumpMeters { .. } => {
+            for m in r["meters"].as_array().into_iter().flatten() {
+                let bands: Vec<String> = m["bands"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|b| {
+                        format!(
+                            "type={} rate={} burst_size={}",
+                            b["type"].as_str().unwrap_or(""),
+                            n(&b["rate"]),
+                            n(&b["burst_size"])
+                        )
+                    })
+                    .collect();
+                println!(
+                    " meter={} {} bands={} n_packets={}",
+                    n(&m["meter_id"]),
+                    m["unit"].as_str().unwrap_or(""),
+                    bands.join(" "),
+                    n(&m["n_packets"])
+                );
+            }
+        }
+        Cmd::Controllers => {
+            for b in r["bridges"].as_array().into_iter().flatten() {
+                println!(
+                    "bridge {} (datapath id {})",
+                    b["name"].as_str().or(b["bridge"].as_str()).unwrap_or(""),
+                    b["datapath_id"].as_str().unwrap_or("")
+                );
+                for c in b["controllers"].as_array().into_iter().flatten() {
+                    println!(
+                        "  {} ({}): {}",
+                        c["target"].as_str().unwrap_or(""),
+                        c["kind"].as_str().unwrap_or(""),
+                        c["state"].as_str().unwrap_or("")
+                    );
+                }
+                for c in b["connections"].as_array().into_iter().flatten() {
+                    println!(
+                        "  connection {}: role {}",
+                        c["peer"].as_str().unwrap_or(""),
+                        c["role"].as_str().unwrap_or("")
+                    );
+                }
             }
         }
         Cmd::Version => {

@@ -19,6 +19,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use vswitch::openflow::OpenFlow;
 use vswitch::switch::Switch;
 
 #[derive(Parser)]
@@ -105,12 +106,13 @@ fn serve(sw: &mut Switch, path: &Path) -> Result<()> {
     let mut listener = bind(path)?;
     let mut poll = Poll::new()?;
     poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+    let mut of = OpenFlow::new(&sw.cfg, poll.registry())?;
     let mut events = Events::with_capacity(64);
     let mut conns: HashMap<Token, Conn> = HashMap::new();
     let mut next = 1usize;
     let mut last_age = Instant::now();
     while !STOP.load(Ordering::SeqCst) {
-        match poll.poll(&mut events, Some(Duration::from_millis(200))) {
+        match poll.poll(&mut events, Some(Duration::from_millis(100))) {
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             r => r?,
         }
@@ -120,11 +122,16 @@ fn serve(sw: &mut Switch, path: &Path) -> Result<()> {
                 Err(e) => eprintln!("vswitchd: reload refused: {e}"),
             }
         }
+        of.tick(poll.registry());
         if last_age.elapsed() >= Duration::from_secs(1) {
             sw.age_macs();
             last_age = Instant::now();
         }
         for ev in events.iter() {
+            if OpenFlow::owns(ev.token()) {
+                of.event(poll.registry(), sw, ev.token(), ev.is_readable(), ev.is_writable());
+                continue;
+            }
             if ev.token() == LISTENER {
                 loop {
                     match listener.accept() {
@@ -168,7 +175,7 @@ fn serve(sw: &mut Switch, path: &Path) -> Result<()> {
                     }
                     let resp = match parse_request(text.trim()) {
                         Ok(req) if req.id.is_none() => continue, // a notification: no answer
-                        Ok(req) => vswitch::control::handle(sw, &req),
+                        Ok(req) => vswitch::control::handle(sw, &of, &req),
                         Err(resp) => *resp,
                     };
                     c.outbuf.extend_from_slice(serde_json::to_string(&resp)?.as_bytes());

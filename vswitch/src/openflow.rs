@@ -1,0 +1,452 @@
+//! OpenFlow controller connections of every bridge: listeners
+//! (`ptcp:PORT[:IP]`) and active connections (`tcp:IP:PORT`, reconnected
+//! with backoff), driven by the daemon's mio loop. Each complete message
+//! goes to the bridge's [`Agent`]; what it answers is queued on the
+//! connections it names. Idle connections get an echo request every 5 s
+//! and are closed after 15 s without any message.
+
+use crate::switch::Switch;
+use config::Controller;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry, Token};
+use ofproto::agent::{Agent, ConnId, Datapath, PortInfo};
+use ofproto::ofp::{frame_len, Action, Message, OfpError};
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Tokens at or above this belong to OpenFlow (listeners, then
+/// connections); the control socket uses the ones below.
+pub const TOKEN_BASE: usize = 1 << 24;
+const CONN_BASE: usize = TOKEN_BASE + (1 << 16);
+/// The most a peer may have queued unread before we drop it.
+const MAX_OUTBUF: usize = 64 << 20;
+const ECHO_EVERY: Duration = Duration::from_secs(5);
+const DEAD_AFTER: Duration = Duration::from_secs(15);
+
+/// One bridge's OpenFlow side.
+pub struct OfBridge {
+    /// The bridge's name.
+    pub bridge: String,
+    /// Its OpenFlow state.
+    pub agent: Agent,
+    /// OFPPC_* bits set by PORT_MOD, by OpenFlow port number.
+    pub port_config: HashMap<u32, u32>,
+}
+
+struct Listener {
+    bridge: usize,
+    listener: TcpListener,
+    spec: String,
+}
+
+struct Active {
+    bridge: usize,
+    addr: SocketAddr,
+    spec: String,
+    conn: Option<ConnId>,
+    next_try: Instant,
+    backoff: Duration,
+}
+
+struct Conn {
+    bridge: usize,
+    stream: TcpStream,
+    peer: String,
+    inbuf: Vec<u8>,
+    outbuf: Vec<u8>,
+    last_rx: Instant,
+    last_echo: Instant,
+    connected: bool,
+    active: Option<usize>,
+}
+
+/// Every bridge's controllers and connections.
+pub struct OpenFlow {
+    /// Per bridge, in config order (bridges without OpenFlow included).
+    pub bridges: Vec<OfBridge>,
+    listeners: Vec<Listener>,
+    actives: Vec<Active>,
+    conns: HashMap<ConnId, Conn>,
+    next_conn: ConnId,
+    started: Instant,
+}
+
+/// The switch as an OpenFlow bridge's datapath.
+struct SwitchDp<'a> {
+    sw: &'a Switch,
+    bridge: &'a str,
+    config: &'a mut HashMap<u32, u32>,
+}
+
+impl Datapath for SwitchDp<'_> {
+    fn ports(&self) -> Vec<PortInfo> {
+        self.sw
+            .ports
+            .iter()
+            .filter(|p| p.bridge == self.bridge)
+            .map(|p| {
+                let s = p.port.stats();
+                let l = p.port.link();
+                PortInfo {
+                    port_no: p.ofport,
+                    name: p.name.clone(),
+                    hw_addr: p.port.mac().0,
+                    link_up: l.up,
+                    config: self.config.get(&p.ofport).copied().unwrap_or(0),
+                    counters: [
+                        s.rx_packets,
+                        s.tx_packets,
+                        s.rx_bytes,
+                        s.tx_bytes,
+                        s.rx_missed + s.rx_nombuf + s.rx_malformed,
+                        s.tx_dropped,
+                        s.rx_errors,
+                        s.tx_errors,
+                        0,
+                        0,
+                        0,
+                        0,
+                    ],
+                    duration_sec: 0,
+                    speed_kbps: l.speed_mbps.saturating_mul(1000),
+                }
+            })
+            .collect()
+    }
+
+    fn packet_out(&mut self, _in_port: u32, _actions: &[Action], _data: &[u8]) -> Result<(), OfpError> {
+        // The control thread has no tx queue of its own yet: refused in
+        // words rather than dropped in silence.
+        Err(OfpError::BadRequest(ofproto::ofp::error::BadRequest::Eperm))
+    }
+
+    fn port_mod(&mut self, port_no: u32, config: u32, mask: u32) -> bool {
+        if !self.sw.ports.iter().any(|p| p.bridge == self.bridge && p.ofport == port_no) {
+            return false;
+        }
+        let c = self.config.entry(port_no).or_insert(0);
+        *c = (*c & !mask) | (config & mask);
+        true
+    }
+}
+
+fn parse_dpid(s: Option<&str>, index: usize) -> u64 {
+    s.and_then(|d| u64::from_str_radix(d.trim_start_matches("0x"), 16).ok()).unwrap_or(index as u64 + 1)
+}
+
+impl OpenFlow {
+    /// Sets up every bridge's agent and listeners (registered with `reg`)
+    /// and the connections to make.
+    pub fn new(cfg: &config::Config, reg: &Registry) -> std::io::Result<OpenFlow> {
+        let mut of = OpenFlow {
+            bridges: Vec::new(),
+            listeners: Vec::new(),
+            actives: Vec::new(),
+            conns: HashMap::new(),
+            next_conn: 0,
+            started: Instant::now(),
+        };
+        for (bi, b) in cfg.bridges.iter().enumerate() {
+            let mut agent = Agent::new(parse_dpid(b.datapath_id.as_deref(), bi), b.flow_tables, 1_000_000);
+            agent.dp_desc = b.name.clone();
+            of.bridges.push(OfBridge { bridge: b.name.clone(), agent, port_config: HashMap::new() });
+            for spec in &b.controllers {
+                match spec.parse::<Controller>() {
+                    Ok(Controller::Listen { port, ip }) => {
+                        let mut l = TcpListener::bind(SocketAddr::new(ip, port)).map_err(|e| {
+                            std::io::Error::new(e.kind(), format!("bridge {}: controller {spec}: {e}", b.name))
+                        })?;
+                        let t = Token(TOKEN_BASE + of.listeners.len());
+                        reg.register(&mut l, t, Interest::READABLE)?;
+                        of.listeners.push(Listener { bridge: bi, listener: l, spec: spec.clone() });
+                    }
+                    Ok(Controller::Connect { ip, port }) => of.actives.push(Active {
+                        bridge: bi,
+                        addr: SocketAddr::new(ip, port),
+                        spec: spec.clone(),
+                        conn: None,
+                        next_try: Instant::now(),
+                        backoff: Duration::from_millis(500),
+                    }),
+                    // The config was validated: not reached.
+                    Err(_) => {}
+                }
+            }
+        }
+        Ok(of)
+    }
+
+    /// Whether `t` is one of ours.
+    pub fn owns(t: Token) -> bool {
+        t.0 >= TOKEN_BASE
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn add_conn(
+        &mut self,
+        reg: &Registry,
+        bridge: usize,
+        mut stream: TcpStream,
+        peer: String,
+        active: Option<usize>,
+        connected: bool,
+    ) {
+        let id = self.next_conn;
+        self.next_conn += 1;
+        let interest = if connected { Interest::READABLE } else { Interest::READABLE | Interest::WRITABLE };
+        if reg.register(&mut stream, Token(CONN_BASE + usize::try_from(id).unwrap_or(0)), interest).is_err() {
+            return;
+        }
+        let hello = self.bridges[bridge].agent.connected(id);
+        let now = Instant::now();
+        let c = Conn {
+            bridge,
+            stream,
+            peer,
+            inbuf: Vec::new(),
+            outbuf: hello,
+            last_rx: now,
+            last_echo: now,
+            connected,
+            active,
+        };
+        self.conns.insert(id, c);
+        if let Some(a) = active {
+            self.actives[a].conn = Some(id);
+        }
+        if connected {
+            self.flush(reg, id);
+        }
+    }
+
+    fn close(&mut self, reg: &Registry, id: ConnId) {
+        if let Some(mut c) = self.conns.remove(&id) {
+            let _ = reg.deregister(&mut c.stream);
+            self.bridges[c.bridge].agent.disconnected(id);
+            if let Some(a) = c.active {
+                let a = &mut self.actives[a];
+                a.conn = None;
+                a.next_try = Instant::now() + a.backoff;
+                a.backoff = (a.backoff * 2).min(Duration::from_secs(8));
+            }
+        }
+    }
+
+    fn flush(&mut self, reg: &Registry, id: ConnId) {
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        let mut dead = false;
+        while c.connected && !c.outbuf.is_empty() {
+            match c.stream.write(&c.outbuf) {
+                Ok(0) => {
+                    dead = true;
+                    break;
+                }
+                Ok(n) => {
+                    c.outbuf.drain(..n);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => {
+                    dead = true;
+                    break;
+                }
+            }
+        }
+        if dead || c.outbuf.len() > MAX_OUTBUF {
+            self.close(reg, id);
+            return;
+        }
+        let want = if c.outbuf.is_empty() && c.connected {
+            Interest::READABLE
+        } else {
+            Interest::READABLE | Interest::WRITABLE
+        };
+        let _ = reg.reregister(&mut c.stream, Token(CONN_BASE + usize::try_from(id).unwrap_or(0)), want);
+    }
+
+    fn send(&mut self, reg: &Registry, out: Vec<(ConnId, Vec<u8>)>) {
+        let mut touched = Vec::new();
+        for (id, bytes) in out {
+            if let Some(c) = self.conns.get_mut(&id) {
+                c.outbuf.extend_from_slice(&bytes);
+                touched.push(id);
+            }
+        }
+        touched.dedup();
+        for id in touched {
+            self.flush(reg, id);
+        }
+    }
+
+    /// Handles a readiness event on one of our tokens.
+    pub fn event(&mut self, reg: &Registry, sw: &Switch, t: Token, readable: bool, writable: bool) {
+        if t.0 < CONN_BASE {
+            let li = t.0 - TOKEN_BASE;
+            loop {
+                let Some(l) = self.listeners.get(li) else { return };
+                match l.listener.accept() {
+                    Ok((stream, peer)) => {
+                        let bridge = l.bridge;
+                        let _ = stream.set_nodelay(true);
+                        self.add_conn(reg, bridge, stream, peer.to_string(), None, true);
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                    Err(_) => return,
+                }
+            }
+        }
+        let id = (t.0 - CONN_BASE) as ConnId;
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        if !c.connected && (writable || readable) {
+            match c.stream.peer_addr() {
+                Ok(_) => {
+                    c.connected = true;
+                    if let Some(a) = c.active {
+                        self.actives[a].backoff = Duration::from_millis(500);
+                    }
+                }
+                Err(_) => {
+                    self.close(reg, id);
+                    return;
+                }
+            }
+        }
+        let mut closed = false;
+        if readable {
+            let mut buf = [0u8; 65536];
+            loop {
+                match c.stream.read(&mut buf) {
+                    Ok(0) => {
+                        closed = true;
+                        break;
+                    }
+                    Ok(n) => c.inbuf.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            c.last_rx = Instant::now();
+        }
+        let bridge = c.bridge;
+        let mut frames = Vec::new();
+        while let Some(n) = frame_len(&c.inbuf) {
+            if n < 8 {
+                // A length below the header's: the stream cannot be framed
+                // any more. Answer once and close.
+                let e = Message::error(OfpError::BadRequest(ofproto::ofp::error::BadRequest::BadLen), &c.inbuf[..8]);
+                c.outbuf.extend_from_slice(&e.encode(0));
+                closed = true;
+                break;
+            }
+            if c.inbuf.len() < n {
+                break;
+            }
+            frames.push(c.inbuf.drain(..n).collect::<Vec<u8>>());
+        }
+        let now_ms = self.now_ms();
+        for f in frames {
+            let ob = &mut self.bridges[bridge];
+            let mut dp = SwitchDp { sw, bridge: &ob.bridge, config: &mut ob.port_config };
+            let (out, close) = ob.agent.receive(id, &f, &mut dp, now_ms);
+            self.send(reg, out);
+            if close {
+                closed = true;
+                break;
+            }
+        }
+        self.flush(reg, id);
+        if closed {
+            self.flush(reg, id);
+            self.close(reg, id);
+        }
+    }
+
+    /// Periodic work (call every 100-200 ms): flow expiry, echo keepalive,
+    /// dead connections, active connections to (re)open.
+    pub fn tick(&mut self, reg: &Registry) {
+        let now_ms = self.now_ms();
+        for bi in 0..self.bridges.len() {
+            let out = self.bridges[bi].agent.tick(now_ms);
+            self.send(reg, out);
+        }
+        let now = Instant::now();
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            let Some(c) = self.conns.get_mut(&id) else { continue };
+            if !c.connected {
+                continue;
+            }
+            if now.duration_since(c.last_rx) > DEAD_AFTER {
+                eprintln!("vswitchd: controller {} silent for {DEAD_AFTER:?}, closing", c.peer);
+                self.close(reg, id);
+            } else if now.duration_since(c.last_rx) > ECHO_EVERY && now.duration_since(c.last_echo) > ECHO_EVERY {
+                c.last_echo = now;
+                self.send(reg, vec![(id, Message::EchoRequest(Vec::new()).encode(0))]);
+            }
+        }
+        for ai in 0..self.actives.len() {
+            let a = &self.actives[ai];
+            if a.conn.is_some() || now < a.next_try {
+                continue;
+            }
+            let (bridge, addr, spec) = (a.bridge, a.addr, a.spec.clone());
+            match TcpStream::connect(addr) {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    self.add_conn(reg, bridge, stream, spec, Some(ai), false);
+                }
+                Err(_) => {
+                    let a = &mut self.actives[ai];
+                    a.next_try = now + a.backoff;
+                    a.backoff = (a.backoff * 2).min(Duration::from_secs(8));
+                }
+            }
+        }
+    }
+
+    /// Controllers of every bridge, for `vswitchctl controllers`.
+    pub fn describe(&self) -> serde_json::Value {
+        let role_name = |r: u32| match r {
+            1 => "equal",
+            2 => "master",
+            3 => "slave",
+            _ => "other",
+        };
+        let mut v = Vec::new();
+        for (bi, b) in self.bridges.iter().enumerate() {
+            let mut ctl = Vec::new();
+            for l in self.listeners.iter().filter(|l| l.bridge == bi) {
+                ctl.push(serde_json::json!({"target": l.spec, "kind": "listen", "state": "listening"}));
+            }
+            for a in self.actives.iter().filter(|a| a.bridge == bi) {
+                let state = match a.conn.and_then(|id| self.conns.get(&id)) {
+                    Some(c) if c.connected => "connected",
+                    Some(_) => "connecting",
+                    None => "backoff",
+                };
+                ctl.push(serde_json::json!({"target": a.spec, "kind": "connect", "state": state}));
+            }
+            let conns: Vec<serde_json::Value> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.bridge == bi)
+                .map(|(id, c)| {
+                    let role = b.agent.role_of(*id).map_or("none", role_name);
+                    serde_json::json!({"peer": c.peer, "connected": c.connected, "role": role})
+                })
+                .collect();
+            v.push(serde_json::json!({"bridge": b.bridge, "datapath_id": format!("{:016x}", b.agent.datapath_id),
+                                      "controllers": ctl, "connections": conns}));
+        }
+        serde_json::json!({ "bridges": v })
+    }
+}
