@@ -195,7 +195,7 @@ fn a_malformed_message_gets_an_error_and_the_session_goes_on() {
     let s = start();
     let mut t = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
     t.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut read_msg = |t: &mut std::net::TcpStream| {
+    let read_msg = |t: &mut std::net::TcpStream| {
         let mut h = [0u8; 8];
         t.read_exact(&mut h).unwrap();
         let n = usize::from(u16::from_be_bytes([h[2], h[3]]));
