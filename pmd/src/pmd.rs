@@ -60,6 +60,11 @@ pub trait Pipeline: Send + 'static {
     /// acknowledges it: a pipeline that reads configuration published by
     /// the control thread picks up the new one here.
     fn reconfigure(&mut self) {}
+
+    /// Called once per loop iteration, before the tx flush: work that does
+    /// not come from an rx queue (packets the control thread hands over).
+    /// Keep it cheap: it runs on every iteration, idle ones included.
+    fn poll(&mut self, _tx: &mut TxBatches) {}
 }
 
 /// The rx queue a batch came from.
@@ -737,6 +742,7 @@ fn pmd_main<P: Pipeline>(
             rxq.packets.store(rxq.packets.load(Ordering::Relaxed) + n as u64, Ordering::Relaxed);
             ts = te;
         }
+        pipeline.poll(&mut tx);
         tx.flush();
         let dt = rdtsc() - t0;
         if got > 0 {

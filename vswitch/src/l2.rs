@@ -457,6 +457,9 @@ pub struct DpView {
     /// Cross-connects per port slot: every frame received on the slot goes
     /// to this slot, untouched (VPP's `l2 xconnect`).
     pub xconnect: Vec<Option<usize>>,
+    /// Per bridge (same index as `bridges`): its OpenFlow pipeline, when
+    /// OpenFlow drives it; None: NORMAL (L2 switching) only.
+    pub openflow: Vec<Option<Arc<crate::ofdp::OfBridgeDp>>>,
 }
 
 /// Where the control thread publishes the [`DpView`]. PMD threads read it
@@ -471,6 +474,10 @@ pub type ViewCell = Arc<std::sync::Mutex<Arc<DpView>>>;
 pub struct BridgeDispatch {
     by_port: Vec<Option<usize>>,
     xconnect: Vec<Option<usize>>,
+    openflow: Vec<Option<Arc<crate::ofdp::OfBridgeDp>>>,
+    /// PACKET_OUTs to run (PMD thread 0 only).
+    packet_outs: Option<std::sync::mpsc::Receiver<crate::ofdp::PacketOutReq>>,
+    epoch: std::time::Instant,
     bridges: Vec<L2Pipeline>,
     cell: Option<ViewCell>,
     pmd: usize,
@@ -483,16 +490,34 @@ impl BridgeDispatch {
         BridgeDispatch {
             by_port: by_port.into_iter().map(Some).collect(),
             xconnect: Vec::new(),
+            openflow: Vec::new(),
+            packet_outs: None,
+            epoch: std::time::Instant::now(),
             bridges: bridges.iter().map(|b| b.pipeline(pmd)).collect(),
             cell: None,
             pmd,
         }
     }
 
-    /// A wiring that follows the view published in `cell`.
-    pub fn following(cell: ViewCell, pmd: usize) -> BridgeDispatch {
-        let mut d =
-            BridgeDispatch { by_port: Vec::new(), xconnect: Vec::new(), bridges: Vec::new(), cell: Some(cell), pmd };
+    /// A wiring that follows the view published in `cell`; PACKET_OUTs
+    /// arrive on `packet_outs` (give it to one thread only); `epoch` is
+    /// the clock flow timeouts count from.
+    pub fn following(
+        cell: ViewCell,
+        pmd: usize,
+        packet_outs: Option<std::sync::mpsc::Receiver<crate::ofdp::PacketOutReq>>,
+        epoch: std::time::Instant,
+    ) -> BridgeDispatch {
+        let mut d = BridgeDispatch {
+            by_port: Vec::new(),
+            xconnect: Vec::new(),
+            openflow: Vec::new(),
+            packet_outs,
+            epoch,
+            bridges: Vec::new(),
+            cell: Some(cell),
+            pmd,
+        };
         d.reconfigure();
         d
     }
@@ -508,7 +533,25 @@ impl Pipeline for BridgeDispatch {
         // A slot the view does not know yet (or any more): the batch is
         // left for the PMD thread to free.
         if let Some(Some(b)) = self.by_port.get(rxq.port) {
-            self.bridges[*b].process(rxq, batch, tx);
+            match self.openflow.get(*b) {
+                Some(Some(of)) => {
+                    let now_ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    of.process(rxq, batch, tx, &mut self.bridges[*b], now_ms);
+                }
+                _ => self.bridges[*b].process(rxq, batch, tx),
+            }
+        }
+    }
+
+    fn poll(&mut self, tx: &mut TxBatches) {
+        let Some(rx) = &self.packet_outs else { return };
+        // A few per iteration: the rx queues come first.
+        for _ in 0..8 {
+            let Ok(req) = rx.try_recv() else { return };
+            if let Some(Some(of)) = self.openflow.get(req.bridge) {
+                let now_ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+                of.packet_out(&req, tx, &mut self.bridges[req.bridge], now_ms);
+            }
         }
     }
 
@@ -517,6 +560,7 @@ impl Pipeline for BridgeDispatch {
         let view = cell.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         self.by_port.clone_from(&view.by_port);
         self.xconnect.clone_from(&view.xconnect);
+        self.openflow.clone_from(&view.openflow);
         self.bridges = view.bridges.iter().map(|b| b.pipeline(self.pmd)).collect();
     }
 }

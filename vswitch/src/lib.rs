@@ -19,3 +19,4 @@ pub mod l2;
 pub mod mac_table;
 pub mod openflow;
 pub mod switch;
+pub mod ofdp;

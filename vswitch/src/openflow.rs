@@ -5,7 +5,9 @@
 //! connections it names. Idle connections get an echo request every 5 s
 //! and are closed after 15 s without any message.
 
+use crate::ofdp::{OfBridgeDp, OfCounters, PacketOutReq};
 use crate::switch::Switch;
+use std::sync::Arc;
 use config::Controller;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
@@ -33,6 +35,14 @@ pub struct OfBridge {
     pub agent: Agent,
     /// OFPPC_* bits set by PORT_MOD, by OpenFlow port number.
     pub port_config: HashMap<u32, u32>,
+    /// fail_mode = "secure": the tables rule even with no controller
+    /// connected (standalone falls back to NORMAL switching).
+    pub fail_secure: bool,
+    /// Whether it has controllers configured at all.
+    pub has_controllers: bool,
+    /// Drop counters of its fast path.
+    pub counters: Arc<OfCounters>,
+    published: Option<(bool, u64, u64)>,
 }
 
 struct Listener {
@@ -77,6 +87,7 @@ pub struct OpenFlow {
 struct SwitchDp<'a> {
     sw: &'a Switch,
     bridge: &'a str,
+    index: usize,
     config: &'a mut HashMap<u32, u32>,
 }
 
@@ -116,10 +127,28 @@ impl Datapath for SwitchDp<'_> {
             .collect()
     }
 
-    fn packet_out(&mut self, _in_port: u32, _actions: &[Action], _data: &[u8]) -> Result<(), OfpError> {
-        // The control thread has no tx queue of its own yet: refused in
-        // words rather than dropped in silence.
-        Err(OfpError::BadRequest(ofproto::ofp::error::BadRequest::Eperm))
+    fn packet_out(&mut self, in_port: u32, actions: &[Action], data: &[u8]) -> Result<(), OfpError> {
+        use ofproto::ofp::action::port;
+        use ofproto::ofp::error::{BadAction, BadRequest};
+        let is_port = |n: u32| self.sw.ports.iter().any(|p| p.bridge == self.bridge && p.ofport == n);
+        if data.len() < 14 {
+            return Err(OfpError::BadRequest(BadRequest::BadPacket));
+        }
+        if in_port != port::CONTROLLER && in_port != port::LOCAL && !is_port(in_port) {
+            return Err(OfpError::BadRequest(BadRequest::BadPort));
+        }
+        for a in actions {
+            if let Action::Output { port: p, .. } = a {
+                if *p <= port::MAX && !is_port(*p) {
+                    return Err(OfpError::BadAction(BadAction::BadOutPort));
+                }
+            }
+        }
+        // Run by PMD thread 0 (the control thread has no tx queue).
+        self.sw
+            .packet_out_tx
+            .try_send(PacketOutReq { bridge: self.index, in_port, actions: actions.to_vec(), data: data.to_vec() })
+            .map_err(|_| OfpError::BadRequest(BadRequest::Eperm))
     }
 
     fn port_mod(&mut self, port_no: u32, config: u32, mask: u32) -> bool {
@@ -138,20 +167,29 @@ fn parse_dpid(s: Option<&str>, index: usize) -> u64 {
 
 impl OpenFlow {
     /// Sets up every bridge's agent and listeners (registered with `reg`)
-    /// and the connections to make.
-    pub fn new(cfg: &config::Config, reg: &Registry) -> std::io::Result<OpenFlow> {
+    /// and the connections to make; `epoch` is the clock the PMD threads
+    /// stamp flow hits with (timeouts count from it).
+    pub fn new(cfg: &config::Config, epoch: Instant, reg: &Registry) -> std::io::Result<OpenFlow> {
         let mut of = OpenFlow {
             bridges: Vec::new(),
             listeners: Vec::new(),
             actives: Vec::new(),
             conns: HashMap::new(),
             next_conn: 0,
-            started: Instant::now(),
+            started: epoch,
         };
         for (bi, b) in cfg.bridges.iter().enumerate() {
             let mut agent = Agent::new(parse_dpid(b.datapath_id.as_deref(), bi), b.flow_tables, 1_000_000);
             agent.dp_desc = b.name.clone();
-            of.bridges.push(OfBridge { bridge: b.name.clone(), agent, port_config: HashMap::new() });
+            of.bridges.push(OfBridge {
+                bridge: b.name.clone(),
+                agent,
+                port_config: HashMap::new(),
+                fail_secure: b.fail_mode == config::FailMode::Secure,
+                has_controllers: !b.controllers.is_empty(),
+                counters: Arc::new(OfCounters::default()),
+                published: None,
+            });
             for spec in &b.controllers {
                 match spec.parse::<Controller>() {
                     Ok(Controller::Listen { port, ip }) => {
@@ -284,7 +322,7 @@ impl OpenFlow {
     }
 
     /// Handles a readiness event on one of our tokens.
-    pub fn event(&mut self, reg: &Registry, sw: &Switch, t: Token, readable: bool, writable: bool) {
+    pub fn event(&mut self, reg: &Registry, sw: &mut Switch, t: Token, readable: bool, writable: bool) {
         if t.0 < CONN_BASE {
             let li = t.0 - TOKEN_BASE;
             loop {
@@ -355,8 +393,14 @@ impl OpenFlow {
         let now_ms = self.now_ms();
         for f in frames {
             let ob = &mut self.bridges[bridge];
-            let mut dp = SwitchDp { sw, bridge: &ob.bridge, config: &mut ob.port_config };
+            let before = ob.agent.generation;
+            let mut dp = SwitchDp { sw, bridge: &ob.bridge, index: bridge, config: &mut ob.port_config };
             let (out, close) = ob.agent.receive(id, &f, &mut dp, now_ms);
+            // The PMD threads use the new tables before any later message
+            // (a barrier reply in particular) is answered.
+            if self.bridges[bridge].agent.generation != before {
+                self.sync(sw);
+            }
             self.send(reg, out);
             if close {
                 closed = true;
@@ -410,6 +454,79 @@ impl OpenFlow {
                     a.backoff = (a.backoff * 2).min(Duration::from_secs(8));
                 }
             }
+        }
+    }
+
+    /// Publishes each bridge's OpenFlow pipeline to the PMD threads when it
+    /// changed (flows, groups, ports) or when OpenFlow starts or stops
+    /// ruling the bridge: with fail_mode secure whenever it has
+    /// controllers configured; standalone only while one is connected
+    /// (NORMAL switching otherwise).
+    pub fn sync(&mut self, sw: &mut Switch) {
+        for bi in 0..self.bridges.len() {
+            let b = &self.bridges[bi];
+            let connected = b.agent.connections().next().is_some();
+            let active = b.has_controllers && (b.fail_secure || connected);
+            let state = (active, b.agent.generation, sw.port_epoch);
+            if b.published == Some(state) || (b.published.is_none() && !active) {
+                continue;
+            }
+            let dp = active.then(|| Arc::new(self.snapshot(bi, sw)));
+            let name = self.bridges[bi].bridge.clone();
+            sw.set_openflow(&name, dp);
+            self.bridges[bi].published = Some(state);
+        }
+    }
+
+    fn snapshot(&self, bi: usize, sw: &Switch) -> OfBridgeDp {
+        let b = &self.bridges[bi];
+        let ports: Vec<&crate::switch::SwitchPort> = sw.ports.iter().filter(|p| p.bridge == b.bridge).collect();
+        let slots = sw.ports.iter().map(|p| p.slot + 1).max().unwrap_or(0);
+        let mut slot_ofport = vec![0u32; slots];
+        let mut ofport_slot = std::collections::BTreeMap::new();
+        for p in &ports {
+            slot_ofport[p.slot] = p.ofport;
+            ofport_slot.insert(p.ofport, (p.slot, p.port.link().up));
+        }
+        OfBridgeDp {
+            bridge: bi,
+            tables: b.agent.tables.clone(),
+            groups: b.agent.groups.clone(),
+            slot_ofport,
+            ofport_slot,
+            miss_send_len: b.agent.config.miss_send_len,
+            to_controller: sw.to_controller_tx.clone(),
+            counters: b.counters.clone(),
+            pool: sw.pool(),
+            epoch_ms: 0,
+        }
+    }
+
+    /// Sends the PMD threads' packet-ins to the controllers that want them.
+    pub fn drain_packet_ins(&mut self, reg: &Registry, sw: &Switch) {
+        for _ in 0..256 {
+            let Ok(m) = sw.to_controller.try_recv() else { return };
+            let Some(b) = self.bridges.get(m.bridge) else { continue };
+            let mut match_ = ofproto::ofp::Match::any().with(ofproto::ofp::Oxm::exact_u64(ofproto::ofp::Field::InPort, u64::from(m.in_port)));
+            if m.metadata != 0 {
+                match_ = match_.with(ofproto::ofp::Oxm::exact_u64(ofproto::ofp::Field::Metadata, m.metadata));
+            }
+            // A table-miss packet-in carries miss_send_len bytes.
+            let mut data = m.data;
+            if m.reason == 0 && b.agent.config.miss_send_len != 0xffff {
+                data.truncate(usize::from(b.agent.config.miss_send_len));
+            }
+            let pi = ofproto::ofp::msg::PacketIn {
+                buffer_id: ofproto::ofp::msg::NO_BUFFER,
+                total_len: m.total_len,
+                reason: m.reason,
+                table_id: m.table_id,
+                cookie: m.cookie,
+                match_,
+                data,
+            };
+            let out = b.agent.packet_in(&pi);
+            self.send(reg, out);
         }
     }
 

@@ -69,6 +69,8 @@ pub struct SwitchBridge {
     pub l2: Arc<L2Bridge>,
     /// Seconds a MAC lives without traffic.
     pub mac_aging_s: u32,
+    /// Its OpenFlow pipeline, when OpenFlow drives it (None: NORMAL).
+    pub of: Option<Arc<crate::ofdp::OfBridgeDp>>,
 }
 
 /// What a reload changed.
@@ -116,6 +118,16 @@ pub struct Switch {
     pools: Vec<Arc<Mempool>>,
     view: ViewCell,
     next_vdev: usize,
+    /// Packet-ins from the PMD threads.
+    pub to_controller: std::sync::mpsc::Receiver<crate::ofdp::ToController>,
+    /// The sending end the OpenFlow pipelines get.
+    pub to_controller_tx: std::sync::mpsc::SyncSender<crate::ofdp::ToController>,
+    /// PACKET_OUTs to PMD thread 0.
+    pub packet_out_tx: std::sync::mpsc::SyncSender<crate::ofdp::PacketOutReq>,
+    /// The clock flow timeouts count from (shared with the PMD threads).
+    pub epoch: std::time::Instant,
+    /// Bumped whenever ports come or go (OpenFlow views map ports to slots).
+    pub port_epoch: u64,
 }
 
 fn vlan_of(p: &config::Port) -> PortVlan {
@@ -214,8 +226,14 @@ impl Switch {
         };
         let view: ViewCell = Arc::new(Mutex::new(Arc::new(DpView::default())));
         let cell = view.clone();
+        // Bounded: a flood of packet-ins is dropped and counted, it never
+        // blocks a PMD thread.
+        let (to_controller_tx, to_controller) = std::sync::mpsc::sync_channel(4096);
+        let (packet_out_tx, packet_out_rx) = std::sync::mpsc::sync_channel(1024);
+        let mut packet_out_rx = Some(packet_out_rx);
+        let epoch = std::time::Instant::now();
         let pmds = PmdSet::start(&PmdConfig { cores: pmd_cores, rebalance_interval: rebalance }, Vec::new(), |i| {
-            BridgeDispatch::following(cell.clone(), i)
+            BridgeDispatch::following(cell.clone(), i, if i == 0 { packet_out_rx.take() } else { None }, epoch)
         })?;
         let mut sw = Switch {
             bridges: Vec::new(),
@@ -228,6 +246,11 @@ impl Switch {
             pools: vec![pool],
             view,
             next_vdev: 0,
+            to_controller,
+            to_controller_tx,
+            packet_out_tx,
+            epoch,
+            port_epoch: 0,
         };
         // The file was validated as a whole (ports may name peers that
         // come later): ports are opened without the one-at-a-time check.
@@ -280,12 +303,27 @@ impl Switch {
         DpView {
             by_port,
             xconnect,
+            openflow: bridges.iter().map(|b| b.of.clone()).collect(),
             bridges: bridges.iter().zip(per_bridge).map(|(b, members)| b.l2.with_ports(members)).collect(),
         }
     }
 
     fn store_view(cell: &ViewCell, view: DpView) {
         *cell.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(view);
+    }
+
+    /// Sets (or clears) a bridge's OpenFlow pipeline and waits until every
+    /// PMD thread uses it.
+    pub fn set_openflow(&mut self, bridge: &str, of: Option<Arc<crate::ofdp::OfBridgeDp>>) {
+        if let Some(b) = self.bridges.iter_mut().find(|b| b.name == bridge) {
+            b.of = of;
+        }
+        self.publish();
+    }
+
+    /// The mbuf pool for copies made on the fast path.
+    pub fn pool(&self) -> Arc<Mempool> {
+        self.pools[0].clone()
     }
 
     /// Publishes the view of the current ports and waits until every PMD
@@ -300,6 +338,7 @@ impl Switch {
             name: b.name.clone(),
             l2: L2Bridge::new(Vec::new(), b.mac_table_size, self.pools[0].clone()),
             mac_aging_s: b.mac_aging_s,
+            of: None,
         });
         self.cfg.bridges.push(config::Bridge { ports: Vec::new(), ..b.clone() });
     }
@@ -417,6 +456,7 @@ impl Switch {
         for b in &mut self.cfg.bridges {
             b.ports.retain(|p| p.name != name);
         }
+        self.port_epoch += 1;
         drop(sp);
         Ok(())
     }

@@ -106,7 +106,7 @@ fn serve(sw: &mut Switch, path: &Path) -> Result<()> {
     let mut listener = bind(path)?;
     let mut poll = Poll::new()?;
     poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-    let mut of = OpenFlow::new(&sw.cfg, poll.registry())?;
+    let mut of = OpenFlow::new(&sw.cfg, sw.epoch, poll.registry())?;
     let mut events = Events::with_capacity(64);
     let mut conns: HashMap<Token, Conn> = HashMap::new();
     let mut next = 1usize;
@@ -123,6 +123,8 @@ fn serve(sw: &mut Switch, path: &Path) -> Result<()> {
             }
         }
         of.tick(poll.registry());
+        of.drain_packet_ins(poll.registry(), sw);
+        of.sync(sw);
         if last_age.elapsed() >= Duration::from_secs(1) {
             sw.age_macs();
             last_age = Instant::now();

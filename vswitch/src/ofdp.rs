@@ -1,0 +1,614 @@
+//! The OpenFlow pipeline in the fast path: each packet of a bridge that
+//! has OpenFlow flows walks the tables (apply-actions run in order, the
+//! action set runs at the end in the spec's order, goto-table only forward,
+//! metadata written with its mask), with groups (all, select by a hash of
+//! the flow, indirect, fast failover), output to ports, IN_PORT, ALL,
+//! FLOOD, NORMAL (the bridge's L2 switching) and CONTROLLER (packet-in,
+//! through a bounded queue to the control thread: a full queue drops and
+//! counts, never blocks).
+//!
+//! Translation is per packet for now; the megaflow cache comes with its
+//! own issue. The tables are a snapshot the control thread publishes after
+//! each change (see [`crate::switch`] for the hand-off); entry, table and
+//! group counters are shared atomics.
+
+use crate::l2::L2Pipeline;
+use ofproto::agent::Group;
+use ofproto::flow::FlowKey;
+use ofproto::ofp::action::port;
+use ofproto::ofp::{Action, Field, Instruction};
+use ofproto::table::Tables;
+use pmd::packet::Batch;
+use pmd::pmd::{Pipeline, RxqRef, TxBatches};
+use pmd::{Mempool, Packet};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+
+/// A packet for the controller.
+#[derive(Debug)]
+pub struct ToController {
+    /// Bridge index.
+    pub bridge: usize,
+    /// OFPR_NO_MATCH 0, OFPR_ACTION 1, OFPR_INVALID_TTL 2.
+    pub reason: u8,
+    /// Table it was in.
+    pub table_id: u8,
+    /// Cookie of the flow (all ones for a miss).
+    pub cookie: u64,
+    /// Input port (OpenFlow number).
+    pub in_port: u32,
+    /// Metadata at that point.
+    pub metadata: u64,
+    /// Frame length.
+    pub total_len: u16,
+    /// The frame's first bytes (max_len or miss_send_len).
+    pub data: Vec<u8>,
+}
+
+/// Drops of the OpenFlow pipeline, by reason.
+#[derive(Debug, Default)]
+pub struct OfCounters {
+    /// No flow matched and no table-miss entry: dropped (1.3's default).
+    pub miss_drops: AtomicU64,
+    /// Output to a port that does not exist (any more).
+    pub bad_port: AtomicU64,
+    /// Packet-ins dropped because the queue to the controller was full.
+    pub controller_queue_full: AtomicU64,
+    /// TTL decremented to zero.
+    pub ttl_expired: AtomicU64,
+    /// No mbuf for a copy or a tag.
+    pub nombuf: AtomicU64,
+    /// Set-field of a field this datapath cannot rewrite yet: not applied.
+    pub unsupported_set_field: AtomicU64,
+}
+
+/// A PACKET_OUT for the PMD thread that runs them.
+#[derive(Debug)]
+pub struct PacketOutReq {
+    /// Bridge index.
+    pub bridge: usize,
+    /// Input port (OpenFlow number, or CONTROLLER).
+    pub in_port: u32,
+    /// Actions.
+    pub actions: Vec<Action>,
+    /// The frame.
+    pub data: Vec<u8>,
+}
+
+/// One bridge's OpenFlow state as the PMD threads see it.
+pub struct OfBridgeDp {
+    /// Bridge index.
+    pub bridge: usize,
+    /// Flow tables.
+    pub tables: Tables,
+    /// Groups.
+    pub groups: BTreeMap<u32, Group>,
+    /// OpenFlow port number per PMD slot (0: not a port of this bridge).
+    pub slot_ofport: Vec<u32>,
+    /// PMD slot per OpenFlow port number, with link state.
+    pub ofport_slot: BTreeMap<u32, (usize, bool)>,
+    /// Bytes of a table-miss packet sent to the controller.
+    pub miss_send_len: u16,
+    /// Packet-ins to the control thread.
+    pub to_controller: SyncSender<ToController>,
+    /// Drop counters.
+    pub counters: Arc<OfCounters>,
+    /// Mbufs for copies.
+    pub pool: Arc<Mempool>,
+    /// Milliseconds at publication; entry hits are stamped with it plus
+    /// the TSC time since (cheap clock on the PMD).
+    pub epoch_ms: u64,
+}
+
+impl std::fmt::Debug for OfBridgeDp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OfBridgeDp").field("bridge", &self.bridge).finish_non_exhaustive()
+    }
+}
+
+/// The action set (spec 5.10): at most one action of each kind.
+#[derive(Default)]
+struct ActionSet {
+    copy_ttl_in: bool,
+    pop_vlan: bool,
+    push_vlan: Option<u16>,
+    copy_ttl_out: bool,
+    dec_nw_ttl: bool,
+    set_fields: Vec<Action>,
+    group: Option<u32>,
+    output: Option<Action>,
+}
+
+impl ActionSet {
+    fn write(&mut self, acts: &[Action]) {
+        for a in acts {
+            match a {
+                Action::CopyTtlIn => self.copy_ttl_in = true,
+                Action::PopVlan => self.pop_vlan = true,
+                Action::PushVlan(e) => self.push_vlan = Some(*e),
+                Action::CopyTtlOut => self.copy_ttl_out = true,
+                Action::DecNwTtl => self.dec_nw_ttl = true,
+                Action::SetField(o) => {
+                    self.set_fields.retain(|x| !matches!(x, Action::SetField(y) if y.field == o.field));
+                    self.set_fields.push(a.clone());
+                }
+                Action::Group(g) => self.group = Some(*g),
+                Action::Output { .. } => self.output = Some(a.clone()),
+                _ => {}
+            }
+        }
+    }
+    /// In execution order; output only without a group.
+    fn actions(self) -> Vec<Action> {
+        let mut v = Vec::new();
+        if self.copy_ttl_in {
+            v.push(Action::CopyTtlIn);
+        }
+        if self.pop_vlan {
+            v.push(Action::PopVlan);
+        }
+        if let Some(e) = self.push_vlan {
+            v.push(Action::PushVlan(e));
+        }
+        if self.copy_ttl_out {
+            v.push(Action::CopyTtlOut);
+        }
+        if self.dec_nw_ttl {
+            v.push(Action::DecNwTtl);
+        }
+        v.extend(self.set_fields);
+        match (self.group, self.output) {
+            (Some(g), _) => v.push(Action::Group(g)),
+            (None, Some(o)) => v.push(o),
+            (None, None) => {}
+        }
+        v
+    }
+}
+
+/// Where an action list came from, for packet-ins.
+#[derive(Clone, Copy)]
+struct Origin {
+    table: u8,
+    cookie: u64,
+    /// OFPR_NO_MATCH (a table-miss entry) or OFPR_ACTION.
+    reason: u8,
+}
+
+/// What running actions on a packet produced.
+struct Out {
+    in_slot: usize,
+    in_port: u32,
+    /// Packets for the bridge's L2 switching (NORMAL).
+    normal: Batch,
+    now_ms: u64,
+}
+
+fn l3_offset(d: &[u8]) -> Option<(usize, u16)> {
+    let mut off = 12;
+    loop {
+        if d.len() < off + 2 {
+            return None;
+        }
+        let et = u16::from_be_bytes([d[off], d[off + 1]]);
+        if et == 0x8100 || et == 0x88a8 {
+            off += 4;
+            continue;
+        }
+        return Some((off + 2, et));
+    }
+}
+
+/// RFC 1624 incremental checksum update for a 16-bit word change.
+fn csum_update(sum: u16, old: u16, new: u16) -> u16 {
+    let mut s = u32::from(!sum) + u32::from(!old) + u32::from(new);
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    !u16::try_from(s).unwrap_or(0)
+}
+
+/// Rewrites a 32-bit IPv4 address at `at`, fixing the IP checksum and the
+/// TCP/UDP one (pseudo-header).
+fn set_ipv4_addr(d: &mut [u8], l3: usize, at: usize, new: [u8; 4]) {
+    let ihl = usize::from(d[l3] & 0xf) * 4;
+    let proto = d[l3 + 9];
+    let frag = u16::from_be_bytes([d[l3 + 6], d[l3 + 7]]) & 0x1fff;
+    for i in 0..2 {
+        let old = u16::from_be_bytes([d[at + 2 * i], d[at + 2 * i + 1]]);
+        let nw = u16::from_be_bytes([new[2 * i], new[2 * i + 1]]);
+        let c = u16::from_be_bytes([d[l3 + 10], d[l3 + 11]]);
+        d[l3 + 10..l3 + 12].copy_from_slice(&csum_update(c, old, nw).to_be_bytes());
+        let l4 = l3 + ihl;
+        let ck = match proto {
+            6 if frag == 0 && d.len() >= l4 + 18 => Some(l4 + 16),
+            17 if frag == 0 && d.len() >= l4 + 8 && (d[l4 + 6] | d[l4 + 7]) != 0 => Some(l4 + 6),
+            _ => None,
+        };
+        if let Some(ck) = ck {
+            let c = u16::from_be_bytes([d[ck], d[ck + 1]]);
+            d[ck..ck + 2].copy_from_slice(&csum_update(c, old, nw).to_be_bytes());
+        }
+    }
+    d[at..at + 4].copy_from_slice(&new);
+}
+
+impl OfBridgeDp {
+    /// Runs a batch received on `rxq` through the tables; NORMAL packets go
+    /// to `l2`.
+    pub fn process(&self, rxq: &RxqRef, batch: &mut Batch, tx: &mut TxBatches, l2: &mut L2Pipeline, now_ms: u64) {
+        let in_port = self.slot_ofport.get(rxq.port).copied().unwrap_or(0);
+        let mut out = Out { in_slot: rxq.port, in_port, normal: Batch::new(), now_ms };
+        for p in batch.drain() {
+            self.run(p, in_port, &mut out, tx);
+        }
+        if !out.normal.is_empty() {
+            l2.process(rxq, &mut out.normal, tx);
+            out.normal.clear();
+        }
+    }
+
+    /// Runs a PACKET_OUT's actions on its frame (on a PMD thread: the
+    /// control thread has no tx queue).
+    pub fn packet_out(&self, req: &PacketOutReq, tx: &mut TxBatches, l2: &mut L2Pipeline, now_ms: u64) {
+        let Some(p) = Packet::from_bytes(&self.pool, &req.data) else {
+            self.counters.nombuf.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let in_slot = self.ofport_slot.get(&req.in_port).map_or(usize::MAX, |(s, _)| *s);
+        let mut out = Out { in_slot, in_port: req.in_port, normal: Batch::new(), now_ms };
+        let mut key = FlowKey::extract(p.data(), req.in_port);
+        let origin = Origin { table: 0, cookie: 0, reason: 1 };
+        if req.actions.iter().any(|a| matches!(a, Action::Output { port: port::TABLE, .. })) {
+            // OFPP_TABLE: the frame goes through the tables as if received
+            // on in_port.
+            self.run(p, req.in_port, &mut out, tx);
+        } else {
+            let _ = self.apply(p, &mut key, &req.actions, &mut out, tx, origin);
+        }
+        if !out.normal.is_empty() && in_slot != usize::MAX {
+            l2.process(&RxqRef { port: in_slot, queue: 0 }, &mut out.normal, tx);
+        }
+        out.normal.clear();
+    }
+
+    /// Runs one packet through the tables.
+    fn run(&self, mut p: Packet, in_port: u32, out: &mut Out, tx: &mut TxBatches) {
+        let mut key = FlowKey::extract(p.data(), in_port);
+        let mut set = ActionSet::default();
+        let mut table = 0u8;
+        let mut origin = Origin { table: 0, cookie: 0, reason: 1 };
+        let origin_of = |table: u8, e: &ofproto::table::FlowEntry| Origin {
+            table,
+            cookie: e.cookie,
+            reason: u8::from(!(e.priority == 0 && e.match_.fields.is_empty())),
+        };
+        let len = p.len() as u64;
+        loop {
+            let Some(t) = self.tables.tables.get(usize::from(table)) else { break };
+            t.lookups.fetch_add(1, Ordering::Relaxed);
+            let Some(e) = t.lookup(&key) else {
+                // No table-miss entry: dropped (OpenFlow 1.3, 5.4).
+                self.counters.miss_drops.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            t.matches.fetch_add(1, Ordering::Relaxed);
+            e.stats.hit(1, len, out.now_ms);
+            origin = origin_of(table, e);
+            let mut next = None;
+            for i in &e.instructions {
+                match i {
+                    Instruction::ApplyActions(a) => {
+                        let Some(q) = self.apply(p, &mut key, a, out, tx, origin_of(table, e)) else { return };
+                        p = q;
+                    }
+                    Instruction::ClearActions => set = ActionSet::default(),
+                    Instruction::WriteActions(a) => set.write(a),
+                    Instruction::WriteMetadata { metadata, mask } => {
+                        let old = key.get_u64(Field::Metadata).unwrap_or(0);
+                        key.set_u64(Field::Metadata, (old & !mask) | (metadata & mask));
+                    }
+                    Instruction::GotoTable(n) => next = Some(*n),
+                    // Meters are kept and counted by the agent; their bands
+                    // are not enforced on this path yet.
+                    Instruction::Meter(_) => {}
+                }
+            }
+            match next {
+                Some(n) if n > table => table = n,
+                _ => break,
+            }
+        }
+        let acts = set.actions();
+        if !acts.is_empty() {
+            let _ = self.apply(p, &mut key, &acts, out, tx, origin);
+        }
+    }
+
+    /// Applies `acts` in order; outputs send a copy unless they are the
+    /// last action. Returns the packet when it lives on.
+    fn apply(
+        &self,
+        mut p: Packet,
+        key: &mut FlowKey,
+        acts: &[Action],
+        out: &mut Out,
+        tx: &mut TxBatches,
+        origin: Origin,
+    ) -> Option<Packet> {
+        for (i, a) in acts.iter().enumerate() {
+            let last = i + 1 == acts.len();
+            match a {
+                Action::Output { port: op, max_len } => {
+                    if last {
+                        self.output(p, *op, *max_len, key, out, tx, origin);
+                        return None;
+                    }
+                    match p.copy(&self.pool) {
+                        Some(c) => self.output(c, *op, *max_len, key, out, tx, origin),
+                        None => {
+                            self.counters.nombuf.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                Action::Group(g) => {
+                    let Some(group) = self.groups.get(g) else { continue };
+                    group.stats.packets.fetch_add(1, Ordering::Relaxed);
+                    group.stats.bytes.fetch_add(p.len() as u64, Ordering::Relaxed);
+                    let buckets: Vec<usize> = match group.group_type {
+                        0 => (0..group.buckets.len()).collect(),
+                        1 => self.select_bucket(group, key).into_iter().collect(),
+                        2 => (!group.buckets.is_empty()).then_some(0).into_iter().collect(),
+                        _ => group
+                            .buckets
+                            .iter()
+                            .position(|b| self.ofport_slot.get(&b.watch_port).is_some_and(|(_, up)| *up))
+                            .into_iter()
+                            .collect(),
+                    };
+                    for bi in &buckets {
+                        let b = &group.buckets[*bi];
+                        if let Some((pk, by)) = group.stats.buckets.get(*bi) {
+                            pk.fetch_add(1, Ordering::Relaxed);
+                            by.fetch_add(p.len() as u64, Ordering::Relaxed);
+                        }
+                        let mut k = key.clone();
+                        // Each bucket works on its own copy (spec 5.6.1).
+                        match p.copy(&self.pool) {
+                            Some(c) => {
+                                let _ = self.apply(c, &mut k, &b.actions, out, tx, origin);
+                            }
+                            None => {
+                                self.counters.nombuf.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    if last {
+                        return None;
+                    }
+                }
+                Action::PushVlan(tpid) => {
+                    if p.prepend(4).is_none() {
+                        self.counters.nombuf.fetch_add(1, Ordering::Relaxed);
+                        return None;
+                    }
+                    let d = p.data_mut();
+                    d.copy_within(4..16, 0);
+                    // The new tag copies VID and PCP of an existing one (spec
+                    // 5.12), else 0.
+                    let vid = key.get_u64(Field::VlanVid).filter(|v| v & 0x1000 != 0).map_or(0, |v| v & 0xfff);
+                    let pcp = key.get_u64(Field::VlanPcp).unwrap_or(0) & 7;
+                    let tci = u16::try_from(vid | (pcp << 13)).unwrap_or(0);
+                    d[12..14].copy_from_slice(&tpid.to_be_bytes());
+                    d[14..16].copy_from_slice(&tci.to_be_bytes());
+                    key.set_u64(Field::VlanVid, u64::from(0x1000 | (tci & 0xfff)));
+                    key.set_u64(Field::VlanPcp, u64::from(tci >> 13));
+                }
+                Action::PopVlan => {
+                    let d = p.data();
+                    if d.len() >= 18 && matches!(u16::from_be_bytes([d[12], d[13]]), 0x8100 | 0x88a8) {
+                        let d = p.data_mut();
+                        d.copy_within(0..12, 4);
+                        p.adj(4);
+                        let k = FlowKey::extract(p.data(), out.in_port);
+                        key.set_u64(Field::VlanVid, k.get_u64(Field::VlanVid).unwrap_or(0));
+                        match k.get_u64(Field::VlanPcp) {
+                            Some(v) => key.set_u64(Field::VlanPcp, v),
+                            None => key.clear(Field::VlanPcp),
+                        }
+                    }
+                }
+                Action::DecNwTtl => {
+                    let d = p.data_mut();
+                    match l3_offset(d) {
+                        Some((l3, 0x0800)) if d.len() >= l3 + 20 => {
+                            if d[l3 + 8] <= 1 {
+                                self.counters.ttl_expired.fetch_add(1, Ordering::Relaxed);
+                                return None;
+                            }
+                            let old = u16::from_be_bytes([d[l3 + 8], d[l3 + 9]]);
+                            d[l3 + 8] -= 1;
+                            let new = u16::from_be_bytes([d[l3 + 8], d[l3 + 9]]);
+                            let c = u16::from_be_bytes([d[l3 + 10], d[l3 + 11]]);
+                            d[l3 + 10..l3 + 12].copy_from_slice(&csum_update(c, old, new).to_be_bytes());
+                        }
+                        Some((l3, 0x86dd)) if d.len() >= l3 + 40 => {
+                            if d[l3 + 7] <= 1 {
+                                self.counters.ttl_expired.fetch_add(1, Ordering::Relaxed);
+                                return None;
+                            }
+                            d[l3 + 7] -= 1;
+                        }
+                        _ => {}
+                    }
+                }
+                Action::SetField(o) => {
+                    if !self.set_field(&mut p, o) {
+                        self.counters.unsupported_set_field.fetch_add(1, Ordering::Relaxed);
+                    }
+                    key.set(o.field, o.value());
+                }
+                // TTL copies, MPLS, PBB, set_queue, set_nw_ttl: not
+                // rewritten on this path yet (counted as unsupported).
+                _ => {
+                    self.counters.unsupported_set_field.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        Some(p)
+    }
+
+    fn select_bucket(&self, g: &Group, key: &FlowKey) -> Option<usize> {
+        let total: u32 = g.buckets.iter().map(|b| u32::from(b.weight)).sum();
+        if total == 0 {
+            return None;
+        }
+        // Hash over the 5-tuple (and MACs): one flow, one bucket.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for f in [Field::EthSrc, Field::EthDst, Field::Ipv4Src, Field::Ipv4Dst, Field::Ipv6Src, Field::Ipv6Dst, Field::IpProto, Field::TcpSrc, Field::TcpDst, Field::UdpSrc, Field::UdpDst] {
+            for b in key.get(f).unwrap_or(&[]) {
+                h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+            }
+        }
+        let mut pick = u32::try_from(h % u64::from(total)).unwrap_or(0);
+        for (i, b) in g.buckets.iter().enumerate() {
+            if pick < u32::from(b.weight) {
+                return Some(i);
+            }
+            pick -= u32::from(b.weight);
+        }
+        None
+    }
+
+    fn set_field(&self, p: &mut Packet, o: &ofproto::ofp::Oxm) -> bool {
+        let d = p.data_mut();
+        let v = o.value();
+        match o.field {
+            Field::EthDst if d.len() >= 6 => d[0..6].copy_from_slice(v),
+            Field::EthSrc if d.len() >= 12 => d[6..12].copy_from_slice(v),
+            Field::VlanVid | Field::VlanPcp if d.len() >= 16 && matches!(u16::from_be_bytes([d[12], d[13]]), 0x8100 | 0x88a8) => {
+                let tci = u16::from_be_bytes([d[14], d[15]]);
+                let val = u16::from_be_bytes(if v.len() == 2 { [v[0], v[1]] } else { [0, v[0]] });
+                let tci = if o.field == Field::VlanVid { (tci & 0xf000) | (val & 0xfff) } else { (tci & 0x1fff) | ((val & 7) << 13) };
+                d[14..16].copy_from_slice(&tci.to_be_bytes());
+            }
+            Field::Ipv4Src | Field::Ipv4Dst => match l3_offset(d) {
+                Some((l3, 0x0800)) if d.len() >= l3 + 20 => {
+                    let at = l3 + if o.field == Field::Ipv4Src { 12 } else { 16 };
+                    set_ipv4_addr(d, l3, at, [v[0], v[1], v[2], v[3]]);
+                }
+                _ => return false,
+            },
+            Field::IpDscp => match l3_offset(d) {
+                Some((l3, 0x0800)) if d.len() >= l3 + 20 => {
+                    let old = u16::from_be_bytes([d[l3], d[l3 + 1]]);
+                    d[l3 + 1] = (v[0] << 2) | (d[l3 + 1] & 3);
+                    let new = u16::from_be_bytes([d[l3], d[l3 + 1]]);
+                    let c = u16::from_be_bytes([d[l3 + 10], d[l3 + 11]]);
+                    d[l3 + 10..l3 + 12].copy_from_slice(&csum_update(c, old, new).to_be_bytes());
+                }
+                _ => return false,
+            },
+            Field::TcpSrc | Field::TcpDst | Field::UdpSrc | Field::UdpDst => match l3_offset(d) {
+                Some((l3, 0x0800)) if d.len() >= l3 + 20 => {
+                    let l4 = l3 + usize::from(d[l3] & 0xf) * 4;
+                    let at = l4 + if matches!(o.field, Field::TcpSrc | Field::UdpSrc) { 0 } else { 2 };
+                    let tcp = matches!(o.field, Field::TcpSrc | Field::TcpDst);
+                    let ck = if tcp { l4 + 16 } else { l4 + 6 };
+                    if d.len() < ck + 2 {
+                        return false;
+                    }
+                    let old = u16::from_be_bytes([d[at], d[at + 1]]);
+                    let new = u16::from_be_bytes([v[0], v[1]]);
+                    d[at..at + 2].copy_from_slice(v);
+                    let c = u16::from_be_bytes([d[ck], d[ck + 1]]);
+                    if tcp || c != 0 {
+                        d[ck..ck + 2].copy_from_slice(&csum_update(c, old, new).to_be_bytes());
+                    }
+                }
+                _ => return false,
+            },
+            _ => return false,
+        }
+        true
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn output(&self, p: Packet, op: u32, max_len: u16, key: &FlowKey, out: &mut Out, tx: &mut TxBatches, origin: Origin) {
+        match op {
+            port::NORMAL => {
+                if let Err(p) = out.normal.push(p) {
+                    drop(p);
+                }
+            }
+            port::IN_PORT => tx.send(out.in_slot, p),
+            port::ALL | port::FLOOD => {
+                let targets: Vec<usize> =
+                    self.ofport_slot.iter().filter(|(n, _)| **n != out.in_port).map(|(_, (s, _))| *s).collect();
+                let mut p = Some(p);
+                for (i, s) in targets.iter().enumerate() {
+                    let pk = if i + 1 == targets.len() { p.take() } else { p.as_ref().and_then(|x| x.copy(&self.pool)) };
+                    match pk {
+                        Some(pk) => tx.send(*s, pk),
+                        None => {
+                            self.counters.nombuf.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+            port::CONTROLLER => {
+                let n = if max_len == 0xffff { p.len() } else { usize::from(max_len).min(p.len()) };
+                let d = p.data();
+                let msg = ToController {
+                    bridge: self.bridge,
+                    reason: origin.reason,
+                    table_id: origin.table,
+                    cookie: origin.cookie,
+                    in_port: out.in_port,
+                    metadata: key.get_u64(Field::Metadata).unwrap_or(0),
+                    total_len: u16::try_from(p.len()).unwrap_or(u16::MAX),
+                    data: d[..n.min(d.len())].to_vec(),
+                };
+                if self.to_controller.try_send(msg).is_err() {
+                    self.counters.controller_queue_full.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            n => match self.ofport_slot.get(&n) {
+                Some((slot, _)) => tx.send(*slot, p),
+                None => {
+                    self.counters.bad_port.fetch_add(1, Ordering::Relaxed);
+                }
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csum_update;
+
+    #[test]
+    fn incremental_checksum_matches_a_full_one() {
+        // IPv4 header with TTL 64 -> 63.
+        let mut h = [0x45u8, 0, 0, 0x54, 0, 0, 0x40, 0, 0x40, 0x01, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
+        let full = |h: &[u8]| {
+            let mut s = 0u32;
+            for c in h.chunks(2) {
+                s += u32::from(u16::from_be_bytes([c[0], c[1]]));
+            }
+            while s > 0xffff {
+                s = (s & 0xffff) + (s >> 16);
+            }
+            !u16::try_from(s).unwrap()
+        };
+        let c = full(&h);
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+        let old = u16::from_be_bytes([h[8], h[9]]);
+        h[8] = 63;
+        let new = u16::from_be_bytes([h[8], h[9]]);
+        let inc = csum_update(c, old, new);
+        h[10..12].copy_from_slice(&[0, 0]);
+        assert_eq!(inc, full(&h));
+    }
+}
