@@ -17,6 +17,6 @@
 pub mod control;
 pub mod l2;
 pub mod mac_table;
+pub mod ofdp;
 pub mod openflow;
 pub mod switch;
-pub mod ofdp;

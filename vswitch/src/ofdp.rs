@@ -285,8 +285,7 @@ impl OfBridgeDp {
             reason: u8::from(!(e.priority == 0 && e.match_.fields.is_empty())),
         };
         let len = p.len() as u64;
-        loop {
-            let Some(t) = self.tables.tables.get(usize::from(table)) else { break };
+        while let Some(t) = self.tables.tables.get(usize::from(table)) {
             t.lookups.fetch_add(1, Ordering::Relaxed);
             let Some(e) = t.lookup(&key) else {
                 // No table-miss entry: dropped (OpenFlow 1.3, 5.4).
@@ -466,7 +465,19 @@ impl OfBridgeDp {
         }
         // Hash over the 5-tuple (and MACs): one flow, one bucket.
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for f in [Field::EthSrc, Field::EthDst, Field::Ipv4Src, Field::Ipv4Dst, Field::Ipv6Src, Field::Ipv6Dst, Field::IpProto, Field::TcpSrc, Field::TcpDst, Field::UdpSrc, Field::UdpDst] {
+        for f in [
+            Field::EthSrc,
+            Field::EthDst,
+            Field::Ipv4Src,
+            Field::Ipv4Dst,
+            Field::Ipv6Src,
+            Field::Ipv6Dst,
+            Field::IpProto,
+            Field::TcpSrc,
+            Field::TcpDst,
+            Field::UdpSrc,
+            Field::UdpDst,
+        ] {
             for b in key.get(f).unwrap_or(&[]) {
                 h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
             }
@@ -487,10 +498,16 @@ impl OfBridgeDp {
         match o.field {
             Field::EthDst if d.len() >= 6 => d[0..6].copy_from_slice(v),
             Field::EthSrc if d.len() >= 12 => d[6..12].copy_from_slice(v),
-            Field::VlanVid | Field::VlanPcp if d.len() >= 16 && matches!(u16::from_be_bytes([d[12], d[13]]), 0x8100 | 0x88a8) => {
+            Field::VlanVid | Field::VlanPcp
+                if d.len() >= 16 && matches!(u16::from_be_bytes([d[12], d[13]]), 0x8100 | 0x88a8) =>
+            {
                 let tci = u16::from_be_bytes([d[14], d[15]]);
                 let val = u16::from_be_bytes(if v.len() == 2 { [v[0], v[1]] } else { [0, v[0]] });
-                let tci = if o.field == Field::VlanVid { (tci & 0xf000) | (val & 0xfff) } else { (tci & 0x1fff) | ((val & 7) << 13) };
+                let tci = if o.field == Field::VlanVid {
+                    (tci & 0xf000) | (val & 0xfff)
+                } else {
+                    (tci & 0x1fff) | ((val & 7) << 13)
+                };
                 d[14..16].copy_from_slice(&tci.to_be_bytes());
             }
             Field::Ipv4Src | Field::Ipv4Dst => match l3_offset(d) {
@@ -535,7 +552,16 @@ impl OfBridgeDp {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn output(&self, p: Packet, op: u32, max_len: u16, key: &FlowKey, out: &mut Out, tx: &mut TxBatches, origin: Origin) {
+    fn output(
+        &self,
+        p: Packet,
+        op: u32,
+        max_len: u16,
+        key: &FlowKey,
+        out: &mut Out,
+        tx: &mut TxBatches,
+        origin: Origin,
+    ) {
         match op {
             port::NORMAL => {
                 if let Err(p) = out.normal.push(p) {
@@ -548,7 +574,8 @@ impl OfBridgeDp {
                     self.ofport_slot.iter().filter(|(n, _)| **n != out.in_port).map(|(_, (s, _))| *s).collect();
                 let mut p = Some(p);
                 for (i, s) in targets.iter().enumerate() {
-                    let pk = if i + 1 == targets.len() { p.take() } else { p.as_ref().and_then(|x| x.copy(&self.pool)) };
+                    let pk =
+                        if i + 1 == targets.len() { p.take() } else { p.as_ref().and_then(|x| x.copy(&self.pool)) };
                     match pk {
                         Some(pk) => tx.send(*s, pk),
                         None => {

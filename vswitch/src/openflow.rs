@@ -7,7 +7,6 @@
 
 use crate::ofdp::{OfBridgeDp, OfCounters, PacketOutReq};
 use crate::switch::Switch;
-use std::sync::Arc;
 use config::Controller;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
@@ -16,6 +15,7 @@ use ofproto::ofp::{frame_len, Action, Message, OfpError};
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Tokens at or above this belong to OpenFlow (listeners, then
@@ -507,7 +507,8 @@ impl OpenFlow {
         for _ in 0..256 {
             let Ok(m) = sw.to_controller.try_recv() else { return };
             let Some(b) = self.bridges.get(m.bridge) else { continue };
-            let mut match_ = ofproto::ofp::Match::any().with(ofproto::ofp::Oxm::exact_u64(ofproto::ofp::Field::InPort, u64::from(m.in_port)));
+            let mut match_ = ofproto::ofp::Match::any()
+                .with(ofproto::ofp::Oxm::exact_u64(ofproto::ofp::Field::InPort, u64::from(m.in_port)));
             if m.metadata != 0 {
                 match_ = match_.with(ofproto::ofp::Oxm::exact_u64(ofproto::ofp::Field::Metadata, m.metadata));
             }

@@ -405,7 +405,8 @@ fn openflow_flows_forward_containers() {
     lab.start();
     let target = format!("tcp:127.0.0.1:{of_port}");
     let ofctl = |args: &[&str]| {
-        let o = Command::new("ovs-ofctl").args(["-O", "OpenFlow13", args[0], &target]).args(&args[1..]).output().unwrap();
+        let o =
+            Command::new("ovs-ofctl").args(["-O", "OpenFlow13", args[0], &target]).args(&args[1..]).output().unwrap();
         assert!(o.status.success(), "ovs-ofctl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
@@ -437,4 +438,80 @@ fn openflow_flows_forward_containers() {
     assert!(!lab.reaches(1, 2), "packets go to the controller, not to c2");
     let dump = ofctl(&["dump-flows"]);
     assert!(!dump.contains("n_packets=0,"), "the table-miss flow counted them: {dump}");
+}
+
+/// A controller written here with the ofproto codec: it installs a
+/// table-miss flow to itself and answers every packet-in with a
+/// packet-out to the other port, so the containers reach each other only
+/// through the controller (reactive control).
+#[test]
+fn packet_in_and_packet_out_make_a_reactive_switch() {
+    use ofproto::ofp::action::port;
+    use ofproto::ofp::msg::{FlowMod, FlowModCommand, PacketOut, NO_BUFFER};
+    use ofproto::ofp::{frame_len, Action, Field, Instruction, Match, Message};
+    use std::io::{Read, Write};
+    let mut lab = Lab::new("q", 2, None);
+    let of_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    lab.write_config(&format!(
+        "[[bridge]]\nname = \"br0\"\nfail_mode = \"secure\"\ncontrollers = [\"ptcp:{of_port}:127.0.0.1\"]\n\n{}{}",
+        lab.port(1, "c1", "ofport = 1"),
+        lab.port(2, "c2", "ofport = 2")
+    ));
+    lab.start();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", of_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    s.write_all(&Message::Hello { versions: vec![4] }.encode(1)).unwrap();
+    let miss = FlowMod {
+        cookie: 0,
+        cookie_mask: 0,
+        table_id: 0,
+        command: FlowModCommand::Add,
+        idle_timeout: 0,
+        hard_timeout: 0,
+        priority: 0,
+        buffer_id: NO_BUFFER,
+        out_port: port::ANY,
+        out_group: port::ANY,
+        flags: 0,
+        match_: Match::any(),
+        instructions: vec![Instruction::ApplyActions(vec![Action::Output { port: port::CONTROLLER, max_len: 0xffff }])],
+    };
+    s.write_all(&Message::FlowMod(miss).encode(2)).unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let controller = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let (mut buf, mut chunk, mut packet_ins) = (Vec::new(), [0u8; 65536], 0u32);
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Ok(n) = s.read(&mut chunk) {
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                while let Some(n) = frame_len(&buf).filter(|n| buf.len() >= *n) {
+                    let f: Vec<u8> = buf.drain(..n).collect();
+                    match Message::decode(&f).unwrap().1 {
+                        Message::PacketIn(pi) => {
+                            packet_ins += 1;
+                            assert_eq!(pi.reason, 0, "a table-miss flow's packet-in says no_match");
+                            let in_port = u32::try_from(pi.match_.get(Field::InPort).unwrap().value_u64()).unwrap();
+                            let po = PacketOut {
+                                buffer_id: NO_BUFFER,
+                                in_port,
+                                actions: vec![Action::Output { port: 3 - in_port, max_len: 0 }],
+                                data: pi.data,
+                            };
+                            s.write_all(&Message::PacketOut(po).encode(9)).unwrap();
+                        }
+                        Message::EchoRequest(d) => s.write_all(&Message::EchoReply(d).encode(0)).unwrap(),
+                        Message::Error { err_type, code, .. } => panic!("switch error {err_type}/{code}"),
+                        _ => {}
+                    }
+                }
+            }
+            packet_ins
+        })
+    };
+    assert_eq!(lab.ping(1, 2, 3, "0.2", None), 3, "pings through the controller");
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let packet_ins = controller.join().unwrap();
+    assert!(packet_ins >= 8, "ARP both ways and 3 echo requests and replies: {packet_ins} packet-ins");
 }
