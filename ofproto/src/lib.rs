@@ -9,9 +9,12 @@
 //! It must not know about DPDK, mbufs, ports or threads: it sees packets only
 //! as bytes through `wire`, so that it is testable and fuzzable without an
 //! EAL.
-
 //!
-//! So far: the wire codec ([`ofp`]) for every OpenFlow 1.3 message.
+//! So far: the wire codec ([`ofp`]) for every OpenFlow 1.3 message, flow
+//! keys ([`flow`]), flow tables with the spec's semantics ([`table`]) and
+//! the switch side of controller sessions, free of I/O ([`agent`]). The
+//! tuple-space classifier and the translation into megaflows come with the
+//! megaflow issue.
 
 pub mod agent;
 pub mod flow;

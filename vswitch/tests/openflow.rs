@@ -4,8 +4,8 @@
 //! descriptions): flows added, modified, deleted strictly and not, dumped;
 //! refused flows get the spec's error; groups, meters, tables and ports
 //! dumped; a malformed message gets an OpenFlow error and the connection
-//! and the switch keep working. Ports are DPDK null devices: no kernel
-//! interfaces, nothing leaves the machine.
+//! and the switch keep working. Ports are DPDK null devices that receive
+//! nothing (`no-rx=1`): no kernel interfaces, nothing leaves the machine.
 
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -42,8 +42,8 @@ fn start() -> Switch {
         format!(
             "[eal]\nmemory = \"no-huge\"\nmemory_mb = 256\nfile_prefix = \"vsof{tag}\"\n\n[control]\nsocket = \"{}\"\n\n\
              [[bridge]]\nname = \"br0\"\ndatapath_id = \"0xab\"\nflow_tables = 8\ncontrollers = [\"ptcp:{port}:127.0.0.1\"]\n\n\
-             [[bridge.port]]\nname = \"p1\"\ntype = \"dpdk\"\ndevargs = \"net_null0\"\n\n\
-             [[bridge.port]]\nname = \"p2\"\ntype = \"dpdk\"\ndevargs = \"net_null1\"\n",
+             [[bridge.port]]\nname = \"p1\"\ntype = \"dpdk\"\ndevargs = \"net_null0,no-rx=1\"\n\n\
+             [[bridge.port]]\nname = \"p2\"\ntype = \"dpdk\"\ndevargs = \"net_null1,no-rx=1\"\n",
             sock.display()
         ),
     )
