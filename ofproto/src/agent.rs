@@ -101,15 +101,67 @@ pub struct Meter {
     pub created_ms: u64,
 }
 
-/// Counters of a meter (shared with the datapath).
+/// Counters of a meter and its bands' token buckets (shared with the
+/// datapath; atomics, no lock).
 #[derive(Debug, Default)]
 pub struct MeterCounters {
     /// Packets in.
     pub packets: AtomicU64,
     /// Bytes in.
     pub bytes: AtomicU64,
-    /// (packets, bytes) per band.
+    /// (packets, bytes) per band: packets the band was applied to.
     pub bands: Vec<(AtomicU64, AtomicU64)>,
+    /// Per band: tokens in nano-units (bits for kbps meters, packets for
+    /// pktps ones, times 1e9).
+    pub tokens: Vec<AtomicU64>,
+    /// When the buckets were last refilled, in the caller's nanoseconds.
+    pub last_ns: AtomicU64,
+}
+
+impl Meter {
+    /// Bucket size of band `b` in nano-units: its burst when the meter has
+    /// OFPMF_BURST, else 100 ms of its rate; at least one full-size frame.
+    fn capacity(&self, b: &MeterBand) -> u64 {
+        let kbps = self.flags & 1 != 0;
+        let unit: u64 = if kbps { 1000 } else { 1 };
+        let units =
+            if self.flags & 4 != 0 { u64::from(b.burst_size) * unit } else { (u64::from(b.rate) * unit / 10).max(1) };
+        let floor = if kbps { 1518 * 8 } else { 1 };
+        units.max(floor).saturating_mul(1_000_000_000)
+    }
+
+    /// Meters a packet of `bytes` at `now_ns`: the band it exceeds (the one
+    /// of highest rate among those whose bucket is short, spec 5.7.1), or
+    /// None when it conforms. Counts the meter's and the band's counters.
+    pub fn apply(&self, bytes: u64, now_ns: u64) -> Option<&MeterBand> {
+        let st = &self.stats;
+        st.packets.fetch_add(1, Ordering::Relaxed);
+        st.bytes.fetch_add(bytes, Ordering::Relaxed);
+        let kbps = self.flags & 1 != 0;
+        let unit: u64 = if kbps { 1000 } else { 1 };
+        let cost = if kbps { bytes * 8 } else { 1 }.saturating_mul(1_000_000_000);
+        let last = st.last_ns.swap(now_ns, Ordering::Relaxed);
+        // One second of refill at most: the buckets are full by then.
+        let elapsed = now_ns.saturating_sub(last).min(1_000_000_000);
+        let mut exceeded: Option<usize> = None;
+        for (i, b) in self.bands.iter().enumerate() {
+            let Some(t) = st.tokens.get(i) else { continue };
+            let cap = self.capacity(b);
+            let add = elapsed.saturating_mul(u64::from(b.rate) * unit);
+            let _ = t.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |x| Some(x.saturating_add(add).min(cap)));
+            if t.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |x| x.checked_sub(cost)).is_err()
+                && exceeded.is_none_or(|e| self.bands[e].rate < b.rate)
+            {
+                exceeded = Some(i);
+            }
+        }
+        let i = exceeded?;
+        if let Some((p, by)) = st.bands.get(i) {
+            p.fetch_add(1, Ordering::Relaxed);
+            by.fetch_add(bytes, Ordering::Relaxed);
+        }
+        self.bands.get(i)
+    }
 }
 
 /// OFPCR_ROLE_* values.
@@ -514,12 +566,16 @@ impl Agent {
                 }
                 let counters = MeterCounters {
                     bands: m.bands.iter().map(|_| (AtomicU64::new(0), AtomicU64::new(0))).collect(),
+                    tokens: m.bands.iter().map(|_| AtomicU64::new(0)).collect(),
                     ..MeterCounters::default()
                 };
-                self.meters.insert(
-                    m.meter_id,
-                    Meter { flags: m.flags, bands: m.bands.clone(), stats: Arc::new(counters), created_ms: now_ms },
-                );
+                let meter =
+                    Meter { flags: m.flags, bands: m.bands.clone(), stats: Arc::new(counters), created_ms: now_ms };
+                // Buckets start full.
+                for (t, b) in meter.stats.tokens.iter().zip(&meter.bands) {
+                    t.store(meter.capacity(b), Ordering::Relaxed);
+                }
+                self.meters.insert(m.meter_id, meter);
                 self.generation += 1;
                 Ok(())
             }
@@ -933,6 +989,39 @@ mod tests {
         assert!(matches!(&stale[0], Message::Error { err_type: 11, code: 0, .. }), "{stale:?}");
         replies(&mut a, 2, Message::RoleRequest(Role { role: role::MASTER, generation_id: 11 }), &mut d);
         assert_eq!((a.role_of(1), a.role_of(2)), (Some(role::SLAVE), Some(role::MASTER)), "the old master steps down");
+    }
+
+    #[test]
+    fn a_meter_drops_what_exceeds_its_rate() {
+        let mut a = Agent::new(1, 1, 10);
+        let mut d = dp();
+        a.connected(1);
+        replies(&mut a, 1, Message::Hello { versions: vec![4] }, &mut d);
+        // 100 packets per second, burst 10 packets.
+        let mm = MeterMod {
+            command: 0,
+            flags: 2 | 4,
+            meter_id: 1,
+            bands: vec![MeterBand { band_type: 1, rate: 100, burst_size: 10, prec_level: 0 }],
+        };
+        assert!(replies(&mut a, 1, Message::MeterMod(mm), &mut d).is_empty());
+        let m = &a.meters[&1];
+        // 1000 packets offered over one second: ~10 (burst) + ~100 (rate) pass.
+        let passed = (0..1000u64).filter(|i| m.apply(64, i * 1_000_000).is_none()).count();
+        assert!((105..=115).contains(&passed), "{passed} passed");
+        assert_eq!(m.stats.packets.load(Ordering::Relaxed), 1000);
+        assert_eq!(m.stats.bands[0].0.load(Ordering::Relaxed), 1000 - passed as u64);
+        // Bad meter mods.
+        let bad = |flags, rate| MeterMod {
+            command: 0,
+            flags,
+            meter_id: 2,
+            bands: vec![MeterBand { band_type: 1, rate, burst_size: 0, prec_level: 0 }],
+        };
+        let e = replies(&mut a, 1, Message::MeterMod(bad(3, 10)), &mut d);
+        assert!(matches!(&e[0], Message::Error { err_type: 12, code: 5, .. }), "kbps and pktps: {e:?}");
+        let e = replies(&mut a, 1, Message::MeterMod(bad(1, 0)), &mut d);
+        assert!(matches!(&e[0], Message::Error { err_type: 12, code: 6, .. }), "rate 0: {e:?}");
     }
 
     #[test]

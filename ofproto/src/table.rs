@@ -15,6 +15,18 @@ use crate::ofp::oxm::{Match, Oxm};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+/// Where an instruction runs in a flow's instruction list (spec 5.9).
+fn exec_rank(i: &Instruction) -> u8 {
+    match i {
+        Instruction::Meter(_) => 0,
+        Instruction::ApplyActions(_) => 1,
+        Instruction::ClearActions => 2,
+        Instruction::WriteActions(_) => 3,
+        Instruction::WriteMetadata { .. } => 4,
+        Instruction::GotoTable(_) => 5,
+    }
+}
+
 /// OFPTT_ALL.
 pub const ALL_TABLES: u8 = 0xff;
 
@@ -219,8 +231,19 @@ impl Tables {
     }
 
     /// Applies a flow-mod at `now_ms`; returns the entries it removed (for
-    /// flow-removed messages). A refused flow-mod changes nothing.
+    /// flow-removed messages). A refused flow-mod changes nothing. The
+    /// instructions are kept in the order the spec runs them (meter,
+    /// apply-actions, clear-actions, write-actions, write-metadata,
+    /// goto-table), whatever order they came in.
     pub fn flow_mod(&mut self, fm: &FlowMod, now_ms: u64, refs: &dyn Refs) -> Result<Vec<Removed>, OfpError> {
+        let mut sorted;
+        let fm = if fm.instructions.windows(2).all(|w| exec_rank(&w[0]) <= exec_rank(&w[1])) {
+            fm
+        } else {
+            sorted = fm.clone();
+            sorted.instructions.sort_by_key(exec_rank);
+            &sorted
+        };
         let n = self.n_tables();
         let in_range = fm.table_id < n;
         let cookie_ok = |e: &FlowEntry| e.cookie & fm.cookie_mask == fm.cookie & fm.cookie_mask;

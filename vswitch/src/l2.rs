@@ -535,8 +535,8 @@ impl Pipeline for BridgeDispatch {
         if let Some(Some(b)) = self.by_port.get(rxq.port) {
             match self.openflow.get(*b) {
                 Some(Some(of)) => {
-                    let now_ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-                    of.process(rxq, batch, tx, &mut self.bridges[*b], now_ms);
+                    let now_ns = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                    of.process(rxq, batch, tx, &mut self.bridges[*b], now_ns);
                 }
                 _ => self.bridges[*b].process(rxq, batch, tx),
             }
@@ -549,8 +549,8 @@ impl Pipeline for BridgeDispatch {
         for _ in 0..8 {
             let Ok(req) = rx.try_recv() else { return };
             if let Some(Some(of)) = self.openflow.get(req.bridge) {
-                let now_ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-                of.packet_out(&req, tx, &mut self.bridges[req.bridge], now_ms);
+                let now_ns = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                of.packet_out(&req, tx, &mut self.bridges[req.bridge], now_ns);
             }
         }
     }

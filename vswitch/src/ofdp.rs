@@ -13,7 +13,7 @@
 //! group counters are shared atomics.
 
 use crate::l2::L2Pipeline;
-use ofproto::agent::Group;
+use ofproto::agent::{Group, Meter};
 use ofproto::flow::FlowKey;
 use ofproto::ofp::action::port;
 use ofproto::ofp::{Action, Field, Instruction};
@@ -58,6 +58,8 @@ pub struct OfCounters {
     pub controller_queue_full: AtomicU64,
     /// TTL decremented to zero.
     pub ttl_expired: AtomicU64,
+    /// Dropped by a meter's drop band.
+    pub meter_drops: AtomicU64,
     /// No mbuf for a copy or a tag.
     pub nombuf: AtomicU64,
     /// Set-field of a field this datapath cannot rewrite yet: not applied.
@@ -85,6 +87,8 @@ pub struct OfBridgeDp {
     pub tables: Tables,
     /// Groups.
     pub groups: BTreeMap<u32, Group>,
+    /// Meters (their token buckets are shared atomics).
+    pub meters: BTreeMap<u32, Meter>,
     /// OpenFlow port number per PMD slot (0: not a port of this bridge).
     pub slot_ofport: Vec<u32>,
     /// PMD slot per OpenFlow port number, with link state.
@@ -184,6 +188,7 @@ struct Out {
     /// Packets for the bridge's L2 switching (NORMAL).
     normal: Batch,
     now_ms: u64,
+    now_ns: u64,
 }
 
 fn l3_offset(d: &[u8]) -> Option<(usize, u16)> {
@@ -198,6 +203,23 @@ fn l3_offset(d: &[u8]) -> Option<(usize, u16)> {
             continue;
         }
         return Some((off + 2, et));
+    }
+}
+
+/// Raises an IPv4 packet's AF drop precedence by `prec` (capped at 3).
+fn remark_dscp(p: &mut Packet, prec: u8) {
+    let d = p.data_mut();
+    if let Some((l3, 0x0800)) = l3_offset(d) {
+        if d.len() >= l3 + 20 {
+            let dscp = d[l3 + 1] >> 2;
+            let dp = ((dscp >> 1) & 3).saturating_add(prec).min(3);
+            let new_dscp = (dscp & !0b110) | (dp << 1);
+            let old = u16::from_be_bytes([d[l3], d[l3 + 1]]);
+            d[l3 + 1] = (new_dscp << 2) | (d[l3 + 1] & 3);
+            let new = u16::from_be_bytes([d[l3], d[l3 + 1]]);
+            let c = u16::from_be_bytes([d[l3 + 10], d[l3 + 11]]);
+            d[l3 + 10..l3 + 12].copy_from_slice(&csum_update(c, old, new).to_be_bytes());
+        }
     }
 }
 
@@ -237,9 +259,9 @@ fn set_ipv4_addr(d: &mut [u8], l3: usize, at: usize, new: [u8; 4]) {
 impl OfBridgeDp {
     /// Runs a batch received on `rxq` through the tables; NORMAL packets go
     /// to `l2`.
-    pub fn process(&self, rxq: &RxqRef, batch: &mut Batch, tx: &mut TxBatches, l2: &mut L2Pipeline, now_ms: u64) {
+    pub fn process(&self, rxq: &RxqRef, batch: &mut Batch, tx: &mut TxBatches, l2: &mut L2Pipeline, now_ns: u64) {
         let in_port = self.slot_ofport.get(rxq.port).copied().unwrap_or(0);
-        let mut out = Out { in_slot: rxq.port, in_port, normal: Batch::new(), now_ms };
+        let mut out = Out { in_slot: rxq.port, in_port, normal: Batch::new(), now_ms: now_ns / 1_000_000, now_ns };
         for p in batch.drain() {
             self.run(p, in_port, &mut out, tx);
         }
@@ -251,13 +273,13 @@ impl OfBridgeDp {
 
     /// Runs a PACKET_OUT's actions on its frame (on a PMD thread: the
     /// control thread has no tx queue).
-    pub fn packet_out(&self, req: &PacketOutReq, tx: &mut TxBatches, l2: &mut L2Pipeline, now_ms: u64) {
+    pub fn packet_out(&self, req: &PacketOutReq, tx: &mut TxBatches, l2: &mut L2Pipeline, now_ns: u64) {
         let Some(p) = Packet::from_bytes(&self.pool, &req.data) else {
             self.counters.nombuf.fetch_add(1, Ordering::Relaxed);
             return;
         };
         let in_slot = self.ofport_slot.get(&req.in_port).map_or(usize::MAX, |(s, _)| *s);
-        let mut out = Out { in_slot, in_port: req.in_port, normal: Batch::new(), now_ms };
+        let mut out = Out { in_slot, in_port: req.in_port, normal: Batch::new(), now_ms: now_ns / 1_000_000, now_ns };
         let mut key = FlowKey::extract(p.data(), req.in_port);
         let origin = Origin { table: 0, cookie: 0, reason: 1 };
         if req.actions.iter().any(|a| matches!(a, Action::Output { port: port::TABLE, .. })) {
@@ -309,9 +331,17 @@ impl OfBridgeDp {
                         key.set_u64(Field::Metadata, (old & !mask) | (metadata & mask));
                     }
                     Instruction::GotoTable(n) => next = Some(*n),
-                    // Meters are kept and counted by the agent; their bands
-                    // are not enforced on this path yet.
-                    Instruction::Meter(_) => {}
+                    Instruction::Meter(m) => {
+                        if let Some(band) = self.meters.get(m).and_then(|mt| mt.apply(len, out.now_ns)) {
+                            if band.band_type == 1 {
+                                self.counters.meter_drops.fetch_add(1, Ordering::Relaxed);
+                                return;
+                            }
+                            // DSCP remark: raise the drop precedence (RFC 2597
+                            // AFxy: y in DSCP bits 1-2) by prec_level.
+                            remark_dscp(&mut p, band.prec_level);
+                        }
+                    }
                 }
             }
             match next {

@@ -492,6 +492,7 @@ impl OpenFlow {
             bridge: bi,
             tables: b.agent.tables.clone(),
             groups: b.agent.groups.clone(),
+            meters: b.agent.meters.clone(),
             slot_ofport,
             ofport_slot,
             miss_send_len: b.agent.config.miss_send_len,

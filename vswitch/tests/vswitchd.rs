@@ -430,6 +430,16 @@ fn openflow_flows_forward_containers() {
     ofctl(&["add-flow", "priority=5,actions=group:5"]);
     assert_eq!(lab.ping(1, 2, 2, "0.2", None), 2, "group all: each bucket gets a copy (the sender's own is harmless)");
     assert!(ofctl(&["dump-group-stats"]).contains("group_id=5"), "group stats");
+    // A meter of 10 packets per second (burst 5) on c1's traffic: of 60
+    // pings at 50 per second only about 5 + 12 get through.
+    ofctl(&["del-flows"]);
+    ofctl(&["add-meter", "meter=1,pktps,burst,bands=type=drop,rate=10,burst_size=5"]);
+    ofctl(&["add-flow", "priority=10,in_port=1,actions=meter:1,output:2"]);
+    ofctl(&["add-flow", "priority=10,in_port=2,actions=output:1"]);
+    let got = lab.ping(1, 2, 60, "0.02", None);
+    assert!((5..=30).contains(&got), "metered to ~10 pps: {got} of 60 answered");
+    let stats = ofctl(&["meter-stats"]);
+    assert!(stats.contains("meter:1") && stats.contains("packet_count:"), "{stats}");
     // A table-miss flow to the controller: packet-ins, counted by the
     // controller side (ovs-ofctl monitor would need a terminal; the
     // switch's counters and the absence of forwarding show it here).

@@ -74,11 +74,13 @@ impl<'a> Reader<'a> {
     pub fn u64(&mut self) -> Result<u64, OfpError> {
         Ok(u64::from_be_bytes(self.array()?))
     }
-    /// A NUL-padded string field of `n` bytes.
+    /// A NUL-terminated string in a field of `n` bytes: at most n-1
+    /// bytes are text; bytes that are not printable ASCII read as `?`, so
+    /// what decodes re-encodes to the same text.
     pub fn string(&mut self, n: usize) -> Result<String, OfpError> {
         let s = self.take(n)?;
-        let end = s.iter().position(|b| *b == 0).unwrap_or(n);
-        Ok(String::from_utf8_lossy(&s[..end]).into_owned())
+        let end = s.iter().position(|b| *b == 0).unwrap_or(n).min(n.saturating_sub(1));
+        Ok(s[..end].iter().map(|b| if b.is_ascii_graphic() || *b == b' ' { char::from(*b) } else { '?' }).collect())
     }
 }
 
