@@ -78,6 +78,61 @@ pub enum Scenario {
     /// MAC learning switch: ours is `vswitchd` with a bridge, OVS the
     /// NORMAL action; both with MAC tables sized for `--macs`.
     L2,
+    /// Three OpenFlow tables loaded into both switches by `ovs-ofctl -O
+    /// OpenFlow13 add-flows` from one file: classify by in_port, rewrite
+    /// per source address (one flow per generated flow: set eth_dst,
+    /// dec_ttl), output by in_port. The load's flow-mod rate is reported.
+    #[value(name = "of-3table")]
+    #[serde(rename = "of-3table")]
+    Of3table,
+}
+
+/// The of-3table scenario's flows for `flows` generated flows per
+/// direction (the generator's source IPs are 10.D.x.y + f).
+pub fn of_3table_flows(flows: u32) -> String {
+    let mut t = String::new();
+    for p in 1..=2 {
+        t.push_str(&format!("table=0,priority=10,in_port={p},actions=goto_table:1\n"));
+    }
+    for d in 0..2u32 {
+        for f in 0..flows.max(1) {
+            let ip = 0x0a00_0000 + d * 0x0001_0000 + f;
+            t.push_str(&format!(
+                "table=1,priority=10,ip,nw_src={}.{}.{}.{},actions=set_field:02:00:00:00:00:{:02x}->eth_dst,dec_ttl,goto_table:2\n",
+                ip >> 24,
+                (ip >> 16) & 0xff,
+                (ip >> 8) & 0xff,
+                ip & 0xff,
+                d + 1
+            ));
+        }
+    }
+    t.push_str("table=1,priority=0,actions=goto_table:2\n");
+    t.push_str("table=2,priority=10,in_port=1,actions=output:2\ntable=2,priority=10,in_port=2,actions=output:1\n");
+    t
+}
+
+/// Loads a flow file with `ovs-ofctl -O OpenFlow13 add-flows TARGET FILE`
+/// (it ends with a barrier), retrying the connection for up to 20 s;
+/// returns the flow-mods and the seconds the load took.
+fn load_flows(target: &str, file: &Path, dir: &Path) -> Result<(usize, f64)> {
+    let n = std::fs::read_to_string(file)?.lines().count();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let t0 = Instant::now();
+        let out = ovs_env(
+            Command::new(tool("ovs-ofctl")?).args(["-O", "OpenFlow13", "--no-names", "add-flows", target]).arg(file),
+            dir,
+        )
+        .output()?;
+        if out.status.success() {
+            return Ok((n, t0.elapsed().as_secs_f64()));
+        }
+        if Instant::now() > deadline {
+            bail!("ovs-ofctl add-flows {target}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 impl Setup {
@@ -164,6 +219,13 @@ impl Running {
         let err = out.try_clone()?;
         let cores = format!("{},{}", s.gen_core, s.fwd_core);
         let mut r = Running { kind, child: None, log, ovs: None, vswitchd: None };
+        let flows_file = s.dir.join("of-3table.flows");
+        let of_port = (s.scenario == Scenario::Of3table)
+            .then(|| std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()))
+            .transpose()?;
+        if s.scenario == Scenario::Of3table {
+            std::fs::write(&flows_file, of_3table_flows(s.macs))?;
+        }
         match kind {
             Kind::Vswitch => {
                 let sock = s.dir.join("vswitchd.sock").display().to_string();
@@ -172,7 +234,7 @@ impl Running {
                 let port = |i: usize| {
                     let peer = match s.scenario {
                         Scenario::P2p => format!("peer = \"p{}\"\n", 1 - i),
-                        Scenario::L2 => String::new(),
+                        Scenario::L2 | Scenario::Of3table => String::new(),
                     };
                     format!(
                         "[[bridge.port]]\nname = \"p{i}\"\ntype = \"dpdk\"\ndevargs = \"{}\"\nn_rxq = {}\n{peer}",
@@ -185,9 +247,13 @@ impl Running {
                     format!(
                         "[eal]\ncores = [{cores}]\nmemory = \"in-memory\"\nmemory_mb = 512\nfile_prefix = \"vsbench-vswitchd\"\n\n\
                          [pmd]\ncores = [{fwd}]\nrxq_assignment = \"round-robin\"\n\n[control]\nsocket = \"{sock}\"\n\n\
-                         [[bridge]]\nname = \"br0\"\nmac_table_size = {table}\n\n{p0}\n{p1}",
+                         [[bridge]]\nname = \"br0\"\nmac_table_size = {table}\n{of}\n{p0}\n{p1}",
                         fwd = s.fwd_core,
                         table = (s.macs * 4).max(8192),
+                        of = match of_port {
+                            Some(p) => format!("fail_mode = \"secure\"\ncontrollers = [\"ptcp:{p}:127.0.0.1\"]\n"),
+                            None => String::new(),
+                        },
                         p0 = port(0),
                         p1 = port(1),
                     ),
@@ -237,6 +303,14 @@ impl Running {
                 bail!("{} did not create its sockets in 30 s; its log:\n{}", kind.name(), tail(&r.log));
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+        if let (Some(p), Kind::Vswitch) = (of_port, kind) {
+            let (n, secs) = load_flows(&format!("tcp:127.0.0.1:{p}"), &flows_file, &s.dir)?;
+            println!(
+                "  {}: {n} flows loaded by ovs-ofctl add-flows in {secs:.2} s ({:.0} flow-mods/s)",
+                kind.name(),
+                n as f64 / secs
+            );
         }
         Ok(r)
     }
@@ -424,6 +498,14 @@ fn start_ovs(s: &Setup) -> Result<Ovs> {
         Scenario::P2p => {
             ofctl(&["add-flow", &mgmt, "in_port=1,actions=output:2"])?;
             ofctl(&["add-flow", &mgmt, "in_port=2,actions=output:1"])?;
+        }
+        Scenario::Of3table => {
+            vsctl(&["set", "bridge", "br0", "protocols=OpenFlow10,OpenFlow13"])?;
+            let (n, secs) = load_flows(&mgmt, &s.dir.join("of-3table.flows"), &dir)?;
+            println!(
+                "  ovs-dpdk: {n} flows loaded by ovs-ofctl add-flows in {secs:.2} s ({:.0} flow-mods/s)",
+                n as f64 / secs
+            );
         }
         Scenario::L2 => {
             ofctl(&["add-flow", &mgmt, "actions=NORMAL"])?;

@@ -120,12 +120,24 @@ pub trait Refs {
     fn meter_exists(&self, meter: u32) -> bool;
 }
 
+/// A flow's identity in its table: priority and match (fields in id order).
+type FlowId = (u16, Vec<Oxm>);
+
+fn flow_id(priority: u16, m: &Match) -> FlowId {
+    let mut v = m.fields.clone();
+    v.sort_by_key(|o| o.field);
+    (priority, v)
+}
+
 /// One table: entries in priority order (highest first; among equal
 /// priorities, the older first).
 #[derive(Debug, Clone, Default)]
 pub struct FlowTable {
     /// Entries.
     pub entries: Vec<FlowEntry>,
+    /// Identities of the entries, so an add finds an identical entry
+    /// without a scan (flow-mod storms stay linear).
+    ids: std::collections::HashSet<FlowId>,
     /// Packets looked up here.
     pub lookups: Arc<AtomicU64>,
     /// Packets that matched an entry here.
@@ -139,8 +151,15 @@ impl FlowTable {
         self.entries.iter().find(|e| e.match_.matches(key))
     }
     fn insert(&mut self, e: FlowEntry) {
-        let at = self.entries.iter().position(|x| x.priority < e.priority).unwrap_or(self.entries.len());
+        // After every entry of higher or equal priority: a run of adds at
+        // one priority appends.
+        let at = self.entries.partition_point(|x| x.priority >= e.priority);
+        self.ids.insert(flow_id(e.priority, &e.match_));
         self.entries.insert(at, e);
+    }
+    /// Rebuilds the identity index after entries were removed.
+    fn reindex(&mut self) {
+        self.ids = self.entries.iter().map(|e| flow_id(e.priority, &e.match_)).collect();
     }
 }
 
@@ -255,8 +274,11 @@ impl Tables {
                 self.check(fm, refs)?;
                 let max = self.max_entries;
                 let t = &mut self.tables[usize::from(fm.table_id)];
-                let same =
-                    t.entries.iter().position(|e| e.priority == fm.priority && same_fields(&e.match_, &fm.match_));
+                let same = if t.ids.contains(&flow_id(fm.priority, &fm.match_)) {
+                    t.entries.iter().position(|e| e.priority == fm.priority && same_fields(&e.match_, &fm.match_))
+                } else {
+                    None
+                };
                 if fm.flags & FF_CHECK_OVERLAP != 0
                     && t.entries.iter().any(|e| e.priority == fm.priority && e.match_.overlaps(&fm.match_))
                 {
@@ -268,6 +290,7 @@ impl Tables {
                 let stats = match same {
                     Some(i) => {
                         let old = t.entries.remove(i);
+                        t.ids.remove(&flow_id(old.priority, &old.match_));
                         if fm.flags & FF_RESET_COUNTS != 0 {
                             Arc::new(EntryStats::default())
                         } else {
@@ -334,6 +357,7 @@ impl Tables {
                         }
                         !gone
                     });
+                    t.reindex();
                 }
                 Ok(removed)
             }
@@ -359,6 +383,9 @@ impl Tables {
                 }
                 reason.is_none()
             });
+            if !removed.is_empty() {
+                t.reindex();
+            }
         }
         removed
     }
@@ -374,6 +401,7 @@ impl Tables {
                 }
                 !gone
             });
+            t.reindex();
         }
         removed
     }

@@ -391,21 +391,28 @@ impl OpenFlow {
             frames.push(c.inbuf.drain(..n).collect::<Vec<u8>>());
         }
         let now_ms = self.now_ms();
+        // The PMD threads get the new tables once per batch of messages,
+        // and always before an answer goes out (a barrier reply in
+        // particular): a storm of flow-mods is published once.
+        let mut dirty = false;
         for f in frames {
             let ob = &mut self.bridges[bridge];
             let before = ob.agent.generation;
             let mut dp = SwitchDp { sw, bridge: &ob.bridge, index: bridge, config: &mut ob.port_config };
             let (out, close) = ob.agent.receive(id, &f, &mut dp, now_ms);
-            // The PMD threads use the new tables before any later message
-            // (a barrier reply in particular) is answered.
-            if self.bridges[bridge].agent.generation != before {
+            dirty |= self.bridges[bridge].agent.generation != before;
+            if dirty && !out.is_empty() {
                 self.sync(sw);
+                dirty = false;
             }
             self.send(reg, out);
             if close {
                 closed = true;
                 break;
             }
+        }
+        if dirty {
+            self.sync(sw);
         }
         self.flush(reg, id);
         if closed {
