@@ -112,63 +112,88 @@ impl std::fmt::Debug for OfBridgeDp {
     }
 }
 
-/// The action set (spec 5.10): at most one action of each kind.
-#[derive(Default)]
+/// The action set (spec 5.10): at most one action of each kind, kept
+/// inline (no allocation per packet).
 struct ActionSet {
     copy_ttl_in: bool,
     pop_vlan: bool,
     push_vlan: Option<u16>,
     copy_ttl_out: bool,
     dec_nw_ttl: bool,
-    set_fields: Vec<Action>,
+    /// One set-field per field, by field id.
+    set_fields: [Option<Action>; 40],
     group: Option<u32>,
     output: Option<Action>,
+    any: bool,
 }
+
+impl Default for ActionSet {
+    fn default() -> ActionSet {
+        ActionSet {
+            copy_ttl_in: false,
+            pop_vlan: false,
+            push_vlan: None,
+            copy_ttl_out: false,
+            dec_nw_ttl: false,
+            set_fields: [None; 40],
+            group: None,
+            output: None,
+            any: false,
+        }
+    }
+}
+
+/// Up to this many actions run from an action set.
+const SET_MAX: usize = 48;
 
 impl ActionSet {
     fn write(&mut self, acts: &[Action]) {
         for a in acts {
+            self.any = true;
             match a {
                 Action::CopyTtlIn => self.copy_ttl_in = true,
                 Action::PopVlan => self.pop_vlan = true,
                 Action::PushVlan(e) => self.push_vlan = Some(*e),
                 Action::CopyTtlOut => self.copy_ttl_out = true,
                 Action::DecNwTtl => self.dec_nw_ttl = true,
-                Action::SetField(o) => {
-                    self.set_fields.retain(|x| !matches!(x, Action::SetField(y) if y.field == o.field));
-                    self.set_fields.push(a.clone());
-                }
+                Action::SetField(o) => self.set_fields[o.field as usize] = Some(*a),
                 Action::Group(g) => self.group = Some(*g),
-                Action::Output { .. } => self.output = Some(a.clone()),
+                Action::Output { .. } => self.output = Some(*a),
                 _ => {}
             }
         }
     }
-    /// In execution order; output only without a group.
-    fn actions(self) -> Vec<Action> {
-        let mut v = Vec::new();
+    /// In execution order into `buf`; output only without a group.
+    fn actions<'b>(&self, buf: &'b mut [Action; SET_MAX]) -> &'b [Action] {
+        let mut n = 0;
+        let mut push = |a: Action| {
+            buf[n] = a;
+            n += 1;
+        };
         if self.copy_ttl_in {
-            v.push(Action::CopyTtlIn);
+            push(Action::CopyTtlIn);
         }
         if self.pop_vlan {
-            v.push(Action::PopVlan);
+            push(Action::PopVlan);
         }
         if let Some(e) = self.push_vlan {
-            v.push(Action::PushVlan(e));
+            push(Action::PushVlan(e));
         }
         if self.copy_ttl_out {
-            v.push(Action::CopyTtlOut);
+            push(Action::CopyTtlOut);
         }
         if self.dec_nw_ttl {
-            v.push(Action::DecNwTtl);
+            push(Action::DecNwTtl);
         }
-        v.extend(self.set_fields);
+        for a in self.set_fields.iter().flatten() {
+            push(*a);
+        }
         match (self.group, self.output) {
-            (Some(g), _) => v.push(Action::Group(g)),
-            (None, Some(o)) => v.push(o),
+            (Some(g), _) => push(Action::Group(g)),
+            (None, Some(o)) => push(o),
             (None, None) => {}
         }
-        v
+        &buf[..n]
     }
 }
 
@@ -298,7 +323,8 @@ impl OfBridgeDp {
     /// Runs one packet through the tables.
     fn run(&self, mut p: Packet, in_port: u32, out: &mut Out, tx: &mut TxBatches) {
         let mut key = FlowKey::extract(p.data(), in_port);
-        let mut set = ActionSet::default();
+        // Made only when a flow writes to it: most pipelines never do.
+        let mut set: Option<ActionSet> = None;
         let mut table = 0u8;
         let mut origin = Origin { table: 0, cookie: 0, reason: 1 };
         let origin_of = |table: u8, e: &ofproto::table::FlowEntry| Origin {
@@ -324,8 +350,8 @@ impl OfBridgeDp {
                         let Some(q) = self.apply(p, &mut key, a, out, tx, origin_of(table, e)) else { return };
                         p = q;
                     }
-                    Instruction::ClearActions => set = ActionSet::default(),
-                    Instruction::WriteActions(a) => set.write(a),
+                    Instruction::ClearActions => set = None,
+                    Instruction::WriteActions(a) => set.get_or_insert_with(ActionSet::default).write(a),
                     Instruction::WriteMetadata { metadata, mask } => {
                         let old = key.get_u64(Field::Metadata).unwrap_or(0);
                         key.set_u64(Field::Metadata, (old & !mask) | (metadata & mask));
@@ -349,9 +375,12 @@ impl OfBridgeDp {
                 _ => break,
             }
         }
-        let acts = set.actions();
-        if !acts.is_empty() {
-            let _ = self.apply(p, &mut key, &acts, out, tx, origin);
+        if let Some(set) = set.filter(|s| s.any) {
+            let mut buf = [Action::PopPbb; SET_MAX];
+            let acts = set.actions(&mut buf);
+            if !acts.is_empty() {
+                let _ = self.apply(p, &mut key, acts, out, tx, origin);
+            }
         }
     }
 
@@ -385,20 +414,21 @@ impl OfBridgeDp {
                     let Some(group) = self.groups.get(g) else { continue };
                     group.stats.packets.fetch_add(1, Ordering::Relaxed);
                     group.stats.bytes.fetch_add(p.len() as u64, Ordering::Relaxed);
-                    let buckets: Vec<usize> = match group.group_type {
-                        0 => (0..group.buckets.len()).collect(),
-                        1 => self.select_bucket(group, key).into_iter().collect(),
-                        2 => (!group.buckets.is_empty()).then_some(0).into_iter().collect(),
+                    // The buckets that run: all, one by hash, the only
+                    // one, or the first live one.
+                    let (from, to) = match group.group_type {
+                        0 => (0, group.buckets.len()),
+                        1 => self.select_bucket(group, key).map_or((0, 0), |i| (i, i + 1)),
+                        2 => (0, group.buckets.len().min(1)),
                         _ => group
                             .buckets
                             .iter()
                             .position(|b| self.ofport_slot.get(&b.watch_port).is_some_and(|(_, up)| *up))
-                            .into_iter()
-                            .collect(),
+                            .map_or((0, 0), |i| (i, i + 1)),
                     };
-                    for bi in &buckets {
-                        let b = &group.buckets[*bi];
-                        if let Some((pk, by)) = group.stats.buckets.get(*bi) {
+                    for bi in from..to {
+                        let b = &group.buckets[bi];
+                        if let Some((pk, by)) = group.stats.buckets.get(bi) {
                             pk.fetch_add(1, Ordering::Relaxed);
                             by.fetch_add(p.len() as u64, Ordering::Relaxed);
                         }

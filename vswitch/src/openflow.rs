@@ -510,6 +510,11 @@ impl OpenFlow {
         }
     }
 
+    /// Whether any bridge's pipeline is OpenFlow now.
+    pub fn any_active(&self) -> bool {
+        self.bridges.iter().any(|b| b.published.is_some_and(|(active, _, _)| active))
+    }
+
     /// Sends the PMD threads' packet-ins to the controllers that want them.
     pub fn drain_packet_ins(&mut self, reg: &Registry, sw: &Switch) {
         for _ in 0..256 {

@@ -487,6 +487,23 @@ fn packet_in_and_packet_out_make_a_reactive_switch() {
         instructions: vec![Instruction::ApplyActions(vec![Action::Output { port: port::CONTROLLER, max_len: 0xffff }])],
     };
     s.write_all(&Message::FlowMod(miss).encode(2)).unwrap();
+    // As a controller does: a barrier, so the flow is in place before
+    // traffic.
+    s.write_all(&Message::BarrierRequest.encode(3)).unwrap();
+    let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    'barrier: loop {
+        assert!(Instant::now() < deadline, "no barrier reply");
+        if let Ok(n) = s.read(&mut chunk) {
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        while let Some(n) = frame_len(&buf).filter(|n| buf.len() >= *n) {
+            let f: Vec<u8> = buf.drain(..n).collect();
+            if let Ok((_, Message::BarrierReply)) = Message::decode(&f) {
+                break 'barrier;
+            }
+        }
+    }
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let controller = {
         let done = done.clone();

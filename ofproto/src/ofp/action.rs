@@ -27,7 +27,7 @@ pub mod port {
 }
 
 /// An action.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
     /// OFPAT_OUTPUT: to `port`; `max_len` bytes of the packet go to the
     /// controller when the port is CONTROLLER.
