@@ -133,8 +133,9 @@ fn flow_id(priority: u16, m: &Match) -> FlowId {
 /// priorities, the older first).
 #[derive(Debug, Clone, Default)]
 pub struct FlowTable {
-    /// Entries.
-    pub entries: Vec<FlowEntry>,
+    /// Entries, shared with the snapshots the datapath holds (a change
+    /// copies the one entry it touches).
+    pub entries: Vec<Arc<FlowEntry>>,
     /// Identities of the entries, so an add finds an identical entry
     /// without a scan (flow-mod storms stay linear).
     ids: std::collections::HashSet<FlowId>,
@@ -148,14 +149,14 @@ impl FlowTable {
     /// The entry a packet with `key` hits.
     #[inline]
     pub fn lookup(&self, key: &FlowKey) -> Option<&FlowEntry> {
-        self.entries.iter().find(|e| e.match_.matches(key))
+        self.entries.iter().find(|e| e.match_.matches(key)).map(|e| &**e)
     }
     fn insert(&mut self, e: FlowEntry) {
         // After every entry of higher or equal priority: a run of adds at
         // one priority appends.
         let at = self.entries.partition_point(|x| x.priority >= e.priority);
         self.ids.insert(flow_id(e.priority, &e.match_));
-        self.entries.insert(at, e);
+        self.entries.insert(at, Arc::new(e));
     }
     /// Rebuilds the identity index after entries were removed.
     fn reindex(&mut self) {
@@ -207,6 +208,25 @@ impl Tables {
     /// `n` empty tables of at most `max_entries` entries each.
     pub fn new(n: u8, max_entries: usize) -> Tables {
         Tables { tables: (0..n).map(|_| FlowTable::default()).collect(), max_entries }
+    }
+
+    /// A copy for the datapath: the entries (shared, not copied), the
+    /// table counters (shared), without the control side's index; not to
+    /// be changed with [`Tables::flow_mod`].
+    pub fn snapshot(&self) -> Tables {
+        Tables {
+            tables: self
+                .tables
+                .iter()
+                .map(|t| FlowTable {
+                    entries: t.entries.clone(),
+                    ids: std::collections::HashSet::new(),
+                    lookups: t.lookups.clone(),
+                    matches: t.matches.clone(),
+                })
+                .collect(),
+            max_entries: self.max_entries,
+        }
     }
 
     /// How many tables.
@@ -294,7 +314,7 @@ impl Tables {
                         if fm.flags & FF_RESET_COUNTS != 0 {
                             Arc::new(EntryStats::default())
                         } else {
-                            old.stats
+                            old.stats.clone()
                         }
                     }
                     None => Arc::new(EntryStats::default()),
@@ -327,6 +347,7 @@ impl Tables {
                         e.match_.within(&fm.match_)
                     };
                     if hit && cookie_ok(e) {
+                        let e = Arc::make_mut(e);
                         e.instructions.clone_from(&fm.instructions);
                         if fm.flags & FF_RESET_COUNTS != 0 {
                             e.stats = Arc::new(EntryStats::default());
@@ -353,7 +374,7 @@ impl Tables {
                         };
                         let gone = hit && cookie_ok(e) && e.outputs_to(fm.out_port) && e.uses_group(fm.out_group);
                         if gone {
-                            removed.push(Removed { entry: e.clone(), reason: 2 });
+                            removed.push(Removed { entry: (**e).clone(), reason: 2 });
                         }
                         !gone
                     });
@@ -379,7 +400,7 @@ impl Tables {
                     None
                 };
                 if let Some(reason) = reason {
-                    removed.push(Removed { entry: e.clone(), reason });
+                    removed.push(Removed { entry: (**e).clone(), reason });
                 }
                 reason.is_none()
             });
@@ -397,7 +418,7 @@ impl Tables {
             t.entries.retain(|e| {
                 let gone = e.uses_group(group);
                 if gone {
-                    removed.push(Removed { entry: e.clone(), reason: 3 });
+                    removed.push(Removed { entry: (**e).clone(), reason: 3 });
                 }
                 !gone
             });
@@ -421,7 +442,7 @@ impl Tables {
             .iter()
             .enumerate()
             .filter(move |(i, _)| table_id == ALL_TABLES || usize::from(table_id) == *i)
-            .flat_map(|(_, t)| t.entries.iter())
+            .flat_map(|(_, t)| t.entries.iter().map(|e| &**e))
             .filter(move |e| {
                 e.match_.within(&m)
                     && e.cookie & cookie_mask == cookie & cookie_mask

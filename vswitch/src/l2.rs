@@ -460,6 +460,9 @@ pub struct DpView {
     /// Per bridge (same index as `bridges`): its OpenFlow pipeline, when
     /// OpenFlow drives it; None: NORMAL (L2 switching) only.
     pub openflow: Vec<Option<Arc<crate::ofdp::OfBridgeDp>>>,
+    /// Per bridge: fail_mode secure with controllers, and no OpenFlow
+    /// pipeline published yet: nothing is forwarded (never NORMAL).
+    pub closed: Vec<bool>,
 }
 
 /// Where the control thread publishes the [`DpView`]. PMD threads read it
@@ -475,6 +478,7 @@ pub struct BridgeDispatch {
     by_port: Vec<Option<usize>>,
     xconnect: Vec<Option<usize>>,
     openflow: Vec<Option<Arc<crate::ofdp::OfBridgeDp>>>,
+    closed: Vec<bool>,
     /// PACKET_OUTs to run (PMD thread 0 only).
     packet_outs: Option<std::sync::mpsc::Receiver<crate::ofdp::PacketOutReq>>,
     epoch: std::time::Instant,
@@ -491,6 +495,7 @@ impl BridgeDispatch {
             by_port: by_port.into_iter().map(Some).collect(),
             xconnect: Vec::new(),
             openflow: Vec::new(),
+            closed: Vec::new(),
             packet_outs: None,
             epoch: std::time::Instant::now(),
             bridges: bridges.iter().map(|b| b.pipeline(pmd)).collect(),
@@ -512,6 +517,7 @@ impl BridgeDispatch {
             by_port: Vec::new(),
             xconnect: Vec::new(),
             openflow: Vec::new(),
+            closed: Vec::new(),
             packet_outs,
             epoch,
             bridges: Vec::new(),
@@ -538,6 +544,9 @@ impl Pipeline for BridgeDispatch {
                     let now_ns = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
                     of.process(rxq, batch, tx, &mut self.bridges[*b], now_ns);
                 }
+                // Secure, waiting for its tables: the batch is left for the
+                // PMD thread to free.
+                _ if self.closed.get(*b) == Some(&true) => {}
                 _ => self.bridges[*b].process(rxq, batch, tx),
             }
         }
@@ -561,6 +570,7 @@ impl Pipeline for BridgeDispatch {
         self.by_port.clone_from(&view.by_port);
         self.xconnect.clone_from(&view.xconnect);
         self.openflow.clone_from(&view.openflow);
+        self.closed.clone_from(&view.closed);
         self.bridges = view.bridges.iter().map(|b| b.pipeline(self.pmd)).collect();
     }
 }

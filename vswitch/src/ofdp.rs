@@ -52,7 +52,8 @@ pub struct ToController {
 pub struct OfCounters {
     /// No flow matched and no table-miss entry: dropped (1.3's default).
     pub miss_drops: AtomicU64,
-    /// Output to a port that does not exist (any more).
+    /// Output to a port that does not exist (any more), or to the input
+    /// port by its number (only IN_PORT sends a packet back).
     pub bad_port: AtomicU64,
     /// Packet-ins dropped because the queue to the controller was full.
     pub controller_queue_full: AtomicU64,
@@ -725,6 +726,11 @@ impl OfBridgeDp {
                 if self.to_controller.try_send(msg).is_err() {
                     self.counters.controller_queue_full.fetch_add(1, Ordering::Relaxed);
                 }
+            }
+            // Back out of the input port only with IN_PORT (spec 5.12; OVS
+            // drops it too).
+            n if n == out.in_port => {
+                self.counters.bad_port.fetch_add(1, Ordering::Relaxed);
             }
             n => match self.ofport_slot.get(&n) {
                 Some((slot, _)) => tx.send(*slot, p),

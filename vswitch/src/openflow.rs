@@ -81,6 +81,9 @@ pub struct OpenFlow {
     conns: HashMap<ConnId, Conn>,
     next_conn: ConnId,
     started: Instant,
+    last_publish: Instant,
+    /// Changes not yet published to the PMD threads.
+    pending: bool,
 }
 
 /// The switch as an OpenFlow bridge's datapath.
@@ -177,6 +180,8 @@ impl OpenFlow {
             conns: HashMap::new(),
             next_conn: 0,
             started: epoch,
+            last_publish: Instant::now().checked_sub(Duration::from_secs(1)).unwrap_or_else(Instant::now),
+            pending: false,
         };
         for (bi, b) in cfg.bridges.iter().enumerate() {
             let mut agent = Agent::new(parse_dpid(b.datapath_id.as_deref(), bi), b.flow_tables, 1_000_000);
@@ -394,25 +399,22 @@ impl OpenFlow {
         // The PMD threads get the new tables once per batch of messages,
         // and always before an answer goes out (a barrier reply in
         // particular): a storm of flow-mods is published once.
-        let mut dirty = false;
         for f in frames {
             let ob = &mut self.bridges[bridge];
             let before = ob.agent.generation;
             let mut dp = SwitchDp { sw, bridge: &ob.bridge, index: bridge, config: &mut ob.port_config };
             let (out, close) = ob.agent.receive(id, &f, &mut dp, now_ms);
-            dirty |= self.bridges[bridge].agent.generation != before;
-            if dirty && !out.is_empty() {
-                self.sync(sw);
-                dirty = false;
+            // Across reads too: a flow-mod in one read, its barrier in the
+            // next.
+            self.pending |= self.bridges[bridge].agent.generation != before;
+            if self.pending && !out.is_empty() {
+                self.sync_now(sw);
             }
             self.send(reg, out);
             if close {
                 closed = true;
                 break;
             }
-        }
-        if dirty {
-            self.sync(sw);
         }
         self.flush(reg, id);
         if closed {
@@ -426,7 +428,9 @@ impl OpenFlow {
     pub fn tick(&mut self, reg: &Registry) {
         let now_ms = self.now_ms();
         for bi in 0..self.bridges.len() {
+            let before = self.bridges[bi].agent.generation;
             let out = self.bridges[bi].agent.tick(now_ms);
+            self.pending |= self.bridges[bi].agent.generation != before;
             self.send(reg, out);
         }
         let now = Instant::now();
@@ -469,7 +473,19 @@ impl OpenFlow {
     /// ruling the bridge: with fail_mode secure whenever it has
     /// controllers configured; standalone only while one is connected
     /// (NORMAL switching otherwise).
+    /// Changes that answer nothing (a storm of flow-mods) are published at
+    /// most every 10 ms; [`OpenFlow::sync_now`] publishes at once (before
+    /// an answer goes out).
     pub fn sync(&mut self, sw: &mut Switch) {
+        if self.last_publish.elapsed() >= Duration::from_millis(10) {
+            self.sync_now(sw);
+        }
+    }
+
+    /// Publishes every bridge whose pipeline changed, now.
+    pub fn sync_now(&mut self, sw: &mut Switch) {
+        self.last_publish = Instant::now();
+        self.pending = false;
         for bi in 0..self.bridges.len() {
             let b = &self.bridges[bi];
             let connected = b.agent.connections().next().is_some();
@@ -497,7 +513,7 @@ impl OpenFlow {
         }
         OfBridgeDp {
             bridge: bi,
-            tables: b.agent.tables.clone(),
+            tables: b.agent.tables.snapshot(),
             groups: b.agent.groups.clone(),
             meters: b.agent.meters.clone(),
             slot_ofport,

@@ -71,6 +71,9 @@ pub struct SwitchBridge {
     pub mac_aging_s: u32,
     /// Its OpenFlow pipeline, when OpenFlow drives it (None: NORMAL).
     pub of: Option<Arc<crate::ofdp::OfBridgeDp>>,
+    /// fail_mode secure with controllers: no NORMAL switching ever, even
+    /// before the OpenFlow pipeline is published.
+    pub secure: bool,
 }
 
 /// What a reload changed.
@@ -304,6 +307,7 @@ impl Switch {
             by_port,
             xconnect,
             openflow: bridges.iter().map(|b| b.of.clone()).collect(),
+            closed: bridges.iter().map(|b| b.secure && b.of.is_none()).collect(),
             bridges: bridges.iter().zip(per_bridge).map(|(b, members)| b.l2.with_ports(members)).collect(),
         }
     }
@@ -339,6 +343,7 @@ impl Switch {
             l2: L2Bridge::new(Vec::new(), b.mac_table_size, self.pools[0].clone()),
             mac_aging_s: b.mac_aging_s,
             of: None,
+            secure: b.fail_mode == config::FailMode::Secure && !b.controllers.is_empty(),
         });
         self.cfg.bridges.push(config::Bridge { ports: Vec::new(), ..b.clone() });
     }

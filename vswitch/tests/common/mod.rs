@@ -175,6 +175,36 @@ impl Lab {
     pub fn reaches(&self, from: u32, to: u32) -> bool {
         self.ping(from, to, 2, "0.2", None) > 0
     }
+    /// The MAC address of container i's eth0.
+    pub fn mac(&self, i: u32) -> String {
+        let out = Command::new("ip").args(["-n", &self.ns(i), "-j", "link", "show", "eth0"]).output().unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v[0]["address"].as_str().unwrap().to_string()
+    }
+
+    /// Permanent neighbour entries between all containers: tests whose
+    /// flows change under them count pings, not ARP retries.
+    pub fn static_arp(&self) {
+        for i in 1..=self.n {
+            for j in (1..=self.n).filter(|j| *j != i) {
+                sh(&[
+                    "ip",
+                    "-n",
+                    &self.ns(i),
+                    "neigh",
+                    "replace",
+                    &format!("10.99.0.{j}"),
+                    "lladdr",
+                    &self.mac(j),
+                    "dev",
+                    "eth0",
+                    "nud",
+                    "permanent",
+                ]);
+            }
+        }
+    }
+
     /// Port names of bridge `br` in `show`.
     pub fn port_names(&self, br: usize) -> Vec<String> {
         let show = self.ctl(&["show"]);
