@@ -57,6 +57,11 @@ pub struct PortInfo {
 pub trait Datapath {
     /// The bridge's ports.
     fn ports(&self) -> Vec<PortInfo>;
+    /// The bridge's OpenFlow port numbers (what a flow-mod's validation
+    /// needs, without reading counters).
+    fn port_nos(&self) -> Vec<u32> {
+        self.ports().iter().map(|p| p.port_no).collect()
+    }
     /// Runs `actions` on `data` as if it arrived on `in_port`
     /// (PACKET_OUT); an error is sent back to the controller.
     fn packet_out(&mut self, in_port: u32, actions: &[Action], data: &[u8]) -> Result<(), OfpError>;
@@ -385,11 +390,7 @@ impl Agent {
                 Ok(vec![])
             }
             Message::FlowMod(fm) => {
-                let refs = AgentRefs {
-                    ports: dp.ports().iter().map(|p| p.port_no).collect(),
-                    groups: &self.groups,
-                    meters: &self.meters,
-                };
+                let refs = AgentRefs { ports: dp.port_nos(), groups: &self.groups, meters: &self.meters };
                 match self.tables.flow_mod(&fm, now_ms, &refs) {
                     Ok(removed) => {
                         self.generation += 1;

@@ -95,6 +95,10 @@ struct SwitchDp<'a> {
 }
 
 impl Datapath for SwitchDp<'_> {
+    fn port_nos(&self) -> Vec<u32> {
+        self.sw.ports.iter().filter(|p| p.bridge == self.bridge).map(|p| p.ofport).collect()
+    }
+
     fn ports(&self) -> Vec<PortInfo> {
         self.sw
             .ports
