@@ -880,7 +880,7 @@ impl Agent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ofp::msg::{FlowModCommand, NO_BUFFER};
+    use crate::ofp::msg::FlowModCommand;
     use crate::ofp::multipart::{FlowStatsRequest, MultipartRequest};
     use crate::ofp::{Instruction, Match};
 
@@ -914,21 +914,16 @@ mod tests {
     }
 
     fn add(priority: u16, out: u32) -> Message {
-        Message::FlowMod(crate::ofp::msg::FlowMod {
-            cookie: 1,
-            cookie_mask: 0,
-            table_id: 0,
-            command: FlowModCommand::Add,
-            idle_timeout: 0,
-            hard_timeout: 0,
+        let mut f = crate::ofp::msg::FlowMod::new(
+            FlowModCommand::Add,
+            0,
             priority,
-            buffer_id: NO_BUFFER,
-            out_port: port::ANY,
-            out_group: port::ANY,
-            flags: FF_SEND_FLOW_REM,
-            match_: Match::any(),
-            instructions: vec![Instruction::ApplyActions(vec![Action::Output { port: out, max_len: 0 }])],
-        })
+            Match::any(),
+            vec![Instruction::ApplyActions(vec![Action::Output { port: out, max_len: 0 }])],
+        );
+        f.cookie = 1;
+        f.flags = FF_SEND_FLOW_REM;
+        Message::FlowMod(f)
     }
 
     #[test]

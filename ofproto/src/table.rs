@@ -15,18 +15,6 @@ use crate::ofp::oxm::{Match, Oxm};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// Where an instruction runs in a flow's instruction list (spec 5.9).
-fn exec_rank(i: &Instruction) -> u8 {
-    match i {
-        Instruction::Meter(_) => 0,
-        Instruction::ApplyActions(_) => 1,
-        Instruction::ClearActions => 2,
-        Instruction::WriteActions(_) => 3,
-        Instruction::WriteMetadata { .. } => 4,
-        Instruction::GotoTable(_) => 5,
-    }
-}
-
 /// OFPTT_ALL.
 pub const ALL_TABLES: u8 = 0xff;
 
@@ -276,11 +264,11 @@ impl Tables {
     /// goto-table), whatever order they came in.
     pub fn flow_mod(&mut self, fm: &FlowMod, now_ms: u64, refs: &dyn Refs) -> Result<Vec<Removed>, OfpError> {
         let mut sorted;
-        let fm = if fm.instructions.windows(2).all(|w| exec_rank(&w[0]) <= exec_rank(&w[1])) {
+        let fm = if fm.instructions.windows(2).all(|w| w[0].exec_rank() <= w[1].exec_rank()) {
             fm
         } else {
             sorted = fm.clone();
-            sorted.instructions.sort_by_key(exec_rank);
+            sorted.instructions.sort_by_key(Instruction::exec_rank);
             &sorted
         };
         let n = self.n_tables();
@@ -455,7 +443,7 @@ impl Tables {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ofp::msg::{FF_SEND_FLOW_REM, NO_BUFFER};
+    use crate::ofp::msg::FF_SEND_FLOW_REM;
     use crate::ofp::oxm::Field;
 
     struct Everything;
@@ -472,21 +460,13 @@ mod tests {
     }
 
     fn fm(command: FlowModCommand, priority: u16, m: Match, out: u32) -> FlowMod {
-        FlowMod {
-            cookie: 0,
-            cookie_mask: 0,
-            table_id: 0,
+        FlowMod::new(
             command,
-            idle_timeout: 0,
-            hard_timeout: 0,
+            0,
             priority,
-            buffer_id: NO_BUFFER,
-            out_port: port::ANY,
-            out_group: port::ANY,
-            flags: 0,
-            match_: m,
-            instructions: vec![Instruction::ApplyActions(vec![Action::Output { port: out, max_len: 0 }])],
-        }
+            m,
+            vec![Instruction::ApplyActions(vec![Action::Output { port: out, max_len: 0 }])],
+        )
     }
 
     fn ip(dst: [u8; 4], plen: u8) -> Match {

@@ -13,7 +13,7 @@ use mio::{Interest, Registry, Token};
 use ofproto::agent::{Agent, ConnId, Datapath, PortInfo};
 use ofproto::ofp::{frame_len, Action, Message, OfpError};
 use std::collections::HashMap;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -365,22 +365,7 @@ impl OpenFlow {
         }
         let mut closed = false;
         if readable {
-            let mut buf = [0u8; 65536];
-            loop {
-                match c.stream.read(&mut buf) {
-                    Ok(0) => {
-                        closed = true;
-                        break;
-                    }
-                    Ok(n) => c.inbuf.extend_from_slice(&buf[..n]),
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        closed = true;
-                        break;
-                    }
-                }
-            }
+            closed = crate::read_available(&mut c.stream, &mut c.inbuf);
             c.last_rx = Instant::now();
         }
         let bridge = c.bridge;

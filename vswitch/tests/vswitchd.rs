@@ -396,12 +396,7 @@ fn a_vhost_user_port_comes_back_when_its_peer_restarts() {
 #[test]
 fn openflow_flows_forward_containers() {
     let mut lab = Lab::new("o", 2, None);
-    let of_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    lab.write_config(&format!(
-        "[[bridge]]\nname = \"br0\"\nfail_mode = \"secure\"\ncontrollers = [\"ptcp:{of_port}:127.0.0.1\"]\n\n{}{}",
-        lab.port(1, "c1", "ofport = 1"),
-        lab.port(2, "c2", "ofport = 2")
-    ));
+    let of_port = lab.openflow_config();
     lab.start();
     lab.static_arp();
     let target = format!("tcp:127.0.0.1:{of_port}");
@@ -462,31 +457,14 @@ fn packet_in_and_packet_out_make_a_reactive_switch() {
     use ofproto::ofp::{frame_len, Action, Field, Instruction, Match, Message};
     use std::io::{Read, Write};
     let mut lab = Lab::new("q", 2, None);
-    let of_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    lab.write_config(&format!(
-        "[[bridge]]\nname = \"br0\"\nfail_mode = \"secure\"\ncontrollers = [\"ptcp:{of_port}:127.0.0.1\"]\n\n{}{}",
-        lab.port(1, "c1", "ofport = 1"),
-        lab.port(2, "c2", "ofport = 2")
-    ));
+    let of_port = lab.openflow_config();
     lab.start();
     let mut s = std::net::TcpStream::connect(("127.0.0.1", of_port)).unwrap();
     s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     s.write_all(&Message::Hello { versions: vec![4] }.encode(1)).unwrap();
-    let miss = FlowMod {
-        cookie: 0,
-        cookie_mask: 0,
-        table_id: 0,
-        command: FlowModCommand::Add,
-        idle_timeout: 0,
-        hard_timeout: 0,
-        priority: 0,
-        buffer_id: NO_BUFFER,
-        out_port: port::ANY,
-        out_group: port::ANY,
-        flags: 0,
-        match_: Match::any(),
-        instructions: vec![Instruction::ApplyActions(vec![Action::Output { port: port::CONTROLLER, max_len: 0xffff }])],
-    };
+    let to_controller =
+        vec![Instruction::ApplyActions(vec![Action::Output { port: port::CONTROLLER, max_len: 0xffff }])];
+    let miss = FlowMod::new(FlowModCommand::Add, 0, 0, Match::any(), to_controller);
     s.write_all(&Message::FlowMod(miss).encode(2)).unwrap();
     // As a controller does: a barrier, so the flow is in place before
     // traffic.

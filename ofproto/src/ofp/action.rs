@@ -249,6 +249,20 @@ mod it {
 }
 
 impl Instruction {
+    /// Where it runs in a flow's instruction list (spec 5.9): meter,
+    /// apply-actions, clear-actions, write-actions, write-metadata,
+    /// goto-table.
+    pub fn exec_rank(&self) -> u8 {
+        match self {
+            Instruction::Meter(_) => 0,
+            Instruction::ApplyActions(_) => 1,
+            Instruction::ClearActions => 2,
+            Instruction::WriteActions(_) => 3,
+            Instruction::WriteMetadata { .. } => 4,
+            Instruction::GotoTable(_) => 5,
+        }
+    }
+
     /// The OFPIT_* type number.
     pub fn type_id(&self) -> u16 {
         match self {

@@ -105,14 +105,7 @@ pub fn instructions_text(ins: &[Instruction]) -> String {
         return "drop".into();
     }
     let mut v: Vec<&Instruction> = ins.iter().collect();
-    v.sort_by_key(|i| match i {
-        Instruction::Meter(_) => 0,
-        Instruction::ApplyActions(_) => 1,
-        Instruction::ClearActions => 2,
-        Instruction::WriteActions(_) => 3,
-        Instruction::WriteMetadata { .. } => 4,
-        Instruction::GotoTable(_) => 5,
-    });
+    v.sort_by_key(|i| i.exec_rank());
     v.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
 }
 

@@ -197,6 +197,34 @@ pub struct FlowMod {
     pub instructions: Vec<Instruction>,
 }
 
+impl FlowMod {
+    /// A flow-mod with the fields most take as they are: no cookie, no
+    /// timeouts, no buffer, out_port/out_group ANY, no flags.
+    pub fn new(
+        command: FlowModCommand,
+        table_id: u8,
+        priority: u16,
+        match_: Match,
+        instructions: Vec<Instruction>,
+    ) -> FlowMod {
+        FlowMod {
+            cookie: 0,
+            cookie_mask: 0,
+            table_id,
+            command,
+            idle_timeout: 0,
+            hard_timeout: 0,
+            priority,
+            buffer_id: NO_BUFFER,
+            out_port: super::action::port::ANY,
+            out_group: super::action::port::ANY,
+            flags: 0,
+            match_,
+            instructions,
+        }
+    }
+}
+
 /// OFPFF_SEND_FLOW_REM.
 pub const FF_SEND_FLOW_REM: u16 = 1;
 /// OFPFF_CHECK_OVERLAP.

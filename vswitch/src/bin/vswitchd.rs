@@ -14,7 +14,7 @@ use config::Config;
 use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 use std::collections::HashMap;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -156,22 +156,7 @@ fn serve(sw: &mut Switch, path: &Path) -> Result<()> {
             let Some(c) = conns.get_mut(&t) else { continue };
             let mut closed = false;
             if ev.is_readable() {
-                let mut buf = [0u8; 4096];
-                loop {
-                    match c.stream.read(&mut buf) {
-                        Ok(0) => {
-                            closed = true;
-                            break;
-                        }
-                        Ok(n) => c.inbuf.extend_from_slice(&buf[..n]),
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                        Err(_) => {
-                            closed = true;
-                            break;
-                        }
-                    }
-                }
+                closed = vswitch::read_available(&mut c.stream, &mut c.inbuf);
                 while let Some(nl) = c.inbuf.iter().position(|b| *b == b'\n') {
                     let line: Vec<u8> = c.inbuf.drain(..=nl).collect();
                     let text = String::from_utf8_lossy(&line);

@@ -89,6 +89,19 @@ impl Lab {
         std::fs::write(&p, text).unwrap();
         p
     }
+    /// A bridge `br0`, fail_mode secure, listening for OpenFlow on a free
+    /// loopback port (returned), with containers 1 and 2 as ports c1 and c2
+    /// (OpenFlow ports 1 and 2).
+    pub fn openflow_config(&self) -> u16 {
+        let of_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        self.write_config(&format!(
+            "[[bridge]]\nname = \"br0\"\nfail_mode = \"secure\"\ncontrollers = [\"ptcp:{of_port}:127.0.0.1\"]\n\n{}{}",
+            self.port(1, "c1", "ofport = 1"),
+            self.port(2, "c2", "ofport = 2")
+        ));
+        of_port
+    }
+
     /// A bridge `br0` with containers 1 and 2 as ports c1 and c2.
     pub fn two_port_config(&self) -> PathBuf {
         self.write_config(&format!(
