@@ -167,6 +167,9 @@ pub struct Running {
     ovs: Option<Ovs>,
     /// vswitchd's control socket, and its PMD counters when the trial began.
     vswitchd: Option<(String, std::cell::Cell<(u64, u64)>)>,
+    /// Where an OpenFlow client reaches it (of-3table): `tcp:IP:PORT` or
+    /// `unix:PATH`.
+    pub of_target: Option<String>,
 }
 
 struct Ovs {
@@ -218,7 +221,7 @@ impl Running {
         let out = std::fs::File::create(&log)?;
         let err = out.try_clone()?;
         let cores = format!("{},{}", s.gen_core, s.fwd_core);
-        let mut r = Running { kind, child: None, log, ovs: None, vswitchd: None };
+        let mut r = Running { kind, child: None, log, ovs: None, vswitchd: None, of_target: None };
         let flows_file = s.dir.join("of-3table.flows");
         let of_port = (s.scenario == Scenario::Of3table)
             .then(|| std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()))
@@ -304,7 +307,12 @@ impl Running {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        if let (Some(p), Kind::OvsDpdk) = (of_port, kind) {
+            let _ = p;
+            r.of_target = r.ovs.as_ref().map(|o| format!("unix:{}", o.dir.join("br0.mgmt").display()));
+        }
         if let (Some(p), Kind::Vswitch) = (of_port, kind) {
+            r.of_target = Some(format!("tcp:127.0.0.1:{p}"));
             let (n, secs) = load_flows(&format!("tcp:127.0.0.1:{p}"), &flows_file, &s.dir)?;
             println!(
                 "  {}: {n} flows loaded by ovs-ofctl add-flows in {secs:.2} s ({:.0} flow-mods/s)",
@@ -544,3 +552,60 @@ fn stop_ovs(o: &Ovs) {
 pub fn describe(e: &anyhow::Error) -> String {
     format!("{e:#}")
 }
+
+/// Sends `flows` flow-mods (distinct table-1 flows, as of-3table's) in
+/// one stream followed by one barrier, as a controller that programs a
+/// switch in bulk does, and returns the seconds until the barrier reply
+/// (everything installed and, for ours, in the PMD threads' tables). Any
+/// error reply fails the run.
+pub fn flow_mod_storm(target: &str, flows: u32) -> Result<f64> {
+    use ofproto::ofp::msg::{FlowMod, FlowModCommand};
+    use ofproto::ofp::{frame_len, Action, Field, Instruction, Match, Message, Oxm};
+    use std::io::{Read, Write};
+    let mut s: Box<dyn ReadWrite> = if let Some(a) = target.strip_prefix("tcp:") {
+        Box::new(std::net::TcpStream::connect(a)?)
+    } else if let Some(p) = target.strip_prefix("unix:") {
+        Box::new(std::os::unix::net::UnixStream::connect(p)?)
+    } else {
+        bail!("{target}: not tcp: or unix:")
+    };
+    s.write_all(&Message::Hello { versions: vec![4] }.encode(1))?;
+    let mut bulk = Vec::new();
+    for f in 0..flows {
+        let ip = 0x0b00_0000 + f;
+        let m = Match::any()
+            .with(Oxm::exact_u64(Field::EthType, 0x0800))
+            .with(Oxm::exact(Field::Ipv4Src, &ip.to_be_bytes()));
+        let ins = vec![Instruction::ApplyActions(vec![Action::DecNwTtl]), Instruction::GotoTable(2)];
+        bulk.extend_from_slice(&Message::FlowMod(FlowMod::new(FlowModCommand::Add, 1, 20, m, ins)).encode(f + 10));
+    }
+    bulk.extend_from_slice(&Message::BarrierRequest.encode(7));
+    let t0 = Instant::now();
+    // The switch reads while we write: a writer thread would be tidier;
+    // the kernel buffers and the switch's reading keep this from blocking
+    // for long, and replies (errors, barrier) are read afterwards.
+    s.write_all(&bulk)?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    loop {
+        while let Some(n) = frame_len(&buf).filter(|n| buf.len() >= *n && *n >= 8) {
+            let f: Vec<u8> = buf.drain(..n).collect();
+            match Message::decode(&f) {
+                Ok((7, Message::BarrierReply)) => return Ok(t0.elapsed().as_secs_f64()),
+                Ok((_, Message::Error { err_type, code, .. })) => {
+                    bail!("{target}: error {err_type}/{code} during the storm")
+                }
+                _ => {}
+            }
+        }
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            bail!("{target}: closed before the barrier reply");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A byte stream either TCP or Unix.
+trait ReadWrite: std::io::Read + std::io::Write {}
+impl<T: std::io::Read + std::io::Write> ReadWrite for T {}

@@ -369,31 +369,34 @@ impl OpenFlow {
             c.last_rx = Instant::now();
         }
         let bridge = c.bridge;
-        let mut frames = Vec::new();
-        while let Some(n) = frame_len(&c.inbuf) {
+        // Whole messages are handled in place and the buffer is shifted
+        // once per read, not once per message (a storm of small flow-mods
+        // would otherwise move the buffer over and over).
+        let data = std::mem::take(&mut c.inbuf);
+        let mut at = 0;
+        let now_ms = self.now_ms();
+        while let Some(n) = frame_len(&data[at..]) {
             if n < 8 {
                 // A length below the header's: the stream cannot be framed
                 // any more. Answer once and close.
-                let e = Message::error(OfpError::BadRequest(ofproto::ofp::error::BadRequest::BadLen), &c.inbuf[..8]);
-                c.outbuf.extend_from_slice(&e.encode(0));
+                let e =
+                    Message::error(OfpError::BadRequest(ofproto::ofp::error::BadRequest::BadLen), &data[at..at + 8]);
+                self.send(reg, vec![(id, e.encode(0))]);
                 closed = true;
                 break;
             }
-            if c.inbuf.len() < n {
+            if data.len() - at < n {
                 break;
             }
-            frames.push(c.inbuf.drain(..n).collect::<Vec<u8>>());
-        }
-        let now_ms = self.now_ms();
-        // The PMD threads get the new tables once per batch of messages,
-        // and always before an answer goes out (a barrier reply in
-        // particular): a storm of flow-mods is published once.
-        for f in frames {
+            let f = &data[at..at + n];
+            at += n;
             let ob = &mut self.bridges[bridge];
             let before = ob.agent.generation;
             let mut dp = SwitchDp { sw, bridge: &ob.bridge, index: bridge, config: &mut ob.port_config };
-            let (out, close) = ob.agent.receive(id, &f, &mut dp, now_ms);
-            // Across reads too: a flow-mod in one read, its barrier in the
+            let (out, close) = ob.agent.receive(id, f, &mut dp, now_ms);
+            // The PMD threads get new tables at most every 10 ms, and always
+            // before an answer goes out (a barrier reply in particular),
+            // across reads too: a flow-mod in one read, its barrier in the
             // next.
             self.pending |= self.bridges[bridge].agent.generation != before;
             if self.pending && !out.is_empty() {
@@ -404,6 +407,10 @@ impl OpenFlow {
                 closed = true;
                 break;
             }
+        }
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.inbuf = data;
+            c.inbuf.drain(..at);
         }
         self.flush(reg, id);
         if closed {

@@ -22,6 +22,84 @@ struct Cli {
 enum Cmd {
     /// Run forwarders side by side and print a table with ratios.
     Compare(CompareArgs),
+    /// OpenFlow flow-mods per second: one storm of distinct flow-mods and
+    /// a barrier, into vswitchd and OVS-DPDK in turn.
+    FlowMod(FlowModArgs),
+}
+
+#[derive(Parser, Clone)]
+struct FlowModArgs {
+    /// Flow-mods per storm.
+    #[arg(long, default_value_t = 100_000)]
+    flows: u32,
+    /// Rounds; the switches alternate.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Core every switch's PMD thread is pinned to.
+    #[arg(long, default_value_t = 0)]
+    fwd_core: usize,
+    /// Scratch directory.
+    #[arg(long, default_value = "/tmp/vswitch-bench")]
+    dir: String,
+    /// Write results as JSON here.
+    #[arg(long)]
+    json: Option<String>,
+}
+
+fn flow_mod(a: &FlowModArgs) -> Result<()> {
+    std::fs::create_dir_all(&a.dir)?;
+    let setup = Setup {
+        dir: a.dir.clone().into(),
+        gen_core: usize::from(a.fwd_core == 0),
+        fwd_core: a.fwd_core,
+        transport: Transport::Memif,
+        queues: 2,
+        scenario: Scenario::Of3table,
+        macs: 1,
+    };
+    println!(
+        "vswitch-bench flow-mod: {} distinct flow-mods then one barrier, {} rounds, PMD core {}",
+        a.flows, a.rounds, a.fwd_core
+    );
+    let kinds = [Kind::Vswitch, Kind::OvsDpdk];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); 2];
+    for round in 0..a.rounds {
+        for (i, kind) in kinds.iter().enumerate() {
+            let fwd = Running::start(*kind, &setup)?;
+            let target = fwd.of_target.clone().context("no OpenFlow target")?;
+            let res = benches::forwarders::flow_mod_storm(&target, a.flows);
+            let _ = fwd.stop();
+            match res {
+                Ok(secs) => {
+                    let r = f64::from(a.flows) / secs;
+                    println!("  round {} {:<9} {:>10.0} flow-mods/s ({secs:.2} s)", round + 1, kind.name(), r);
+                    rates[i].push(r);
+                }
+                Err(e) => println!("  round {} {:<9} failed: {}", round + 1, kind.name(), describe(&e)),
+            }
+        }
+    }
+    let med: Vec<Option<f64>> = rates.iter().map(|r| median(r)).collect();
+    for (i, kind) in kinds.iter().enumerate() {
+        let (lo, hi) = minmax(&rates[i]);
+        println!(
+            "{:<9} {:>10.0} flow-mods/s median (min {:.0}, max {:.0}){}",
+            kind.name(),
+            med[i].unwrap_or(0.0),
+            lo,
+            hi,
+            match (med[i], med[1]) {
+                (Some(x), Some(o)) if i == 0 => format!("  {:.2}x OVS-DPDK", x / o),
+                _ => String::new(),
+            }
+        );
+    }
+    if let Some(path) = &a.json {
+        let doc = serde_json::json!({"scenario": "flow-mod", "flows": a.flows, "rounds": a.rounds,
+            "results": kinds.iter().enumerate().map(|(i, k)| serde_json::json!({"forwarder": k.name(), "flow_mods_per_s": med[i], "samples": rates[i]})).collect::<Vec<_>>()});
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
+    }
+    Ok(())
 }
 
 #[derive(Parser, Clone)]
@@ -99,7 +177,10 @@ fn minmax(v: &[f64]) -> (f64, f64) {
 }
 
 fn main() -> Result<()> {
-    let Cli { cmd: Cmd::Compare(mut a) } = Cli::parse();
+    let mut a = match Cli::parse().cmd {
+        Cmd::Compare(a) => a,
+        Cmd::FlowMod(f) => return flow_mod(&f),
+    };
     if let Some(m) = a.macs {
         if a.scenario != Scenario::L2 {
             bail!("--macs is for --scenario l2 (p2p takes --flows)");
