@@ -139,11 +139,11 @@ impl FlowTable {
     pub fn lookup(&self, key: &FlowKey) -> Option<&FlowEntry> {
         self.entries.iter().find(|e| e.match_.matches(key)).map(|e| &**e)
     }
-    fn insert(&mut self, e: FlowEntry) {
+    fn insert(&mut self, id: FlowId, e: FlowEntry) {
         // After every entry of higher or equal priority: a run of adds at
         // one priority appends.
         let at = self.entries.partition_point(|x| x.priority >= e.priority);
-        self.ids.insert(flow_id(e.priority, &e.match_));
+        self.ids.insert(id);
         self.entries.insert(at, Arc::new(e));
     }
     /// Rebuilds the identity index after entries were removed.
@@ -282,7 +282,8 @@ impl Tables {
                 self.check(fm, refs)?;
                 let max = self.max_entries;
                 let t = &mut self.tables[usize::from(fm.table_id)];
-                let same = if t.ids.contains(&flow_id(fm.priority, &fm.match_)) {
+                let id = flow_id(fm.priority, &fm.match_);
+                let same = if t.ids.contains(&id) {
                     t.entries.iter().position(|e| e.priority == fm.priority && same_fields(&e.match_, &fm.match_))
                 } else {
                     None
@@ -298,7 +299,7 @@ impl Tables {
                 let stats = match same {
                     Some(i) => {
                         let old = t.entries.remove(i);
-                        t.ids.remove(&flow_id(old.priority, &old.match_));
+                        t.ids.remove(&id);
                         if fm.flags & FF_RESET_COUNTS != 0 {
                             Arc::new(EntryStats::default())
                         } else {
@@ -308,18 +309,21 @@ impl Tables {
                     None => Arc::new(EntryStats::default()),
                 };
                 stats.last_used_ms.store(now_ms, Ordering::Relaxed);
-                t.insert(FlowEntry {
-                    table_id: fm.table_id,
-                    priority: fm.priority,
-                    match_: fm.match_.clone(),
-                    instructions: fm.instructions.clone(),
-                    cookie: fm.cookie,
-                    idle_timeout: fm.idle_timeout,
-                    hard_timeout: fm.hard_timeout,
-                    flags: fm.flags,
-                    created_ms: now_ms,
-                    stats,
-                });
+                t.insert(
+                    id,
+                    FlowEntry {
+                        table_id: fm.table_id,
+                        priority: fm.priority,
+                        match_: fm.match_.clone(),
+                        instructions: fm.instructions.clone(),
+                        cookie: fm.cookie,
+                        idle_timeout: fm.idle_timeout,
+                        hard_timeout: fm.hard_timeout,
+                        flags: fm.flags,
+                        created_ms: now_ms,
+                        stats,
+                    },
+                );
                 Ok(Vec::new())
             }
             FlowModCommand::Modify | FlowModCommand::ModifyStrict => {
