@@ -630,6 +630,30 @@ impl Agent {
         out
     }
 
+    /// A PORT_STATUS (reason OFPPR_ADD 0, DELETE 1, MODIFY 2) for every
+    /// connection whose async config wants it.
+    pub fn port_status(&self, reason: u8, port: &PortInfo) -> Vec<(ConnId, Vec<u8>)> {
+        let desc = PortDesc {
+            port_no: port.port_no,
+            hw_addr: port.hw_addr,
+            name: port.name.clone(),
+            config: port.config,
+            state: if port.link_up { crate::ofp::port::STATE_LIVE } else { crate::ofp::port::STATE_LINK_DOWN },
+            curr_speed: port.speed_kbps,
+            max_speed: port.speed_kbps,
+            ..PortDesc::default()
+        };
+        let bytes = Message::PortStatus(crate::ofp::msg::PortStatus { reason, desc }).encode(0);
+        self.conns
+            .iter()
+            .filter(|(_, c)| {
+                let slot = usize::from(c.role == role::SLAVE);
+                c.hello_done && c.async_cfg.port_status_mask[slot] & (1 << reason) != 0
+            })
+            .map(|(id, _)| (*id, bytes.clone()))
+            .collect()
+    }
+
     /// A PACKET_IN for every connection whose role and async config want
     /// it (reason OFPR_NO_MATCH 0 or OFPR_ACTION 1).
     pub fn packet_in(&self, pi: &PacketIn) -> Vec<(ConnId, Vec<u8>)> {

@@ -43,6 +43,8 @@ pub struct OfBridge {
     /// Drop counters of its fast path.
     pub counters: Arc<OfCounters>,
     published: Option<(bool, u64, u64)>,
+    /// Ports as controllers last heard of them (port-status on change).
+    known_ports: Option<Vec<PortInfo>>,
 }
 
 struct Listener {
@@ -198,6 +200,7 @@ impl OpenFlow {
                 has_controllers: !b.controllers.is_empty(),
                 counters: Arc::new(OfCounters::default()),
                 published: None,
+                known_ports: None,
             });
             for spec in &b.controllers {
                 match spec.parse::<Controller>() {
@@ -519,6 +522,27 @@ impl OpenFlow {
             counters: b.counters.clone(),
             pool: sw.pool(),
             epoch_ms: 0,
+        }
+    }
+
+    /// Tells controllers about ports added and removed since last time
+    /// (PORT_STATUS ADD / DELETE); call after run-time port changes.
+    pub fn port_changes(&mut self, reg: &Registry, sw: &Switch) {
+        for bi in 0..self.bridges.len() {
+            let b = &mut self.bridges[bi];
+            let mut config = HashMap::new();
+            std::mem::swap(&mut config, &mut b.port_config);
+            let now = SwitchDp { sw, bridge: &b.bridge, index: bi, config: &mut config }.ports();
+            std::mem::swap(&mut config, &mut b.port_config);
+            let Some(before) = b.known_ports.replace(now.clone()) else { continue };
+            let mut out = Vec::new();
+            for p in now.iter().filter(|p| !before.iter().any(|q| q.port_no == p.port_no && q.name == p.name)) {
+                out.extend(b.agent.port_status(0, p));
+            }
+            for p in before.iter().filter(|p| !now.iter().any(|q| q.port_no == p.port_no && q.name == p.name)) {
+                out.extend(b.agent.port_status(1, p));
+            }
+            self.send(reg, out);
         }
     }
 

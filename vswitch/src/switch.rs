@@ -403,6 +403,7 @@ impl Switch {
             slot,
             cfg: p.clone(),
         });
+        self.port_epoch += 1;
         if let Some(b) = self.cfg.bridges.iter_mut().find(|b| b.name == bridge) {
             b.ports.push(p.clone());
         }

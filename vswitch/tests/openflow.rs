@@ -220,3 +220,37 @@ fn a_malformed_message_gets_an_error_and_the_session_goes_on() {
     assert_eq!((h[1], h[7]), (3, 4), "echo reply");
     assert!(s.ofctl(true, &["dump-flows"]).starts_with("OFPST_FLOW reply"));
 }
+
+/// Ports added and removed at run time are announced to controllers with
+/// PORT_STATUS (ADD, DELETE).
+#[test]
+fn controllers_hear_of_ports_added_and_removed() {
+    use ofproto::ofp::{frame_len, Message};
+    let s = start();
+    let mut t = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    t.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    t.write_all(&Message::Hello { versions: vec![4] }.encode(1)).unwrap();
+    let mut buf = Vec::new();
+    let mut next_status = |t: &mut std::net::TcpStream| -> (u8, String) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            while let Some(n) = frame_len(&buf).filter(|n| buf.len() >= *n) {
+                let f: Vec<u8> = buf.drain(..n).collect();
+                if let Ok((_, Message::PortStatus(ps))) = Message::decode(&f) {
+                    return (ps.reason, ps.desc.name);
+                }
+            }
+            assert!(Instant::now() < deadline, "no port-status");
+            let mut chunk = [0u8; 4096];
+            if let Ok(n) = t.read(&mut chunk) {
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+    };
+    // Let the session start before the change.
+    std::thread::sleep(Duration::from_millis(300));
+    s.ctl(&["add-port", "br0", "p3", "type=dpdk", "devargs=net_null2,no-rx=1"]);
+    assert_eq!(next_status(&mut t), (0, "p3".to_string()), "OFPPR_ADD");
+    s.ctl(&["del-port", "p3"]);
+    assert_eq!(next_status(&mut t), (1, "p3".to_string()), "OFPPR_DELETE");
+}

@@ -107,6 +107,8 @@ fn serve(sw: &mut Switch, path: &Path) -> Result<()> {
     let mut poll = Poll::new()?;
     poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
     let mut of = OpenFlow::new(&sw.cfg, sw.epoch, poll.registry())?;
+    of.port_changes(poll.registry(), sw);
+    let mut port_epoch = sw.port_epoch;
     let mut events = Events::with_capacity(64);
     let mut conns: HashMap<Token, Conn> = HashMap::new();
     let mut next = 1usize;
@@ -127,6 +129,10 @@ fn serve(sw: &mut Switch, path: &Path) -> Result<()> {
         }
         of.tick(poll.registry());
         of.drain_packet_ins(poll.registry(), sw);
+        if sw.port_epoch != port_epoch {
+            port_epoch = sw.port_epoch;
+            of.port_changes(poll.registry(), sw);
+        }
         of.sync(sw);
         if last_age.elapsed() >= Duration::from_secs(1) {
             sw.age_macs();
