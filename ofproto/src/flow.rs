@@ -68,6 +68,18 @@ impl FlowKey {
         self.present &= !(1 << (f as usize));
     }
 
+    /// This (freshly extracted) key with the pipeline fields of `old`
+    /// (in_port, metadata, tunnel id): after an action changed the frame's
+    /// headers.
+    pub fn with_pipeline_of(mut self, old: &FlowKey) -> FlowKey {
+        for f in [Field::InPort, Field::InPhyPort, Field::Metadata, Field::TunnelId] {
+            if let Some(v) = old.get(f) {
+                self.set(f, v);
+            }
+        }
+        self
+    }
+
     /// Extracts the key of `frame` received on `in_port`; metadata and
     /// tunnel id start at 0. Headers cut short end the walk: the fields
     /// read so far stay.

@@ -11,7 +11,7 @@ use crate::flow::FlowKey;
 use crate::ofp::action::{port, Action, Instruction};
 use crate::ofp::error::{BadAction, BadInstruction, FlowModFailed, MeterModFailed, OfpError};
 use crate::ofp::msg::{FlowMod, FlowModCommand, FF_CHECK_OVERLAP, FF_RESET_COUNTS};
-use crate::ofp::oxm::{Match, Oxm};
+use crate::ofp::oxm::{Field, Match, Oxm};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -233,8 +233,19 @@ impl Tables {
                     return Err(OfpError::MeterModFailed(MeterModFailed::UnknownMeter));
                 }
                 Instruction::ApplyActions(acts) | Instruction::WriteActions(acts) => {
+                    // What the packet is at each action: pushes and pops of
+                    // MPLS change its EtherType, set-fields its fields.
+                    let mut now = fm.match_.clone();
+                    let set = |m: &mut Match, o: Oxm| {
+                        m.fields.retain(|x| x.field != o.field);
+                        m.fields.push(o);
+                    };
                     for a in acts {
                         match a {
+                            Action::PushMpls(e) | Action::PopMpls(e) => {
+                                set(&mut now, Oxm::exact_u64(Field::EthType, u64::from(*e)));
+                            }
+                            Action::SetField(o) if now.prereq_met(o.field) => set(&mut now, *o),
                             Action::Output { port: p, .. } => {
                                 let reserved = *p > port::MAX;
                                 if (reserved && *p == port::TABLE) || (!reserved && !refs.port_exists(*p)) {
@@ -244,7 +255,7 @@ impl Tables {
                             Action::Group(g) if !refs.group_exists(*g) => {
                                 return Err(OfpError::BadAction(BadAction::BadOutGroup));
                             }
-                            Action::SetField(o) if !fm.match_.prereq_met(o.field) => {
+                            Action::SetField(_) => {
                                 return Err(OfpError::BadAction(BadAction::MatchInconsistent));
                             }
                             _ => {}

@@ -19,6 +19,7 @@ pub mod l2;
 pub mod mac_table;
 pub mod ofdp;
 pub mod openflow;
+pub mod rewrite;
 pub mod switch;
 
 /// Reads everything a non-blocking stream has into `buf`; true when the

@@ -13,6 +13,7 @@
 //! group counters are shared atomics.
 
 use crate::l2::L2Pipeline;
+use crate::rewrite;
 use ofproto::agent::{Group, Meter};
 use ofproto::flow::FlowKey;
 use ofproto::ofp::action::port;
@@ -278,71 +279,6 @@ struct Out {
     now_ns: u64,
 }
 
-fn l3_offset(d: &[u8]) -> Option<(usize, u16)> {
-    let mut off = 12;
-    loop {
-        if d.len() < off + 2 {
-            return None;
-        }
-        let et = u16::from_be_bytes([d[off], d[off + 1]]);
-        if et == 0x8100 || et == 0x88a8 {
-            off += 4;
-            continue;
-        }
-        return Some((off + 2, et));
-    }
-}
-
-/// Raises an IPv4 packet's AF drop precedence by `prec` (capped at 3).
-fn remark_dscp(p: &mut Packet, prec: u8) {
-    let d = p.data_mut();
-    if let Some((l3, 0x0800)) = l3_offset(d) {
-        if d.len() >= l3 + 20 {
-            let dscp = d[l3 + 1] >> 2;
-            let dp = ((dscp >> 1) & 3).saturating_add(prec).min(3);
-            let new_dscp = (dscp & !0b110) | (dp << 1);
-            let old = u16::from_be_bytes([d[l3], d[l3 + 1]]);
-            d[l3 + 1] = (new_dscp << 2) | (d[l3 + 1] & 3);
-            let new = u16::from_be_bytes([d[l3], d[l3 + 1]]);
-            let c = u16::from_be_bytes([d[l3 + 10], d[l3 + 11]]);
-            d[l3 + 10..l3 + 12].copy_from_slice(&csum_update(c, old, new).to_be_bytes());
-        }
-    }
-}
-
-/// RFC 1624 incremental checksum update for a 16-bit word change.
-fn csum_update(sum: u16, old: u16, new: u16) -> u16 {
-    let mut s = u32::from(!sum) + u32::from(!old) + u32::from(new);
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    !u16::try_from(s).unwrap_or(0)
-}
-
-/// Rewrites a 32-bit IPv4 address at `at`, fixing the IP checksum and the
-/// TCP/UDP one (pseudo-header).
-fn set_ipv4_addr(d: &mut [u8], l3: usize, at: usize, new: [u8; 4]) {
-    let ihl = usize::from(d[l3] & 0xf) * 4;
-    let proto = d[l3 + 9];
-    let frag = u16::from_be_bytes([d[l3 + 6], d[l3 + 7]]) & 0x1fff;
-    for i in 0..2 {
-        let old = u16::from_be_bytes([d[at + 2 * i], d[at + 2 * i + 1]]);
-        let nw = u16::from_be_bytes([new[2 * i], new[2 * i + 1]]);
-        let c = u16::from_be_bytes([d[l3 + 10], d[l3 + 11]]);
-        d[l3 + 10..l3 + 12].copy_from_slice(&csum_update(c, old, nw).to_be_bytes());
-        let l4 = l3 + ihl;
-        let ck = match proto {
-            6 if frag == 0 && d.len() >= l4 + 18 => Some(l4 + 16),
-            17 if frag == 0 && d.len() >= l4 + 8 && (d[l4 + 6] | d[l4 + 7]) != 0 => Some(l4 + 6),
-            _ => None,
-        };
-        if let Some(ck) = ck {
-            let c = u16::from_be_bytes([d[ck], d[ck + 1]]);
-            d[ck..ck + 2].copy_from_slice(&csum_update(c, old, nw).to_be_bytes());
-        }
-    }
-    d[at..at + 4].copy_from_slice(&new);
-}
-
 impl OfBridgeDp {
     /// Runs a batch received on `rxq` through the tables; NORMAL packets go
     /// to `l2`.
@@ -431,7 +367,7 @@ impl OfBridgeDp {
                             }
                             // DSCP remark: raise the drop precedence (RFC 2597
                             // AFxy: y in DSCP bits 1-2) by prec_level.
-                            remark_dscp(&mut p, band.prec_level);
+                            rewrite::remark_dscp(p.data_mut(), band.prec_level);
                         }
                     }
                 }
@@ -545,38 +481,55 @@ impl OfBridgeDp {
                     }
                 }
                 Action::DecNwTtl => {
-                    let d = p.data_mut();
-                    match l3_offset(d) {
-                        Some((l3, 0x0800)) if d.len() >= l3 + 20 => {
-                            if d[l3 + 8] <= 1 {
-                                self.counters.ttl_expired.fetch_add(1, Ordering::Relaxed);
-                                return None;
-                            }
-                            let old = u16::from_be_bytes([d[l3 + 8], d[l3 + 9]]);
-                            d[l3 + 8] -= 1;
-                            let new = u16::from_be_bytes([d[l3 + 8], d[l3 + 9]]);
-                            let c = u16::from_be_bytes([d[l3 + 10], d[l3 + 11]]);
-                            d[l3 + 10..l3 + 12].copy_from_slice(&csum_update(c, old, new).to_be_bytes());
-                        }
-                        Some((l3, 0x86dd)) if d.len() >= l3 + 40 => {
-                            if d[l3 + 7] <= 1 {
-                                self.counters.ttl_expired.fetch_add(1, Ordering::Relaxed);
-                                return None;
-                            }
-                            d[l3 + 7] -= 1;
-                        }
-                        _ => {}
+                    if rewrite::dec_nw_ttl(p.data_mut()).is_err() {
+                        self.counters.ttl_expired.fetch_add(1, Ordering::Relaxed);
+                        return None;
+                    }
+                }
+                Action::DecMplsTtl => {
+                    if rewrite::dec_mpls_ttl(p.data_mut()).is_err() {
+                        self.counters.ttl_expired.fetch_add(1, Ordering::Relaxed);
+                        return None;
+                    }
+                }
+                Action::SetNwTtl(t) => {
+                    rewrite::set_nw_ttl(p.data_mut(), *t);
+                }
+                Action::SetMplsTtl(t) => {
+                    rewrite::set_mpls_ttl(p.data_mut(), *t);
+                }
+                Action::CopyTtlIn => {
+                    rewrite::copy_ttl_in(p.data_mut());
+                }
+                Action::CopyTtlOut => {
+                    rewrite::copy_ttl_out(p.data_mut());
+                }
+                Action::PushMpls(et) => {
+                    if p.prepend(4).is_none() {
+                        self.counters.nombuf.fetch_add(1, Ordering::Relaxed);
+                        return None;
+                    }
+                    rewrite::push_mpls_after_prepend(p.data_mut(), *et);
+                    *key = FlowKey::extract(p.data(), out.in_port).with_pipeline_of(key);
+                }
+                Action::PopMpls(et) => {
+                    if rewrite::pop_mpls_before_adj(p.data_mut(), *et) {
+                        p.adj(4);
+                        *key = FlowKey::extract(p.data(), out.in_port).with_pipeline_of(key);
                     }
                 }
                 Action::SetField(o) => {
-                    if !self.set_field(&mut p, o) {
+                    if !rewrite::set_field(p.data_mut(), o) {
                         self.counters.unsupported_set_field.fetch_add(1, Ordering::Relaxed);
                     }
                     key.set(o.field, o.value());
                 }
-                // TTL copies, MPLS, PBB, set_queue, set_nw_ttl: not
-                // rewritten on this path yet (counted as unsupported).
-                _ => {
+                // Queues (QoS) are not in this datapath yet: there is nothing
+                // to select, as on a switch without queues.
+                Action::SetQueue(_) => {}
+                // PBB (802.1ah) is not carried: counted, the frame goes on
+                // unchanged (OVS refuses such flows altogether).
+                Action::PushPbb(_) | Action::PopPbb => {
                     self.counters.unsupported_set_field.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -616,65 +569,6 @@ impl OfBridgeDp {
             pick -= u32::from(b.weight);
         }
         None
-    }
-
-    fn set_field(&self, p: &mut Packet, o: &ofproto::ofp::Oxm) -> bool {
-        let d = p.data_mut();
-        let v = o.value();
-        match o.field {
-            Field::EthDst if d.len() >= 6 => d[0..6].copy_from_slice(v),
-            Field::EthSrc if d.len() >= 12 => d[6..12].copy_from_slice(v),
-            Field::VlanVid | Field::VlanPcp
-                if d.len() >= 16 && matches!(u16::from_be_bytes([d[12], d[13]]), 0x8100 | 0x88a8) =>
-            {
-                let tci = u16::from_be_bytes([d[14], d[15]]);
-                let val = u16::from_be_bytes(if v.len() == 2 { [v[0], v[1]] } else { [0, v[0]] });
-                let tci = if o.field == Field::VlanVid {
-                    (tci & 0xf000) | (val & 0xfff)
-                } else {
-                    (tci & 0x1fff) | ((val & 7) << 13)
-                };
-                d[14..16].copy_from_slice(&tci.to_be_bytes());
-            }
-            Field::Ipv4Src | Field::Ipv4Dst => match l3_offset(d) {
-                Some((l3, 0x0800)) if d.len() >= l3 + 20 => {
-                    let at = l3 + if o.field == Field::Ipv4Src { 12 } else { 16 };
-                    set_ipv4_addr(d, l3, at, [v[0], v[1], v[2], v[3]]);
-                }
-                _ => return false,
-            },
-            Field::IpDscp => match l3_offset(d) {
-                Some((l3, 0x0800)) if d.len() >= l3 + 20 => {
-                    let old = u16::from_be_bytes([d[l3], d[l3 + 1]]);
-                    d[l3 + 1] = (v[0] << 2) | (d[l3 + 1] & 3);
-                    let new = u16::from_be_bytes([d[l3], d[l3 + 1]]);
-                    let c = u16::from_be_bytes([d[l3 + 10], d[l3 + 11]]);
-                    d[l3 + 10..l3 + 12].copy_from_slice(&csum_update(c, old, new).to_be_bytes());
-                }
-                _ => return false,
-            },
-            Field::TcpSrc | Field::TcpDst | Field::UdpSrc | Field::UdpDst => match l3_offset(d) {
-                Some((l3, 0x0800)) if d.len() >= l3 + 20 => {
-                    let l4 = l3 + usize::from(d[l3] & 0xf) * 4;
-                    let at = l4 + if matches!(o.field, Field::TcpSrc | Field::UdpSrc) { 0 } else { 2 };
-                    let tcp = matches!(o.field, Field::TcpSrc | Field::TcpDst);
-                    let ck = if tcp { l4 + 16 } else { l4 + 6 };
-                    if d.len() < ck + 2 {
-                        return false;
-                    }
-                    let old = u16::from_be_bytes([d[at], d[at + 1]]);
-                    let new = u16::from_be_bytes([v[0], v[1]]);
-                    d[at..at + 2].copy_from_slice(v);
-                    let c = u16::from_be_bytes([d[ck], d[ck + 1]]);
-                    if tcp || c != 0 {
-                        d[ck..ck + 2].copy_from_slice(&csum_update(c, old, new).to_be_bytes());
-                    }
-                }
-                _ => return false,
-            },
-            _ => return false,
-        }
-        true
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -739,34 +633,5 @@ impl OfBridgeDp {
                 }
             },
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::csum_update;
-
-    #[test]
-    fn incremental_checksum_matches_a_full_one() {
-        // IPv4 header with TTL 64 -> 63.
-        let mut h = [0x45u8, 0, 0, 0x54, 0, 0, 0x40, 0, 0x40, 0x01, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
-        let full = |h: &[u8]| {
-            let mut s = 0u32;
-            for c in h.chunks(2) {
-                s += u32::from(u16::from_be_bytes([c[0], c[1]]));
-            }
-            while s > 0xffff {
-                s = (s & 0xffff) + (s >> 16);
-            }
-            !u16::try_from(s).unwrap()
-        };
-        let c = full(&h);
-        h[10..12].copy_from_slice(&c.to_be_bytes());
-        let old = u16::from_be_bytes([h[8], h[9]]);
-        h[8] = 63;
-        let new = u16::from_be_bytes([h[8], h[9]]);
-        let inc = csum_update(c, old, new);
-        h[10..12].copy_from_slice(&[0, 0]);
-        assert_eq!(inc, full(&h));
     }
 }

@@ -436,6 +436,24 @@ fn openflow_flows_forward_containers() {
     assert!((5..=30).contains(&got), "metered to ~10 pps: {got} of 60 answered");
     let stats = ofctl(&["meter-stats"]);
     assert!(stats.contains("meter:1") && stats.contains("packet_count:"), "{stats}");
+    // MPLS within one pipeline: c2's IPv4 gets a label pushed (MPLS TTL
+    // 2), table 1 matches the label, decrements the MPLS TTL and pops: the
+    // replies arrive. With MPLS TTL 1 the decrement expires them.
+    let mpls = |ttl: u32| {
+        ofctl(&["del-flows"]);
+        ofctl(&["add-flow", "table=0,priority=10,in_port=1,actions=output:2"]);
+        ofctl(&[
+            "add-flow",
+            &format!("table=0,priority=10,in_port=2,ip,actions=push_mpls:0x8847,set_field:77->mpls_label,set_mpls_ttl:{ttl},goto_table:1"),
+        ]);
+        ofctl(&["add-flow", "table=0,priority=5,in_port=2,actions=output:1"]);
+        ofctl(&["add-flow", "table=1,priority=10,mpls,mpls_label=77,actions=dec_mpls_ttl,pop_mpls:0x0800,output:1"]);
+    };
+    mpls(2);
+    assert_eq!(lab.ping(1, 2, 3, "0.2", None), 3, "replies pushed into MPLS, matched by label, popped");
+    assert!(ofctl(&["dump-flows", "table=1"]).contains("n_packets=3,"), "table 1 matched the labelled replies");
+    mpls(1);
+    assert_eq!(lab.ping(1, 2, 2, "0.2", None), 0, "MPLS TTL 1 expires at dec_mpls_ttl");
     // A table-miss flow to the controller: packet-ins, counted by the
     // controller side (ovs-ofctl monitor would need a terminal; the
     // switch's counters and the absence of forwarding show it here).
