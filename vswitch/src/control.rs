@@ -49,7 +49,7 @@ fn dispatch(sw: &mut Switch, of: &OpenFlow, req: &Request) -> Result<Value, RpcE
         }
         "show" => {
             no_params(req)?;
-            Ok(show(sw))
+            Ok(show(sw, Some(of)))
         }
         "port-stats" => {
             let only = param_str(req, "port")?;
@@ -244,19 +244,32 @@ fn port_json(p: &crate::switch::SwitchPort) -> Value {
     })
 }
 
-/// `show`: bridges with their ports and counters.
-pub fn show(sw: &Switch) -> Value {
+/// `show`: bridges with their ports and counters (and, with `of`, each
+/// OpenFlow bridge's drop counters by reason).
+pub fn show(sw: &Switch, of: Option<&OpenFlow>) -> Value {
     let bridges: Vec<Value> = sw
         .bridges
         .iter()
         .map(|b| {
             let s = b.l2.stats();
-            json!({
+            let mut v = json!({
                 "name": b.name,
                 "ports": sw.ports.iter().filter(|p| p.bridge == b.name).map(port_json).collect::<Vec<_>>(),
                 "l2": {"unicast": s.unicast, "flooded": s.flooded, "drop_vlan": s.drop_vlan, "drop_hairpin": s.drop_hairpin,
                        "drop_malformed": s.drop_malformed, "drop_nombuf": s.drop_nombuf, "mac_moves": s.mac_moves},
-            })
+            });
+            if let Some(ob) = of.and_then(|o| o.bridges.iter().find(|x| x.bridge == b.name && x.has_controllers)) {
+                let c = &ob.counters;
+                let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+                v["openflow"] = json!({
+                    "flows": ob.agent.tables.tables.iter().map(|t| t.entries.len()).sum::<usize>(),
+                    "drop_miss": ld(&c.miss_drops), "drop_bad_port": ld(&c.bad_port),
+                    "drop_controller_queue_full": ld(&c.controller_queue_full), "drop_ttl_expired": ld(&c.ttl_expired),
+                    "drop_meter": ld(&c.meter_drops), "drop_nombuf": ld(&c.nombuf),
+                    "unsupported_actions": ld(&c.unsupported_set_field),
+                });
+            }
+            v
         })
         .collect();
     json!({ "bridges": bridges })

@@ -407,6 +407,8 @@ fn openflow_flows_forward_containers() {
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
     assert!(!lab.reaches(1, 2), "secure and no flows: nothing passes");
+    let of_show = |k: &str| lab.ctl(&["show"])["bridges"][0]["openflow"][k].as_u64().unwrap();
+    assert!(of_show("drop_miss") > 0, "table misses are counted");
     ofctl(&["add-flow", "priority=10,in_port=1,actions=output:2"]);
     ofctl(&["add-flow", "priority=10,in_port=2,actions=output:1"]);
     assert_eq!(lab.ping(1, 2, 3, "0.2", None), 3, "in_port flows carry pings");
@@ -436,6 +438,7 @@ fn openflow_flows_forward_containers() {
     assert!((5..=30).contains(&got), "metered to ~10 pps: {got} of 60 answered");
     let stats = ofctl(&["meter-stats"]);
     assert!(stats.contains("meter:1") && stats.contains("packet_count:"), "{stats}");
+    assert!(of_show("drop_meter") >= 30, "meter drops are counted");
     // MPLS within one pipeline: c2's IPv4 gets a label pushed (MPLS TTL
     // 2), table 1 matches the label, decrements the MPLS TTL and pops: the
     // replies arrive. With MPLS TTL 1 the decrement expires them.
@@ -454,6 +457,7 @@ fn openflow_flows_forward_containers() {
     assert!(ofctl(&["dump-flows", "table=1"]).contains("n_packets=3,"), "table 1 matched the labelled replies");
     mpls(1);
     assert_eq!(lab.ping(1, 2, 2, "0.2", None), 0, "MPLS TTL 1 expires at dec_mpls_ttl");
+    assert!(of_show("drop_ttl_expired") >= 2, "TTL expiries are counted");
     // A table-miss flow to the controller: packet-ins, counted by the
     // controller side (ovs-ofctl monitor would need a terminal; the
     // switch's counters and the absence of forwarding show it here).

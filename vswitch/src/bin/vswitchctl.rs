@@ -180,6 +180,20 @@ fn run(cli: &Cli) -> Result<()> {
                     n(&l["drop_malformed"]),
                     n(&l["drop_nombuf"])
                 );
+                let o = &b["openflow"];
+                if o.is_object() {
+                    println!(
+                        "  openflow: {} flows; drops: miss {} bad_port {} controller_queue_full {} ttl_expired {} meter {} nombuf {}; unsupported actions {}",
+                        n(&o["flows"]),
+                        n(&o["drop_miss"]),
+                        n(&o["drop_bad_port"]),
+                        n(&o["drop_controller_queue_full"]),
+                        n(&o["drop_ttl_expired"]),
+                        n(&o["drop_meter"]),
+                        n(&o["drop_nombuf"]),
+                        n(&o["unsupported_actions"])
+                    );
+                }
             }
         }
         Cmd::PortStats { .. } => ports_table(&r["ports"]),
