@@ -154,6 +154,14 @@ pub struct PortStats {
     pub tx_dropped: u64,
 }
 
+impl PortStats {
+    /// Received frames dropped, whatever the reason: ring full, no mbuf,
+    /// malformed.
+    pub fn rx_dropped(&self) -> u64 {
+        self.rx_missed + self.rx_nombuf + self.rx_malformed
+    }
+}
+
 /// The `RTE_MBUF_F_*` and offload flag values, read once from the C side.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct OffloadFlags {

@@ -239,7 +239,7 @@ fn port_json(p: &crate::switch::SwitchPort) -> Value {
     json!({
         "name": p.name, "ofport": p.ofport, "driver": p.port.driver(), "link": if l.up { "up" } else { "down" },
         "mtu": p.port.mtu(), "rx_packets": s.rx_packets, "tx_packets": s.tx_packets, "rx_bytes": s.rx_bytes, "tx_bytes": s.tx_bytes,
-        "rx_dropped": s.rx_missed + s.rx_nombuf + s.rx_malformed, "tx_dropped": s.tx_dropped + s.tx_errors,
+        "rx_dropped": s.rx_dropped(), "tx_dropped": s.tx_dropped + s.tx_errors,
         "rx_errors": s.rx_errors, "rx_malformed": s.rx_malformed,
     })
 }

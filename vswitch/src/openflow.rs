@@ -88,6 +88,42 @@ pub struct OpenFlow {
     pending: bool,
 }
 
+/// A bridge's ports as OpenFlow describes them; `config` holds the
+/// OFPPC_* bits PORT_MOD set.
+fn port_infos(sw: &Switch, bridge: &str, config: &HashMap<u32, u32>) -> Vec<PortInfo> {
+    sw.ports
+        .iter()
+        .filter(|p| p.bridge == bridge)
+        .map(|p| {
+            let s = p.port.stats();
+            let l = p.port.link();
+            PortInfo {
+                port_no: p.ofport,
+                name: p.name.clone(),
+                hw_addr: p.port.mac().0,
+                link_up: l.up,
+                config: config.get(&p.ofport).copied().unwrap_or(0),
+                counters: [
+                    s.rx_packets,
+                    s.tx_packets,
+                    s.rx_bytes,
+                    s.tx_bytes,
+                    s.rx_dropped(),
+                    s.tx_dropped,
+                    s.rx_errors,
+                    s.tx_errors,
+                    0,
+                    0,
+                    0,
+                    0,
+                ],
+                duration_sec: 0,
+                speed_kbps: l.speed_mbps.saturating_mul(1000),
+            }
+        })
+        .collect()
+}
+
 /// The switch as an OpenFlow bridge's datapath.
 struct SwitchDp<'a> {
     sw: &'a Switch,
@@ -102,38 +138,7 @@ impl Datapath for SwitchDp<'_> {
     }
 
     fn ports(&self) -> Vec<PortInfo> {
-        self.sw
-            .ports
-            .iter()
-            .filter(|p| p.bridge == self.bridge)
-            .map(|p| {
-                let s = p.port.stats();
-                let l = p.port.link();
-                PortInfo {
-                    port_no: p.ofport,
-                    name: p.name.clone(),
-                    hw_addr: p.port.mac().0,
-                    link_up: l.up,
-                    config: self.config.get(&p.ofport).copied().unwrap_or(0),
-                    counters: [
-                        s.rx_packets,
-                        s.tx_packets,
-                        s.rx_bytes,
-                        s.tx_bytes,
-                        s.rx_missed + s.rx_nombuf + s.rx_malformed,
-                        s.tx_dropped,
-                        s.rx_errors,
-                        s.tx_errors,
-                        0,
-                        0,
-                        0,
-                        0,
-                    ],
-                    duration_sec: 0,
-                    speed_kbps: l.speed_mbps.saturating_mul(1000),
-                }
-            })
-            .collect()
+        port_infos(self.sw, self.bridge, self.config)
     }
 
     fn packet_out(&mut self, in_port: u32, actions: &[Action], data: &[u8]) -> Result<(), OfpError> {
@@ -530,10 +535,7 @@ impl OpenFlow {
     pub fn port_changes(&mut self, reg: &Registry, sw: &Switch) {
         for bi in 0..self.bridges.len() {
             let b = &mut self.bridges[bi];
-            let mut config = HashMap::new();
-            std::mem::swap(&mut config, &mut b.port_config);
-            let now = SwitchDp { sw, bridge: &b.bridge, index: bi, config: &mut config }.ports();
-            std::mem::swap(&mut config, &mut b.port_config);
+            let now = port_infos(sw, &b.bridge, &b.port_config);
             let Some(before) = b.known_ports.replace(now.clone()) else { continue };
             let mut out = Vec::new();
             for p in now.iter().filter(|p| !before.iter().any(|q| q.port_no == p.port_no && q.name == p.name)) {
