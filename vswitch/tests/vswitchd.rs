@@ -307,7 +307,8 @@ fn cross_connected_ports_forward_without_learning() {
     ));
     lab.start();
     assert_eq!(lab.ping(1, 2, 3, "0.2", None), 3, "ping across a cross-connect");
-    assert_eq!(lab.ctl(&["fdb-show", "br0"])["entries"].as_array().unwrap().len(), 0, "nothing learned");
+    let fdb = lab.ctl(&["fdb-show", "br0"]);
+    assert_eq!(fdb["entries"].as_array().unwrap().len(), 0, "nothing learned: {fdb}\n{}", lab.log());
     let l2 = &lab.ctl(&["show"])["bridges"][0]["l2"];
     assert_eq!((l2["unicast"].as_u64(), l2["flooded"].as_u64()), (Some(0), Some(0)), "{l2}");
     let ports = &lab.ctl(&["show"])["bridges"][0]["ports"];
