@@ -475,6 +475,9 @@ impl Port {
                 return Err(port_err(&name, "rte_eth_promiscuous_enable", ret));
             }
         }
+        if self.driver == "net_af_packet" {
+            self.drop_foreign_frames();
+        }
         self.caps = OffloadCaps {
             rx_ipv4_cksum: rx_off & consts::get(Flag::RxOffloadIpv4Cksum) != 0,
             rx_l4_cksum: rx_off & consts::get(Flag::RxOffloadTcpCksum) != 0
@@ -492,6 +495,24 @@ impl Port {
             rx_enabled: rx_off,
         };
         Ok(())
+    }
+
+    /// DPDK 22.11's AF_PACKET driver opens each queue's socket for every
+    /// interface (`ETH_P_ALL`), sets up its rx ring, and only then binds it
+    /// to the port's interface: frames seen meanwhile on *any* interface of
+    /// the namespace, other ports' traffic included, wait in the ring. Taken
+    /// for frames that came in on this port they would teach the switch that
+    /// other ports' MAC addresses live here (and replay old frames). The
+    /// port is not in any PMD's set yet, so they are dropped here and the
+    /// counters restart from zero. After `bind` no foreign frame enters.
+    fn drop_foreign_frames(&self) {
+        let mut batch = Batch::new();
+        for q in 0..self.n_rxq {
+            while self.rx_burst(q, &mut batch) > 0 {
+                batch.clear();
+            }
+        }
+        self.reset_stats();
     }
 
     /// DPDK port id.

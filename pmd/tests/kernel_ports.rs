@@ -83,6 +83,50 @@ fn af_packet_on_a_veth_pair() {
     assert_eq!(got, (0..500).collect::<Vec<u32>>(), "every frame crossed the veth once, in order");
 }
 
+/// An AF_PACKET port takes in only its own interface's frames, also while
+/// another interface is busy as it opens: DPDK 22.11 sets up the ring of
+/// an unbound socket that sees every interface, and the port drops what
+/// that caught before it is used (else a switch learns other ports' MACs
+/// on the new one and replays their old frames).
+#[test]
+fn af_packet_port_opened_beside_busy_interface_gets_no_foreign_frames() {
+    let (own, busy) = (Veth::new("o"), Veth::new("f"));
+    let eal = eal(&[]);
+    let pool = pool(eal, "p");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = {
+        let (ifname, stop) = (busy.0.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let s = RawSock::bind(&ifname);
+            let mut sent = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                s.send(&frame(100, 0xfeed_0000));
+                sent += 1;
+            }
+            sent
+        })
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    let mut foreign = 0;
+    for i in 0..5 {
+        let cfg = PortConfig::new("a", PortSource::Vdev(format!("net_af_packet{i},iface={}", own.0)));
+        let a = Port::open(eal, &cfg, pool.clone()).unwrap();
+        let until = Instant::now() + Duration::from_millis(50);
+        let mut b = Batch::new();
+        while Instant::now() < until {
+            a.rx_burst(0, &mut b);
+            foreign += b.as_slice().iter().filter(|p| p.data().len() == 100).count();
+            b.clear();
+        }
+        assert_eq!(a.stats().rx_packets, 0, "counters restart after the foreign frames are dropped");
+        drop(a);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = sender.join().unwrap();
+    assert!(sent > 1000, "the busy interface was busy ({sent} frames)");
+    assert_eq!(foreign, 0, "frames sent on {} came in on the port on {}", busy.0, own.0);
+}
+
 #[test]
 fn af_xdp_on_a_veth_pair() {
     let v = Veth::new("x");
