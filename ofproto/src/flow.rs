@@ -156,6 +156,11 @@ impl FlowKey {
                 k.set_u64(Field::MplsTc, u64::from((lse >> 9) & 7));
                 k.set_u64(Field::MplsBos, u64::from((lse >> 8) & 1));
             }
+            // 802.1ah I-TAG: the I-SID; the customer frame behind it is
+            // not parsed (OpenFlow 1.3 matches the backbone header only).
+            0x88e7 if rest.len() >= 4 => {
+                k.set_u64(Field::PbbIsid, u64::from(u32::from_be_bytes([0, rest[1], rest[2], rest[3]])));
+            }
             _ => {}
         }
         k

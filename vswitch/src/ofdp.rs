@@ -527,10 +527,21 @@ impl OfBridgeDp {
                 // Queues (QoS) are not in this datapath yet: there is nothing
                 // to select, as on a switch without queues.
                 Action::SetQueue(_) => {}
-                // PBB (802.1ah) is not carried: counted, the frame goes on
-                // unchanged (OVS refuses such flows altogether).
-                Action::PushPbb(_) | Action::PopPbb => {
-                    self.counters.unsupported_set_field.fetch_add(1, Ordering::Relaxed);
+                Action::PushPbb(et) => {
+                    if p.prepend(18).is_none() {
+                        self.counters.nombuf.fetch_add(1, Ordering::Relaxed);
+                        return None;
+                    }
+                    if !rewrite::push_pbb_after_prepend(p.data_mut(), *et) {
+                        p.adj(18);
+                    }
+                    *key = FlowKey::extract(p.data(), out.in_port).with_pipeline_of(key);
+                }
+                Action::PopPbb => {
+                    if let Some(n) = rewrite::pbb_header_len(p.data()) {
+                        p.adj(n);
+                        *key = FlowKey::extract(p.data(), out.in_port).with_pipeline_of(key);
+                    }
                 }
             }
         }

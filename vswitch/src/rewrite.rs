@@ -155,6 +155,62 @@ pub fn set_field(d: &mut [u8], o: &Oxm) -> bool {
             let at = l4 + if matches!(o.field, Field::TcpSrc | Field::UdpSrc) { 0 } else { 2 };
             replace(d, at, v, &[sum]);
         }
+        Field::SctpSrc | Field::SctpDst => {
+            let l4 = match (ipv4(d), ipv6(d)) {
+                (Some((l3, ihl, 132, true)), _) => l3 + ihl,
+                (None, Some((l3, 132))) => l3 + 40,
+                _ => return false,
+            };
+            if d.len() < l4 + 12 {
+                return false;
+            }
+            let at = l4 + if o.field == Field::SctpSrc { 0 } else { 2 };
+            d[at..at + 2].copy_from_slice(v);
+            // SCTP's CRC32c cannot be updated incrementally: recomputed
+            // over the whole SCTP packet (this action only).
+            let end = ip_payload_end(d, l4);
+            d[l4 + 8..l4 + 12].fill(0);
+            let crc = !crc32c(!0, &d[l4..end]);
+            d[l4 + 8..l4 + 12].copy_from_slice(&crc.to_le_bytes());
+        }
+        Field::Ipv6NdTarget | Field::Ipv6NdSll | Field::Ipv6NdTll => {
+            let Some((l3, 58)) = ipv6(d) else { return false };
+            let l4 = l3 + 40;
+            let ty = match o.field {
+                Field::Ipv6NdTarget => None,
+                Field::Ipv6NdSll => Some(1),
+                _ => Some(2),
+            };
+            if d.len() < l4 + 24 || !matches!((d[l4], ty), (135 | 136, None) | (135, Some(1)) | (136, Some(2))) {
+                return false;
+            }
+            let at = match ty {
+                None => l4 + 8,
+                Some(t) => {
+                    // The link-layer address option of that type.
+                    let end = ip_payload_end(d, l4);
+                    let mut at = l4 + 24;
+                    loop {
+                        let n = usize::from(*d.get(at + 1).unwrap_or(&0)) * 8;
+                        if n == 0 || at + n > end {
+                            return false;
+                        }
+                        if d[at] == t && n >= 8 {
+                            break at + 2;
+                        }
+                        at += n;
+                    }
+                }
+            };
+            replace(d, at, v, &[(l4 + 2, false)]);
+        }
+        Field::PbbIsid => {
+            let Some((at, PBB)) = l3_offset(d) else { return false };
+            if d.len() < at + 4 {
+                return false;
+            }
+            d[at + 1..at + 4].copy_from_slice(&v[..3]);
+        }
         Field::Icmpv4Type | Field::Icmpv4Code => {
             let Some((l3, ihl, 1, true)) = ipv4(d) else { return false };
             let l4 = l3 + ihl;
@@ -205,6 +261,43 @@ pub fn set_field(d: &mut [u8], o: &Oxm) -> bool {
         _ => return false,
     }
     true
+}
+
+/// Where the IP payload that starts at `l4` ends: the IP header's length
+/// field, bounded by the frame (Ethernet padding excluded).
+fn ip_payload_end(d: &[u8], l4: usize) -> usize {
+    let end = match (ipv4(d), ipv6(d)) {
+        (Some((l3, ..)), _) => l3 + usize::from(word(d, l3 + 2)),
+        (None, Some((l3, _))) => l3 + 40 + usize::from(word(d, l3 + 4)),
+        _ => d.len(),
+    };
+    end.clamp(l4, d.len())
+}
+
+/// CRC32c (Castagnoli, reflected) table, built at compile time.
+const CRC32C: [u32; 256] = {
+    let mut t = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        #[allow(clippy::cast_possible_truncation)] // i < 256
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 { (c >> 1) ^ 0x82f6_3b78 } else { c >> 1 };
+            k += 1;
+        }
+        t[i] = c;
+        i += 1;
+    }
+    t
+};
+
+/// Continues a CRC32c over `b` (start with `!0`, finish with `!`).
+fn crc32c(mut crc: u32, b: &[u8]) -> u32 {
+    for &x in b {
+        crc = CRC32C[usize::from(u8::try_from(crc & 0xff).unwrap_or(0) ^ x)] ^ (crc >> 8);
+    }
+    crc
 }
 
 /// The IP TTL / hop limit offset of an IPv4 or IPv6 packet at `l3`.
@@ -337,6 +430,47 @@ pub fn pop_mpls_before_adj(d: &mut [u8], ethertype: u16) -> bool {
     true
 }
 
+/// EtherType of the 802.1ah I-TAG (PBB service instance tag).
+pub const PBB: u16 = 0x88e7;
+
+/// OFPAT_PUSH_PBB, after the caller prepended 18 bytes to the frame: writes
+/// a backbone header in front of the whole customer frame, as OpenFlow
+/// 1.3 (5.12.1) lays it out: B-DA and B-SA copied from the customer
+/// addresses, `ethertype`, and an I-TAG whose I-SID copies the I-SID of a
+/// PBB header already there (else 0) and whose I-PCP copies the outer VLAN
+/// PCP (else 0).
+pub fn push_pbb_after_prepend(d: &mut [u8], ethertype: u16) -> bool {
+    if d.len() < 18 + 14 {
+        return false;
+    }
+    let inner = &d[18..];
+    let isid = match l3_offset(inner) {
+        Some((at, PBB)) if inner.len() >= at + 4 => {
+            u32::from_be_bytes([0, inner[at + 1], inner[at + 2], inner[at + 3]])
+        }
+        _ => 0,
+    };
+    let pcp = match u16::from_be_bytes([inner[12], inner[13]]) {
+        0x8100 | 0x88a8 => inner[14] >> 5,
+        _ => 0,
+    };
+    d.copy_within(18..30, 0);
+    d[12..14].copy_from_slice(&ethertype.to_be_bytes());
+    let itag = (u32::from(pcp) << 29) | isid;
+    d[14..18].copy_from_slice(&itag.to_be_bytes());
+    true
+}
+
+/// OFPAT_POP_PBB: the number of leading bytes (backbone addresses, any
+/// B-tag and the I-TAG) the caller removes to leave the customer frame;
+/// None without a PBB header.
+pub fn pbb_header_len(d: &[u8]) -> Option<usize> {
+    match l3_offset(d) {
+        Some((at, PBB)) if d.len() >= at + 4 + 14 => Some(at + 4),
+        _ => None,
+    }
+}
+
 /// Raises an IPv4 packet's AF drop precedence (RFC 2597 AFxy: y in DSCP
 /// bits 1-2) by `prec`, capped at 3.
 pub fn remark_dscp(d: &mut [u8], prec: u8) {
@@ -461,6 +595,105 @@ mod tests {
         assert_eq!(&back[..22], &orig[..22]);
         assert_eq!(back[22], 63, "the TTL copied in stays");
         assert!(!pop_mpls_before_adj(&mut back.clone(), 0x0800), "no MPLS left");
+    }
+
+    #[test]
+    fn sctp_ports_nd_fields_and_isid() {
+        assert_eq!(!crc32c(!0, b"123456789"), 0xe306_9283, "RFC 3720's CRC32c check value");
+        // An SCTP DATA packet (10.0.0.1:1111 -> 10.0.0.2:2222) whose
+        // CRC32c was computed independently (RFC 3309 bitwise, in Python).
+        // (os-ken's own packet library gets SCTP checksums wrong on
+        // Python 3: it sums the characters of `str(bytearray)`.)
+        let hex = "ffffffffffff00000000000008004500003c00000000ff84a73b0a0000010a000002045708ae0102030479175d6e0000001c00000000000000000000000068656c6c6f20776f726c6421";
+        let mut d: Vec<u8> =
+            (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+        let orig = d.clone();
+        assert!(set_field(&mut d, &Oxm::exact_u64(Field::SctpSrc, 1111)));
+        assert_eq!(d, orig, "same port: the recomputed CRC32c is the packet's own");
+        assert!(set_field(&mut d, &Oxm::exact_u64(Field::SctpDst, 3333)));
+        let k = ofproto::flow::FlowKey::extract(&d, 1);
+        assert_eq!(k.get_u64(Field::SctpDst), Some(3333));
+        let mut c = d.clone();
+        c[34 + 8..34 + 12].fill(0);
+        assert_eq!(&d[42..46], &(!crc32c(!0, &c[34..])).to_le_bytes());
+        assert_ne!(&d[42..46], &orig[42..46]);
+        // Neighbour solicitation with a source link-layer option.
+        let mut ns = vec![0u8; 14 + 40 + 32];
+        ns[12..14].copy_from_slice(&[0x86, 0xdd]);
+        ns[14] = 0x60;
+        ns[18..20].copy_from_slice(&32u16.to_be_bytes());
+        ns[20] = 58;
+        ns[54] = 135;
+        ns[78..80].copy_from_slice(&[1, 1]);
+        ns[80..86].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        let sum = |d: &[u8]| {
+            let mut p = d[22..54].to_vec(); // addresses
+            p.extend_from_slice(&[0, 0, 0, 32, 0, 0, 0, 58]);
+            p.extend_from_slice(&d[54..]);
+            sum_ok(&p)
+        };
+        let s = wire::checksum::checksum(&{
+            let mut p = ns[22..54].to_vec();
+            p.extend_from_slice(&[0, 0, 0, 32, 0, 0, 0, 58]);
+            p.extend_from_slice(&ns[54..]);
+            p
+        });
+        ns[56..58].copy_from_slice(&s.to_be_bytes());
+        assert!(sum(&ns));
+        assert!(set_field(
+            &mut ns,
+            &Oxm::exact(Field::Ipv6NdTarget, &[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9])
+        ));
+        assert!(set_field(&mut ns, &Oxm::exact(Field::Ipv6NdSll, &[2, 0, 0, 0, 0, 0x42])));
+        assert!(!set_field(&mut ns, &Oxm::exact(Field::Ipv6NdTll, &[2, 0, 0, 0, 0, 0x43])), "no TLL in a solicitation");
+        let k = ofproto::flow::FlowKey::extract(&ns, 1);
+        assert_eq!(k.get(Field::Ipv6NdSll), Some(&[2, 0, 0, 0, 0, 0x42][..]));
+        assert_eq!(k.get(Field::Ipv6NdTarget).unwrap()[15], 9);
+        assert!(sum(&ns), "ICMPv6 checksum follows");
+        // I-SID.
+        let mut pbb = vec![0u8; 18];
+        pbb.extend_from_slice(&udp4());
+        assert!(push_pbb_after_prepend(&mut pbb, PBB));
+        assert!(set_field(&mut pbb, &Oxm::exact_u64(Field::PbbIsid, 0xabcdef)));
+        assert_eq!(ofproto::flow::FlowKey::extract(&pbb, 1).get_u64(Field::PbbIsid), Some(0xabcdef));
+        assert!(!set_field(&mut udp4(), &Oxm::exact_u64(Field::PbbIsid, 1)));
+    }
+
+    #[test]
+    fn pbb_push_twice_set_isid_and_pop_twice() {
+        let orig = udp4();
+        let push = |d: &[u8]| {
+            let mut n = vec![0u8; 18];
+            n.extend_from_slice(d);
+            assert!(push_pbb_after_prepend(&mut n, PBB));
+            n
+        };
+        let mut d = push(&orig);
+        assert_eq!(&d[..12], &orig[..12], "B-DA/B-SA copied from the customer addresses");
+        assert_eq!(&d[12..18], &[0x88, 0xe7, 0, 0, 0, 0], "I-TAG with I-SID 0");
+        assert_eq!(&d[18..], &orig[..], "the whole customer frame behind it");
+        let k = ofproto::flow::FlowKey::extract(&d, 1);
+        assert_eq!((k.get_u64(Field::EthType), k.get_u64(Field::PbbIsid)), (Some(0x88e7), Some(0)));
+        assert!(k.get(Field::Ipv4Src).is_none(), "the customer frame is not parsed");
+        d[16] = 0x01; // I-SID 0x100, as set-field would write it
+        let d2 = push(&d);
+        assert_eq!(&d2[14..18], &[0, 0, 0x01, 0], "a second push copies the I-SID below");
+        assert_eq!(ofproto::flow::FlowKey::extract(&d2, 1).get_u64(Field::PbbIsid), Some(0x100));
+        let n = pbb_header_len(&d2).unwrap();
+        assert_eq!(n, 18);
+        let n2 = pbb_header_len(&d2[n..]).unwrap();
+        assert_eq!(&d2[n + n2..], &orig[..], "two pops give the customer frame back");
+        assert_eq!(pbb_header_len(&orig), None, "no PBB to pop");
+        // A B-tagged backbone header: the B-tag goes with the I-TAG; a
+        // C-tag's PCP is copied into the I-PCP on push.
+        let mut btag = d[..12].to_vec();
+        btag.extend_from_slice(&[0x88, 0xa8, 0, 10]);
+        btag.extend_from_slice(&d[12..]);
+        assert_eq!(pbb_header_len(&btag), Some(22));
+        let mut ctag = orig[..12].to_vec();
+        ctag.extend_from_slice(&[0x81, 0x00, 0x60, 100]);
+        ctag.extend_from_slice(&orig[12..]);
+        assert_eq!(push(&ctag)[14] >> 5, 3, "I-PCP from the VLAN PCP");
     }
 
     #[test]
