@@ -105,6 +105,31 @@ pub fn set_field(d: &mut [u8], o: &Oxm) -> bool {
         }
         // The pipeline's own fields: only the key changes.
         Field::Metadata | Field::TunnelId => {}
+        // The innermost EtherType (after any VLAN tags).
+        Field::EthType => {
+            let Some((l3, _)) = l3_offset(d) else { return false };
+            d[l3 - 2..l3].copy_from_slice(&v[..2]);
+        }
+        // The protocol number: in the IPv4 header (and its checksum) or the
+        // IPv6 next header, and in the L4 checksum's pseudo-header.
+        Field::IpProto => {
+            let (l3, at, l4, old) = match (ipv4(d), ipv6(d)) {
+                (Some((l3, ihl, p, first)), _) => (l3, l3 + 9, first.then_some(l3 + ihl), p),
+                (None, Some((l3, nh))) => (l3, l3 + 6, Some(l3 + 40), nh),
+                _ => return false,
+            };
+            if let Some((ck, udp)) = l4.and_then(|l4| l4_sum(d, l4, old)) {
+                let c = word(d, ck);
+                if !(udp && c == 0) {
+                    d[ck..ck + 2].copy_from_slice(&csum_update(c, u16::from(old), u16::from(v[0])).to_be_bytes());
+                }
+            }
+            if at == l3 + 9 {
+                replace(d, l3 + 8, &[d[l3 + 8], v[0]], &[(l3 + 10, false)]);
+            } else {
+                d[at] = v[0];
+            }
+        }
         Field::Ipv4Src | Field::Ipv4Dst => {
             let Some((l3, ihl, proto, first)) = ipv4(d) else { return false };
             let at = l3 + if o.field == Field::Ipv4Src { 12 } else { 16 };
@@ -403,20 +428,20 @@ pub fn copy_ttl_in(d: &mut [u8]) -> bool {
 
 /// OFPAT_PUSH_MPLS, after the caller prepended 4 bytes to the frame: moves
 /// the L2 header (MACs and tags) into them and writes a new outermost
-/// entry (label 0, TC 0, bottom of stack unless the frame was MPLS
-/// already, TTL from the entry or IP header below, else 64) with
-/// `ethertype`.
+/// entry with `ethertype`. On an MPLS frame the entry copies label, TC and
+/// TTL of the one below and is not the bottom of the stack (OpenFlow 1.3,
+/// 5.12.1); otherwise label 0, TC 0, bottom of stack, TTL from the IP
+/// header (else 0: nothing to copy, as the spec's push table has it).
 pub fn push_mpls_after_prepend(d: &mut [u8], ethertype: u16) -> bool {
     let Some((l2end, was)) = l3_offset(&d[4..]) else { return false };
     d.copy_within(4..4 + l2end, 0);
     let below = l2end + 4;
-    let (bos, ttl) = if MPLS.contains(&was) {
-        (0, d.get(below + 3).copied().unwrap_or(64))
-    } else {
-        (1, ip_ttl_at(d, below).map_or(64, |t| d[t]))
+    let lse = match d.get(below..below + 4) {
+        Some(b) if MPLS.contains(&was) => u32::from_be_bytes([b[0], b[1], b[2], b[3]]) & !(1 << 8),
+        _ => (1 << 8) | u32::from(ip_ttl_at(d, below).map_or(0, |t| d[t])),
     };
     d[l2end - 2..l2end].copy_from_slice(&ethertype.to_be_bytes());
-    d[l2end..l2end + 4].copy_from_slice(&((bos << 8) | u32::from(ttl)).to_be_bytes());
+    d[l2end..l2end + 4].copy_from_slice(&lse.to_be_bytes());
     true
 }
 
@@ -587,6 +612,7 @@ mod tests {
         d2.extend_from_slice(&d);
         assert!(push_mpls_after_prepend(&mut d2, 0x8847));
         assert_eq!((d2[16] & 1, d2[17]), (0, 63), "BOS clear, TTL from the entry below");
+        assert_eq!(&d2[14..16], &d2[18..20], "label and TC copied from the entry below");
         // pop twice: back to the original frame (but its new TTL).
         assert!(pop_mpls_before_adj(&mut d2, 0x8847));
         let mut d = d2[4..].to_vec();
@@ -657,6 +683,22 @@ mod tests {
         assert!(set_field(&mut pbb, &Oxm::exact_u64(Field::PbbIsid, 0xabcdef)));
         assert_eq!(ofproto::flow::FlowKey::extract(&pbb, 1).get_u64(Field::PbbIsid), Some(0xabcdef));
         assert!(!set_field(&mut udp4(), &Oxm::exact_u64(Field::PbbIsid, 1)));
+    }
+
+    #[test]
+    fn eth_type_and_ip_proto() {
+        let mut d = udp4();
+        assert!(set_field(&mut d, &Oxm::exact_u64(Field::IpProto, 6)));
+        assert_eq!(d[23], 6);
+        assert!(sum_ok(&d[14..34]), "IPv4 header checksum follows");
+        // The UDP checksum now covers a pseudo-header with protocol 6.
+        let mut p = d[26..34].to_vec();
+        p.extend_from_slice(&[0, 6]);
+        p.extend_from_slice(&d[38..40]);
+        p.extend_from_slice(&d[34..]);
+        assert!(sum_ok(&p), "L4 checksum with the new pseudo-header");
+        assert!(set_field(&mut d, &Oxm::exact_u64(Field::EthType, 0x8848)));
+        assert_eq!(&d[12..14], &[0x88, 0x48]);
     }
 
     #[test]

@@ -1,0 +1,155 @@
+//! Real OpenFlow controllers drive vswitchd: os-ken (the maintained Ryu)
+//! running a learning-switch app, as master with a second instance as a
+//! standby slave. Containers are network namespaces on AF_PACKET ports;
+//! the controllers are processes on 127.0.0.1. Needs root and os-ken in a
+//! virtual environment (`ci/setup` makes it: `target/osken-venv`, or set
+//! `OSKEN_VENV`).
+
+mod common;
+
+use common::Lab;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn osken_venv() -> PathBuf {
+    let v = std::env::var_os("OSKEN_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/osken-venv"));
+    assert!(
+        v.join("bin/osken-manager").exists(),
+        "os-ken is not installed in {} (ci/setup installs it; or set OSKEN_VENV)",
+        v.display()
+    );
+    v
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// An `osken-manager` running tests/osken/learning_switch.py, killed on
+/// drop; its stdout (one line per event) goes to `log`.
+struct OsKen {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl OsKen {
+    fn start(port: u16, role: &str, cookie: u64, takeover: Option<&Path>, log: PathBuf) -> OsKen {
+        let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/osken/learning_switch.py");
+        let mut c = Command::new(osken_venv().join("bin/osken-manager"));
+        c.args(["--ofp-listen-host", "127.0.0.1", "--ofp-tcp-listen-port", &port.to_string()])
+            .arg(app)
+            .env("LS_ROLE", role)
+            .env("LS_COOKIE", cookie.to_string())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::null());
+        if let Some(t) = takeover {
+            c.env("LS_TAKEOVER", t);
+        }
+        OsKen { child: Some(c.spawn().unwrap()), log }
+    }
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OsKen {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Waits up to `secs` for `ok`, else fails with `what()`.
+fn wait_for(secs: u64, mut ok: impl FnMut() -> bool, what: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !ok() {
+        assert!(Instant::now() < deadline, "{}", what());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The roles of br0's controller connections, sorted.
+fn roles(lab: &Lab) -> Vec<String> {
+    let c = lab.ctl(&["controllers"]);
+    let mut r: Vec<String> = c["bridges"][0]["connections"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["connected"] == true)
+        .map(|c| c["role"].as_str().unwrap_or("?").to_string())
+        .collect();
+    r.sort();
+    r
+}
+
+/// Cookies of br0's flows, with their priorities.
+fn flows(lab: &Lab) -> Vec<(String, u64)> {
+    let f = lab.ctl(&["dump-flows", "br0"]);
+    f["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f: &Value| (f["cookie"].as_str().unwrap().to_string(), f["priority"].as_u64().unwrap()))
+        .collect()
+}
+
+/// os-ken's learning switch as master, a second instance as slave: the
+/// containers reach each other only through the master's packet-outs and
+/// flows; the slave gets no packet-in and its flow-mods are refused with
+/// IS_SLAVE. The master dies; the slave claims the master role with a
+/// higher generation id, clears the tables, and the containers reach each
+/// other again through its flows alone.
+#[test]
+fn osken_learning_switch_and_a_slave_that_takes_over() {
+    let mut lab = Lab::new("k", 2, None);
+    let (p1, p2) = (free_port(), free_port());
+    lab.write_config(&format!(
+        "[[bridge]]\nname = \"br0\"\nfail_mode = \"secure\"\ncontrollers = [\"tcp:127.0.0.1:{p1}\", \"tcp:127.0.0.1:{p2}\"]\n\n{}{}",
+        lab.port(1, "c1", "ofport = 1"),
+        lab.port(2, "c2", "ofport = 2")
+    ));
+    let takeover = lab.dir.join("takeover");
+    let mut a = OsKen::start(p1, "master", 0xa, None, lab.dir.join("a.log"));
+    let b = OsKen::start(p2, "slave", 0xb, Some(&takeover), lab.dir.join("b.log"));
+    lab.start();
+    let state = |lab: &Lab, a: &OsKen, b: &OsKen| {
+        format!(
+            "controllers: {}\nA:\n{}\nB:\n{}\nvswitchd:\n{}",
+            lab.ctl(&["controllers"]),
+            a.log(),
+            b.log(),
+            lab.log()
+        )
+    };
+    wait_for(30, || roles(&lab) == ["master", "slave"], || state(&lab, &a, &b));
+    wait_for(5, || flows(&lab) == [("0xa".into(), 0)], || state(&lab, &a, &b));
+    assert!(lab.ping(1, 2, 5, "0.2", None) >= 3, "c1 reaches c2 through the master: {}", state(&lab, &a, &b));
+    let f = flows(&lab);
+    assert!(f.iter().filter(|(c, p)| c == "0xa" && *p == 1).count() >= 2, "the master's learned flows: {f:?}");
+    assert!(f.iter().all(|(c, _)| c == "0xa"), "only the master's flows: {f:?}");
+    let bl = b.log();
+    assert!(bl.contains("role SLAVE gen 1"), "{bl}");
+    assert!(bl.contains("error type 1 code 10"), "the slave's flow-mods refused with BAD_REQUEST/IS_SLAVE: {bl}");
+    assert!(!bl.contains("packet_in"), "a slave gets no packet-in: {bl}");
+    assert!(a.log().contains("packet_in 1"), "{}", a.log());
+
+    a.kill();
+    wait_for(10, || roles(&lab) == ["slave"], || state(&lab, &a, &b));
+    std::fs::write(&takeover, "").unwrap();
+    wait_for(10, || b.log().contains("role MASTER gen 2"), || state(&lab, &a, &b));
+    wait_for(5, || flows(&lab) == [("0xb".into(), 0)], || state(&lab, &a, &b));
+    assert!(lab.ping(1, 2, 5, "0.2", None) >= 3, "c1 reaches c2 through the new master: {}", state(&lab, &a, &b));
+    let f = flows(&lab);
+    assert!(f.iter().filter(|(c, p)| c == "0xb" && *p == 1).count() >= 2, "the new master's learned flows: {f:?}");
+    assert!(b.log().contains("packet_in 1"), "{}", b.log());
+    assert_eq!(roles(&lab), ["master"]);
+}
