@@ -617,8 +617,8 @@ impl OfBridgeDp {
     }
 }
 
-/// The hash a select group picks its bucket by: the 5-tuple and MACs, so
-/// one flow always takes one bucket. FNV-1a, then murmur3's finaliser (FNV's
+/// The hash a select group picks its bucket by: MACs, the 5-tuple (SCTP
+/// too) and ARP's addresses, so one flow always takes one bucket. FNV-1a, then murmur3's finaliser (FNV's
 /// low bits alone are just the parity of the input bytes' low bits).
 fn flow_hash(key: &FlowKey) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -634,6 +634,10 @@ fn flow_hash(key: &FlowKey) -> u64 {
         Field::TcpDst,
         Field::UdpSrc,
         Field::UdpDst,
+        Field::SctpSrc,
+        Field::SctpDst,
+        Field::ArpSpa,
+        Field::ArpTpa,
     ] {
         for b in key.get(f).unwrap_or(&[]) {
             h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
