@@ -9,6 +9,7 @@ mod common;
 
 use common::Lab;
 use serde_json::Value;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -29,8 +30,9 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// An `osken-manager` running tests/osken/learning_switch.py, killed on
-/// drop; its stdout (one line per event) goes to `log`.
+/// An `osken-manager` (running tests/osken/learning_switch.py, or under
+/// Faucet), killed with its process group on drop; its stdout goes to
+/// `log`.
 struct OsKen {
     child: Option<Child>,
     log: PathBuf,
@@ -49,14 +51,18 @@ impl OsKen {
         if let Some(t) = takeover {
             c.env("LS_TAKEOVER", t);
         }
-        OsKen { child: Some(c.spawn().unwrap()), log }
+        OsKen { child: Some(c.process_group(0).spawn().unwrap()), log }
     }
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+    /// Kills its whole process group (Faucet re-executes osken-manager).
     fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
+            if let Ok(pid) = i32::try_from(c.id()) {
+                // SAFETY: signals the process group our own child leads.
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+            }
             let _ = c.wait();
         }
     }
@@ -152,4 +158,93 @@ fn osken_learning_switch_and_a_slave_that_takes_over() {
     assert!(f.iter().filter(|(c, p)| c == "0xb" && *p == 1).count() >= 2, "the new master's learned flows: {f:?}");
     assert!(b.log().contains("packet_in 1"), "{}", b.log());
     assert_eq!(roles(&lab), ["master"]);
+}
+
+fn faucet_venv() -> PathBuf {
+    let v = std::env::var_os("FAUCET_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/faucet-venv"));
+    assert!(
+        v.join("bin/faucet").exists(),
+        "Faucet is not installed in {} (ci/setup installs it; or set FAUCET_VENV)",
+        v.display()
+    );
+    v
+}
+
+/// Faucet, a production OpenFlow controller, runs the switch: c1 and c2 on
+/// VLAN 100, c3 on VLAN 200 (all access ports). Faucet programs its
+/// multi-table pipeline (VLAN, learning, forwarding, flooding tables, with
+/// push/pop VLAN), learns the containers' MACs from packet-ins, and c1
+/// reaches c2 but not c3.
+#[test]
+fn faucet_puts_two_containers_on_one_vlan() {
+    let venv = faucet_venv();
+    let mut lab = Lab::new("f", 3, None);
+    let (port, prom) = (free_port(), free_port());
+    lab.write_config(&format!(
+        "[[bridge]]\nname = \"br0\"\ndatapath_id = \"0000000000000001\"\nfail_mode = \"secure\"\ncontrollers = [\"tcp:127.0.0.1:{port}\"]\n\n{}{}{}",
+        lab.port(1, "c1", "ofport = 1"),
+        lab.port(2, "c2", "ofport = 2"),
+        lab.port(3, "c3", "ofport = 3")
+    ));
+    let yaml = lab.dir.join("faucet.yaml");
+    std::fs::write(
+        &yaml,
+        "vlans:\n  office:\n    vid: 100\n  guest:\n    vid: 200\ndps:\n  sw1:\n    dp_id: 0x1\n    hardware: \"Open vSwitch\"\n    interfaces:\n      1:\n        native_vlan: office\n      2:\n        native_vlan: office\n      3:\n        native_vlan: guest\n",
+    )
+    .unwrap();
+    let path = format!("{}:{}", venv.join("bin").display(), std::env::var("PATH").unwrap_or_default());
+    let log = lab.dir.join("faucet.log");
+    let faucet = Command::new(venv.join("bin/faucet"))
+        .args(["--ryu-ofp-tcp-listen-port", &port.to_string(), "--ryu-ofp-listen-host", "127.0.0.1"])
+        .env("PATH", path)
+        .env("FAUCET_CONFIG", &yaml)
+        .env("FAUCET_LOG", &log)
+        .env("FAUCET_EXCEPTION_LOG", lab.dir.join("faucet-exception.log"))
+        .env("FAUCET_PROMETHEUS_ADDR", "127.0.0.1")
+        .env("FAUCET_PROMETHEUS_PORT", prom.to_string())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(lab.dir.join("faucet.err")).unwrap())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let _faucet = OsKen { child: Some(faucet), log: log.clone() };
+    let faucet_state = |lab: &Lab| {
+        format!(
+            "controllers: {}\nfaucet log:\n{}\nfaucet stderr:\n{}\nexceptions:\n{}\nvswitchd:\n{}",
+            lab.ctl(&["controllers"]),
+            std::fs::read_to_string(&log).unwrap_or_default(),
+            std::fs::read_to_string(lab.dir.join("faucet.err")).unwrap_or_default(),
+            std::fs::read_to_string(lab.dir.join("faucet-exception.log")).unwrap_or_default(),
+            lab.log()
+        )
+    };
+    lab.start();
+    wait_for(60, || roles(&lab).len() == 1, || faucet_state(&lab));
+    // Faucet's pipeline: many flows over several tables.
+    wait_for(30, || flows(&lab).len() >= 10, || faucet_state(&lab));
+    let mut ok = 0;
+    for _ in 0..10 {
+        ok = lab.ping(1, 2, 3, "0.2", None);
+        if ok == 3 {
+            break;
+        }
+    }
+    assert_eq!(ok, 3, "c1 reaches c2 on VLAN 100: {}", faucet_state(&lab));
+    assert_eq!(lab.ping(1, 3, 3, "0.2", None), 0, "c3 is on VLAN 200");
+    let dump = lab.ctl(&["dump-flows", "br0"]);
+    let tables: std::collections::BTreeSet<u64> =
+        dump["flows"].as_array().unwrap().iter().map(|f| f["table"].as_u64().unwrap()).collect();
+    assert!(tables.len() >= 4, "Faucet's multi-table pipeline: tables {tables:?}");
+    let text = dump.to_string();
+    let mac1 = mac_of(&lab, 1);
+    assert!(text.contains(&mac1), "Faucet learned c1's MAC {mac1} into its flows: {text}");
+}
+
+/// The MAC address of container i's eth0.
+fn mac_of(lab: &Lab, i: u32) -> String {
+    let out = Command::new("ip").args(["-n", &lab.ns(i), "-j", "link", "show", "eth0"]).output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v[0]["address"].as_str().unwrap().to_string()
 }
