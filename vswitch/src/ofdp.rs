@@ -471,7 +471,7 @@ impl OfBridgeDp {
                     if d.len() >= 18 && matches!(u16::from_be_bytes([d[12], d[13]]), 0x8100 | 0x88a8) {
                         let d = p.data_mut();
                         d.copy_within(0..12, 4);
-                        p.adj(4);
+                        pop_front(&mut p, 4);
                         let k = FlowKey::extract(p.data(), out.in_port);
                         key.set_u64(Field::VlanVid, k.get_u64(Field::VlanVid).unwrap_or(0));
                         match k.get_u64(Field::VlanPcp) {
@@ -514,7 +514,7 @@ impl OfBridgeDp {
                 }
                 Action::PopMpls(et) => {
                     if rewrite::pop_mpls_before_adj(p.data_mut(), *et) {
-                        p.adj(4);
+                        pop_front(&mut p, 4);
                         *key = FlowKey::extract(p.data(), out.in_port).with_pipeline_of(key);
                     }
                 }
@@ -539,7 +539,7 @@ impl OfBridgeDp {
                 }
                 Action::PopPbb => {
                     if let Some(n) = rewrite::pbb_header_len(p.data()) {
-                        p.adj(n);
+                        pop_front(&mut p, n);
                         *key = FlowKey::extract(p.data(), out.in_port).with_pipeline_of(key);
                     }
                 }
@@ -613,6 +613,23 @@ impl OfBridgeDp {
                     self.counters.bad_port.fetch_add(1, Ordering::Relaxed);
                 }
             },
+        }
+    }
+}
+
+/// Ethernet's minimum frame length, without FCS.
+const MIN_FRAME: usize = 60;
+
+/// Drops the frame's first `n` bytes (a header popped) and pads what is
+/// left to Ethernet's minimum with zeros, as a NIC pads on transmit:
+/// virtual ports (AF_PACKET, memif, vhost) would otherwise carry a popped
+/// minimum-size frame short.
+fn pop_front(p: &mut Packet, n: usize) {
+    p.adj(n);
+    let len = p.len();
+    if len < MIN_FRAME {
+        if let Some(pad) = p.append(MIN_FRAME - len) {
+            pad.fill(0);
         }
     }
 }
