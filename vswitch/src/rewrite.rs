@@ -529,6 +529,17 @@ mod tests {
         b
     }
 
+    /// An Ethernet + IPv6 frame with next header `next` and `payload` zero
+    /// bytes after the fixed header.
+    fn ipv6_frame(next: u8, payload: u16) -> Vec<u8> {
+        let mut d = vec![0u8; 14 + 40 + usize::from(payload)];
+        d[12..14].copy_from_slice(&[0x86, 0xdd]);
+        d[14] = 0x60;
+        d[18..20].copy_from_slice(&payload.to_be_bytes());
+        d[20] = next;
+        d
+    }
+
     /// Whether the frame's IPv4 header and UDP checksums verify, as a
     /// receiver would check them.
     fn checksums_ok(d: &[u8]) -> bool {
@@ -644,11 +655,7 @@ mod tests {
         assert_eq!(&d[42..46], &(!crc32c(!0, &c[34..])).to_le_bytes());
         assert_ne!(&d[42..46], &orig[42..46]);
         // Neighbour solicitation with a source link-layer option.
-        let mut ns = vec![0u8; 14 + 40 + 32];
-        ns[12..14].copy_from_slice(&[0x86, 0xdd]);
-        ns[14] = 0x60;
-        ns[18..20].copy_from_slice(&32u16.to_be_bytes());
-        ns[20] = 58;
+        let mut ns = ipv6_frame(58, 32);
         ns[54] = 135;
         ns[78..80].copy_from_slice(&[1, 1]);
         ns[80..86].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
@@ -750,11 +757,7 @@ mod tests {
         assert_eq!((k.get_u64(Field::ArpOp), k.get(Field::ArpTpa)), (Some(2), Some(&[10, 0, 0, 9][..])));
         assert_eq!(k.get(Field::ArpSha), Some(&[2, 0, 0, 0, 0, 7][..]));
         // IPv6 + UDP: addresses rewritten through the UDP checksum.
-        let mut v6 = vec![0u8; 14 + 40 + 8];
-        v6[12..14].copy_from_slice(&[0x86, 0xdd]);
-        v6[14] = 0x60;
-        v6[18..20].copy_from_slice(&8u16.to_be_bytes());
-        v6[20] = 17;
+        let mut v6 = ipv6_frame(17, 8);
         v6[21] = 64;
         v6[22..38].copy_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
         v6[38..54].copy_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);

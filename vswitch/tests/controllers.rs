@@ -14,16 +14,22 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn osken_venv() -> PathBuf {
-    let v = std::env::var_os("OSKEN_VENV")
+/// The Python virtual environment `$var` names, else `target/NAME`, which
+/// must hold `bin/PROGRAM` (`ci/setup` makes them).
+fn venv(var: &str, name: &str, program: &str) -> PathBuf {
+    let v = std::env::var_os(var)
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/osken-venv"));
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target").join(name));
     assert!(
-        v.join("bin/osken-manager").exists(),
-        "os-ken is not installed in {} (ci/setup installs it; or set OSKEN_VENV)",
+        v.join("bin").join(program).exists(),
+        "{program} is not installed in {} (ci/setup installs it; or set {var})",
         v.display()
     );
     v
+}
+
+fn osken_venv() -> PathBuf {
+    venv("OSKEN_VENV", "osken-venv", "osken-manager")
 }
 
 fn free_port() -> u16 {
@@ -161,15 +167,7 @@ fn osken_learning_switch_and_a_slave_that_takes_over() {
 }
 
 fn faucet_venv() -> PathBuf {
-    let v = std::env::var_os("FAUCET_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/faucet-venv"));
-    assert!(
-        v.join("bin/faucet").exists(),
-        "Faucet is not installed in {} (ci/setup installs it; or set FAUCET_VENV)",
-        v.display()
-    );
-    v
+    venv("FAUCET_VENV", "faucet-venv", "faucet")
 }
 
 /// Faucet, a production OpenFlow controller, runs the switch: c1 and c2 on
