@@ -142,6 +142,10 @@ impl FlowKey {
                 k.set(Field::Ipv6Src, &ip.src_addr().0);
                 k.set(Field::Ipv6Dst, &ip.dst_addr().0);
                 k.set_u64(Field::Ipv6Flabel, u64::from(ip.flow_label()));
+                k.set_u64(
+                    Field::Ipv6Exthdr,
+                    u64::from(exthdr_flags(ip.next_header().0, &rest[wire::ipv6::HEADER_LEN..])),
+                );
                 if let Ok((proto, l4off)) = ip.upper_layer() {
                     k.set_u64(Field::IpProto, u64::from(proto.0));
                     let end = (wire::ipv6::HEADER_LEN + usize::from(ip.payload_len())).min(rest.len());
@@ -235,6 +239,59 @@ impl Match {
     }
 }
 
+/// OpenFlow's IPV6_EXTHDR pseudo-field (`ofp_ipv6exthdr_flags`): which
+/// extension headers follow the IPv6 header (`first` is its next header,
+/// `after` the bytes behind it), and whether one repeats unexpectedly
+/// (UNREP) or they stray from RFC 8200's order (UNSEQ: hop-by-hop,
+/// destination, routing, fragment, authentication, ESP, destination).
+pub fn exthdr_flags(first: u8, after: &[u8]) -> u16 {
+    const NONEXT: u16 = 1;
+    const ESP: u16 = 1 << 1;
+    const AUTH: u16 = 1 << 2;
+    const DEST: u16 = 1 << 3;
+    const FRAG: u16 = 1 << 4;
+    const ROUTER: u16 = 1 << 5;
+    const HOP: u16 = 1 << 6;
+    const UNREP: u16 = 1 << 7;
+    const UNSEQ: u16 = 1 << 8;
+    let (mut flags, mut nh, mut at, mut last_rank, mut dests) = (0u16, first, 0usize, 0u8, 0u8);
+    loop {
+        let (bit, rank) = match nh {
+            0 => (HOP, 1),
+            60 => {
+                dests += 1;
+                (DEST, if flags & (ROUTER | FRAG | AUTH | ESP) != 0 || dests > 1 { 7 } else { 2 })
+            }
+            43 => (ROUTER, 3),
+            44 => (FRAG, 4),
+            51 => (AUTH, 5),
+            50 => (ESP, 6),
+            59 => return flags | NONEXT,
+            _ => return flags,
+        };
+        let repeated = if bit == DEST { dests > 2 } else { flags & bit != 0 };
+        if repeated || (bit == HOP && at != 0) {
+            flags |= if repeated { UNREP } else { UNSEQ };
+        }
+        if rank < last_rank {
+            flags |= UNSEQ;
+        }
+        last_rank = last_rank.max(rank);
+        flags |= bit;
+        // ESP hides what follows; the others say where the next one is.
+        if bit == ESP || after.len() < at + 8 {
+            return flags;
+        }
+        let len = match bit {
+            FRAG => 8,
+            AUTH => (usize::from(after[at + 1]) + 2) * 4,
+            _ => (usize::from(after[at + 1]) + 1) * 8,
+        };
+        nh = after[at];
+        at += len;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,5 +357,39 @@ mod tests {
                 assert_eq!(k.get_u64(Field::EthType), Some(0x0800));
             }
         }
+    }
+
+    #[test]
+    fn ipv6_extension_header_flags() {
+        // hop-by-hop, then authentication (RFC 4302 length in 4-byte
+        // units minus 2), then TCP: HOP | AUTH = 68, as OpenFlow encodes it.
+        let mut after = vec![51, 0, 0, 0, 0, 0, 0, 0];
+        after.extend_from_slice(&[6, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(exthdr_flags(0, &after), 68);
+        assert_eq!(exthdr_flags(6, &[]), 0, "no extension header");
+        assert_eq!(exthdr_flags(59, &[]), 1, "no next header");
+        // fragment before routing: out of order; two routing headers: a repeat.
+        assert_eq!(exthdr_flags(44, &[43, 0, 0, 0, 0, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0]), 0x10 | 0x20 | 0x100);
+        assert_eq!(exthdr_flags(43, &[43, 0, 0, 0, 0, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0]), 0x20 | 0x80);
+        // hop-by-hop anywhere but first is out of order; ESP ends the walk.
+        assert_eq!(exthdr_flags(60, &[0, 0, 0, 0, 0, 0, 0, 0, 50, 0, 0, 0, 0, 0, 0, 0]), 0x8 | 0x40 | 0x100 | 0x2);
+        assert_eq!(exthdr_flags(50, &[0; 16]), 2);
+        // destination options before and after routing are both in order.
+        assert_eq!(
+            exthdr_flags(60, &[43, 0, 0, 0, 0, 0, 0, 0, 60, 0, 0, 0, 0, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0]),
+            0x8 | 0x20
+        );
+        // extracted for every IPv6 packet.
+        let mut f = vec![0u8; 14 + 40 + 8 + 12 + 20];
+        f[12..14].copy_from_slice(&[0x86, 0xdd]);
+        f[14] = 0x60;
+        f[18..20].copy_from_slice(&40u16.to_be_bytes());
+        f[20] = 0;
+        f[54..62].copy_from_slice(&[51, 0, 0, 0, 0, 0, 0, 0]);
+        f[62] = 6;
+        f[63] = 1;
+        let k = FlowKey::extract(&f, 1);
+        assert_eq!(k.get_u64(Field::Ipv6Exthdr), Some(68));
+        assert_eq!(k.get_u64(Field::IpProto), Some(6));
     }
 }
