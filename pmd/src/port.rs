@@ -224,6 +224,9 @@ pub struct Port {
     n_txq: u16,
     mtu: u16,
     driver: String,
+    /// The kernel interface of an AF_PACKET / AF_XDP port, whose carrier
+    /// is the port's link (DPDK 22.11's drivers report a fixed "up").
+    kernel_iface: Option<String>,
     sw: Box<[SwCounters]>,
     _pool: Arc<Mempool>,
 }
@@ -313,6 +316,12 @@ impl Port {
             n_txq: cfg.n_txq,
             mtu: 1500,
             driver: String::new(),
+            kernel_iface: match &cfg.source {
+                PortSource::Vdev(d) if d.starts_with("net_af_packet") || d.starts_with("net_af_xdp") => {
+                    d.split(',').find_map(|kv| kv.strip_prefix("iface=")).map(str::to_string)
+                }
+                _ => None,
+            },
             sw: (0..MAX_PMDS).map(|_| SwCounters::default()).collect(),
             _pool: pool,
         };
@@ -612,8 +621,14 @@ impl Port {
         let mut l = dpdk_sys::rte_eth_link::default();
         // SAFETY: id is valid; l is a valid out pointer.
         unsafe { dpdk_sys::rte_eth_link_get_nowait(self.id, &mut l) };
+        // A kernel interface's carrier: a veth whose peer or itself is
+        // down has none. Read from sysfs (a control-path call, not per
+        // packet).
+        let carrier = self.kernel_iface.as_ref().is_none_or(|i| {
+            std::fs::read_to_string(format!("/sys/class/net/{i}/carrier")).is_ok_and(|c| c.trim() == "1")
+        });
         LinkState {
-            up: l.link_status() != 0,
+            up: l.link_status() != 0 && carrier,
             speed_mbps: if l.link_speed == u32::MAX { 0 } else { l.link_speed },
             full_duplex: l.link_duplex() != 0,
         }

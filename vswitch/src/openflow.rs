@@ -42,7 +42,10 @@ pub struct OfBridge {
     pub has_controllers: bool,
     /// Drop counters of its fast path.
     pub counters: Arc<OfCounters>,
-    published: Option<(bool, u64, u64)>,
+    published: Option<(bool, u64, u64, u64)>,
+    /// Bumped when a port's link goes up or down (republishes: fast
+    /// failover follows liveness).
+    link_epoch: u64,
     /// Ports as controllers last heard of them (port-status on change).
     known_ports: Option<Vec<PortInfo>>,
 }
@@ -205,6 +208,7 @@ impl OpenFlow {
                 has_controllers: !b.controllers.is_empty(),
                 counters: Arc::new(OfCounters::default()),
                 published: None,
+                link_epoch: 0,
                 known_ports: None,
             });
             for spec in &b.controllers {
@@ -494,7 +498,7 @@ impl OpenFlow {
             let b = &self.bridges[bi];
             let connected = b.agent.connections().next().is_some();
             let active = b.has_controllers && (b.fail_secure || connected);
-            let state = (active, b.agent.generation, sw.port_epoch);
+            let state = (active, b.agent.generation, sw.port_epoch, b.link_epoch);
             if b.published == Some(state) || (b.published.is_none() && !active) {
                 continue;
             }
@@ -548,9 +552,31 @@ impl OpenFlow {
         }
     }
 
+    /// Follows the links of the bridges' ports (call every 100-200 ms): a
+    /// link that went up or down is announced to the controllers
+    /// (PORT_STATUS MODIFY) and the pipeline is published again, so that
+    /// fast-failover groups pick their buckets by the new liveness.
+    pub fn link_changes(&mut self, reg: &Registry, sw: &Switch) {
+        let mut out = Vec::new();
+        for b in &mut self.bridges {
+            let Some(known) = b.known_ports.as_mut() else { continue };
+            for k in known.iter_mut() {
+                let Some(p) = sw.ports.iter().find(|p| p.bridge == b.bridge && p.ofport == k.port_no) else { continue };
+                let up = p.port.link().up;
+                if up != k.link_up {
+                    k.link_up = up;
+                    out.extend(b.agent.port_status(2, k));
+                    b.link_epoch += 1;
+                    self.pending = true;
+                }
+            }
+        }
+        self.send(reg, out);
+    }
+
     /// Whether any bridge's pipeline is OpenFlow now.
     pub fn any_active(&self) -> bool {
-        self.bridges.iter().any(|b| b.published.is_some_and(|(active, _, _)| active))
+        self.bridges.iter().any(|b| b.published.is_some_and(|(active, ..)| active))
     }
 
     /// Sends the PMD threads' packet-ins to the controllers that want them.

@@ -544,3 +544,73 @@ fn packet_in_and_packet_out_make_a_reactive_switch() {
     let packet_ins = controller.join().unwrap();
     assert!(packet_ins >= 8, "ARP both ways and 3 echo requests and replies: {packet_ins} packet-ins");
 }
+
+/// A fast-failover group follows link state: c1's traffic takes the first
+/// bucket whose watched port is live (c2); when c2's veth loses its carrier
+/// the controllers hear PORT_STATUS MODIFY (link down) and the group fails
+/// over to c3, a standby with c2's addresses; when the carrier is back, so
+/// is c2.
+#[test]
+fn fast_failover_follows_link_state() {
+    let mut lab = Lab::new("v", 3, None);
+    let of_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    lab.write_config(&format!(
+        "[[bridge]]\nname = \"br0\"\nfail_mode = \"secure\"\ncontrollers = [\"ptcp:{of_port}:127.0.0.1\"]\n\n{}{}{}",
+        lab.port(1, "c1", "ofport = 1"),
+        lab.port(2, "c2", "ofport = 2"),
+        lab.port(3, "c3", "ofport = 3")
+    ));
+    lab.start();
+    let (mac2, ns3) = (lab.mac(2), lab.ns(3));
+    common::sh(&["ip", "-n", &ns3, "link", "set", "eth0", "address", &mac2]);
+    common::sh(&["ip", "-n", &ns3, "addr", "add", "10.99.0.2/24", "dev", "eth0"]);
+    lab.static_arp();
+    let target = format!("tcp:127.0.0.1:{of_port}");
+    let ofctl = |args: &[&str]| {
+        let o =
+            Command::new("ovs-ofctl").args(["-O", "OpenFlow13", args[0], &target]).args(&args[1..]).output().unwrap();
+        assert!(o.status.success(), "ovs-ofctl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    ofctl(&[
+        "add-group",
+        "group_id=1,type=fast_failover,bucket=watch_port:2,actions=output:2,bucket=watch_port:3,actions=output:3",
+    ]);
+    ofctl(&["add-flow", "in_port=1,actions=group:1"]);
+    ofctl(&["add-flow", "in_port=2,actions=output:1"]);
+    ofctl(&["add-flow", "in_port=3,actions=output:1"]);
+    let tx = |name: &str| {
+        let show = lab.ctl(&["show"]);
+        show["bridges"][0]["ports"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap()["tx_packets"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(lab.ping(1, 2, 3, "0.2", None), 3, "through the first bucket");
+    let (c2, c3) = (tx("c2"), tx("c3"));
+    assert!(c2 >= 3, "c2 got them: {c2}");
+    // A controller listening for asynchronous messages while the link drops.
+    let monitor = Command::new("ovs-ofctl")
+        .args(["-O", "OpenFlow13", "monitor", &target])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    common::sh(&["ip", "link", "set", &lab.host(2), "down"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !ofctl(&["dump-ports-desc"]).contains("LINK_DOWN") {
+        assert!(Instant::now() < deadline, "c2's link never went down: {}", ofctl(&["dump-ports-desc"]));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(lab.ping(1, 2, 3, "0.2", None), 3, "c3 answers in c2's place");
+    assert!(tx("c3") >= c3 + 3, "the second bucket took them");
+    assert_eq!(tx("c2"), c2, "nothing more to c2");
+    common::sh(&["ip", "link", "set", &lab.host(2), "up"]);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(lab.ping(1, 2, 3, "0.2", None), 3);
+    assert!(tx("c2") >= c2 + 3, "back to the first bucket");
+    let mut monitor = monitor;
+    let _ = monitor.kill();
+    let out = String::from_utf8_lossy(&monitor.wait_with_output().unwrap().stdout).into_owned();
+    assert!(out.contains("PORT_STATUS") && out.contains("MOD") && out.contains("LINK_DOWN"), "{out}");
+}

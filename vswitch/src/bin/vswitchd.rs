@@ -113,6 +113,7 @@ fn serve(sw: &mut Switch, path: &Path) -> Result<()> {
     let mut conns: HashMap<Token, Conn> = HashMap::new();
     let mut next = 1usize;
     let mut last_age = Instant::now();
+    let mut last_links = Instant::now();
     while !STOP.load(Ordering::SeqCst) {
         // Packet-ins wait in a queue the loop drains: with OpenFlow bridges
         // it wakes every 10 ms so that they reach controllers quickly.
@@ -128,6 +129,10 @@ fn serve(sw: &mut Switch, path: &Path) -> Result<()> {
             }
         }
         of.tick(poll.registry());
+        if last_links.elapsed() >= Duration::from_millis(200) {
+            of.link_changes(poll.registry(), sw);
+            last_links = Instant::now();
+        }
         of.drain_packet_ins(poll.registry(), sw);
         if sw.port_epoch != port_epoch {
             port_epoch = sw.port_epoch;
