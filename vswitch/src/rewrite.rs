@@ -496,14 +496,22 @@ pub fn pbb_header_len(d: &[u8]) -> Option<usize> {
     }
 }
 
-/// Raises an IPv4 packet's AF drop precedence (RFC 2597 AFxy: y in DSCP
+/// Raises an IPv4 or IPv6 packet's AF drop precedence (RFC 2597 AFxy: y in DSCP
 /// bits 1-2) by `prec`, capped at 3.
 pub fn remark_dscp(d: &mut [u8], prec: u8) {
-    if let Some((l3, ..)) = ipv4(d) {
-        let dscp = d[l3 + 1] >> 2;
+    let raise = |dscp: u8| {
         let dp = ((dscp >> 1) & 3).saturating_add(prec).min(3);
-        let tos = (((dscp & !0b110) | (dp << 1)) << 2) | (d[l3 + 1] & 3);
+        (dscp & !0b110) | (dp << 1)
+    };
+    if let Some((l3, ..)) = ipv4(d) {
+        let tos = (raise(d[l3 + 1] >> 2) << 2) | (d[l3 + 1] & 3);
         replace(d, l3, &[d[l3], tos], &[(l3 + 10, false)]);
+    } else if let Some((l3, _)) = ipv6(d) {
+        // The traffic class straddles the first two bytes; no checksum.
+        let tc = u8::try_from((word(d, l3) >> 4) & 0xff).unwrap_or(0);
+        let tc = (raise(tc >> 2) << 2) | (tc & 3);
+        let w = (word(d, l3) & 0xf00f) | (u16::from(tc) << 4);
+        d[l3..l3 + 2].copy_from_slice(&w.to_be_bytes());
     }
 }
 
@@ -690,6 +698,23 @@ mod tests {
         assert!(set_field(&mut pbb, &Oxm::exact_u64(Field::PbbIsid, 0xabcdef)));
         assert_eq!(ofproto::flow::FlowKey::extract(&pbb, 1).get_u64(Field::PbbIsid), Some(0xabcdef));
         assert!(!set_field(&mut udp4(), &Oxm::exact_u64(Field::PbbIsid, 1)));
+    }
+
+    #[test]
+    fn dscp_remark_raises_the_drop_precedence_of_ipv4_and_ipv6() {
+        let mut d = udp4();
+        assert!(set_field(&mut d, &Oxm::exact_u64(Field::IpDscp, 18)));
+        remark_dscp(&mut d, 1);
+        assert_eq!(d[15] >> 2, 20, "AF21 -> AF22");
+        assert!(sum_ok(&d[14..34]));
+        remark_dscp(&mut d, 2);
+        assert_eq!(d[15] >> 2, 22, "capped at AF23");
+        let mut v6 = ipv6_frame(6, 20);
+        assert!(set_field(&mut v6, &Oxm::exact_u64(Field::IpDscp, 18)));
+        assert!(set_field(&mut v6, &Oxm::exact_u64(Field::IpEcn, 1)));
+        remark_dscp(&mut v6, 1);
+        let k = ofproto::flow::FlowKey::extract(&v6, 1);
+        assert_eq!((k.get_u64(Field::IpDscp), k.get_u64(Field::IpEcn)), (Some(20), Some(1)));
     }
 
     #[test]

@@ -488,6 +488,21 @@ impl Switch {
                 )));
             }
         }
+        // OpenFlow settings are read once, when vswitchd starts.
+        for nb in &new.bridges {
+            let ob = self.cfg.bridges.iter().find(|b| b.name == nb.name);
+            let of = |b: &config::Bridge| (b.controllers.clone(), b.fail_mode, b.datapath_id.clone(), b.flow_tables);
+            let changed = match ob {
+                Some(ob) => of(ob) != of(nb),
+                None => !nb.controllers.is_empty(),
+            };
+            if changed {
+                return Err(SwitchError::Refused(format!(
+                    "bridge `{}`: its OpenFlow settings (controllers, fail_mode, datapath_id, flow_tables) changed or it is a new bridge with controllers: that needs a restart of vswitchd; nothing was applied",
+                    nb.name
+                )));
+            }
+        }
         let old = self.cfg.clone();
         let find = |c: &Config, b: &str, p: &str| -> Option<config::Port> {
             c.bridges.iter().find(|x| x.name == b)?.ports.iter().find(|x| x.name == p).cloned()

@@ -222,6 +222,13 @@ fn reload_applies_the_difference_and_refuses_bad_files() {
     lab.write_config(&format!("[[bridge]]\nname = \"br0\"\n\n{}{}", lab.port(1, "c1", ""), bad_iface));
     let e = lab.ctl_err(&["reload"]);
     assert!(e.contains("nothing was applied"), "{e}");
+    std::fs::write(
+        lab.config_path(),
+        good.replace("name = \"br0\"\n", "name = \"br0\"\ncontrollers = [\"ptcp:6653\"]\n"),
+    )
+    .unwrap();
+    let e = lab.ctl_err(&["reload"]);
+    assert!(e.contains("bridge `br0`: its OpenFlow settings") && e.contains("restart"), "{e}");
     assert_eq!(lab.port_names(0), ["c1", "c2"], "refused reloads keep the running state");
     assert!(lab.reaches(1, 2));
 
