@@ -388,10 +388,13 @@ impl Switch {
         });
         let vlan = vlan_of(p);
         let (bridges, ports, cell) = (&self.bridges, &self.ports, &self.view);
+        // A cross-connected port is never an L2 member, not even before its
+        // peer exists (its frames are dropped until then, never learned).
+        let member = p.peer.is_none();
         let slot = self
             .pmds
             .add_port(port.clone(), |slot| {
-                Self::store_view(cell, Self::build_view(bridges, ports, Some((slot, bridge, &vlan))))
+                Self::store_view(cell, Self::build_view(bridges, ports, member.then_some((slot, bridge, &vlan))))
             })
             .map_err(|source| SwitchError::Port { bridge: bridge.into(), port: p.name.clone(), error: source })?;
         self.ports.push(SwitchPort {
@@ -407,8 +410,10 @@ impl Switch {
         if let Some(b) = self.cfg.bridges.iter_mut().find(|b| b.name == bridge) {
             b.ports.push(p.clone());
         }
-        // A port cross-connected to this one learns its slot only now.
-        if self.ports.iter().any(|q| q.cfg.peer.as_deref() == Some(p.name.as_str()) && q.bridge == bridge) {
+        // Cross-connections to and from this port know its slot only now.
+        if p.peer.is_some()
+            || self.ports.iter().any(|q| q.cfg.peer.as_deref() == Some(p.name.as_str()) && q.bridge == bridge)
+        {
             self.publish();
         }
         Ok(())
