@@ -408,12 +408,7 @@ fn openflow_flows_forward_containers() {
     lab.start();
     lab.static_arp();
     let target = format!("tcp:127.0.0.1:{of_port}");
-    let ofctl = |args: &[&str]| {
-        let o =
-            Command::new("ovs-ofctl").args(["-O", "OpenFlow13", args[0], &target]).args(&args[1..]).output().unwrap();
-        assert!(o.status.success(), "ovs-ofctl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
+    let ofctl = |args: &[&str]| ofctl(&target, args);
     assert!(!lab.reaches(1, 2), "secure and no flows: nothing passes");
     let of_show = |k: &str| lab.ctl(&["show"])["bridges"][0]["openflow"][k].as_u64().unwrap();
     assert!(of_show("drop_miss") > 0, "table misses are counted");
@@ -572,12 +567,7 @@ fn fast_failover_follows_link_state() {
     common::sh(&["ip", "-n", &ns3, "addr", "add", "10.99.0.2/24", "dev", "eth0"]);
     lab.static_arp();
     let target = format!("tcp:127.0.0.1:{of_port}");
-    let ofctl = |args: &[&str]| {
-        let o =
-            Command::new("ovs-ofctl").args(["-O", "OpenFlow13", args[0], &target]).args(&args[1..]).output().unwrap();
-        assert!(o.status.success(), "ovs-ofctl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
+    let ofctl = |args: &[&str]| ofctl(&target, args);
     ofctl(&[
         "add-group",
         "group_id=1,type=fast_failover,bucket=watch_port:2,actions=output:2,bucket=watch_port:3,actions=output:3",
@@ -618,4 +608,12 @@ fn fast_failover_follows_link_state() {
     let c3 = tx("c3");
     assert_eq!(lab.ping(1, 2, 3, "0.2", None), 3, "answered again");
     assert!(tx("c3") < c3 + 3, "no longer through c3: {c3} then {}", tx("c3"));
+}
+
+/// `ovs-ofctl -O OpenFlow13 COMMAND TARGET ARGS...`, which must succeed;
+/// its output.
+fn ofctl(target: &str, args: &[&str]) -> String {
+    let o = Command::new("ovs-ofctl").args(["-O", "OpenFlow13", args[0], target]).args(&args[1..]).output().unwrap();
+    assert!(o.status.success(), "ovs-ofctl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
