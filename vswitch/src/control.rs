@@ -5,18 +5,20 @@ use crate::l2::L2Bridge;
 use crate::openflow::OpenFlow;
 use crate::switch::Switch;
 use config::rpc::{Request, Response, RpcError};
+use mio::Registry;
 use ofproto::ofp::display::instructions_text;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 
 /// The methods, for the "no such method" error.
 const METHODS: &str =
-    "version, show, port-stats, pmd-stats, fdb-show, add-port, del-port, reload, dump-flows, dump-groups, dump-meters, controllers";
+    "version, show, port-stats, pmd-stats, fdb-show, add-port, del-port, reload, dump-flows, dump-groups, dump-meters, controllers, set-openflow";
 
-/// Answers one request.
-pub fn handle(sw: &mut Switch, of: &OpenFlow, req: &Request) -> Response {
+/// Answers one request; `reg` is the daemon's poll registry (OpenFlow
+/// listeners and connections a change opens are registered with it).
+pub fn handle(sw: &mut Switch, of: &mut OpenFlow, reg: &Registry, req: &Request) -> Response {
     let id = req.id.clone().unwrap_or(Value::Null);
-    match dispatch(sw, of, req) {
+    match dispatch(sw, of, reg, req) {
         Ok(v) => Response::ok(id, v),
         Err(e) => Response::err(id, e),
     }
@@ -41,7 +43,7 @@ fn no_params(req: &Request) -> Result<(), RpcError> {
     }
 }
 
-fn dispatch(sw: &mut Switch, of: &OpenFlow, req: &Request) -> Result<Value, RpcError> {
+fn dispatch(sw: &mut Switch, of: &mut OpenFlow, reg: &Registry, req: &Request) -> Result<Value, RpcError> {
     match req.method.as_str() {
         "version" => {
             no_params(req)?;
@@ -49,7 +51,7 @@ fn dispatch(sw: &mut Switch, of: &OpenFlow, req: &Request) -> Result<Value, RpcE
         }
         "show" => {
             no_params(req)?;
-            Ok(show(sw, Some(of)))
+            Ok(show(sw, Some(&*of)))
         }
         "port-stats" => {
             let only = param_str(req, "port")?;
@@ -142,11 +144,7 @@ fn dispatch(sw: &mut Switch, of: &OpenFlow, req: &Request) -> Result<Value, RpcE
         "dump-flows" | "dump-groups" | "dump-meters" => {
             let name = param_str(req, "bridge")?
                 .ok_or_else(|| RpcError::new(RpcError::INVALID_PARAMS, format!("`{}` needs `bridge`", req.method)))?;
-            let b = of
-                .bridges
-                .iter()
-                .find(|b| b.bridge == name)
-                .ok_or_else(|| RpcError::new(RpcError::REFUSED, format!("no bridge `{name}`")))?;
+            let b = of.bridge(name).ok_or_else(|| RpcError::new(RpcError::REFUSED, format!("no bridge `{name}`")))?;
             let a = &b.agent;
             let ld = |x: &std::sync::atomic::AtomicU64| x.load(Ordering::Relaxed);
             Ok(match req.method.as_str() {
@@ -212,8 +210,9 @@ fn dispatch(sw: &mut Switch, of: &OpenFlow, req: &Request) -> Result<Value, RpcE
         }
         "reload" => {
             no_params(req)?;
-            reload(sw).map_err(|e| RpcError::new(RpcError::REFUSED, e))
+            reload(sw, of, reg).map_err(|e| RpcError::new(RpcError::REFUSED, e))
         }
+        "set-openflow" => set_openflow(sw, of, reg, req),
         other => Err(RpcError::new(RpcError::METHOD_NOT_FOUND, format!("no method `{other}` (methods: {METHODS})"))),
     }
 }
@@ -222,13 +221,68 @@ fn refused(e: crate::switch::SwitchError) -> RpcError {
     RpcError::new(RpcError::REFUSED, e.to_string())
 }
 
+/// `set-openflow`: a bridge's `controllers` (a list of targets, empty
+/// for none), `fail_mode` and `datapath_id` (a string; empty for the
+/// default), each optional, applied live. The bridge's new settings are
+/// validated as a whole configuration would be (errors name the field)
+/// and listeners are bound before anything changes: a refused change
+/// leaves the switch as it was.
+fn set_openflow(sw: &mut Switch, of: &mut OpenFlow, reg: &Registry, req: &Request) -> Result<Value, RpcError> {
+    let invalid = |m: String| RpcError::new(RpcError::INVALID_PARAMS, m);
+    let name = param_str(req, "bridge")?.ok_or_else(|| invalid("`set-openflow` needs `bridge`".into()))?.to_string();
+    let params = req.params.as_ref().and_then(Value::as_object).cloned().unwrap_or_default();
+    if let Some(k) =
+        params.keys().find(|k| !["bridge", "controllers", "fail_mode", "datapath_id"].contains(&k.as_str()))
+    {
+        return Err(invalid(format!(
+            "`set-openflow` has no parameter `{k}` (bridge, controllers, fail_mode, datapath_id)"
+        )));
+    }
+    let mut cfg = sw.cfg.clone();
+    let b = cfg
+        .bridges
+        .iter_mut()
+        .find(|b| b.name == name)
+        .ok_or_else(|| RpcError::new(RpcError::REFUSED, format!("no bridge `{name}`")))?;
+    if let Some(v) = params.get("controllers") {
+        b.controllers = serde_json::from_value(v.clone())
+            .map_err(|_| invalid(format!("`controllers` must be a list of strings, not {v}")))?;
+    }
+    if let Some(v) = params.get("fail_mode") {
+        b.fail_mode = serde_json::from_value(v.clone())
+            .map_err(|_| invalid(format!("`fail_mode` must be \"secure\" or \"standalone\", not {v}")))?;
+    }
+    if let Some(v) = param_str(req, "datapath_id")? {
+        b.datapath_id = (!v.is_empty()).then(|| v.to_string());
+    }
+    let nb = b.clone();
+    cfg.check().map_err(|e| RpcError::new(RpcError::REFUSED, format!("{e}; nothing was applied")))?;
+    let prepared = of.prepare(&cfg).map_err(|e| RpcError::new(RpcError::REFUSED, e))?;
+    sw.set_openflow_settings(&nb).map_err(refused)?;
+    of.apply(reg, &sw.cfg, prepared).map_err(|e| RpcError::new(RpcError::REFUSED, e.to_string()))?;
+    of.port_changes(reg, sw);
+    // In force before the answer: a secure bridge with its first
+    // controller drops from now on, one without controllers switches.
+    of.sync_now(sw);
+    let ob = of.bridge(&name).map(|b| b.agent.datapath_id).unwrap_or_default();
+    Ok(json!({"bridge": name, "controllers": nb.controllers, "fail_mode": nb.fail_mode,
+              "datapath_id": format!("{ob:016x}")}))
+}
+
 /// Reads the switch's config file again and applies the difference (the
-/// `reload` method and SIGHUP). A file that does not load is refused with
-/// its file:line:column error and the switch keeps its state.
-pub fn reload(sw: &mut Switch) -> Result<Value, String> {
+/// `reload` method and SIGHUP), OpenFlow settings included. A file that
+/// does not load is refused with its file:line:column error and the switch
+/// keeps its state.
+pub fn reload(sw: &mut Switch, of: &mut OpenFlow, reg: &Registry) -> Result<Value, String> {
     let path = sw.config_path.clone().ok_or("this switch was not started from a file")?;
     let cfg = config::Config::load(&path).map_err(|e| format!("{e}; the running configuration is kept"))?;
-    let r = sw.reload(&cfg).map_err(|e| e.to_string())?;
+    let prepared = of.prepare(&cfg)?;
+    let r = sw.reload(&cfg);
+    // Whatever part of the file is in force now (all of it, or what a
+    // port that failed to reopen left), OpenFlow follows.
+    of.apply(reg, &sw.cfg, prepared).map_err(|e| e.to_string())?;
+    of.sync_now(sw);
+    let r = r.map_err(|e| e.to_string())?;
     Ok(json!({"added": r.added, "removed": r.removed, "reopened": r.reopened, "changed": r.changed,
               "bridges_added": r.bridges_added, "bridges_removed": r.bridges_removed}))
 }
@@ -258,7 +312,7 @@ pub fn show(sw: &Switch, of: Option<&OpenFlow>) -> Value {
                 "l2": {"unicast": s.unicast, "flooded": s.flooded, "drop_vlan": s.drop_vlan, "drop_hairpin": s.drop_hairpin,
                        "drop_malformed": s.drop_malformed, "drop_nombuf": s.drop_nombuf, "mac_moves": s.mac_moves},
             });
-            if let Some(ob) = of.and_then(|o| o.bridges.iter().find(|x| x.bridge == b.name && x.has_controllers)) {
+            if let Some(ob) = of.and_then(|o| o.bridge(&b.name)).filter(|x| x.has_controllers) {
                 let c = &ob.counters;
                 let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
                 v["openflow"] = json!({

@@ -48,6 +48,9 @@ pub struct OfBridge {
     link_epoch: u64,
     /// Ports as controllers last heard of them (port-status on change).
     known_ports: Option<Vec<PortInfo>>,
+    /// The bridge was removed (its index stays taken: packet-ins in
+    /// flight name bridges by index).
+    removed: bool,
 }
 
 struct Listener {
@@ -74,15 +77,35 @@ struct Conn {
     last_rx: Instant,
     last_echo: Instant,
     connected: bool,
-    active: Option<usize>,
+    origin: Origin,
+}
+
+/// Where a connection came from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// Accepted by this listener.
+    Listener(usize),
+    /// Opened for this connect target.
+    Active(usize),
+}
+
+impl Origin {
+    fn active(self) -> Option<usize> {
+        match self {
+            Origin::Active(a) => Some(a),
+            Origin::Listener(_) => None,
+        }
+    }
 }
 
 /// Every bridge's controllers and connections.
 pub struct OpenFlow {
     /// Per bridge, in config order (bridges without OpenFlow included).
     pub bridges: Vec<OfBridge>,
-    listeners: Vec<Listener>,
-    actives: Vec<Active>,
+    /// By token (`TOKEN_BASE + index`); `None`: a free slot.
+    listeners: Vec<Option<Listener>>,
+    /// By index (connections name theirs); `None`: a free slot.
+    actives: Vec<Option<Active>>,
     conns: HashMap<ConnId, Conn>,
     next_conn: ConnId,
     started: Instant,
@@ -178,8 +201,21 @@ impl Datapath for SwitchDp<'_> {
     }
 }
 
-fn parse_dpid(s: Option<&str>, index: usize) -> u64 {
-    s.and_then(|d| u64::from_str_radix(d.trim_start_matches("0x"), 16).ok()).unwrap_or(index as u64 + 1)
+/// The datapath id: the configured one, or 48 bits derived from the
+/// bridge's name (stable across restarts and reorderings, as OVS derives
+/// one from the bridge's MAC address).
+fn parse_dpid(s: Option<&str>, name: &str) -> u64 {
+    s.and_then(|d| u64::from_str_radix(d.trim_start_matches("0x"), 16).ok()).unwrap_or_else(|| {
+        let h = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        h & 0xffff_ffff_ffff
+    })
+}
+
+/// Listeners bound ahead of a change of controllers (`OpenFlow::prepare`),
+/// so that an address already in use refuses the change before anything
+/// moved.
+pub struct Prepared {
+    bound: Vec<(String, String, TcpListener)>,
 }
 
 impl OpenFlow {
@@ -197,44 +233,167 @@ impl OpenFlow {
             last_publish: Instant::now().checked_sub(Duration::from_secs(1)).unwrap_or_else(Instant::now),
             pending: false,
         };
-        for (bi, b) in cfg.bridges.iter().enumerate() {
-            let mut agent = Agent::new(parse_dpid(b.datapath_id.as_deref(), bi), b.flow_tables, 1_000_000);
-            agent.dp_desc = b.name.clone();
-            of.bridges.push(OfBridge {
-                bridge: b.name.clone(),
-                agent,
-                port_config: HashMap::new(),
-                fail_secure: b.fail_mode == config::FailMode::Secure,
-                has_controllers: !b.controllers.is_empty(),
-                counters: Arc::new(OfCounters::default()),
-                published: None,
-                link_epoch: 0,
-                known_ports: None,
-            });
+        let prepared = of.prepare(cfg).map_err(|e| std::io::Error::new(ErrorKind::AddrInUse, e))?;
+        of.apply(reg, cfg, prepared)?;
+        Ok(of)
+    }
+
+    /// The OpenFlow side of a bridge that exists now.
+    pub fn bridge(&self, name: &str) -> Option<&OfBridge> {
+        self.bridges.iter().find(|b| !b.removed && b.bridge == name)
+    }
+
+    fn bridge_index(&self, name: &str) -> Option<usize> {
+        self.bridges.iter().position(|b| !b.removed && b.bridge == name)
+    }
+
+    /// First half of a change of OpenFlow settings to `cfg`: refuses what
+    /// cannot change on a running bridge (its number of flow tables) and
+    /// binds the listeners `cfg` adds, so that an address in use refuses
+    /// the change with nothing applied.
+    pub fn prepare(&self, cfg: &config::Config) -> Result<Prepared, String> {
+        let mut bound = Vec::new();
+        for b in &cfg.bridges {
+            let bi = self.bridge_index(&b.name);
+            if let Some(have) = bi.map(|i| self.bridges[i].agent.tables.tables.len()) {
+                if have != usize::from(b.flow_tables) {
+                    return Err(format!(
+                        "bridge `{}`: flow_tables changed from {have} to {}: that needs a restart of vswitchd; nothing was applied",
+                        b.name, b.flow_tables
+                    ));
+                }
+            }
+            for spec in &b.controllers {
+                let Ok(Controller::Listen { port, ip }) = spec.parse::<Controller>() else { continue };
+                if bi.is_some_and(|bi| self.listeners.iter().flatten().any(|l| l.bridge == bi && l.spec == *spec)) {
+                    continue;
+                }
+                let l = TcpListener::bind(SocketAddr::new(ip, port))
+                    .map_err(|e| format!("bridge `{}`: controller `{spec}`: {e}; nothing was applied", b.name))?;
+                bound.push((b.name.clone(), spec.clone(), l));
+            }
+        }
+        Ok(Prepared { bound })
+    }
+
+    /// Second half: makes every bridge's OpenFlow side match `cfg`
+    /// (normally the switch's configuration once the change is in).
+    /// New bridges get an agent; removed ones lose their controllers.
+    /// Listeners and connect targets no longer named are closed with their
+    /// connections, new ones start; a changed datapath id closes the
+    /// bridge's connections, since OpenFlow has no message to tell a
+    /// controller (they reconnect and read the new one in FEATURES_REPLY,
+    /// as with OVS). Publishes with the next sync.
+    pub fn apply(&mut self, reg: &Registry, cfg: &config::Config, prepared: Prepared) -> std::io::Result<()> {
+        for bi in 0..self.bridges.len() {
+            if !self.bridges[bi].removed && !cfg.bridges.iter().any(|b| b.name == self.bridges[bi].bridge) {
+                self.keep_controllers(reg, bi, &[]);
+                let b = &mut self.bridges[bi];
+                b.removed = true;
+                b.has_controllers = false;
+                b.known_ports = None;
+            }
+        }
+        let mut bound = prepared.bound;
+        for b in &cfg.bridges {
+            let bi = if let Some(bi) = self.bridge_index(&b.name) {
+                bi
+            } else {
+                let mut agent = Agent::new(0, b.flow_tables, 1_000_000);
+                agent.dp_desc = b.name.clone();
+                self.bridges.push(OfBridge {
+                    bridge: b.name.clone(),
+                    agent,
+                    port_config: HashMap::new(),
+                    fail_secure: false,
+                    has_controllers: false,
+                    counters: Arc::new(OfCounters::default()),
+                    published: None,
+                    link_epoch: 0,
+                    known_ports: None,
+                    removed: false,
+                });
+                self.bridges.len() - 1
+            };
+            self.keep_controllers(reg, bi, &b.controllers);
+            let dpid = parse_dpid(b.datapath_id.as_deref(), &b.name);
+            let ob = &mut self.bridges[bi];
+            let dpid_changed = ob.agent.datapath_id != dpid;
+            ob.agent.datapath_id = dpid;
+            ob.fail_secure = b.fail_mode == config::FailMode::Secure;
+            ob.has_controllers = !b.controllers.is_empty();
+            if dpid_changed {
+                let ids: Vec<ConnId> = self.conns.iter().filter(|(_, c)| c.bridge == bi).map(|(id, _)| *id).collect();
+                for id in ids {
+                    self.close(reg, id);
+                }
+            }
             for spec in &b.controllers {
                 match spec.parse::<Controller>() {
-                    Ok(Controller::Listen { port, ip }) => {
-                        let mut l = TcpListener::bind(SocketAddr::new(ip, port)).map_err(|e| {
-                            std::io::Error::new(e.kind(), format!("bridge {}: controller {spec}: {e}", b.name))
-                        })?;
-                        let t = Token(TOKEN_BASE + of.listeners.len());
-                        reg.register(&mut l, t, Interest::READABLE)?;
-                        of.listeners.push(Listener { bridge: bi, listener: l, spec: spec.clone() });
+                    Ok(Controller::Listen { .. }) => {
+                        if self.listeners.iter().flatten().any(|l| l.bridge == bi && l.spec == *spec) {
+                            continue;
+                        }
+                        let Some(at) = bound.iter().position(|(n, s, _)| *n == b.name && s == spec) else { continue };
+                        let (_, _, mut listener) = bound.swap_remove(at);
+                        let li = self.listeners.iter().position(Option::is_none).unwrap_or(self.listeners.len());
+                        reg.register(&mut listener, Token(TOKEN_BASE + li), Interest::READABLE)?;
+                        let l = Some(Listener { bridge: bi, listener, spec: spec.clone() });
+                        if li == self.listeners.len() {
+                            self.listeners.push(l);
+                        } else {
+                            self.listeners[li] = l;
+                        }
                     }
-                    Ok(Controller::Connect { ip, port }) => of.actives.push(Active {
-                        bridge: bi,
-                        addr: SocketAddr::new(ip, port),
-                        spec: spec.clone(),
-                        conn: None,
-                        next_try: Instant::now(),
-                        backoff: Duration::from_millis(500),
-                    }),
+                    Ok(Controller::Connect { ip, port }) => {
+                        if self.actives.iter().flatten().any(|a| a.bridge == bi && a.spec == *spec) {
+                            continue;
+                        }
+                        let a = Some(Active {
+                            bridge: bi,
+                            addr: SocketAddr::new(ip, port),
+                            spec: spec.clone(),
+                            conn: None,
+                            next_try: Instant::now(),
+                            backoff: Duration::from_millis(500),
+                        });
+                        match self.actives.iter().position(Option::is_none) {
+                            Some(ai) => self.actives[ai] = a,
+                            None => self.actives.push(a),
+                        }
+                    }
                     // The config was validated: not reached.
                     Err(_) => {}
                 }
             }
         }
-        Ok(of)
+        self.pending = true;
+        Ok(())
+    }
+
+    /// Closes bridge `bi`'s listeners and connect targets that `specs` no
+    /// longer names, with their connections.
+    fn keep_controllers(&mut self, reg: &Registry, bi: usize, specs: &[String]) {
+        for li in 0..self.listeners.len() {
+            if self.listeners[li].as_ref().is_some_and(|l| l.bridge == bi && !specs.contains(&l.spec)) {
+                if let Some(mut l) = self.listeners[li].take() {
+                    let _ = reg.deregister(&mut l.listener);
+                }
+                let ids: Vec<ConnId> =
+                    self.conns.iter().filter(|(_, c)| c.origin == Origin::Listener(li)).map(|(id, _)| *id).collect();
+                for id in ids {
+                    self.close(reg, id);
+                }
+            }
+        }
+        for ai in 0..self.actives.len() {
+            if self.actives[ai].as_ref().is_some_and(|a| a.bridge == bi && !specs.contains(&a.spec)) {
+                if let Some(id) = self.actives[ai].as_ref().and_then(|a| a.conn) {
+                    self.close(reg, id);
+                }
+                self.actives[ai] = None;
+            }
+        }
     }
 
     /// Whether `t` is one of ours.
@@ -246,15 +405,10 @@ impl OpenFlow {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn add_conn(
-        &mut self,
-        reg: &Registry,
-        bridge: usize,
-        mut stream: TcpStream,
-        peer: String,
-        active: Option<usize>,
-        connected: bool,
-    ) {
+    fn add_conn(&mut self, reg: &Registry, bridge: usize, mut stream: TcpStream, peer: String, origin: Origin) {
+        // Accepted connections are up; connect targets wait for the
+        // socket to become writable.
+        let connected = matches!(origin, Origin::Listener(_));
         let id = self.next_conn;
         self.next_conn += 1;
         let interest = if connected { Interest::READABLE } else { Interest::READABLE | Interest::WRITABLE };
@@ -272,11 +426,11 @@ impl OpenFlow {
             last_rx: now,
             last_echo: now,
             connected,
-            active,
+            origin,
         };
         self.conns.insert(id, c);
-        if let Some(a) = active {
-            self.actives[a].conn = Some(id);
+        if let Some(a) = origin.active().and_then(|a| self.actives[a].as_mut()) {
+            a.conn = Some(id);
         }
         if connected {
             self.flush(reg, id);
@@ -287,8 +441,7 @@ impl OpenFlow {
         if let Some(mut c) = self.conns.remove(&id) {
             let _ = reg.deregister(&mut c.stream);
             self.bridges[c.bridge].agent.disconnected(id);
-            if let Some(a) = c.active {
-                let a = &mut self.actives[a];
+            if let Some(a) = c.origin.active().and_then(|a| self.actives[a].as_mut()) {
                 a.conn = None;
                 a.next_try = Instant::now() + a.backoff;
                 a.backoff = (a.backoff * 2).min(Duration::from_secs(8));
@@ -347,12 +500,12 @@ impl OpenFlow {
         if t.0 < CONN_BASE {
             let li = t.0 - TOKEN_BASE;
             loop {
-                let Some(l) = self.listeners.get(li) else { return };
+                let Some(l) = self.listeners.get(li).and_then(Option::as_ref) else { return };
                 match l.listener.accept() {
                     Ok((stream, peer)) => {
                         let bridge = l.bridge;
                         let _ = stream.set_nodelay(true);
-                        self.add_conn(reg, bridge, stream, peer.to_string(), None, true);
+                        self.add_conn(reg, bridge, stream, peer.to_string(), Origin::Listener(li));
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                     Err(_) => return,
@@ -365,8 +518,8 @@ impl OpenFlow {
             match c.stream.peer_addr() {
                 Ok(_) => {
                     c.connected = true;
-                    if let Some(a) = c.active {
-                        self.actives[a].backoff = Duration::from_millis(500);
+                    if let Some(a) = c.origin.active().and_then(|a| self.actives[a].as_mut()) {
+                        a.backoff = Duration::from_millis(500);
                     }
                 }
                 Err(_) => {
@@ -457,7 +610,7 @@ impl OpenFlow {
             }
         }
         for ai in 0..self.actives.len() {
-            let a = &self.actives[ai];
+            let Some(a) = &self.actives[ai] else { continue };
             if a.conn.is_some() || now < a.next_try {
                 continue;
             }
@@ -465,12 +618,13 @@ impl OpenFlow {
             match TcpStream::connect(addr) {
                 Ok(stream) => {
                     let _ = stream.set_nodelay(true);
-                    self.add_conn(reg, bridge, stream, spec, Some(ai), false);
+                    self.add_conn(reg, bridge, stream, spec, Origin::Active(ai));
                 }
                 Err(_) => {
-                    let a = &mut self.actives[ai];
-                    a.next_try = now + a.backoff;
-                    a.backoff = (a.backoff * 2).min(Duration::from_secs(8));
+                    if let Some(a) = self.actives[ai].as_mut() {
+                        a.next_try = now + a.backoff;
+                        a.backoff = (a.backoff * 2).min(Duration::from_secs(8));
+                    }
                 }
             }
         }
@@ -496,6 +650,9 @@ impl OpenFlow {
         self.pending = false;
         for bi in 0..self.bridges.len() {
             let b = &self.bridges[bi];
+            if b.removed {
+                continue;
+            }
             let connected = b.agent.connections().next().is_some();
             let active = b.has_controllers && (b.fail_secure || connected);
             let state = (active, b.agent.generation, sw.port_epoch, b.link_epoch);
@@ -539,6 +696,9 @@ impl OpenFlow {
     pub fn port_changes(&mut self, reg: &Registry, sw: &Switch) {
         for bi in 0..self.bridges.len() {
             let b = &mut self.bridges[bi];
+            if b.removed {
+                continue;
+            }
             let now = port_infos(sw, &b.bridge, &b.port_config);
             let Some(before) = b.known_ports.replace(now.clone()) else { continue };
             let mut out = Vec::new();
@@ -583,7 +743,7 @@ impl OpenFlow {
     pub fn drain_packet_ins(&mut self, reg: &Registry, sw: &Switch) {
         for _ in 0..256 {
             let Ok(m) = sw.to_controller.try_recv() else { return };
-            let Some(b) = self.bridges.get(m.bridge) else { continue };
+            let Some(b) = self.bridges.get(m.bridge).filter(|b| !b.removed) else { continue };
             let mut match_ = ofproto::ofp::Match::any()
                 .with(ofproto::ofp::Oxm::exact_u64(ofproto::ofp::Field::InPort, u64::from(m.in_port)));
             if m.metadata != 0 {
@@ -617,12 +777,12 @@ impl OpenFlow {
             _ => "other",
         };
         let mut v = Vec::new();
-        for (bi, b) in self.bridges.iter().enumerate() {
+        for (bi, b) in self.bridges.iter().enumerate().filter(|(_, b)| !b.removed) {
             let mut ctl = Vec::new();
-            for l in self.listeners.iter().filter(|l| l.bridge == bi) {
+            for l in self.listeners.iter().flatten().filter(|l| l.bridge == bi) {
                 ctl.push(serde_json::json!({"target": l.spec, "kind": "listen", "state": "listening"}));
             }
-            for a in self.actives.iter().filter(|a| a.bridge == bi) {
+            for a in self.actives.iter().flatten().filter(|a| a.bridge == bi) {
                 let state = match a.conn.and_then(|id| self.conns.get(&id)) {
                     Some(c) if c.connected => "connected",
                     Some(_) => "connecting",
@@ -640,6 +800,7 @@ impl OpenFlow {
                 })
                 .collect();
             v.push(serde_json::json!({"bridge": b.bridge, "datapath_id": format!("{:016x}", b.agent.datapath_id),
+                                      "fail_mode": if b.fail_secure { "secure" } else { "standalone" },
                                       "controllers": ctl, "connections": conns}));
         }
         serde_json::json!({ "bridges": v })

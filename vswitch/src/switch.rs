@@ -325,6 +325,25 @@ impl Switch {
         self.publish();
     }
 
+    /// Sets a bridge's OpenFlow settings (controllers, fail_mode,
+    /// datapath_id) from `nb`, its ports and other settings untouched;
+    /// publishes at once (a secure bridge that gains controllers stops
+    /// switching before the answer goes out). The caller validated `nb`.
+    pub fn set_openflow_settings(&mut self, nb: &config::Bridge) -> Result<(), SwitchError> {
+        let (Some(b), Some(cb)) = (
+            self.bridges.iter_mut().find(|b| b.name == nb.name),
+            self.cfg.bridges.iter_mut().find(|b| b.name == nb.name),
+        ) else {
+            return Err(SwitchError::Refused(format!("no bridge `{}`", nb.name)));
+        };
+        cb.controllers.clone_from(&nb.controllers);
+        cb.fail_mode = nb.fail_mode;
+        cb.datapath_id.clone_from(&nb.datapath_id);
+        b.secure = nb.fail_mode == config::FailMode::Secure && !nb.controllers.is_empty();
+        self.publish();
+        Ok(())
+    }
+
     /// The mbuf pool for copies made on the fast path.
     pub fn pool(&self) -> Arc<Mempool> {
         self.pools[0].clone()
@@ -493,19 +512,17 @@ impl Switch {
                 )));
             }
         }
-        // OpenFlow settings are read once, when vswitchd starts.
+        // The number of flow tables is fixed for a bridge's life (its
+        // flows live in them); controllers, fail_mode and datapath_id
+        // change live (see `OpenFlow::prepare` / `commit`).
         for nb in &new.bridges {
-            let ob = self.cfg.bridges.iter().find(|b| b.name == nb.name);
-            let of = |b: &config::Bridge| (b.controllers.clone(), b.fail_mode, b.datapath_id.clone(), b.flow_tables);
-            let changed = match ob {
-                Some(ob) => of(ob) != of(nb),
-                None => !nb.controllers.is_empty(),
-            };
-            if changed {
-                return Err(SwitchError::Refused(format!(
-                    "bridge `{}`: its OpenFlow settings (controllers, fail_mode, datapath_id, flow_tables) changed or it is a new bridge with controllers: that needs a restart of vswitchd; nothing was applied",
-                    nb.name
-                )));
+            if let Some(ob) = self.cfg.bridges.iter().find(|b| b.name == nb.name) {
+                if ob.flow_tables != nb.flow_tables {
+                    return Err(SwitchError::Refused(format!(
+                        "bridge `{}`: flow_tables changed from {} to {}: that needs a restart of vswitchd; nothing was applied",
+                        nb.name, ob.flow_tables, nb.flow_tables
+                    )));
+                }
             }
         }
         let old = self.cfg.clone();
@@ -565,6 +582,7 @@ impl Switch {
                         self.bridges[i].l2 = L2Bridge::new(Vec::new(), nb.mac_table_size, self.pools[0].clone());
                     }
                     self.bridges[i].mac_aging_s = nb.mac_aging_s;
+                    self.bridges[i].secure = nb.fail_mode == config::FailMode::Secure && !nb.controllers.is_empty();
                     if let Some(cb) = self.cfg.bridges.iter_mut().find(|b| b.name == nb.name) {
                         *cb = config::Bridge { ports: std::mem::take(&mut cb.ports), ..nb.clone() };
                     }

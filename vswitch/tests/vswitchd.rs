@@ -222,13 +222,9 @@ fn reload_applies_the_difference_and_refuses_bad_files() {
     lab.write_config(&format!("[[bridge]]\nname = \"br0\"\n\n{}{}", lab.port(1, "c1", ""), bad_iface));
     let e = lab.ctl_err(&["reload"]);
     assert!(e.contains("nothing was applied"), "{e}");
-    std::fs::write(
-        lab.config_path(),
-        good.replace("name = \"br0\"\n", "name = \"br0\"\ncontrollers = [\"ptcp:6653\"]\n"),
-    )
-    .unwrap();
+    std::fs::write(lab.config_path(), good.replace("name = \"br0\"\n", "name = \"br0\"\nflow_tables = 8\n")).unwrap();
     let e = lab.ctl_err(&["reload"]);
-    assert!(e.contains("bridge `br0`: its OpenFlow settings") && e.contains("restart"), "{e}");
+    assert!(e.contains("bridge `br0`: flow_tables changed") && e.contains("restart"), "{e}");
     assert_eq!(lab.port_names(0), ["c1", "c2"], "refused reloads keep the running state");
     assert!(lab.reaches(1, 2));
 
@@ -608,6 +604,121 @@ fn fast_failover_follows_link_state() {
     let c3 = tx("c3");
     assert_eq!(lab.ping(1, 2, 3, "0.2", None), 3, "answered again");
     assert!(tx("c3") < c3 + 3, "no longer through c3: {c3} then {}", tx("c3"));
+}
+
+/// A bridge's controllers, fail mode and datapath id change while it
+/// runs, through vswitchctl and through a reload: each change is in force
+/// when the answer comes (traffic and `ovs-ofctl` show it); a refused
+/// change (address in use, bad datapath id) leaves everything as it was;
+/// a connect target gets the switch's HELLO, is closed when the datapath id
+/// changes (and comes back), and is closed for good when it is dropped.
+#[test]
+fn openflow_settings_change_while_running() {
+    use std::io::Read;
+    let mut lab = Lab::new("s", 2, None);
+    lab.two_port_config();
+    lab.start();
+    assert!(lab.reaches(1, 2), "no controllers: NORMAL switching");
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let p = free();
+    let listen = format!("ptcp:{p}:127.0.0.1");
+    let target = format!("tcp:127.0.0.1:{p}");
+    let r = lab.ctl(&["set-controller", "br0", &listen]);
+    assert_eq!(r["controllers"], serde_json::json!([listen]), "{r}");
+    assert_eq!(r["fail_mode"], "standalone");
+    assert!(lab.reaches(1, 2), "standalone, no controller connected: still NORMAL");
+    lab.ctl(&["set-fail-mode", "br0", "secure"]);
+    assert!(!lab.reaches(1, 2), "secure with an empty table: nothing passes");
+    ofctl(&target, &["add-flow", "priority=1,actions=NORMAL"]);
+    assert!(lab.reaches(1, 2), "the flow a controller added forwards");
+
+    // The datapath id: derived from the name, then set.
+    let dpid = lab.ctl(&["controllers"])["bridges"][0]["datapath_id"].as_str().unwrap().to_string();
+    assert!(ofctl(&target, &["show"]).contains(&format!("dpid:{dpid}")), "{dpid}");
+    let r = lab.ctl(&["set-datapath-id", "br0", "0xbeef"]);
+    assert_eq!(r["datapath_id"], "000000000000beef", "{r}");
+    assert!(ofctl(&target, &["show"]).contains("dpid:000000000000beef"));
+
+    // Refused changes keep everything.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_spec = format!("ptcp:{}:127.0.0.1", busy.local_addr().unwrap().port());
+    let e = lab.ctl_err(&["set-controller", "br0", &listen, &busy_spec]);
+    assert!(e.contains(&busy_spec) && e.contains("nothing was applied"), "{e}");
+    let e = lab.ctl_err(&["set-datapath-id", "br0", "xyz"]);
+    assert!(e.contains("`bridge[0].datapath_id`") && e.contains("nothing was applied"), "{e}");
+    let e = lab.ctl_err(&["set-controller", "br0", "tcp:nowhere"]);
+    assert!(e.contains("`bridge[0].controllers[0]`"), "{e}");
+    assert!(ofctl(&target, &["show"]).contains("dpid:000000000000beef"), "still listening, same id");
+    assert!(lab.reaches(1, 2));
+
+    // A connect target: the switch says HELLO; a new datapath id closes
+    // the connection and the switch connects again.
+    let ctl = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let connect = format!("tcp:127.0.0.1:{}", ctl.local_addr().unwrap().port());
+    lab.ctl(&["set-controller", "br0", &listen, &connect]);
+    let accept = || {
+        let (mut c, _) = ctl.accept().unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut hello = [0u8; 8];
+        c.read_exact(&mut hello).unwrap();
+        assert_eq!((hello[0], hello[1]), (4, 0), "an OpenFlow 1.3 HELLO: {hello:?}");
+        c
+    };
+    // Closed within 3 s (long before the 15 s after which a silent peer
+    // is dropped; echo requests may come first).
+    let closed = |c: &mut std::net::TcpStream| {
+        let mut buf = [0u8; 256];
+        let deadline = Instant::now() + Duration::from_secs(3);
+        c.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        while Instant::now() < deadline {
+            match c.read(&mut buf) {
+                Ok(0) => return true,
+                Err(e) if !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    return true
+                }
+                _ => {}
+            }
+        }
+        false
+    };
+    let mut c = accept();
+    assert_eq!(lab.ctl(&["controllers"])["bridges"][0]["controllers"].as_array().unwrap().len(), 2);
+    lab.ctl(&["set-datapath-id", "br0", "1234"]);
+    assert!(closed(&mut c), "a new datapath id closes the controller's connection");
+    let mut c = accept();
+    lab.ctl(&["set-controller", "br0", &listen]);
+    assert!(closed(&mut c), "a dropped target's connection is closed");
+    ctl.set_nonblocking(true).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(ctl.accept().is_err(), "a dropped target is not connected again");
+
+    // No controllers: NORMAL again, and nobody listens.
+    ofctl(&target, &["del-flows"]);
+    assert!(!lab.reaches(1, 2));
+    let r = lab.ctl(&["del-controller", "br0"]);
+    assert_eq!(r["controllers"], serde_json::json!([]), "{r}");
+    assert!(lab.reaches(1, 2), "without controllers the bridge switches by itself");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", p)).is_err(), "the listener is closed");
+
+    // The file: controllers and fail_mode applied by reload, live.
+    let p2 = free();
+    let good = std::fs::read_to_string(lab.config_path()).unwrap();
+    std::fs::write(
+        lab.config_path(),
+        good.replace(
+            "name = \"br0\"\n",
+            &format!("name = \"br0\"\nfail_mode = \"secure\"\ncontrollers = [\"ptcp:{p2}:127.0.0.1\"]\n"),
+        ),
+    )
+    .unwrap();
+    lab.ctl(&["reload"]);
+    assert!(!lab.reaches(1, 2), "secure from the file, no flows");
+    let target2 = format!("tcp:127.0.0.1:{p2}");
+    ofctl(&target2, &["add-flow", "priority=1,actions=NORMAL"]);
+    assert!(lab.reaches(1, 2));
+    let c = lab.ctl(&["controllers"]);
+    assert_eq!(c["bridges"][0]["fail_mode"], "secure", "{c}");
+    assert!(lab.log().lines().all(|l| !l.contains("panic")), "{}", lab.log());
 }
 
 /// `ovs-ofctl -O OpenFlow13 COMMAND TARGET ARGS...`, which must succeed;

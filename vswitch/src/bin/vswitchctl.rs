@@ -73,6 +73,36 @@ enum Cmd {
     },
     /// OpenFlow controllers: targets, connection state, roles.
     Controllers,
+    /// Sets a bridge's OpenFlow controllers, live (replaces the list):
+    /// `set-controller br0 ptcp:6653 tcp:192.0.2.1:6653`.
+    SetController {
+        /// Bridge name.
+        bridge: String,
+        /// Targets: `ptcp:PORT[:IP]` (listen) or `tcp:IP:PORT` (connect).
+        #[arg(required = true)]
+        targets: Vec<String>,
+    },
+    /// Removes all of a bridge's controllers (it switches as NORMAL again).
+    DelController {
+        /// Bridge name.
+        bridge: String,
+    },
+    /// Sets what a bridge does without a connected controller.
+    SetFailMode {
+        /// Bridge name.
+        bridge: String,
+        /// `secure` (flow tables only) or `standalone` (NORMAL switching).
+        #[arg(value_parser = ["secure", "standalone"])]
+        mode: String,
+    },
+    /// Sets a bridge's OpenFlow datapath id (up to 16 hex digits; `default`
+    /// for the one derived from its name); its controllers reconnect.
+    SetDatapathId {
+        /// Bridge name.
+        bridge: String,
+        /// Datapath id.
+        id: String,
+    },
     /// Versions of vswitchd and DPDK.
     Version,
 }
@@ -139,6 +169,15 @@ fn run(cli: &Cli) -> Result<()> {
         Cmd::DumpGroups { bridge } => ("dump-groups", Some(json!({ "bridge": bridge }))),
         Cmd::DumpMeters { bridge } => ("dump-meters", Some(json!({ "bridge": bridge }))),
         Cmd::Controllers => ("controllers", None),
+        Cmd::SetController { bridge, targets } => {
+            ("set-openflow", Some(json!({"bridge": bridge, "controllers": targets})))
+        }
+        Cmd::DelController { bridge } => ("set-openflow", Some(json!({"bridge": bridge, "controllers": []}))),
+        Cmd::SetFailMode { bridge, mode } => ("set-openflow", Some(json!({"bridge": bridge, "fail_mode": mode}))),
+        Cmd::SetDatapathId { bridge, id } => {
+            let id = if id == "default" { "" } else { id.as_str() };
+            ("set-openflow", Some(json!({"bridge": bridge, "datapath_id": id})))
+        }
         Cmd::Version => ("version", None),
     };
     let r = call(&cli.socket, method, params)?;
@@ -317,9 +356,10 @@ fn run(cli: &Cli) -> Result<()> {
         Cmd::Controllers => {
             for b in r["bridges"].as_array().into_iter().flatten() {
                 println!(
-                    "bridge {} (datapath id {})",
+                    "bridge {} (datapath id {}, fail_mode {})",
                     b["name"].as_str().or(b["bridge"].as_str()).unwrap_or(""),
-                    b["datapath_id"].as_str().unwrap_or("")
+                    b["datapath_id"].as_str().unwrap_or(""),
+                    b["fail_mode"].as_str().unwrap_or("")
                 );
                 for c in b["controllers"].as_array().into_iter().flatten() {
                     println!(
@@ -337,6 +377,16 @@ fn run(cli: &Cli) -> Result<()> {
                     );
                 }
             }
+        }
+        Cmd::SetController { .. } | Cmd::DelController { .. } | Cmd::SetFailMode { .. } | Cmd::SetDatapathId { .. } => {
+            let list: Vec<&str> = r["controllers"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            println!(
+                "bridge {}: controllers [{}], fail_mode {}, datapath id {}",
+                r["bridge"].as_str().unwrap_or(""),
+                list.join(", "),
+                r["fail_mode"].as_str().unwrap_or(""),
+                r["datapath_id"].as_str().unwrap_or("")
+            );
         }
         Cmd::Version => {
             println!("vswitchd {} on {}", r["vswitchd"].as_str().unwrap_or("?"), r["dpdk"].as_str().unwrap_or("?"))

@@ -123,7 +123,7 @@ fn serve(sw: &mut Switch, path: &Path) -> Result<()> {
             r => r?,
         }
         if RELOAD.swap(false, Ordering::SeqCst) {
-            match vswitch::control::reload(sw) {
+            match vswitch::control::reload(sw, &mut of, poll.registry()) {
                 Ok(r) => eprintln!("vswitchd: reloaded: {r}"),
                 Err(e) => eprintln!("vswitchd: reload refused: {e}"),
             }
@@ -176,7 +176,7 @@ fn serve(sw: &mut Switch, path: &Path) -> Result<()> {
                     }
                     let resp = match parse_request(text.trim()) {
                         Ok(req) if req.id.is_none() => continue, // a notification: no answer
-                        Ok(req) => vswitch::control::handle(sw, &of, &req),
+                        Ok(req) => vswitch::control::handle(sw, &mut of, poll.registry(), &req),
                         Err(resp) => *resp,
                     };
                     c.outbuf.extend_from_slice(serde_json::to_string(&resp)?.as_bytes());
