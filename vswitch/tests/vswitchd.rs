@@ -564,6 +564,32 @@ fn fast_failover_follows_link_state() {
     lab.static_arp();
     let target = format!("tcp:127.0.0.1:{of_port}");
     let ofctl = |args: &[&str]| ofctl(&target, args);
+    // A controller session of our own hears each link change as a
+    // PORT_STATUS MODIFY with the port's new state.
+    let mut mon = std::net::TcpStream::connect(("127.0.0.1", of_port)).unwrap();
+    mon.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    mon.write_all(&ofproto::ofp::Message::Hello { versions: vec![4] }.encode(1)).unwrap();
+    let mut monbuf = Vec::new();
+    let mut next_modify = |t: &mut std::net::TcpStream| -> (String, u32) {
+        use ofproto::ofp::{frame_len, Message};
+        use std::io::Read;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            while let Some(n) = frame_len(&monbuf).filter(|n| monbuf.len() >= *n) {
+                let f: Vec<u8> = monbuf.drain(..n).collect();
+                if let Ok((_, Message::PortStatus(ps))) = Message::decode(&f) {
+                    if ps.reason == 2 {
+                        return (ps.desc.name, ps.desc.state);
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no PORT_STATUS MODIFY");
+            let mut chunk = [0u8; 4096];
+            if let Ok(n) = t.read(&mut chunk) {
+                monbuf.extend_from_slice(&chunk[..n]);
+            }
+        }
+    };
     ofctl(&[
         "add-group",
         "group_id=1,type=fast_failover,bucket=watch_port:2,actions=output:2,bucket=watch_port:3,actions=output:3",
@@ -586,6 +612,7 @@ fn fast_failover_follows_link_state() {
         assert!(Instant::now() < deadline, "c2's link never went down: {}", ofctl(&["dump-ports-desc"]));
         std::thread::sleep(Duration::from_millis(100));
     }
+    assert_eq!(next_modify(&mut mon), ("c2".to_string(), 1), "OFPPR_MODIFY, OFPPS_LINK_DOWN (and not LIVE)");
     std::thread::sleep(Duration::from_millis(500));
     let c2 = tx("c2");
     assert_eq!(lab.ping(1, 2, 3, "0.2", None), 3, "c3 answers in c2's place");
@@ -600,6 +627,7 @@ fn fast_failover_follows_link_state() {
         assert!(Instant::now() < deadline, "c2's link never came back: {}", ofctl(&["dump-ports-desc"]));
         std::thread::sleep(Duration::from_millis(100));
     }
+    assert_eq!(next_modify(&mut mon), ("c2".to_string(), 4), "OFPPR_MODIFY, link up: OFPPS_LIVE, no LINK_DOWN");
     std::thread::sleep(Duration::from_millis(500));
     let c3 = tx("c3");
     assert_eq!(lab.ping(1, 2, 3, "0.2", None), 3, "answered again");
