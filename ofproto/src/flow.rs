@@ -63,6 +63,22 @@ impl FlowKey {
         full[..w].copy_from_slice(&b[8 - w..]);
         self.set(f, &full);
     }
+    /// Which fields are present, one bit per field id.
+    #[inline]
+    pub fn present_bits(&self) -> u64 {
+        self.present
+    }
+    /// Field `i`'s 16 value bytes as two native-endian words (zero past
+    /// its width; meaningless when absent).
+    #[inline]
+    pub fn words(&self, i: usize) -> [u64; 2] {
+        let v = &self.values[i];
+        let mut lo = [0u8; 8];
+        let mut hi = [0u8; 8];
+        lo.copy_from_slice(&v[..8]);
+        hi.copy_from_slice(&v[8..]);
+        [u64::from_ne_bytes(lo), u64::from_ne_bytes(hi)]
+    }
     /// Removes a field (a header popped).
     pub fn clear(&mut self, f: Field) {
         self.present &= !(1 << (f as usize));

@@ -11,12 +11,14 @@
 //! EAL.
 //!
 //! So far: the wire codec ([`ofp`]) for every OpenFlow 1.3 message, flow
-//! keys ([`flow`]), flow tables with the spec's semantics ([`table`]) and
-//! the switch side of controller sessions, free of I/O ([`agent`]). The
-//! tuple-space classifier and the translation into megaflows come with the
-//! megaflow issue.
+//! keys ([`flow`]), the tuple-space classifier with staged lookup and
+//! wildcard reporting ([`classifier`]), flow tables with the spec's
+//! semantics that look up through it ([`table`]) and the switch side of
+//! controller sessions, free of I/O ([`agent`]). The translation into
+//! megaflows comes with the rest of the megaflow issue.
 
 pub mod agent;
+pub mod classifier;
 pub mod flow;
 pub mod ofp;
 pub mod table;

@@ -1,0 +1,650 @@
+//! Tuple-space search classifier (Srinivasan et al., as OVS uses it):
+//! the rules of one flow table grouped into *subtables*, one per mask (the
+//! set of fields a match uses and the bits of each); a lookup hashes the
+//! key's masked bits once per subtable and probes its hash table, so it
+//! costs one probe per distinct mask, whatever the number of rules.
+//!
+//! - Subtables are visited by descending maximum priority, and the walk
+//!   stops at the first subtable whose rules cannot beat the best match so
+//!   far: a table of many flows of one shape costs one probe.
+//! - **Staged lookup**: a subtable's fields are hashed in four stages
+//!   (metadata, L2, L3, L4) and every stage but the last has a set of the
+//!   partial hashes its rules produce; a key whose partial hash is not in
+//!   the set misses there, without reading the later stages' fields.
+//! - **Wildcards**: a lookup can report every bit it examined (presence of
+//!   fields included) into a [`FlowMask`]. Any key equal to this one on
+//!   those bits gets the same answer from the same rules: the megaflow a
+//!   datapath may cache for it.
+//!
+//! Subtables are shared (`Arc`) between the control side's classifier and
+//! the snapshots the datapath holds; a change copies only the subtable it
+//! touches, and only when a snapshot still shares it.
+
+use crate::flow::FlowKey;
+use crate::ofp::oxm::{Field, Match};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+/// Fields of a flow key.
+pub const N_FIELDS: usize = 40;
+
+/// Bits of a flow key: which fields' presence, and which bits of each
+/// value (as the two native-endian words of its 16 bytes).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct FlowMask {
+    /// Fields whose presence (or absence) matters, one bit per field id.
+    pub present: u64,
+    /// Bits of each field's value that matter.
+    pub bits: [[u64; 2]; N_FIELDS],
+}
+
+impl Default for FlowMask {
+    fn default() -> FlowMask {
+        FlowMask { present: 0, bits: [[0; 2]; N_FIELDS] }
+    }
+}
+
+impl std::fmt::Debug for FlowMask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut m = f.debug_map();
+        for &fl in Field::ALL {
+            let i = fl as usize;
+            if self.present & (1 << i) != 0 {
+                let b = self.bits[i];
+                let mut bytes = [0u8; 16];
+                bytes[..8].copy_from_slice(&b[0].to_ne_bytes());
+                bytes[8..].copy_from_slice(&b[1].to_ne_bytes());
+                m.entry(&fl.name(), &format_args!("{:02x?}", &bytes[..fl.width()]));
+            }
+        }
+        m.finish()
+    }
+}
+
+impl FlowMask {
+    /// The mask of a match: its fields' presence and their masks.
+    pub fn of_match(m: &Match) -> FlowMask {
+        let mut mask = FlowMask::default();
+        for o in &m.fields {
+            let mut bytes = [0u8; 16];
+            let w = o.field.width();
+            match o.mask() {
+                Some(b) => bytes[..w].copy_from_slice(b),
+                None => bytes[..w].fill(0xff),
+            }
+            mask.set(o.field, words(&bytes));
+        }
+        mask
+    }
+
+    /// Adds a field's presence and `bits` of its value.
+    #[inline]
+    pub fn set(&mut self, f: Field, bits: [u64; 2]) {
+        let i = f as usize;
+        self.present |= 1 << i;
+        self.bits[i][0] |= bits[0];
+        self.bits[i][1] |= bits[1];
+    }
+
+    /// Adds every bit of `other`.
+    pub fn union(&mut self, other: &FlowMask) {
+        self.present |= other.present;
+        for (a, b) in self.bits.iter_mut().zip(&other.bits) {
+            a[0] |= b[0];
+            a[1] |= b[1];
+        }
+    }
+
+    /// Whether `self` has every bit of `other`.
+    pub fn covers(&self, other: &FlowMask) -> bool {
+        other.present & !self.present == 0
+            && self.bits.iter().zip(&other.bits).all(|(a, b)| b[0] & !a[0] == 0 && b[1] & !a[1] == 0)
+    }
+
+    /// The fields it names, in id order.
+    pub fn fields(&self) -> impl Iterator<Item = Field> + '_ {
+        Field::ALL.iter().copied().filter(|f| self.present & (1 << (*f as usize)) != 0)
+    }
+}
+
+/// A field's 16 value bytes as two native-endian words.
+#[inline]
+fn words(b: &[u8; 16]) -> [u64; 2] {
+    let mut lo = [0u8; 8];
+    let mut hi = [0u8; 8];
+    lo.copy_from_slice(&b[..8]);
+    hi.copy_from_slice(&b[8..]);
+    [u64::from_ne_bytes(lo), u64::from_ne_bytes(hi)]
+}
+
+/// The lookup stage a field belongs to: 0 metadata, 1 L2, 2 L3, 3 L4.
+pub fn stage(f: Field) -> usize {
+    use Field::*;
+    match f {
+        InPort | InPhyPort | Metadata | TunnelId => 0,
+        EthDst | EthSrc | EthType | VlanVid | VlanPcp | MplsLabel | MplsTc | MplsBos | PbbIsid => 1,
+        IpDscp | IpEcn | IpProto | Ipv4Src | Ipv4Dst | ArpOp | ArpSpa | ArpTpa | ArpSha | ArpTha | Ipv6Src
+        | Ipv6Dst | Ipv6Flabel | Ipv6Exthdr => 2,
+        TcpSrc | TcpDst | UdpSrc | UdpDst | SctpSrc | SctpDst | Icmpv4Type | Icmpv4Code | Icmpv6Type | Icmpv6Code
+        | Ipv6NdTarget | Ipv6NdSll | Ipv6NdTll => 3,
+    }
+}
+
+#[inline]
+fn mix(h: u64, w: u64) -> u64 {
+    (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(31)
+}
+
+/// A rule's place among equal ones: higher priority first, then the
+/// older (lower sequence number) first, as the table's own order.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+struct Rank(u16, std::cmp::Reverse<u64>);
+
+#[derive(Clone, Debug)]
+struct Rule<T> {
+    rank: Rank,
+    /// The masked value words of each of the subtable's fields.
+    values: Box<[[u64; 2]]>,
+    item: T,
+}
+
+#[derive(Clone, Debug)]
+struct Subtable<T> {
+    mask: FlowMask,
+    /// (field id, bits) in stage order.
+    fields: Box<[(usize, [u64; 2])]>,
+    /// How many of `fields` the stages up to s cover.
+    stage_end: [usize; 4],
+    /// Partial hashes of the rules through stage s, for the stages before
+    /// the subtable's last one.
+    stage_hashes: [HashSet<u64>; 3],
+    /// Rules by the hash of their masked values, best first.
+    rules: HashMap<u64, Vec<Rule<T>>>,
+    /// Rules per priority (for the maximum after removals).
+    priorities: BTreeMap<u16, usize>,
+    len: usize,
+}
+
+impl<T> Subtable<T> {
+    fn new(mask: FlowMask) -> Subtable<T> {
+        let mut fields: Vec<(usize, [u64; 2])> = mask.fields().map(|f| (f as usize, mask.bits[f as usize])).collect();
+        fields.sort_by_key(|(i, _)| (Field::from_id(u8::try_from(*i).unwrap_or(0)).map_or(3, stage), *i));
+        let mut stage_end = [0; 4];
+        for (s, end) in stage_end.iter_mut().enumerate() {
+            *end = fields
+                .iter()
+                .filter(|(i, _)| Field::from_id(u8::try_from(*i).unwrap_or(0)).map_or(3, stage) <= s)
+                .count();
+        }
+        Subtable {
+            mask,
+            fields: fields.into_boxed_slice(),
+            stage_end,
+            stage_hashes: Default::default(),
+            rules: HashMap::new(),
+            priorities: BTreeMap::new(),
+            len: 0,
+        }
+    }
+
+    fn max_priority(&self) -> Option<u16> {
+        self.priorities.keys().next_back().copied()
+    }
+
+    /// Stages whose partial hash is worth a set: those that end before the
+    /// last field and after at least one.
+    fn staged(&self, s: usize) -> bool {
+        self.stage_end[s] > 0
+            && self.stage_end[s] < self.fields.len()
+            && (s == 0 || self.stage_end[s] > self.stage_end[s - 1])
+    }
+
+    /// The hashes of a rule's masked values: partial ones per stage, then
+    /// the whole.
+    fn hashes(&self, values: &[[u64; 2]]) -> ([u64; 3], u64) {
+        let mut partial = [0u64; 3];
+        let mut h = 0u64;
+        let mut at = 0;
+        for (s, p) in partial.iter_mut().enumerate() {
+            while at < self.stage_end[s] {
+                h = mix(mix(h, values[at][0]), values[at][1]);
+                at += 1;
+            }
+            *p = h;
+        }
+        while at < self.fields.len() {
+            h = mix(mix(h, values[at][0]), values[at][1]);
+            at += 1;
+        }
+        (partial, h)
+    }
+}
+
+/// The classifier of one flow table; `T` is what a rule yields (an entry).
+#[derive(Clone, Debug)]
+pub struct Classifier<T> {
+    /// Subtables by descending maximum priority.
+    subtables: Vec<Arc<Subtable<T>>>,
+    by_mask: HashMap<FlowMask, usize>,
+    len: usize,
+}
+
+impl<T> Default for Classifier<T> {
+    fn default() -> Classifier<T> {
+        Classifier { subtables: Vec::new(), by_mask: HashMap::new(), len: 0 }
+    }
+}
+
+/// The masked value words of `m` in `st`'s field order.
+fn match_values(m: &Match, fields: &[(usize, [u64; 2])]) -> Box<[[u64; 2]]> {
+    fields
+        .iter()
+        .map(|(i, bits)| {
+            let o = m.fields.iter().find(|o| o.field as usize == *i);
+            let mut b = [0u8; 16];
+            if let Some(o) = o {
+                b[..o.field.width()].copy_from_slice(o.value());
+            }
+            let w = words(&b);
+            [w[0] & bits[0], w[1] & bits[1]]
+        })
+        .collect()
+}
+
+impl<T: Clone> Classifier<T> {
+    /// Rules in it.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it has no rule.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Subtables (distinct masks) in it.
+    pub fn n_subtables(&self) -> usize {
+        self.subtables.len()
+    }
+
+    /// Adds a rule of `priority` matching `m`, yielding `item`; `seq`
+    /// (unique in the classifier) orders it among rules of equal priority,
+    /// lower first, and names it for [`Classifier::remove`] and
+    /// [`Classifier::update`].
+    pub fn insert(&mut self, priority: u16, m: &Match, seq: u64, item: T) {
+        let mask = FlowMask::of_match(m);
+        let si = match self.by_mask.get(&mask) {
+            Some(&i) => i,
+            None => {
+                self.subtables.push(Arc::new(Subtable::new(mask.clone())));
+                self.by_mask.insert(mask, self.subtables.len() - 1);
+                self.subtables.len() - 1
+            }
+        };
+        let st = Arc::make_mut(&mut self.subtables[si]);
+        let values = match_values(m, &st.fields);
+        let (partial, h) = st.hashes(&values);
+        let rule = Rule { rank: Rank(priority, std::cmp::Reverse(seq)), values, item };
+        let bucket = st.rules.entry(h).or_default();
+        let at = bucket.partition_point(|r| r.rank > rule.rank);
+        bucket.insert(at, rule);
+        for (s, p) in partial.iter().enumerate() {
+            if st.staged(s) {
+                st.stage_hashes[s].insert(*p);
+            }
+        }
+        *st.priorities.entry(priority).or_default() += 1;
+        st.len += 1;
+        self.len += 1;
+        self.resort();
+    }
+
+    /// The subtable and bucket of rule (`priority`, `m`, `seq`).
+    fn locate(&mut self, priority: u16, m: &Match, seq: u64) -> Option<(usize, u64, usize)> {
+        let si = *self.by_mask.get(&FlowMask::of_match(m))?;
+        let st = &self.subtables[si];
+        let (_, h) = st.hashes(&match_values(m, &st.fields));
+        let rank = Rank(priority, std::cmp::Reverse(seq));
+        let i = st.rules.get(&h)?.iter().position(|r| r.rank == rank)?;
+        Some((si, h, i))
+    }
+
+    /// Gives rule (`priority`, `m`, `seq`) a new item (its place kept);
+    /// whether it was there.
+    pub fn update(&mut self, priority: u16, m: &Match, seq: u64, item: T) -> bool {
+        let Some((si, h, i)) = self.locate(priority, m, seq) else { return false };
+        let st = Arc::make_mut(&mut self.subtables[si]);
+        if let Some(r) = st.rules.get_mut(&h).and_then(|b| b.get_mut(i)) {
+            r.item = item;
+        }
+        true
+    }
+
+    /// Removes rule (`priority`, `m`, `seq`); whether it was there.
+    pub fn remove(&mut self, priority: u16, m: &Match, seq: u64) -> bool {
+        let Some((si, h, i)) = self.locate(priority, m, seq) else { return false };
+        let st = Arc::make_mut(&mut self.subtables[si]);
+        if let Some(bucket) = st.rules.get_mut(&h) {
+            bucket.remove(i);
+            if bucket.is_empty() {
+                st.rules.remove(&h);
+            }
+        }
+        if let Some(n) = st.priorities.get_mut(&priority) {
+            *n -= 1;
+            if *n == 0 {
+                st.priorities.remove(&priority);
+            }
+        }
+        st.len -= 1;
+        self.len -= 1;
+        if st.len == 0 {
+            self.subtables.remove(si);
+            self.reindex();
+            return true;
+        }
+        // Partial-hash sets only grow between rebuilds: a stale hash costs
+        // a probe, never a wrong answer. Rebuilt once mostly stale.
+        if st.stage_hashes.iter().any(|s| s.len() > 2 * st.len + 16) {
+            Self::rebuild_stages(st);
+        }
+        self.resort();
+        true
+    }
+
+    fn rebuild_stages(st: &mut Subtable<T>) {
+        let mut sets: [HashSet<u64>; 3] = Default::default();
+        for r in st.rules.values().flatten() {
+            let (partial, _) = st.hashes(&r.values);
+            for (s, p) in partial.iter().enumerate() {
+                if st.staged(s) {
+                    sets[s].insert(*p);
+                }
+            }
+        }
+        st.stage_hashes = sets;
+    }
+
+    /// Puts the subtables back in order after a maximum priority changed.
+    fn resort(&mut self) {
+        let key = |s: &Arc<Subtable<T>>| std::cmp::Reverse(s.max_priority());
+        if self.subtables.windows(2).all(|w| key(&w[0]) <= key(&w[1])) {
+            return;
+        }
+        self.subtables.sort_by_key(key);
+        self.reindex();
+    }
+
+    fn reindex(&mut self) {
+        self.by_mask = self.subtables.iter().enumerate().map(|(i, s)| (s.mask.clone(), i)).collect();
+    }
+
+    /// The best rule `key` matches: highest priority, then oldest.
+    #[inline]
+    pub fn lookup(&self, key: &FlowKey) -> Option<&T> {
+        self.find(key, None)
+    }
+
+    /// As [`Classifier::lookup`], adding to `wc` every bit of `key` the
+    /// answer depends on.
+    pub fn lookup_wc(&self, key: &FlowKey, wc: &mut FlowMask) -> Option<&T> {
+        self.find(key, Some(wc))
+    }
+
+    fn find(&self, key: &FlowKey, mut wc: Option<&mut FlowMask>) -> Option<&T> {
+        let present = key.present_bits();
+        let mut best: Option<&Rule<T>> = None;
+        'subtables: for st in &self.subtables {
+            let Some(max) = st.max_priority() else { continue };
+            if best.is_some_and(|b| b.rank.0 > max) {
+                break;
+            }
+            let mut h = 0u64;
+            let mut at = 0;
+            for s in 0..4 {
+                while at < st.stage_end[s] {
+                    let (i, bits) = st.fields[at];
+                    if let Some(wc) = wc.as_deref_mut() {
+                        wc.present |= 1 << i;
+                    }
+                    if present & (1 << i) == 0 {
+                        continue 'subtables;
+                    }
+                    if let Some(wc) = wc.as_deref_mut() {
+                        wc.bits[i][0] |= bits[0];
+                        wc.bits[i][1] |= bits[1];
+                    }
+                    let v = key.words(i);
+                    h = mix(mix(h, v[0] & bits[0]), v[1] & bits[1]);
+                    at += 1;
+                }
+                if s < 3 && st.staged(s) && !st.stage_hashes[s].contains(&h) {
+                    continue 'subtables;
+                }
+            }
+            let Some(bucket) = st.rules.get(&h) else { continue };
+            let hit = bucket.iter().find(|r| {
+                r.values.iter().zip(st.fields.iter()).all(|(want, (i, bits))| {
+                    let v = key.words(*i);
+                    v[0] & bits[0] == want[0] && v[1] & bits[1] == want[1]
+                })
+            });
+            if let Some(r) = hit {
+                if best.is_none_or(|b| r.rank > b.rank) {
+                    best = Some(r);
+                }
+            }
+        }
+        best.map(|r| &r.item)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ofp::oxm::Oxm;
+    use proptest::prelude::*;
+
+    /// Fields the random rules and keys use: all four stages, maskable
+    /// and not, narrow and 16 bytes wide.
+    const FIELDS: [Field; 9] = [
+        Field::InPort,
+        Field::Metadata,
+        Field::EthType,
+        Field::VlanVid,
+        Field::IpProto,
+        Field::Ipv4Src,
+        Field::Ipv4Dst,
+        Field::Ipv6Src,
+        Field::TcpDst,
+    ];
+
+    /// A value of the field's width from a small domain (so that rules and
+    /// keys meet often).
+    fn value(f: Field, v: u8) -> Vec<u8> {
+        let mut b = vec![0u8; f.width()];
+        let last = b.len() - 1;
+        b[last] = v % 4;
+        b[0] |= v & 0x80;
+        b
+    }
+
+    #[derive(Debug, Clone)]
+    struct RuleSpec {
+        priority: u16,
+        fields: Vec<(usize, u8, Option<u8>)>,
+    }
+
+    fn to_match(r: &RuleSpec) -> Match {
+        let mut m = Match::any();
+        let mut seen = 0u32;
+        for &(fi, v, mask) in &r.fields {
+            let f = FIELDS[fi % FIELDS.len()];
+            if seen & (1 << (fi % FIELDS.len())) != 0 {
+                continue;
+            }
+            seen |= 1 << (fi % FIELDS.len());
+            let val = value(f, v);
+            m = m.with(match mask {
+                Some(mk) if f.maskable() => {
+                    let mut mb = vec![0xffu8; f.width()];
+                    let last = mb.len() - 1;
+                    mb[last] = mk;
+                    mb[0] = if mk & 1 != 0 { 0x80 } else { 0 };
+                    let vb: Vec<u8> = val.iter().zip(&mb).map(|(a, b)| a & b).collect();
+                    Oxm::masked(f, &vb, &mb)
+                }
+                _ => Oxm::exact(f, &val),
+            });
+        }
+        m
+    }
+
+    fn to_key(spec: &[(bool, u8)]) -> FlowKey {
+        let mut k = FlowKey::default();
+        for (f, &(present, v)) in FIELDS.iter().zip(spec) {
+            if present {
+                k.set(*f, &value(*f, v));
+            }
+        }
+        k
+    }
+
+    fn rule() -> impl Strategy<Value = RuleSpec> {
+        (0u16..4, prop::collection::vec((0usize..9, any::<u8>(), prop::option::of(any::<u8>())), 0..4))
+            .prop_map(|(priority, fields)| RuleSpec { priority, fields })
+    }
+
+    fn key() -> impl Strategy<Value = Vec<(bool, u8)>> {
+        prop::collection::vec((prop::bool::weighted(0.8), any::<u8>()), FIELDS.len())
+    }
+
+    /// The reference: highest priority, then lowest seq, among the rules
+    /// whose match accepts the key.
+    fn scan(rules: &[(RuleSpec, Match, u64)], k: &FlowKey) -> Option<u64> {
+        rules
+            .iter()
+            .filter(|(_, m, _)| m.matches(k))
+            .max_by_key(|(r, _, seq)| (r.priority, std::cmp::Reverse(*seq)))
+            .map(|(_, _, s)| *s)
+    }
+
+    /// A key equal to `k` on every bit of `wc`, anything elsewhere.
+    fn agreeing(k: &FlowKey, wc: &FlowMask, other: &FlowKey) -> FlowKey {
+        let mut out = FlowKey::default();
+        for &f in &FIELDS {
+            let i = f as usize;
+            let bit = 1u64 << i;
+            let (from, keep_bits) = if wc.present & bit != 0 { (k, true) } else { (other, false) };
+            let Some(_) = from.get(f) else { continue };
+            let mut w = other.get(f).map_or([0; 2], |_| other.words(i));
+            if keep_bits {
+                let kw = k.words(i);
+                let m = wc.bits[i];
+                w = [(w[0] & !m[0]) | (kw[0] & m[0]), (w[1] & !m[1]) | (kw[1] & m[1])];
+            }
+            let mut bytes = [0u8; 16];
+            bytes[..8].copy_from_slice(&w[0].to_ne_bytes());
+            bytes[8..].copy_from_slice(&w[1].to_ne_bytes());
+            out.set(f, &bytes[..f.width()]);
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// For random tables, changed by random inserts and removals, the
+        /// classifier answers every key as the priority scan does, and
+        /// every key equal on the bits it reported gets the same answer.
+        #[test]
+        fn classifier_equals_the_priority_scan(
+            rules in prop::collection::vec(rule(), 1..40),
+            removals in prop::collection::vec(any::<prop::sample::Index>(), 0..10),
+            keys in prop::collection::vec((key(), key()), 1..40),
+        ) {
+            let mut cls = Classifier::default();
+            let mut live: Vec<(RuleSpec, Match, u64)> = Vec::new();
+            for (seq, r) in rules.iter().enumerate() {
+                let m = to_match(r);
+                let seq = seq as u64;
+                cls.insert(r.priority, &m, seq, seq);
+                live.push((r.clone(), m, seq));
+            }
+            for ix in &removals {
+                if live.is_empty() {
+                    break;
+                }
+                let (r, m, seq) = live.remove(ix.index(live.len()));
+                prop_assert!(cls.remove(r.priority, &m, seq));
+                prop_assert!(!cls.remove(r.priority, &m, seq), "removed twice");
+            }
+            prop_assert_eq!(cls.len(), live.len());
+            for (ka, kb) in &keys {
+                let k = to_key(ka);
+                let mut wc = FlowMask::default();
+                let got = cls.lookup_wc(&k, &mut wc).copied();
+                prop_assert_eq!(got, scan(&live, &k), "key {:?}", k);
+                prop_assert_eq!(cls.lookup(&k).copied(), got);
+                let k2 = agreeing(&k, &wc, &to_key(kb));
+                prop_assert_eq!(scan(&live, &k2), got, "key {:?} agrees with {:?} on {:?}", k2, k, wc);
+            }
+        }
+    }
+
+    /// Many rules of one shape are one subtable: a lookup probes it once
+    /// and reports only that shape's bits.
+    #[test]
+    fn one_shape_is_one_subtable_and_its_bits() {
+        let mut cls = Classifier::default();
+        for i in 0..1000u64 {
+            let m = Match::any().with(Oxm::exact_u64(Field::EthType, 0x0800)).with(Oxm::masked(
+                Field::Ipv4Dst,
+                &u32::try_from(i << 8).unwrap().to_be_bytes(),
+                &[0xff, 0xff, 0xff, 0],
+            ));
+            cls.insert(10, &m, i, i);
+        }
+        cls.insert(0, &Match::any(), 5000, 5000);
+        assert_eq!((cls.len(), cls.n_subtables()), (1001, 2));
+        let mut k = FlowKey::default();
+        k.set_u64(Field::InPort, 7);
+        k.set_u64(Field::EthType, 0x0800);
+        k.set(Field::Ipv4Dst, &[0, 3, 7, 9]);
+        k.set(Field::Ipv4Src, &[10, 0, 0, 1]);
+        let mut wc = FlowMask::default();
+        assert_eq!(cls.lookup_wc(&k, &mut wc), Some(&0x307));
+        let fields: Vec<Field> = wc.fields().collect();
+        assert_eq!(fields, [Field::EthType, Field::Ipv4Dst], "in_port and ipv4_src were never read");
+        assert_eq!(wc.bits[Field::Ipv4Dst as usize][0].to_ne_bytes()[..4], [0xff, 0xff, 0xff, 0]);
+        // A miss in the subtable: the catch-all, same bits.
+        k.set(Field::Ipv4Dst, &[9, 9, 9, 9]);
+        assert_eq!(cls.lookup(&k), Some(&5000));
+    }
+
+    /// A key without a field the subtable needs misses it on presence and
+    /// reports only that presence (plus earlier stages), not values it
+    /// never read.
+    #[test]
+    fn staged_lookup_stops_at_the_first_stage_that_misses() {
+        let mut cls = Classifier::default();
+        let m = Match::any()
+            .with(Oxm::exact_u64(Field::InPort, 1))
+            .with(Oxm::exact_u64(Field::EthType, 0x0800))
+            .with(Oxm::exact_u64(Field::IpProto, 6))
+            .with(Oxm::exact_u64(Field::TcpDst, 80));
+        cls.insert(5, &m, 1, 1);
+        let mut k = FlowKey::default();
+        k.set_u64(Field::InPort, 2);
+        k.set_u64(Field::EthType, 0x0800);
+        k.set_u64(Field::IpProto, 6);
+        k.set_u64(Field::TcpDst, 80);
+        let mut wc = FlowMask::default();
+        assert_eq!(cls.lookup_wc(&k, &mut wc), None);
+        assert_eq!(wc.fields().collect::<Vec<_>>(), [Field::InPort], "stage 0 missed: L2-L4 never read");
+        k.set_u64(Field::InPort, 1);
+        let mut wc = FlowMask::default();
+        assert_eq!(cls.lookup_wc(&k, &mut wc), Some(&1));
+        assert_eq!(wc.fields().count(), 4);
+    }
+}
