@@ -483,6 +483,8 @@ pub struct BridgeDispatch {
     packet_outs: Option<std::sync::mpsc::Receiver<crate::ofdp::PacketOutReq>>,
     epoch: std::time::Instant,
     bridges: Vec<L2Pipeline>,
+    /// Per bridge: this thread's megaflows for its OpenFlow snapshot.
+    caches: Vec<crate::megaflow::MegaflowCache>,
     cell: Option<ViewCell>,
     pmd: usize,
 }
@@ -499,6 +501,7 @@ impl BridgeDispatch {
             packet_outs: None,
             epoch: std::time::Instant::now(),
             bridges: bridges.iter().map(|b| b.pipeline(pmd)).collect(),
+            caches: Vec::new(),
             cell: None,
             pmd,
         }
@@ -521,6 +524,7 @@ impl BridgeDispatch {
             packet_outs,
             epoch,
             bridges: Vec::new(),
+            caches: Vec::new(),
             cell: Some(cell),
             pmd,
         };
@@ -542,7 +546,10 @@ impl Pipeline for BridgeDispatch {
             match self.openflow.get(*b) {
                 Some(Some(of)) => {
                     let now_ns = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                    of.process(rxq, batch, tx, &mut self.bridges[*b], now_ns);
+                    if self.caches.len() <= *b {
+                        self.caches.resize_with(*b + 1, Default::default);
+                    }
+                    of.process(rxq, batch, tx, &mut self.bridges[*b], &mut self.caches[*b], now_ns);
                 }
                 // Secure, waiting for its tables: the batch is left for the
                 // PMD thread to free.
@@ -569,6 +576,24 @@ impl Pipeline for BridgeDispatch {
         let view = cell.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         self.by_port.clone_from(&view.by_port);
         self.xconnect.clone_from(&view.xconnect);
+        // A bridge whose OpenFlow snapshot changed starts an empty cache:
+        // no decision outlives the tables it was made from.
+        let mut caches = Vec::with_capacity(view.openflow.len());
+        for (b, of) in view.openflow.iter().enumerate() {
+            let same = matches!((self.openflow.get(b), of), (Some(Some(old)), Some(new)) if Arc::ptr_eq(old, new));
+            let old = self.caches.get_mut(b).map(std::mem::take);
+            match old {
+                Some(c) if same => caches.push(c),
+                Some(c) => {
+                    if let Some(Some(o)) = self.openflow.get(b) {
+                        o.counters.cache_dropped(c.len());
+                    }
+                    caches.push(Default::default());
+                }
+                None => caches.push(Default::default()),
+            }
+        }
+        self.caches = caches;
         self.openflow.clone_from(&view.openflow);
         self.closed.clone_from(&view.closed);
         self.bridges = view.bridges.iter().map(|b| b.pipeline(self.pmd)).collect();

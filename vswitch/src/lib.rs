@@ -12,11 +12,14 @@
 //! semantics, plus cross-connected port pairs ([`l2`]); the running switch
 //! with its run-time changes and reload ([`switch`]); and the control
 //! socket's methods ([`control`]) behind the `vswitchd` and `vswitchctl`
-//! binaries.
+//! binaries; OpenFlow bridges ([`openflow`] for controllers, [`ofdp`] for
+//! the tables in the fast path) with a per-PMD megaflow cache
+//! ([`megaflow`]).
 
 pub mod control;
 pub mod l2;
 pub mod mac_table;
+pub mod megaflow;
 pub mod ofdp;
 pub mod openflow;
 pub mod rewrite;

@@ -7,13 +7,18 @@
 //! through a bounded queue to the control thread: a full queue drops and
 //! counts, never blocks).
 //!
-//! Translation is per packet for now; the megaflow cache comes with its
-//! own issue. The tables are a snapshot the control thread publishes after
-//! each change (see [`crate::switch`] for the hand-off); entry, table and
-//! group counters are shared atomics.
+//! A packet walks the tables only on a miss in its PMD thread's megaflow
+//! cache ([`crate::megaflow`]): the walk (the *upcall*) records its
+//! decision as [`Step`]s and the bits it examined, and every later packet
+//! equal on those bits replays the steps. The tables are a snapshot the
+//! control thread publishes after each change (see [`crate::switch`] for
+//! the hand-off); a new snapshot comes with an empty cache. Entry, table
+//! and group counters are shared atomics, folded per batch.
 
 use crate::l2::L2Pipeline;
+use crate::megaflow::{Megaflow, MegaflowCache, Step};
 use crate::rewrite;
+use ofproto::classifier::FlowMask;
 use ofproto::agent::{Group, Meter};
 use ofproto::flow::FlowKey;
 use ofproto::ofp::action::port;
@@ -66,6 +71,45 @@ pub struct OfCounters {
     pub nombuf: AtomicU64,
     /// Set-field of a field this datapath cannot rewrite yet: not applied.
     pub unsupported_set_field: AtomicU64,
+    /// Packets a megaflow answered.
+    pub mf_hits: AtomicU64,
+    /// Packets that walked the tables (megaflow misses).
+    pub mf_upcalls: AtomicU64,
+    /// Megaflows installed.
+    pub mf_installs: AtomicU64,
+    /// Megaflow subtables probed.
+    pub mf_subtable_lookups: AtomicU64,
+    /// Misses dropped over the upcall budget.
+    pub mf_upcall_drops: AtomicU64,
+    /// Upcalls whose decision could not be cached.
+    pub mf_uncacheable: AtomicU64,
+    /// Megaflows held by all PMD threads' caches now.
+    pub megaflows: AtomicU64,
+}
+
+impl OfCounters {
+    /// Folds a cache's counts in (and zeroes them).
+    fn fold(&self, cache: &mut MegaflowCache) {
+        let c = std::mem::take(&mut cache.counts);
+        for (a, v) in [
+            (&self.mf_hits, c.hits),
+            (&self.mf_upcalls, c.upcalls),
+            (&self.mf_installs, c.installs),
+            (&self.mf_subtable_lookups, c.subtable_lookups),
+            (&self.mf_upcall_drops, c.upcall_drops),
+            (&self.mf_uncacheable, c.uncacheable),
+            (&self.megaflows, c.installs),
+        ] {
+            if v != 0 {
+                a.fetch_add(v, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// A cache of `n` megaflows was dropped (a new snapshot).
+    pub fn cache_dropped(&self, n: usize) {
+        self.megaflows.fetch_sub(n as u64, Ordering::Relaxed);
+    }
 }
 
 /// A PACKET_OUT for the PMD thread that runs them.
@@ -208,7 +252,27 @@ struct Origin {
     reason: u8,
 }
 
-/// What running actions on a packet produced.
+/// What an upcall records: the decision and the bits it examined.
+struct Recording {
+    steps: Vec<Step>,
+    mask: FlowMask,
+    /// A header was pushed or popped (the key re-read from the frame):
+    /// a later lookup would depend on bytes the mask cannot name.
+    reextracted: bool,
+    cacheable: bool,
+}
+
+impl Recording {
+    fn new() -> Recording {
+        Recording { steps: Vec::new(), mask: FlowMask::default(), reextracted: false, cacheable: true }
+    }
+}
+
+/// Whether an action re-reads the key from the frame.
+fn reextracts(a: &Action) -> bool {
+    matches!(a, Action::PopVlan | Action::PushMpls(_) | Action::PopMpls(_) | Action::PushPbb(_) | Action::PopPbb)
+}
+
 /// Counter updates of one batch, folded into the shared atomics once at
 /// its end: a run of packets hitting the same flows costs a few atomic
 /// adds per batch instead of several per packet.
@@ -219,6 +283,26 @@ struct BatchCounts<'a> {
     /// (table, lookups, matches).
     tables: [(u8, u32, u32); 8],
     n_tables: usize,
+    /// (megaflow, packets, bytes): its entries' and tables' counters.
+    megaflows: [Option<(Arc<Megaflow>, u64, u64)>; 8],
+}
+
+/// Adds `packets` of `bytes` that took megaflow `mf` to the counters of
+/// the tables and entries its decision went through.
+fn count_megaflow(tables: &Tables, mf: &Megaflow, packets: u64, bytes: u64, now_ms: u64) {
+    for s in mf.steps.iter() {
+        if let Step::Table { table, entry } = s {
+            if let Some(t) = tables.tables.get(usize::from(*table)) {
+                t.lookups.fetch_add(packets, Ordering::Relaxed);
+                if entry.is_some() {
+                    t.matches.fetch_add(packets, Ordering::Relaxed);
+                }
+            }
+            if let Some(e) = entry {
+                e.hit(packets, bytes, now_ms);
+            }
+        }
+    }
 }
 
 impl<'a> BatchCounts<'a> {
@@ -243,6 +327,24 @@ impl<'a> BatchCounts<'a> {
         st.hit(1, bytes, now_ms);
     }
     #[inline]
+    fn megaflow(&mut self, tables: &Tables, mf: &Arc<Megaflow>, bytes: u64, now_ms: u64) {
+        for slot in &mut self.megaflows {
+            match slot {
+                Some((m, p, b)) if Arc::ptr_eq(m, mf) => {
+                    *p += 1;
+                    *b += bytes;
+                    return;
+                }
+                None => {
+                    *slot = Some((mf.clone(), 1, bytes));
+                    return;
+                }
+                _ => {}
+            }
+        }
+        count_megaflow(tables, mf, 1, bytes, now_ms);
+    }
+    #[inline]
     fn table(&mut self, tables: &Tables, id: u8, matched: bool) {
         let m = u32::from(matched);
         if let Some(t) = self.tables[..self.n_tables].iter_mut().find(|t| t.0 == id) {
@@ -259,6 +361,9 @@ impl<'a> BatchCounts<'a> {
     fn flush(&mut self, tables: &Tables, now_ms: u64) {
         for (st, p, b) in self.entries.iter_mut().filter_map(Option::take) {
             st.hit(p, b, now_ms);
+        }
+        for (mf, p, b) in self.megaflows.iter_mut().filter_map(Option::take) {
+            count_megaflow(tables, &mf, p, b, now_ms);
         }
         for &(id, l, m) in &self.tables[..self.n_tables] {
             if let Some(t) = tables.tables.get(usize::from(id)) {
@@ -280,16 +385,43 @@ struct Out {
 }
 
 impl OfBridgeDp {
-    /// Runs a batch received on `rxq` through the tables; NORMAL packets go
-    /// to `l2`.
-    pub fn process(&self, rxq: &RxqRef, batch: &mut Batch, tx: &mut TxBatches, l2: &mut L2Pipeline, now_ns: u64) {
+    /// Runs a batch received on `rxq` through `cache` (the PMD thread's
+    /// megaflows for this snapshot) and, on a miss, the tables; NORMAL
+    /// packets go to `l2`.
+    pub fn process(
+        &self,
+        rxq: &RxqRef,
+        batch: &mut Batch,
+        tx: &mut TxBatches,
+        l2: &mut L2Pipeline,
+        cache: &mut MegaflowCache,
+        now_ns: u64,
+    ) {
         let in_port = self.slot_ofport.get(rxq.port).copied().unwrap_or(0);
         let mut out = Out { in_slot: rxq.port, in_port, normal: Batch::new(), now_ms: now_ns / 1_000_000, now_ns };
         let mut counts = BatchCounts::default();
         for p in batch.drain() {
-            self.run(p, in_port, &mut out, tx, &mut counts);
+            let key = FlowKey::extract(p.data(), in_port);
+            if let Some(mf) = cache.lookup(&key) {
+                counts.megaflow(&self.tables, &mf, p.len() as u64, out.now_ms);
+                self.replay(p, key, &mf, &mut out, tx);
+            } else if cache.may_upcall(now_ns) {
+                cache.counts.upcalls += 1;
+                let mut rec = Recording::new();
+                let orig = key.clone();
+                self.run(p, key, &mut out, tx, &mut counts, Some(&mut rec));
+                if rec.cacheable {
+                    // Outputs compare with the input port: it is always
+                    // part of the megaflow.
+                    rec.mask.set(Field::InPort, [u64::MAX, 0]);
+                    cache.install(&orig, rec.mask, rec.steps);
+                } else {
+                    cache.counts.uncacheable += 1;
+                }
+            }
         }
         counts.flush(&self.tables, out.now_ms);
+        self.counters.fold(cache);
         if !out.normal.is_empty() {
             l2.process(rxq, &mut out.normal, tx);
             out.normal.clear();
@@ -311,7 +443,7 @@ impl OfBridgeDp {
             // OFPP_TABLE: the frame goes through the tables as if received
             // on in_port.
             let mut counts = BatchCounts::default();
-            self.run(p, req.in_port, &mut out, tx, &mut counts);
+            self.run(p, key, &mut out, tx, &mut counts, None);
             counts.flush(&self.tables, out.now_ms);
         } else {
             let _ = self.apply(p, &mut key, &req.actions, &mut out, tx, origin);
@@ -322,9 +454,57 @@ impl OfBridgeDp {
         out.normal.clear();
     }
 
-    /// Runs one packet through the tables.
-    fn run<'s>(&'s self, mut p: Packet, in_port: u32, out: &mut Out, tx: &mut TxBatches, counts: &mut BatchCounts<'s>) {
-        let mut key = FlowKey::extract(p.data(), in_port);
+    /// Replays a megaflow's decision on a packet whose key is `key`.
+    fn replay(&self, mut p: Packet, mut key: FlowKey, mf: &Megaflow, out: &mut Out, tx: &mut TxBatches) {
+        let len = p.len() as u64;
+        for s in mf.steps.iter() {
+            match s {
+                Step::Table { entry: None, .. } => {
+                    self.counters.miss_drops.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Step::Table { .. } => {}
+                Step::Apply { acts, table, cookie, reason } => {
+                    let origin = Origin { table: *table, cookie: *cookie, reason: *reason };
+                    let Some(q) = self.apply(p, &mut key, acts, out, tx, origin) else { return };
+                    p = q;
+                }
+                Step::Metadata(m) => key.set_u64(Field::Metadata, *m),
+                Step::Meter(m) => {
+                    if !self.meter(*m, &mut p, len, out.now_ns) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs meter `m` on a packet of `len` bytes: false when a drop band
+    /// dropped it.
+    fn meter(&self, m: u32, p: &mut Packet, len: u64, now_ns: u64) -> bool {
+        if let Some(band) = self.meters.get(&m).and_then(|mt| mt.apply(len, now_ns)) {
+            if band.band_type == 1 {
+                self.counters.meter_drops.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+            // DSCP remark: raise the drop precedence (RFC 2597 AFxy: y in
+            // DSCP bits 1-2) by prec_level.
+            rewrite::remark_dscp(p.data_mut(), band.prec_level);
+        }
+        true
+    }
+
+    /// Runs one packet (its key `key`) through the tables; with `rec`,
+    /// records the decision and the bits the lookups examined.
+    fn run<'s>(
+        &'s self,
+        mut p: Packet,
+        mut key: FlowKey,
+        out: &mut Out,
+        tx: &mut TxBatches,
+        counts: &mut BatchCounts<'s>,
+        mut rec: Option<&mut Recording>,
+    ) {
         // Made only when a flow writes to it: most pipelines never do.
         let mut set: Option<ActionSet> = None;
         let mut table = 0u8;
@@ -336,7 +516,17 @@ impl OfBridgeDp {
         };
         let len = p.len() as u64;
         while let Some(t) = self.tables.tables.get(usize::from(table)) {
-            let Some(e) = t.lookup(&key) else {
+            let found = match rec.as_deref_mut() {
+                Some(r) => {
+                    r.cacheable &= !r.reextracted;
+                    t.lookup_wc(&key, &mut r.mask)
+                }
+                None => t.lookup(&key),
+            };
+            if let Some(r) = rec.as_deref_mut() {
+                r.steps.push(Step::Table { table, entry: found.map(|e| e.stats.clone()) });
+            }
+            let Some(e) = found else {
                 counts.table(&self.tables, table, false);
                 // No table-miss entry: dropped (OpenFlow 1.3, 5.4).
                 self.counters.miss_drops.fetch_add(1, Ordering::Relaxed);
@@ -349,25 +539,36 @@ impl OfBridgeDp {
             for i in &e.instructions {
                 match i {
                     Instruction::ApplyActions(a) => {
-                        let Some(q) = self.apply(p, &mut key, a, out, tx, origin_of(table, e)) else { return };
+                        let o = origin_of(table, e);
+                        if let Some(r) = rec.as_deref_mut() {
+                            r.steps.push(Step::Apply {
+                                acts: a.clone().into_boxed_slice(),
+                                table: o.table,
+                                cookie: o.cookie,
+                                reason: o.reason,
+                            });
+                            r.reextracted |= a.iter().any(reextracts);
+                        }
+                        let Some(q) = self.apply(p, &mut key, a, out, tx, o) else { return };
                         p = q;
                     }
                     Instruction::ClearActions => set = None,
                     Instruction::WriteActions(a) => set.get_or_insert_with(ActionSet::default).write(a),
                     Instruction::WriteMetadata { metadata, mask } => {
                         let old = key.get_u64(Field::Metadata).unwrap_or(0);
-                        key.set_u64(Field::Metadata, (old & !mask) | (metadata & mask));
+                        let new = (old & !mask) | (metadata & mask);
+                        key.set_u64(Field::Metadata, new);
+                        if let Some(r) = rec.as_deref_mut() {
+                            r.steps.push(Step::Metadata(new));
+                        }
                     }
                     Instruction::GotoTable(n) => next = Some(*n),
                     Instruction::Meter(m) => {
-                        if let Some(band) = self.meters.get(m).and_then(|mt| mt.apply(len, out.now_ns)) {
-                            if band.band_type == 1 {
-                                self.counters.meter_drops.fetch_add(1, Ordering::Relaxed);
-                                return;
-                            }
-                            // DSCP remark: raise the drop precedence (RFC 2597
-                            // AFxy: y in DSCP bits 1-2) by prec_level.
-                            rewrite::remark_dscp(p.data_mut(), band.prec_level);
+                        if let Some(r) = rec.as_deref_mut() {
+                            r.steps.push(Step::Meter(*m));
+                        }
+                        if !self.meter(*m, &mut p, len, out.now_ns) {
+                            return;
                         }
                     }
                 }
@@ -381,6 +582,14 @@ impl OfBridgeDp {
             let mut buf = [Action::PopPbb; SET_MAX];
             let acts = set.actions(&mut buf);
             if !acts.is_empty() {
+                if let Some(r) = rec {
+                    r.steps.push(Step::Apply {
+                        acts: acts.into(),
+                        table: origin.table,
+                        cookie: origin.cookie,
+                        reason: origin.reason,
+                    });
+                }
                 let _ = self.apply(p, &mut key, acts, out, tx, origin);
             }
         }
