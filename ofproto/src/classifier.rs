@@ -23,7 +23,30 @@
 use crate::flow::FlowKey;
 use crate::ofp::oxm::{Field, Match};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
+
+/// A hasher for keys that are hashes already (the classifier's and the
+/// megaflow cache's): it passes them through instead of hashing again.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = mix(self.0, u64::from(*b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Maps and sets keyed by a hash.
+pub type IdBuild = BuildHasherDefault<IdHasher>;
 
 /// Fields of a flow key.
 pub const N_FIELDS: usize = 40;
@@ -157,9 +180,9 @@ struct Subtable<T> {
     stage_end: [usize; 4],
     /// Partial hashes of the rules through stage s, for the stages before
     /// the subtable's last one.
-    stage_hashes: [HashSet<u64>; 3],
+    stage_hashes: [HashSet<u64, IdBuild>; 3],
     /// Rules by the hash of their masked values, best first.
-    rules: HashMap<u64, Vec<Rule<T>>>,
+    rules: HashMap<u64, Vec<Rule<T>>, IdBuild>,
     /// Rules per priority (for the maximum after removals).
     priorities: BTreeMap<u16, usize>,
     len: usize,
@@ -181,7 +204,7 @@ impl<T> Subtable<T> {
             fields: fields.into_boxed_slice(),
             stage_end,
             stage_hashes: Default::default(),
-            rules: HashMap::new(),
+            rules: HashMap::default(),
             priorities: BTreeMap::new(),
             len: 0,
         }
@@ -353,7 +376,7 @@ impl<T: Clone> Classifier<T> {
     }
 
     fn rebuild_stages(st: &mut Subtable<T>) {
-        let mut sets: [HashSet<u64>; 3] = Default::default();
+        let mut sets: [HashSet<u64, IdBuild>; 3] = Default::default();
         for r in st.rules.values().flatten() {
             let (partial, _) = st.hashes(&r.values);
             for (s, p) in partial.iter().enumerate() {

@@ -485,6 +485,7 @@ pub struct BridgeDispatch {
     bridges: Vec<L2Pipeline>,
     /// Per bridge: this thread's megaflows for its OpenFlow snapshot.
     caches: Vec<crate::megaflow::MegaflowCache>,
+    polls: u64,
     cell: Option<ViewCell>,
     pmd: usize,
 }
@@ -502,6 +503,7 @@ impl BridgeDispatch {
             epoch: std::time::Instant::now(),
             bridges: bridges.iter().map(|b| b.pipeline(pmd)).collect(),
             caches: Vec::new(),
+            polls: 0,
             cell: None,
             pmd,
         }
@@ -525,6 +527,7 @@ impl BridgeDispatch {
             epoch,
             bridges: Vec::new(),
             caches: Vec::new(),
+            polls: 0,
             cell: Some(cell),
             pmd,
         };
@@ -560,6 +563,16 @@ impl Pipeline for BridgeDispatch {
     }
 
     fn poll(&mut self, tx: &mut TxBatches) {
+        // Megaflow counters reach the OpenFlow entries every 1024
+        // iterations (a few milliseconds when busy, less when idle).
+        self.polls = self.polls.wrapping_add(1);
+        if self.polls.is_multiple_of(1024) {
+            for (c, of) in self.caches.iter_mut().zip(&self.openflow) {
+                if let Some(of) = of {
+                    c.fold(&of.tables);
+                }
+            }
+        }
         let Some(rx) = &self.packet_outs else { return };
         // A few per iteration: the rx queues come first.
         for _ in 0..8 {
@@ -584,8 +597,9 @@ impl Pipeline for BridgeDispatch {
             let old = self.caches.get_mut(b).map(std::mem::take);
             match old {
                 Some(c) if same => caches.push(c),
-                Some(c) => {
+                Some(mut c) => {
                     if let Some(Some(o)) = self.openflow.get(b) {
+                        c.fold(&o.tables);
                         o.counters.cache_dropped(c.len());
                     }
                     caches.push(Default::default());

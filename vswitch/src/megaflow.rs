@@ -16,15 +16,22 @@
 //!   OpenFlow change, port or link change) starts an empty cache, so no
 //!   packet uses a decision older than the tables the barrier reply
 //!   vouches for.
+//! - Counters: a hit adds to its megaflow's own counters (plain stores by
+//!   the one PMD thread that owns it); every few milliseconds the thread
+//!   folds what the megaflows it hit since then gained into the counters
+//!   and idle clocks of the OpenFlow tables and entries their decisions
+//!   went through, so flow statistics and idle timeouts follow the
+//!   traffic without atomic read-modify-writes per packet.
 //! - Misses run the tables (an *upcall*, on the PMD thread) within a
 //!   per-thread budget, so a flood of new flows cannot starve the hits;
 //!   beyond it a miss is dropped and counted.
 
-use ofproto::classifier::FlowMask;
+use ofproto::classifier::{FlowMask, IdBuild};
 use ofproto::flow::FlowKey;
 use ofproto::ofp::Action;
-use ofproto::table::EntryStats;
+use ofproto::table::{EntryStats, Tables};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Megaflows one cache holds at most; a full cache installs nothing more
@@ -67,6 +74,64 @@ pub struct Megaflow {
     pub steps: Box<[Step]>,
     /// The mask it was made under.
     pub mask: Arc<FlowMask>,
+    /// Packets that took it (the upcall's own packet not included: it was
+    /// counted by the tables it walked).
+    pub packets: AtomicU64,
+    /// Their bytes.
+    pub bytes: AtomicU64,
+    /// When it was last used, PMD milliseconds.
+    pub used_ms: AtomicU64,
+    folded: [AtomicU64; 2],
+    dirty: AtomicBool,
+}
+
+/// Adds `packets` of `bytes` to the counters of the tables and entries
+/// decision `steps` went through (`now_ms`: their last use).
+pub fn count_steps(tables: &Tables, steps: &[Step], packets: u64, bytes: u64, now_ms: u64) {
+    for s in steps {
+        if let Step::Table { table, entry } = s {
+            if let Some(t) = tables.tables.get(usize::from(*table)) {
+                t.lookups.fetch_add(packets, Ordering::Relaxed);
+                if entry.is_some() {
+                    t.matches.fetch_add(packets, Ordering::Relaxed);
+                }
+            }
+            if let Some(e) = entry {
+                e.hit(packets, bytes, now_ms);
+            }
+        }
+    }
+}
+
+impl Megaflow {
+    /// Counts a packet of `len` bytes at `now_ms`; true when it is the
+    /// first since the last fold (the caller lists it for the next one).
+    /// Only the owning PMD thread calls it.
+    #[inline]
+    pub fn hit(&self, len: u64, now_ms: u64) -> bool {
+        self.packets.store(self.packets.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        self.bytes.store(self.bytes.load(Ordering::Relaxed) + len, Ordering::Relaxed);
+        self.used_ms.store(now_ms, Ordering::Relaxed);
+        // Load and store, not a locked swap: only this thread writes it.
+        if self.dirty.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.dirty.store(true, Ordering::Relaxed);
+        true
+    }
+
+    /// Adds what it gained since the last fold to its tables and entries.
+    fn fold(&self, tables: &Tables) {
+        self.dirty.store(false, Ordering::Relaxed);
+        let (p, b) = (self.packets.load(Ordering::Relaxed), self.bytes.load(Ordering::Relaxed));
+        let dp = p - self.folded[0].load(Ordering::Relaxed);
+        let db = b - self.folded[1].load(Ordering::Relaxed);
+        if dp > 0 {
+            count_steps(tables, &self.steps, dp, db, self.used_ms.load(Ordering::Relaxed));
+            self.folded[0].store(p, Ordering::Relaxed);
+            self.folded[1].store(b, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A packet's key under one mask: presence of the mask's fields, and their
@@ -86,7 +151,7 @@ struct Subtable {
     mask: Arc<FlowMask>,
     /// (field id, bits) of the mask.
     fields: Box<[(usize, [u64; 2])]>,
-    flows: HashMap<u64, Vec<(MaskedKey, Arc<Megaflow>)>>,
+    flows: HashMap<u64, Vec<(MaskedKey, Arc<Megaflow>)>, IdBuild>,
     hits: u64,
 }
 
@@ -165,6 +230,8 @@ pub struct MegaflowCache {
     last_refill_ns: u64,
     /// Counts not yet folded into the bridge's atomics.
     pub counts: CacheCounts,
+    /// Megaflows hit since the last fold.
+    dirty: Vec<Arc<Megaflow>>,
 }
 
 impl std::fmt::Debug for MegaflowCache {
@@ -188,6 +255,7 @@ impl Default for MegaflowCache {
             tokens: UPCALL_BURST,
             last_refill_ns: 0,
             counts: CacheCounts::default(),
+            dirty: Vec::new(),
         }
     }
 }
@@ -256,13 +324,21 @@ impl MegaflowCache {
             Some(&i) => i,
             None => {
                 let fields = mask.fields().map(|f| (f as usize, mask.bits[f as usize])).collect();
-                self.subtables.push(Subtable { mask: mask.clone(), fields, flows: HashMap::new(), hits: 0 });
+                self.subtables.push(Subtable { mask: mask.clone(), fields, flows: HashMap::default(), hits: 0 });
                 self.by_mask.insert(mask.clone(), self.subtables.len() - 1);
                 self.subtables.len() - 1
             }
         };
         let st = &mut self.subtables[si];
-        let mf = Arc::new(Megaflow { steps: steps.into_boxed_slice(), mask: st.mask.clone() });
+        let mf = Arc::new(Megaflow {
+            steps: steps.into_boxed_slice(),
+            mask: st.mask.clone(),
+            packets: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            used_ms: AtomicU64::new(0),
+            folded: [AtomicU64::new(0), AtomicU64::new(0)],
+            dirty: AtomicBool::new(false),
+        });
         if self.len >= MAX_MEGAFLOWS {
             return mf;
         }
@@ -277,11 +353,27 @@ impl MegaflowCache {
         mf
     }
 
+    /// Counts a hit of `mf` (found by [`MegaflowCache::lookup`]).
+    #[inline]
+    pub fn hit(&mut self, mf: &Arc<Megaflow>, len: u64, now_ms: u64) {
+        if mf.hit(len, now_ms) {
+            self.dirty.push(mf.clone());
+        }
+    }
+
+    /// Folds the megaflows hit since last time into `tables`' counters
+    /// (the snapshot this cache belongs to).
+    pub fn fold(&mut self, tables: &Tables) {
+        for mf in self.dirty.drain(..) {
+            mf.fold(tables);
+        }
+    }
+
     /// Orders subtables by hits since the last ranking (most first).
     fn rerank(&mut self) {
         self.lookups_since_rank = 0;
         if self.subtables.windows(2).any(|w| w[0].hits < w[1].hits) {
-            self.subtables.sort_by(|a, b| b.hits.cmp(&a.hits));
+            self.subtables.sort_by_key(|s| std::cmp::Reverse(s.hits));
             self.by_mask = self.subtables.iter().enumerate().map(|(i, s)| (s.mask.clone(), i)).collect();
         }
         for s in &mut self.subtables {

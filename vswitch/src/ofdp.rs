@@ -18,8 +18,8 @@
 use crate::l2::L2Pipeline;
 use crate::megaflow::{Megaflow, MegaflowCache, Step};
 use crate::rewrite;
-use ofproto::classifier::FlowMask;
 use ofproto::agent::{Group, Meter};
+use ofproto::classifier::FlowMask;
 use ofproto::flow::FlowKey;
 use ofproto::ofp::action::port;
 use ofproto::ofp::{Action, Field, Instruction};
@@ -283,26 +283,6 @@ struct BatchCounts<'a> {
     /// (table, lookups, matches).
     tables: [(u8, u32, u32); 8],
     n_tables: usize,
-    /// (megaflow, packets, bytes): its entries' and tables' counters.
-    megaflows: [Option<(Arc<Megaflow>, u64, u64)>; 8],
-}
-
-/// Adds `packets` of `bytes` that took megaflow `mf` to the counters of
-/// the tables and entries its decision went through.
-fn count_megaflow(tables: &Tables, mf: &Megaflow, packets: u64, bytes: u64, now_ms: u64) {
-    for s in mf.steps.iter() {
-        if let Step::Table { table, entry } = s {
-            if let Some(t) = tables.tables.get(usize::from(*table)) {
-                t.lookups.fetch_add(packets, Ordering::Relaxed);
-                if entry.is_some() {
-                    t.matches.fetch_add(packets, Ordering::Relaxed);
-                }
-            }
-            if let Some(e) = entry {
-                e.hit(packets, bytes, now_ms);
-            }
-        }
-    }
 }
 
 impl<'a> BatchCounts<'a> {
@@ -327,24 +307,6 @@ impl<'a> BatchCounts<'a> {
         st.hit(1, bytes, now_ms);
     }
     #[inline]
-    fn megaflow(&mut self, tables: &Tables, mf: &Arc<Megaflow>, bytes: u64, now_ms: u64) {
-        for slot in &mut self.megaflows {
-            match slot {
-                Some((m, p, b)) if Arc::ptr_eq(m, mf) => {
-                    *p += 1;
-                    *b += bytes;
-                    return;
-                }
-                None => {
-                    *slot = Some((mf.clone(), 1, bytes));
-                    return;
-                }
-                _ => {}
-            }
-        }
-        count_megaflow(tables, mf, 1, bytes, now_ms);
-    }
-    #[inline]
     fn table(&mut self, tables: &Tables, id: u8, matched: bool) {
         let m = u32::from(matched);
         if let Some(t) = self.tables[..self.n_tables].iter_mut().find(|t| t.0 == id) {
@@ -362,9 +324,7 @@ impl<'a> BatchCounts<'a> {
         for (st, p, b) in self.entries.iter_mut().filter_map(Option::take) {
             st.hit(p, b, now_ms);
         }
-        for (mf, p, b) in self.megaflows.iter_mut().filter_map(Option::take) {
-            count_megaflow(tables, &mf, p, b, now_ms);
-        }
+
         for &(id, l, m) in &self.tables[..self.n_tables] {
             if let Some(t) = tables.tables.get(usize::from(id)) {
                 t.lookups.fetch_add(u64::from(l), Ordering::Relaxed);
@@ -400,21 +360,21 @@ impl OfBridgeDp {
         let in_port = self.slot_ofport.get(rxq.port).copied().unwrap_or(0);
         let mut out = Out { in_slot: rxq.port, in_port, normal: Batch::new(), now_ms: now_ns / 1_000_000, now_ns };
         let mut counts = BatchCounts::default();
+        let mut key = FlowKey::default();
         for p in batch.drain() {
-            let key = FlowKey::extract(p.data(), in_port);
+            key.extract_into(p.data(), in_port);
             if let Some(mf) = cache.lookup(&key) {
-                counts.megaflow(&self.tables, &mf, p.len() as u64, out.now_ms);
-                self.replay(p, key, &mf, &mut out, tx);
+                cache.hit(&mf, p.len() as u64, out.now_ms);
+                self.replay(p, &mut key, &mf, &mut out, tx);
             } else if cache.may_upcall(now_ns) {
                 cache.counts.upcalls += 1;
                 let mut rec = Recording::new();
-                let orig = key.clone();
-                self.run(p, key, &mut out, tx, &mut counts, Some(&mut rec));
+                self.run(p, key.clone(), &mut out, tx, &mut counts, Some(&mut rec));
                 if rec.cacheable {
                     // Outputs compare with the input port: it is always
                     // part of the megaflow.
                     rec.mask.set(Field::InPort, [u64::MAX, 0]);
-                    cache.install(&orig, rec.mask, rec.steps);
+                    cache.install(&key, rec.mask, rec.steps);
                 } else {
                     cache.counts.uncacheable += 1;
                 }
@@ -455,7 +415,7 @@ impl OfBridgeDp {
     }
 
     /// Replays a megaflow's decision on a packet whose key is `key`.
-    fn replay(&self, mut p: Packet, mut key: FlowKey, mf: &Megaflow, out: &mut Out, tx: &mut TxBatches) {
+    fn replay(&self, mut p: Packet, key: &mut FlowKey, mf: &Megaflow, out: &mut Out, tx: &mut TxBatches) {
         let len = p.len() as u64;
         for s in mf.steps.iter() {
             match s {
@@ -466,7 +426,7 @@ impl OfBridgeDp {
                 Step::Table { .. } => {}
                 Step::Apply { acts, table, cookie, reason } => {
                     let origin = Origin { table: *table, cookie: *cookie, reason: *reason };
-                    let Some(q) = self.apply(p, &mut key, acts, out, tx, origin) else { return };
+                    let Some(q) = self.apply(p, key, acts, out, tx, origin) else { return };
                     p = q;
                 }
                 Step::Metadata(m) => key.set_u64(Field::Metadata, *m),
