@@ -14,11 +14,15 @@
 //! keys ([`flow`]), the tuple-space classifier with staged lookup and
 //! wildcard reporting ([`classifier`]), flow tables with the spec's
 //! semantics that look up through it ([`table`]) and the switch side of
-//! controller sessions, free of I/O ([`agent`]). The translation into
-//! megaflows comes with the rest of the megaflow issue.
+//! controller sessions, free of I/O ([`agent`]); the translation of a
+//! key's walk through the tables into replayable steps plus the mask of
+//! the bits it examined ([`xlate`]), and the per-PMD megaflow cache that
+//! keeps them ([`megaflow`]).
 
 pub mod agent;
 pub mod classifier;
 pub mod flow;
+pub mod megaflow;
 pub mod ofp;
 pub mod table;
+pub mod xlate;

@@ -484,7 +484,7 @@ pub struct BridgeDispatch {
     epoch: std::time::Instant,
     bridges: Vec<L2Pipeline>,
     /// Per bridge: this thread's megaflows for its OpenFlow snapshot.
-    caches: Vec<crate::megaflow::MegaflowCache>,
+    caches: Vec<ofproto::megaflow::MegaflowCache>,
     polls: u64,
     cell: Option<ViewCell>,
     pmd: usize,

@@ -14,12 +14,11 @@
 //! socket's methods ([`control`]) behind the `vswitchd` and `vswitchctl`
 //! binaries; OpenFlow bridges ([`openflow`] for controllers, [`ofdp`] for
 //! the tables in the fast path) with a per-PMD megaflow cache
-//! ([`megaflow`]).
+//! (`ofproto::megaflow`).
 
 pub mod control;
 pub mod l2;
 pub mod mac_table;
-pub mod megaflow;
 pub mod ofdp;
 pub mod openflow;
 pub mod rewrite;

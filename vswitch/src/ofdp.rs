@@ -9,21 +9,21 @@
 //!
 //! A packet walks the tables only on a miss in its PMD thread's megaflow
 //! cache ([`crate::megaflow`]): the walk (the *upcall*) records its
-//! decision as [`Step`]s and the bits it examined, and every later packet
+//! decision as `Step`s ([`ofproto::xlate`]) and the bits it examined, and every later packet
 //! equal on those bits replays the steps. The tables are a snapshot the
 //! control thread publishes after each change (see [`crate::switch`] for
 //! the hand-off); a new snapshot comes with an empty cache. Entry, table
 //! and group counters are shared atomics, folded per batch.
 
 use crate::l2::L2Pipeline;
-use crate::megaflow::{Megaflow, MegaflowCache, Step};
 use crate::rewrite;
 use ofproto::agent::{Group, Meter};
-use ofproto::classifier::FlowMask;
 use ofproto::flow::FlowKey;
+use ofproto::megaflow::{count_steps, Megaflow, MegaflowCache};
 use ofproto::ofp::action::port;
 use ofproto::ofp::{Action, Field, Instruction};
 use ofproto::table::Tables;
+use ofproto::xlate::{self, ActionSet, Step, SET_MAX};
 use pmd::packet::Batch;
 use pmd::pmd::{Pipeline, RxqRef, TxBatches};
 use pmd::{Mempool, Packet};
@@ -158,91 +158,6 @@ impl std::fmt::Debug for OfBridgeDp {
     }
 }
 
-/// The action set (spec 5.10): at most one action of each kind, kept
-/// inline (no allocation per packet).
-struct ActionSet {
-    copy_ttl_in: bool,
-    pop_vlan: bool,
-    push_vlan: Option<u16>,
-    copy_ttl_out: bool,
-    dec_nw_ttl: bool,
-    /// One set-field per field, by field id.
-    set_fields: [Option<Action>; 40],
-    group: Option<u32>,
-    output: Option<Action>,
-    any: bool,
-}
-
-impl Default for ActionSet {
-    fn default() -> ActionSet {
-        ActionSet {
-            copy_ttl_in: false,
-            pop_vlan: false,
-            push_vlan: None,
-            copy_ttl_out: false,
-            dec_nw_ttl: false,
-            set_fields: [None; 40],
-            group: None,
-            output: None,
-            any: false,
-        }
-    }
-}
-
-/// Up to this many actions run from an action set.
-const SET_MAX: usize = 48;
-
-impl ActionSet {
-    fn write(&mut self, acts: &[Action]) {
-        for a in acts {
-            self.any = true;
-            match a {
-                Action::CopyTtlIn => self.copy_ttl_in = true,
-                Action::PopVlan => self.pop_vlan = true,
-                Action::PushVlan(e) => self.push_vlan = Some(*e),
-                Action::CopyTtlOut => self.copy_ttl_out = true,
-                Action::DecNwTtl => self.dec_nw_ttl = true,
-                Action::SetField(o) => self.set_fields[o.field as usize] = Some(*a),
-                Action::Group(g) => self.group = Some(*g),
-                Action::Output { .. } => self.output = Some(*a),
-                _ => {}
-            }
-        }
-    }
-    /// In execution order into `buf`; output only without a group.
-    fn actions<'b>(&self, buf: &'b mut [Action; SET_MAX]) -> &'b [Action] {
-        let mut n = 0;
-        let mut push = |a: Action| {
-            buf[n] = a;
-            n += 1;
-        };
-        if self.copy_ttl_in {
-            push(Action::CopyTtlIn);
-        }
-        if self.pop_vlan {
-            push(Action::PopVlan);
-        }
-        if let Some(e) = self.push_vlan {
-            push(Action::PushVlan(e));
-        }
-        if self.copy_ttl_out {
-            push(Action::CopyTtlOut);
-        }
-        if self.dec_nw_ttl {
-            push(Action::DecNwTtl);
-        }
-        for a in self.set_fields.iter().flatten() {
-            push(*a);
-        }
-        match (self.group, self.output) {
-            (Some(g), _) => push(Action::Group(g)),
-            (None, Some(o)) => push(o),
-            (None, None) => {}
-        }
-        &buf[..n]
-    }
-}
-
 /// Where an action list came from, for packet-ins.
 #[derive(Clone, Copy)]
 struct Origin {
@@ -250,27 +165,6 @@ struct Origin {
     cookie: u64,
     /// OFPR_NO_MATCH (a table-miss entry) or OFPR_ACTION.
     reason: u8,
-}
-
-/// What an upcall records: the decision and the bits it examined.
-struct Recording {
-    steps: Vec<Step>,
-    mask: FlowMask,
-    /// A header was pushed or popped (the key re-read from the frame):
-    /// a later lookup would depend on bytes the mask cannot name.
-    reextracted: bool,
-    cacheable: bool,
-}
-
-impl Recording {
-    fn new() -> Recording {
-        Recording { steps: Vec::new(), mask: FlowMask::default(), reextracted: false, cacheable: true }
-    }
-}
-
-/// Whether an action re-reads the key from the frame.
-fn reextracts(a: &Action) -> bool {
-    matches!(a, Action::PopVlan | Action::PushMpls(_) | Action::PopMpls(_) | Action::PushPbb(_) | Action::PopPbb)
 }
 
 /// Counter updates of one batch, folded into the shared atomics once at
@@ -363,21 +257,30 @@ impl OfBridgeDp {
         let mut key = FlowKey::default();
         for p in batch.drain() {
             key.extract_into(p.data(), in_port);
-            if let Some(mf) = cache.lookup(&key) {
-                cache.hit(&mf, p.len() as u64, out.now_ms);
-                self.replay(p, &mut key, &mf, &mut out, tx);
-            } else if cache.may_upcall(now_ns) {
-                cache.counts.upcalls += 1;
-                let mut rec = Recording::new();
-                self.run(p, key.clone(), &mut out, tx, &mut counts, Some(&mut rec));
-                if rec.cacheable {
-                    // Outputs compare with the input port: it is always
-                    // part of the megaflow.
-                    rec.mask.set(Field::InPort, [u64::MAX, 0]);
-                    cache.install(&key, rec.mask, rec.steps);
-                } else {
-                    cache.counts.uncacheable += 1;
+            let len = p.len() as u64;
+            let mf = match cache.lookup(&key) {
+                Some(mf) => mf,
+                None => {
+                    // An upcall, within the budget (over it the packet is
+                    // dropped and counted).
+                    if !cache.may_upcall(now_ns) {
+                        continue;
+                    }
+                    cache.counts.upcalls += 1;
+                    let t = xlate::translate(&self.tables, &key);
+                    if !t.cacheable {
+                        cache.counts.uncacheable += 1;
+                        self.run(p, key.clone(), &mut out, tx, &mut counts);
+                        continue;
+                    }
+                    cache.install(&key, t.mask, t.steps)
                 }
+            };
+            let done = self.replay(p, &mut key, &mf, &mut out, tx);
+            if done > mf.last_table {
+                cache.hit(&mf, len, out.now_ms);
+            } else {
+                count_steps(&self.tables, &mf.steps[..done], 1, len, out.now_ms);
             }
         }
         counts.flush(&self.tables, out.now_ms);
@@ -403,7 +306,7 @@ impl OfBridgeDp {
             // OFPP_TABLE: the frame goes through the tables as if received
             // on in_port.
             let mut counts = BatchCounts::default();
-            self.run(p, key, &mut out, tx, &mut counts, None);
+            self.run(p, key, &mut out, tx, &mut counts);
             counts.flush(&self.tables, out.now_ms);
         } else {
             let _ = self.apply(p, &mut key, &req.actions, &mut out, tx, origin);
@@ -414,29 +317,32 @@ impl OfBridgeDp {
         out.normal.clear();
     }
 
-    /// Replays a megaflow's decision on a packet whose key is `key`.
-    fn replay(&self, mut p: Packet, key: &mut FlowKey, mf: &Megaflow, out: &mut Out, tx: &mut TxBatches) {
+    /// Replays a megaflow's decision on a packet whose key is `key`;
+    /// returns how many steps ran (fewer than all when the packet was
+    /// dropped or sent on the way).
+    fn replay(&self, mut p: Packet, key: &mut FlowKey, mf: &Megaflow, out: &mut Out, tx: &mut TxBatches) -> usize {
         let len = p.len() as u64;
-        for s in mf.steps.iter() {
+        for (i, s) in mf.steps.iter().enumerate() {
             match s {
                 Step::Table { entry: None, .. } => {
                     self.counters.miss_drops.fetch_add(1, Ordering::Relaxed);
-                    return;
+                    return i + 1;
                 }
                 Step::Table { .. } => {}
                 Step::Apply { acts, table, cookie, reason } => {
                     let origin = Origin { table: *table, cookie: *cookie, reason: *reason };
-                    let Some(q) = self.apply(p, key, acts, out, tx, origin) else { return };
+                    let Some(q) = self.apply(p, key, acts, out, tx, origin) else { return i + 1 };
                     p = q;
                 }
                 Step::Metadata(m) => key.set_u64(Field::Metadata, *m),
                 Step::Meter(m) => {
                     if !self.meter(*m, &mut p, len, out.now_ns) {
-                        return;
+                        return i + 1;
                     }
                 }
             }
         }
+        mf.steps.len()
     }
 
     /// Runs meter `m` on a packet of `len` bytes: false when a drop band
@@ -454,8 +360,8 @@ impl OfBridgeDp {
         true
     }
 
-    /// Runs one packet (its key `key`) through the tables; with `rec`,
-    /// records the decision and the bits the lookups examined.
+    /// Runs one packet (its key `key`) through the tables: packet-outs
+    /// to OFPP_TABLE and keys whose decision cannot be cached.
     fn run<'s>(
         &'s self,
         mut p: Packet,
@@ -463,7 +369,6 @@ impl OfBridgeDp {
         out: &mut Out,
         tx: &mut TxBatches,
         counts: &mut BatchCounts<'s>,
-        mut rec: Option<&mut Recording>,
     ) {
         // Made only when a flow writes to it: most pipelines never do.
         let mut set: Option<ActionSet> = None;
@@ -476,17 +381,7 @@ impl OfBridgeDp {
         };
         let len = p.len() as u64;
         while let Some(t) = self.tables.tables.get(usize::from(table)) {
-            let found = match rec.as_deref_mut() {
-                Some(r) => {
-                    r.cacheable &= !r.reextracted;
-                    t.lookup_wc(&key, &mut r.mask)
-                }
-                None => t.lookup(&key),
-            };
-            if let Some(r) = rec.as_deref_mut() {
-                r.steps.push(Step::Table { table, entry: found.map(|e| e.stats.clone()) });
-            }
-            let Some(e) = found else {
+            let Some(e) = t.lookup(&key) else {
                 counts.table(&self.tables, table, false);
                 // No table-miss entry: dropped (OpenFlow 1.3, 5.4).
                 self.counters.miss_drops.fetch_add(1, Ordering::Relaxed);
@@ -499,17 +394,7 @@ impl OfBridgeDp {
             for i in &e.instructions {
                 match i {
                     Instruction::ApplyActions(a) => {
-                        let o = origin_of(table, e);
-                        if let Some(r) = rec.as_deref_mut() {
-                            r.steps.push(Step::Apply {
-                                acts: a.clone().into_boxed_slice(),
-                                table: o.table,
-                                cookie: o.cookie,
-                                reason: o.reason,
-                            });
-                            r.reextracted |= a.iter().any(reextracts);
-                        }
-                        let Some(q) = self.apply(p, &mut key, a, out, tx, o) else { return };
+                        let Some(q) = self.apply(p, &mut key, a, out, tx, origin_of(table, e)) else { return };
                         p = q;
                     }
                     Instruction::ClearActions => set = None,
@@ -518,15 +403,9 @@ impl OfBridgeDp {
                         let old = key.get_u64(Field::Metadata).unwrap_or(0);
                         let new = (old & !mask) | (metadata & mask);
                         key.set_u64(Field::Metadata, new);
-                        if let Some(r) = rec.as_deref_mut() {
-                            r.steps.push(Step::Metadata(new));
-                        }
                     }
                     Instruction::GotoTable(n) => next = Some(*n),
                     Instruction::Meter(m) => {
-                        if let Some(r) = rec.as_deref_mut() {
-                            r.steps.push(Step::Meter(*m));
-                        }
                         if !self.meter(*m, &mut p, len, out.now_ns) {
                             return;
                         }
@@ -542,14 +421,6 @@ impl OfBridgeDp {
             let mut buf = [Action::PopPbb; SET_MAX];
             let acts = set.actions(&mut buf);
             if !acts.is_empty() {
-                if let Some(r) = rec {
-                    r.steps.push(Step::Apply {
-                        acts: acts.into(),
-                        table: origin.table,
-                        cookie: origin.cookie,
-                        reason: origin.reason,
-                    });
-                }
                 let _ = self.apply(p, &mut key, acts, out, tx, origin);
             }
         }

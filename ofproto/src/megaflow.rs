@@ -1,4 +1,5 @@
-//! The megaflow cache of one PMD thread for one OpenFlow bridge: what the
+//! The megaflow cache of one PMD thread for one OpenFlow bridge (free of
+//! DPDK: the datapath replays what it finds, see `vswitch::ofdp`): what the
 //! walk through the tables decided for one packet, kept under the mask of
 //! every bit that walk examined ([`FlowMask`], reported by the
 //! classifier), so that every later packet equal on those bits takes the
@@ -26,10 +27,10 @@
 //!   per-thread budget, so a flood of new flows cannot starve the hits;
 //!   beyond it a miss is dropped and counted.
 
-use ofproto::classifier::{FlowMask, IdBuild};
-use ofproto::flow::FlowKey;
-use ofproto::ofp::Action;
-use ofproto::table::{EntryStats, Tables};
+use crate::classifier::{FlowMask, IdBuild};
+use crate::flow::FlowKey;
+use crate::table::Tables;
+pub use crate::xlate::Step;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -38,35 +39,6 @@ use std::sync::Arc;
 /// until the next snapshot (its misses still run the tables).
 pub const MAX_MEGAFLOWS: usize = 65_536;
 
-/// One step of a decision, replayed in order.
-#[derive(Debug, Clone)]
-pub enum Step {
-    /// A table was looked up; `entry` is the entry that matched (None: a
-    /// miss without table-miss entry, which drops).
-    Table {
-        /// Table id.
-        table: u8,
-        /// The matched entry's counters.
-        entry: Option<Arc<EntryStats>>,
-    },
-    /// An apply-actions list (or the action set at the end), run as the
-    /// tables run it.
-    Apply {
-        /// The actions.
-        acts: Box<[Action]>,
-        /// Table of the flow that holds them.
-        table: u8,
-        /// Its cookie.
-        cookie: u64,
-        /// OFPR_ACTION 1 or OFPR_NO_MATCH 0 (a table-miss entry).
-        reason: u8,
-    },
-    /// The pipeline's metadata becomes this (write-metadata).
-    Metadata(u64),
-    /// A meter instruction.
-    Meter(u32),
-}
-
 /// A cached decision.
 #[derive(Debug)]
 pub struct Megaflow {
@@ -74,6 +46,10 @@ pub struct Megaflow {
     pub steps: Box<[Step]>,
     /// The mask it was made under.
     pub mask: Arc<FlowMask>,
+    /// Index of its last table lookup in `steps` (0 when none): a packet
+    /// whose replay stopped earlier (TTL expired, metered away) counts
+    /// only the tables it reached.
+    pub last_table: usize,
     /// Packets that took it (the upcall's own packet not included: it was
     /// counted by the tables it walked).
     pub packets: AtomicU64,
@@ -330,7 +306,9 @@ impl MegaflowCache {
             }
         };
         let st = &mut self.subtables[si];
+        let last_table = steps.iter().rposition(|s| matches!(s, Step::Table { .. })).unwrap_or(0);
         let mf = Arc::new(Megaflow {
+            last_table,
             steps: steps.into_boxed_slice(),
             mask: st.mask.clone(),
             packets: AtomicU64::new(0),
