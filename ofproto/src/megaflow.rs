@@ -27,13 +27,22 @@
 //!   per-thread budget, so a flood of new flows cannot starve the hits;
 //!   beyond it a miss is dropped and counted.
 
-use crate::classifier::{FlowMask, IdBuild};
+use crate::classifier::FlowMask;
 use crate::flow::FlowKey;
 use crate::table::Tables;
 pub use crate::xlate::Step;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+
+/// A lookup's "no megaflow".
+pub const NONE: u32 = u32::MAX;
+
+/// The code of slot `slot` of subtable `si` (slots below 2^20, subtables
+/// below 2^12 with [`MAX_MEGAFLOWS`]).
+fn code(si: usize, slot: usize) -> u32 {
+    u32::try_from((si << 20) | slot).unwrap_or(NONE)
+}
 
 /// Megaflows one cache holds at most; a full cache installs nothing more
 /// until the next snapshot (its misses still run the tables).
@@ -80,6 +89,22 @@ pub fn count_steps(tables: &Tables, steps: &[Step], packets: u64, bytes: u64, no
 }
 
 impl Megaflow {
+    /// A decision `steps` made under `mask` (from
+    /// [`MegaflowCache::intern`], so that megaflows of one mask share it).
+    pub fn new(steps: Vec<Step>, mask: Arc<FlowMask>) -> Megaflow {
+        let last_table = steps.iter().rposition(|s| matches!(s, Step::Table { .. })).unwrap_or(0);
+        Megaflow {
+            last_table,
+            steps: steps.into_boxed_slice(),
+            mask,
+            packets: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            used_ms: AtomicU64::new(0),
+            folded: [AtomicU64::new(0), AtomicU64::new(0)],
+            dirty: AtomicBool::new(false),
+        }
+    }
+
     /// Counts a packet of `len` bytes at `now_ms`; true when it is the
     /// first since the last fold (the caller lists it for the next one).
     /// Only the owning PMD thread calls it.
@@ -110,30 +135,41 @@ impl Megaflow {
     }
 }
 
-/// A packet's key under one mask: presence of the mask's fields, and their
-/// masked values (zero for an absent field).
-#[derive(Clone, PartialEq, Eq, Debug)]
-struct MaskedKey {
-    present: u64,
-    values: Box<[[u64; 2]]>,
-}
-
 #[inline]
 fn mix(h: u64, w: u64) -> u64 {
     (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(31)
 }
 
+/// What an absent field hashes as.
+const ABSENT: u64 = 0x5bd1_e995;
+
+/// Megaflows of one mask: an open-addressing index of (high hash bits,
+/// slot) words over a flat arena of masked keys (presence word, then the
+/// masked value words of each field), so a probe reads one index word
+/// and one run of key words.
 struct Subtable {
     mask: Arc<FlowMask>,
     /// (field id, bits) of the mask.
     fields: Box<[(usize, [u64; 2])]>,
-    flows: HashMap<u64, Vec<(MaskedKey, Arc<Megaflow>)>, IdBuild>,
+    /// Words per key in `keys`.
+    stride: usize,
+    /// `(hash >> 32) << 32 | (slot + 1)`; 0: empty. A power of two long.
+    index: Vec<u64>,
+    keys: Vec<u64>,
+    flows: Vec<Arc<Megaflow>>,
     hits: u64,
 }
 
 impl Subtable {
+    fn new(mask: Arc<FlowMask>) -> Subtable {
+        let fields: Box<[(usize, [u64; 2])]> = mask.fields().map(|f| (f as usize, mask.bits[f as usize])).collect();
+        let stride = 1 + 2 * fields.len();
+        Subtable { mask, fields, stride, index: vec![0; 16], keys: Vec::new(), flows: Vec::new(), hits: 0 }
+    }
+
+    /// The hash of `key`'s bits under the mask.
     #[inline]
-    fn hash(&self, key: &FlowKey) -> (u64, u64) {
+    fn hash(&self, key: &FlowKey) -> u64 {
         let present = key.present_bits() & self.mask.present;
         let mut h = present;
         for &(i, bits) in self.fields.iter() {
@@ -141,39 +177,116 @@ impl Subtable {
                 let v = key.words(i);
                 h = mix(mix(h, v[0] & bits[0]), v[1] & bits[1]);
             } else {
-                h = mix(h, 0x5bd1_e995);
+                h = mix(h, ABSENT);
             }
         }
-        (present, h)
+        h
     }
 
-    fn masked(&self, key: &FlowKey) -> MaskedKey {
-        let present = key.present_bits() & self.mask.present;
-        let values = self
-            .fields
-            .iter()
-            .map(|&(i, bits)| {
-                if present & (1 << i) != 0 {
-                    let v = key.words(i);
-                    [v[0] & bits[0], v[1] & bits[1]]
-                } else {
-                    [0, 0]
-                }
-            })
-            .collect();
-        MaskedKey { present, values }
+    /// The hash of a stored key (the same as [`Subtable::hash`] of any
+    /// key it covers).
+    fn stored_hash(&self, k: &[u64]) -> u64 {
+        let present = k[0];
+        let mut h = present;
+        for (n, &(i, _)) in self.fields.iter().enumerate() {
+            if present & (1 << i) != 0 {
+                h = mix(mix(h, k[1 + 2 * n]), k[2 + 2 * n]);
+            } else {
+                h = mix(h, ABSENT);
+            }
+        }
+        h
     }
 
+    /// Whether stored key `slot` covers `key`.
     #[inline]
-    fn equal(&self, key: &FlowKey, present: u64, mk: &MaskedKey) -> bool {
-        mk.present == present
-            && self.fields.iter().zip(mk.values.iter()).all(|(&(i, bits), want)| {
-                if present & (1 << i) == 0 {
-                    return true;
+    fn covers(&self, slot: usize, key: &FlowKey) -> bool {
+        let k = &self.keys[slot * self.stride..(slot + 1) * self.stride];
+        let present = key.present_bits() & self.mask.present;
+        if k[0] != present {
+            return false;
+        }
+        self.fields.iter().enumerate().all(|(n, &(i, bits))| {
+            if present & (1 << i) == 0 {
+                return true;
+            }
+            let v = key.words(i);
+            v[0] & bits[0] == k[1 + 2 * n] && v[1] & bits[1] == k[2 + 2 * n]
+        })
+    }
+
+    /// Starts loading the index word `hash` probes first.
+    #[inline]
+    fn prefetch(&self, hash: u64) {
+        let i = usize::try_from(hash).unwrap_or(0) & (self.index.len() - 1);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch is a hint that never faults; the address is
+        // an element of `index`.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                self.index.as_ptr().add(i).cast::<i8>(),
+            );
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = i;
+    }
+
+    /// The slot covering `key` (whose hash is `hash`).
+    #[inline]
+    fn find(&self, hash: u64, key: &FlowKey) -> Option<usize> {
+        let m = self.index.len() - 1;
+        let mut i = usize::try_from(hash).unwrap_or(0) & m;
+        let tag = hash >> 32;
+        loop {
+            let w = self.index[i];
+            if w == 0 {
+                return None;
+            }
+            if w >> 32 == tag {
+                let slot = usize::try_from(w & 0xffff_ffff).unwrap_or(0) - 1;
+                if self.covers(slot, key) {
+                    return Some(slot);
                 }
-                let v = key.words(i);
-                v[0] & bits[0] == want[0] && v[1] & bits[1] == want[1]
-            })
+            }
+            i = (i + 1) & m;
+        }
+    }
+
+    fn place(index: &mut [u64], hash: u64, slot: usize) {
+        let m = index.len() - 1;
+        let mut i = usize::try_from(hash).unwrap_or(0) & m;
+        while index[i] != 0 {
+            i = (i + 1) & m;
+        }
+        index[i] = (hash >> 32) << 32 | (slot as u64 + 1);
+    }
+
+    /// Adds `mf` for `key`; its slot (an existing one when a stored key
+    /// covers `key` already).
+    fn insert(&mut self, key: &FlowKey, mf: Arc<Megaflow>) -> usize {
+        let h = self.hash(key);
+        if let Some(slot) = self.find(h, key) {
+            return slot;
+        }
+        if (self.flows.len() + 1) * 2 > self.index.len() {
+            let mut index = vec![0u64; self.index.len() * 2];
+            for slot in 0..self.flows.len() {
+                let sh = self.stored_hash(&self.keys[slot * self.stride..(slot + 1) * self.stride]);
+                Self::place(&mut index, sh, slot);
+            }
+            self.index = index;
+        }
+        let present = key.present_bits() & self.mask.present;
+        self.keys.push(present);
+        for &(i, bits) in self.fields.iter() {
+            let v = if present & (1 << i) != 0 { key.words(i) } else { [0, 0] };
+            self.keys.push(v[0] & bits[0]);
+            self.keys.push(v[1] & bits[1]);
+        }
+        let slot = self.flows.len();
+        self.flows.push(mf);
+        Self::place(&mut self.index, h, slot);
+        slot
     }
 }
 
@@ -208,6 +321,8 @@ pub struct MegaflowCache {
     pub counts: CacheCounts,
     /// Megaflows hit since the last fold.
     dirty: Vec<Arc<Megaflow>>,
+    /// Flow keys the datapath reuses batch after batch (never zeroed).
+    pub keys: Vec<FlowKey>,
 }
 
 impl std::fmt::Debug for MegaflowCache {
@@ -232,6 +347,7 @@ impl Default for MegaflowCache {
             last_refill_ns: 0,
             counts: CacheCounts::default(),
             dirty: Vec::new(),
+            keys: Vec::new(),
         }
     }
 }
@@ -252,24 +368,57 @@ impl MegaflowCache {
         self.subtables.len()
     }
 
-    /// The megaflow covering `key`, if any.
-    #[inline]
-    pub fn lookup(&mut self, key: &FlowKey) -> Option<Arc<Megaflow>> {
+    /// The megaflows covering `keys`, as codes for [`MegaflowCache::get`]
+    /// in `out` ([`NONE`] for a miss). Each subtable is probed for the
+    /// whole batch at once: hashes first, with the index words they need
+    /// prefetched, then the probes.
+    pub fn lookup_batch(&mut self, keys: &[FlowKey], out: &mut [u32]) {
         self.lookups_since_rank += 1;
-        if self.lookups_since_rank >= 1024 {
+        if self.lookups_since_rank >= 64 {
             self.rerank();
         }
-        for st in &mut self.subtables {
-            self.counts.subtable_lookups += 1;
-            let (present, h) = st.hash(key);
-            let Some(list) = st.flows.get(&h) else { continue };
-            if let Some((_, mf)) = list.iter().find(|(mk, _)| st.equal(key, present, mk)) {
-                st.hits += 1;
-                self.counts.hits += 1;
-                return Some(mf.clone());
+        let n = keys.len().min(out.len()).min(64);
+        out[..n].fill(NONE);
+        let mut left = n;
+        let mut hashes = [0u64; 64];
+        for (si, st) in self.subtables.iter_mut().enumerate() {
+            if left == 0 {
+                break;
+            }
+            for i in 0..n {
+                if out[i] == NONE {
+                    hashes[i] = st.hash(&keys[i]);
+                    st.prefetch(hashes[i]);
+                }
+            }
+            for i in 0..n {
+                if out[i] != NONE {
+                    continue;
+                }
+                self.counts.subtable_lookups += 1;
+                if let Some(slot) = st.find(hashes[i], &keys[i]) {
+                    out[i] = code(si, slot);
+                    st.hits += 1;
+                    self.counts.hits += 1;
+                    left -= 1;
+                }
             }
         }
-        None
+    }
+
+    /// The megaflow covering `key`, as a code.
+    pub fn lookup(&mut self, key: &FlowKey) -> Option<u32> {
+        let mut out = [NONE];
+        self.lookup_batch(std::slice::from_ref(key), &mut out);
+        (out[0] != NONE).then_some(out[0])
+    }
+
+    /// The megaflow a code names (valid until the next lookup reorders the
+    /// subtables).
+    #[inline]
+    pub fn get(&self, code: u32) -> &Arc<Megaflow> {
+        let (si, slot) = (usize::try_from(code >> 20).unwrap_or(0), usize::try_from(code & 0xf_ffff).unwrap_or(0));
+        &self.subtables[si].flows[slot]
     }
 
     /// Whether an upcall may run now (`now_ns` on the PMD's clock); takes
@@ -291,52 +440,48 @@ impl MegaflowCache {
         }
     }
 
-    /// Installs the decision `steps` for `key` under `mask` (InPort is
-    /// always part of it); returns it. A full cache returns it without
-    /// keeping it.
-    pub fn install(&mut self, key: &FlowKey, mask: FlowMask, steps: Vec<Step>) -> Arc<Megaflow> {
-        let mask = Arc::new(mask);
-        let si = match self.by_mask.get(&mask) {
+    /// `mask` as the cache holds it (shared by its megaflows).
+    pub fn intern(&self, mask: FlowMask) -> Arc<FlowMask> {
+        match self.by_mask.get(&mask) {
+            Some(&i) => self.subtables[i].mask.clone(),
+            None => Arc::new(mask),
+        }
+    }
+
+    /// Installs megaflow `mf` for `key`; its code, or None when the
+    /// cache is full (the caller replays `mf` once and forgets it).
+    pub fn install(&mut self, key: &FlowKey, mf: Arc<Megaflow>) -> Option<u32> {
+        if self.len >= MAX_MEGAFLOWS {
+            return None;
+        }
+        let si = match self.by_mask.get(&mf.mask) {
             Some(&i) => i,
             None => {
-                let fields = mask.fields().map(|f| (f as usize, mask.bits[f as usize])).collect();
-                self.subtables.push(Subtable { mask: mask.clone(), fields, flows: HashMap::default(), hits: 0 });
-                self.by_mask.insert(mask.clone(), self.subtables.len() - 1);
+                self.subtables.push(Subtable::new(mf.mask.clone()));
+                self.by_mask.insert(mf.mask.clone(), self.subtables.len() - 1);
                 self.subtables.len() - 1
             }
         };
         let st = &mut self.subtables[si];
-        let last_table = steps.iter().rposition(|s| matches!(s, Step::Table { .. })).unwrap_or(0);
-        let mf = Arc::new(Megaflow {
-            last_table,
-            steps: steps.into_boxed_slice(),
-            mask: st.mask.clone(),
-            packets: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
-            used_ms: AtomicU64::new(0),
-            folded: [AtomicU64::new(0), AtomicU64::new(0)],
-            dirty: AtomicBool::new(false),
-        });
-        if self.len >= MAX_MEGAFLOWS {
-            return mf;
-        }
-        let (_, h) = st.hash(key);
-        let mk = st.masked(key);
-        let list = st.flows.entry(h).or_default();
-        if !list.iter().any(|(k, _)| *k == mk) {
-            list.push((mk, mf.clone()));
+        let before = st.flows.len();
+        let slot = st.insert(key, mf);
+        if st.flows.len() > before {
             self.len += 1;
             self.counts.installs += 1;
         }
-        mf
+        Some(code(si, slot))
     }
 
-    /// Counts a hit of `mf` (found by [`MegaflowCache::lookup`]).
-    #[inline]
-    pub fn hit(&mut self, mf: &Arc<Megaflow>, len: u64, now_ms: u64) {
-        if mf.hit(len, now_ms) {
-            self.dirty.push(mf.clone());
-        }
+    /// Lists megaflow `code` for the next fold (after its first hit
+    /// since the last one: [`Megaflow::hit`] said so).
+    pub fn mark_dirty(&mut self, code: u32) {
+        let mf = self.get(code).clone();
+        self.dirty.push(mf);
+    }
+
+    /// Lists a megaflow the cache does not keep for the next fold.
+    pub fn mark_dirty_unkept(&mut self, mf: Arc<Megaflow>) {
+        self.dirty.push(mf);
     }
 
     /// Folds the megaflows hit since last time into `tables`' counters
@@ -361,6 +506,6 @@ impl MegaflowCache {
 
     /// Every megaflow with its mask, for dumps and tests.
     pub fn megaflows(&self) -> impl Iterator<Item = &Arc<Megaflow>> {
-        self.subtables.iter().flat_map(|s| s.flows.values().flatten().map(|(_, m)| m))
+        self.subtables.iter().flat_map(|s| s.flows.iter())
     }
 }

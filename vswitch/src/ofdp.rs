@@ -19,12 +19,12 @@ use crate::l2::L2Pipeline;
 use crate::rewrite;
 use ofproto::agent::{Group, Meter};
 use ofproto::flow::FlowKey;
-use ofproto::megaflow::{count_steps, Megaflow, MegaflowCache};
+use ofproto::megaflow::{count_steps, Megaflow, MegaflowCache, NONE};
 use ofproto::ofp::action::port;
 use ofproto::ofp::{Action, Field, Instruction};
 use ofproto::table::Tables;
 use ofproto::xlate::{self, ActionSet, Step, SET_MAX};
-use pmd::packet::Batch;
+use pmd::packet::{Batch, BATCH_SIZE};
 use pmd::pmd::{Pipeline, RxqRef, TxBatches};
 use pmd::{Mempool, Packet};
 use std::collections::BTreeMap;
@@ -254,35 +254,76 @@ impl OfBridgeDp {
         let in_port = self.slot_ofport.get(rxq.port).copied().unwrap_or(0);
         let mut out = Out { in_slot: rxq.port, in_port, normal: Batch::new(), now_ms: now_ns / 1_000_000, now_ns };
         let mut counts = BatchCounts::default();
-        let mut key = FlowKey::default();
-        for p in batch.drain() {
-            key.extract_into(p.data(), in_port);
+        // The cache's reused keys, taken out while it is looked up.
+        let mut keys = std::mem::take(&mut cache.keys);
+        if keys.len() < BATCH_SIZE {
+            keys.resize(BATCH_SIZE, FlowKey::default());
+        }
+        let n = batch.len();
+        for (k, p) in keys.iter_mut().zip(batch.as_slice()) {
+            k.extract_into(p.data(), in_port);
+        }
+        let mut codes = [NONE; BATCH_SIZE];
+        cache.lookup_batch(&keys[..n], &mut codes[..n]);
+        let mut dirty = [NONE; BATCH_SIZE];
+        let mut n_dirty = 0;
+        let mut installed = false;
+        for (i, p) in batch.drain().enumerate() {
+            let key = &mut keys[i];
             let len = p.len() as u64;
-            let mf = match cache.lookup(&key) {
-                Some(mf) => mf,
-                None => {
-                    // An upcall, within the budget (over it the packet is
-                    // dropped and counted).
-                    if !cache.may_upcall(now_ns) {
-                        continue;
+            let mut code = codes[i];
+            if code == NONE && installed {
+                // An earlier packet of this batch may have installed it.
+                code = cache.lookup(key).unwrap_or(NONE);
+            }
+            let unkept;
+            let mf = if code != NONE {
+                cache.get(code)
+            } else {
+                // An upcall, within the budget (over it the packet is
+                // dropped and counted).
+                if !cache.may_upcall(now_ns) {
+                    continue;
+                }
+                cache.counts.upcalls += 1;
+                let t = xlate::translate(&self.tables, key);
+                if !t.cacheable {
+                    cache.counts.uncacheable += 1;
+                    self.run(p, key.clone(), &mut out, tx, &mut counts);
+                    continue;
+                }
+                let mf = Arc::new(Megaflow::new(t.steps, cache.intern(t.mask)));
+                match cache.install(key, mf.clone()) {
+                    Some(c) => {
+                        installed = true;
+                        code = c;
+                        cache.get(c)
                     }
-                    cache.counts.upcalls += 1;
-                    let t = xlate::translate(&self.tables, &key);
-                    if !t.cacheable {
-                        cache.counts.uncacheable += 1;
-                        self.run(p, key.clone(), &mut out, tx, &mut counts);
-                        continue;
+                    None => {
+                        unkept = mf;
+                        &unkept
                     }
-                    cache.install(&key, t.mask, t.steps)
                 }
             };
-            let done = self.replay(p, &mut key, &mf, &mut out, tx);
+            let done = self.replay(p, key, mf, &mut out, tx);
             if done > mf.last_table {
-                cache.hit(&mf, len, out.now_ms);
+                if mf.hit(len, out.now_ms) {
+                    if code == NONE {
+                        let m = mf.clone();
+                        cache.mark_dirty_unkept(m);
+                    } else {
+                        dirty[n_dirty] = code;
+                        n_dirty += 1;
+                    }
+                }
             } else {
                 count_steps(&self.tables, &mf.steps[..done], 1, len, out.now_ms);
             }
         }
+        for &c in &dirty[..n_dirty] {
+            cache.mark_dirty(c);
+        }
+        cache.keys = keys;
         counts.flush(&self.tables, out.now_ms);
         self.counters.fold(cache);
         if !out.normal.is_empty() {
