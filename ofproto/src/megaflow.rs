@@ -509,3 +509,215 @@ impl MegaflowCache {
         self.subtables.iter().flat_map(|s| s.flows.iter())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ofp::action::Instruction;
+    use crate::ofp::msg::{FlowMod, FlowModCommand};
+    use crate::ofp::oxm::{Field, Match, Oxm};
+    use crate::ofp::Action;
+    use crate::table::{Refs, Tables};
+    use crate::xlate::translate;
+    use proptest::prelude::*;
+
+    struct Ports;
+    impl Refs for Ports {
+        fn port_exists(&self, p: u32) -> bool {
+            p < 8
+        }
+        fn group_exists(&self, _: u32) -> bool {
+            false
+        }
+        fn meter_exists(&self, _: u32) -> bool {
+            false
+        }
+    }
+
+    /// A random flow: (table, priority, in_port, eth_type, ip_proto,
+    /// ipv4_dst and prefix, vlan, metadata and mask, set ipv4_dst, vlan
+    /// action, write-metadata, goto, output).
+    type Spec = (u8, u16, Option<u8>, Option<bool>, Option<bool>, Option<(u8, u8)>, Option<bool>, Option<(u8, u8)>);
+    type Acts = (Option<u8>, u8, Option<u8>, bool, Option<u8>);
+
+    fn flow_mod((spec, acts): &(Spec, Acts), delete: bool) -> FlowMod {
+        let &(table, priority, in_port, ipv4, proto, dst, vlan, meta) = spec;
+        let &(set_dst, vlan_act, write_meta, goto, output) = acts;
+        let table = table % 3;
+        let mut m = Match::any();
+        if let Some(p) = in_port {
+            m = m.with(Oxm::exact_u64(Field::InPort, u64::from(p % 3 + 1)));
+        }
+        let ip4 = ipv4 == Some(true) || dst.is_some() || set_dst.is_some();
+        if ip4 || ipv4.is_some() {
+            m = m.with(Oxm::exact_u64(Field::EthType, if ip4 { 0x0800 } else { 0x86dd }));
+            if let Some(tcp) = proto {
+                m = m.with(Oxm::exact_u64(Field::IpProto, if tcp { 6 } else { 17 }));
+            }
+        }
+        if let Some((d, plen)) = dst {
+            let plen = [0u32, 8, 16, 24, 32][usize::from(plen % 5)];
+            let mask = (!0u32).checked_shl(32 - plen).unwrap_or(0);
+            let v = u32::from_be_bytes([d % 3, d / 3 % 3, 0, 1]) & mask;
+            m = m.with(Oxm::masked(Field::Ipv4Dst, &v.to_be_bytes(), &mask.to_be_bytes()));
+        }
+        if let Some(tagged) = vlan {
+            m = m.with(Oxm::exact_u64(Field::VlanVid, if tagged { 0x1005 } else { 0 }));
+        }
+        if let Some((v, mk)) = meta {
+            let mk = u64::from(mk % 4);
+            m = m.with(Oxm::masked(Field::Metadata, &(u64::from(v) & mk).to_be_bytes(), &mk.to_be_bytes()));
+        }
+        let mut apply = Vec::new();
+        if let Some(d) = set_dst.filter(|_| ip4) {
+            apply.push(Action::SetField(Oxm::exact(Field::Ipv4Dst, &[d % 3, 0, 0, 1])));
+        }
+        match vlan_act % 4 {
+            1 => apply.push(Action::PushVlan(0x8100)),
+            2 => apply.push(Action::PopVlan),
+            _ => {}
+        }
+        let mut ins = Vec::new();
+        if let Some(o) = output.filter(|o| o % 2 == 0) {
+            // An output before the end: the packet goes on (a copy leaves).
+            apply.push(Action::Output { port: u32::from(o % 4 + 1), max_len: 0 });
+            apply.push(Action::DecNwTtl);
+        }
+        if !apply.is_empty() {
+            ins.push(Instruction::ApplyActions(apply));
+        }
+        if let Some(o) = output.filter(|o| o % 2 == 1) {
+            ins.push(Instruction::WriteActions(vec![Action::Output { port: u32::from(o % 4 + 1), max_len: 0 }]));
+        }
+        if let Some(w) = write_meta {
+            ins.push(Instruction::WriteMetadata { metadata: u64::from(w % 4), mask: 3 });
+        }
+        if goto && table < 2 {
+            ins.push(Instruction::GotoTable(table + 1));
+        }
+        let command = if delete { FlowModCommand::DeleteStrict } else { FlowModCommand::Add };
+        FlowMod::new(command, table, priority % 4, m, ins)
+    }
+
+    /// A key: (in_port, kind 0 IPv4 / 1 IPv6 / 2 ARP, tcp, dst, tagged).
+    fn key((in_port, kind, tcp, dst, tagged): (u8, u8, bool, u8, bool)) -> FlowKey {
+        let mut k = FlowKey::default();
+        k.set_u64(Field::InPort, u64::from(in_port % 3 + 1));
+        k.set_u64(Field::Metadata, 0);
+        k.set_u64(Field::VlanVid, if tagged { 0x1005 } else { 0 });
+        if tagged {
+            k.set_u64(Field::VlanPcp, 3);
+        }
+        k.set(Field::EthDst, &[2, 0, 0, 0, 0, 1]);
+        match kind % 3 {
+            0 => {
+                k.set_u64(Field::EthType, 0x0800);
+                k.set_u64(Field::IpProto, if tcp { 6 } else { 17 });
+                k.set(Field::Ipv4Dst, &[dst % 3, dst / 3 % 3, 0, 1]);
+                k.set(Field::Ipv4Src, &[10, 0, 0, dst]);
+            }
+            1 => {
+                k.set_u64(Field::EthType, 0x86dd);
+                k.set_u64(Field::IpProto, if tcp { 6 } else { 17 });
+            }
+            _ => k.set_u64(Field::EthType, 0x0806),
+        }
+        k
+    }
+
+    fn spec() -> impl Strategy<Value = (Spec, Acts)> {
+        let s = (
+            any::<u8>(),
+            any::<u16>(),
+            any::<Option<u8>>(),
+            any::<Option<bool>>(),
+            any::<Option<bool>>(),
+            any::<Option<(u8, u8)>>(),
+            any::<Option<bool>>(),
+            any::<Option<(u8, u8)>>(),
+        );
+        let a = (any::<Option<u8>>(), any::<u8>(), any::<Option<u8>>(), any::<bool>(), any::<Option<u8>>());
+        (s, a)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// Random three-table pipelines (goto, set-field of a field a later
+        /// table matches, metadata written and matched, VLAN push and pop,
+        /// outputs in apply-actions and in the action set) changed by random
+        /// adds and deletes between random packets: every packet a megaflow
+        /// answers gets exactly the decision the tables give it, and
+        /// decisions the tables mark uncacheable are never cached. As in the
+        /// datapath, each change starts an empty cache.
+        #[test]
+        fn megaflow_decisions_equal_the_tables(
+            flows in prop::collection::vec(spec(), 1..25),
+            ops in prop::collection::vec(prop_oneof![
+                3 => any::<(u8, u8, bool, u8, bool)>().prop_map(Ok),
+                1 => (any::<prop::sample::Index>(), any::<bool>()).prop_map(Err),
+            ], 1..120),
+        ) {
+            let mut tables = Tables::new(3, 1000);
+            for f in &flows {
+                let _ = tables.flow_mod(&flow_mod(f, false), 0, &Ports);
+            }
+            let mut cache = MegaflowCache::default();
+            let mut hits = 0;
+            for op in &ops {
+                match op {
+                    Ok(k) => {
+                        let k = key(*k);
+                        let t = translate(&tables, &k);
+                        match cache.lookup(&k) {
+                            Some(c) => {
+                                hits += 1;
+                                prop_assert!(t.cacheable, "an uncacheable decision was cached");
+                                prop_assert_eq!(&cache.get(c).steps[..], &t.steps[..], "key {:?}", k);
+                            }
+                            None if t.cacheable => {
+                                let mf = Arc::new(Megaflow::new(t.steps, cache.intern(t.mask)));
+                                let c = cache.install(&k, mf).unwrap();
+                                prop_assert_eq!(cache.lookup(&k), Some(c), "an installed megaflow covers its key");
+                            }
+                            None => {}
+                        }
+                    }
+                    Err((ix, delete)) => {
+                        let f = &flows[ix.index(flows.len())];
+                        let _ = tables.flow_mod(&flow_mod(f, *delete), 0, &Ports);
+                        cache = MegaflowCache::default();
+                    }
+                }
+            }
+            let _ = hits;
+        }
+    }
+
+    /// One megaflow per distinct decision under one mask: keys that differ
+    /// only in bits no table looked at share it.
+    #[test]
+    fn keys_differing_in_unexamined_bits_share_a_megaflow() {
+        let mut tables = Tables::new(1, 100);
+        let m = Match::any().with(Oxm::exact_u64(Field::EthType, 0x0800)).with(Oxm::masked(
+            Field::Ipv4Dst,
+            &[10, 0, 0, 0],
+            &[255, 0, 0, 0],
+        ));
+        let out = vec![Instruction::ApplyActions(vec![Action::Output { port: 2, max_len: 0 }])];
+        tables.flow_mod(&FlowMod::new(FlowModCommand::Add, 0, 5, m, out), 0, &Ports).unwrap();
+        let mut cache = MegaflowCache::default();
+        let mut k = key((0, 0, true, 0, false));
+        for i in 0..=255u8 {
+            k.set(Field::Ipv4Dst, &[10, i, 255 - i, i]);
+            k.set(Field::Ipv4Src, &[192, 168, i, 1]);
+            if cache.lookup(&k).is_none() {
+                let t = translate(&tables, &k);
+                cache.install(&k, Arc::new(Megaflow::new(t.steps, cache.intern(t.mask)))).unwrap();
+            }
+        }
+        assert_eq!((cache.len(), cache.n_subtables()), (1, 1), "256 addresses in 10/8, one megaflow");
+        k.set(Field::Ipv4Dst, &[11, 0, 0, 1]);
+        assert!(cache.lookup(&k).is_none(), "11.0.0.1 is outside it");
+    }
+}
