@@ -84,7 +84,14 @@ fn dispatch(sw: &mut Switch, of: &mut OpenFlow, reg: &Registry, req: &Request) -
                     })
                 })
                 .collect();
-            Ok(json!({ "pmds": v }))
+            // Megaflow caches, per OpenFlow bridge (all its PMD threads).
+            let mf: Vec<Value> = sw
+                .bridges
+                .iter()
+                .filter_map(|b| of.bridge(&b.name).filter(|o| o.has_controllers))
+                .map(|o| json!({"bridge": o.bridge, "megaflow": megaflow_json(&o.counters)}))
+                .collect();
+            Ok(json!({ "pmds": v, "openflow": mf }))
         }
         "fdb-show" => {
             let name = param_str(req, "bridge")?
@@ -287,6 +294,21 @@ pub fn reload(sw: &mut Switch, of: &mut OpenFlow, reg: &Registry) -> Result<Valu
               "bridges_added": r.bridges_added, "bridges_removed": r.bridges_removed}))
 }
 
+/// A bridge's megaflow counters: hits and upcalls (walks of the tables),
+/// the hit rate, subtables probed per packet looked up, megaflows held
+/// now by all PMD threads, installs, misses dropped over the upcall
+/// budget and decisions that could not be cached.
+fn megaflow_json(c: &crate::ofdp::OfCounters) -> Value {
+    let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let (hits, upcalls) = (ld(&c.mf_hits), ld(&c.mf_upcalls));
+    #[allow(clippy::cast_precision_loss)] // ratios of counters
+    let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    json!({"hits": hits, "upcalls": upcalls, "hit_rate": ratio(hits, hits + upcalls),
+           "subtable_lookups_per_packet": ratio(ld(&c.mf_subtable_lookups), hits + upcalls),
+           "megaflows": ld(&c.megaflows), "installs": ld(&c.mf_installs),
+           "upcall_drops": ld(&c.mf_upcall_drops), "uncacheable": ld(&c.mf_uncacheable)})
+}
+
 fn port_json(p: &crate::switch::SwitchPort) -> Value {
     let s = p.port.stats();
     let l = p.port.link();
@@ -321,6 +343,7 @@ pub fn show(sw: &Switch, of: Option<&OpenFlow>) -> Value {
                     "drop_controller_queue_full": ld(&c.controller_queue_full), "drop_ttl_expired": ld(&c.ttl_expired),
                     "drop_meter": ld(&c.meter_drops), "drop_nombuf": ld(&c.nombuf),
                     "unsupported_actions": ld(&c.unsupported_set_field),
+                    "megaflow": megaflow_json(c),
                 });
             }
             v

@@ -249,6 +249,20 @@ fn run(cli: &Cli) -> Result<()> {
                     println!("  rxq {} queue {}", q["port"].as_str().unwrap_or("?"), n(&q["queue"]));
                 }
             }
+            for b in r["openflow"].as_array().into_iter().flatten() {
+                let m = &b["megaflow"];
+                println!(
+                    "bridge {} megaflows {}: hits {} upcalls {} hit rate {:.1}%  subtables/packet {:.2}  upcall drops {}  uncacheable {}",
+                    b["bridge"].as_str().unwrap_or(""),
+                    n(&m["megaflows"]),
+                    n(&m["hits"]),
+                    n(&m["upcalls"]),
+                    100.0 * m["hit_rate"].as_f64().unwrap_or(0.0),
+                    m["subtable_lookups_per_packet"].as_f64().unwrap_or(0.0),
+                    n(&m["upcall_drops"]),
+                    n(&m["uncacheable"])
+                );
+            }
         }
         Cmd::FdbShow { .. } => {
             println!("{:<12} {:>6} {:>5} {:<17} {:>6}", "port", "ofport", "vlan", "mac", "age_s");
