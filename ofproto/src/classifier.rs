@@ -16,9 +16,10 @@
 //!   those bits gets the same answer from the same rules: the megaflow a
 //!   datapath may cache for it.
 //!
-//! Subtables are shared (`Arc`) between the control side's classifier and
-//! the snapshots the datapath holds; a change copies only the subtable it
-//! touches, and only when a snapshot still shares it.
+//! Subtables, and the 64 shards of each subtable's maps, are shared
+//! (`Arc`) between the control side's classifier and the snapshots the
+//! datapath holds; a change copies only the shard it touches, and only
+//! when a snapshot still shares it.
 
 use crate::flow::FlowKey;
 use crate::ofp::oxm::{Field, Match};
@@ -171,6 +172,25 @@ struct Rule<T> {
     item: T,
 }
 
+/// Rules of a subtable by the hash of their masked values, best first.
+type RuleMap<T> = HashMap<u64, Vec<Rule<T>>, IdBuild>;
+type IdSet = HashSet<u64, IdBuild>;
+
+/// Shards per subtable map: a change copies only the shard it touches
+/// when a datapath snapshot still shares it.
+const SHARDS: usize = 64;
+
+/// The shard of hash `h` (bits the hash table's own bucket and tag bits
+/// do not use).
+#[inline]
+fn shard(h: u64) -> usize {
+    usize::try_from((h >> 32) & (SHARDS as u64 - 1)).unwrap_or(0)
+}
+
+fn shards<X: Default>() -> Box<[Arc<X>]> {
+    (0..SHARDS).map(|_| Arc::new(X::default())).collect()
+}
+
 #[derive(Clone, Debug)]
 struct Subtable<T> {
     mask: FlowMask,
@@ -180,9 +200,9 @@ struct Subtable<T> {
     stage_end: [usize; 4],
     /// Partial hashes of the rules through stage s, for the stages before
     /// the subtable's last one.
-    stage_hashes: [HashSet<u64, IdBuild>; 3],
+    stage_hashes: [Box<[Arc<IdSet>]>; 3],
     /// Rules by the hash of their masked values, best first.
-    rules: HashMap<u64, Vec<Rule<T>>, IdBuild>,
+    rules: Box<[Arc<RuleMap<T>>]>,
     /// Rules per priority (for the maximum after removals).
     priorities: BTreeMap<u16, usize>,
     len: usize,
@@ -203,8 +223,8 @@ impl<T> Subtable<T> {
             mask,
             fields: fields.into_boxed_slice(),
             stage_end,
-            stage_hashes: Default::default(),
-            rules: HashMap::default(),
+            stage_hashes: [shards(), shards(), shards()],
+            rules: shards(),
             priorities: BTreeMap::new(),
             len: 0,
         }
@@ -308,12 +328,12 @@ impl<T: Clone> Classifier<T> {
         let values = match_values(m, &st.fields);
         let (partial, h) = st.hashes(&values);
         let rule = Rule { rank: Rank(priority, std::cmp::Reverse(seq)), values, item };
-        let bucket = st.rules.entry(h).or_default();
+        let bucket = Arc::make_mut(&mut st.rules[shard(h)]).entry(h).or_default();
         let at = bucket.partition_point(|r| r.rank > rule.rank);
         bucket.insert(at, rule);
         for (s, p) in partial.iter().enumerate() {
             if st.staged(s) {
-                st.stage_hashes[s].insert(*p);
+                Arc::make_mut(&mut st.stage_hashes[s][shard(*p)]).insert(*p);
             }
         }
         *st.priorities.entry(priority).or_default() += 1;
@@ -328,7 +348,7 @@ impl<T: Clone> Classifier<T> {
         let st = &self.subtables[si];
         let (_, h) = st.hashes(&match_values(m, &st.fields));
         let rank = Rank(priority, std::cmp::Reverse(seq));
-        let i = st.rules.get(&h)?.iter().position(|r| r.rank == rank)?;
+        let i = st.rules[shard(h)].get(&h)?.iter().position(|r| r.rank == rank)?;
         Some((si, h, i))
     }
 
@@ -337,7 +357,7 @@ impl<T: Clone> Classifier<T> {
     pub fn update(&mut self, priority: u16, m: &Match, seq: u64, item: T) -> bool {
         let Some((si, h, i)) = self.locate(priority, m, seq) else { return false };
         let st = Arc::make_mut(&mut self.subtables[si]);
-        if let Some(r) = st.rules.get_mut(&h).and_then(|b| b.get_mut(i)) {
+        if let Some(r) = Arc::make_mut(&mut st.rules[shard(h)]).get_mut(&h).and_then(|b| b.get_mut(i)) {
             r.item = item;
         }
         true
@@ -347,10 +367,11 @@ impl<T: Clone> Classifier<T> {
     pub fn remove(&mut self, priority: u16, m: &Match, seq: u64) -> bool {
         let Some((si, h, i)) = self.locate(priority, m, seq) else { return false };
         let st = Arc::make_mut(&mut self.subtables[si]);
-        if let Some(bucket) = st.rules.get_mut(&h) {
+        let map = Arc::make_mut(&mut st.rules[shard(h)]);
+        if let Some(bucket) = map.get_mut(&h) {
             bucket.remove(i);
             if bucket.is_empty() {
-                st.rules.remove(&h);
+                map.remove(&h);
             }
         }
         if let Some(n) = st.priorities.get_mut(&priority) {
@@ -368,7 +389,7 @@ impl<T: Clone> Classifier<T> {
         }
         // Partial-hash sets only grow between rebuilds: a stale hash costs
         // a probe, never a wrong answer. Rebuilt once mostly stale.
-        if st.stage_hashes.iter().any(|s| s.len() > 2 * st.len + 16) {
+        if st.stage_hashes.iter().any(|s| s.iter().map(|x| x.len()).sum::<usize>() > 2 * st.len + 16) {
             Self::rebuild_stages(st);
         }
         self.resort();
@@ -376,16 +397,16 @@ impl<T: Clone> Classifier<T> {
     }
 
     fn rebuild_stages(st: &mut Subtable<T>) {
-        let mut sets: [HashSet<u64, IdBuild>; 3] = Default::default();
-        for r in st.rules.values().flatten() {
+        let mut sets: [Vec<IdSet>; 3] = std::array::from_fn(|_| (0..SHARDS).map(|_| IdSet::default()).collect());
+        for r in st.rules.iter().flat_map(|m| m.values()).flatten() {
             let (partial, _) = st.hashes(&r.values);
             for (s, p) in partial.iter().enumerate() {
                 if st.staged(s) {
-                    sets[s].insert(*p);
+                    sets[s][shard(*p)].insert(*p);
                 }
             }
         }
-        st.stage_hashes = sets;
+        st.stage_hashes = sets.map(|v| v.into_iter().map(Arc::new).collect());
     }
 
     /// Puts the subtables back in order after a maximum priority changed.
@@ -441,11 +462,11 @@ impl<T: Clone> Classifier<T> {
                     h = mix(mix(h, v[0] & bits[0]), v[1] & bits[1]);
                     at += 1;
                 }
-                if s < 3 && st.staged(s) && !st.stage_hashes[s].contains(&h) {
+                if s < 3 && st.staged(s) && !st.stage_hashes[s][shard(h)].contains(&h) {
                     continue 'subtables;
                 }
             }
-            let Some(bucket) = st.rules.get(&h) else { continue };
+            let Some(bucket) = st.rules[shard(h)].get(&h) else { continue };
             let hit = bucket.iter().find(|r| {
                 r.values.iter().zip(st.fields.iter()).all(|(want, (i, bits))| {
                     let v = key.words(*i);

@@ -222,16 +222,18 @@ impl Tables {
         Tables { tables: (0..n).map(|_| FlowTable::default()).collect(), max_entries }
     }
 
-    /// A copy for the datapath: the entries (shared, not copied), the
-    /// table counters (shared), without the control side's index; not to
-    /// be changed with [`Tables::flow_mod`].
+    /// A copy for the datapath: the classifiers (their subtables shared,
+    /// not copied) and the table counters (shared), without the entry
+    /// list and index the control side keeps, so that a snapshot costs the
+    /// number of subtables, not of flows; not to be changed with
+    /// [`Tables::flow_mod`], and [`FlowTable::scan`] finds nothing in it.
     pub fn snapshot(&self) -> Tables {
         Tables {
             tables: self
                 .tables
                 .iter()
                 .map(|t| FlowTable {
-                    entries: t.entries.clone(),
+                    entries: Vec::new(),
                     ids: std::collections::HashSet::new(),
                     lookups: t.lookups.clone(),
                     matches: t.matches.clone(),
@@ -697,7 +699,7 @@ mod tests {
                     }
                     if i == ops.len() / 2 {
                         let s = t.snapshot();
-                        let seen = keys.iter().map(|k| s.tables[0].scan(k).map(|e| e.seq)).collect();
+                        let seen = keys.iter().map(|k| t.tables[0].scan(k).map(|e| e.seq)).collect();
                         snap = Some((s, seen));
                     }
                 }

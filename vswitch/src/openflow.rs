@@ -112,6 +112,10 @@ pub struct OpenFlow {
     last_publish: Instant,
     /// Changes not yet published to the PMD threads.
     pending: bool,
+    /// How long the last publication took: a storm of flow-mods is
+    /// published at most every 10 ms or twice that, whichever is longer,
+    /// so publishing never takes more than a third of the control thread.
+    publish_cost: Duration,
 }
 
 /// A bridge's ports as OpenFlow describes them; `config` holds the
@@ -232,6 +236,7 @@ impl OpenFlow {
             started: epoch,
             last_publish: Instant::now().checked_sub(Duration::from_secs(1)).unwrap_or_else(Instant::now),
             pending: false,
+            publish_cost: Duration::ZERO,
         };
         let prepared = of.prepare(cfg).map_err(|e| std::io::Error::new(ErrorKind::AddrInUse, e))?;
         of.apply(reg, cfg, prepared)?;
@@ -636,16 +641,22 @@ impl OpenFlow {
     /// controllers configured; standalone only while one is connected
     /// (NORMAL switching otherwise).
     /// Changes that answer nothing (a storm of flow-mods) are published at
-    /// most every 10 ms; [`OpenFlow::sync_now`] publishes at once (before
+    /// most every 10 ms (longer when publishing takes more than 5 ms); [`OpenFlow::sync_now`] publishes at once (before
     /// an answer goes out).
     pub fn sync(&mut self, sw: &mut Switch) {
-        if self.last_publish.elapsed() >= Duration::from_millis(10) {
+        if self.last_publish.elapsed() >= Duration::from_millis(10).max(self.publish_cost * 2) {
             self.sync_now(sw);
         }
     }
 
     /// Publishes every bridge whose pipeline changed, now.
     pub fn sync_now(&mut self, sw: &mut Switch) {
+        let start = Instant::now();
+        self.sync_bridges(sw);
+        self.publish_cost = start.elapsed();
+    }
+
+    fn sync_bridges(&mut self, sw: &mut Switch) {
         self.last_publish = Instant::now();
         self.pending = false;
         for bi in 0..self.bridges.len() {
