@@ -16,7 +16,7 @@
 //!   those bits gets the same answer from the same rules: the megaflow a
 //!   datapath may cache for it.
 //!
-//! Subtables, and the 64 shards of each subtable's maps, are shared
+//! Subtables, and the shards of each subtable's maps, are shared
 //! (`Arc`) between the control side's classifier and the snapshots the
 //! datapath holds; a change copies only the shard it touches, and only
 //! when a snapshot still shares it.
@@ -176,19 +176,33 @@ struct Rule<T> {
 type RuleMap<T> = HashMap<u64, Vec<Rule<T>>, IdBuild>;
 type IdSet = HashSet<u64, IdBuild>;
 
-/// Shards per subtable map: a change copies only the shard it touches
-/// when a datapath snapshot still shares it.
-const SHARDS: usize = 64;
+/// Shards of a subtable's rule map: a change copies only the shard it
+/// touches when a datapath snapshot still shares it (a flow-mod followed by
+/// a barrier against a table of 200k flows copies about 200 rules).
+const SHARDS: usize = 1024;
+/// Shards of each partial-hash set (smaller: most stages have few
+/// distinct values).
+const STAGE_SHARDS: usize = 64;
 
-/// The shard of hash `h` (bits the hash table's own bucket and tag bits
-/// do not use).
+/// The shard of hash `h` among `n` (bits the hash table's own bucket and
+/// tag bits do not use).
 #[inline]
-fn shard(h: u64) -> usize {
-    usize::try_from((h >> 32) & (SHARDS as u64 - 1)).unwrap_or(0)
+fn shard_of(h: u64, n: usize) -> usize {
+    usize::try_from((h >> 32) & (n as u64 - 1)).unwrap_or(0)
 }
 
-fn shards<X: Default>() -> Box<[Arc<X>]> {
-    (0..SHARDS).map(|_| Arc::new(X::default())).collect()
+#[inline]
+fn shard(h: u64) -> usize {
+    shard_of(h, SHARDS)
+}
+
+#[inline]
+fn stage_shard(h: u64) -> usize {
+    shard_of(h, STAGE_SHARDS)
+}
+
+fn shards<X: Default>(n: usize) -> Box<[Arc<X>]> {
+    (0..n).map(|_| Arc::new(X::default())).collect()
 }
 
 #[derive(Clone, Debug)]
@@ -223,8 +237,8 @@ impl<T> Subtable<T> {
             mask,
             fields: fields.into_boxed_slice(),
             stage_end,
-            stage_hashes: [shards(), shards(), shards()],
-            rules: shards(),
+            stage_hashes: [shards(STAGE_SHARDS), shards(STAGE_SHARDS), shards(STAGE_SHARDS)],
+            rules: shards(SHARDS),
             priorities: BTreeMap::new(),
             len: 0,
         }
@@ -333,7 +347,7 @@ impl<T: Clone> Classifier<T> {
         bucket.insert(at, rule);
         for (s, p) in partial.iter().enumerate() {
             if st.staged(s) {
-                Arc::make_mut(&mut st.stage_hashes[s][shard(*p)]).insert(*p);
+                Arc::make_mut(&mut st.stage_hashes[s][stage_shard(*p)]).insert(*p);
             }
         }
         *st.priorities.entry(priority).or_default() += 1;
@@ -397,12 +411,12 @@ impl<T: Clone> Classifier<T> {
     }
 
     fn rebuild_stages(st: &mut Subtable<T>) {
-        let mut sets: [Vec<IdSet>; 3] = std::array::from_fn(|_| (0..SHARDS).map(|_| IdSet::default()).collect());
+        let mut sets: [Vec<IdSet>; 3] = std::array::from_fn(|_| (0..STAGE_SHARDS).map(|_| IdSet::default()).collect());
         for r in st.rules.iter().flat_map(|m| m.values()).flatten() {
             let (partial, _) = st.hashes(&r.values);
             for (s, p) in partial.iter().enumerate() {
                 if st.staged(s) {
-                    sets[s][shard(*p)].insert(*p);
+                    sets[s][stage_shard(*p)].insert(*p);
                 }
             }
         }
@@ -462,7 +476,7 @@ impl<T: Clone> Classifier<T> {
                     h = mix(mix(h, v[0] & bits[0]), v[1] & bits[1]);
                     at += 1;
                 }
-                if s < 3 && st.staged(s) && !st.stage_hashes[s][shard(h)].contains(&h) {
+                if s < 3 && st.staged(s) && !st.stage_hashes[s][stage_shard(h)].contains(&h) {
                     continue 'subtables;
                 }
             }

@@ -46,7 +46,7 @@ fn code(si: usize, slot: usize) -> u32 {
 
 /// Megaflows one cache holds at most; a full cache installs nothing more
 /// until the next snapshot (its misses still run the tables).
-pub const MAX_MEGAFLOWS: usize = 65_536;
+pub const MAX_MEGAFLOWS: usize = 262_144;
 
 /// A cached decision.
 #[derive(Debug)]

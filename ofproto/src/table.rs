@@ -140,6 +140,8 @@ pub struct FlowTable {
     /// The entries for lookup (subtables shared with snapshots).
     pub cls: Classifier<Arc<FlowEntry>>,
     next_seq: u64,
+    /// Entries with an idle or hard timeout.
+    timed: usize,
 }
 
 impl FlowTable {
@@ -167,12 +169,14 @@ impl FlowTable {
         self.next_seq += 1;
         let e = Arc::new(e);
         self.cls.insert(e.priority, &e.match_, e.seq, e.clone());
+        self.timed += usize::from(e.idle_timeout != 0 || e.hard_timeout != 0);
         self.ids.insert(id);
         self.entries.insert(at, e);
     }
     /// Rebuilds the identity index after entries were removed.
     fn reindex(&mut self) {
         self.ids = self.entries.iter().map(|e| flow_id(e.priority, &e.match_)).collect();
+        self.timed = self.entries.iter().filter(|e| e.idle_timeout != 0 || e.hard_timeout != 0).count();
     }
 }
 
@@ -239,6 +243,7 @@ impl Tables {
                     matches: t.matches.clone(),
                     cls: t.cls.clone(),
                     next_seq: t.next_seq,
+                    timed: 0,
                 })
                 .collect(),
             max_entries: self.max_entries,
@@ -340,6 +345,7 @@ impl Tables {
                         let old = t.entries.remove(i);
                         t.cls.remove(old.priority, &old.match_, old.seq);
                         t.ids.remove(&id);
+                        t.timed -= usize::from(old.idle_timeout != 0 || old.hard_timeout != 0);
                         if fm.flags & FF_RESET_COUNTS != 0 {
                             Arc::new(EntryStats::default())
                         } else {
@@ -427,6 +433,11 @@ impl Tables {
     pub fn expire(&mut self, now_ms: u64) -> Vec<Removed> {
         let mut removed = Vec::new();
         for t in &mut self.tables {
+            // Most tables have no timeouts at all: no scan of their flows
+            // every tick.
+            if t.timed == 0 {
+                continue;
+            }
             t.entries.retain(|e| {
                 let idle = u64::from(e.idle_timeout) * 1000;
                 let hard = u64::from(e.hard_timeout) * 1000;
