@@ -135,6 +135,19 @@ impl Megaflow {
     }
 }
 
+/// Starts loading the cache line at `p` (a hint: never faults).
+#[inline]
+pub fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: _mm_prefetch only hints the cache; it never dereferences in
+    // a way that can fault, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 #[inline]
 fn mix(h: u64, w: u64) -> u64 {
     (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(31)
@@ -219,16 +232,26 @@ impl Subtable {
     #[inline]
     fn prefetch(&self, hash: u64) {
         let i = usize::try_from(hash).unwrap_or(0) & (self.index.len() - 1);
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: a prefetch is a hint that never faults; the address is
-        // an element of `index`.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                self.index.as_ptr().add(i).cast::<i8>(),
-            );
+        prefetch(std::ptr::from_ref(&self.index[i]).cast());
+    }
+
+    /// Starts loading the stored key and the megaflow of the slot a probe
+    /// for `hash` looks at first.
+    #[inline]
+    fn prefetch_slot(&self, hash: u64) {
+        let i = usize::try_from(hash).unwrap_or(0) & (self.index.len() - 1);
+        let w = self.index[i];
+        if w >> 32 != hash >> 32 {
+            return;
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = i;
+        let slot = usize::try_from(w & 0xffff_ffff).unwrap_or(1) - 1;
+        if let (Some(k), Some(mf)) = (self.keys.get(slot * self.stride), self.flows.get(slot)) {
+            prefetch(std::ptr::from_ref(k).cast());
+            prefetch(Arc::as_ptr(mf).cast());
+            if let Some(s) = mf.steps.first() {
+                prefetch(std::ptr::from_ref(s).cast());
+            }
+        }
     }
 
     /// The slot covering `key` (whose hash is `hash`).
@@ -306,6 +329,8 @@ pub struct CacheCounts {
     /// Decisions that cannot be cached (a header pushed or popped before a
     /// later table looked at the packet): they run the tables every time.
     pub uncacheable: u64,
+    /// Megaflows dropped because the cache filled up.
+    pub flushed: u64,
 }
 
 /// One PMD thread's megaflows for one bridge snapshot.
@@ -323,6 +348,10 @@ pub struct MegaflowCache {
     dirty: Vec<Arc<Megaflow>>,
     /// Flow keys the datapath reuses batch after batch (never zeroed).
     pub keys: Vec<FlowKey>,
+    /// An install found it full: emptied at the end of the batch.
+    full: bool,
+    /// Megaflows it holds at most.
+    max: usize,
 }
 
 impl std::fmt::Debug for MegaflowCache {
@@ -348,11 +377,19 @@ impl Default for MegaflowCache {
             counts: CacheCounts::default(),
             dirty: Vec::new(),
             keys: Vec::new(),
+            full: false,
+            max: MAX_MEGAFLOWS,
         }
     }
 }
 
 impl MegaflowCache {
+    /// An empty cache of at most `max` megaflows (at most
+    /// [`MAX_MEGAFLOWS`]).
+    pub fn with_capacity(max: usize) -> MegaflowCache {
+        MegaflowCache { max: max.min(MAX_MEGAFLOWS), ..MegaflowCache::default() }
+    }
+
     /// Megaflows in it.
     pub fn len(&self) -> usize {
         self.len
@@ -389,6 +426,13 @@ impl MegaflowCache {
                 if out[i] == NONE {
                     hashes[i] = st.hash(&keys[i]);
                     st.prefetch(hashes[i]);
+                }
+            }
+            // The index words are on their way; start loading the stored
+            // keys and megaflows their first probes name.
+            for i in 0..n {
+                if out[i] == NONE {
+                    st.prefetch_slot(hashes[i]);
                 }
             }
             for i in 0..n {
@@ -451,7 +495,8 @@ impl MegaflowCache {
     /// Installs megaflow `mf` for `key`; its code, or None when the
     /// cache is full (the caller replays `mf` once and forgets it).
     pub fn install(&mut self, key: &FlowKey, mf: Arc<Megaflow>) -> Option<u32> {
-        if self.len >= MAX_MEGAFLOWS {
+        if self.len >= self.max {
+            self.full = true;
             return None;
         }
         let si = match self.by_mask.get(&mf.mask) {
@@ -482,6 +527,23 @@ impl MegaflowCache {
     /// Lists a megaflow the cache does not keep for the next fold.
     pub fn mark_dirty_unkept(&mut self, mf: Arc<Megaflow>) {
         self.dirty.push(mf);
+    }
+
+    /// Ends a batch (codes from it are dead after this): a cache that
+    /// filled up is emptied, its counters folded into `tables` first, so
+    /// that new flows get megaflows again (idle megaflows are not expired
+    /// one by one yet; a full cache starts over, within the upcall
+    /// budget).
+    pub fn end_batch(&mut self, tables: &Tables) {
+        if !self.full {
+            return;
+        }
+        self.fold(tables);
+        self.counts.flushed += self.len as u64;
+        self.subtables.clear();
+        self.by_mask.clear();
+        self.len = 0;
+        self.full = false;
     }
 
     /// Folds the megaflows hit since last time into `tables`' counters
@@ -692,6 +754,33 @@ mod tests {
             }
             let _ = hits;
         }
+    }
+
+    /// A full cache installs nothing more within the batch, then starts
+    /// over at its end, its counters folded into the tables first.
+    #[test]
+    fn a_full_cache_starts_over_at_the_end_of_the_batch() {
+        let mut tables = Tables::new(1, 100);
+        let m = Match::any().with(Oxm::exact_u64(Field::EthType, 0x0800));
+        let out = vec![Instruction::ApplyActions(vec![Action::Output { port: 2, max_len: 0 }])];
+        tables.flow_mod(&FlowMod::new(FlowModCommand::Add, 0, 5, m, out), 0, &Ports).unwrap();
+        let mut cache = MegaflowCache::with_capacity(3);
+        let mut codes = Vec::new();
+        for port in 1..=4u64 {
+            let mut k = key((0, 0, true, 0, false));
+            k.set_u64(Field::InPort, port);
+            let t = translate(&tables, &k);
+            let mf = Arc::new(Megaflow::new(t.steps, cache.intern(t.mask)));
+            codes.push(cache.install(&k, mf));
+        }
+        assert!(codes[..3].iter().all(Option::is_some) && codes[3].is_none(), "{codes:?}");
+        let c = codes[0].unwrap();
+        assert!(cache.get(c).hit(100, 1));
+        cache.mark_dirty(c);
+        cache.end_batch(&tables);
+        assert_eq!((cache.len(), cache.counts.flushed), (0, 3));
+        let e = &tables.tables[0].entries[0];
+        assert_eq!(e.stats.packets.load(Ordering::Relaxed), 1, "the hit reached the entry before the flush");
     }
 
     /// One megaflow per distinct decision under one mask: keys that differ

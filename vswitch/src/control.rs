@@ -306,7 +306,8 @@ fn megaflow_json(c: &crate::ofdp::OfCounters) -> Value {
     json!({"hits": hits, "upcalls": upcalls, "hit_rate": ratio(hits, hits + upcalls),
            "subtable_lookups_per_packet": ratio(ld(&c.mf_subtable_lookups), hits + upcalls),
            "megaflows": ld(&c.megaflows), "installs": ld(&c.mf_installs),
-           "upcall_drops": ld(&c.mf_upcall_drops), "uncacheable": ld(&c.mf_uncacheable)})
+           "upcall_drops": ld(&c.mf_upcall_drops), "uncacheable": ld(&c.mf_uncacheable),
+           "flushed_full": ld(&c.mf_flushed)})
 }
 
 fn port_json(p: &crate::switch::SwitchPort) -> Value {

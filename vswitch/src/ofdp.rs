@@ -85,6 +85,8 @@ pub struct OfCounters {
     pub mf_uncacheable: AtomicU64,
     /// Megaflows held by all PMD threads' caches now.
     pub megaflows: AtomicU64,
+    /// Megaflows dropped because a cache filled up.
+    pub mf_flushed: AtomicU64,
 }
 
 impl OfCounters {
@@ -99,10 +101,14 @@ impl OfCounters {
             (&self.mf_upcall_drops, c.upcall_drops),
             (&self.mf_uncacheable, c.uncacheable),
             (&self.megaflows, c.installs),
+            (&self.mf_flushed, c.flushed),
         ] {
             if v != 0 {
                 a.fetch_add(v, Ordering::Relaxed);
             }
+        }
+        if c.flushed != 0 {
+            self.megaflows.fetch_sub(c.flushed, Ordering::Relaxed);
         }
     }
 
@@ -324,6 +330,7 @@ impl OfBridgeDp {
             cache.mark_dirty(c);
         }
         cache.keys = keys;
+        cache.end_batch(&self.tables);
         counts.flush(&self.tables, out.now_ms);
         self.counters.fold(cache);
         if !out.normal.is_empty() {
