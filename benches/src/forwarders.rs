@@ -85,6 +85,46 @@ pub enum Scenario {
     #[value(name = "of-3table")]
     #[serde(rename = "of-3table")]
     Of3table,
+    /// Every packet a new megaflow: the same three tables, but table 1
+    /// holds one exact source-MAC flow no packet matches (so every lookup
+    /// examines the whole source MAC, which varies per flow) and a
+    /// catch-all; run
+    /// with `--flows` well above the switches' megaflow capacity
+    /// (1,000,000), each packet is an upcall. Mpps is the rate of
+    /// megaflow installs the forwarding core sustains.
+    Upcall,
+}
+
+impl Scenario {
+    /// Whether the switches are driven by OpenFlow tables loaded from a
+    /// flow file.
+    pub fn openflow(self) -> bool {
+        matches!(self, Scenario::Of3table | Scenario::Upcall)
+    }
+
+    /// The flow file of an OpenFlow scenario for `flows` generated flows
+    /// per direction.
+    pub fn flow_file(self, flows: u32) -> String {
+        match self {
+            Scenario::Upcall => upcall_flows(),
+            _ => of_3table_flows(flows),
+        }
+    }
+}
+
+/// The upcall scenario's flows (see [`Scenario::Upcall`]).
+pub fn upcall_flows() -> String {
+    let mut t = String::new();
+    for p in 1..=2 {
+        t.push_str(&format!("table=0,priority=10,in_port={p},actions=goto_table:1\n"));
+    }
+    // A MAC no generated flow has (theirs are 02:dir:00:f>>16:f>>8:f);
+    // Ethernet addresses get no prefix tracking in OVS either, so both
+    // switches examine all 48 bits and make one megaflow per source.
+    t.push_str("table=1,priority=20,dl_src=02:ff:ff:ff:ff:ff,actions=drop\n");
+    t.push_str("table=1,priority=0,actions=goto_table:2\n");
+    t.push_str("table=2,priority=10,in_port=1,actions=output:2\ntable=2,priority=10,in_port=2,actions=output:1\n");
+    t
 }
 
 /// The of-3table scenario's flows for `flows` generated flows per
@@ -223,11 +263,13 @@ impl Running {
         let cores = format!("{},{}", s.gen_core, s.fwd_core);
         let mut r = Running { kind, child: None, log, ovs: None, vswitchd: None, of_target: None };
         let flows_file = s.dir.join("of-3table.flows");
-        let of_port = (s.scenario == Scenario::Of3table)
+        let of_port = s
+            .scenario
+            .openflow()
             .then(|| std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()))
             .transpose()?;
-        if s.scenario == Scenario::Of3table {
-            std::fs::write(&flows_file, of_3table_flows(s.macs))?;
+        if s.scenario.openflow() {
+            std::fs::write(&flows_file, s.scenario.flow_file(s.macs))?;
         }
         match kind {
             Kind::Vswitch => {
@@ -237,7 +279,7 @@ impl Running {
                 let port = |i: usize| {
                     let peer = match s.scenario {
                         Scenario::P2p => format!("peer = \"p{}\"\n", 1 - i),
-                        Scenario::L2 | Scenario::Of3table => String::new(),
+                        Scenario::L2 | Scenario::Of3table | Scenario::Upcall => String::new(),
                     };
                     format!(
                         "[[bridge.port]]\nname = \"p{i}\"\ntype = \"dpdk\"\ndevargs = \"{}\"\nn_rxq = {}\n{peer}",
@@ -507,7 +549,7 @@ fn start_ovs(s: &Setup) -> Result<Ovs> {
             ofctl(&["add-flow", &mgmt, "in_port=1,actions=output:2"])?;
             ofctl(&["add-flow", &mgmt, "in_port=2,actions=output:1"])?;
         }
-        Scenario::Of3table => {
+        Scenario::Of3table | Scenario::Upcall => {
             vsctl(&["set", "bridge", "br0", "protocols=OpenFlow10,OpenFlow13"])?;
             let (n, secs) = load_flows(&mgmt, &s.dir.join("of-3table.flows"), &dir)?;
             println!(

@@ -54,7 +54,7 @@ pub const N_FIELDS: usize = 40;
 
 /// Bits of a flow key: which fields' presence, and which bits of each
 /// value (as the two native-endian words of its 16 bytes).
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct FlowMask {
     /// Fields whose presence (or absence) matters, one bit per field id.
     pub present: u64,
@@ -65,6 +65,23 @@ pub struct FlowMask {
 impl Default for FlowMask {
     fn default() -> FlowMask {
         FlowMask { present: 0, bits: [[0; 2]; N_FIELDS] }
+    }
+}
+
+/// Hashes the presence word and the bits of the fields it names only
+/// (a mask of a few fields hashes a few words, not 640 bytes).
+impl std::hash::Hash for FlowMask {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.present);
+        let mut p = self.present;
+        while p != 0 {
+            let i = p.trailing_zeros() as usize;
+            p &= p - 1;
+            if let Some(b) = self.bits.get(i) {
+                state.write_u64(b[0]);
+                state.write_u64(b[1]);
+            }
+        }
     }
 }
 

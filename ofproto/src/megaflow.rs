@@ -313,6 +313,40 @@ impl Subtable {
     }
 }
 
+/// Frees megaflows away from the PMD thread: hundreds of thousands of
+/// them take tens of milliseconds to free, a pause no PMD thread may take
+/// (a cache that fills up, or one a new table snapshot replaces). A few
+/// are freed in place.
+fn reap(subtables: Vec<Subtable>) {
+    type Reaper = std::sync::Mutex<std::sync::mpsc::Sender<Vec<Subtable>>>;
+    static REAPER: std::sync::OnceLock<Option<Reaper>> = std::sync::OnceLock::new();
+    if subtables.iter().map(|s| s.flows.len()).sum::<usize>() < 1024 {
+        return;
+    }
+    let reaper = REAPER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<Subtable>>();
+        std::thread::Builder::new()
+            .name("megaflow-reaper".into())
+            .spawn(move || {
+                for v in rx {
+                    drop(v);
+                }
+            })
+            .ok()
+            .map(|_| std::sync::Mutex::new(tx))
+    });
+    if let Some(tx) = reaper.as_ref().and_then(|m| m.lock().ok()) {
+        // A failed send hands them back: freed here, as without a reaper.
+        let _ = tx.send(subtables);
+    }
+}
+
+impl Drop for MegaflowCache {
+    fn drop(&mut self) {
+        reap(std::mem::take(&mut self.subtables));
+    }
+}
+
 /// Counters of a cache, folded into the bridge's atomics per batch.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CacheCounts {
@@ -387,7 +421,9 @@ impl MegaflowCache {
     /// An empty cache of at most `max` megaflows (at most
     /// [`MAX_MEGAFLOWS`]).
     pub fn with_capacity(max: usize) -> MegaflowCache {
-        MegaflowCache { max: max.min(MAX_MEGAFLOWS), ..MegaflowCache::default() }
+        let mut c = MegaflowCache::default();
+        c.max = max.min(MAX_MEGAFLOWS);
+        c
     }
 
     /// Megaflows in it.
@@ -540,7 +576,7 @@ impl MegaflowCache {
         }
         self.fold(tables);
         self.counts.flushed += self.len as u64;
-        self.subtables.clear();
+        reap(std::mem::take(&mut self.subtables));
         self.by_mask.clear();
         self.len = 0;
         self.full = false;
