@@ -18,7 +18,7 @@ use crate::flow::FlowKey;
 use crate::ofp::action::Instruction;
 use crate::ofp::oxm::Field;
 use crate::ofp::Action;
-use crate::table::{EntryStats, Tables};
+use crate::table::{EntryStats, FlowEntry, FlowTable, Tables};
 use std::sync::Arc;
 
 /// One step of a decision, replayed in order.
@@ -113,53 +113,79 @@ pub fn consumes(acts: &[Action]) -> bool {
     matches!(acts.last(), Some(Action::Output { .. } | Action::Group(_)))
 }
 
-/// Walks `tables` with `key` as the fast path does.
-pub fn translate(tables: &Tables, key: &FlowKey) -> Translation {
-    let mut key = key.clone();
-    let mut mask = FlowMask::default();
-    mask.set(Field::InPort, [u64::MAX, 0]);
-    let mut steps = Vec::new();
-    let mut cacheable = true;
-    let mut reextracted = false;
+/// Where an action list came from, for packet-ins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// Table of the flow.
+    pub table: u8,
+    /// Its cookie.
+    pub cookie: u64,
+    /// OFPR_NO_MATCH 0 (a table-miss entry) or OFPR_ACTION 1.
+    pub reason: u8,
+}
+
+impl Origin {
+    /// Before any table (a packet-out).
+    pub const NONE: Origin = Origin { table: 0, cookie: 0, reason: 1 };
+
+    /// Entry `e` of table `table`.
+    pub fn of(table: u8, e: &FlowEntry) -> Origin {
+        Origin { table, cookie: e.cookie, reason: u8::from(!(e.priority == 0 && e.match_.fields.is_empty())) }
+    }
+}
+
+/// Sets the metadata bits `mask` of `key` to `metadata`'s (write-metadata);
+/// the new metadata.
+pub fn write_metadata(key: &mut FlowKey, metadata: u64, mask: u64) -> u64 {
+    let old = key.get_u64(Field::Metadata).unwrap_or(0);
+    let new = (old & !mask) | (metadata & mask);
+    key.set_u64(Field::Metadata, new);
+    new
+}
+
+/// What a walk through the tables does at each step. The walk itself
+/// ([`walk`]) is one: the translation walks with a key, the fast path's
+/// slow path with a packet, and they cannot drift apart.
+pub trait Walker<'t> {
+    /// Looks up table `table` with the walker's key (None: a miss
+    /// without table-miss entry, which ends the walk).
+    fn lookup(&mut self, table: u8, t: &'t FlowTable) -> Option<&'t FlowEntry>;
+    /// Runs an apply-actions list (or, at the end, the action set); false
+    /// when the packet is gone (sent by a final output or group, dropped).
+    fn apply(&mut self, acts: &[Action], origin: Origin) -> bool;
+    /// Write-metadata.
+    fn write_metadata(&mut self, metadata: u64, mask: u64);
+    /// A meter instruction; false when it dropped the packet.
+    fn meter(&mut self, meter: u32) -> bool;
+}
+
+/// Walks `tables` (spec 5.1-5.10): apply-actions in order, the action set
+/// at the end in the spec's order, goto-table only forward, metadata.
+pub fn walk<'t, W: Walker<'t>>(tables: &'t Tables, w: &mut W) {
+    // Made only when a flow writes to it: most pipelines never do.
     let mut set: Option<ActionSet> = None;
-    let mut origin = (0u8, 0u64, 1u8);
+    let mut origin = Origin::NONE;
     let mut table = 0u8;
     while let Some(t) = tables.tables.get(usize::from(table)) {
-        cacheable &= !reextracted;
-        let found = t.lookup_wc(&key, &mut mask);
-        steps.push(Step::Table { table, entry: found.map(|e| e.stats.clone()) });
-        let Some(e) = found else {
-            return Translation { steps, mask, cacheable };
-        };
-        origin = (table, e.cookie, u8::from(!(e.priority == 0 && e.match_.fields.is_empty())));
+        let Some(e) = w.lookup(table, t) else { return };
+        origin = Origin::of(table, e);
         let mut next = None;
         for i in &e.instructions {
             match i {
                 Instruction::ApplyActions(a) => {
-                    steps.push(Step::Apply {
-                        acts: a.clone().into_boxed_slice(),
-                        table,
-                        cookie: origin.1,
-                        reason: origin.2,
-                    });
-                    if consumes(a) {
-                        return Translation { steps, mask, cacheable };
-                    }
-                    for act in a {
-                        reextracted |= reextracts(act);
-                        key_effect(&mut key, act);
+                    if !w.apply(a, origin) {
+                        return;
                     }
                 }
                 Instruction::ClearActions => set = None,
                 Instruction::WriteActions(a) => set.get_or_insert_with(ActionSet::default).write(a),
-                Instruction::WriteMetadata { metadata, mask: m } => {
-                    let old = key.get_u64(Field::Metadata).unwrap_or(0);
-                    let new = (old & !m) | (metadata & m);
-                    key.set_u64(Field::Metadata, new);
-                    steps.push(Step::Metadata(new));
-                }
+                Instruction::WriteMetadata { metadata, mask } => w.write_metadata(*metadata, *mask),
                 Instruction::GotoTable(n) => next = Some(*n),
-                Instruction::Meter(m) => steps.push(Step::Meter(*m)),
+                Instruction::Meter(m) => {
+                    if !w.meter(*m) {
+                        return;
+                    }
+                }
             }
         }
         match next {
@@ -171,10 +197,55 @@ pub fn translate(tables: &Tables, key: &FlowKey) -> Translation {
         let mut buf = [Action::PopPbb; SET_MAX];
         let acts = set.actions(&mut buf);
         if !acts.is_empty() {
-            steps.push(Step::Apply { acts: acts.into(), table: origin.0, cookie: origin.1, reason: origin.2 });
+            w.apply(acts, origin);
         }
     }
-    Translation { steps, mask, cacheable }
+}
+
+/// The translation's walker: the key, the bits looked at, the steps.
+struct Translator {
+    key: FlowKey,
+    mask: FlowMask,
+    steps: Vec<Step>,
+    cacheable: bool,
+    reextracted: bool,
+}
+
+impl<'t> Walker<'t> for Translator {
+    fn lookup(&mut self, table: u8, t: &'t FlowTable) -> Option<&'t FlowEntry> {
+        self.cacheable &= !self.reextracted;
+        let found = t.lookup_wc(&self.key, &mut self.mask);
+        self.steps.push(Step::Table { table, entry: found.map(|e| e.stats.clone()) });
+        found
+    }
+    fn apply(&mut self, acts: &[Action], o: Origin) -> bool {
+        self.steps.push(Step::Apply { acts: acts.into(), table: o.table, cookie: o.cookie, reason: o.reason });
+        if consumes(acts) {
+            return false;
+        }
+        for a in acts {
+            self.reextracted |= reextracts(a);
+            key_effect(&mut self.key, a);
+        }
+        true
+    }
+    fn write_metadata(&mut self, metadata: u64, mask: u64) {
+        let new = write_metadata(&mut self.key, metadata, mask);
+        self.steps.push(Step::Metadata(new));
+    }
+    fn meter(&mut self, meter: u32) -> bool {
+        self.steps.push(Step::Meter(meter));
+        true
+    }
+}
+
+/// Walks `tables` with `key` as the fast path does.
+pub fn translate(tables: &Tables, key: &FlowKey) -> Translation {
+    let mut mask = FlowMask::default();
+    mask.set(Field::InPort, [u64::MAX, 0]);
+    let mut w = Translator { key: key.clone(), mask, steps: Vec::new(), cacheable: true, reextracted: false };
+    walk(tables, &mut w);
+    Translation { steps: w.steps, mask: w.mask, cacheable: w.cacheable }
 }
 
 /// The action set (spec 5.10): at most one action of each kind, kept

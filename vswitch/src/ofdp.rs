@@ -21,9 +21,9 @@ use ofproto::agent::{Group, Meter};
 use ofproto::flow::FlowKey;
 use ofproto::megaflow::{count_steps, Megaflow, MegaflowCache, NONE};
 use ofproto::ofp::action::port;
-use ofproto::ofp::{Action, Field, Instruction};
+use ofproto::ofp::{Action, Field};
 use ofproto::table::Tables;
-use ofproto::xlate::{self, ActionSet, Step, SET_MAX};
+use ofproto::xlate::{self, Origin, Step, Walker};
 use pmd::packet::{Batch, BATCH_SIZE};
 use pmd::pmd::{Pipeline, RxqRef, TxBatches};
 use pmd::{Mempool, Packet};
@@ -164,15 +164,6 @@ impl std::fmt::Debug for OfBridgeDp {
     }
 }
 
-/// Where an action list came from, for packet-ins.
-#[derive(Clone, Copy)]
-struct Origin {
-    table: u8,
-    cookie: u64,
-    /// OFPR_NO_MATCH (a table-miss entry) or OFPR_ACTION.
-    reason: u8,
-}
-
 /// Counter updates of one batch, folded into the shared atomics once at
 /// its end: a run of packets hitting the same flows costs a few atomic
 /// adds per batch instead of several per packet.
@@ -232,6 +223,46 @@ impl<'a> BatchCounts<'a> {
             }
         }
         self.n_tables = 0;
+    }
+}
+
+/// The slow path's walker: the packet itself goes through the tables.
+struct PacketWalk<'a, 's> {
+    dp: &'s OfBridgeDp,
+    p: Option<Packet>,
+    key: FlowKey,
+    len: u64,
+    out: &'a mut Out,
+    tx: &'a mut TxBatches,
+    counts: &'a mut BatchCounts<'s>,
+}
+
+impl<'s> Walker<'s> for PacketWalk<'_, 's> {
+    fn lookup(&mut self, table: u8, t: &'s ofproto::table::FlowTable) -> Option<&'s ofproto::table::FlowEntry> {
+        let found = t.lookup(&self.key);
+        self.counts.table(&self.dp.tables, table, found.is_some());
+        match found {
+            Some(e) => self.counts.entry(&e.stats, self.len, self.out.now_ms),
+            None => {
+                // No table-miss entry: dropped (OpenFlow 1.3, 5.4).
+                self.dp.counters.miss_drops.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        found
+    }
+    fn apply(&mut self, acts: &[Action], origin: Origin) -> bool {
+        let Some(p) = self.p.take() else { return false };
+        self.p = self.dp.apply(p, &mut self.key, acts, self.out, self.tx, origin);
+        self.p.is_some()
+    }
+    fn write_metadata(&mut self, metadata: u64, mask: u64) {
+        xlate::write_metadata(&mut self.key, metadata, mask);
+    }
+    fn meter(&mut self, meter: u32) -> bool {
+        match self.p.as_mut() {
+            Some(p) => self.dp.meter(meter, p, self.len, self.out.now_ns),
+            None => false,
+        }
     }
 }
 
@@ -349,7 +380,7 @@ impl OfBridgeDp {
         let in_slot = self.ofport_slot.get(&req.in_port).map_or(usize::MAX, |(s, _)| *s);
         let mut out = Out { in_slot, in_port: req.in_port, normal: Batch::new(), now_ms: now_ns / 1_000_000, now_ns };
         let mut key = FlowKey::extract(p.data(), req.in_port);
-        let origin = Origin { table: 0, cookie: 0, reason: 1 };
+        let origin = Origin::NONE;
         if req.actions.iter().any(|a| matches!(a, Action::Output { port: port::TABLE, .. })) {
             // OFPP_TABLE: the frame goes through the tables as if received
             // on in_port.
@@ -410,68 +441,10 @@ impl OfBridgeDp {
 
     /// Runs one packet (its key `key`) through the tables: packet-outs
     /// to OFPP_TABLE and keys whose decision cannot be cached.
-    fn run<'s>(
-        &'s self,
-        mut p: Packet,
-        mut key: FlowKey,
-        out: &mut Out,
-        tx: &mut TxBatches,
-        counts: &mut BatchCounts<'s>,
-    ) {
-        // Made only when a flow writes to it: most pipelines never do.
-        let mut set: Option<ActionSet> = None;
-        let mut table = 0u8;
-        let mut origin = Origin { table: 0, cookie: 0, reason: 1 };
-        let origin_of = |table: u8, e: &ofproto::table::FlowEntry| Origin {
-            table,
-            cookie: e.cookie,
-            reason: u8::from(!(e.priority == 0 && e.match_.fields.is_empty())),
-        };
+    fn run<'s>(&'s self, p: Packet, key: FlowKey, out: &mut Out, tx: &mut TxBatches, counts: &mut BatchCounts<'s>) {
         let len = p.len() as u64;
-        while let Some(t) = self.tables.tables.get(usize::from(table)) {
-            let Some(e) = t.lookup(&key) else {
-                counts.table(&self.tables, table, false);
-                // No table-miss entry: dropped (OpenFlow 1.3, 5.4).
-                self.counters.miss_drops.fetch_add(1, Ordering::Relaxed);
-                return;
-            };
-            counts.table(&self.tables, table, true);
-            counts.entry(&e.stats, len, out.now_ms);
-            origin = origin_of(table, e);
-            let mut next = None;
-            for i in &e.instructions {
-                match i {
-                    Instruction::ApplyActions(a) => {
-                        let Some(q) = self.apply(p, &mut key, a, out, tx, origin_of(table, e)) else { return };
-                        p = q;
-                    }
-                    Instruction::ClearActions => set = None,
-                    Instruction::WriteActions(a) => set.get_or_insert_with(ActionSet::default).write(a),
-                    Instruction::WriteMetadata { metadata, mask } => {
-                        let old = key.get_u64(Field::Metadata).unwrap_or(0);
-                        let new = (old & !mask) | (metadata & mask);
-                        key.set_u64(Field::Metadata, new);
-                    }
-                    Instruction::GotoTable(n) => next = Some(*n),
-                    Instruction::Meter(m) => {
-                        if !self.meter(*m, &mut p, len, out.now_ns) {
-                            return;
-                        }
-                    }
-                }
-            }
-            match next {
-                Some(n) if n > table => table = n,
-                _ => break,
-            }
-        }
-        if let Some(set) = set.filter(|s| s.any) {
-            let mut buf = [Action::PopPbb; SET_MAX];
-            let acts = set.actions(&mut buf);
-            if !acts.is_empty() {
-                let _ = self.apply(p, &mut key, acts, out, tx, origin);
-            }
-        }
+        let mut w = PacketWalk { dp: self, p: Some(p), key, len, out, tx, counts };
+        xlate::walk(&self.tables, &mut w);
     }
 
     /// Applies `acts` in order; outputs send a copy unless they are the
