@@ -7,6 +7,8 @@
 //! and the switch keep working. Ports are DPDK null devices that receive
 //! nothing (`no-rx=1`): no kernel interfaces, nothing leaves the machine.
 
+mod common;
+
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::process::{Child, Command, Output, Stdio};
@@ -225,27 +227,15 @@ fn a_malformed_message_gets_an_error_and_the_session_goes_on() {
 /// PORT_STATUS (ADD, DELETE).
 #[test]
 fn controllers_hear_of_ports_added_and_removed() {
-    use ofproto::ofp::{frame_len, Message};
+    use ofproto::ofp::Message;
     let s = start();
     let mut t = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
     t.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     t.write_all(&Message::Hello { versions: vec![4] }.encode(1)).unwrap();
     let mut buf = Vec::new();
-    let mut next_status = |t: &mut std::net::TcpStream| -> (u8, String) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            while let Some(n) = frame_len(&buf).filter(|n| buf.len() >= *n) {
-                let f: Vec<u8> = buf.drain(..n).collect();
-                if let Ok((_, Message::PortStatus(ps))) = Message::decode(&f) {
-                    return (ps.reason, ps.desc.name);
-                }
-            }
-            assert!(Instant::now() < deadline, "no port-status");
-            let mut chunk = [0u8; 4096];
-            if let Ok(n) = t.read(&mut chunk) {
-                buf.extend_from_slice(&chunk[..n]);
-            }
-        }
+    let mut next_status = |t: &mut std::net::TcpStream| {
+        let ps = common::next_port_status(t, &mut buf, None);
+        (ps.reason, ps.desc.name)
     };
     // Let the session start before the change.
     std::thread::sleep(Duration::from_millis(300));

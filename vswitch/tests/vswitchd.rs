@@ -585,25 +585,9 @@ fn fast_failover_follows_link_state() {
     mon.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     mon.write_all(&ofproto::ofp::Message::Hello { versions: vec![4] }.encode(1)).unwrap();
     let mut monbuf = Vec::new();
-    let mut next_modify = |t: &mut std::net::TcpStream| -> (String, u32) {
-        use ofproto::ofp::{frame_len, Message};
-        use std::io::Read;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            while let Some(n) = frame_len(&monbuf).filter(|n| monbuf.len() >= *n) {
-                let f: Vec<u8> = monbuf.drain(..n).collect();
-                if let Ok((_, Message::PortStatus(ps))) = Message::decode(&f) {
-                    if ps.reason == 2 {
-                        return (ps.desc.name, ps.desc.state);
-                    }
-                }
-            }
-            assert!(Instant::now() < deadline, "no PORT_STATUS MODIFY");
-            let mut chunk = [0u8; 4096];
-            if let Ok(n) = t.read(&mut chunk) {
-                monbuf.extend_from_slice(&chunk[..n]);
-            }
-        }
+    let mut next_modify = |t: &mut std::net::TcpStream| {
+        let ps = common::next_port_status(t, &mut monbuf, Some(2));
+        (ps.desc.name, ps.desc.state)
     };
     ofctl(&[
         "add-group",

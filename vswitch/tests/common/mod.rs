@@ -244,3 +244,31 @@ impl Drop for Lab {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The next PORT_STATUS (of `reason`, when given) on a controller session
+/// `t` (read timeout set by the caller), within 10 s; unread bytes stay in
+/// `buf` for the next call.
+pub fn next_port_status(
+    t: &mut std::net::TcpStream,
+    buf: &mut Vec<u8>,
+    reason: Option<u8>,
+) -> ofproto::ofp::msg::PortStatus {
+    use ofproto::ofp::{frame_len, Message};
+    use std::io::Read;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        while let Some(n) = frame_len(buf).filter(|n| buf.len() >= *n) {
+            let f: Vec<u8> = buf.drain(..n).collect();
+            if let Ok((_, Message::PortStatus(ps))) = Message::decode(&f) {
+                if reason.is_none_or(|r| r == ps.reason) {
+                    return ps;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "no port-status");
+        let mut chunk = [0u8; 4096];
+        if let Ok(n) = t.read(&mut chunk) {
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
