@@ -12,10 +12,33 @@ use wire::{EtherType, IpProtocol};
 
 /// The fields of one packet (and of its pipeline: in_port, metadata,
 /// tunnel id).
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone)]
 pub struct FlowKey {
     present: u64,
     values: [[u8; 16]; 40],
+}
+
+/// Keys are equal when the same fields are present with the same values
+/// (an absent field's old bytes, left by [`FlowKey::extract_into`] or
+/// [`FlowKey::clear`], do not count).
+impl PartialEq for FlowKey {
+    fn eq(&self, other: &FlowKey) -> bool {
+        self.present == other.present
+            && (0..self.values.len()).all(|i| self.present & (1 << i) == 0 || self.values[i] == other.values[i])
+    }
+}
+
+impl Eq for FlowKey {}
+
+impl std::hash::Hash for FlowKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.present);
+        for (i, v) in self.values.iter().enumerate() {
+            if self.present & (1 << i) != 0 {
+                state.write(v);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for FlowKey {

@@ -105,6 +105,20 @@ impl Megaflow {
         }
     }
 
+    /// The heap it takes: the struct and its `Arc` header, its steps and
+    /// their actions (the mask is shared by its subtable).
+    pub fn bytes(&self) -> u64 {
+        let acts: usize = self
+            .steps
+            .iter()
+            .map(|s| match s {
+                Step::Apply { acts, .. } => acts.len() * std::mem::size_of::<crate::ofp::Action>(),
+                _ => 0,
+            })
+            .sum();
+        (std::mem::size_of::<Megaflow>() + 16 + self.steps.len() * std::mem::size_of::<Step>() + acts) as u64
+    }
+
     /// Counts a packet of `len` bytes at `now_ms`; true when it is the
     /// first since the last fold (the caller lists it for the next one).
     /// Only the owning PMD thread calls it.
@@ -365,6 +379,11 @@ pub struct CacheCounts {
     pub uncacheable: u64,
     /// Megaflows dropped because the cache filled up.
     pub flushed: u64,
+    /// Bytes of megaflows installed, and of megaflows dropped (see
+    /// [`Megaflow::bytes`]).
+    pub bytes_added: u64,
+    /// See `bytes_added`.
+    pub bytes_dropped: u64,
 }
 
 /// One PMD thread's megaflows for one bridge snapshot.
@@ -386,6 +405,8 @@ pub struct MegaflowCache {
     full: bool,
     /// Megaflows it holds at most.
     max: usize,
+    /// Bytes its megaflows take (see [`Megaflow::bytes`]).
+    bytes: u64,
 }
 
 impl std::fmt::Debug for MegaflowCache {
@@ -413,6 +434,7 @@ impl Default for MegaflowCache {
             keys: Vec::new(),
             full: false,
             max: MAX_MEGAFLOWS,
+            bytes: 0,
         }
     }
 }
@@ -424,6 +446,12 @@ impl MegaflowCache {
         let mut c = MegaflowCache::default();
         c.max = max.min(MAX_MEGAFLOWS);
         c
+    }
+
+    /// Bytes its megaflows take: each [`Megaflow::bytes`], its stored key
+    /// and its share of the index (two words at most half full).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// Megaflows in it.
@@ -545,10 +573,13 @@ impl MegaflowCache {
         };
         let st = &mut self.subtables[si];
         let before = st.flows.len();
+        let bytes = mf.bytes() + 8 * st.stride as u64 + 16;
         let slot = st.insert(key, mf);
         if st.flows.len() > before {
             self.len += 1;
             self.counts.installs += 1;
+            self.counts.bytes_added += bytes;
+            self.bytes += bytes;
         }
         Some(code(si, slot))
     }
@@ -576,6 +607,8 @@ impl MegaflowCache {
         }
         self.fold(tables);
         self.counts.flushed += self.len as u64;
+        self.counts.bytes_dropped += self.bytes;
+        self.bytes = 0;
         reap(std::mem::take(&mut self.subtables));
         self.by_mask.clear();
         self.len = 0;

@@ -307,7 +307,8 @@ fn megaflow_json(c: &crate::ofdp::OfCounters) -> Value {
            "subtable_lookups_per_packet": ratio(ld(&c.mf_subtable_lookups), hits + upcalls),
            "megaflows": ld(&c.megaflows), "installs": ld(&c.mf_installs),
            "upcall_drops": ld(&c.mf_upcall_drops), "uncacheable": ld(&c.mf_uncacheable),
-           "flushed_full": ld(&c.mf_flushed)})
+           "flushed_full": ld(&c.mf_flushed), "bytes": ld(&c.mf_bytes),
+           "bytes_per_megaflow": ratio(ld(&c.mf_bytes), ld(&c.megaflows))})
 }
 
 fn port_json(p: &crate::switch::SwitchPort) -> Value {

@@ -600,7 +600,7 @@ impl Pipeline for BridgeDispatch {
                 Some(mut c) => {
                     if let Some(Some(o)) = self.openflow.get(b) {
                         c.fold(&o.tables);
-                        o.counters.cache_dropped(c.len());
+                        o.counters.cache_dropped(&c);
                     }
                     caches.push(Default::default());
                 }

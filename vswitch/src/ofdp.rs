@@ -87,6 +87,8 @@ pub struct OfCounters {
     pub megaflows: AtomicU64,
     /// Megaflows dropped because a cache filled up.
     pub mf_flushed: AtomicU64,
+    /// Bytes the megaflows of all PMD threads' caches take now.
+    pub mf_bytes: AtomicU64,
 }
 
 impl OfCounters {
@@ -102,6 +104,7 @@ impl OfCounters {
             (&self.mf_uncacheable, c.uncacheable),
             (&self.megaflows, c.installs),
             (&self.mf_flushed, c.flushed),
+            (&self.mf_bytes, c.bytes_added),
         ] {
             if v != 0 {
                 a.fetch_add(v, Ordering::Relaxed);
@@ -110,11 +113,15 @@ impl OfCounters {
         if c.flushed != 0 {
             self.megaflows.fetch_sub(c.flushed, Ordering::Relaxed);
         }
+        if c.bytes_dropped != 0 {
+            self.mf_bytes.fetch_sub(c.bytes_dropped, Ordering::Relaxed);
+        }
     }
 
-    /// A cache of `n` megaflows was dropped (a new snapshot).
-    pub fn cache_dropped(&self, n: usize) {
-        self.megaflows.fetch_sub(n as u64, Ordering::Relaxed);
+    /// A cache was dropped (a new snapshot).
+    pub fn cache_dropped(&self, cache: &MegaflowCache) {
+        self.megaflows.fetch_sub(cache.len() as u64, Ordering::Relaxed);
+        self.mf_bytes.fetch_sub(cache.bytes(), Ordering::Relaxed);
     }
 }
 
