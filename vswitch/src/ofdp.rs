@@ -309,6 +309,15 @@ impl OfBridgeDp {
         }
         let mut codes = [NONE; BATCH_SIZE];
         cache.lookup_batch(&keys[..n], &mut codes[..n]);
+        // The megaflows' steps were prefetched by the lookup; start
+        // loading the action lists they point to before the replays.
+        for &c in codes[..n].iter().filter(|c| **c != NONE) {
+            for s in cache.get(c).steps.iter() {
+                if let Step::Apply { acts, .. } = s {
+                    ofproto::megaflow::prefetch(acts.as_ptr().cast());
+                }
+            }
+        }
         let mut dirty = [NONE; BATCH_SIZE];
         let mut n_dirty = 0;
         let mut installed = false;
