@@ -605,12 +605,16 @@ fn fast_failover_follows_link_state() {
     assert_eq!(lab.ping(1, 2, 3, "0.2", None), 3, "through the first bucket");
     let (c2, c3) = (tx("c2"), tx("c3"));
     assert!(c2 >= 3, "c2 got them: {c2}");
-    common::sh(&["ip", "link", "set", &lab.host(2), "down"]);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !ofctl(&["dump-ports-desc"]).contains("LINK_DOWN") {
-        assert!(Instant::now() < deadline, "c2's link never went down: {}", ofctl(&["dump-ports-desc"]));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // Sets c2's link and waits until OpenFlow's port description shows it.
+    let set_link = |up: bool| {
+        common::sh(&["ip", "link", "set", &lab.host(2), if up { "up" } else { "down" }]);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while ofctl(&["dump-ports-desc"]).contains("LINK_DOWN") == up {
+            assert!(Instant::now() < deadline, "c2's link never went up={up}: {}", ofctl(&["dump-ports-desc"]));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    set_link(false);
     assert_eq!(next_modify(&mut mon), ("c2".to_string(), 1), "OFPPR_MODIFY, OFPPS_LINK_DOWN (and not LIVE)");
     std::thread::sleep(Duration::from_millis(500));
     let c2 = tx("c2");
@@ -620,12 +624,7 @@ fn fast_failover_follows_link_state() {
     // Carrier back: back to c2. (Counted on c3, which stays up: an
     // AF_PACKET port's tx counter is unreliable after its interface was
     // down, as DPDK's driver counts a failed kick as nothing sent.)
-    common::sh(&["ip", "link", "set", &lab.host(2), "up"]);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while ofctl(&["dump-ports-desc"]).contains("LINK_DOWN") {
-        assert!(Instant::now() < deadline, "c2's link never came back: {}", ofctl(&["dump-ports-desc"]));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    set_link(true);
     assert_eq!(next_modify(&mut mon), ("c2".to_string(), 4), "OFPPR_MODIFY, link up: OFPPS_LIVE, no LINK_DOWN");
     std::thread::sleep(Duration::from_millis(500));
     let c3 = tx("c3");
