@@ -206,7 +206,7 @@ pub struct Running {
     log: PathBuf,
     ovs: Option<Ovs>,
     /// vswitchd's control socket, and its PMD counters when the trial began.
-    vswitchd: Option<(String, std::cell::Cell<(u64, u64)>)>,
+    vswitchd: Option<(String, std::cell::Cell<VsCounters>)>,
     /// Where an OpenFlow client reaches it (of-3table): `tcp:IP:PORT` or
     /// `unix:PATH`.
     pub of_target: Option<String>,
@@ -237,17 +237,35 @@ fn our_binary(name: &str) -> Result<PathBuf> {
     Ok(p)
 }
 
-/// vswitchd's PMD counters: (busy cycles, packets) summed over threads.
-fn vswitchd_counters(sock: &str) -> Option<(u64, u64)> {
+/// Stages of vswitchd's OpenFlow fast path it counts cycles for (its
+/// `pmd-stats`), then the rest of its PMD's busy cycles ("io": rx, tx,
+/// batching, polling).
+pub const STAGES: [&str; 6] = ["extract", "emc", "megaflow", "upcall", "actions", "io"];
+
+/// vswitchd's PMD counters summed over threads: busy cycles, packets, and
+/// the cycles of each OpenFlow stage (`STAGES` but "io").
+#[derive(Debug, Default, Clone, Copy)]
+struct VsCounters {
+    busy: u64,
+    packets: u64,
+    stages: [u64; 5],
+}
+
+fn vswitchd_counters(sock: &str) -> Option<VsCounters> {
     let out =
         Command::new(our_binary("vswitchctl").ok()?).args(["--socket", sock, "--json", "pmd-stats"]).output().ok()?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    let pmds = v["pmds"].as_array()?;
-    Some(
-        pmds.iter().fold((0, 0), |(c, p), x| {
-            (c + x["busy_cycles"].as_u64().unwrap_or(0), p + x["packets"].as_u64().unwrap_or(0))
-        }),
-    )
+    let mut c = VsCounters::default();
+    for x in v["pmds"].as_array()? {
+        c.busy += x["busy_cycles"].as_u64().unwrap_or(0);
+        c.packets += x["packets"].as_u64().unwrap_or(0);
+    }
+    for b in v["openflow"].as_array().into_iter().flatten() {
+        for (i, name) in STAGES[..5].iter().enumerate() {
+            c.stages[i] += b["megaflow"]["stage_cycles"][name].as_u64().unwrap_or(0);
+        }
+    }
+    Some(c)
 }
 
 impl Running {
@@ -306,7 +324,7 @@ impl Running {
                 let mut c = Command::new(our_binary("vswitchd")?);
                 c.arg("--config").arg(&cfg);
                 r.child = Some(c.stdin(Stdio::null()).stdout(out).stderr(err).spawn().context("starting vswitchd")?);
-                r.vswitchd = Some((sock, std::cell::Cell::new((0, 0))));
+                r.vswitchd = Some((sock, std::cell::Cell::new(VsCounters::default())));
             }
             Kind::Testpmd => {
                 let mut c = Command::new(tool("dpdk-testpmd")?);
@@ -372,7 +390,7 @@ impl Running {
             let _ = appctl(o, &["dpif-netdev/pmd-stats-clear"]);
         }
         if let Some((sock, at)) = &self.vswitchd {
-            at.set(vswitchd_counters(sock).unwrap_or((0, 0)));
+            at.set(vswitchd_counters(sock).unwrap_or_default());
         }
     }
 
@@ -380,13 +398,29 @@ impl Running {
     /// (testpmd reports at exit).
     pub fn cycles_before_stop(&self) -> Option<f64> {
         if let Some((sock, at)) = &self.vswitchd {
-            let (c1, p1) = vswitchd_counters(sock)?;
-            let (c0, p0) = at.get();
-            return (p1 > p0).then(|| (c1 - c0) as f64 / (p1 - p0) as f64);
+            let (c1, c0) = (vswitchd_counters(sock)?, at.get());
+            return (c1.packets > c0.packets).then(|| (c1.busy - c0.busy) as f64 / (c1.packets - c0.packets) as f64);
         }
         let o = self.ovs.as_ref()?;
         let out = appctl(o, &["dpif-netdev/pmd-stats-show"]).ok()?;
         number_after(&out, "avg processing cycles per packet:")
+    }
+
+    /// vswitchd's cycles per packet in each of `STAGES` since
+    /// `clear_counters` (None for the others, or without OpenFlow
+    /// traffic): "io" is its busy cycles per packet less the counted
+    /// stages.
+    pub fn stages_before_stop(&self) -> Option<Vec<f64>> {
+        let (sock, at) = self.vswitchd.as_ref()?;
+        let (c1, c0) = (vswitchd_counters(sock)?, at.get());
+        let packets = c1.packets.checked_sub(c0.packets).filter(|p| *p > 0)? as f64;
+        let mut v: Vec<f64> = (0..5).map(|i| (c1.stages[i] - c0.stages[i]) as f64 / packets).collect();
+        if v.iter().all(|x| *x == 0.0) {
+            return None;
+        }
+        let busy = (c1.busy - c0.busy) as f64 / packets;
+        v.push((busy - v.iter().sum::<f64>()).max(0.0));
+        Some(v)
     }
 
     /// Stops it; returns its cycles per packet if it reported them.

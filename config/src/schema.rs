@@ -99,10 +99,60 @@ pub struct PmdSection {
     /// Seconds between rebalances with `cycles`.
     #[serde(default = "default_rebalance_s")]
     pub rebalance_interval_s: u32,
+    /// When the exact-match cache (EMC) of an OpenFlow bridge is looked
+    /// up before its megaflows.
+    #[serde(default)]
+    pub emc: EmcMode,
+    /// Entries of each PMD thread's exact-match cache per OpenFlow
+    /// bridge (a power of two, 2 to 1048576).
+    #[serde(default = "default_emc_entries")]
+    pub emc_entries: u32,
+    /// One in this many keys that hit a megaflow goes into the exact-match
+    /// cache (1: every one; 0: none), as OVS's `emc-insert-inv-prob`.
+    #[serde(default = "default_emc_insert_inv_prob")]
+    pub emc_insert_inv_prob: u32,
+    /// A megaflow without a packet for this many milliseconds is removed
+    /// (at least 100).
+    #[serde(default = "default_megaflow_max_idle_ms")]
+    pub megaflow_max_idle_ms: u32,
+    /// Megaflows each PMD thread holds at most per OpenFlow bridge (1 to
+    /// 262144); a full cache starts over.
+    #[serde(default = "default_megaflow_limit")]
+    pub megaflow_limit: u32,
+}
+
+/// When the exact-match cache is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum EmcMode {
+    /// While megaflow lookups probe two subtables or more per packet on
+    /// average (below that, hashing the whole key costs what it saves).
+    #[default]
+    Auto,
+    /// Always.
+    On,
+    /// Never.
+    Off,
 }
 
 fn default_rebalance_s() -> u32 {
     60
+}
+
+fn default_emc_entries() -> u32 {
+    8192
+}
+
+fn default_emc_insert_inv_prob() -> u32 {
+    100
+}
+
+fn default_megaflow_max_idle_ms() -> u32 {
+    10_000
+}
+
+fn default_megaflow_limit() -> u32 {
+    262_144
 }
 
 impl Default for PmdSection {
@@ -111,6 +161,11 @@ impl Default for PmdSection {
             cores: Vec::new(),
             rxq_assignment: RxqAssignment::default(),
             rebalance_interval_s: default_rebalance_s(),
+            emc: EmcMode::default(),
+            emc_entries: default_emc_entries(),
+            emc_insert_inv_prob: default_emc_insert_inv_prob(),
+            megaflow_max_idle_ms: default_megaflow_max_idle_ms(),
+            megaflow_limit: default_megaflow_limit(),
         }
     }
 }

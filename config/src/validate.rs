@@ -51,6 +51,16 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), Failure> {
     if cfg.pmd.rebalance_interval_s == 0 {
         return fail(vec![key("pmd"), key("rebalance_interval_s")], "must be at least 1 second");
     }
+    let e = cfg.pmd.emc_entries;
+    if !(2..=1 << 20).contains(&e) || !e.is_power_of_two() {
+        return fail(vec![key("pmd"), key("emc_entries")], format!("{e} is not a power of two from 2 to 1048576"));
+    }
+    if cfg.pmd.megaflow_max_idle_ms < 100 {
+        return fail(vec![key("pmd"), key("megaflow_max_idle_ms")], "must be at least 100 ms");
+    }
+    if !(1..=262_144).contains(&cfg.pmd.megaflow_limit) {
+        return fail(vec![key("pmd"), key("megaflow_limit")], "must be from 1 to 262144");
+    }
     if !cfg.control.socket.starts_with('/') {
         return fail(vec![key("control"), key("socket")], format!("`{}` must be an absolute path", cfg.control.socket));
     }

@@ -102,6 +102,14 @@ impl FlowKey {
         hi.copy_from_slice(&v[8..]);
         [u64::from_ne_bytes(lo), u64::from_ne_bytes(hi)]
     }
+    /// Sets field `i` (a field id) from its two words, as
+    /// [`FlowKey::words`] gives them.
+    pub fn set_words(&mut self, i: usize, w: [u64; 2]) {
+        self.values[i][..8].copy_from_slice(&w[0].to_ne_bytes());
+        self.values[i][8..].copy_from_slice(&w[1].to_ne_bytes());
+        self.present |= 1 << i;
+    }
+
     /// Removes a field (a header popped).
     pub fn clear(&mut self, f: Field) {
         self.present &= !(1 << (f as usize));

@@ -44,8 +44,8 @@ fn code(si: usize, slot: usize) -> u32 {
     u32::try_from((si << 20) | slot).unwrap_or(NONE)
 }
 
-/// Megaflows one cache holds at most; a full cache installs nothing more
-/// until the next snapshot (its misses still run the tables).
+/// Megaflows one cache holds at most; a full cache starts over at the end
+/// of the batch that filled it.
 pub const MAX_MEGAFLOWS: usize = 262_144;
 
 /// A cached decision.
@@ -66,6 +66,8 @@ pub struct Megaflow {
     pub bytes: AtomicU64,
     /// When it was last used, PMD milliseconds.
     pub used_ms: AtomicU64,
+    /// When it was installed, PMD milliseconds.
+    pub created_ms: u64,
     folded: [AtomicU64; 2],
     dirty: AtomicBool,
 }
@@ -90,8 +92,9 @@ pub fn count_steps(tables: &Tables, steps: &[Step], packets: u64, bytes: u64, no
 
 impl Megaflow {
     /// A decision `steps` made under `mask` (from
-    /// [`MegaflowCache::intern`], so that megaflows of one mask share it).
-    pub fn new(steps: Vec<Step>, mask: Arc<FlowMask>) -> Megaflow {
+    /// [`MegaflowCache::intern`], so that megaflows of one mask share it)
+    /// at `now_ms`.
+    pub fn new(steps: Vec<Step>, mask: Arc<FlowMask>, now_ms: u64) -> Megaflow {
         let last_table = steps.iter().rposition(|s| matches!(s, Step::Table { .. })).unwrap_or(0);
         Megaflow {
             last_table,
@@ -99,7 +102,8 @@ impl Megaflow {
             mask,
             packets: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
-            used_ms: AtomicU64::new(0),
+            used_ms: AtomicU64::new(now_ms),
+            created_ms: now_ms,
             folded: [AtomicU64::new(0), AtomicU64::new(0)],
             dirty: AtomicBool::new(false),
         }
@@ -298,6 +302,68 @@ impl Subtable {
         index[i] = (hash >> 32) << 32 | (slot as u64 + 1);
     }
 
+    /// Stored key `slot`'s words.
+    fn key(&self, slot: usize) -> &[u64] {
+        &self.keys[slot * self.stride..(slot + 1) * self.stride]
+    }
+
+    /// The index position that names `slot` (whose stored key hashes to
+    /// `hash`).
+    fn index_pos(&self, hash: u64, slot: usize) -> Option<usize> {
+        let m = self.index.len() - 1;
+        let mut i = usize::try_from(hash).unwrap_or(0) & m;
+        let want = (hash >> 32) << 32 | (slot as u64 + 1);
+        loop {
+            match self.index[i] {
+                0 => return None,
+                w if w == want => return Some(i),
+                _ => i = (i + 1) & m,
+            }
+        }
+    }
+
+    /// Empties index position `pos` the way linear probing deletes without
+    /// tombstones: each later word of its run whose home is not between
+    /// the hole and itself moves back into the hole.
+    fn unplace(&mut self, pos: usize) {
+        let m = self.index.len() - 1;
+        let mut hole = pos;
+        let mut i = (pos + 1) & m;
+        loop {
+            let w = self.index[i];
+            if w == 0 {
+                break;
+            }
+            let slot = usize::try_from(w & 0xffff_ffff).unwrap_or(1) - 1;
+            let home = usize::try_from(self.stored_hash(self.key(slot))).unwrap_or(0) & m;
+            if (i.wrapping_sub(home) & m) >= (i.wrapping_sub(hole) & m) {
+                self.index[hole] = w;
+                hole = i;
+            }
+            i = (i + 1) & m;
+        }
+        self.index[hole] = 0;
+    }
+
+    /// Removes megaflow `slot` and returns it; the last slot takes its
+    /// place (its codes change: only between batches).
+    fn remove(&mut self, slot: usize) -> Arc<Megaflow> {
+        let h = self.stored_hash(self.key(slot));
+        if let Some(pos) = self.index_pos(h, slot) {
+            self.unplace(pos);
+        }
+        let last = self.flows.len() - 1;
+        if slot != last {
+            let lh = self.stored_hash(self.key(last));
+            if let Some(pos) = self.index_pos(lh, last) {
+                self.index[pos] = (lh >> 32) << 32 | (slot as u64 + 1);
+            }
+            self.keys.copy_within(last * self.stride..(last + 1) * self.stride, slot * self.stride);
+        }
+        self.keys.truncate(last * self.stride);
+        self.flows.swap_remove(slot)
+    }
+
     /// Adds `mf` for `key`; its slot (an existing one when a stored key
     /// covers `key` already).
     fn insert(&mut self, key: &FlowKey, mf: Arc<Megaflow>) -> usize {
@@ -361,11 +427,31 @@ impl Drop for MegaflowCache {
     }
 }
 
+/// Stages of the OpenFlow fast path whose cycles are counted
+/// ([`CacheCounts::cycles`]): flow key extraction, exact-match cache,
+/// megaflow lookup, upcalls (the table walk and the install), replay of
+/// the actions (output into the tx batches included).
+pub const STAGES: [&str; 5] = ["extract", "emc", "megaflow", "upcall", "actions"];
+/// Index of a stage in [`STAGES`].
+pub const STAGE_EXTRACT: usize = 0;
+/// See [`STAGE_EXTRACT`].
+pub const STAGE_EMC: usize = 1;
+/// See [`STAGE_EXTRACT`].
+pub const STAGE_MEGAFLOW: usize = 2;
+/// See [`STAGE_EXTRACT`].
+pub const STAGE_UPCALL: usize = 3;
+/// See [`STAGE_EXTRACT`].
+pub const STAGE_ACTIONS: usize = 4;
+
 /// Counters of a cache, folded into the bridge's atomics per batch.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CacheCounts {
-    /// Packets a megaflow answered.
+    /// Packets a megaflow answered (the exact-match cache's not included).
     pub hits: u64,
+    /// Packets the exact-match cache answered.
+    pub emc_hits: u64,
+    /// Keys put into the exact-match cache.
+    pub emc_inserts: u64,
     /// Packets that ran the tables.
     pub upcalls: u64,
     /// Megaflows installed.
@@ -379,11 +465,223 @@ pub struct CacheCounts {
     pub uncacheable: u64,
     /// Megaflows dropped because the cache filled up.
     pub flushed: u64,
+    /// Megaflows removed after `max_idle_ms` without a packet.
+    pub expired: u64,
     /// Bytes of megaflows installed, and of megaflows dropped (see
     /// [`Megaflow::bytes`]).
     pub bytes_added: u64,
     /// See `bytes_added`.
     pub bytes_dropped: u64,
+    /// TSC cycles per stage ([`STAGES`]), counted by the datapath.
+    pub cycles: [u64; 5],
+}
+
+/// When a PMD thread consults its exact-match cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EmcMode {
+    /// When it pays: while megaflow lookups probe two subtables or more
+    /// per packet on average (with one subtable, hashing the whole key
+    /// for the exact-match cache costs as much as the megaflow probe it
+    /// would save).
+    #[default]
+    Auto,
+    /// Always.
+    On,
+    /// Never.
+    Off,
+}
+
+/// Settings of the caches of one PMD thread (`[pmd]` in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// Exact-match cache use.
+    pub emc: EmcMode,
+    /// Exact-match cache entries (a power of two; 0: none).
+    pub emc_entries: usize,
+    /// One key in this many that hit a megaflow goes into the exact-match
+    /// cache (1: all; 0: none), so that a flood of short flows does not
+    /// churn it (OVS's `emc-insert-inv-prob`).
+    pub emc_insert_inv_prob: u32,
+    /// A megaflow without a packet for this long is removed.
+    pub max_idle_ms: u64,
+    /// Megaflows at most (at most [`MAX_MEGAFLOWS`]).
+    pub max_megaflows: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> CacheConfig {
+        CacheConfig {
+            emc: EmcMode::Auto,
+            emc_entries: 8192,
+            emc_insert_inv_prob: 100,
+            max_idle_ms: 10_000,
+            max_megaflows: MAX_MEGAFLOWS,
+        }
+    }
+}
+
+/// Key words an exact-match entry holds (two per present field: keys of
+/// more than 16 fields are not cached there).
+const EMC_WORDS: usize = 32;
+
+/// The bit of a code that names an exact-match entry instead of a
+/// megaflow slot.
+const EMC_CODE: u32 = 1 << 31;
+
+/// One exact-match entry: a whole flow key and the megaflow it hit.
+#[derive(Clone)]
+struct EmcEntry {
+    hash: u64,
+    /// Valid only when equal to the cache's generation.
+    generation: u32,
+    present: u64,
+    words: [u64; EMC_WORDS],
+    mf: Option<Arc<Megaflow>>,
+}
+
+impl EmcEntry {
+    #[inline]
+    fn matches(&self, hash: u64, generation: u32, key: &FlowKey) -> bool {
+        if self.hash != hash || self.generation != generation || self.present != key.present_bits() {
+            return false;
+        }
+        let mut p = self.present;
+        let mut n = 0;
+        while p != 0 {
+            let i = p.trailing_zeros() as usize;
+            p &= p - 1;
+            let w = key.words(i);
+            if self.words.get(n..n + 2) != Some(&w[..]) {
+                return false;
+            }
+            n += 2;
+        }
+        true
+    }
+}
+
+/// A key the exact-match cache will take at the end of the batch.
+struct Pending {
+    hash: u64,
+    present: u64,
+    words: [u64; EMC_WORDS],
+    code: u32,
+}
+
+/// The exact-match cache: whole flow keys, two candidate entries per key
+/// hash. Its entries are invalidated all at once by a new generation (a
+/// new table snapshot), so it survives snapshots without being cleared.
+struct Emc {
+    entries: Vec<EmcEntry>,
+    generation: u32,
+    /// Insert when the random draw is below it (`u32::MAX`: always).
+    threshold: u32,
+    rng: u64,
+    /// Offers kept by the draw in this batch (never grows past a batch).
+    pending: Vec<Pending>,
+}
+
+/// The exact-match hash of a whole key: one multiply per word, none
+/// depending on another, then a finaliser (never 0).
+#[inline]
+pub fn emc_hash(key: &FlowKey) -> u64 {
+    let mut p = key.present_bits();
+    let (mut a, mut b) = (p.wrapping_mul(0x9e37_79b9_7f4a_7c15), 0u64);
+    while p != 0 {
+        let i = p.trailing_zeros();
+        p &= p - 1;
+        let w = key.words(i as usize);
+        a = a.wrapping_add((w[0] ^ u64::from(i)).wrapping_mul(0xff51_afd7_ed55_8ccd));
+        b = b.wrapping_add((w[1] ^ u64::from(i)).wrapping_mul(0xc4ce_b9fe_1a85_ec53));
+    }
+    let mut h = a ^ b.rotate_left(29);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    (h ^ (h >> 33)) | 1
+}
+
+impl Emc {
+    fn new(entries: usize, inv_prob: u32) -> Emc {
+        let n = entries.next_power_of_two().max(2);
+        let empty = EmcEntry { hash: 0, generation: u32::MAX, present: 0, words: [0; EMC_WORDS], mf: None };
+        let threshold = match inv_prob {
+            0 => 0,
+            1 => u32::MAX,
+            k => u32::MAX / k,
+        };
+        Emc {
+            entries: vec![empty; n],
+            generation: 0,
+            threshold,
+            rng: 0x2545_f491_4f6c_dd1d,
+            pending: Vec::with_capacity(64),
+        }
+    }
+
+    #[inline]
+    fn slots(&self, hash: u64) -> [usize; 2] {
+        let m = self.entries.len() - 1;
+        [usize::try_from(hash).unwrap_or(0) & m, usize::try_from(hash >> 32).unwrap_or(0) & m]
+    }
+
+    #[inline]
+    fn find(&self, hash: u64, key: &FlowKey) -> Option<usize> {
+        self.slots(hash).into_iter().find(|&i| self.entries[i].matches(hash, self.generation, key))
+    }
+
+    /// The configured probability's draw for `key`: what to insert, or
+    /// None.
+    #[inline]
+    fn draw(&mut self, hash: u64, key: &FlowKey, code: u32) -> Option<Pending> {
+        if self.threshold == 0 {
+            return None;
+        }
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let draw = u32::try_from(self.rng >> 32).unwrap_or(0);
+        if self.threshold != u32::MAX && draw >= self.threshold {
+            return None;
+        }
+        let present = key.present_bits();
+        if present.count_ones() as usize * 2 > EMC_WORDS {
+            return None;
+        }
+        let mut words = [0u64; EMC_WORDS];
+        let mut p = present;
+        let mut n = 0;
+        while p != 0 {
+            let f = p.trailing_zeros() as usize;
+            p &= p - 1;
+            let w = key.words(f);
+            words[n] = w[0];
+            words[n + 1] = w[1];
+            n += 2;
+        }
+        Some(Pending { hash, present, words, code })
+    }
+
+    /// Puts `p` with `mf` into one of its two entries: the one holding
+    /// the same key, else a free one, else either.
+    fn insert(&mut self, p: &Pending, mf: Arc<Megaflow>) {
+        let [a, b] = self.slots(p.hash);
+        let g = self.generation;
+        let same = |e: &EmcEntry| e.generation == g && e.hash == p.hash && e.present == p.present && e.words == p.words;
+        let free = |e: &EmcEntry| e.generation != g || e.mf.is_none();
+        let i = if same(&self.entries[a]) || (!same(&self.entries[b]) && free(&self.entries[a])) {
+            a
+        } else if same(&self.entries[b]) || free(&self.entries[b]) || self.rng & 1 == 0 {
+            b
+        } else {
+            a
+        };
+        let e = &mut self.entries[i];
+        e.hash = p.hash;
+        e.generation = g;
+        e.present = p.present;
+        e.words = p.words;
+        e.mf = Some(mf);
+    }
 }
 
 /// One PMD thread's megaflows for one bridge snapshot.
@@ -391,7 +689,10 @@ pub struct MegaflowCache {
     subtables: Vec<Subtable>,
     by_mask: HashMap<Arc<FlowMask>, usize>,
     len: usize,
-    lookups_since_rank: u32,
+    batches: u32,
+    /// Megaflow lookups (packets) and subtable probes since the last
+    /// ranking: whether the exact-match cache pays (`EmcMode::Auto`).
+    window: (u64, u64),
     /// Upcall budget: tokens, refilled with time.
     tokens: f64,
     last_refill_ns: u64,
@@ -403,10 +704,16 @@ pub struct MegaflowCache {
     pub keys: Vec<FlowKey>,
     /// An install found it full: emptied at the end of the batch.
     full: bool,
-    /// Megaflows it holds at most.
-    max: usize,
+    /// Its settings.
+    cfg: CacheConfig,
     /// Bytes its megaflows take (see [`Megaflow::bytes`]).
     bytes: u64,
+    /// Exact-match cache (allocated when first used).
+    emc: Option<Emc>,
+    /// Whether the exact-match cache is consulted now.
+    emc_active: bool,
+    /// Where the idle sweep goes on: (subtable, slot).
+    sweep: (usize, usize),
 }
 
 impl std::fmt::Debug for MegaflowCache {
@@ -420,32 +727,130 @@ pub const UPCALLS_PER_S: f64 = 2_000_000.0;
 /// Upcalls it may run in a burst.
 const UPCALL_BURST: f64 = 4096.0;
 
+/// Megaflow subtables one cache holds at most (codes name 2^11).
+const MAX_SUBTABLES: usize = 2047;
+
+/// Slots the idle sweep looks at per call.
+const SWEEP_SLOTS: usize = 4096;
+
 impl Default for MegaflowCache {
     fn default() -> MegaflowCache {
+        MegaflowCache::new(CacheConfig::default())
+    }
+}
+
+/// A megaflow as `dp-flows` shows it.
+#[derive(Debug)]
+pub struct DpFlow {
+    /// Its key: the bits of `mask`, the others zero.
+    pub key: FlowKey,
+    /// Its mask.
+    pub mask: Arc<FlowMask>,
+    /// The megaflow.
+    pub mf: Arc<Megaflow>,
+}
+
+impl DpFlow {
+    /// The key under the mask, close to `ovs-appctl dpctl/dump-flows`:
+    /// `field=value` for all bits, `field=value/mask` for some,
+    /// `field=*` where only the field's presence matters, `!field` where
+    /// its absence does.
+    pub fn match_string(&self) -> String {
+        let mut parts = Vec::new();
+        for f in self.mask.fields() {
+            let i = f as usize;
+            let w = f.width();
+            let mut m = [0u8; 16];
+            m[..8].copy_from_slice(&self.mask.bits[i][0].to_ne_bytes());
+            m[8..].copy_from_slice(&self.mask.bits[i][1].to_ne_bytes());
+            let m = &m[..w];
+            match self.key.get(f) {
+                None => parts.push(format!("!{}", f.name())),
+                Some(_) if m.iter().all(|b| *b == 0) => parts.push(format!("{}=*", f.name())),
+                Some(v) if m.iter().all(|b| *b == 0xff) => parts.push(crate::ofp::oxm::Oxm::exact(f, v).to_string()),
+                Some(v) => parts.push(crate::ofp::oxm::Oxm::masked(f, v, m).to_string()),
+            }
+        }
+        parts.join(",")
+    }
+
+    /// The tables its decision went through.
+    pub fn tables(&self) -> Vec<u8> {
+        self.mf
+            .steps
+            .iter()
+            .filter_map(|s| if let Step::Table { table, .. } = s { Some(*table) } else { None })
+            .collect()
+    }
+
+    /// Its decision as an action list (`drop` when it sends nothing).
+    pub fn actions_string(&self) -> String {
+        let mut parts = Vec::new();
+        for s in self.mf.steps.iter() {
+            match s {
+                Step::Table { entry: None, table } => parts.push(format!("drop(miss in table {table})")),
+                Step::Table { .. } => {}
+                Step::Apply { acts, .. } => parts.extend(acts.iter().map(ToString::to_string)),
+                Step::Metadata(m) => parts.push(format!("metadata=0x{m:x}")),
+                Step::Meter(m) => parts.push(format!("meter:{m}")),
+            }
+        }
+        if parts.is_empty() {
+            "drop".into()
+        } else {
+            parts.join(",")
+        }
+    }
+}
+
+impl MegaflowCache {
+    /// An empty cache with settings `cfg`.
+    pub fn new(cfg: CacheConfig) -> MegaflowCache {
         MegaflowCache {
             subtables: Vec::new(),
             by_mask: HashMap::new(),
             len: 0,
-            lookups_since_rank: 0,
+            batches: 0,
+            window: (0, 0),
             tokens: UPCALL_BURST,
             last_refill_ns: 0,
             counts: CacheCounts::default(),
             dirty: Vec::new(),
             keys: Vec::new(),
             full: false,
-            max: MAX_MEGAFLOWS,
+            cfg: CacheConfig { max_megaflows: cfg.max_megaflows.min(MAX_MEGAFLOWS), ..cfg },
             bytes: 0,
+            emc: None,
+            emc_active: cfg.emc == EmcMode::On && cfg.emc_entries > 0,
+            sweep: (0, 0),
         }
     }
-}
 
-impl MegaflowCache {
     /// An empty cache of at most `max` megaflows (at most
-    /// [`MAX_MEGAFLOWS`]).
+    /// [`MAX_MEGAFLOWS`]), other settings as default.
     pub fn with_capacity(max: usize) -> MegaflowCache {
-        let mut c = MegaflowCache::default();
-        c.max = max.min(MAX_MEGAFLOWS);
+        MegaflowCache::new(CacheConfig { max_megaflows: max, ..CacheConfig::default() })
+    }
+
+    /// The empty cache that follows `old` for a new table snapshot: it
+    /// takes over `old`'s exact-match cache, whose entries a new
+    /// generation invalidates all at once (no clearing, no allocation on
+    /// the PMD thread).
+    pub fn next(old: &mut MegaflowCache) -> MegaflowCache {
+        let mut c = MegaflowCache::new(old.cfg);
+        c.emc = old.emc.take();
+        if let Some(e) = c.emc.as_mut() {
+            e.generation = e.generation.wrapping_add(1);
+        }
+        c.emc_active = old.emc_active;
+        c.tokens = old.tokens;
+        c.last_refill_ns = old.last_refill_ns;
         c
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> &CacheConfig {
+        &self.cfg
     }
 
     /// Bytes its megaflows take: each [`Megaflow::bytes`], its stored key
@@ -469,18 +874,76 @@ impl MegaflowCache {
         self.subtables.len()
     }
 
-    /// The megaflows covering `keys`, as codes for [`MegaflowCache::get`]
-    /// in `out` ([`NONE`] for a miss). Each subtable is probed for the
-    /// whole batch at once: hashes first, with the index words they need
-    /// prefetched, then the probes.
-    pub fn lookup_batch(&mut self, keys: &[FlowKey], out: &mut [u32]) {
-        self.lookups_since_rank += 1;
-        if self.lookups_since_rank >= 64 {
-            self.rerank();
+    /// Whether the datapath should look the batch up in the exact-match
+    /// cache first ([`MegaflowCache::emc_lookup_batch`]).
+    #[inline]
+    pub fn emc_active(&self) -> bool {
+        self.emc_active
+    }
+
+    /// Looks `keys` up in the exact-match cache: their hashes into
+    /// `hashes` (for [`MegaflowCache::emc_insert`]), a code for each hit
+    /// into `out` (left as it is for a miss).
+    pub fn emc_lookup_batch(&mut self, keys: &[FlowKey], hashes: &mut [u64], out: &mut [u32]) {
+        if self.emc.is_none() {
+            self.emc = Some(Emc::new(self.cfg.emc_entries, self.cfg.emc_insert_inv_prob));
         }
+        let Some(emc) = self.emc.as_ref() else { return };
+        let n = keys.len().min(hashes.len()).min(out.len());
+        for i in 0..n {
+            hashes[i] = emc_hash(&keys[i]);
+            for j in emc.slots(hashes[i]) {
+                prefetch(std::ptr::from_ref(&emc.entries[j]).cast());
+            }
+        }
+        for i in 0..n {
+            if let Some(e) = emc.find(hashes[i], &keys[i]) {
+                out[i] = EMC_CODE | u32::try_from(e).unwrap_or(0);
+                self.counts.emc_hits += 1;
+            }
+        }
+    }
+
+    /// Offers `key` (exact-match hash `hash`, from
+    /// [`MegaflowCache::emc_lookup_batch`]) and the megaflow `code` names
+    /// to the exact-match cache, which takes it with the configured
+    /// probability at the end of the batch (entries the batch's codes
+    /// name stay as they are until then).
+    #[inline]
+    pub fn emc_offer(&mut self, hash: u64, key: &FlowKey, code: u32) {
+        if code == NONE || code & EMC_CODE != 0 {
+            return;
+        }
+        let Some(emc) = self.emc.as_mut() else { return };
+        if let Some(p) = emc.draw(hash, key, code) {
+            if emc.pending.len() < emc.pending.capacity() {
+                emc.pending.push(p);
+            }
+        }
+    }
+
+    /// Puts the offers the draw kept into the exact-match cache.
+    fn emc_commit(&mut self) {
+        let Some(mut emc) = self.emc.take() else { return };
+        let mut pending = std::mem::take(&mut emc.pending);
+        for p in &pending {
+            emc.insert(p, self.get(p.code).clone());
+            self.counts.emc_inserts += 1;
+        }
+        pending.clear();
+        emc.pending = pending;
+        self.emc = Some(emc);
+    }
+
+    /// The megaflows covering `keys`, as codes for [`MegaflowCache::get`]
+    /// in `out`, for the keys whose code is [`NONE`] (a miss stays
+    /// [`NONE`]; the caller fills `out` with it first). Each subtable is
+    /// probed for the whole batch at once: hashes first, with the index
+    /// words they need prefetched, then the probes.
+    pub fn lookup_batch(&mut self, keys: &[FlowKey], out: &mut [u32]) {
         let n = keys.len().min(out.len()).min(64);
-        out[..n].fill(NONE);
-        let mut left = n;
+        let mut left = out[..n].iter().filter(|c| **c == NONE).count();
+        self.window.0 += left as u64;
         let mut hashes = [0u64; 64];
         for (si, st) in self.subtables.iter_mut().enumerate() {
             if left == 0 {
@@ -504,6 +967,7 @@ impl MegaflowCache {
                     continue;
                 }
                 self.counts.subtable_lookups += 1;
+                self.window.1 += 1;
                 if let Some(slot) = st.find(hashes[i], &keys[i]) {
                     out[i] = code(si, slot);
                     st.hits += 1;
@@ -521,10 +985,15 @@ impl MegaflowCache {
         (out[0] != NONE).then_some(out[0])
     }
 
-    /// The megaflow a code names (valid until the next lookup reorders the
-    /// subtables).
+    /// The megaflow a code names (valid until the end of the batch).
     #[inline]
     pub fn get(&self, code: u32) -> &Arc<Megaflow> {
+        if code & EMC_CODE != 0 {
+            let e = self.emc.as_ref().and_then(|e| e.entries.get(usize::try_from(code & !EMC_CODE).unwrap_or(0)));
+            if let Some(mf) = e.and_then(|e| e.mf.as_ref()) {
+                return mf;
+            }
+        }
         let (si, slot) = (usize::try_from(code >> 20).unwrap_or(0), usize::try_from(code & 0xf_ffff).unwrap_or(0));
         &self.subtables[si].flows[slot]
     }
@@ -559,12 +1028,16 @@ impl MegaflowCache {
     /// Installs megaflow `mf` for `key`; its code, or None when the
     /// cache is full (the caller replays `mf` once and forgets it).
     pub fn install(&mut self, key: &FlowKey, mf: Arc<Megaflow>) -> Option<u32> {
-        if self.len >= self.max {
+        if self.len >= self.cfg.max_megaflows {
             self.full = true;
             return None;
         }
         let si = match self.by_mask.get(&mf.mask) {
             Some(&i) => i,
+            None if self.subtables.len() >= MAX_SUBTABLES => {
+                self.full = true;
+                return None;
+            }
             None => {
                 self.subtables.push(Subtable::new(mf.mask.clone()));
                 self.by_mask.insert(mf.mask.clone(), self.subtables.len() - 1);
@@ -596,12 +1069,17 @@ impl MegaflowCache {
         self.dirty.push(mf);
     }
 
-    /// Ends a batch (codes from it are dead after this): a cache that
-    /// filled up is emptied, its counters folded into `tables` first, so
-    /// that new flows get megaflows again (idle megaflows are not expired
-    /// one by one yet; a full cache starts over, within the upcall
-    /// budget).
+    /// Ends a batch (codes from it are dead after this): every 64 batches
+    /// the subtables are re-ranked by hits and the exact-match cache
+    /// switched on or off (`EmcMode::Auto`); a cache that filled up is
+    /// emptied, its counters folded into `tables` first, so that new
+    /// flows get megaflows again (within the upcall budget).
     pub fn end_batch(&mut self, tables: &Tables) {
+        self.emc_commit();
+        self.batches = self.batches.wrapping_add(1);
+        if self.batches.is_multiple_of(64) {
+            self.rerank();
+        }
         if !self.full {
             return;
         }
@@ -613,6 +1091,7 @@ impl MegaflowCache {
         self.by_mask.clear();
         self.len = 0;
         self.full = false;
+        self.sweep = (0, 0);
     }
 
     /// Folds the megaflows hit since last time into `tables`' counters
@@ -623,9 +1102,50 @@ impl MegaflowCache {
         }
     }
 
-    /// Orders subtables by hits since the last ranking (most first).
+    /// Removes megaflows unused for `max_idle_ms` at `now_ms` (their
+    /// counters folded into `tables` first), looking at a few thousand
+    /// per call so that a big cache never stalls its PMD thread; the
+    /// sweep goes on where it stopped. Only between batches (codes
+    /// change).
+    pub fn expire(&mut self, tables: &Tables, now_ms: u64) {
+        let idle = self.cfg.max_idle_ms;
+        let mut budget = SWEEP_SLOTS;
+        while budget > 0 {
+            let (si, slot) = self.sweep;
+            let Some(st) = self.subtables.get_mut(si) else {
+                // A round ends: subtables left empty go (their index
+                // numbers change, as after a ranking).
+                self.sweep = (0, 0);
+                if self.subtables.iter().any(|s| s.flows.is_empty()) {
+                    self.subtables.retain(|s| !s.flows.is_empty());
+                    self.by_mask = self.subtables.iter().enumerate().map(|(i, s)| (s.mask.clone(), i)).collect();
+                }
+                return;
+            };
+            if slot >= st.flows.len() {
+                self.sweep = (si + 1, 0);
+                continue;
+            }
+            budget -= 1;
+            let used = st.flows[slot].used_ms.load(Ordering::Relaxed);
+            if now_ms.saturating_sub(used) < idle {
+                self.sweep.1 += 1;
+                continue;
+            }
+            let stride = st.stride as u64;
+            let mf = st.remove(slot);
+            mf.fold(tables);
+            let bytes = mf.bytes() + 8 * stride + 16;
+            self.len -= 1;
+            self.bytes -= bytes;
+            self.counts.expired += 1;
+            self.counts.bytes_dropped += bytes;
+        }
+    }
+
+    /// Orders subtables by hits since the last ranking (most first), and
+    /// decides whether the exact-match cache pays.
     fn rerank(&mut self) {
-        self.lookups_since_rank = 0;
         if self.subtables.windows(2).any(|w| w[0].hits < w[1].hits) {
             self.subtables.sort_by_key(|s| std::cmp::Reverse(s.hits));
             self.by_mask = self.subtables.iter().enumerate().map(|(i, s)| (s.mask.clone(), i)).collect();
@@ -633,9 +1153,33 @@ impl MegaflowCache {
         for s in &mut self.subtables {
             s.hits /= 2;
         }
+        let (lookups, probes) = std::mem::take(&mut self.window);
+        if self.cfg.emc == EmcMode::Auto && self.cfg.emc_entries > 0 && lookups >= 64 {
+            // On at two probes per packet, off below 1.5: no flapping.
+            self.emc_active = if self.emc_active { probes * 2 >= lookups * 3 } else { probes >= lookups * 2 };
+        }
     }
 
-    /// Every megaflow with its mask, for dumps and tests.
+    /// Every megaflow with its key and mask, for `dp-flows` and tests
+    /// (allocates: on request only).
+    pub fn dump(&self) -> Vec<DpFlow> {
+        let mut v = Vec::with_capacity(self.len);
+        for st in &self.subtables {
+            for (slot, mf) in st.flows.iter().enumerate() {
+                let k = st.key(slot);
+                let mut key = FlowKey::default();
+                for (n, &(i, _)) in st.fields.iter().enumerate() {
+                    if k[0] & (1 << i) != 0 {
+                        key.set_words(i, [k[1 + 2 * n], k[2 + 2 * n]]);
+                    }
+                }
+                v.push(DpFlow { key, mask: st.mask.clone(), mf: mf.clone() });
+            }
+        }
+        v
+    }
+
+    /// Every megaflow, for tests.
     pub fn megaflows(&self) -> impl Iterator<Item = &Arc<Megaflow>> {
         self.subtables.iter().flat_map(|s| s.flows.iter())
     }
@@ -777,52 +1321,126 @@ mod tests {
         /// Random three-table pipelines (goto, set-field of a field a later
         /// table matches, metadata written and matched, VLAN push and pop,
         /// outputs in apply-actions and in the action set) changed by random
-        /// adds and deletes between random packets: every packet a megaflow
-        /// answers gets exactly the decision the tables give it, and
-        /// decisions the tables mark uncacheable are never cached. As in the
-        /// datapath, each change starts an empty cache.
+        /// adds and deletes between random packets, with idle megaflows
+        /// expiring as the clock moves on: every packet the exact-match
+        /// cache or a megaflow answers gets exactly the decision the tables
+        /// give it, and decisions the tables mark uncacheable are never
+        /// cached. As in the datapath, each change starts an empty cache
+        /// that inherits the exact-match cache under a new generation (a
+        /// small one, so that entries are replaced).
         #[test]
         fn megaflow_decisions_equal_the_tables(
             flows in prop::collection::vec(spec(), 1..25),
             ops in prop::collection::vec(prop_oneof![
-                3 => any::<(u8, u8, bool, u8, bool)>().prop_map(Ok),
-                1 => (any::<prop::sample::Index>(), any::<bool>()).prop_map(Err),
-            ], 1..120),
+                4 => any::<(u8, u8, bool, u8, bool)>().prop_map(Op::Key),
+                1 => (any::<prop::sample::Index>(), any::<bool>()).prop_map(|(i, d)| Op::Mod(i, d)),
+                1 => (0u64..3).prop_map(Op::Tick),
+            ], 1..150),
         ) {
             let mut tables = Tables::new(3, 1000);
             for f in &flows {
                 let _ = tables.flow_mod(&flow_mod(f, false), 0, &Ports);
             }
-            let mut cache = MegaflowCache::default();
-            let mut hits = 0;
+            let cfg = CacheConfig { emc: EmcMode::On, emc_entries: 16, emc_insert_inv_prob: 1, max_idle_ms: 100, ..CacheConfig::default() };
+            let mut cache = MegaflowCache::new(cfg);
+            let mut now = 0;
             for op in &ops {
                 match op {
-                    Ok(k) => {
+                    Op::Key(k) => {
                         let k = key(*k);
                         let t = translate(&tables, &k);
-                        match cache.lookup(&k) {
-                            Some(c) => {
-                                hits += 1;
-                                prop_assert!(t.cacheable, "an uncacheable decision was cached");
-                                prop_assert_eq!(&cache.get(c).steps[..], &t.steps[..], "key {:?}", k);
-                            }
-                            None if t.cacheable => {
-                                let mf = Arc::new(Megaflow::new(t.steps, cache.intern(t.mask)));
-                                let c = cache.install(&k, mf).unwrap();
-                                prop_assert_eq!(cache.lookup(&k), Some(c), "an installed megaflow covers its key");
-                            }
-                            None => {}
+                        let (mut code, mut hash) = ([NONE], [0]);
+                        cache.emc_lookup_batch(std::slice::from_ref(&k), &mut hash, &mut code);
+                        cache.lookup_batch(std::slice::from_ref(&k), &mut code);
+                        if code[0] != NONE {
+                            prop_assert!(t.cacheable, "an uncacheable decision was cached");
+                            prop_assert_eq!(&cache.get(code[0]).steps[..], &t.steps[..], "key {:?}", k);
+                            cache.get(code[0]).hit(1, now);
+                            cache.emc_offer(hash[0], &k, code[0]);
+                        } else if t.cacheable {
+                            let mf = Arc::new(Megaflow::new(t.steps, cache.intern(t.mask), now));
+                            let c = cache.install(&k, mf).unwrap();
+                            prop_assert_eq!(cache.lookup(&k), Some(c), "an installed megaflow covers its key");
+                            cache.emc_offer(hash[0], &k, c);
                         }
+                        cache.end_batch(&tables);
                     }
-                    Err((ix, delete)) => {
+                    Op::Mod(ix, delete) => {
                         let f = &flows[ix.index(flows.len())];
                         let _ = tables.flow_mod(&flow_mod(f, *delete), 0, &Ports);
-                        cache = MegaflowCache::default();
+                        cache = MegaflowCache::next(&mut cache);
+                    }
+                    Op::Tick(dt) => {
+                        now += dt * 60;
+                        cache.expire(&tables, now);
+                        prop_assert_eq!(cache.megaflows().count(), cache.len());
+                        for mf in cache.megaflows() {
+                            prop_assert!(now - mf.used_ms.load(Ordering::Relaxed) < 100, "an idle megaflow was kept");
+                        }
                     }
                 }
             }
-            let _ = hits;
         }
+
+        /// Megaflows removed from the middle of one subtable's index
+        /// (expired) are gone, and every other stays found, through
+        /// rounds of installs and expiries.
+        #[test]
+        fn expiry_keeps_the_index_whole(rounds in prop::collection::vec((1usize..600, any::<u64>()), 1..6)) {
+            let mut tables = Tables::new(1, 100);
+            let m = Match::any().with(Oxm::exact_u64(Field::EthType, 0x0800)).with(Oxm::masked(Field::Ipv4Dst, &[0, 0, 0, 0], &[255, 255, 255, 255]));
+            let out = vec![Instruction::ApplyActions(vec![Action::Output { port: 2, max_len: 0 }])];
+            tables.flow_mod(&FlowMod::new(FlowModCommand::Add, 0, 5, m, out), 0, &Ports).unwrap();
+            let cfg = CacheConfig { max_idle_ms: 10, ..CacheConfig::default() };
+            let mut cache = MegaflowCache::new(cfg);
+            let mut live = std::collections::BTreeSet::new();
+            let mut gone = std::collections::BTreeSet::new();
+            let mut next = 0u32;
+            let key_of = |i: u32| {
+                let mut k = key((0, 0, true, 0, false));
+                k.set(Field::Ipv4Dst, &i.to_be_bytes());
+                k
+            };
+            for (r, &(n, seed)) in rounds.iter().enumerate() {
+                let now = 100 * (r as u64 + 1);
+                for _ in 0..n {
+                    let k = key_of(next);
+                    let t = translate(&tables, &k);
+                    cache.install(&k, Arc::new(Megaflow::new(t.steps, cache.intern(t.mask), now))).unwrap();
+                    live.insert(next);
+                    next += 1;
+                }
+                // About half of all live megaflows stay in use.
+                for &i in &live {
+                    if (u64::from(i) ^ seed).count_ones() % 2 == 0 {
+                        let c = cache.lookup(&key_of(i)).unwrap();
+                        cache.get(c).hit(1, now + 50);
+                    }
+                }
+                cache.expire(&tables, now + 55);
+                let kept: Vec<u32> = live.iter().copied().filter(|&i| cache.lookup(&key_of(i)).is_some()).collect();
+                for &i in &live {
+                    if !kept.contains(&i) {
+                        gone.insert(i);
+                    }
+                }
+                live = kept.into_iter().collect();
+                prop_assert_eq!(cache.len(), live.len());
+                for &i in &gone {
+                    prop_assert!(cache.lookup(&key_of(i)).is_none(), "expired {} still found", i);
+                }
+                for mf in cache.megaflows() {
+                    prop_assert_eq!(mf.used_ms.load(Ordering::Relaxed), now + 50, "only the megaflows in use are kept");
+                }
+            }
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Key((u8, u8, bool, u8, bool)),
+        Mod(prop::sample::Index, bool),
+        Tick(u64),
     }
 
     /// A full cache installs nothing more within the batch, then starts
@@ -839,7 +1457,7 @@ mod tests {
             let mut k = key((0, 0, true, 0, false));
             k.set_u64(Field::InPort, port);
             let t = translate(&tables, &k);
-            let mf = Arc::new(Megaflow::new(t.steps, cache.intern(t.mask)));
+            let mf = Arc::new(Megaflow::new(t.steps, cache.intern(t.mask), 0));
             codes.push(cache.install(&k, mf));
         }
         assert!(codes[..3].iter().all(Option::is_some) && codes[3].is_none(), "{codes:?}");
@@ -871,7 +1489,7 @@ mod tests {
             k.set(Field::Ipv4Src, &[192, 168, i, 1]);
             if cache.lookup(&k).is_none() {
                 let t = translate(&tables, &k);
-                cache.install(&k, Arc::new(Megaflow::new(t.steps, cache.intern(t.mask)))).unwrap();
+                cache.install(&k, Arc::new(Megaflow::new(t.steps, cache.intern(t.mask), 0))).unwrap();
             }
         }
         assert_eq!((cache.len(), cache.n_subtables()), (1, 1), "256 addresses in 10/8, one megaflow");

@@ -148,6 +148,26 @@ fn dispatch(sw: &mut Switch, of: &mut OpenFlow, reg: &Registry, req: &Request) -
             no_params(req)?;
             Ok(of.describe())
         }
+        "dp-flows" => {
+            let name = param_str(req, "bridge")?
+                .ok_or_else(|| RpcError::new(RpcError::INVALID_PARAMS, "`dp-flows` needs `bridge`"))?;
+            let b = of.bridge(name).ok_or_else(|| RpcError::new(RpcError::REFUSED, format!("no bridge `{name}`")))?;
+            let answers = if b.has_controllers { dump_megaflows(&b.counters, sw.pmds.n_threads()) } else { Vec::new() };
+            let ld = |x: &std::sync::atomic::AtomicU64| x.load(Ordering::Relaxed);
+            let mut flows = Vec::new();
+            for (pmd, now_ms, dump) in &answers {
+                for f in dump {
+                    let used = ld(&f.mf.used_ms);
+                    flows.push(json!({
+                        "pmd": pmd, "match": f.match_string(), "tables": f.tables(), "actions": f.actions_string(),
+                        "packets": ld(&f.mf.packets), "bytes": ld(&f.mf.bytes),
+                        "age_ms": now_ms.saturating_sub(f.mf.created_ms),
+                        "idle_ms": now_ms.saturating_sub(used),
+                    }));
+                }
+            }
+            Ok(json!({"bridge": name, "pmds_answered": answers.len(), "flows": flows}))
+        }
         "dump-flows" | "dump-groups" | "dump-meters" => {
             let name = param_str(req, "bridge")?
                 .ok_or_else(|| RpcError::new(RpcError::INVALID_PARAMS, format!("`{}` needs `bridge`", req.method)))?;
@@ -298,13 +318,44 @@ pub fn reload(sw: &mut Switch, of: &mut OpenFlow, reg: &Registry) -> Result<Valu
 /// the hit rate, subtables probed per packet looked up, megaflows held
 /// now by all PMD threads, installs, misses dropped over the upcall
 /// budget and decisions that could not be cached.
+/// Asks every PMD thread for its megaflows of the bridge whose counters
+/// are `c` and waits for the `n_pmds` answers (a second at most: a PMD
+/// thread answers between two batches).
+fn dump_megaflows(c: &crate::ofdp::OfCounters, n_pmds: usize) -> Vec<(usize, u64, Vec<ofproto::megaflow::DpFlow>)> {
+    let req = c.dumps.request.fetch_add(1, Ordering::AcqRel) + 1;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        {
+            let mut a = c.dumps.answers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if a.iter().filter(|x| x.1 == req).count() >= n_pmds || std::time::Instant::now() >= deadline {
+                let mut out: Vec<_> =
+                    a.drain(..).filter(|x| x.1 == req).map(|(pmd, _, now_ms, flows)| (pmd, now_ms, flows)).collect();
+                out.sort_by_key(|x| x.0);
+                return out;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 fn megaflow_json(c: &crate::ofdp::OfCounters) -> Value {
     let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let (hits, upcalls) = (ld(&c.mf_hits), ld(&c.mf_upcalls));
     #[allow(clippy::cast_precision_loss)] // ratios of counters
     let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
-    json!({"hits": hits, "upcalls": upcalls, "hit_rate": ratio(hits, hits + upcalls),
+    let emc = ld(&c.mf_emc_hits);
+    let all = emc + hits + upcalls;
+    let stages: serde_json::Map<String, Value> = ofproto::megaflow::STAGES
+        .iter()
+        .zip(&c.stage_cycles)
+        .map(|(name, cy)| ((*name).to_string(), json!(ld(cy))))
+        .collect();
+    json!({"hits": hits, "upcalls": upcalls, "hit_rate": ratio(emc + hits, all),
+           "emc_hits": emc, "emc_hit_rate": ratio(emc, all), "emc_inserts": ld(&c.mf_emc_inserts),
+           "megaflow_hit_rate": ratio(hits, all),
            "subtable_lookups_per_packet": ratio(ld(&c.mf_subtable_lookups), hits + upcalls),
+           "subtable_lookups_per_hit": ratio(ld(&c.mf_subtable_lookups), hits),
+           "expired": ld(&c.mf_expired), "packets": all, "stage_cycles": stages,
            "megaflows": ld(&c.megaflows), "installs": ld(&c.mf_installs),
            "upcall_drops": ld(&c.mf_upcall_drops), "uncacheable": ld(&c.mf_uncacheable),
            "flushed_full": ld(&c.mf_flushed), "bytes": ld(&c.mf_bytes),

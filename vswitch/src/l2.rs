@@ -488,6 +488,10 @@ pub struct BridgeDispatch {
     polls: u64,
     cell: Option<ViewCell>,
     pmd: usize,
+    /// Settings of the caches.
+    cache_cfg: ofproto::megaflow::CacheConfig,
+    /// Per bridge: the last megaflow dump request answered.
+    dumps_done: Vec<u64>,
 }
 
 impl BridgeDispatch {
@@ -506,17 +510,21 @@ impl BridgeDispatch {
             polls: 0,
             cell: None,
             pmd,
+            cache_cfg: ofproto::megaflow::CacheConfig::default(),
+            dumps_done: Vec::new(),
         }
     }
 
     /// A wiring that follows the view published in `cell`; PACKET_OUTs
     /// arrive on `packet_outs` (give it to one thread only); `epoch` is
-    /// the clock flow timeouts count from.
+    /// the clock flow timeouts count from; `cache_cfg` sets up the
+    /// megaflow and exact-match caches.
     pub fn following(
         cell: ViewCell,
         pmd: usize,
         packet_outs: Option<std::sync::mpsc::Receiver<crate::ofdp::PacketOutReq>>,
         epoch: std::time::Instant,
+        cache_cfg: ofproto::megaflow::CacheConfig,
     ) -> BridgeDispatch {
         let mut d = BridgeDispatch {
             by_port: Vec::new(),
@@ -530,9 +538,34 @@ impl BridgeDispatch {
             polls: 0,
             cell: Some(cell),
             pmd,
+            cache_cfg,
+            dumps_done: Vec::new(),
         };
         d.reconfigure();
         d
+    }
+}
+
+impl BridgeDispatch {
+    /// Answers the megaflow dumps asked for since the last poll (one
+    /// atomic load per OpenFlow bridge when there is none).
+    fn answer_dumps(&mut self) {
+        if self.dumps_done.len() < self.openflow.len() {
+            self.dumps_done.resize(self.openflow.len(), 0);
+        }
+        for (b, of) in self.openflow.iter().enumerate() {
+            let Some(of) = of else { continue };
+            let req = of.counters.dumps.request.load(Ordering::Acquire);
+            if req == self.dumps_done[b] {
+                continue;
+            }
+            self.dumps_done[b] = req;
+            let flows = self.caches.get(b).map(ofproto::megaflow::MegaflowCache::dump).unwrap_or_default();
+            let now_ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let mut answers = of.counters.dumps.answers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            answers.retain(|a| a.0 != self.pmd);
+            answers.push((self.pmd, req, now_ms, flows));
+        }
     }
 }
 
@@ -550,7 +583,8 @@ impl Pipeline for BridgeDispatch {
                 Some(Some(of)) => {
                     let now_ns = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
                     if self.caches.len() <= *b {
-                        self.caches.resize_with(*b + 1, Default::default);
+                        let cfg = self.cache_cfg;
+                        self.caches.resize_with(*b + 1, || ofproto::megaflow::MegaflowCache::new(cfg));
                     }
                     of.process(rxq, batch, tx, &mut self.bridges[*b], &mut self.caches[*b], now_ns);
                 }
@@ -567,12 +601,16 @@ impl Pipeline for BridgeDispatch {
         // iterations (a few milliseconds when busy, less when idle).
         self.polls = self.polls.wrapping_add(1);
         if self.polls.is_multiple_of(1024) {
+            let now_ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
             for (c, of) in self.caches.iter_mut().zip(&self.openflow) {
                 if let Some(of) = of {
                     c.fold(&of.tables);
+                    c.expire(&of.tables, now_ms);
+                    of.counters.fold(c);
                 }
             }
         }
+        self.answer_dumps();
         let Some(rx) = &self.packet_outs else { return };
         // A few per iteration: the rx queues come first.
         for _ in 0..8 {
@@ -585,6 +623,7 @@ impl Pipeline for BridgeDispatch {
     }
 
     fn reconfigure(&mut self) {
+        self.answer_dumps();
         let Some(cell) = &self.cell else { return };
         let view = cell.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         self.by_port.clone_from(&view.by_port);
@@ -600,11 +639,12 @@ impl Pipeline for BridgeDispatch {
                 Some(mut c) => {
                     if let Some(Some(o)) = self.openflow.get(b) {
                         c.fold(&o.tables);
+                        o.counters.fold(&mut c);
                         o.counters.cache_dropped(&c);
                     }
-                    caches.push(Default::default());
+                    caches.push(ofproto::megaflow::MegaflowCache::next(&mut c));
                 }
-                None => caches.push(Default::default()),
+                None => caches.push(ofproto::megaflow::MegaflowCache::new(self.cache_cfg)),
             }
         }
         self.caches = caches;

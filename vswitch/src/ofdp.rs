@@ -19,7 +19,9 @@ use crate::l2::L2Pipeline;
 use crate::rewrite;
 use ofproto::agent::{Group, Meter};
 use ofproto::flow::FlowKey;
-use ofproto::megaflow::{count_steps, Megaflow, MegaflowCache, NONE};
+use ofproto::megaflow::{
+    count_steps, Megaflow, MegaflowCache, NONE, STAGE_ACTIONS, STAGE_EMC, STAGE_EXTRACT, STAGE_MEGAFLOW, STAGE_UPCALL,
+};
 use ofproto::ofp::action::port;
 use ofproto::ofp::{Action, Field};
 use ofproto::table::Tables;
@@ -89,11 +91,34 @@ pub struct OfCounters {
     pub mf_flushed: AtomicU64,
     /// Bytes the megaflows of all PMD threads' caches take now.
     pub mf_bytes: AtomicU64,
+    /// Packets the exact-match caches answered.
+    pub mf_emc_hits: AtomicU64,
+    /// Keys put into the exact-match caches.
+    pub mf_emc_inserts: AtomicU64,
+    /// Megaflows removed for being idle.
+    pub mf_expired: AtomicU64,
+    /// TSC cycles per stage of the OpenFlow fast path
+    /// (`ofproto::megaflow::STAGES`).
+    pub stage_cycles: [AtomicU64; 5],
+    /// Megaflow dumps (`vswitchctl dp-flows`).
+    pub dumps: DumpBoard,
+}
+
+/// Where the control thread asks the PMD threads for their megaflows and
+/// they answer (between batches, on the request's first poll).
+#[derive(Debug, Default)]
+pub struct DumpBoard {
+    /// The latest request's number (0: none yet).
+    pub request: AtomicU64,
+    /// Answers: (PMD thread, request number, its clock in milliseconds,
+    /// its megaflows).
+    #[allow(clippy::type_complexity)]
+    pub answers: std::sync::Mutex<Vec<(usize, u64, u64, Vec<ofproto::megaflow::DpFlow>)>>,
 }
 
 impl OfCounters {
     /// Folds a cache's counts in (and zeroes them).
-    fn fold(&self, cache: &mut MegaflowCache) {
+    pub(crate) fn fold(&self, cache: &mut MegaflowCache) {
         let c = std::mem::take(&mut cache.counts);
         for (a, v) in [
             (&self.mf_hits, c.hits),
@@ -105,13 +130,21 @@ impl OfCounters {
             (&self.megaflows, c.installs),
             (&self.mf_flushed, c.flushed),
             (&self.mf_bytes, c.bytes_added),
+            (&self.mf_emc_hits, c.emc_hits),
+            (&self.mf_emc_inserts, c.emc_inserts),
+            (&self.mf_expired, c.expired),
         ] {
             if v != 0 {
                 a.fetch_add(v, Ordering::Relaxed);
             }
         }
-        if c.flushed != 0 {
-            self.megaflows.fetch_sub(c.flushed, Ordering::Relaxed);
+        if c.flushed + c.expired != 0 {
+            self.megaflows.fetch_sub(c.flushed + c.expired, Ordering::Relaxed);
+        }
+        for (a, v) in self.stage_cycles.iter().zip(c.cycles) {
+            if v != 0 {
+                a.fetch_add(v, Ordering::Relaxed);
+            }
         }
         if c.bytes_dropped != 0 {
             self.mf_bytes.fetch_sub(c.bytes_dropped, Ordering::Relaxed);
@@ -304,10 +337,18 @@ impl OfBridgeDp {
             keys.resize(BATCH_SIZE, FlowKey::default());
         }
         let n = batch.len();
+        let t0 = pmd::rdtsc();
         for (k, p) in keys.iter_mut().zip(batch.as_slice()) {
             k.extract_into(p.data(), in_port);
         }
+        let t1 = pmd::rdtsc();
         let mut codes = [NONE; BATCH_SIZE];
+        let mut hashes = [0u64; BATCH_SIZE];
+        let emc = cache.emc_active();
+        if emc {
+            cache.emc_lookup_batch(&keys[..n], &mut hashes[..n], &mut codes[..n]);
+        }
+        let t2 = pmd::rdtsc();
         cache.lookup_batch(&keys[..n], &mut codes[..n]);
         // The megaflows' steps were prefetched by the lookup; start
         // loading the action lists they point to before the replays.
@@ -318,6 +359,8 @@ impl OfBridgeDp {
                 }
             }
         }
+        let t3 = pmd::rdtsc();
+        let mut upcall_cycles = 0;
         let mut dirty = [NONE; BATCH_SIZE];
         let mut n_dirty = 0;
         let mut installed = false;
@@ -331,6 +374,9 @@ impl OfBridgeDp {
             }
             let unkept;
             let mf = if code != NONE {
+                if emc {
+                    cache.emc_offer(hashes[i], key, code);
+                }
                 cache.get(code)
             } else {
                 // An upcall, within the budget (over it the packet is
@@ -338,25 +384,32 @@ impl OfBridgeDp {
                 if !cache.may_upcall(now_ns) {
                     continue;
                 }
+                let u0 = pmd::rdtsc();
                 cache.counts.upcalls += 1;
                 let t = xlate::translate(&self.tables, key);
                 if !t.cacheable {
                     cache.counts.uncacheable += 1;
                     self.run(p, key.clone(), &mut out, tx, &mut counts);
+                    upcall_cycles += pmd::rdtsc() - u0;
                     continue;
                 }
-                let mf = Arc::new(Megaflow::new(t.steps, cache.intern(t.mask)));
-                match cache.install(key, mf.clone()) {
+                let mf = Arc::new(Megaflow::new(t.steps, cache.intern(t.mask), out.now_ms));
+                let mf = match cache.install(key, mf.clone()) {
                     Some(c) => {
                         installed = true;
                         code = c;
+                        if emc {
+                            cache.emc_offer(hashes[i], key, c);
+                        }
                         cache.get(c)
                     }
                     None => {
                         unkept = mf;
                         &unkept
                     }
-                }
+                };
+                upcall_cycles += pmd::rdtsc() - u0;
+                mf
             };
             let done = self.replay(p, key, mf, &mut out, tx);
             if done > mf.last_table {
@@ -376,6 +429,13 @@ impl OfBridgeDp {
         for &c in &dirty[..n_dirty] {
             cache.mark_dirty(c);
         }
+        let t4 = pmd::rdtsc();
+        let cy = &mut cache.counts.cycles;
+        cy[STAGE_EXTRACT] += t1 - t0;
+        cy[STAGE_EMC] += t2 - t1;
+        cy[STAGE_MEGAFLOW] += t3 - t2;
+        cy[STAGE_UPCALL] += upcall_cycles;
+        cy[STAGE_ACTIONS] += (t4 - t3).saturating_sub(upcall_cycles);
         cache.keys = keys;
         cache.end_batch(&self.tables);
         counts.flush(&self.tables, out.now_ms);

@@ -235,8 +235,15 @@ impl Switch {
         let (packet_out_tx, packet_out_rx) = std::sync::mpsc::sync_channel(1024);
         let mut packet_out_rx = Some(packet_out_rx);
         let epoch = std::time::Instant::now();
+        let cache_cfg = cache_config(&cfg.pmd);
         let pmds = PmdSet::start(&PmdConfig { cores: pmd_cores, rebalance_interval: rebalance }, Vec::new(), |i| {
-            BridgeDispatch::following(cell.clone(), i, if i == 0 { packet_out_rx.take() } else { None }, epoch)
+            BridgeDispatch::following(
+                cell.clone(),
+                i,
+                if i == 0 { packet_out_rx.take() } else { None },
+                epoch,
+                cache_cfg,
+            )
         })?;
         let mut sw = Switch {
             bridges: Vec::new(),
@@ -643,5 +650,21 @@ impl Switch {
             return Err(SwitchError::Refused(failed.join("; ")));
         }
         Ok(report)
+    }
+}
+
+/// The megaflow and exact-match cache settings of `[pmd]`.
+fn cache_config(p: &config::PmdSection) -> ofproto::megaflow::CacheConfig {
+    use ofproto::megaflow::EmcMode;
+    ofproto::megaflow::CacheConfig {
+        emc: match p.emc {
+            config::EmcMode::Auto => EmcMode::Auto,
+            config::EmcMode::On => EmcMode::On,
+            config::EmcMode::Off => EmcMode::Off,
+        },
+        emc_entries: p.emc_entries as usize,
+        emc_insert_inv_prob: p.emc_insert_inv_prob,
+        max_idle_ms: u64::from(p.megaflow_max_idle_ms),
+        max_megaflows: p.megaflow_limit as usize,
     }
 }

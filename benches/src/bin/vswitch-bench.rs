@@ -158,6 +158,8 @@ struct CompareArgs {
 struct Samples {
     mpps: Vec<f64>,
     cpp: Vec<f64>,
+    /// Per round: cycles per packet in each of `forwarders::STAGES`.
+    stages: Vec<Vec<f64>>,
     loss: Vec<f64>,
     lat: Option<hdrhistogram::Histogram<u64>>,
     errors: Vec<String>,
@@ -230,7 +232,7 @@ fn main() -> Result<()> {
             uniq += 1;
             let want_latency = a.latency_seconds > 0;
             match one_trial(kind, &setup, eal, &pool, &a, uniq, want_latency) {
-                Ok((res, lat, cpp)) => {
+                Ok((res, lat, cpp, stages)) => {
                     println!(
                         "  round {} {:<9} {:>7.2} Mpps each way  loss {:.2e}  {}",
                         round + 1,
@@ -244,6 +246,18 @@ fn main() -> Result<()> {
                     s.loss.push(res.loss_ratio());
                     if let Some(c) = cpp {
                         s.cpp.push(c);
+                    }
+                    if let Some(st) = stages {
+                        println!(
+                            "          cycles/pkt by stage: {}",
+                            benches::forwarders::STAGES
+                                .iter()
+                                .zip(&st)
+                                .map(|(n, c)| format!("{n} {c:.1}"))
+                                .collect::<Vec<_>>()
+                                .join("  ")
+                        );
+                        s.stages.push(st);
                     }
                     // Latency: every round's trial, merged.
                     if let Some(l) = lat {
@@ -267,7 +281,7 @@ fn main() -> Result<()> {
     report(&a, queues, &samples)
 }
 
-type TrialOut = (TrialResult, Option<hdrhistogram::Histogram<u64>>, Option<f64>);
+type TrialOut = (TrialResult, Option<hdrhistogram::Histogram<u64>>, Option<f64>, Option<Vec<f64>>);
 
 fn one_trial(
     kind: Kind,
@@ -350,6 +364,7 @@ fn one_trial(
     fwd.clear_counters();
     let res = run_on_gen_core(spec(a.seconds as f64, None))?;
     let ovs_cpp = fwd.cycles_before_stop();
+    let stages = fwd.stages_before_stop();
     let lat = if latency {
         Some(run_on_gen_core(spec(a.latency_seconds as f64, Some(a.latency_rate)))?.latency)
     } else {
@@ -362,7 +377,7 @@ fn one_trial(
     if res.rx[0] + res.rx[1] == 0 {
         bail!("no packet came back");
     }
-    Ok((res, lat, cpp))
+    Ok((res, lat, cpp, stages))
 }
 
 fn report(a: &CompareArgs, queues: u16, samples: &[Samples]) -> Result<()> {
@@ -411,6 +426,18 @@ fn report(a: &CompareArgs, queues: u16, samples: &[Samples]) -> Result<()> {
             "ratio_to_testpmd": ratio,
             "latency_us": lat.map(|l| serde_json::json!({"p50": l[0], "p99": l[1], "p999": l[2], "max": l[3]})),
         });
+        if !s.stages.is_empty() {
+            // Each stage's median over the rounds.
+            let stages: serde_json::Map<String, serde_json::Value> = benches::forwarders::STAGES
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    let v: Vec<f64> = s.stages.iter().filter_map(|r| r.get(i).copied()).collect();
+                    ((*n).to_string(), serde_json::json!(median(&v)))
+                })
+                .collect();
+            r["stages"] = serde_json::Value::Object(stages);
+        }
         if !s.errors.is_empty() {
             r["round_errors"] = serde_json::json!(s.errors);
         }

@@ -61,6 +61,12 @@ enum Cmd {
         /// Table number.
         table: Option<u8>,
     },
+    /// The megaflows the PMD threads hold for a bridge, with their masks,
+    /// counters and ages (as `ovs-appctl dpctl/dump-flows`).
+    DpFlows {
+        /// Bridge name.
+        bridge: String,
+    },
     /// OpenFlow groups of a bridge.
     DumpGroups {
         /// Bridge name.
@@ -166,6 +172,7 @@ fn run(cli: &Cli) -> Result<()> {
         Cmd::DelPort { name } => ("del-port", Some(json!({ "port": name }))),
         Cmd::Reload => ("reload", None),
         Cmd::DumpFlows { bridge, table } => ("dump-flows", Some(json!({"bridge": bridge, "table": table}))),
+        Cmd::DpFlows { bridge } => ("dp-flows", Some(json!({ "bridge": bridge }))),
         Cmd::DumpGroups { bridge } => ("dump-groups", Some(json!({ "bridge": bridge }))),
         Cmd::DumpMeters { bridge } => ("dump-meters", Some(json!({ "bridge": bridge }))),
         Cmd::Controllers => ("controllers", None),
@@ -251,17 +258,29 @@ fn run(cli: &Cli) -> Result<()> {
             }
             for b in r["openflow"].as_array().into_iter().flatten() {
                 let m = &b["megaflow"];
+                let pct = |k: &str| 100.0 * m[k].as_f64().unwrap_or(0.0);
                 println!(
-                    "bridge {} megaflows {}: hits {} upcalls {} hit rate {:.1}%  subtables/packet {:.2}  upcall drops {}  uncacheable {}",
+                    "bridge {} megaflows {}: emc hits {} ({:.1}%) megaflow hits {} ({:.1}%) upcalls {}  subtables/hit {:.2}  upcall drops {}  uncacheable {}  expired {}",
                     b["bridge"].as_str().unwrap_or(""),
                     n(&m["megaflows"]),
+                    n(&m["emc_hits"]),
+                    pct("emc_hit_rate"),
                     n(&m["hits"]),
+                    pct("megaflow_hit_rate"),
                     n(&m["upcalls"]),
-                    100.0 * m["hit_rate"].as_f64().unwrap_or(0.0),
-                    m["subtable_lookups_per_packet"].as_f64().unwrap_or(0.0),
+                    m["subtable_lookups_per_hit"].as_f64().unwrap_or(0.0),
                     n(&m["upcall_drops"]),
-                    n(&m["uncacheable"])
+                    n(&m["uncacheable"]),
+                    n(&m["expired"])
                 );
+                let packets = n(&m["packets"]).max(1) as f64;
+                let stages: Vec<String> = m["stage_cycles"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| format!("{k} {:.1}", v.as_u64().unwrap_or(0) as f64 / packets))
+                    .collect();
+                println!("  cycles/pkt by stage: {}", stages.join("  "));
             }
         }
         Cmd::FdbShow { .. } => {
@@ -320,6 +339,23 @@ fn run(cli: &Cli) -> Result<()> {
                         (0, 0) => String::new(),
                         (i, h) => format!(" idle_timeout={i},hard_timeout={h}"),
                     },
+                    f["actions"].as_str().unwrap_or("")
+                );
+            }
+        }
+        Cmd::DpFlows { .. } => {
+            for f in r["flows"].as_array().into_iter().flatten() {
+                let tables: Vec<String> =
+                    f["tables"].as_array().into_iter().flatten().map(|t| n(t).to_string()).collect();
+                println!(
+                    "pmd {} {}, packets:{}, bytes:{}, age:{:.3}s, used:{:.3}s, tables:{}, actions:{}",
+                    n(&f["pmd"]),
+                    f["match"].as_str().unwrap_or(""),
+                    n(&f["packets"]),
+                    n(&f["bytes"]),
+                    n(&f["age_ms"]) as f64 / 1000.0,
+                    n(&f["idle_ms"]) as f64 / 1000.0,
+                    tables.join(","),
                     f["actions"].as_str().unwrap_or("")
                 );
             }
