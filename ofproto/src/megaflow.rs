@@ -59,8 +59,8 @@ pub struct Megaflow {
     /// whose replay stopped earlier (TTL expired, metered away) counts
     /// only the tables it reached.
     pub last_table: usize,
-    /// Packets that took it (the upcall's own packet not included: it was
-    /// counted by the tables it walked).
+    /// Packets that took it (the upcall's own packet included: it is
+    /// replayed from the megaflow it installed).
     pub packets: AtomicU64,
     /// Their bytes.
     pub bytes: AtomicU64,
@@ -70,6 +70,9 @@ pub struct Megaflow {
     pub created_ms: u64,
     folded: [AtomicU64; 2],
     dirty: AtomicBool,
+    /// Removed from its cache (expired): exact-match entries that still
+    /// name it miss.
+    dead: AtomicBool,
 }
 
 /// Adds `packets` of `bytes` to the counters of the tables and entries
@@ -106,6 +109,7 @@ impl Megaflow {
             created_ms: now_ms,
             folded: [AtomicU64::new(0), AtomicU64::new(0)],
             dirty: AtomicBool::new(false),
+            dead: AtomicBool::new(false),
         }
     }
 
@@ -545,6 +549,9 @@ impl EmcEntry {
         if self.hash != hash || self.generation != generation || self.present != key.present_bits() {
             return false;
         }
+        if self.mf.as_ref().is_none_or(|m| m.dead.load(Ordering::Relaxed)) {
+            return false;
+        }
         let mut p = self.present;
         let mut n = 0;
         while p != 0 {
@@ -667,7 +674,7 @@ impl Emc {
         let [a, b] = self.slots(p.hash);
         let g = self.generation;
         let same = |e: &EmcEntry| e.generation == g && e.hash == p.hash && e.present == p.present && e.words == p.words;
-        let free = |e: &EmcEntry| e.generation != g || e.mf.is_none();
+        let free = |e: &EmcEntry| e.generation != g || e.mf.as_ref().is_none_or(|m| m.dead.load(Ordering::Relaxed));
         let i = if same(&self.entries[a]) || (!same(&self.entries[b]) && free(&self.entries[a])) {
             a
         } else if same(&self.entries[b]) || free(&self.entries[b]) || self.rng & 1 == 0 {
@@ -836,7 +843,7 @@ impl MegaflowCache {
     /// takes over `old`'s exact-match cache, whose entries a new
     /// generation invalidates all at once (no clearing, no allocation on
     /// the PMD thread).
-    pub fn next(old: &mut MegaflowCache) -> MegaflowCache {
+    pub fn succeeding(old: &mut MegaflowCache) -> MegaflowCache {
         let mut c = MegaflowCache::new(old.cfg);
         c.emc = old.emc.take();
         if let Some(e) = c.emc.as_mut() {
@@ -1091,6 +1098,10 @@ impl MegaflowCache {
         self.by_mask.clear();
         self.len = 0;
         self.full = false;
+        // Its exact-match entries go with them (all at once).
+        if let Some(e) = self.emc.as_mut() {
+            e.generation = e.generation.wrapping_add(1);
+        }
         self.sweep = (0, 0);
     }
 
@@ -1134,6 +1145,7 @@ impl MegaflowCache {
             }
             let stride = st.stride as u64;
             let mf = st.remove(slot);
+            mf.dead.store(true, Ordering::Relaxed);
             mf.fold(tables);
             let bytes = mf.bytes() + 8 * stride + 16;
             self.len -= 1;
@@ -1355,6 +1367,7 @@ mod tests {
                         if code[0] != NONE {
                             prop_assert!(t.cacheable, "an uncacheable decision was cached");
                             prop_assert_eq!(&cache.get(code[0]).steps[..], &t.steps[..], "key {:?}", k);
+                            prop_assert!(cache.megaflows().any(|m| Arc::ptr_eq(m, cache.get(code[0]))), "the EMC named a megaflow the cache dropped");
                             cache.get(code[0]).hit(1, now);
                             cache.emc_offer(hash[0], &k, code[0]);
                         } else if t.cacheable {
@@ -1368,7 +1381,7 @@ mod tests {
                     Op::Mod(ix, delete) => {
                         let f = &flows[ix.index(flows.len())];
                         let _ = tables.flow_mod(&flow_mod(f, *delete), 0, &Ports);
-                        cache = MegaflowCache::next(&mut cache);
+                        cache = MegaflowCache::succeeding(&mut cache);
                     }
                     Op::Tick(dt) => {
                         now += dt * 60;

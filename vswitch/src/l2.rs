@@ -642,7 +642,7 @@ impl Pipeline for BridgeDispatch {
                         o.counters.fold(&mut c);
                         o.counters.cache_dropped(&c);
                     }
-                    caches.push(ofproto::megaflow::MegaflowCache::next(&mut c));
+                    caches.push(ofproto::megaflow::MegaflowCache::succeeding(&mut c));
                 }
                 None => caches.push(ofproto::megaflow::MegaflowCache::new(self.cache_cfg)),
             }

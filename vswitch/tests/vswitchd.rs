@@ -393,6 +393,71 @@ fn a_vhost_user_port_comes_back_when_its_peer_restarts() {
     drop(p);
 }
 
+/// The datapath's caches as an operator sees them: `dp-flows` lists each
+/// megaflow with its mask, counters, tables and actions; with the
+/// exact-match cache on (every key inserted) the repeated pings are EMC
+/// hits; a megaflow idle past `megaflow_max_idle_ms` goes away, and what
+/// it counted stays in the OpenFlow flow's statistics; `pmd-stats` shows
+/// the cycles of each stage.
+#[test]
+fn dp_flows_show_megaflows_that_expire() {
+    let lab = Lab::new("e", 2, None);
+    let of_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    lab.write_config(&format!(
+        "[pmd]\nemc = \"on\"\nemc_insert_inv_prob = 1\nmegaflow_max_idle_ms = 1000\n\n\
+         [[bridge]]\nname = \"br0\"\nfail_mode = \"secure\"\ncontrollers = [\"ptcp:{of_port}:127.0.0.1\"]\n\n{}{}",
+        lab.port(1, "c1", "ofport = 1"),
+        lab.port(2, "c2", "ofport = 2")
+    ));
+    let mut lab = lab;
+    lab.start();
+    lab.static_arp();
+    let target = format!("tcp:127.0.0.1:{of_port}");
+    let ofctl = |args: &[&str]| ofctl(&target, args);
+    ofctl(&["add-flow", "table=0,priority=10,ip,actions=goto_table:1"]);
+    ofctl(&["add-flow", "table=1,priority=10,in_port=1,ip,nw_dst=10.99.0.0/16,actions=output:2"]);
+    ofctl(&["add-flow", "table=1,priority=10,in_port=2,ip,actions=output:1"]);
+    assert_eq!(lab.ping(1, 2, 8, "0.1", None), 8);
+    let flows = lab.ctl(&["dp-flows", "br0"]);
+    let list = flows["flows"].as_array().unwrap();
+    let to2 = list
+        .iter()
+        .find(|f| f["actions"] == "output:2")
+        .unwrap_or_else(|| panic!("a megaflow for the echo requests: {flows}"));
+    let m = to2["match"].as_str().unwrap();
+    // Table 1 looked at the destination's first 16 bits only (one rule,
+    // no other in that subtable) and at in_port; nothing at the source.
+    assert!(m.contains("in_port=1") && m.contains("eth_type=0x800"), "{m}");
+    assert!(m.contains("ipv4_dst=10.99.0.0/255.255.0.0"), "the /16 is all the mask holds: {m}");
+    assert!(!m.contains("ipv4_src"), "{m}");
+    assert_eq!(to2["tables"], serde_json::json!([0, 1]), "{to2}");
+    // 8 echo requests, the upcall's own included (it is replayed from
+    // the megaflow it installed), the others through the EMC or not.
+    assert_eq!(to2["packets"], 8, "{to2}");
+    assert!(list.iter().any(|f| f["actions"] == "output:1"), "replies: {flows}");
+    let mf = lab.ctl(&["pmd-stats"])["openflow"][0]["megaflow"].clone();
+    assert!(mf["emc_hits"].as_u64().unwrap() >= 12 && mf["emc_inserts"].as_u64().unwrap() >= 2, "{mf}");
+    for stage in ["extract", "emc", "megaflow", "upcall", "actions"] {
+        assert!(mf["stage_cycles"][stage].as_u64().unwrap() > 0, "{stage}: {mf}");
+    }
+    // Idle: gone within the idle time and a sweep.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !lab.ctl(&["dp-flows", "br0"])["flows"].as_array().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "megaflows still there: {}", lab.ctl(&["dp-flows", "br0"]));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mf = lab.ctl(&["pmd-stats"])["openflow"][0]["megaflow"].clone();
+    assert!(mf["expired"].as_u64().unwrap() >= 2 && mf["megaflows"] == 0 && mf["bytes"] == 0, "{mf}");
+    let dump = ofctl(&["dump-flows", "table=1,in_port=1"]);
+    assert!(dump.contains("n_packets=8,"), "the flow counted every request: {dump}");
+    // Traffic again: a new megaflow.
+    assert_eq!(lab.ping(1, 2, 2, "0.1", None), 2);
+    assert!(!lab.ctl(&["dp-flows", "br0"])["flows"].as_array().unwrap().is_empty());
+    let text = lab.ctl_output(false, &["dp-flows", "br0"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("in_port=1,") && text.contains("actions:output:2"), "{text}");
+}
+
 /// OpenFlow rules the bridge (fail_mode secure): with no flow nothing
 /// passes; in_port flows carry pings; NORMAL hands over to L2 switching;
 /// a select group spreads; a table-miss flow to the controller makes
