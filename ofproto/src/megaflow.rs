@@ -48,11 +48,39 @@ fn code(si: usize, slot: usize) -> u32 {
 /// of the batch that filled it.
 pub const MAX_MEGAFLOWS: usize = 262_144;
 
+/// A decision of the common shape (Ethernet rewrites, TTL decrement,
+/// one output to a port) compiled at install time into the datapath's
+/// own operations, with the output port resolved, so that its replay
+/// neither interprets OpenFlow actions nor looks a port number up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FastOp {
+    /// Overwrite the 6 bytes at `at` (an Ethernet address).
+    SetMac {
+        /// 0: destination, 6: source.
+        at: u8,
+        /// The address.
+        mac: [u8; 6],
+    },
+    /// Decrement the IP TTL or hop limit; at expiry the packet is dropped
+    /// and the replay counts `done` steps.
+    DecTtl {
+        /// Steps the replay reached.
+        done: u32,
+    },
+    /// Send to the datapath's port `slot` (the last operation).
+    Output {
+        /// The port's slot.
+        slot: u32,
+    },
+}
+
 /// A cached decision.
 #[derive(Debug)]
 pub struct Megaflow {
     /// What to do, in order.
     pub steps: Box<[Step]>,
+    /// The same, compiled, when it has the common shape (see [`FastOp`]).
+    pub fast: Option<Box<[FastOp]>>,
     /// The mask it was made under.
     pub mask: Arc<FlowMask>,
     /// Index of its last table lookup in `steps` (0 when none): a packet
@@ -101,6 +129,7 @@ impl Megaflow {
         let last_table = steps.iter().rposition(|s| matches!(s, Step::Table { .. })).unwrap_or(0);
         Megaflow {
             last_table,
+            fast: None,
             steps: steps.into_boxed_slice(),
             mask,
             packets: AtomicU64::new(0),
@@ -170,9 +199,32 @@ pub fn prefetch(p: *const u8) {
     let _ = p;
 }
 
-#[inline]
-fn mix(h: u64, w: u64) -> u64 {
-    (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(31)
+/// A hash over pairs of words whose multiplies do not wait for each
+/// other: each word is multiplied on its own (xored with its position, so
+/// that equal words in different fields differ) and the products summed;
+/// a finaliser mixes the sums.
+struct Acc(u64, u64);
+
+impl Acc {
+    #[inline]
+    fn new(seed: u64) -> Acc {
+        Acc(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15), 0)
+    }
+
+    #[inline]
+    fn add(&mut self, n: usize, w0: u64, w1: u64) {
+        let n = n as u64;
+        self.0 = self.0.wrapping_add((w0 ^ n).wrapping_mul(0xff51_afd7_ed55_8ccd));
+        self.1 = self.1.wrapping_add((w1 ^ n).wrapping_mul(0xc4ce_b9fe_1a85_ec53));
+    }
+
+    #[inline]
+    fn finish(self) -> u64 {
+        let mut h = self.0 ^ self.1.rotate_left(29);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^ (h >> 33)
+    }
 }
 
 /// What an absent field hashes as.
@@ -202,35 +254,37 @@ impl Subtable {
         Subtable { mask, fields, stride, index: vec![0; 16], keys: Vec::new(), flows: Vec::new(), hits: 0 }
     }
 
-    /// The hash of `key`'s bits under the mask.
+    /// The hash of `key`'s bits under the mask: one multiply per word,
+    /// none waiting for another (a chain of dependent mixes costs a
+    /// multiply's latency per word).
     #[inline]
     fn hash(&self, key: &FlowKey) -> u64 {
         let present = key.present_bits() & self.mask.present;
-        let mut h = present;
-        for &(i, bits) in self.fields.iter() {
+        let mut acc = Acc::new(present);
+        for (n, &(i, bits)) in self.fields.iter().enumerate() {
             if present & (1 << i) != 0 {
                 let v = key.words(i);
-                h = mix(mix(h, v[0] & bits[0]), v[1] & bits[1]);
+                acc.add(n, v[0] & bits[0], v[1] & bits[1]);
             } else {
-                h = mix(h, ABSENT);
+                acc.add(n, ABSENT, ABSENT);
             }
         }
-        h
+        acc.finish()
     }
 
     /// The hash of a stored key (the same as [`Subtable::hash`] of any
     /// key it covers).
     fn stored_hash(&self, k: &[u64]) -> u64 {
         let present = k[0];
-        let mut h = present;
+        let mut acc = Acc::new(present);
         for (n, &(i, _)) in self.fields.iter().enumerate() {
             if present & (1 << i) != 0 {
-                h = mix(mix(h, k[1 + 2 * n]), k[2 + 2 * n]);
+                acc.add(n, k[1 + 2 * n], k[2 + 2 * n]);
             } else {
-                h = mix(h, ABSENT);
+                acc.add(n, ABSENT, ABSENT);
             }
         }
-        h
+        acc.finish()
     }
 
     /// Whether stored key `slot` covers `key`.
@@ -589,22 +643,18 @@ struct Emc {
 }
 
 /// The exact-match hash of a whole key: one multiply per word, none
-/// depending on another, then a finaliser (never 0).
+/// depending on another, then a finaliser.
 #[inline]
 pub fn emc_hash(key: &FlowKey) -> u64 {
     let mut p = key.present_bits();
-    let (mut a, mut b) = (p.wrapping_mul(0x9e37_79b9_7f4a_7c15), 0u64);
+    let mut acc = Acc::new(p);
     while p != 0 {
-        let i = p.trailing_zeros();
+        let i = p.trailing_zeros() as usize;
         p &= p - 1;
-        let w = key.words(i as usize);
-        a = a.wrapping_add((w[0] ^ u64::from(i)).wrapping_mul(0xff51_afd7_ed55_8ccd));
-        b = b.wrapping_add((w[1] ^ u64::from(i)).wrapping_mul(0xc4ce_b9fe_1a85_ec53));
+        let w = key.words(i);
+        acc.add(i, w[0], w[1]);
     }
-    let mut h = a ^ b.rotate_left(29);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    (h ^ (h >> 33)) | 1
+    acc.finish()
 }
 
 impl Emc {

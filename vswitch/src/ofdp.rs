@@ -20,7 +20,8 @@ use crate::rewrite;
 use ofproto::agent::{Group, Meter};
 use ofproto::flow::FlowKey;
 use ofproto::megaflow::{
-    count_steps, Megaflow, MegaflowCache, NONE, STAGE_ACTIONS, STAGE_EMC, STAGE_EXTRACT, STAGE_MEGAFLOW, STAGE_UPCALL,
+    count_steps, FastOp, Megaflow, MegaflowCache, NONE, STAGE_ACTIONS, STAGE_EMC, STAGE_EXTRACT, STAGE_MEGAFLOW,
+    STAGE_UPCALL,
 };
 use ofproto::ofp::action::port;
 use ofproto::ofp::{Action, Field};
@@ -353,7 +354,12 @@ impl OfBridgeDp {
         // The megaflows' steps were prefetched by the lookup; start
         // loading the action lists they point to before the replays.
         for &c in codes[..n].iter().filter(|c| **c != NONE) {
-            for s in cache.get(c).steps.iter() {
+            let mf = cache.get(c);
+            if let Some(ops) = &mf.fast {
+                ofproto::megaflow::prefetch(ops.as_ptr().cast());
+                continue;
+            }
+            for s in mf.steps.iter() {
                 if let Step::Apply { acts, .. } = s {
                     ofproto::megaflow::prefetch(acts.as_ptr().cast());
                 }
@@ -393,7 +399,9 @@ impl OfBridgeDp {
                     upcall_cycles += pmd::rdtsc() - u0;
                     continue;
                 }
-                let mf = Arc::new(Megaflow::new(t.steps, cache.intern(t.mask), out.now_ms));
+                let mut mf = Megaflow::new(t.steps, cache.intern(t.mask), out.now_ms);
+                mf.fast = self.compile(&mf.steps, in_port);
+                let mf = Arc::new(mf);
                 let mf = match cache.install(key, mf.clone()) {
                     Some(c) => {
                         installed = true;
@@ -411,7 +419,10 @@ impl OfBridgeDp {
                 upcall_cycles += pmd::rdtsc() - u0;
                 mf
             };
-            let done = self.replay(p, key, mf, &mut out, tx);
+            let done = match &mf.fast {
+                Some(ops) => self.replay_fast(p, ops, mf.steps.len(), tx),
+                None => self.replay(p, key, mf, &mut out, tx),
+            };
             if done > mf.last_table {
                 if mf.hit(len, out.now_ms) {
                     if code == NONE {
@@ -498,6 +509,71 @@ impl OfBridgeDp {
             }
         }
         mf.steps.len()
+    }
+
+    /// `steps` (a translation for a packet received on `in_port`)
+    /// compiled into [`FastOp`]s, when they have that shape: tables that
+    /// matched, metadata writes (nothing reads them after the last
+    /// lookup), Ethernet address set-fields, dec_ttl, and one output to a
+    /// port of this bridge other than `in_port`, last.
+    fn compile(&self, steps: &[Step], in_port: u32) -> Option<Box<[FastOp]>> {
+        let mut ops = Vec::new();
+        for (i, s) in steps.iter().enumerate() {
+            match s {
+                Step::Table { entry: Some(_), .. } | Step::Metadata(_) => {}
+                Step::Apply { acts, .. } => {
+                    for a in acts.iter() {
+                        if matches!(ops.last(), Some(FastOp::Output { .. })) {
+                            return None;
+                        }
+                        let op = match a {
+                            Action::SetField(o)
+                                if o.mask().is_none() && matches!(o.field, Field::EthDst | Field::EthSrc) =>
+                            {
+                                let mut mac = [0u8; 6];
+                                mac.copy_from_slice(o.value().get(..6)?);
+                                FastOp::SetMac { at: if o.field == Field::EthDst { 0 } else { 6 }, mac }
+                            }
+                            Action::DecNwTtl => FastOp::DecTtl { done: u32::try_from(i + 1).ok()? },
+                            Action::Output { port: p, .. } if *p != in_port && *p <= port::MAX => {
+                                FastOp::Output { slot: u32::try_from(self.ofport_slot.get(p)?.0).ok()? }
+                            }
+                            _ => return None,
+                        };
+                        ops.push(op);
+                    }
+                }
+                _ => return None,
+            }
+        }
+        matches!(ops.last(), Some(FastOp::Output { .. })).then(|| ops.into_boxed_slice())
+    }
+
+    /// Replays a compiled decision of `n_steps` steps; returns how many
+    /// steps ran (as [`OfBridgeDp::replay`]).
+    #[inline]
+    fn replay_fast(&self, mut p: Packet, ops: &[FastOp], n_steps: usize, tx: &mut TxBatches) -> usize {
+        for op in ops {
+            match *op {
+                FastOp::SetMac { at, mac } => {
+                    let at = usize::from(at);
+                    if let Some(d) = p.data_mut().get_mut(at..at + 6) {
+                        d.copy_from_slice(&mac);
+                    }
+                }
+                FastOp::DecTtl { done } => {
+                    if rewrite::dec_nw_ttl(p.data_mut()).is_err() {
+                        self.counters.ttl_expired.fetch_add(1, Ordering::Relaxed);
+                        return done as usize;
+                    }
+                }
+                FastOp::Output { slot } => {
+                    tx.send(slot as usize, p);
+                    return n_steps;
+                }
+            }
+        }
+        n_steps
     }
 
     /// Runs meter `m` on a packet of `len` bytes: false when a drop band
