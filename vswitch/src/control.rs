@@ -160,6 +160,7 @@ fn dispatch(sw: &mut Switch, of: &mut OpenFlow, reg: &Registry, req: &Request) -
                     let used = ld(&f.mf.used_ms);
                     flows.push(json!({
                         "pmd": pmd, "match": f.match_string(), "tables": f.tables(), "actions": f.actions_string(),
+                        "compiled": f.mf.fast.is_some(),
                         "packets": ld(&f.mf.packets), "bytes": ld(&f.mf.bytes),
                         "age_ms": now_ms.saturating_sub(f.mf.created_ms),
                         "idle_ms": now_ms.saturating_sub(used),

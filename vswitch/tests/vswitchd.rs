@@ -456,6 +456,36 @@ fn dp_flows_show_megaflows_that_expire() {
     let text = lab.ctl_output(false, &["dp-flows", "br0"]);
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("in_port=1,") && text.contains("actions:output:2"), "{text}");
+    // A compiled decision (set_field on eth_dst, dec_ttl, output): a wrong
+    // destination MAC makes c2 ignore the requests, its own MAC gets them
+    // answered, and TTL 1 expires at dec_ttl.
+    let o = Command::new("ip").args(["-n", &lab.ns(2), "-j", "link", "show", "eth0"]).output().unwrap();
+    let mac2 = serde_json::from_slice::<Value>(&o.stdout).unwrap()[0]["address"].as_str().unwrap().to_string();
+    let rewrite = |mac: &str| {
+        ofctl(&["del-flows", "table=1,in_port=1"]);
+        ofctl(&[
+            "add-flow",
+            &format!("table=1,priority=10,in_port=1,ip,actions=set_field:{mac}->eth_dst,dec_ttl,output:2"),
+        ]);
+    };
+    rewrite("02:00:00:00:00:99");
+    assert_eq!(lab.ping(1, 2, 2, "0.1", None), 0, "requests to a MAC c2 does not have");
+    rewrite(&mac2);
+    assert_eq!(lab.ping(1, 2, 3, "0.1", None), 3, "requests rewritten to c2's own MAC");
+    let flows = lab.ctl(&["dp-flows", "br0"]);
+    let f =
+        flows["flows"].as_array().unwrap().iter().find(|f| f["match"].as_str().unwrap().contains("in_port=1")).cloned();
+    let f = f.unwrap_or_else(|| panic!("{flows}"));
+    assert_eq!(f["actions"], format!("set_field:{mac2}->eth_dst,dec_ttl,output:2"), "{f}");
+    assert_eq!(f["compiled"], true, "{f}");
+    let expired = |lab: &Lab| lab.ctl(&["show"])["bridges"][0]["openflow"]["drop_ttl_expired"].as_u64().unwrap();
+    let before = expired(&lab);
+    let o = Command::new("ip")
+        .args(["netns", "exec", &lab.ns(1), "ping", "-q", "-c", "3", "-i", "0.1", "-W", "1", "-t", "1", "10.99.0.2"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "TTL 1 cannot reach c2");
+    assert_eq!(expired(&lab) - before, 3, "each expiry counted");
 }
 
 /// OpenFlow rules the bridge (fail_mode secure): with no flow nothing
