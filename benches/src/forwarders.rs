@@ -128,7 +128,7 @@ pub fn upcall_flows() -> String {
 }
 
 /// The of-3table scenario's flows for `flows` generated flows per
-/// direction (the generator's source IPs are 10.D.x.y + f).
+/// direction (the generator's source IPs, [`crate::gen::flow_ip`]).
 pub fn of_3table_flows(flows: u32) -> String {
     let mut t = String::new();
     for p in 1..=2 {
@@ -136,7 +136,7 @@ pub fn of_3table_flows(flows: u32) -> String {
     }
     for d in 0..2u32 {
         for f in 0..flows.max(1) {
-            let ip = 0x0a00_0000 + d * 0x0001_0000 + f;
+            let ip = crate::gen::flow_ip(d, f);
             t.push_str(&format!(
                 "table=1,priority=10,ip,nw_src={}.{}.{}.{},actions=set_field:02:00:00:00:00:{:02x}->eth_dst,dec_ttl,goto_table:2\n",
                 ip >> 24,

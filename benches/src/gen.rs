@@ -17,7 +17,8 @@ pub struct TrafficSpec {
     /// testpmd and OVS report).
     pub frame_size: usize,
     /// Distinct flows: source MAC, source IP and UDP source port vary
-    /// together (flow f: MAC 02:d:00:f, IP 10.d.f, port 1024 + f % 50000).
+    /// together (flow f: MAC 02:d:00:f, IP [`flow_ip`], port 1024 + f %
+    /// 50000).
     pub flows: u32,
     /// Offered rate per direction in Mpps (None: as fast as the rings take).
     pub rate_mpps: Option<f64>,
@@ -57,6 +58,13 @@ impl TrialResult {
     }
 }
 
+/// The source IPv4 address of flow `f` in direction `dir`: 10.0.0.0 plus
+/// a block of 2^22 addresses per direction, so that up to 4M flows per
+/// direction never share an address with the other direction's.
+pub fn flow_ip(dir: u32, f: u32) -> u32 {
+    0x0a00_0000 + (dir << 22) + (f & 0x3f_ffff)
+}
+
 fn templates(spec: &TrafficSpec, dir: usize) -> Vec<Vec<u8>> {
     let len = spec.frame_size.saturating_sub(4).max(60);
     (0..spec.flows.max(1))
@@ -66,8 +74,8 @@ fn templates(spec: &TrafficSpec, dir: usize) -> Vec<Vec<u8>> {
                 src_mac: EthernetAddress([2, dir as u8, 0, (f >> 16) as u8, (f >> 8) as u8, f as u8]),
                 dst_mac: EthernetAddress([2, dir as u8 ^ 1, 0, 0, 0, 0]),
                 vlan: None,
-                src_ip: Ipv4Address::from_u32(0x0a00_0000 + (dir as u32) * 0x0001_0000 + f),
-                dst_ip: Ipv4Address::from_u32(0x0a00_0000 + ((dir as u32) ^ 1) * 0x0001_0000 + 1),
+                src_ip: Ipv4Address::from_u32(flow_ip(dir as u32, f)),
+                dst_ip: Ipv4Address::from_u32(flow_ip(dir as u32 ^ 1, 1)),
                 src_port: 1024 + (f % 50000) as u16,
                 dst_port: 5001,
                 ttl: 64,

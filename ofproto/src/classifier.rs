@@ -383,6 +383,20 @@ impl<T: Clone> Classifier<T> {
         Some((si, h, i))
     }
 
+    /// The sequence number and item of the rule of `priority` whose match
+    /// has `m`'s mask and values and whose item passes `same` (a hash
+    /// probe, not a scan).
+    pub fn find_exact(&self, priority: u16, m: &Match, same: impl Fn(&T) -> bool) -> Option<(u64, &T)> {
+        let st = &self.subtables[*self.by_mask.get(&FlowMask::of_match(m))?];
+        let values = match_values(m, &st.fields);
+        let (_, h) = st.hashes(&values);
+        st.rules[shard(h)]
+            .get(&h)?
+            .iter()
+            .find(|r| r.rank.0 == priority && r.values == values && same(&r.item))
+            .map(|r| (r.rank.1 .0, &r.item))
+    }
+
     /// Gives rule (`priority`, `m`, `seq`) a new item (its place kept);
     /// whether it was there.
     pub fn update(&mut self, priority: u16, m: &Match, seq: u64, item: T) -> bool {

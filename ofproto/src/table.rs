@@ -161,6 +161,17 @@ impl FlowTable {
     pub fn scan(&self, key: &FlowKey) -> Option<&FlowEntry> {
         self.entries.iter().find(|e| e.match_.matches(key)).map(|e| &**e)
     }
+    /// The index in `entries` of the entry of `priority` whose match is
+    /// `m` field for field: a classifier probe and a binary search
+    /// (entries are in priority order, then in sequence order), not a
+    /// scan of the table.
+    fn position_same(&self, priority: u16, m: &Match) -> Option<usize> {
+        let (seq, _) = self.cls.find_exact(priority, m, |e| same_fields(&e.match_, m))?;
+        let lo = self.entries.partition_point(|x| x.priority > priority);
+        let hi = self.entries.partition_point(|x| x.priority >= priority);
+        self.entries[lo..hi].binary_search_by_key(&seq, |x| x.seq).ok().map(|i| lo + i)
+    }
+
     fn insert(&mut self, id: FlowId, mut e: FlowEntry) {
         // After every entry of higher or equal priority: a run of adds at
         // one priority appends.
@@ -327,11 +338,7 @@ impl Tables {
                 let max = self.max_entries;
                 let t = &mut self.tables[usize::from(fm.table_id)];
                 let id = flow_id(fm.priority, &fm.match_);
-                let same = if t.ids.contains(&id) {
-                    t.entries.iter().position(|e| e.priority == fm.priority && same_fields(&e.match_, &fm.match_))
-                } else {
-                    None
-                };
+                let same = if t.ids.contains(&id) { t.position_same(fm.priority, &fm.match_) } else { None };
                 if fm.flags & FF_CHECK_OVERLAP != 0
                     && t.entries.iter().any(|e| e.priority == fm.priority && e.match_.overlaps(&fm.match_))
                 {
@@ -380,7 +387,13 @@ impl Tables {
                 self.check(fm, refs)?;
                 let strict = fm.command == FlowModCommand::ModifyStrict;
                 let t = &mut self.tables[usize::from(fm.table_id)];
-                for e in &mut t.entries {
+                let one = if strict { t.position_same(fm.priority, &fm.match_) } else { None };
+                let range = match one {
+                    Some(i) => i..i + 1,
+                    None if strict => 0..0,
+                    None => 0..t.entries.len(),
+                };
+                for e in &mut t.entries[range] {
                     let hit = if strict {
                         e.priority == fm.priority && same_fields(&e.match_, &fm.match_)
                     } else {
@@ -409,12 +422,22 @@ impl Tables {
                     if fm.table_id != ALL_TABLES && usize::from(fm.table_id) != ti {
                         continue;
                     }
+                    if strict {
+                        // One entry at most: found by a probe, removed
+                        // without a scan or a rebuild of the index.
+                        let Some(i) = t.position_same(fm.priority, &fm.match_) else { continue };
+                        let e = &t.entries[i];
+                        if cookie_ok(e) && e.outputs_to(fm.out_port) && e.uses_group(fm.out_group) {
+                            let e = t.entries.remove(i);
+                            t.cls.remove(e.priority, &e.match_, e.seq);
+                            t.ids.remove(&flow_id(e.priority, &e.match_));
+                            t.timed -= usize::from(e.idle_timeout != 0 || e.hard_timeout != 0);
+                            removed.push(Removed { entry: (*e).clone(), reason: 2 });
+                        }
+                        continue;
+                    }
                     t.entries.retain(|e| {
-                        let hit = if strict {
-                            e.priority == fm.priority && same_fields(&e.match_, &fm.match_)
-                        } else {
-                            e.match_.within(&fm.match_)
-                        };
+                        let hit = e.match_.within(&fm.match_);
                         let gone = hit && cookie_ok(e) && e.outputs_to(fm.out_port) && e.uses_group(fm.out_group);
                         if gone {
                             t.cls.remove(e.priority, &e.match_, e.seq);
