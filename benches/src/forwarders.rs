@@ -249,6 +249,8 @@ struct VsCounters {
     busy: u64,
     packets: u64,
     stages: [u64; 5],
+    /// Megaflow installs (all OpenFlow bridges).
+    installs: u64,
 }
 
 fn vswitchd_counters(sock: &str) -> Option<VsCounters> {
@@ -264,6 +266,7 @@ fn vswitchd_counters(sock: &str) -> Option<VsCounters> {
         for (i, name) in STAGES[..5].iter().enumerate() {
             c.stages[i] += b["megaflow"]["stage_cycles"][name].as_u64().unwrap_or(0);
         }
+        c.installs += b["megaflow"]["installs"].as_u64().unwrap_or(0);
     }
     Some(c)
 }
@@ -407,10 +410,10 @@ impl Running {
     }
 
     /// vswitchd's cycles per packet in each of `STAGES` since
-    /// `clear_counters` (None for the others, or without OpenFlow
-    /// traffic): "io" is its busy cycles per packet less the counted
-    /// stages.
-    pub fn stages_before_stop(&self) -> Option<Vec<f64>> {
+    /// `clear_counters`, and the megaflows it installed (None for the
+    /// others, or without OpenFlow traffic): "io" is its busy cycles per
+    /// packet less the counted stages.
+    pub fn stages_before_stop(&self) -> Option<(Vec<f64>, u64)> {
         let (sock, at) = self.vswitchd.as_ref()?;
         let (c1, c0) = (vswitchd_counters(sock)?, at.get());
         let packets = c1.packets.checked_sub(c0.packets).filter(|p| *p > 0)? as f64;
@@ -420,7 +423,7 @@ impl Running {
         }
         let busy = (c1.busy - c0.busy) as f64 / packets;
         v.push((busy - v.iter().sum::<f64>()).max(0.0));
-        Some(v)
+        Some((v, c1.installs - c0.installs))
     }
 
     /// Stops it; returns its cycles per packet if it reported them.

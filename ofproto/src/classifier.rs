@@ -49,6 +49,30 @@ impl Hasher for IdHasher {
 /// Maps and sets keyed by a hash.
 pub type IdBuild = BuildHasherDefault<IdHasher>;
 
+/// A fast hasher for keys made of words ([`FlowMask`]): a multiply and a
+/// rotate per word, instead of SipHash's rounds (the keys are ours, not an
+/// attacker's).
+#[derive(Default, Clone, Copy)]
+pub struct WordHasher(u64);
+
+impl Hasher for WordHasher {
+    fn finish(&self) -> u64 {
+        let h = self.0;
+        (h ^ (h >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = mix(self.0, u64::from(*b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = mix(self.0, n);
+    }
+}
+
+/// Maps keyed by words.
+pub type WordBuild = BuildHasherDefault<WordHasher>;
+
 /// Fields of a flow key.
 pub const N_FIELDS: usize = 40;
 

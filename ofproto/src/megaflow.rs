@@ -744,7 +744,7 @@ impl Emc {
 /// One PMD thread's megaflows for one bridge snapshot.
 pub struct MegaflowCache {
     subtables: Vec<Subtable>,
-    by_mask: HashMap<Arc<FlowMask>, usize>,
+    by_mask: HashMap<Arc<FlowMask>, usize, crate::classifier::WordBuild>,
     len: usize,
     batches: u32,
     /// Megaflow lookups (packets) and subtable probes since the last
@@ -771,6 +771,8 @@ pub struct MegaflowCache {
     emc_active: bool,
     /// Where the idle sweep goes on: (subtable, slot).
     sweep: (usize, usize),
+    /// When the next sweep may run, PMD milliseconds.
+    next_sweep_ms: u64,
 }
 
 impl std::fmt::Debug for MegaflowCache {
@@ -865,7 +867,7 @@ impl MegaflowCache {
     pub fn new(cfg: CacheConfig) -> MegaflowCache {
         MegaflowCache {
             subtables: Vec::new(),
-            by_mask: HashMap::new(),
+            by_mask: HashMap::default(),
             len: 0,
             batches: 0,
             window: (0, 0),
@@ -880,6 +882,7 @@ impl MegaflowCache {
             emc: None,
             emc_active: cfg.emc == EmcMode::On && cfg.emc_entries > 0,
             sweep: (0, 0),
+            next_sweep_ms: 0,
         }
     }
 
@@ -1170,6 +1173,12 @@ impl MegaflowCache {
     /// change).
     pub fn expire(&mut self, tables: &Tables, now_ms: u64) {
         let idle = self.cfg.max_idle_ms;
+        // A call every 1/256 of the idle time at most: a round of 64
+        // calls over a full cache takes a quarter of it.
+        if now_ms < self.next_sweep_ms {
+            return;
+        }
+        self.next_sweep_ms = now_ms + (idle / 256).max(1);
         let mut budget = SWEEP_SLOTS;
         while budget > 0 {
             let (si, slot) = self.sweep;

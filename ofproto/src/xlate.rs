@@ -243,7 +243,8 @@ impl<'t> Walker<'t> for Translator {
 pub fn translate(tables: &Tables, key: &FlowKey) -> Translation {
     let mut mask = FlowMask::default();
     mask.set(Field::InPort, [u64::MAX, 0]);
-    let mut w = Translator { key: key.clone(), mask, steps: Vec::new(), cacheable: true, reextracted: false };
+    let mut w =
+        Translator { key: key.clone(), mask, steps: Vec::with_capacity(8), cacheable: true, reextracted: false };
     walk(tables, &mut w);
     Translation { steps: w.steps, mask: w.mask, cacheable: w.cacheable }
 }

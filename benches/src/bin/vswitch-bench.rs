@@ -160,6 +160,8 @@ struct Samples {
     cpp: Vec<f64>,
     /// Per round: cycles per packet in each of `forwarders::STAGES`.
     stages: Vec<Vec<f64>>,
+    /// Per round: megaflows installed per second of the trial.
+    installs_per_s: Vec<f64>,
     loss: Vec<f64>,
     lat: Option<hdrhistogram::Histogram<u64>>,
     errors: Vec<String>,
@@ -247,9 +249,12 @@ fn main() -> Result<()> {
                     if let Some(c) = cpp {
                         s.cpp.push(c);
                     }
-                    if let Some(st) = stages {
+                    if let Some((st, installs)) = stages {
+                        let per_s = installs as f64 / a.seconds as f64;
+                        s.installs_per_s.push(per_s);
                         println!(
-                            "          cycles/pkt by stage: {}",
+                            "          {:.0} megaflow installs/s; cycles/pkt by stage: {}",
+                            per_s,
                             benches::forwarders::STAGES
                                 .iter()
                                 .zip(&st)
@@ -281,7 +286,7 @@ fn main() -> Result<()> {
     report(&a, queues, &samples)
 }
 
-type TrialOut = (TrialResult, Option<hdrhistogram::Histogram<u64>>, Option<f64>, Option<Vec<f64>>);
+type TrialOut = (TrialResult, Option<hdrhistogram::Histogram<u64>>, Option<f64>, Option<(Vec<f64>, u64)>);
 
 fn one_trial(
     kind: Kind,
@@ -437,6 +442,7 @@ fn report(a: &CompareArgs, queues: u16, samples: &[Samples]) -> Result<()> {
                 })
                 .collect();
             r["stages"] = serde_json::Value::Object(stages);
+            r["megaflow_installs_per_s"] = serde_json::json!(median(&s.installs_per_s));
         }
         if !s.errors.is_empty() {
             r["round_errors"] = serde_json::json!(s.errors);
