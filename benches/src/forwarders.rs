@@ -685,6 +685,65 @@ pub fn flow_mod_storm(target: &str, flows: u32) -> Result<f64> {
     }
 }
 
+/// Churns `target`'s table 1 until `stop`: adds `flows` flows (matching
+/// no generated packet), a barrier, deletes them one by one (strict), a
+/// barrier, and again. Returns the flow-mods applied (whole passes, and
+/// the one under way counted to its last barrier).
+pub fn flow_mod_churn(target: &str, flows: u32, stop: &std::sync::atomic::AtomicBool) -> Result<u64> {
+    use ofproto::ofp::msg::{FlowMod, FlowModCommand};
+    use ofproto::ofp::{frame_len, Action, Field, Instruction, Match, Message, Oxm};
+    use std::io::{Read, Write};
+    let mut s: Box<dyn ReadWrite> = if let Some(a) = target.strip_prefix("tcp:") {
+        Box::new(std::net::TcpStream::connect(a)?)
+    } else if let Some(p) = target.strip_prefix("unix:") {
+        Box::new(std::os::unix::net::UnixStream::connect(p)?)
+    } else {
+        bail!("{target}: not tcp: or unix:")
+    };
+    s.write_all(&Message::Hello { versions: vec![4] }.encode(1))?;
+    let pass = |cmd: FlowModCommand| {
+        let mut bulk = Vec::new();
+        for f in 0..flows {
+            let m = Match::any()
+                .with(Oxm::exact_u64(Field::EthType, 0x0800))
+                .with(Oxm::exact(Field::Ipv4Src, &(0x0b00_0000 + f).to_be_bytes()));
+            let ins = vec![Instruction::ApplyActions(vec![Action::DecNwTtl]), Instruction::GotoTable(2)];
+            bulk.extend_from_slice(&Message::FlowMod(FlowMod::new(cmd, 1, 20, m, ins)).encode(f + 10));
+        }
+        bulk.extend_from_slice(&Message::BarrierRequest.encode(7));
+        bulk
+    };
+    let (add, del) = (pass(FlowModCommand::Add), pass(FlowModCommand::DeleteStrict));
+    let mut done = 0u64;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    for bulk in [&add, &del].into_iter().cycle() {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(done);
+        }
+        s.write_all(bulk)?;
+        'reply: loop {
+            while let Some(n) = frame_len(&buf).filter(|n| buf.len() >= *n && *n >= 8) {
+                let f: Vec<u8> = buf.drain(..n).collect();
+                match Message::decode(&f) {
+                    Ok((7, Message::BarrierReply)) => break 'reply,
+                    Ok((_, Message::Error { err_type, code, .. })) => {
+                        bail!("{target}: error {err_type}/{code} during the storm")
+                    }
+                    _ => {}
+                }
+            }
+            let n = s.read(&mut chunk)?;
+            if n == 0 {
+                bail!("{target}: closed before the barrier reply");
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        done += u64::from(flows);
+    }
+    Ok(done)
+}
+
 /// A byte stream either TCP or Unix.
 trait ReadWrite: std::io::Read + std::io::Write {}
 impl<T: std::io::Read + std::io::Write> ReadWrite for T {}

@@ -174,7 +174,7 @@ impl FlowMask {
 
 /// A field's 16 value bytes as two native-endian words.
 #[inline]
-fn words(b: &[u8; 16]) -> [u64; 2] {
+pub(crate) fn words(b: &[u8; 16]) -> [u64; 2] {
     let mut lo = [0u8; 8];
     let mut hi = [0u8; 8];
     lo.copy_from_slice(&b[..8]);

@@ -29,6 +29,7 @@
 
 use crate::classifier::FlowMask;
 use crate::flow::FlowKey;
+use crate::ofp::{Action, Match};
 use crate::table::Tables;
 pub use crate::xlate::Step;
 use std::collections::HashMap;
@@ -96,6 +97,12 @@ pub struct Megaflow {
     pub used_ms: AtomicU64,
     /// When it was installed, PMD milliseconds.
     pub created_ms: u64,
+    /// The tables its decision looked at, one bit per table id.
+    visited: [u64; 4],
+    /// Whether its decision changed the key before a later table looked
+    /// at it (set-field, push_vlan, write-metadata): the region a change
+    /// must overlap to affect it is then unknown.
+    rewrites: bool,
     folded: [AtomicU64; 2],
     dirty: AtomicBool,
     /// Removed from its cache (expired): exact-match entries that still
@@ -127,7 +134,22 @@ impl Megaflow {
     /// at `now_ms`.
     pub fn new(steps: Vec<Step>, mask: Arc<FlowMask>, now_ms: u64) -> Megaflow {
         let last_table = steps.iter().rposition(|s| matches!(s, Step::Table { .. })).unwrap_or(0);
+        let mut visited = [0u64; 4];
+        for s in &steps {
+            if let Step::Table { table, .. } = s {
+                visited[usize::from(*table / 64)] |= 1 << (table % 64);
+            }
+        }
+        let rewrites = steps[..last_table].iter().any(|s| match s {
+            Step::Metadata(_) => true,
+            Step::Apply { acts, .. } => acts
+                .iter()
+                .any(|a| matches!(a, Action::SetField(_) | Action::PushVlan(_)) || crate::xlate::reextracts(a)),
+            _ => false,
+        });
         Megaflow {
+            visited,
+            rewrites,
             last_table,
             fast: None,
             steps: steps.into_boxed_slice(),
@@ -149,7 +171,7 @@ impl Megaflow {
             .steps
             .iter()
             .map(|s| match s {
-                Step::Apply { acts, .. } => acts.len() * std::mem::size_of::<crate::ofp::Action>(),
+                Step::Apply { acts, .. } => acts.len() * std::mem::size_of::<Action>(),
                 _ => 0,
             })
             .sum();
@@ -183,6 +205,70 @@ impl Megaflow {
             self.folded[0].store(p, Ordering::Relaxed);
             self.folded[1].store(b, Ordering::Relaxed);
         }
+    }
+}
+
+/// A flow table change as the megaflow caches test it: the table and
+/// the region of keys the added, changed or removed rule matches.
+#[derive(Debug, Clone)]
+pub struct Change {
+    table: u8,
+    /// (field id, mask bits, value bits) of the rule's match.
+    fields: Box<[(usize, [u64; 2], [u64; 2])]>,
+}
+
+impl Change {
+    /// The change of a rule matching `m` in table `table`.
+    pub fn new(table: u8, m: &Match) -> Change {
+        let fields = m
+            .fields
+            .iter()
+            .map(|o| {
+                let w = o.field.width();
+                let (mut v, mut k) = ([0u8; 16], [0u8; 16]);
+                v[..w].copy_from_slice(o.value());
+                match o.mask() {
+                    Some(b) => k[..w].copy_from_slice(b),
+                    None => k[..w].fill(0xff),
+                }
+                let (v, k) = (crate::classifier::words(&v), crate::classifier::words(&k));
+                (o.field as usize, k, [v[0] & k[0], v[1] & k[1]])
+            })
+            .collect();
+        Change { table, fields }
+    }
+}
+
+impl Megaflow {
+    /// Whether change `c` may change this megaflow's decision for a key
+    /// it covers (stored key words `k` under `fields`, its subtable's):
+    /// when its decision looked at the change's table and the rule's
+    /// match and the megaflow agree on every bit both examine (or the
+    /// decision rewrote the key first, when that cannot be told).
+    fn affected_by(&self, c: &Change, fields: &[(usize, [u64; 2])], k: &[u64]) -> bool {
+        if self.visited[usize::from(c.table / 64)] & (1 << (c.table % 64)) == 0 {
+            return false;
+        }
+        if self.rewrites {
+            return true;
+        }
+        for &(i, rbits, rval) in c.fields.iter() {
+            let Some(n) = fields.iter().position(|(f, _)| *f == i) else { continue };
+            let mbits = fields[n].1;
+            if k[0] & (1 << i) == 0 {
+                // The megaflow covers only keys without the field; the
+                // rule needs it (when its presence is in the mask).
+                if self.mask.present & (1 << i) != 0 {
+                    return false;
+                }
+                continue;
+            }
+            let kv = [k[1 + 2 * n], k[2 + 2 * n]];
+            if (kv[0] ^ rval[0]) & rbits[0] & mbits[0] != 0 || (kv[1] ^ rval[1]) & rbits[1] & mbits[1] != 0 {
+                return false;
+            }
+        }
+        true
     }
 }
 
@@ -525,6 +611,9 @@ pub struct CacheCounts {
     pub flushed: u64,
     /// Megaflows removed after `max_idle_ms` without a packet.
     pub expired: u64,
+    /// Megaflows removed because a flow table change may affect them
+    /// (the others were kept for the new tables).
+    pub revalidated: u64,
     /// Bytes of megaflows installed, and of megaflows dropped (see
     /// [`Megaflow::bytes`]).
     pub bytes_added: u64,
@@ -1214,6 +1303,43 @@ impl MegaflowCache {
         }
     }
 
+    /// Keeps this cache for the next table snapshot when the tables
+    /// changed only by `changes` (flow adds, changes and removals): every
+    /// megaflow a change may affect is removed (its counters folded into
+    /// `old` first, its exact-match entries then miss), the others stay,
+    /// their decisions the same under the new tables. False (nothing
+    /// done) when testing every megaflow against every change would cost
+    /// more than a few milliseconds: the caller starts an empty cache.
+    pub fn revalidate(&mut self, old: &Tables, changes: &[Change]) -> bool {
+        if self.len.saturating_mul(changes.len()) > 1 << 18 {
+            return false;
+        }
+        for st in &mut self.subtables {
+            let mut slot = 0;
+            while slot < st.flows.len() {
+                let k = &st.keys[slot * st.stride..(slot + 1) * st.stride];
+                let mf = &st.flows[slot];
+                if !changes.iter().any(|c| mf.affected_by(c, &st.fields, k)) {
+                    slot += 1;
+                    continue;
+                }
+                let stride = st.stride as u64;
+                let mf = st.remove(slot);
+                mf.dead.store(true, Ordering::Relaxed);
+                mf.fold(old);
+                let bytes = mf.bytes() + 8 * stride + 16;
+                self.len -= 1;
+                self.bytes -= bytes;
+                self.counts.revalidated += 1;
+                self.counts.bytes_dropped += bytes;
+            }
+        }
+        self.subtables.retain(|s| !s.flows.is_empty());
+        self.by_mask = self.subtables.iter().enumerate().map(|(i, s)| (s.mask.clone(), i)).collect();
+        self.sweep = (0, 0);
+        true
+    }
+
     /// Orders subtables by hits since the last ranking (most first), and
     /// decides whether the exact-match cache pays.
     fn rerank(&mut self) {
@@ -1415,6 +1541,7 @@ mod tests {
             let cfg = CacheConfig { emc: EmcMode::On, emc_entries: 16, emc_insert_inv_prob: 1, max_idle_ms: 100, ..CacheConfig::default() };
             let mut cache = MegaflowCache::new(cfg);
             let mut now = 0;
+            tables.take_changes();
             for op in &ops {
                 match op {
                     Op::Key(k) => {
@@ -1438,9 +1565,18 @@ mod tests {
                         cache.end_batch(&tables);
                     }
                     Op::Mod(ix, delete) => {
+                        // As the datapath does: the megaflows the change
+                        // may affect go, the others stay (every later
+                        // answer is checked against the new tables).
                         let f = &flows[ix.index(flows.len())];
                         let _ = tables.flow_mod(&flow_mod(f, *delete), 0, &Ports);
-                        cache = MegaflowCache::succeeding(&mut cache);
+                        let kept = match tables.take_changes() {
+                            Some(changes) => cache.revalidate(&tables, &changes),
+                            None => false,
+                        };
+                        if !kept {
+                            cache = MegaflowCache::succeeding(&mut cache);
+                        }
                     }
                     Op::Tick(dt) => {
                         now += dt * 60;
@@ -1449,6 +1585,46 @@ mod tests {
                         for mf in cache.megaflows() {
                             prop_assert!(now - mf.used_ms.load(Ordering::Relaxed) < 100, "an idle megaflow was kept");
                         }
+                    }
+                }
+            }
+        }
+
+        /// Revalidation against an exhaustive key space: random tables,
+        /// a megaflow for every key, random flow-mods (a new flow added,
+        /// an existing one deleted) each followed by revalidation; every
+        /// megaflow kept answers every key it covers as the new tables do.
+        #[test]
+        fn revalidated_megaflows_equal_the_new_tables(
+            flows in prop::collection::vec(spec(), 1..20),
+            mods in prop::collection::vec((spec(), any::<bool>()), 1..6),
+        ) {
+            let mut tables = Tables::new(3, 1000);
+            for f in &flows {
+                let _ = tables.flow_mod(&flow_mod(f, false), 0, &Ports);
+            }
+            tables.take_changes();
+            let keys: Vec<FlowKey> = (0..3u8)
+                .flat_map(|p| (0..3u8).map(move |kind| (p, kind)))
+                .flat_map(|(p, kind)| [false, true].into_iter().map(move |tcp| (p, kind, tcp)))
+                .flat_map(|(p, kind, tcp)| (0..9u8).map(move |d| (p, kind, tcp, d)))
+                .flat_map(|(p, kind, tcp, d)| [false, true].into_iter().map(move |tag| key((p, kind, tcp, d, tag))))
+                .collect();
+            let mut cache = MegaflowCache::default();
+            for (m, delete) in &mods {
+                for k in &keys {
+                    let t = translate(&tables, k);
+                    if t.cacheable && cache.lookup(k).is_none() {
+                        cache.install(k, Arc::new(Megaflow::new(t.steps, cache.intern(t.mask), 0))).unwrap();
+                    }
+                }
+                let fm = if *delete { flow_mod(&flows[usize::from(m.0.1 as u8) % flows.len()], true) } else { flow_mod(m, false) };
+                let _ = tables.flow_mod(&fm, 0, &Ports);
+                let changes = tables.take_changes().unwrap();
+                prop_assert!(cache.revalidate(&tables, &changes));
+                for k in &keys {
+                    if let Some(c) = cache.lookup(k) {
+                        prop_assert_eq!(&cache.get(c).steps[..], &translate(&tables, k).steps[..], "key {:?} after {:?}", k, fm);
                     }
                 }
             }
@@ -1540,6 +1716,43 @@ mod tests {
         assert_eq!((cache.len(), cache.counts.flushed), (0, 3));
         let e = &tables.tables[0].entries[0];
         assert_eq!(e.stats.packets.load(Ordering::Relaxed), 1, "the hit reached the entry before the flush");
+    }
+
+    /// A flow table change keeps the megaflows it cannot affect (another
+    /// table, or a rule whose match the megaflow's region does not
+    /// overlap) and removes those it may.
+    #[test]
+    fn revalidation_keeps_what_a_change_cannot_affect() {
+        let mut tables = Tables::new(2, 100);
+        let ip = |src: [u8; 4], plen: u32| {
+            let mask = (!0u32).checked_shl(32 - plen).unwrap_or(0).to_be_bytes();
+            Match::any().with(Oxm::exact_u64(Field::EthType, 0x0800)).with(Oxm::masked(Field::Ipv4Src, &src, &mask))
+        };
+        let out = |p: u32| vec![Instruction::ApplyActions(vec![Action::Output { port: p, max_len: 0 }])];
+        let add = |t: &mut Tables, prio: u16, m: Match, p: u32| {
+            t.flow_mod(&FlowMod::new(FlowModCommand::Add, 0, prio, m, out(p)), 0, &Ports).unwrap();
+        };
+        add(&mut tables, 10, ip([10, 0, 0, 1], 32), 2);
+        tables.take_changes();
+        let mut cache = MegaflowCache::default();
+        let mut k = key((0, 0, true, 0, false));
+        k.set(Field::Ipv4Src, &[10, 0, 0, 1]);
+        let t = translate(&tables, &k);
+        cache.install(&k, Arc::new(Megaflow::new(t.steps, cache.intern(t.mask), 0))).unwrap();
+        // Another source, another table: kept.
+        add(&mut tables, 20, ip([11, 0, 0, 1], 32), 3);
+        tables.flow_mod(&FlowMod::new(FlowModCommand::Add, 1, 5, Match::any(), out(3)), 0, &Ports).unwrap();
+        let changes = tables.take_changes().unwrap();
+        assert!(cache.revalidate(&tables, &changes));
+        assert_eq!((cache.len(), cache.counts.revalidated), (1, 0), "nothing overlapped");
+        let c = cache.lookup(&k).unwrap();
+        assert_eq!(cache.get(c).steps[..], translate(&tables, &k).steps[..]);
+        // 10/8 at a higher priority covers it: removed.
+        add(&mut tables, 30, ip([10, 0, 0, 0], 8), 4);
+        let changes = tables.take_changes().unwrap();
+        assert!(cache.revalidate(&tables, &changes));
+        assert_eq!((cache.len(), cache.counts.revalidated), (0, 1));
+        assert!(cache.lookup(&k).is_none());
     }
 
     /// One megaflow per distinct decision under one mask: keys that differ

@@ -198,7 +198,14 @@ pub struct Tables {
     pub tables: Vec<FlowTable>,
     /// Entries per table at most.
     pub max_entries: usize,
+    /// The rules added, changed and removed since the last
+    /// [`Tables::take_changes`] (None: too many to list).
+    changes: Option<Vec<crate::megaflow::Change>>,
 }
+
+/// Changes listed at most between two [`Tables::take_changes`]; beyond,
+/// the datapath starts its megaflow caches over.
+const MAX_CHANGES: usize = 4096;
 
 fn same_fields(a: &Match, b: &Match) -> bool {
     a.fields.len() == b.fields.len() && a.fields.iter().all(|o| b.get(o.field) == Some(o))
@@ -234,7 +241,7 @@ impl Match {
 impl Tables {
     /// `n` empty tables of at most `max_entries` entries each.
     pub fn new(n: u8, max_entries: usize) -> Tables {
-        Tables { tables: (0..n).map(|_| FlowTable::default()).collect(), max_entries }
+        Tables { tables: (0..n).map(|_| FlowTable::default()).collect(), max_entries, changes: Some(Vec::new()) }
     }
 
     /// A copy for the datapath: the classifiers (their subtables shared,
@@ -258,6 +265,30 @@ impl Tables {
                 })
                 .collect(),
             max_entries: self.max_entries,
+            changes: None,
+        }
+    }
+
+    /// The rule changes since the last call, for the datapath to keep the
+    /// megaflows they cannot affect; None when they were too many to list.
+    pub fn take_changes(&mut self) -> Option<Vec<crate::megaflow::Change>> {
+        self.changes.replace(Vec::new())
+    }
+
+    /// Lists a change of a rule matching `m` in `table`.
+    fn note(&mut self, table: u8, m: &Match) {
+        if let Some(c) = self.changes.as_mut() {
+            if c.len() < MAX_CHANGES {
+                c.push(crate::megaflow::Change::new(table, m));
+            } else {
+                self.changes = None;
+            }
+        }
+    }
+
+    fn note_removed(&mut self, removed: &[Removed]) {
+        for r in removed {
+            self.note(r.entry.table_id, &r.entry.match_);
         }
     }
 
@@ -378,6 +409,7 @@ impl Tables {
                         seq: 0,
                     },
                 );
+                self.note(fm.table_id, &fm.match_);
                 Ok(Vec::new())
             }
             FlowModCommand::Modify | FlowModCommand::ModifyStrict => {
@@ -388,6 +420,7 @@ impl Tables {
                 let strict = fm.command == FlowModCommand::ModifyStrict;
                 let t = &mut self.tables[usize::from(fm.table_id)];
                 let one = if strict { t.position_same(fm.priority, &fm.match_) } else { None };
+                let mut modified = Vec::new();
                 let range = match one {
                     Some(i) => i..i + 1,
                     None if strict => 0..0,
@@ -408,7 +441,11 @@ impl Tables {
                             m.stats = Arc::new(EntryStats::default());
                         }
                         t.cls.update(e.priority, &e.match_, e.seq, e.clone());
+                        modified.push(e.match_.clone());
                     }
+                }
+                for m in &modified {
+                    self.note(fm.table_id, m);
                 }
                 Ok(Vec::new())
             }
@@ -447,6 +484,7 @@ impl Tables {
                     });
                     t.reindex();
                 }
+                self.note_removed(&removed);
                 Ok(removed)
             }
         }
@@ -481,6 +519,7 @@ impl Tables {
                 t.reindex();
             }
         }
+        self.note_removed(&removed);
         removed
     }
 
@@ -498,6 +537,7 @@ impl Tables {
             });
             t.reindex();
         }
+        self.note_removed(&removed);
         removed
     }
 

@@ -146,6 +146,19 @@ struct CompareArgs {
     /// (default: 2 on memif, which OVS-DPDK needs there; 1 on vhost).
     #[arg(long)]
     queues: Option<u16>,
+    /// Offered load per direction for the measured trial, in Mpps (none:
+    /// as fast as the forwarder takes). With `--storm`, a rate below the
+    /// forwarder's zero-loss rate shows whether flow table changes cost
+    /// packets.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// OpenFlow scenarios: during the measured trial, a controller adds
+    /// this many flows to table 1 (matching no generated packet; each add
+    /// changes the tables the datapath uses), then deletes them one by one
+    /// (strict), each pass ended by a barrier, again and again until the
+    /// trial ends.
+    #[arg(long, default_value_t = 0)]
+    storm: u32,
     /// Write results as JSON here.
     #[arg(long)]
     json: Option<String>,
@@ -156,6 +169,8 @@ struct CompareArgs {
 
 #[derive(Default, Clone)]
 struct Samples {
+    /// Per round: flow-mods the storm applied per second of the trial.
+    storm_rate: Vec<f64>,
     mpps: Vec<f64>,
     cpp: Vec<f64>,
     /// Per round: cycles per packet in each of `forwarders::STAGES`.
@@ -234,16 +249,22 @@ fn main() -> Result<()> {
             uniq += 1;
             let want_latency = a.latency_seconds > 0;
             match one_trial(kind, &setup, eal, &pool, &a, uniq, want_latency) {
-                Ok((res, lat, cpp, stages)) => {
+                Ok((res, lat, cpp, stages, storm)) => {
                     println!(
-                        "  round {} {:<9} {:>7.2} Mpps each way  loss {:.2e}  {}",
+                        "  round {} {:<9} {:>7.2} Mpps each way  loss {:.2e} ({} of {})  {}{}",
                         round + 1,
                         kind.name(),
                         res.mpps_each_way(),
                         res.loss_ratio(),
-                        cpp.map(|c| format!("{c:.1} cycles/pkt")).unwrap_or_else(|| "cycles/pkt n/a".into())
+                        res.tx[0] + res.tx[1] - (res.rx[0] + res.rx[1]).min(res.tx[0] + res.tx[1]),
+                        res.tx[0] + res.tx[1],
+                        cpp.map(|c| format!("{c:.1} cycles/pkt")).unwrap_or_else(|| "cycles/pkt n/a".into()),
+                        storm.map(|r| format!("  during {r:.0} flow-mods/s")).unwrap_or_default()
                     );
                     let s = &mut samples[fi];
+                    if let Some(r) = storm {
+                        s.storm_rate.push(r);
+                    }
                     s.mpps.push(res.mpps_each_way());
                     s.loss.push(res.loss_ratio());
                     if let Some(c) = cpp {
@@ -286,7 +307,7 @@ fn main() -> Result<()> {
     report(&a, queues, &samples)
 }
 
-type TrialOut = (TrialResult, Option<hdrhistogram::Histogram<u64>>, Option<f64>, Option<(Vec<f64>, u64)>);
+type TrialOut = (TrialResult, Option<hdrhistogram::Histogram<u64>>, Option<f64>, Option<(Vec<f64>, u64)>, Option<f64>);
 
 fn one_trial(
     kind: Kind,
@@ -367,7 +388,25 @@ fn one_trial(
     // Warm up (caches, learning), then the measured trial.
     run_on_gen_core(spec(0.5, None))?;
     fwd.clear_counters();
-    let res = run_on_gen_core(spec(a.seconds as f64, None))?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let storm = match (&fwd.of_target, a.storm) {
+        (Some(target), n) if n > 0 => {
+            let (target, stop) = (target.clone(), stop.clone());
+            Some(std::thread::spawn(move || benches::forwarders::flow_mod_churn(&target, n, &stop)))
+        }
+        _ => None,
+    };
+    let t0 = Instant::now();
+    let res = run_on_gen_core(spec(a.seconds as f64, a.rate));
+    let trial_secs = t0.elapsed().as_secs_f64();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let storm = match storm.map(|h| h.join()) {
+        Some(Ok(Ok(mods))) => Some(mods as f64 / trial_secs),
+        Some(Ok(Err(e))) => bail!("flow-mod storm: {}", describe(&e)),
+        Some(Err(_)) => bail!("flow-mod storm thread panicked"),
+        None => None,
+    };
+    let res = res?;
     let ovs_cpp = fwd.cycles_before_stop();
     let stages = fwd.stages_before_stop();
     let lat = if latency {
@@ -382,7 +421,7 @@ fn one_trial(
     if res.rx[0] + res.rx[1] == 0 {
         bail!("no packet came back");
     }
-    Ok((res, lat, cpp, stages))
+    Ok((res, lat, cpp, stages, storm))
 }
 
 fn report(a: &CompareArgs, queues: u16, samples: &[Samples]) -> Result<()> {
@@ -444,6 +483,10 @@ fn report(a: &CompareArgs, queues: u16, samples: &[Samples]) -> Result<()> {
             r["stages"] = serde_json::Value::Object(stages);
             r["megaflow_installs_per_s"] = serde_json::json!(median(&s.installs_per_s));
         }
+        if !s.storm_rate.is_empty() {
+            r["storm_flow_mods_per_s"] = serde_json::json!(median(&s.storm_rate));
+            r["loss_ratio_max"] = serde_json::json!(s.loss.iter().copied().fold(0.0, f64::max));
+        }
         if !s.errors.is_empty() {
             r["round_errors"] = serde_json::json!(s.errors);
         }
@@ -466,6 +509,8 @@ fn report(a: &CompareArgs, queues: u16, samples: &[Samples]) -> Result<()> {
             "fwd_core": a.fwd_core,
             "dpdk": Eal::version(),
             "latency_rate_mpps": a.latency_rate,
+            "rate_mpps": a.rate,
+            "storm_flows": a.storm,
             "results": results,
         });
         let tmp = format!("{path}.tmp");
