@@ -213,6 +213,9 @@ pub struct Agent {
     /// Bumped on every change the datapath must see (tables, groups,
     /// meters): the daemon republishes its snapshot when it changes.
     pub generation: u64,
+    /// Bumped on group and meter changes only (the datapath's megaflows
+    /// outlive flow changes they cannot be affected by, not these).
+    pub group_meter_generation: u64,
 }
 
 /// OFPG_MAX / OFPG_ALL / OFPG_ANY.
@@ -296,6 +299,7 @@ impl Agent {
             conns: HashMap::new(),
             generation_id: None,
             generation: 0,
+            group_meter_generation: 0,
         }
     }
 
@@ -520,6 +524,7 @@ impl Agent {
                     },
                 );
                 self.generation += 1;
+                self.group_meter_generation += 1;
                 Ok(Vec::new())
             }
             2 => {
@@ -534,6 +539,7 @@ impl Agent {
                     removed.extend(self.tables.remove_group_users(id));
                 }
                 self.generation += 1;
+                self.group_meter_generation += 1;
                 Ok(removed)
             }
             _ => err(GroupModFailed::BadCommand),
@@ -578,6 +584,7 @@ impl Agent {
                 }
                 self.meters.insert(m.meter_id, meter);
                 self.generation += 1;
+                self.group_meter_generation += 1;
                 Ok(())
             }
             2 => {
@@ -587,6 +594,7 @@ impl Agent {
                     self.meters.remove(&m.meter_id);
                 }
                 self.generation += 1;
+                self.group_meter_generation += 1;
                 Ok(())
             }
             _ => err(MeterModFailed::BadCommand),

@@ -208,13 +208,16 @@ impl Megaflow {
     }
 }
 
+/// A field of a changed rule's match: id, mask bits, value bits.
+type ChangeField = (usize, [u64; 2], [u64; 2]);
+
 /// A flow table change as the megaflow caches test it: the table and
 /// the region of keys the added, changed or removed rule matches.
 #[derive(Debug, Clone)]
 pub struct Change {
     table: u8,
     /// (field id, mask bits, value bits) of the rule's match.
-    fields: Box<[(usize, [u64; 2], [u64; 2])]>,
+    fields: Box<[ChangeField]>,
 }
 
 impl Change {
@@ -1618,7 +1621,7 @@ mod tests {
                         cache.install(k, Arc::new(Megaflow::new(t.steps, cache.intern(t.mask), 0))).unwrap();
                     }
                 }
-                let fm = if *delete { flow_mod(&flows[usize::from(m.0.1 as u8) % flows.len()], true) } else { flow_mod(m, false) };
+                let fm = if *delete { flow_mod(&flows[usize::from(m.0.1) % flows.len()], true) } else { flow_mod(m, false) };
                 let _ = tables.flow_mod(&fm, 0, &Ports);
                 let changes = tables.take_changes().unwrap();
                 prop_assert!(cache.revalidate(&tables, &changes));

@@ -639,7 +639,19 @@ impl Pipeline for BridgeDispatch {
                 Some(mut c) => {
                     if let Some(Some(o)) = self.openflow.get(b) {
                         c.fold(&o.tables);
+                        // Flows changed only, and this thread used the
+                        // snapshot the changes start from: the megaflows
+                        // they cannot affect stay.
+                        let kept = match of.as_ref().and_then(|n| n.delta.as_ref()) {
+                            Some((base, changes)) if *base == o.seq => c.revalidate(&o.tables, changes),
+                            _ => false,
+                        };
                         o.counters.fold(&mut c);
+                        if kept {
+                            o.counters.mf_caches_kept.fetch_add(1, Ordering::Relaxed);
+                            caches.push(c);
+                            continue;
+                        }
                         o.counters.cache_dropped(&c);
                     }
                     caches.push(ofproto::megaflow::MegaflowCache::succeeding(&mut c));

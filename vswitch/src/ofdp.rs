@@ -98,6 +98,11 @@ pub struct OfCounters {
     pub mf_emc_inserts: AtomicU64,
     /// Megaflows removed for being idle.
     pub mf_expired: AtomicU64,
+    /// Megaflows removed because a flow change may affect them.
+    pub mf_revalidated: AtomicU64,
+    /// New table snapshots that kept a PMD thread's megaflows (flow
+    /// changes only, none or few of them affected).
+    pub mf_caches_kept: AtomicU64,
     /// TSC cycles per stage of the OpenFlow fast path
     /// (`ofproto::megaflow::STAGES`).
     pub stage_cycles: [AtomicU64; 5],
@@ -134,13 +139,15 @@ impl OfCounters {
             (&self.mf_emc_hits, c.emc_hits),
             (&self.mf_emc_inserts, c.emc_inserts),
             (&self.mf_expired, c.expired),
+            (&self.mf_revalidated, c.revalidated),
         ] {
             if v != 0 {
                 a.fetch_add(v, Ordering::Relaxed);
             }
         }
-        if c.flushed + c.expired != 0 {
-            self.megaflows.fetch_sub(c.flushed + c.expired, Ordering::Relaxed);
+        let gone = c.flushed + c.expired + c.revalidated;
+        if gone != 0 {
+            self.megaflows.fetch_sub(gone, Ordering::Relaxed);
         }
         for (a, v) in self.stage_cycles.iter().zip(c.cycles) {
             if v != 0 {
@@ -197,6 +204,12 @@ pub struct OfBridgeDp {
     /// Milliseconds at publication; entry hits are stamped with it plus
     /// the TSC time since (cheap clock on the PMD).
     pub epoch_ms: u64,
+    /// Its number among the bridge's publications.
+    pub seq: u64,
+    /// When only flows changed since publication `.0`: the rules they
+    /// touched (a PMD thread that used publication `.0` keeps the
+    /// megaflows none of them may affect).
+    pub delta: Option<(u64, Arc<[ofproto::megaflow::Change]>)>,
 }
 
 impl std::fmt::Debug for OfBridgeDp {

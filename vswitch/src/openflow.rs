@@ -42,7 +42,11 @@ pub struct OfBridge {
     pub has_controllers: bool,
     /// Drop counters of its fast path.
     pub counters: Arc<OfCounters>,
-    published: Option<(bool, u64, u64, u64)>,
+    /// What the last publication showed: (active, agent generation, port
+    /// epoch, link epoch, group and meter generation).
+    published: Option<(bool, u64, u64, u64, u64)>,
+    /// Publications of this bridge so far (the last one's number).
+    published_seq: u64,
     /// Bumped when a port's link goes up or down (republishes: fast
     /// failover follows liveness).
     link_epoch: u64,
@@ -314,6 +318,7 @@ impl OpenFlow {
                     has_controllers: false,
                     counters: Arc::new(OfCounters::default()),
                     published: None,
+                    published_seq: 0,
                     link_epoch: 0,
                     known_ports: None,
                     removed: false,
@@ -666,11 +671,24 @@ impl OpenFlow {
             }
             let connected = b.agent.connections().next().is_some();
             let active = b.has_controllers && (b.fail_secure || connected);
-            let state = (active, b.agent.generation, sw.port_epoch, b.link_epoch);
+            let state = (active, b.agent.generation, sw.port_epoch, b.link_epoch, b.agent.group_meter_generation);
             if b.published == Some(state) || (b.published.is_none() && !active) {
                 continue;
             }
-            let dp = active.then(|| Arc::new(self.snapshot(bi, sw)));
+            // Only flows changed since the last publication (and the
+            // datapath was active then): the PMD threads may keep the
+            // megaflows these changes cannot affect.
+            let only_flows =
+                b.published.is_some_and(|p| p.0 && active && (p.2, p.3, p.4) == (state.2, state.3, state.4));
+            let changes = self.bridges[bi].agent.tables.take_changes();
+            let delta = changes.filter(|_| only_flows).map(|c| (self.bridges[bi].published_seq, Arc::from(c)));
+            self.bridges[bi].published_seq += 1;
+            let dp = active.then(|| {
+                let mut dp = self.snapshot(bi, sw);
+                dp.seq = self.bridges[bi].published_seq;
+                dp.delta = delta;
+                Arc::new(dp)
+            });
             let name = self.bridges[bi].bridge.clone();
             sw.set_openflow(&name, dp);
             self.bridges[bi].published = Some(state);
@@ -699,6 +717,8 @@ impl OpenFlow {
             counters: b.counters.clone(),
             pool: sw.pool(),
             epoch_ms: 0,
+            seq: 0,
+            delta: None,
         }
     }
 

@@ -440,6 +440,32 @@ fn dp_flows_show_megaflows_that_expire() {
     for stage in ["extract", "emc", "megaflow", "upcall", "actions"] {
         assert!(mf["stage_cycles"][stage].as_u64().unwrap() > 0, "{stage}: {mf}");
     }
+    // A flow change keeps the megaflows it cannot affect (the same
+    // megaflow, older) and removes those whose region it overlaps: a rule
+    // for 10.100/16 cannot match the requests' megaflow (10.99/16, the
+    // bits both examine differ) but may match the replies' (table 1 did
+    // not look at their destination).
+    let age = to2["age_ms"].as_u64().unwrap();
+    let revalidated = |lab: &Lab| lab.ctl(&["pmd-stats"])["openflow"][0]["megaflow"]["revalidated"].as_u64().unwrap();
+    ofctl(&["add-flow", "table=1,priority=50,ip,nw_dst=10.100.0.0/16,actions=drop"]);
+    let flows = lab.ctl(&["dp-flows", "br0"]);
+    let list = flows["flows"].as_array().unwrap();
+    let kept = list.iter().find(|f| f["actions"] == "output:2");
+    let kept = kept.unwrap_or_else(|| panic!("kept through a flow-mod that cannot affect it: {flows}"));
+    assert!(kept["age_ms"].as_u64().unwrap() >= age && kept["packets"] == 8, "the same megaflow: {kept}");
+    assert!(!list.iter().any(|f| f["actions"] == "output:1"), "the replies' megaflow overlaps: {flows}");
+    let mf = lab.ctl(&["pmd-stats"])["openflow"][0]["megaflow"].clone();
+    assert!(mf["caches_kept"].as_u64().unwrap() >= 1, "{mf}");
+    let before = revalidated(&lab);
+    ofctl(&["add-flow", "table=1,priority=60,in_port=1,ip,nw_dst=10.99.0.2,actions=output:2"]);
+    assert_eq!(revalidated(&lab), before + 1, "the overlapping flow removed the requests' megaflow");
+    assert!(!lab.ctl(&["dp-flows", "br0"])["flows"].as_array().unwrap().iter().any(|f| f["actions"] == "output:2"));
+    assert_eq!(lab.ping(1, 2, 2, "0.1", None), 2, "the new flow forwards");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !ofctl(&["dump-flows", "table=1,ip,nw_dst=10.99.0.2"]).contains("n_packets=2,") {
+        assert!(Instant::now() < deadline, "{}", ofctl(&["dump-flows"]));
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // Idle: gone within the idle time and a sweep.
     let deadline = Instant::now() + Duration::from_secs(5);
     while !lab.ctl(&["dp-flows", "br0"])["flows"].as_array().unwrap().is_empty() {
@@ -448,7 +474,7 @@ fn dp_flows_show_megaflows_that_expire() {
     }
     let mf = lab.ctl(&["pmd-stats"])["openflow"][0]["megaflow"].clone();
     assert!(mf["expired"].as_u64().unwrap() >= 2 && mf["megaflows"] == 0 && mf["bytes"] == 0, "{mf}");
-    let dump = ofctl(&["dump-flows", "table=1,in_port=1"]);
+    let dump = ofctl(&["dump-flows", "table=1,in_port=1,ip,nw_dst=10.99.0.0/16"]);
     assert!(dump.contains("n_packets=8,"), "the flow counted every request: {dump}");
     // Traffic again: a new megaflow.
     assert_eq!(lab.ping(1, 2, 2, "0.1", None), 2);
