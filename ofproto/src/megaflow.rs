@@ -6,17 +6,26 @@
 //! same decision without walking the tables.
 //!
 //! - Megaflows are grouped into subtables by mask, as in the classifier;
-//!   a lookup probes them in order of their hits (re-ranked every 1024
-//!   lookups), and the first hit is the answer: any megaflow that covers a
-//!   packet is correct for it by construction.
+//!   a lookup probes them for the whole batch in order of their hits
+//!   (re-ranked every 64 batches, never inside one), and the first hit is
+//!   the answer: any megaflow that covers a packet is correct for it by
+//!   construction.
+//! - An exact-match cache (EMC) of whole keys sits in front, consulted
+//!   when it pays ([`EmcMode`]), filled with a configurable probability;
+//!   its entries name megaflows and miss once those are removed.
 //! - A decision ([`Step`]s) is replayed by the same code that runs the
 //!   tables (the actions' own per-packet behaviour stays: meters, TTL
 //!   checks, select-group hashing and fast-failover liveness are evaluated
-//!   per packet, so one megaflow serves all buckets of a select group).
-//! - A cache belongs to one snapshot of the tables: a new snapshot (any
-//!   OpenFlow change, port or link change) starts an empty cache, so no
-//!   packet uses a decision older than the tables the barrier reply
-//!   vouches for.
+//!   per packet, so one megaflow serves all buckets of a select group);
+//!   decisions of the common shape are compiled into [`FastOp`]s.
+//! - Revalidation: a new snapshot of the tables that differs only by flow
+//!   changes keeps the megaflows none of the changes may affect
+//!   ([`MegaflowCache::revalidate`], [`Change`]); any other change (groups,
+//!   meters, ports, links, too many flow changes) starts an empty cache.
+//!   Either way no packet uses a decision older than the tables the
+//!   barrier reply vouches for.
+//! - Idle megaflows (`max_idle_ms`) are removed by an incremental sweep
+//!   between batches; a cache that fills up starts over.
 //! - Counters: a hit adds to its megaflow's own counters (plain stores by
 //!   the one PMD thread that owns it); every few milliseconds the thread
 //!   folds what the megaflows it hit since then gained into the counters
@@ -1034,7 +1043,7 @@ impl MegaflowCache {
     }
 
     /// Looks `keys` up in the exact-match cache: their hashes into
-    /// `hashes` (for [`MegaflowCache::emc_insert`]), a code for each hit
+    /// `hashes` (for [`MegaflowCache::emc_offer`]), a code for each hit
     /// into `out` (left as it is for a miss).
     pub fn emc_lookup_batch(&mut self, keys: &[FlowKey], hashes: &mut [u64], out: &mut [u32]) {
         if self.emc.is_none() {

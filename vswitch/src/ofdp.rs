@@ -7,13 +7,17 @@
 //! through a bounded queue to the control thread: a full queue drops and
 //! counts, never blocks).
 //!
-//! A packet walks the tables only on a miss in its PMD thread's megaflow
-//! cache ([`crate::megaflow`]): the walk (the *upcall*) records its
-//! decision as `Step`s ([`ofproto::xlate`]) and the bits it examined, and every later packet
-//! equal on those bits replays the steps. The tables are a snapshot the
-//! control thread publishes after each change (see [`crate::switch`] for
-//! the hand-off); a new snapshot comes with an empty cache. Entry, table
-//! and group counters are shared atomics, folded per batch.
+//! A packet walks the tables only on a miss in its PMD thread's caches
+//! (`ofproto::megaflow`: exact-match cache, then megaflows): the walk (the
+//! *upcall*) records its decision as `Step`s ([`ofproto::xlate`]) and the
+//! bits it examined, and every later packet equal on those bits replays
+//! the steps, or the `FastOp`s they compile to. The tables are a snapshot
+//! the control thread publishes after each change (see [`crate::switch`]
+//! for the hand-off); a snapshot that differs only by flow changes keeps
+//! the megaflows those changes cannot affect, any other starts an empty
+//! cache. Each batch counts the TSC cycles of its stages (extract, EMC,
+//! megaflow, upcall, actions). Entry, table and group counters are shared
+//! atomics, folded per batch.
 
 use crate::l2::L2Pipeline;
 use crate::rewrite;
