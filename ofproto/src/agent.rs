@@ -753,11 +753,12 @@ impl Agent {
                     .tables
                     .iter()
                     .enumerate()
-                    .map(|(i, t)| TableStats {
+                    .zip(self.tables.counters.iter())
+                    .map(|((i, t), c)| TableStats {
                         table_id: u8::try_from(i).unwrap_or(u8::MAX),
                         active_count: u32::try_from(t.entries.len()).unwrap_or(u32::MAX),
-                        lookup_count: ld(&t.lookups),
-                        matched_count: ld(&t.matches),
+                        lookup_count: ld(&c.lookups),
+                        matched_count: ld(&c.matches),
                     })
                     .collect(),
             ))],

@@ -84,19 +84,42 @@ pub enum FastOp {
     },
 }
 
-/// A cached decision.
+/// Compiled operations a megaflow holds at most (inline: its replay
+/// reads no other memory).
+pub const FAST_OPS: usize = 6;
+
+/// A compiled decision: up to [`FAST_OPS`] operations, stored inline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FastPlan {
+    ops: [FastOp; FAST_OPS],
+    len: u8,
+}
+
+impl FastPlan {
+    /// The plan of `ops`; None when they are too many.
+    pub fn new(ops: &[FastOp]) -> Option<FastPlan> {
+        let mut p = FastPlan { ops: [FastOp::DecTtl { done: 0 }; FAST_OPS], len: u8::try_from(ops.len()).ok()? };
+        p.ops.get_mut(..ops.len())?.copy_from_slice(ops);
+        Some(p)
+    }
+
+    /// Its operations.
+    #[inline]
+    pub fn ops(&self) -> &[FastOp] {
+        &self.ops[..usize::from(self.len).min(FAST_OPS)]
+    }
+}
+
+/// A cached decision. The fields a replay touches (the compiled plan and
+/// the counters a hit writes) come first and fill the first cache line
+/// (`repr(C)` keeps the order), so that a hit on a megaflow not in the
+/// cache costs one line more than its stored key.
 #[derive(Debug)]
+#[repr(C)]
 pub struct Megaflow {
-    /// What to do, in order.
-    pub steps: Box<[Step]>,
-    /// The same, compiled, when it has the common shape (see [`FastOp`]).
-    pub fast: Option<Box<[FastOp]>>,
-    /// The mask it was made under.
-    pub mask: Arc<FlowMask>,
-    /// Index of its last table lookup in `steps` (0 when none): a packet
-    /// whose replay stopped earlier (TTL expired, metered away) counts
-    /// only the tables it reached.
-    pub last_table: usize,
+    /// The decision compiled, when it has the common shape (see
+    /// [`FastOp`]).
+    pub fast: Option<FastPlan>,
     /// Packets that took it (the upcall's own packet included: it is
     /// replayed from the megaflow it installed).
     pub packets: AtomicU64,
@@ -104,6 +127,14 @@ pub struct Megaflow {
     pub bytes: AtomicU64,
     /// When it was last used, PMD milliseconds.
     pub used_ms: AtomicU64,
+    /// What to do, in order.
+    pub steps: Box<[Step]>,
+    /// The mask it was made under.
+    pub mask: Arc<FlowMask>,
+    /// Index of its last table lookup in `steps` (0 when none): a packet
+    /// whose replay stopped earlier (TTL expired, metered away) counts
+    /// only the tables it reached.
+    pub last_table: usize,
     /// When it was installed, PMD milliseconds.
     pub created_ms: u64,
     /// The tables its decision looked at, one bit per table id.
@@ -124,7 +155,7 @@ pub struct Megaflow {
 pub fn count_steps(tables: &Tables, steps: &[Step], packets: u64, bytes: u64, now_ms: u64) {
     for s in steps {
         if let Step::Table { table, entry } = s {
-            if let Some(t) = tables.tables.get(usize::from(*table)) {
+            if let Some(t) = tables.counters.get(usize::from(*table)) {
                 t.lookups.fetch_add(packets, Ordering::Relaxed);
                 if entry.is_some() {
                     t.matches.fetch_add(packets, Ordering::Relaxed);
@@ -421,10 +452,9 @@ impl Subtable {
         let slot = usize::try_from(w & 0xffff_ffff).unwrap_or(1) - 1;
         if let (Some(k), Some(mf)) = (self.keys.get(slot * self.stride), self.flows.get(slot)) {
             prefetch(std::ptr::from_ref(k).cast());
-            prefetch(Arc::as_ptr(mf).cast());
-            if let Some(s) = mf.steps.first() {
-                prefetch(std::ptr::from_ref(s).cast());
-            }
+            let p: *const u8 = Arc::as_ptr(mf).cast();
+            prefetch(p);
+            prefetch(p.wrapping_add(64));
         }
     }
 

@@ -133,10 +133,6 @@ pub struct FlowTable {
     /// Identities of the entries, so an add finds an identical entry
     /// without a scan (flow-mod storms stay linear).
     ids: std::collections::HashSet<FlowId>,
-    /// Packets looked up here.
-    pub lookups: Arc<AtomicU64>,
-    /// Packets that matched an entry here.
-    pub matches: Arc<AtomicU64>,
     /// The entries for lookup (subtables shared with snapshots).
     pub cls: Classifier<Arc<FlowEntry>>,
     next_seq: u64,
@@ -198,9 +194,21 @@ pub struct Tables {
     pub tables: Vec<FlowTable>,
     /// Entries per table at most.
     pub max_entries: usize,
+    /// Per table: its lookup and match counters (one allocation shared by
+    /// every snapshot: publishing the tables touches no counter).
+    pub counters: Arc<[TableCounters]>,
     /// The rules added, changed and removed since the last
     /// [`Tables::take_changes`] (None: too many to list).
     changes: Option<Vec<crate::megaflow::Change>>,
+}
+
+/// Counters of one table (OpenFlow table stats).
+#[derive(Debug, Default)]
+pub struct TableCounters {
+    /// Packets looked up here.
+    pub lookups: AtomicU64,
+    /// Packets that matched an entry here.
+    pub matches: AtomicU64,
 }
 
 /// Changes listed at most between two [`Tables::take_changes`]; beyond,
@@ -241,7 +249,12 @@ impl Match {
 impl Tables {
     /// `n` empty tables of at most `max_entries` entries each.
     pub fn new(n: u8, max_entries: usize) -> Tables {
-        Tables { tables: (0..n).map(|_| FlowTable::default()).collect(), max_entries, changes: Some(Vec::new()) }
+        Tables {
+            tables: (0..n).map(|_| FlowTable::default()).collect(),
+            max_entries,
+            counters: (0..n).map(|_| TableCounters::default()).collect(),
+            changes: Some(Vec::new()),
+        }
     }
 
     /// A copy for the datapath: the classifiers (their subtables shared,
@@ -257,14 +270,13 @@ impl Tables {
                 .map(|t| FlowTable {
                     entries: Vec::new(),
                     ids: std::collections::HashSet::new(),
-                    lookups: t.lookups.clone(),
-                    matches: t.matches.clone(),
                     cls: t.cls.clone(),
                     next_seq: t.next_seq,
                     timed: 0,
                 })
                 .collect(),
             max_entries: self.max_entries,
+            counters: self.counters.clone(),
             changes: None,
         }
     }

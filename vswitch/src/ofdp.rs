@@ -24,8 +24,8 @@ use crate::rewrite;
 use ofproto::agent::{Group, Meter};
 use ofproto::flow::FlowKey;
 use ofproto::megaflow::{
-    count_steps, FastOp, Megaflow, MegaflowCache, NONE, STAGE_ACTIONS, STAGE_EMC, STAGE_EXTRACT, STAGE_MEGAFLOW,
-    STAGE_UPCALL,
+    count_steps, FastOp, FastPlan, Megaflow, MegaflowCache, NONE, STAGE_ACTIONS, STAGE_EMC, STAGE_EXTRACT,
+    STAGE_MEGAFLOW, STAGE_UPCALL,
 };
 use ofproto::ofp::action::port;
 use ofproto::ofp::{Action, Field};
@@ -264,7 +264,7 @@ impl<'a> BatchCounts<'a> {
         } else if self.n_tables < self.tables.len() {
             self.tables[self.n_tables] = (id, 1, m);
             self.n_tables += 1;
-        } else if let Some(t) = tables.tables.get(usize::from(id)) {
+        } else if let Some(t) = tables.counters.get(usize::from(id)) {
             t.lookups.fetch_add(1, Ordering::Relaxed);
             t.matches.fetch_add(u64::from(m), Ordering::Relaxed);
         }
@@ -275,7 +275,7 @@ impl<'a> BatchCounts<'a> {
         }
 
         for &(id, l, m) in &self.tables[..self.n_tables] {
-            if let Some(t) = tables.tables.get(usize::from(id)) {
+            if let Some(t) = tables.counters.get(usize::from(id)) {
                 t.lookups.fetch_add(u64::from(l), Ordering::Relaxed);
                 t.matches.fetch_add(u64::from(m), Ordering::Relaxed);
             }
@@ -372,8 +372,7 @@ impl OfBridgeDp {
         // loading the action lists they point to before the replays.
         for &c in codes[..n].iter().filter(|c| **c != NONE) {
             let mf = cache.get(c);
-            if let Some(ops) = &mf.fast {
-                ofproto::megaflow::prefetch(ops.as_ptr().cast());
+            if mf.fast.is_some() {
                 continue;
             }
             for s in mf.steps.iter() {
@@ -437,7 +436,7 @@ impl OfBridgeDp {
                 mf
             };
             let done = match &mf.fast {
-                Some(ops) => self.replay_fast(p, ops, mf.steps.len(), tx),
+                Some(plan) => self.replay_fast(p, plan.ops(), mf.steps.len(), tx),
                 None => self.replay(p, key, mf, &mut out, tx),
             };
             if done > mf.last_table {
@@ -533,14 +532,15 @@ impl OfBridgeDp {
     /// matched, metadata writes (nothing reads them after the last
     /// lookup), Ethernet address set-fields, dec_ttl, and one output to a
     /// port of this bridge other than `in_port`, last.
-    fn compile(&self, steps: &[Step], in_port: u32) -> Option<Box<[FastOp]>> {
-        let mut ops = Vec::new();
+    fn compile(&self, steps: &[Step], in_port: u32) -> Option<FastPlan> {
+        let mut ops = [FastOp::DecTtl { done: 0 }; ofproto::megaflow::FAST_OPS];
+        let mut n = 0;
         for (i, s) in steps.iter().enumerate() {
             match s {
                 Step::Table { entry: Some(_), .. } | Step::Metadata(_) => {}
                 Step::Apply { acts, .. } => {
                     for a in acts.iter() {
-                        if matches!(ops.last(), Some(FastOp::Output { .. })) {
+                        if n > 0 && matches!(ops[n - 1], FastOp::Output { .. }) {
                             return None;
                         }
                         let op = match a {
@@ -557,13 +557,15 @@ impl OfBridgeDp {
                             }
                             _ => return None,
                         };
-                        ops.push(op);
+                        *ops.get_mut(n)? = op;
+                        n += 1;
                     }
                 }
                 _ => return None,
             }
         }
-        matches!(ops.last(), Some(FastOp::Output { .. })).then(|| ops.into_boxed_slice())
+        let ops = &ops[..n];
+        matches!(ops.last(), Some(FastOp::Output { .. })).then(|| FastPlan::new(ops)).flatten()
     }
 
     /// Replays a compiled decision of `n_steps` steps; returns how many
