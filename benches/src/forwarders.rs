@@ -638,51 +638,17 @@ pub fn describe(e: &anyhow::Error) -> String {
 /// (everything installed and, for ours, in the PMD threads' tables). Any
 /// error reply fails the run.
 pub fn flow_mod_storm(target: &str, flows: u32) -> Result<f64> {
-    use ofproto::ofp::msg::{FlowMod, FlowModCommand};
-    use ofproto::ofp::{frame_len, Action, Field, Instruction, Match, Message, Oxm};
-    use std::io::{Read, Write};
-    let mut s: Box<dyn ReadWrite> = if let Some(a) = target.strip_prefix("tcp:") {
-        Box::new(std::net::TcpStream::connect(a)?)
-    } else if let Some(p) = target.strip_prefix("unix:") {
-        Box::new(std::os::unix::net::UnixStream::connect(p)?)
-    } else {
-        bail!("{target}: not tcp: or unix:")
-    };
-    s.write_all(&Message::Hello { versions: vec![4] }.encode(1))?;
-    let mut bulk = Vec::new();
-    for f in 0..flows {
-        let ip = 0x0b00_0000 + f;
-        let m = Match::any()
-            .with(Oxm::exact_u64(Field::EthType, 0x0800))
-            .with(Oxm::exact(Field::Ipv4Src, &ip.to_be_bytes()));
-        let ins = vec![Instruction::ApplyActions(vec![Action::DecNwTtl]), Instruction::GotoTable(2)];
-        bulk.extend_from_slice(&Message::FlowMod(FlowMod::new(FlowModCommand::Add, 1, 20, m, ins)).encode(f + 10));
-    }
-    bulk.extend_from_slice(&Message::BarrierRequest.encode(7));
+    use ofproto::ofp::msg::FlowModCommand;
+    use std::io::Write;
+    let mut c = Controller::connect(target)?;
+    let bulk = storm_pass(FlowModCommand::Add, flows);
     let t0 = Instant::now();
     // The switch reads while we write: a writer thread would be tidier;
     // the kernel buffers and the switch's reading keep this from blocking
     // for long, and replies (errors, barrier) are read afterwards.
-    s.write_all(&bulk)?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 65536];
-    loop {
-        while let Some(n) = frame_len(&buf).filter(|n| buf.len() >= *n && *n >= 8) {
-            let f: Vec<u8> = buf.drain(..n).collect();
-            match Message::decode(&f) {
-                Ok((7, Message::BarrierReply)) => return Ok(t0.elapsed().as_secs_f64()),
-                Ok((_, Message::Error { err_type, code, .. })) => {
-                    bail!("{target}: error {err_type}/{code} during the storm")
-                }
-                _ => {}
-            }
-        }
-        let n = s.read(&mut chunk)?;
-        if n == 0 {
-            bail!("{target}: closed before the barrier reply");
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
+    c.s.write_all(&bulk)?;
+    c.wait_barrier()?;
+    Ok(t0.elapsed().as_secs_f64())
 }
 
 /// Churns `target`'s table 1 until `stop`: adds `flows` flows (matching
@@ -690,58 +656,85 @@ pub fn flow_mod_storm(target: &str, flows: u32) -> Result<f64> {
 /// barrier, and again. Returns the flow-mods applied (whole passes, and
 /// the one under way counted to its last barrier).
 pub fn flow_mod_churn(target: &str, flows: u32, stop: &std::sync::atomic::AtomicBool) -> Result<u64> {
-    use ofproto::ofp::msg::{FlowMod, FlowModCommand};
-    use ofproto::ofp::{frame_len, Action, Field, Instruction, Match, Message, Oxm};
-    use std::io::{Read, Write};
-    let mut s: Box<dyn ReadWrite> = if let Some(a) = target.strip_prefix("tcp:") {
-        Box::new(std::net::TcpStream::connect(a)?)
-    } else if let Some(p) = target.strip_prefix("unix:") {
-        Box::new(std::os::unix::net::UnixStream::connect(p)?)
-    } else {
-        bail!("{target}: not tcp: or unix:")
-    };
-    s.write_all(&Message::Hello { versions: vec![4] }.encode(1))?;
-    let pass = |cmd: FlowModCommand| {
-        let mut bulk = Vec::new();
-        for f in 0..flows {
-            let m = Match::any()
-                .with(Oxm::exact_u64(Field::EthType, 0x0800))
-                .with(Oxm::exact(Field::Ipv4Src, &(0x0b00_0000 + f).to_be_bytes()));
-            let ins = vec![Instruction::ApplyActions(vec![Action::DecNwTtl]), Instruction::GotoTable(2)];
-            bulk.extend_from_slice(&Message::FlowMod(FlowMod::new(cmd, 1, 20, m, ins)).encode(f + 10));
-        }
-        bulk.extend_from_slice(&Message::BarrierRequest.encode(7));
-        bulk
-    };
-    let (add, del) = (pass(FlowModCommand::Add), pass(FlowModCommand::DeleteStrict));
+    use ofproto::ofp::msg::FlowModCommand;
+    use std::io::Write;
+    let mut c = Controller::connect(target)?;
+    let (add, del) = (storm_pass(FlowModCommand::Add, flows), storm_pass(FlowModCommand::DeleteStrict, flows));
     let mut done = 0u64;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 65536];
     for bulk in [&add, &del].into_iter().cycle() {
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
-            return Ok(done);
+            break;
         }
-        s.write_all(bulk)?;
-        'reply: loop {
-            while let Some(n) = frame_len(&buf).filter(|n| buf.len() >= *n && *n >= 8) {
-                let f: Vec<u8> = buf.drain(..n).collect();
+        c.s.write_all(bulk)?;
+        c.wait_barrier()?;
+        done += u64::from(flows);
+    }
+    Ok(done)
+}
+
+/// `flows` flow-mods of `cmd` on table 1 (priority 20, `ip,nw_src=11.x`:
+/// no generated packet matches them), then a barrier (xid 7).
+fn storm_pass(cmd: ofproto::ofp::msg::FlowModCommand, flows: u32) -> Vec<u8> {
+    use ofproto::ofp::msg::FlowMod;
+    use ofproto::ofp::{Action, Field, Instruction, Match, Message, Oxm};
+    let mut bulk = Vec::new();
+    for f in 0..flows {
+        let m = Match::any()
+            .with(Oxm::exact_u64(Field::EthType, 0x0800))
+            .with(Oxm::exact(Field::Ipv4Src, &(0x0b00_0000 + f).to_be_bytes()));
+        let ins = vec![Instruction::ApplyActions(vec![Action::DecNwTtl]), Instruction::GotoTable(2)];
+        bulk.extend_from_slice(&Message::FlowMod(FlowMod::new(cmd, 1, 20, m, ins)).encode(f + 10));
+    }
+    bulk.extend_from_slice(&Message::BarrierRequest.encode(7));
+    bulk
+}
+
+/// The bench's own OpenFlow controller connection (HELLO sent).
+struct Controller {
+    target: String,
+    s: Box<dyn ReadWrite>,
+    /// Bytes read and not yet a whole message.
+    buf: Vec<u8>,
+}
+
+impl Controller {
+    fn connect(target: &str) -> Result<Controller> {
+        use ofproto::ofp::Message;
+        use std::io::Write;
+        let mut s: Box<dyn ReadWrite> = if let Some(a) = target.strip_prefix("tcp:") {
+            Box::new(std::net::TcpStream::connect(a)?)
+        } else if let Some(p) = target.strip_prefix("unix:") {
+            Box::new(std::os::unix::net::UnixStream::connect(p)?)
+        } else {
+            bail!("{target}: not tcp: or unix:")
+        };
+        s.write_all(&Message::Hello { versions: vec![4] }.encode(1))?;
+        Ok(Controller { target: target.to_string(), s, buf: Vec::new() })
+    }
+
+    /// Reads until the barrier reply (xid 7); an error message fails.
+    fn wait_barrier(&mut self) -> Result<()> {
+        use ofproto::ofp::{frame_len, Message};
+        use std::io::Read;
+        let mut chunk = [0u8; 65536];
+        loop {
+            while let Some(n) = frame_len(&self.buf).filter(|n| self.buf.len() >= *n && *n >= 8) {
+                let f: Vec<u8> = self.buf.drain(..n).collect();
                 match Message::decode(&f) {
-                    Ok((7, Message::BarrierReply)) => break 'reply,
+                    Ok((7, Message::BarrierReply)) => return Ok(()),
                     Ok((_, Message::Error { err_type, code, .. })) => {
-                        bail!("{target}: error {err_type}/{code} during the storm")
+                        bail!("{}: error {err_type}/{code} during the storm", self.target)
                     }
                     _ => {}
                 }
             }
-            let n = s.read(&mut chunk)?;
+            let n = self.s.read(&mut chunk)?;
             if n == 0 {
-                bail!("{target}: closed before the barrier reply");
+                bail!("{}: closed before the barrier reply", self.target);
             }
-            buf.extend_from_slice(&chunk[..n]);
+            self.buf.extend_from_slice(&chunk[..n]);
         }
-        done += u64::from(flows);
     }
-    Ok(done)
 }
 
 /// A byte stream either TCP or Unix.
