@@ -149,6 +149,11 @@ fn call(socket: &str, method: &str, params: Option<Value>) -> Result<Value> {
 }
 
 fn main() {
+    // Output piped into `head` and the like: end quietly when the reader
+    // goes, as command-line tools do, instead of panicking on EPIPE.
+    // SAFETY: restores the default action of one signal before any
+    // thread starts; no handler is installed.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     if let Err(e) = run(&cli) {
         eprintln!("vswitchctl: {e:#}");
