@@ -41,7 +41,7 @@ use crate::flow::FlowKey;
 use crate::ofp::{Action, Match};
 use crate::table::Tables;
 pub use crate::xlate::Step;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -139,10 +139,10 @@ pub struct Megaflow {
     pub created_ms: u64,
     /// The tables its decision looked at, one bit per table id.
     visited: [u64; 4],
-    /// Whether its decision changed the key before a later table looked
-    /// at it (set-field, push_vlan, write-metadata): the region a change
-    /// must overlap to affect it is then unknown.
-    rewrites: bool,
+    /// The tables its decision looked at after it changed the key
+    /// (set-field, push_vlan, write-metadata): there the key looked up is
+    /// not the megaflow's, so any change to such a table may affect it.
+    rewritten: [u64; 4],
     folded: [AtomicU64; 2],
     dirty: AtomicBool,
     /// Removed from its cache (expired): exact-match entries that still
@@ -174,22 +174,29 @@ impl Megaflow {
     /// at `now_ms`.
     pub fn new(steps: Vec<Step>, mask: Arc<FlowMask>, now_ms: u64) -> Megaflow {
         let last_table = steps.iter().rposition(|s| matches!(s, Step::Table { .. })).unwrap_or(0);
-        let mut visited = [0u64; 4];
+        let (mut visited, mut rewritten) = ([0u64; 4], [0u64; 4]);
+        let mut changed = false;
         for s in &steps {
-            if let Step::Table { table, .. } = s {
-                visited[usize::from(*table / 64)] |= 1 << (table % 64);
+            match s {
+                Step::Table { table, .. } => {
+                    let (w, b) = (usize::from(*table / 64), 1 << (table % 64));
+                    visited[w] |= b;
+                    if changed {
+                        rewritten[w] |= b;
+                    }
+                }
+                Step::Metadata(_) => changed = true,
+                Step::Apply { acts, .. } => {
+                    changed |= acts
+                        .iter()
+                        .any(|a| matches!(a, Action::SetField(_) | Action::PushVlan(_)) || crate::xlate::reextracts(a));
+                }
+                Step::Meter(_) => {}
             }
         }
-        let rewrites = steps[..last_table].iter().any(|s| match s {
-            Step::Metadata(_) => true,
-            Step::Apply { acts, .. } => acts
-                .iter()
-                .any(|a| matches!(a, Action::SetField(_) | Action::PushVlan(_)) || crate::xlate::reextracts(a)),
-            _ => false,
-        });
         Megaflow {
             visited,
-            rewrites,
+            rewritten,
             last_table,
             fast: None,
             steps: steps.into_boxed_slice(),
@@ -283,35 +290,16 @@ impl Change {
 }
 
 impl Megaflow {
-    /// Whether change `c` may change this megaflow's decision for a key
-    /// it covers (stored key words `k` under `fields`, its subtable's):
-    /// when its decision looked at the change's table and the rule's
-    /// match and the megaflow agree on every bit both examine (or the
-    /// decision rewrote the key first, when that cannot be told).
-    fn affected_by(&self, c: &Change, fields: &[(usize, [u64; 2])], k: &[u64]) -> bool {
-        if self.visited[usize::from(c.table / 64)] & (1 << (c.table % 64)) == 0 {
-            return false;
-        }
-        if self.rewrites {
-            return true;
-        }
-        for &(i, rbits, rval) in c.fields.iter() {
-            let Some(n) = fields.iter().position(|(f, _)| *f == i) else { continue };
-            let mbits = fields[n].1;
-            if k[0] & (1 << i) == 0 {
-                // The megaflow covers only keys without the field; the
-                // rule needs it (when its presence is in the mask).
-                if self.mask.present & (1 << i) != 0 {
-                    return false;
-                }
-                continue;
-            }
-            let kv = [k[1 + 2 * n], k[2 + 2 * n]];
-            if (kv[0] ^ rval[0]) & rbits[0] & mbits[0] != 0 || (kv[1] ^ rval[1]) & rbits[1] & mbits[1] != 0 {
-                return false;
-            }
-        }
-        true
+    /// Whether its decision looked at table `t`.
+    #[inline]
+    fn visited(&self, t: u8) -> bool {
+        self.visited[usize::from(t / 64)] & (1 << (t % 64)) != 0
+    }
+
+    /// Whether its decision looked at table `t` with a key it had changed.
+    #[inline]
+    fn rewritten_for(&self, t: u8) -> bool {
+        self.rewritten[usize::from(t / 64)] & (1 << (t % 64)) != 0
     }
 }
 
@@ -1353,18 +1341,77 @@ impl MegaflowCache {
     /// done) when testing every megaflow against every change would cost
     /// more than a few milliseconds: the caller starts an empty cache.
     pub fn revalidate(&mut self, old: &Tables, changes: &[Change]) -> bool {
-        if self.len.saturating_mul(changes.len()) > 1 << 18 {
+        // Changes grouped by table and shape (fields and their mask
+        // bits): each megaflow subtable meets each group once, through a
+        // set of the group's values projected on the bits both look at.
+        // A change affects a megaflow when its decision looked at the
+        // change's table and the two agree on every bit both examine (or
+        // it looked at that table with a key it had changed: always).
+        type Shape = Vec<(usize, [u64; 2])>;
+        let mut groups: Vec<(u8, Shape, Vec<&Change>)> = Vec::new();
+        let mut by_shape: HashMap<(u8, Shape), usize, crate::classifier::WordBuild> = HashMap::default();
+        for c in changes {
+            let shape: Shape = c.fields.iter().map(|&(i, b, _)| (i, b)).collect();
+            let gi = *by_shape.entry((c.table, shape.clone())).or_insert_with(|| {
+                groups.push((c.table, shape, Vec::new()));
+                groups.len() - 1
+            });
+            groups[gi].2.push(c);
+        }
+        // The work: every change once per subtable, every megaflow once
+        // per group.
+        let work = self.subtables.len().saturating_mul(changes.len()) + groups.len().saturating_mul(self.len);
+        if work > 1 << 20 {
             return false;
         }
+        let mut v: Vec<u64> = Vec::new();
         for st in &mut self.subtables {
-            let mut slot = 0;
-            while slot < st.flows.len() {
-                let k = &st.keys[slot * st.stride..(slot + 1) * st.stride];
-                let mf = &st.flows[slot];
-                if !changes.iter().any(|c| mf.affected_by(c, &st.fields, k)) {
-                    slot += 1;
-                    continue;
+            let mut affected = vec![false; st.flows.len()];
+            for (table, shape, members) in &groups {
+                // Per field of the shape: its place among the subtable's
+                // fields and the bits both examine.
+                let proj: Vec<(usize, Option<usize>, [u64; 2])> = shape
+                    .iter()
+                    .map(|&(i, rbits)| match st.fields.iter().position(|(f, _)| *f == i) {
+                        Some(n) => (i, Some(n), [rbits[0] & st.fields[n].1[0], rbits[1] & st.fields[n].1[1]]),
+                        None => (i, None, [0, 0]),
+                    })
+                    .collect();
+                let set: HashSet<Vec<u64>, crate::classifier::WordBuild> = members
+                    .iter()
+                    .map(|c| {
+                        proj.iter()
+                            .zip(c.fields.iter())
+                            .flat_map(|(&(_, _, common), &(_, _, rv))| [rv[0] & common[0], rv[1] & common[1]])
+                            .collect()
+                    })
+                    .collect();
+                for (slot, hit) in affected.iter_mut().enumerate() {
+                    let mf = &st.flows[slot];
+                    if *hit || !mf.visited(*table) {
+                        continue;
+                    }
+                    if mf.rewritten_for(*table) {
+                        *hit = true;
+                        continue;
+                    }
+                    let k = &st.keys[slot * st.stride..(slot + 1) * st.stride];
+                    // The megaflow covers only keys without a field the
+                    // rules need: no overlap.
+                    if proj.iter().any(|&(i, n, _)| n.is_some() && k[0] & (1 << i) == 0) {
+                        continue;
+                    }
+                    v.clear();
+                    for &(_, n, common) in &proj {
+                        let kv = n.map_or([0, 0], |n| [k[1 + 2 * n], k[2 + 2 * n]]);
+                        v.extend([kv[0] & common[0], kv[1] & common[1]]);
+                    }
+                    *hit = set.contains(&v[..]);
                 }
+            }
+            // Highest slot first: the last slot moved into a removed one
+            // is then always one already looked at and kept.
+            for slot in (0..affected.len()).rev().filter(|s| affected[*s]) {
                 let stride = st.stride as u64;
                 let mf = st.remove(slot);
                 mf.dead.store(true, Ordering::Relaxed);

@@ -213,7 +213,7 @@ pub struct TableCounters {
 
 /// Changes listed at most between two [`Tables::take_changes`]; beyond,
 /// the datapath starts its megaflow caches over.
-const MAX_CHANGES: usize = 4096;
+const MAX_CHANGES: usize = 65_536;
 
 fn same_fields(a: &Match, b: &Match) -> bool {
     a.fields.len() == b.fields.len() && a.fields.iter().all(|o| b.get(o.field) == Some(o))
