@@ -538,6 +538,23 @@ impl Subtable {
         self.flows.swap_remove(slot)
     }
 
+    /// The bytes megaflow `mf` takes in this subtable: its own
+    /// ([`Megaflow::bytes`]), its stored key and its share of the index
+    /// (two words at most half full).
+    fn cost(&self, mf: &Megaflow) -> u64 {
+        mf.bytes() + 8 * self.stride as u64 + 16
+    }
+
+    /// Removes megaflow `slot` for good (expired, or affected by a
+    /// change): its exact-match entries then miss, its counters are
+    /// folded into `tables`; the bytes it took.
+    fn retire(&mut self, slot: usize, tables: &Tables) -> u64 {
+        let mf = self.remove(slot);
+        mf.dead.store(true, Ordering::Relaxed);
+        mf.fold(tables);
+        self.cost(&mf)
+    }
+
     /// Adds `mf` for `key`; its slot (an existing one when a stored key
     /// covers `key` already).
     fn insert(&mut self, key: &FlowKey, mf: Arc<Megaflow>) -> usize {
@@ -1225,7 +1242,7 @@ impl MegaflowCache {
         };
         let st = &mut self.subtables[si];
         let before = st.flows.len();
-        let bytes = mf.bytes() + 8 * st.stride as u64 + 16;
+        let bytes = st.cost(&mf);
         let slot = st.insert(key, mf);
         if st.flows.len() > before {
             self.len += 1;
@@ -1321,11 +1338,7 @@ impl MegaflowCache {
                 self.sweep.1 += 1;
                 continue;
             }
-            let stride = st.stride as u64;
-            let mf = st.remove(slot);
-            mf.dead.store(true, Ordering::Relaxed);
-            mf.fold(tables);
-            let bytes = mf.bytes() + 8 * stride + 16;
+            let bytes = st.retire(slot, tables);
             self.len -= 1;
             self.bytes -= bytes;
             self.counts.expired += 1;
@@ -1412,11 +1425,7 @@ impl MegaflowCache {
             // Highest slot first: the last slot moved into a removed one
             // is then always one already looked at and kept.
             for slot in (0..affected.len()).rev().filter(|s| affected[*s]) {
-                let stride = st.stride as u64;
-                let mf = st.remove(slot);
-                mf.dead.store(true, Ordering::Relaxed);
-                mf.fold(old);
-                let bytes = mf.bytes() + 8 * stride + 16;
+                let bytes = st.retire(slot, old);
                 self.len -= 1;
                 self.bytes -= bytes;
                 self.counts.revalidated += 1;
