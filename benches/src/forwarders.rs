@@ -317,7 +317,10 @@ impl Running {
                         fwd = s.fwd_core,
                         table = (s.macs * 4).max(8192),
                         of = match of_port {
-                            Some(p) => format!("fail_mode = \"secure\"\ncontrollers = [\"ptcp:{p}:127.0.0.1\"]\n"),
+                            Some(p) => format!(
+                                "fail_mode = \"secure\"\ncontrollers = [\"ptcp:{p}:127.0.0.1\"]\nflow_table_size = {}\n",
+                                (2 * u64::from(s.macs) + 16).clamp(1_000_000, 1 << 24)
+                            ),
                             None => String::new(),
                         },
                         p0 = port(0),

@@ -227,6 +227,15 @@ pub struct Bridge {
     /// OpenFlow flow tables (1-254).
     #[serde(default = "default_flow_tables")]
     pub flow_tables: u8,
+    /// Flows each OpenFlow table holds at most (1 to 16,777,216); a
+    /// flow-mod beyond it gets OFPFMFC_TABLE_FULL. A reload applies a new
+    /// size at once (flows already in a table stay).
+    #[serde(default = "default_flow_table_size")]
+    pub flow_table_size: u32,
+}
+
+fn default_flow_table_size() -> u32 {
+    1_000_000
 }
 
 fn default_flow_tables() -> u8 {

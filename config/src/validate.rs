@@ -102,6 +102,9 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), Failure> {
         if b.flow_tables == 0 || b.flow_tables == 255 {
             return fail(bp(&[key("flow_tables")]), format!("{} is outside 1-254", b.flow_tables));
         }
+        if !(1..=1 << 24).contains(&b.flow_table_size) {
+            return fail(bp(&[key("flow_table_size")]), format!("{} is outside 1-16777216", b.flow_table_size));
+        }
         if b.mac_table_size == 0 {
             return fail(bp(&[key("mac_table_size")]), "must be at least 1");
         }

@@ -108,6 +108,12 @@ fn semantic_errors_point_at_the_value() {
         &["twice"],
     );
     check(&format!("{BASE}mtu = 20000\n"), "11:7", "bridge[0].port[0].mtu", &["outside 68-9600"]);
+    check(
+        &BASE.replace("[[bridge.port]]", "flow_table_size = 0\n[[bridge.port]]"),
+        "7:19",
+        "bridge[0].flow_table_size",
+        &["0 is outside 1-16777216"],
+    );
     check("[pmd]\nemc_entries = 1000\n", "2:15", "pmd.emc_entries", &["1000 is not a power of two"]);
     check("[pmd]\nemc = \"sometimes\"\n", "2:7", "pmd.emc", &["unknown variant `sometimes`", "auto"]);
     check("[pmd]\nmegaflow_max_idle_ms = 5\n", "2:24", "pmd.megaflow_max_idle_ms", &["at least 100 ms"]);

@@ -308,7 +308,7 @@ impl OpenFlow {
             let bi = if let Some(bi) = self.bridge_index(&b.name) {
                 bi
             } else {
-                let mut agent = Agent::new(0, b.flow_tables, 1_000_000);
+                let mut agent = Agent::new(0, b.flow_tables, b.flow_table_size as usize);
                 agent.dp_desc = b.name.clone();
                 self.bridges.push(OfBridge {
                     bridge: b.name.clone(),
@@ -328,6 +328,7 @@ impl OpenFlow {
             self.keep_controllers(reg, bi, &b.controllers);
             let dpid = parse_dpid(b.datapath_id.as_deref(), &b.name);
             let ob = &mut self.bridges[bi];
+            ob.agent.tables.max_entries = b.flow_table_size as usize;
             let dpid_changed = ob.agent.datapath_id != dpid;
             ob.agent.datapath_id = dpid;
             ob.fail_secure = b.fail_mode == config::FailMode::Secure;

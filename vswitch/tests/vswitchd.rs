@@ -405,7 +405,7 @@ fn dp_flows_show_megaflows_that_expire() {
     let of_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     lab.write_config(&format!(
         "[pmd]\nemc = \"on\"\nemc_insert_inv_prob = 1\nmegaflow_max_idle_ms = 1000\n\n\
-         [[bridge]]\nname = \"br0\"\nfail_mode = \"secure\"\ncontrollers = [\"ptcp:{of_port}:127.0.0.1\"]\n\n{}{}",
+         [[bridge]]\nname = \"br0\"\nfail_mode = \"secure\"\nflow_table_size = 8\ncontrollers = [\"ptcp:{of_port}:127.0.0.1\"]\n\n{}{}",
         lab.port(1, "c1", "ofport = 1"),
         lab.port(2, "c2", "ofport = 2")
     ));
@@ -414,6 +414,16 @@ fn dp_flows_show_megaflows_that_expire() {
     lab.static_arp();
     let target = format!("tcp:127.0.0.1:{of_port}");
     let ofctl = |args: &[&str]| ofctl(&target, args);
+    // `flow_table_size`: table 2 takes 8 flows, the 9th is refused.
+    for i in 0..8 {
+        ofctl(&["add-flow", &format!("table=2,priority={i},actions=drop")]);
+    }
+    let full = Command::new("ovs-ofctl")
+        .args(["-O", "OpenFlow13", "add-flow", &target, "table=2,priority=9,actions=drop"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&full.stderr).contains("OFPFMFC_TABLE_FULL"), "{full:?}");
+    ofctl(&["del-flows", "table=2"]);
     ofctl(&["add-flow", "table=0,priority=10,ip,actions=goto_table:1"]);
     ofctl(&["add-flow", "table=1,priority=10,in_port=1,ip,nw_dst=10.99.0.0/16,actions=output:2"]);
     ofctl(&["add-flow", "table=1,priority=10,in_port=2,ip,actions=output:1"]);
