@@ -1324,7 +1324,7 @@ impl MegaflowCache {
                 self.sweep = (0, 0);
                 if self.subtables.iter().any(|s| s.flows.is_empty()) {
                     self.subtables.retain(|s| !s.flows.is_empty());
-                    self.by_mask = self.subtables.iter().enumerate().map(|(i, s)| (s.mask.clone(), i)).collect();
+                    self.reindex();
                 }
                 return;
             };
@@ -1433,9 +1433,14 @@ impl MegaflowCache {
             }
         }
         self.subtables.retain(|s| !s.flows.is_empty());
-        self.by_mask = self.subtables.iter().enumerate().map(|(i, s)| (s.mask.clone(), i)).collect();
+        self.reindex();
         self.sweep = (0, 0);
         true
+    }
+
+    /// Rebuilds the mask -> subtable index after subtables moved or went.
+    fn reindex(&mut self) {
+        self.by_mask = self.subtables.iter().enumerate().map(|(i, s)| (s.mask.clone(), i)).collect();
     }
 
     /// Orders subtables by hits since the last ranking (most first), and
@@ -1443,7 +1448,7 @@ impl MegaflowCache {
     fn rerank(&mut self) {
         if self.subtables.windows(2).any(|w| w[0].hits < w[1].hits) {
             self.subtables.sort_by_key(|s| std::cmp::Reverse(s.hits));
-            self.by_mask = self.subtables.iter().enumerate().map(|(i, s)| (s.mask.clone(), i)).collect();
+            self.reindex();
         }
         for s in &mut self.subtables {
             s.hits /= 2;
