@@ -11,6 +11,15 @@
 //!   (metadata, L2, L3, L4) and every stage but the last has a set of the
 //!   partial hashes its rules produce; a key whose partial hash is not in
 //!   the set misses there, without reading the later stages' fields.
+//! - **Prefix tracking**: for IPv4 and IPv6 addresses matched by prefix
+//!   (`ipv4_src`, `ipv4_dst`, `ipv6_src`, `ipv6_dst`), a subtable keeps
+//!   its rules' prefixes sorted; before hashing the L3 stage, a lookup
+//!   finds how many leading bits the key's address shares with the closest
+//!   of them. When
+//!   none has all of the subtable's prefix, the subtable is skipped having
+//!   examined only those shared bits and one more (a /24 that no packet to
+//!   `10.200.0.0/9` can match costs a megaflow 9 bits, not 24), as OVS's
+//!   prefix tries do.
 //! - **Wildcards**: a lookup can report every bit it examined (presence of
 //!   fields included) into a [`FlowMask`]. Any key equal to this one on
 //!   those bits gets the same answer from the same rules: the megaflow a
@@ -246,6 +255,115 @@ fn shards<X: Default>(n: usize) -> Box<[Arc<X>]> {
     (0..n).map(|_| Arc::new(X::default())).collect()
 }
 
+/// Fields whose prefixes a subtable tracks (all of the L3 stage).
+const PREFIX_STAGE: usize = 2;
+/// Fields whose prefixes a subtable tracks.
+const PREFIX_FIELDS: [Field; 4] = [Field::Ipv4Src, Field::Ipv4Dst, Field::Ipv6Src, Field::Ipv6Dst];
+
+/// A field's value words as one number, its first byte the most
+/// significant (an address's leading bits are the number's).
+#[inline]
+fn as_prefix(w: [u64; 2]) -> u128 {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&w[0].to_ne_bytes());
+    b[8..].copy_from_slice(&w[1].to_ne_bytes());
+    u128::from_be_bytes(b)
+}
+
+/// The value words of the first `n` bits (`n` >= 1).
+#[inline]
+fn prefix_words(n: u32) -> [u64; 2] {
+    words(&(u128::MAX << (128 - n.min(128))).to_be_bytes())
+}
+
+/// The prefixes (of one length) a subtable's rules match on one field: a
+/// sorted multiset, sharded by its leading bits so that a change copies
+/// one shard when a snapshot shares the set.
+#[derive(Clone, Debug)]
+struct PrefixSet {
+    /// The prefix length (bits).
+    len: u32,
+    /// Leading bits that choose the shard.
+    top: u32,
+    /// Which shards hold a prefix.
+    occupied: [u64; 4],
+    shards: Box<[Arc<Vec<u128>>]>,
+}
+
+impl PrefixSet {
+    fn new(len: u32) -> PrefixSet {
+        let top = len.min(8);
+        PrefixSet { len, top, occupied: [0; 4], shards: shards(1 << top) }
+    }
+
+    #[inline]
+    fn shard(&self, v: u128) -> usize {
+        usize::try_from(v >> (128 - self.top)).unwrap_or(0)
+    }
+
+    fn insert(&mut self, v: u128) {
+        let i = self.shard(v);
+        let sh = Arc::make_mut(&mut self.shards[i]);
+        let at = sh.partition_point(|x| *x < v);
+        sh.insert(at, v);
+        self.occupied[i / 64] |= 1 << (i % 64);
+    }
+
+    fn remove(&mut self, v: u128) {
+        let i = self.shard(v);
+        let sh = Arc::make_mut(&mut self.shards[i]);
+        if let Ok(at) = sh.binary_search(&v) {
+            sh.remove(at);
+        }
+        if sh.is_empty() {
+            self.occupied[i / 64] &= !(1 << (i % 64));
+        }
+    }
+
+    /// The nearest occupied shard below (`up` false) or above `i`.
+    fn next_occupied(&self, i: usize, up: bool) -> Option<usize> {
+        let n = 1usize << self.top;
+        let mut j = i;
+        loop {
+            j = if up { j + 1 } else { j.checked_sub(1)? };
+            if j >= n {
+                return None;
+            }
+            let w = self.occupied[j / 64];
+            // Skip whole empty words.
+            if w == 0 {
+                j = if up { (j | 63).min(n - 1) } else { j & !63 };
+                continue;
+            }
+            if w & (1 << (j % 64)) != 0 {
+                return Some(j);
+            }
+        }
+    }
+
+    /// How many leading bits `a` (masked to the prefix length) shares with
+    /// the closest member, at most the prefix length: the length itself
+    /// when a member is `a`'s prefix.
+    fn common(&self, a: u128) -> u32 {
+        let i = self.shard(a);
+        let sh = &self.shards[i];
+        if !sh.is_empty() {
+            let p = sh.partition_point(|x| *x < a);
+            let mut best = self.top;
+            for x in [sh.get(p), p.checked_sub(1).and_then(|q| sh.get(q))].into_iter().flatten() {
+                best = best.max((a ^ x).leading_zeros());
+            }
+            return best.min(self.len);
+        }
+        // Members of other shards differ from `a` within the shard bits.
+        let shared = |j: usize| {
+            let d = u32::try_from(i ^ j).unwrap_or(u32::MAX);
+            d.leading_zeros().saturating_sub(32 - self.top)
+        };
+        [self.next_occupied(i, false), self.next_occupied(i, true)].into_iter().flatten().map(shared).max().unwrap_or(0)
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Subtable<T> {
     mask: FlowMask,
@@ -258,6 +376,9 @@ struct Subtable<T> {
     stage_hashes: [Box<[Arc<IdSet>]>; 3],
     /// Rules by the hash of their masked values, best first.
     rules: Box<[Arc<RuleMap<T>>]>,
+    /// The address fields the mask matches by a prefix: (index in
+    /// `fields`, the rules' prefixes).
+    prefixes: Box<[(usize, PrefixSet)]>,
     /// Rules per priority (for the maximum after removals).
     priorities: BTreeMap<u16, usize>,
     len: usize,
@@ -274,8 +395,19 @@ impl<T> Subtable<T> {
                 .filter(|(i, _)| Field::from_id(u8::try_from(*i).unwrap_or(0)).map_or(3, stage) <= s)
                 .count();
         }
+        let prefixes = fields
+            .iter()
+            .enumerate()
+            .filter(|(_, (i, _))| PREFIX_FIELDS.iter().any(|f| *f as usize == *i))
+            .filter_map(|(at, (_, bits))| {
+                let m = as_prefix(*bits);
+                let len = m.leading_ones();
+                (len > 0 && m.count_ones() == len).then(|| (at, PrefixSet::new(len)))
+            })
+            .collect();
         Subtable {
             mask,
+            prefixes,
             fields: fields.into_boxed_slice(),
             stage_end,
             stage_hashes: [shards(STAGE_SHARDS), shards(STAGE_SHARDS), shards(STAGE_SHARDS)],
@@ -382,6 +514,9 @@ impl<T: Clone> Classifier<T> {
         let st = Arc::make_mut(&mut self.subtables[si]);
         let values = match_values(m, &st.fields);
         let (partial, h) = st.hashes(&values);
+        for (at, set) in st.prefixes.iter_mut() {
+            set.insert(as_prefix(values[*at]));
+        }
         let rule = Rule { rank: Rank(priority, std::cmp::Reverse(seq)), values, item };
         let bucket = Arc::make_mut(&mut st.rules[shard(h)]).entry(h).or_default();
         let at = bucket.partition_point(|r| r.rank > rule.rank);
@@ -438,7 +573,10 @@ impl<T: Clone> Classifier<T> {
         let st = Arc::make_mut(&mut self.subtables[si]);
         let map = Arc::make_mut(&mut st.rules[shard(h)]);
         if let Some(bucket) = map.get_mut(&h) {
-            bucket.remove(i);
+            let r = bucket.remove(i);
+            for (at, set) in st.prefixes.iter_mut() {
+                set.remove(as_prefix(r.values[*at]));
+            }
             if bucket.is_empty() {
                 map.remove(&h);
             }
@@ -515,6 +653,29 @@ impl<T: Clone> Classifier<T> {
             let mut h = 0u64;
             let mut at = 0;
             for s in 0..4 {
+                if s == PREFIX_STAGE {
+                    // Prefix tracking: skip a subtable none of whose
+                    // prefixes the key's address has, having read only the
+                    // bits that show it (after the earlier stages, whose
+                    // fields most megaflows hold anyway).
+                    for (at, set) in st.prefixes.iter() {
+                        let i = st.fields[*at].0;
+                        if present & (1 << i) == 0 {
+                            break;
+                        }
+                        let a = as_prefix(key.words(i)) & (u128::MAX << (128 - set.len));
+                        let shared = set.common(a);
+                        if shared < set.len {
+                            if let Some(wc) = wc.as_deref_mut() {
+                                let m = prefix_words(shared + 1);
+                                wc.present |= 1 << i;
+                                wc.bits[i][0] |= m[0];
+                                wc.bits[i][1] |= m[1];
+                            }
+                            continue 'subtables;
+                        }
+                    }
+                }
                 while at < st.stage_end[s] {
                     let (i, bits) = st.fields[at];
                     if let Some(wc) = wc.as_deref_mut() {
@@ -703,6 +864,149 @@ mod tests {
                 prop_assert_eq!(scan(&live, &k2), got, "key {:?} agrees with {:?} on {:?}", k2, k, wc);
             }
         }
+    }
+
+    /// An LPM-style rule: a prefix of one of a few base addresses (some
+    /// bits flipped) on `ipv4_dst` or `ipv6_src`, maybe with an `in_port`.
+    #[derive(Debug, Clone)]
+    struct PrefixRule {
+        priority: u16,
+        v6: bool,
+        len: u32,
+        addr: Addr,
+        in_port: Option<u8>,
+    }
+
+    /// An address: which base, and which bit to flip.
+    type Addr = (usize, Option<u8>);
+    /// A key: in_port, ipv4_dst, ipv6_src.
+    type KeySpec = (u8, Addr, Addr);
+
+    fn address(bases: &[u128], (pick, flip): Addr) -> u128 {
+        bases[pick % bases.len()] ^ flip.map_or(0, |b| 1u128 << (127 - u32::from(b) % 128))
+    }
+
+    fn ipv4(a: u128) -> [u8; 4] {
+        u32::try_from(a >> 96).unwrap_or(0).to_be_bytes()
+    }
+
+    fn prefix_match(r: &PrefixRule, bases: &[u128]) -> Match {
+        let a = address(bases, r.addr);
+        let mut m = Match::any();
+        if let Some(p) = r.in_port {
+            m = m.with(Oxm::exact_u64(Field::InPort, u64::from(p % 2)));
+        }
+        if r.v6 {
+            let mask = u128::MAX << (128 - r.len.clamp(1, 128));
+            m.with(Oxm::masked(Field::Ipv6Src, &(a & mask).to_be_bytes(), &mask.to_be_bytes()))
+        } else {
+            let len = r.len.clamp(1, 32);
+            let mask = u32::MAX << (32 - len);
+            let v = u32::from_be_bytes(ipv4(a)) & mask;
+            m.with(Oxm::masked(Field::Ipv4Dst, &v.to_be_bytes(), &mask.to_be_bytes()))
+        }
+    }
+
+    fn prefix_key(bases: &[u128], (port, v4, v6): KeySpec) -> FlowKey {
+        let mut k = FlowKey::default();
+        k.set_u64(Field::InPort, u64::from(port % 2));
+        k.set(Field::Ipv4Dst, &ipv4(address(bases, v4)));
+        k.set(Field::Ipv6Src, &address(bases, v6).to_be_bytes());
+        k
+    }
+
+    fn prefix_rule() -> impl Strategy<Value = PrefixRule> {
+        let lens = prop::sample::select(vec![1u32, 3, 8, 9, 16, 23, 24, 31, 32, 48, 64, 65, 127, 128]);
+        let addr = (0usize..3, prop::option::of(any::<u8>()));
+        (0u16..40, any::<bool>(), lens, addr, prop::option::weighted(0.3, any::<u8>()))
+            .prop_map(|(priority, v6, len, addr, in_port)| PrefixRule { priority, v6, len, addr, in_port })
+    }
+
+    fn prefix_key_spec() -> impl Strategy<Value = KeySpec> {
+        let addr = || (0usize..3, prop::option::of(any::<u8>()));
+        (any::<u8>(), addr(), addr())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Prefix tracking: for random LPM-style tables (prefixes of a few
+        /// base addresses, changed by random removals), the classifier
+        /// answers as the scan does, and every key equal on the (fewer)
+        /// bits it reported gets the same answer.
+        #[test]
+        fn prefix_tracking_reports_enough_bits(
+            bases in prop::collection::vec(any::<u128>(), 3),
+            rules in prop::collection::vec(prefix_rule(), 1..40),
+            removals in prop::collection::vec(any::<prop::sample::Index>(), 0..10),
+            keys in prop::collection::vec((prefix_key_spec(), prefix_key_spec()), 1..40),
+        ) {
+            let mut cls = Classifier::default();
+            let mut live: Vec<(RuleSpec, Match, u64)> = Vec::new();
+            for (seq, r) in rules.iter().enumerate() {
+                let m = prefix_match(r, &bases);
+                let seq = seq as u64;
+                cls.insert(r.priority, &m, seq, seq);
+                live.push((RuleSpec { priority: r.priority, fields: Vec::new() }, m, seq));
+            }
+            for ix in &removals {
+                let (r, m, seq) = live.remove(ix.index(live.len()));
+                prop_assert!(cls.remove(r.priority, &m, seq));
+                if live.is_empty() {
+                    break;
+                }
+            }
+            for (ka, kb) in &keys {
+                let k = prefix_key(&bases, *ka);
+                let mut wc = FlowMask::default();
+                let got = cls.lookup_wc(&k, &mut wc).copied();
+                prop_assert_eq!(got, scan(&live, &k), "key {:?}", k);
+                prop_assert_eq!(cls.lookup(&k).copied(), got);
+                let k2 = agreeing(&k, &wc, &prefix_key(&bases, *kb));
+                prop_assert_eq!(scan(&live, &k2), got, "key {:?} agrees with {:?} on {:?}", k2, k, wc);
+            }
+        }
+    }
+
+    /// A /24 route the packet's address cannot have costs only the bits
+    /// that show it (shared with the closest /24, and one more), not 24.
+    #[test]
+    fn prefix_tracking_unwildcards_only_what_tells_routes_apart() {
+        let route = |a: [u8; 4], len: u32| {
+            let mask = u32::MAX << (32 - len);
+            Match::any().with(Oxm::masked(
+                Field::Ipv4Dst,
+                &(u32::from_be_bytes(a) & mask).to_be_bytes(),
+                &mask.to_be_bytes(),
+            ))
+        };
+        let mut cls = Classifier::default();
+        cls.insert(8, &route([10, 0, 0, 0], 8), 1, 8);
+        cls.insert(24, &route([10, 1, 2, 0], 24), 2, 24);
+        cls.insert(24, &route([10, 1, 3, 0], 24), 3, 25);
+        let bits = |cls: &Classifier<u64>, k: [u8; 4]| {
+            let mut key = FlowKey::default();
+            key.set(Field::Ipv4Dst, &k);
+            let mut wc = FlowMask::default();
+            let got = cls.lookup_wc(&key, &mut wc).copied();
+            (got, wc.bits[Field::Ipv4Dst as usize][0].to_ne_bytes()[..4].to_vec())
+        };
+        // 10.200/9 shares 8 bits with 10.1.2.0 and 10.1.3.0: 9 bits tell.
+        assert_eq!(bits(&cls, [10, 200, 0, 1]), (Some(8), vec![255, 128, 0, 0]));
+        // 10.1.7.1 shares 21 bits with 10.1.3.0 (00000111 vs 00000011):
+        // 22 tell.
+        assert_eq!(bits(&cls, [10, 1, 7, 1]), (Some(8), vec![255, 255, 252, 0]));
+        // A /24 it has is probed: all 24 bits.
+        assert_eq!(bits(&cls, [10, 1, 3, 9]), (Some(25), vec![255, 255, 255, 0]));
+        // Outside every route: the /8 probed (8 bits).
+        assert_eq!(bits(&cls, [11, 1, 3, 9]), (None, vec![255, 0, 0, 0]));
+        // Without the /8: the /24s alone, skipped with 8 bits (11 =
+        // 00001011 and 10 = 00001010 share 7), or with 1 (200 =
+        // 11001000 shares none).
+        cls.remove(8, &route([10, 0, 0, 0], 8), 1);
+        assert_eq!(bits(&cls, [11, 1, 3, 9]), (None, vec![255, 0, 0, 0]));
+        assert_eq!(bits(&cls, [200, 1, 3, 9]), (None, vec![128, 0, 0, 0]));
+        assert_eq!(bits(&cls, [10, 1, 7, 1]), (None, vec![255, 255, 252, 0]));
     }
 
     /// Many rules of one shape are one subtable: a lookup probes it once

@@ -427,6 +427,8 @@ fn dp_flows_show_megaflows_that_expire() {
     ofctl(&["add-flow", "table=0,priority=10,ip,actions=goto_table:1"]);
     ofctl(&["add-flow", "table=1,priority=10,in_port=1,ip,nw_dst=10.99.0.0/16,actions=output:2"]);
     ofctl(&["add-flow", "table=1,priority=10,in_port=2,ip,actions=output:1"]);
+    // A more specific route the requests cannot take (prefix tracking).
+    ofctl(&["add-flow", "table=1,priority=24,in_port=1,ip,nw_dst=10.99.200.0/24,actions=drop"]);
     assert_eq!(lab.ping(1, 2, 8, "0.1", None), 8);
     let flows = lab.ctl(&["dp-flows", "br0"]);
     let list = flows["flows"].as_array().unwrap();
@@ -435,10 +437,12 @@ fn dp_flows_show_megaflows_that_expire() {
         .find(|f| f["actions"] == "output:2")
         .unwrap_or_else(|| panic!("a megaflow for the echo requests: {flows}"));
     let m = to2["match"].as_str().unwrap();
-    // Table 1 looked at the destination's first 16 bits only (one rule,
-    // no other in that subtable) and at in_port; nothing at the source.
+    // Table 1 looked at in_port and at the destination's first 17 bits:
+    // 16 for the /16, and of the /24 (10.99.200/24) only what tells
+    // 10.99.0.2 from it (the 17th bit: 200 = 0b11001000), not 24 bits;
+    // nothing at the source.
     assert!(m.contains("in_port=1") && m.contains("eth_type=0x800"), "{m}");
-    assert!(m.contains("ipv4_dst=10.99.0.0/255.255.0.0"), "the /16 is all the mask holds: {m}");
+    assert!(m.contains("ipv4_dst=10.99.0.0/255.255.128.0"), "the /16 and one bit of the /24: {m}");
     assert!(!m.contains("ipv4_src"), "{m}");
     assert_eq!(to2["tables"], serde_json::json!([0, 1]), "{to2}");
     // 8 echo requests, the upcall's own included (it is replayed from
