@@ -32,6 +32,7 @@
 
 use crate::flow::FlowKey;
 use crate::ofp::oxm::{Field, Match};
+use crate::persist::{Shards, SortedSet};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
@@ -217,43 +218,15 @@ struct Rank(u16, std::cmp::Reverse<u64>);
 #[derive(Clone, Debug)]
 struct Rule<T> {
     rank: Rank,
-    /// The masked value words of each of the subtable's fields.
-    values: Box<[[u64; 2]]>,
+    /// The masked value words of each of the subtable's fields (shared by
+    /// the copies of the rule's leaf).
+    values: Arc<[[u64; 2]]>,
     item: T,
 }
 
 /// Rules of a subtable by the hash of their masked values, best first.
 type RuleMap<T> = HashMap<u64, Vec<Rule<T>>, IdBuild>;
 type IdSet = HashSet<u64, IdBuild>;
-
-/// Shards of a subtable's rule map: a change copies only the shard it
-/// touches when a datapath snapshot still shares it (a flow-mod followed by
-/// a barrier against a table of 200k flows copies about 200 rules).
-const SHARDS: usize = 1024;
-/// Shards of each partial-hash set (smaller: most stages have few
-/// distinct values).
-const STAGE_SHARDS: usize = 64;
-
-/// The shard of hash `h` among `n` (bits the hash table's own bucket and
-/// tag bits do not use).
-#[inline]
-fn shard_of(h: u64, n: usize) -> usize {
-    usize::try_from((h >> 32) & (n as u64 - 1)).unwrap_or(0)
-}
-
-#[inline]
-fn shard(h: u64) -> usize {
-    shard_of(h, SHARDS)
-}
-
-#[inline]
-fn stage_shard(h: u64) -> usize {
-    shard_of(h, STAGE_SHARDS)
-}
-
-fn shards<X: Default>(n: usize) -> Box<[Arc<X>]> {
-    (0..n).map(|_| Arc::new(X::default())).collect()
-}
 
 /// Fields whose prefixes a subtable tracks (all of the L3 stage).
 const PREFIX_STAGE: usize = 2;
@@ -276,91 +249,23 @@ fn prefix_words(n: u32) -> [u64; 2] {
     words(&(u128::MAX << (128 - n.min(128))).to_be_bytes())
 }
 
-/// The prefixes (of one length) a subtable's rules match on one field: a
-/// sorted multiset, sharded by its leading bits so that a change copies
-/// one shard when a snapshot shares the set.
+/// The prefixes (of one length) a subtable's rules match on one field,
+/// sorted (shared with snapshots, see [`SortedSet`]).
 #[derive(Clone, Debug)]
 struct PrefixSet {
     /// The prefix length (bits).
     len: u32,
-    /// Leading bits that choose the shard.
-    top: u32,
-    /// Which shards hold a prefix.
-    occupied: [u64; 4],
-    shards: Box<[Arc<Vec<u128>>]>,
+    set: SortedSet,
 }
 
 impl PrefixSet {
-    fn new(len: u32) -> PrefixSet {
-        let top = len.min(8);
-        PrefixSet { len, top, occupied: [0; 4], shards: shards(1 << top) }
-    }
-
-    #[inline]
-    fn shard(&self, v: u128) -> usize {
-        usize::try_from(v >> (128 - self.top)).unwrap_or(0)
-    }
-
-    fn insert(&mut self, v: u128) {
-        let i = self.shard(v);
-        let sh = Arc::make_mut(&mut self.shards[i]);
-        let at = sh.partition_point(|x| *x < v);
-        sh.insert(at, v);
-        self.occupied[i / 64] |= 1 << (i % 64);
-    }
-
-    fn remove(&mut self, v: u128) {
-        let i = self.shard(v);
-        let sh = Arc::make_mut(&mut self.shards[i]);
-        if let Ok(at) = sh.binary_search(&v) {
-            sh.remove(at);
-        }
-        if sh.is_empty() {
-            self.occupied[i / 64] &= !(1 << (i % 64));
-        }
-    }
-
-    /// The nearest occupied shard below (`up` false) or above `i`.
-    fn next_occupied(&self, i: usize, up: bool) -> Option<usize> {
-        let n = 1usize << self.top;
-        let mut j = i;
-        loop {
-            j = if up { j + 1 } else { j.checked_sub(1)? };
-            if j >= n {
-                return None;
-            }
-            let w = self.occupied[j / 64];
-            // Skip whole empty words.
-            if w == 0 {
-                j = if up { (j | 63).min(n - 1) } else { j & !63 };
-                continue;
-            }
-            if w & (1 << (j % 64)) != 0 {
-                return Some(j);
-            }
-        }
-    }
-
     /// How many leading bits `a` (masked to the prefix length) shares with
     /// the closest member, at most the prefix length: the length itself
-    /// when a member is `a`'s prefix.
+    /// when a member is `a`'s prefix. The closest members are `a`'s
+    /// neighbours in order.
     fn common(&self, a: u128) -> u32 {
-        let i = self.shard(a);
-        let sh = &self.shards[i];
-        if !sh.is_empty() {
-            let p = sh.partition_point(|x| *x < a);
-            let mut best = self.top;
-            for x in [sh.get(p), p.checked_sub(1).and_then(|q| sh.get(q))].into_iter().flatten() {
-                best = best.max((a ^ x).leading_zeros());
-            }
-            return best.min(self.len);
-        }
-        // Members of other shards differ from `a` within the shard bits.
-        let shared = |j: usize| {
-            let d = u32::try_from(i ^ j).unwrap_or(u32::MAX);
-            d.leading_zeros().saturating_sub(32 - self.top)
-        };
-        [self.next_occupied(i, false), self.next_occupied(i, true)].into_iter().flatten().map(shared).max().unwrap_or(0)
+        let (below, above) = self.set.around(a);
+        [below, above].into_iter().flatten().map(|x| (a ^ x).leading_zeros()).max().unwrap_or(0).min(self.len)
     }
 }
 
@@ -373,9 +278,9 @@ struct Subtable<T> {
     stage_end: [usize; 4],
     /// Partial hashes of the rules through stage s, for the stages before
     /// the subtable's last one.
-    stage_hashes: [Box<[Arc<IdSet>]>; 3],
+    stage_hashes: [Shards<IdSet>; 3],
     /// Rules by the hash of their masked values, best first.
-    rules: Box<[Arc<RuleMap<T>>]>,
+    rules: Shards<RuleMap<T>>,
     /// The address fields the mask matches by a prefix: (index in
     /// `fields`, the rules' prefixes).
     prefixes: Box<[(usize, PrefixSet)]>,
@@ -384,7 +289,7 @@ struct Subtable<T> {
     len: usize,
 }
 
-impl<T> Subtable<T> {
+impl<T: Clone> Subtable<T> {
     fn new(mask: FlowMask) -> Subtable<T> {
         let mut fields: Vec<(usize, [u64; 2])> = mask.fields().map(|f| (f as usize, mask.bits[f as usize])).collect();
         fields.sort_by_key(|(i, _)| (Field::from_id(u8::try_from(*i).unwrap_or(0)).map_or(3, stage), *i));
@@ -402,7 +307,7 @@ impl<T> Subtable<T> {
             .filter_map(|(at, (_, bits))| {
                 let m = as_prefix(*bits);
                 let len = m.leading_ones();
-                (len > 0 && m.count_ones() == len).then(|| (at, PrefixSet::new(len)))
+                (len > 0 && m.count_ones() == len).then(|| (at, PrefixSet { len, set: SortedSet::default() }))
             })
             .collect();
         Subtable {
@@ -410,8 +315,8 @@ impl<T> Subtable<T> {
             prefixes,
             fields: fields.into_boxed_slice(),
             stage_end,
-            stage_hashes: [shards(STAGE_SHARDS), shards(STAGE_SHARDS), shards(STAGE_SHARDS)],
-            rules: shards(SHARDS),
+            stage_hashes: Default::default(),
+            rules: Shards::default(),
             priorities: BTreeMap::new(),
             len: 0,
         }
@@ -466,7 +371,7 @@ impl<T> Default for Classifier<T> {
 }
 
 /// The masked value words of `m` in `st`'s field order.
-fn match_values(m: &Match, fields: &[(usize, [u64; 2])]) -> Box<[[u64; 2]]> {
+fn match_values(m: &Match, fields: &[(usize, [u64; 2])]) -> Arc<[[u64; 2]]> {
     fields
         .iter()
         .map(|(i, bits)| {
@@ -515,15 +420,17 @@ impl<T: Clone> Classifier<T> {
         let values = match_values(m, &st.fields);
         let (partial, h) = st.hashes(&values);
         for (at, set) in st.prefixes.iter_mut() {
-            set.insert(as_prefix(values[*at]));
+            set.set.insert(as_prefix(values[*at]));
         }
         let rule = Rule { rank: Rank(priority, std::cmp::Reverse(seq)), values, item };
-        let bucket = Arc::make_mut(&mut st.rules[shard(h)]).entry(h).or_default();
-        let at = bucket.partition_point(|r| r.rank > rule.rank);
-        bucket.insert(at, rule);
+        st.rules.update(h, |m| {
+            let bucket = m.entry(h).or_default();
+            let at = bucket.partition_point(|r| r.rank > rule.rank);
+            bucket.insert(at, rule);
+        });
         for (s, p) in partial.iter().enumerate() {
-            if st.staged(s) {
-                Arc::make_mut(&mut st.stage_hashes[s][stage_shard(*p)]).insert(*p);
+            if st.staged(s) && !st.stage_hashes[s].get(*p).contains(p) {
+                st.stage_hashes[s].update(*p, |set| set.insert(*p));
             }
         }
         *st.priorities.entry(priority).or_default() += 1;
@@ -538,7 +445,7 @@ impl<T: Clone> Classifier<T> {
         let st = &self.subtables[si];
         let (_, h) = st.hashes(&match_values(m, &st.fields));
         let rank = Rank(priority, std::cmp::Reverse(seq));
-        let i = st.rules[shard(h)].get(&h)?.iter().position(|r| r.rank == rank)?;
+        let i = st.rules.get(h).get(&h)?.iter().position(|r| r.rank == rank)?;
         Some((si, h, i))
     }
 
@@ -549,7 +456,8 @@ impl<T: Clone> Classifier<T> {
         let st = &self.subtables[*self.by_mask.get(&FlowMask::of_match(m))?];
         let values = match_values(m, &st.fields);
         let (_, h) = st.hashes(&values);
-        st.rules[shard(h)]
+        st.rules
+            .get(h)
             .get(&h)?
             .iter()
             .find(|r| r.rank.0 == priority && r.values == values && same(&r.item))
@@ -561,9 +469,11 @@ impl<T: Clone> Classifier<T> {
     pub fn update(&mut self, priority: u16, m: &Match, seq: u64, item: T) -> bool {
         let Some((si, h, i)) = self.locate(priority, m, seq) else { return false };
         let st = Arc::make_mut(&mut self.subtables[si]);
-        if let Some(r) = Arc::make_mut(&mut st.rules[shard(h)]).get_mut(&h).and_then(|b| b.get_mut(i)) {
-            r.item = item;
-        }
+        st.rules.update(h, |m| {
+            if let Some(r) = m.get_mut(&h).and_then(|b| b.get_mut(i)) {
+                r.item = item;
+            }
+        });
         true
     }
 
@@ -571,14 +481,17 @@ impl<T: Clone> Classifier<T> {
     pub fn remove(&mut self, priority: u16, m: &Match, seq: u64) -> bool {
         let Some((si, h, i)) = self.locate(priority, m, seq) else { return false };
         let st = Arc::make_mut(&mut self.subtables[si]);
-        let map = Arc::make_mut(&mut st.rules[shard(h)]);
-        if let Some(bucket) = map.get_mut(&h) {
+        let gone = st.rules.update(h, |map| {
+            let bucket = map.get_mut(&h)?;
             let r = bucket.remove(i);
-            for (at, set) in st.prefixes.iter_mut() {
-                set.remove(as_prefix(r.values[*at]));
-            }
             if bucket.is_empty() {
                 map.remove(&h);
+            }
+            Some(r)
+        });
+        if let Some(r) = gone {
+            for (at, set) in st.prefixes.iter_mut() {
+                set.set.remove(as_prefix(r.values[*at]));
             }
         }
         if let Some(n) = st.priorities.get_mut(&priority) {
@@ -596,7 +509,7 @@ impl<T: Clone> Classifier<T> {
         }
         // Partial-hash sets only grow between rebuilds: a stale hash costs
         // a probe, never a wrong answer. Rebuilt once mostly stale.
-        if st.stage_hashes.iter().any(|s| s.iter().map(|x| x.len()).sum::<usize>() > 2 * st.len + 16) {
+        if st.stage_hashes.iter().any(|s| s.len() > 2 * st.len + 16) {
             Self::rebuild_stages(st);
         }
         self.resort();
@@ -604,16 +517,16 @@ impl<T: Clone> Classifier<T> {
     }
 
     fn rebuild_stages(st: &mut Subtable<T>) {
-        let mut sets: [Vec<IdSet>; 3] = std::array::from_fn(|_| (0..STAGE_SHARDS).map(|_| IdSet::default()).collect());
-        for r in st.rules.iter().flat_map(|m| m.values()).flatten() {
+        let mut sets: [Shards<IdSet>; 3] = Default::default();
+        for r in st.rules.leaves().flat_map(|m| m.values()).flatten() {
             let (partial, _) = st.hashes(&r.values);
             for (s, p) in partial.iter().enumerate() {
-                if st.staged(s) {
-                    sets[s][stage_shard(*p)].insert(*p);
+                if st.staged(s) && !sets[s].get(*p).contains(p) {
+                    sets[s].update(*p, |set| set.insert(*p));
                 }
             }
         }
-        st.stage_hashes = sets.map(|v| v.into_iter().map(Arc::new).collect());
+        st.stage_hashes = sets;
     }
 
     /// Puts the subtables back in order after a maximum priority changed.
@@ -692,11 +605,11 @@ impl<T: Clone> Classifier<T> {
                     h = mix(mix(h, v[0] & bits[0]), v[1] & bits[1]);
                     at += 1;
                 }
-                if s < 3 && st.staged(s) && !st.stage_hashes[s][stage_shard(h)].contains(&h) {
+                if s < 3 && st.staged(s) && !st.stage_hashes[s].get(h).contains(&h) {
                     continue 'subtables;
                 }
             }
-            let Some(bucket) = st.rules[shard(h)].get(&h) else { continue };
+            let Some(bucket) = st.rules.get(h).get(&h) else { continue };
             let hit = bucket.iter().find(|r| {
                 r.values.iter().zip(st.fields.iter()).all(|(want, (i, bits))| {
                     let v = key.words(*i);

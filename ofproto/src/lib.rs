@@ -11,8 +11,9 @@
 //! EAL.
 //!
 //! So far: the wire codec ([`ofp`]) for every OpenFlow 1.3 message, flow
-//! keys ([`flow`]), the tuple-space classifier with staged lookup and
-//! wildcard reporting ([`classifier`]), flow tables with the spec's
+//! keys ([`flow`]), the tuple-space classifier with staged lookup, prefix
+//! tracking and wildcard reporting ([`classifier`]), whose rules live in
+//! copy-on-write containers that snapshots share (`persist`), flow tables with the spec's
 //! semantics that look up through it ([`table`]) and the switch side of
 //! controller sessions, free of I/O ([`agent`]); the translation of a
 //! key's walk through the tables into replayable steps plus the mask of
@@ -24,5 +25,6 @@ pub mod classifier;
 pub mod flow;
 pub mod megaflow;
 pub mod ofp;
+mod persist;
 pub mod table;
 pub mod xlate;
