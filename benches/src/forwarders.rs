@@ -66,6 +66,8 @@ pub struct Setup {
     pub scenario: Scenario,
     /// Source MACs per direction (the l2 scenario sizes MAC tables for them).
     pub macs: u32,
+    /// vswitchd's `[pmd] megaflow_limit` (its default when None).
+    pub megaflow_limit: Option<u32>,
 }
 
 /// What the forwarders under test do.
@@ -312,9 +314,10 @@ impl Running {
                     &cfg,
                     format!(
                         "[eal]\ncores = [{cores}]\nmemory = \"in-memory\"\nmemory_mb = 512\nfile_prefix = \"vsbench-vswitchd\"\n\n\
-                         [pmd]\ncores = [{fwd}]\nrxq_assignment = \"round-robin\"\n\n[control]\nsocket = \"{sock}\"\n\n\
+                         [pmd]\ncores = [{fwd}]\nrxq_assignment = \"round-robin\"\n{limit}\n[control]\nsocket = \"{sock}\"\n\n\
                          [[bridge]]\nname = \"br0\"\nmac_table_size = {table}\n{of}\n{p0}\n{p1}",
                         fwd = s.fwd_core,
+                        limit = s.megaflow_limit.map(|n| format!("megaflow_limit = {n}\n")).unwrap_or_default(),
                         table = (s.macs * 4).max(8192),
                         of = match of_port {
                             Some(p) => format!(

@@ -116,7 +116,8 @@ pub struct PmdSection {
     #[serde(default = "default_megaflow_max_idle_ms")]
     pub megaflow_max_idle_ms: u32,
     /// Megaflows each PMD thread holds at most per OpenFlow bridge (1 to
-    /// 262144); a full cache starts over.
+    /// 4194304, 262144 by default; about 540 bytes each); a full cache
+    /// starts over.
     #[serde(default = "default_megaflow_limit")]
     pub megaflow_limit: u32,
 }

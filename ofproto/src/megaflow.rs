@@ -48,15 +48,26 @@ use std::sync::Arc;
 /// A lookup's "no megaflow".
 pub const NONE: u32 = u32::MAX;
 
-/// The code of slot `slot` of subtable `si` (slots below 2^20, subtables
-/// below 2^12 with [`MAX_MEGAFLOWS`]).
+/// Bits of a code that name the slot in its subtable.
+const SLOT_BITS: u32 = 22;
+
+/// The code of slot `slot` of subtable `si` (slots below 2^22 with
+/// [`MAX_MEGAFLOWS`], subtables below 2^9: bit 31 stays clear).
 fn code(si: usize, slot: usize) -> u32 {
-    u32::try_from((si << 20) | slot).unwrap_or(NONE)
+    u32::try_from((si << SLOT_BITS) | slot).unwrap_or(NONE)
 }
 
-/// Megaflows one cache holds at most; a full cache starts over at the end
-/// of the batch that filled it.
-pub const MAX_MEGAFLOWS: usize = 262_144;
+/// The (subtable, slot) of a code.
+#[inline]
+fn decode(code: u32) -> (usize, usize) {
+    (usize::try_from(code >> SLOT_BITS).unwrap_or(0), usize::try_from(code & ((1 << SLOT_BITS) - 1)).unwrap_or(0))
+}
+
+/// Megaflows one cache holds by default (`[pmd] megaflow_limit`); a full
+/// cache starts over at the end of the batch that filled it.
+pub const DEFAULT_MEGAFLOWS: usize = 262_144;
+/// Megaflows one cache may be configured to hold at most.
+pub const MAX_MEGAFLOWS: usize = 1 << SLOT_BITS;
 
 /// A decision of the common shape (Ethernet rewrites, TTL decrement,
 /// one output to a port) compiled at install time into the datapath's
@@ -709,7 +720,7 @@ impl Default for CacheConfig {
             emc_entries: 8192,
             emc_insert_inv_prob: 100,
             max_idle_ms: 10_000,
-            max_megaflows: MAX_MEGAFLOWS,
+            max_megaflows: DEFAULT_MEGAFLOWS,
         }
     }
 }
@@ -922,8 +933,8 @@ pub const UPCALLS_PER_S: f64 = 2_000_000.0;
 /// Upcalls it may run in a burst.
 const UPCALL_BURST: f64 = 4096.0;
 
-/// Megaflow subtables one cache holds at most (codes name 2^11).
-const MAX_SUBTABLES: usize = 2047;
+/// Megaflow subtables one cache holds at most (codes name 2^9).
+const MAX_SUBTABLES: usize = 511;
 
 /// Slots the idle sweep looks at per call.
 const SWEEP_SLOTS: usize = 4096;
@@ -1190,7 +1201,7 @@ impl MegaflowCache {
                 return mf;
             }
         }
-        let (si, slot) = (usize::try_from(code >> 20).unwrap_or(0), usize::try_from(code & 0xf_ffff).unwrap_or(0));
+        let (si, slot) = decode(code);
         &self.subtables[si].flows[slot]
     }
 
@@ -1488,6 +1499,17 @@ impl MegaflowCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Codes name every slot of the largest cache in every subtable, and
+    /// never look like an exact-match cache entry's code or like NONE.
+    #[test]
+    fn codes_name_every_slot() {
+        for (si, slot) in [(0, 0), (1, 1 << 20), (MAX_SUBTABLES - 1, MAX_MEGAFLOWS - 1), (7, 1_048_577)] {
+            let c = code(si, slot);
+            assert_eq!(decode(c), (si, slot));
+            assert!(c & EMC_CODE == 0 && c != NONE, "{c:#x}");
+        }
+    }
     use crate::ofp::action::Instruction;
     use crate::ofp::msg::{FlowMod, FlowModCommand};
     use crate::ofp::oxm::{Field, Match, Oxm};

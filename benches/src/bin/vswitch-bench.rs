@@ -56,6 +56,7 @@ fn flow_mod(a: &FlowModArgs) -> Result<()> {
         queues: 2,
         scenario: Scenario::Of3table,
         macs: 1,
+        megaflow_limit: None,
     };
     println!(
         "vswitch-bench flow-mod: {} distinct flow-mods then one barrier, {} rounds, PMD core {}",
@@ -159,6 +160,11 @@ struct CompareArgs {
     /// trial ends.
     #[arg(long, default_value_t = 0)]
     storm: u32,
+    /// OpenFlow scenarios: vswitchd's `[pmd] megaflow_limit` (megaflows
+    /// per PMD thread; its default 262,144 when not given). OVS-DPDK's is
+    /// fixed (65,536 per PMD thread).
+    #[arg(long)]
+    megaflow_limit: Option<u32>,
     /// Write results as JSON here.
     #[arg(long)]
     json: Option<String>,
@@ -228,6 +234,7 @@ fn main() -> Result<()> {
         queues,
         scenario: a.scenario,
         macs: a.flows,
+        megaflow_limit: a.megaflow_limit,
     };
     let eal = Eal::init(&EalConfig {
         cores: vec![a.gen_core, a.fwd_core],
