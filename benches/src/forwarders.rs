@@ -253,6 +253,22 @@ struct VsCounters {
     stages: [u64; 5],
     /// Megaflow installs (all OpenFlow bridges).
     installs: u64,
+    /// Groups of one megaflow's packets replayed together, and their
+    /// packets.
+    groups: u64,
+    grouped: u64,
+}
+
+/// vswitchd's OpenFlow fast path during a trial.
+#[derive(Debug, Clone)]
+pub struct OfStats {
+    /// Cycles per packet in each of [`STAGES`].
+    pub stages: Vec<f64>,
+    /// Megaflows installed.
+    pub installs: u64,
+    /// Packets per group of one megaflow's packets in a batch (replayed
+    /// together).
+    pub packets_per_group: f64,
 }
 
 fn vswitchd_counters(sock: &str) -> Option<VsCounters> {
@@ -269,6 +285,8 @@ fn vswitchd_counters(sock: &str) -> Option<VsCounters> {
             c.stages[i] += b["megaflow"]["stage_cycles"][name].as_u64().unwrap_or(0);
         }
         c.installs += b["megaflow"]["installs"].as_u64().unwrap_or(0);
+        c.groups += b["megaflow"]["groups"].as_u64().unwrap_or(0);
+        c.grouped += b["megaflow"]["grouped_packets"].as_u64().unwrap_or(0);
     }
     Some(c)
 }
@@ -416,10 +434,10 @@ impl Running {
     }
 
     /// vswitchd's cycles per packet in each of `STAGES` since
-    /// `clear_counters`, and the megaflows it installed (None for the
-    /// others, or without OpenFlow traffic): "io" is its busy cycles per
-    /// packet less the counted stages.
-    pub fn stages_before_stop(&self) -> Option<(Vec<f64>, u64)> {
+    /// `clear_counters`, the megaflows it installed and its packets per
+    /// group (None for the others, or without OpenFlow traffic): "io" is
+    /// its busy cycles per packet less the counted stages.
+    pub fn stages_before_stop(&self) -> Option<OfStats> {
         let (sock, at) = self.vswitchd.as_ref()?;
         let (c1, c0) = (vswitchd_counters(sock)?, at.get());
         let packets = c1.packets.checked_sub(c0.packets).filter(|p| *p > 0)? as f64;
@@ -429,7 +447,12 @@ impl Running {
         }
         let busy = (c1.busy - c0.busy) as f64 / packets;
         v.push((busy - v.iter().sum::<f64>()).max(0.0));
-        Some((v, c1.installs - c0.installs))
+        let groups = (c1.groups - c0.groups).max(1) as f64;
+        Some(OfStats {
+            stages: v,
+            installs: c1.installs - c0.installs,
+            packets_per_group: (c1.grouped - c0.grouped) as f64 / groups,
+        })
     }
 
     /// Stops it; returns its cycles per packet if it reported them.

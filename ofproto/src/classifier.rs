@@ -13,13 +13,13 @@
 //!   the set misses there, without reading the later stages' fields.
 //! - **Prefix tracking**: for IPv4 and IPv6 addresses matched by prefix
 //!   (`ipv4_src`, `ipv4_dst`, `ipv6_src`, `ipv6_dst`), a subtable keeps
-//!   its rules' prefixes sorted; before hashing the L3 stage, a lookup
-//!   finds how many leading bits the key's address shares with the closest
-//!   of them. When
-//!   none has all of the subtable's prefix, the subtable is skipped having
-//!   examined only those shared bits and one more (a /24 that no packet to
-//!   `10.200.0.0/9` can match costs a megaflow 9 bits, not 24), as OVS's
-//!   prefix tries do.
+//!   its rules' prefixes sorted; when a lookup misses the subtable from the
+//!   L3 stage on, it finds how many leading bits the key's address shares
+//!   with the closest of them. When none has all of the subtable's prefix,
+//!   the miss is reported with only the earlier stages' bits and those
+//!   shared bits and one more (a /24 that no packet to `10.200.0.0/9` can
+//!   match costs a megaflow 9 bits, not 24), as OVS's prefix tries do. A
+//!   hit costs no prefix search.
 //! - **Wildcards**: a lookup can report every bit it examined (presence of
 //!   fields included) into a [`FlowMask`]. Any key equal to this one on
 //!   those bits gets the same answer from the same rules: the megaflow a
@@ -155,7 +155,12 @@ impl FlowMask {
     /// Adds a field's presence and `bits` of its value.
     #[inline]
     pub fn set(&mut self, f: Field, bits: [u64; 2]) {
-        let i = f as usize;
+        self.set_bits(f as usize, bits);
+    }
+
+    /// Adds field `i`'s presence and `bits` of its value.
+    #[inline]
+    pub fn set_bits(&mut self, i: usize, bits: [u64; 2]) {
         self.present |= 1 << i;
         self.bits[i][0] |= bits[0];
         self.bits[i][1] |= bits[1];
@@ -558,64 +563,32 @@ impl<T: Clone> Classifier<T> {
     fn find(&self, key: &FlowKey, mut wc: Option<&mut FlowMask>) -> Option<&T> {
         let present = key.present_bits();
         let mut best: Option<&Rule<T>> = None;
-        'subtables: for st in &self.subtables {
+        for st in &self.subtables {
             let Some(max) = st.max_priority() else { continue };
             if best.is_some_and(|b| b.rank.0 > max) {
                 break;
             }
-            let mut h = 0u64;
-            let mut at = 0;
-            for s in 0..4 {
-                if s == PREFIX_STAGE {
-                    // Prefix tracking: skip a subtable none of whose
-                    // prefixes the key's address has, having read only the
-                    // bits that show it (after the earlier stages, whose
-                    // fields most megaflows hold anyway).
-                    for (at, set) in st.prefixes.iter() {
-                        let i = st.fields[*at].0;
-                        if present & (1 << i) == 0 {
-                            break;
-                        }
-                        let a = as_prefix(key.words(i)) & (u128::MAX << (128 - set.len));
-                        let shared = set.common(a);
-                        if shared < set.len {
-                            if let Some(wc) = wc.as_deref_mut() {
-                                let m = prefix_words(shared + 1);
-                                wc.present |= 1 << i;
-                                wc.bits[i][0] |= m[0];
-                                wc.bits[i][1] |= m[1];
-                            }
-                            continue 'subtables;
+            let (hit, read, absent) = st.probe(key, present);
+            if let Some(wc) = wc.as_deref_mut() {
+                // A miss from the L3 stage on: prefix tracking may show it
+                // with fewer bits than the probe read (the earlier stages',
+                // which most megaflows hold anyway, and those of one
+                // address).
+                let before = st.stage_end[PREFIX_STAGE - 1];
+                let shown = (hit.is_none() && absent.is_none() && read > before).then(|| st.prefix_miss(key)).flatten();
+                match shown {
+                    Some((i, bits)) => {
+                        note_fields(wc, &st.fields[..before]);
+                        wc.set_bits(i, bits);
+                    }
+                    None => {
+                        note_fields(wc, &st.fields[..read]);
+                        if let Some(i) = absent {
+                            wc.present |= 1 << i;
                         }
                     }
-                }
-                while at < st.stage_end[s] {
-                    let (i, bits) = st.fields[at];
-                    if let Some(wc) = wc.as_deref_mut() {
-                        wc.present |= 1 << i;
-                    }
-                    if present & (1 << i) == 0 {
-                        continue 'subtables;
-                    }
-                    if let Some(wc) = wc.as_deref_mut() {
-                        wc.bits[i][0] |= bits[0];
-                        wc.bits[i][1] |= bits[1];
-                    }
-                    let v = key.words(i);
-                    h = mix(mix(h, v[0] & bits[0]), v[1] & bits[1]);
-                    at += 1;
-                }
-                if s < 3 && st.staged(s) && !st.stage_hashes[s].get(h).contains(&h) {
-                    continue 'subtables;
                 }
             }
-            let Some(bucket) = st.rules.get(h).get(&h) else { continue };
-            let hit = bucket.iter().find(|r| {
-                r.values.iter().zip(st.fields.iter()).all(|(want, (i, bits))| {
-                    let v = key.words(*i);
-                    v[0] & bits[0] == want[0] && v[1] & bits[1] == want[1]
-                })
-            });
             if let Some(r) = hit {
                 if best.is_none_or(|b| r.rank > b.rank) {
                     best = Some(r);
@@ -623,6 +596,60 @@ impl<T: Clone> Classifier<T> {
             }
         }
         best.map(|r| &r.item)
+    }
+}
+
+/// Adds the presence and bits of `fields` to `wc`.
+fn note_fields(wc: &mut FlowMask, fields: &[(usize, [u64; 2])]) {
+    for &(i, bits) in fields {
+        wc.set_bits(i, bits);
+    }
+}
+
+impl<T: Clone> Subtable<T> {
+    /// Looks `key` (whose present fields are `present`) up here: the best
+    /// rule it matches here, how many of `fields` the lookup read, and the
+    /// field whose absence ended it.
+    #[inline]
+    fn probe(&self, key: &FlowKey, present: u64) -> (Option<&Rule<T>>, usize, Option<usize>) {
+        let mut h = 0u64;
+        let mut at = 0;
+        for s in 0..4 {
+            while at < self.stage_end[s] {
+                let (i, bits) = self.fields[at];
+                if present & (1 << i) == 0 {
+                    return (None, at, Some(i));
+                }
+                let v = key.words(i);
+                h = mix(mix(h, v[0] & bits[0]), v[1] & bits[1]);
+                at += 1;
+            }
+            if s < 3 && self.staged(s) && !self.stage_hashes[s].get(h).contains(&h) {
+                return (None, at, None);
+            }
+        }
+        let hit = self.rules.get(h).get(&h).and_then(|bucket| {
+            bucket.iter().find(|r| {
+                r.values.iter().zip(self.fields.iter()).all(|(want, (i, bits))| {
+                    let v = key.words(*i);
+                    v[0] & bits[0] == want[0] && v[1] & bits[1] == want[1]
+                })
+            })
+        });
+        (hit, at, None)
+    }
+
+    /// Prefix tracking: when none of this subtable's prefixes of a tracked
+    /// address is the key's (all present), that address's field and the
+    /// bits that show it: those it shares with the closest prefix, and one
+    /// more. A miss here costs a megaflow those bits, not the whole mask.
+    fn prefix_miss(&self, key: &FlowKey) -> Option<(usize, [u64; 2])> {
+        self.prefixes.iter().find_map(|(at, set)| {
+            let i = self.fields[*at].0;
+            let a = as_prefix(key.words(i)) & (u128::MAX << (128 - set.len));
+            let shared = set.common(a);
+            (shared < set.len).then(|| (i, prefix_words(shared + 1)))
+        })
     }
 }
 

@@ -138,6 +138,10 @@ pub struct Megaflow {
     pub bytes: AtomicU64,
     /// When it was last used, PMD milliseconds.
     pub used_ms: AtomicU64,
+    /// Its group in the batch being processed, where the owning PMD
+    /// thread groups packets per megaflow (valid only while that batch's
+    /// group of this index names it).
+    pub group: std::sync::atomic::AtomicU32,
     /// What to do, in order.
     pub steps: Box<[Step]>,
     /// The mask it was made under.
@@ -215,6 +219,7 @@ impl Megaflow {
             packets: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             used_ms: AtomicU64::new(now_ms),
+            group: std::sync::atomic::AtomicU32::new(u32::MAX),
             created_ms: now_ms,
             folded: [AtomicU64::new(0), AtomicU64::new(0)],
             dirty: AtomicBool::new(false),
@@ -236,13 +241,13 @@ impl Megaflow {
         (std::mem::size_of::<Megaflow>() + 16 + self.steps.len() * std::mem::size_of::<Step>() + acts) as u64
     }
 
-    /// Counts a packet of `len` bytes at `now_ms`; true when it is the
+    /// Counts `packets` of `bytes` at `now_ms`; true when they are the
     /// first since the last fold (the caller lists it for the next one).
     /// Only the owning PMD thread calls it.
     #[inline]
-    pub fn hit(&self, len: u64, now_ms: u64) -> bool {
-        self.packets.store(self.packets.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        self.bytes.store(self.bytes.load(Ordering::Relaxed) + len, Ordering::Relaxed);
+    pub fn hit(&self, packets: u64, bytes: u64, now_ms: u64) -> bool {
+        self.packets.store(self.packets.load(Ordering::Relaxed) + packets, Ordering::Relaxed);
+        self.bytes.store(self.bytes.load(Ordering::Relaxed) + bytes, Ordering::Relaxed);
         self.used_ms.store(now_ms, Ordering::Relaxed);
         // Load and store, not a locked swap: only this thread writes it.
         if self.dirty.load(Ordering::Relaxed) {
@@ -429,6 +434,20 @@ impl Subtable {
             }
             let v = key.words(i);
             v[0] & bits[0] == k[1 + 2 * n] && v[1] & bits[1] == k[2 + 2 * n]
+        })
+    }
+
+    /// Whether keys `a` and `b` agree on every bit of this subtable's mask
+    /// (presence included): the same answer here.
+    #[inline]
+    fn same_masked(&self, a: &FlowKey, b: &FlowKey) -> bool {
+        let present = a.present_bits() & self.mask.present;
+        if present != b.present_bits() & self.mask.present {
+            return false;
+        }
+        self.fields.iter().all(|&(i, bits)| {
+            let (x, y) = (a.words(i), b.words(i));
+            present & (1 << i) == 0 || ((x[0] ^ y[0]) & bits[0] == 0 && (x[1] ^ y[1]) & bits[1] == 0)
         })
     }
 
@@ -654,6 +673,14 @@ pub struct CacheCounts {
     pub emc_hits: u64,
     /// Keys put into the exact-match cache.
     pub emc_inserts: u64,
+    /// Packets a megaflow answered because their key equals the previous
+    /// packet's on its subtable's bits (no hash, no probe; in `hits` too).
+    pub repeats: u64,
+    /// Groups of packets of one megaflow in one batch replayed together
+    /// (compiled decisions).
+    pub groups: u64,
+    /// Packets replayed in such groups.
+    pub grouped: u64,
     /// Packets that ran the tables.
     pub upcalls: u64,
     /// Megaflows installed.
@@ -897,6 +924,11 @@ pub struct MegaflowCache {
     /// Megaflow lookups (packets) and subtable probes since the last
     /// ranking: whether the exact-match cache pays (`EmcMode::Auto`).
     window: (u64, u64),
+    /// Packets that took the previous packet's answer in a subtable, and
+    /// packets checked, since the last ranking: whether checking pays.
+    runs: (u64, u64),
+    /// Whether batch lookups check for repeated keys.
+    runs_on: bool,
     /// Upcall budget: tokens, refilled with time.
     tokens: f64,
     last_refill_ns: u64,
@@ -1018,6 +1050,8 @@ impl MegaflowCache {
             len: 0,
             batches: 0,
             window: (0, 0),
+            runs: (0, 0),
+            runs_on: true,
             tokens: UPCALL_BURST,
             last_refill_ns: 0,
             counts: CacheCounts::default(),
@@ -1152,33 +1186,55 @@ impl MegaflowCache {
         let mut left = out[..n].iter().filter(|c| **c == NONE).count();
         self.window.0 += left as u64;
         let mut hashes = [0u64; 64];
+        // Packets equal to the previous one on a subtable's bits take its
+        // answer there without a hash or a probe (one lookup per run of a
+        // flow's packets), checked while runs are common (see `rerank`).
+        let runs = self.runs_on;
+        let mut follow = [false; 64];
         for (si, st) in self.subtables.iter_mut().enumerate() {
             if left == 0 {
                 break;
             }
             for i in 0..n {
-                if out[i] == NONE {
+                if out[i] != NONE {
+                    continue;
+                }
+                follow[i] = runs && i > 0 && out[i - 1] == NONE && st.same_masked(&keys[i], &keys[i - 1]);
+                if follow[i] {
+                    self.runs.0 += 1;
+                } else {
                     hashes[i] = st.hash(&keys[i]);
                     st.prefetch(hashes[i]);
                 }
             }
+            if runs {
+                self.runs.1 += n as u64;
+            }
             // The index words are on their way; start loading the stored
             // keys and megaflows their first probes name.
-            for i in 0..n {
-                if out[i] == NONE {
-                    st.prefetch_slot(hashes[i]);
+            for (i, h) in hashes[..n].iter().enumerate() {
+                if out[i] == NONE && !follow[i] {
+                    st.prefetch_slot(*h);
                 }
             }
             for i in 0..n {
                 if out[i] != NONE {
                     continue;
                 }
-                self.counts.subtable_lookups += 1;
-                self.window.1 += 1;
-                if let Some(slot) = st.find(hashes[i], &keys[i]) {
+                let found = if follow[i] {
+                    // The previous packet was open here too: its answer.
+                    let c = out[i - 1];
+                    (c != NONE && decode(c).0 == si).then(|| decode(c).1)
+                } else {
+                    self.counts.subtable_lookups += 1;
+                    self.window.1 += 1;
+                    st.find(hashes[i], &keys[i])
+                };
+                if let Some(slot) = found {
                     out[i] = code(si, slot);
                     st.hits += 1;
                     self.counts.hits += 1;
+                    self.counts.repeats += u64::from(follow[i]);
                     left -= 1;
                 }
             }
@@ -1464,6 +1520,10 @@ impl MegaflowCache {
         for s in &mut self.subtables {
             s.hits /= 2;
         }
+        // Runs: worth checking while one packet in 16 follows its
+        // predecessor; when not, checked again every 16 rankings.
+        let (found, tried) = std::mem::take(&mut self.runs);
+        self.runs_on = if tried > 0 { found * 16 >= tried } else { self.runs_on || self.batches.is_multiple_of(1024) };
         let (lookups, probes) = std::mem::take(&mut self.window);
         if self.cfg.emc == EmcMode::Auto && self.cfg.emc_entries > 0 && lookups >= 64 {
             // On at two probes per packet, off below 1.5: no flapping.
@@ -1640,6 +1700,46 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(200))]
 
+        /// Batch lookups with repeated keys (runs of one flow's packets,
+        /// answered without a probe) give every packet the answer a lookup
+        /// of its own key gives, misses included.
+        #[test]
+        fn repeated_keys_get_their_own_answers(
+            batches in prop::collection::vec(prop::collection::vec(prop::sample::select(vec![0u8, 1, 2, 3, 4, 5, 8, 9, 12]), 1..40), 1..20),
+            installed in prop::collection::vec(any::<bool>(), 6),
+        ) {
+            let mut tables = Tables::new(1, 100);
+            let m = Match::any().with(Oxm::exact_u64(Field::EthType, 0x0800)).with(Oxm::masked(Field::Ipv4Dst, &[0, 0, 0, 0], &[127, 255, 255, 255]));
+            let out = vec![Instruction::ApplyActions(vec![Action::Output { port: 2, max_len: 0 }])];
+            tables.flow_mod(&FlowMod::new(FlowModCommand::Add, 0, 5, m, out), 0, &Ports).unwrap();
+            // Keys 8 apart differ only where the megaflows do not look
+            // (the top bit of ipv4_dst): one megaflow, different keys.
+            let key_of = |i: u8| {
+                let mut k = key((0, 0, true, 0, false));
+                k.set(Field::Ipv4Dst, &[(i / 8) << 7, 0, 0, i % 8]);
+                k
+            };
+            let mut cache = MegaflowCache::new(CacheConfig::default());
+            for (i, _) in installed.iter().enumerate().filter(|(_, yes)| **yes) {
+                let k = key_of(u8::try_from(i).unwrap());
+                let t = translate(&tables, &k);
+                cache.install(&k, Arc::new(Megaflow::new(t.steps, cache.intern(t.mask), 0))).unwrap();
+            }
+            for b in &batches {
+                let keys: Vec<FlowKey> = b.iter().map(|&i| key_of(i)).collect();
+                let mut codes = vec![NONE; keys.len()];
+                cache.lookup_batch(&keys, &mut codes);
+                for (k, c) in keys.iter().zip(&codes) {
+                    prop_assert_eq!(cache.lookup(k).unwrap_or(NONE), *c, "{:?}", b);
+                }
+                cache.end_batch(&tables);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
         /// Random three-table pipelines (goto, set-field of a field a later
         /// table matches, metadata written and matched, VLAN push and pop,
         /// outputs in apply-actions and in the action set) changed by random
@@ -1679,7 +1779,7 @@ mod tests {
                             prop_assert!(t.cacheable, "an uncacheable decision was cached");
                             prop_assert_eq!(&cache.get(code[0]).steps[..], &t.steps[..], "key {:?}", k);
                             prop_assert!(cache.megaflows().any(|m| Arc::ptr_eq(m, cache.get(code[0]))), "the EMC named a megaflow the cache dropped");
-                            cache.get(code[0]).hit(1, now);
+                            cache.get(code[0]).hit(1, 1, now);
                             cache.emc_offer(hash[0], &k, code[0]);
                         } else if t.cacheable {
                             let mf = Arc::new(Megaflow::new(t.steps, cache.intern(t.mask), now));
@@ -1789,7 +1889,7 @@ mod tests {
                 for &i in &live {
                     if (u64::from(i) ^ seed).count_ones() % 2 == 0 {
                         let c = cache.lookup(&key_of(i)).unwrap();
-                        cache.get(c).hit(1, now + 50);
+                        cache.get(c).hit(1, 1, now + 50);
                     }
                 }
                 cache.expire(&tables, now + 55);
@@ -1837,7 +1937,7 @@ mod tests {
         }
         assert!(codes[..3].iter().all(Option::is_some) && codes[3].is_none(), "{codes:?}");
         let c = codes[0].unwrap();
-        assert!(cache.get(c).hit(100, 1));
+        assert!(cache.get(c).hit(1, 100, 1));
         cache.mark_dirty(c);
         cache.end_batch(&tables);
         assert_eq!((cache.len(), cache.counts.flushed), (0, 3));

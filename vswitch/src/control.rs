@@ -354,6 +354,8 @@ fn megaflow_json(c: &crate::ofdp::OfCounters) -> Value {
     json!({"hits": hits, "upcalls": upcalls, "hit_rate": ratio(emc + hits, all),
            "emc_hits": emc, "emc_hit_rate": ratio(emc, all), "emc_inserts": ld(&c.mf_emc_inserts),
            "megaflow_hit_rate": ratio(hits, all),
+           "repeat_hits": ld(&c.mf_repeats), "groups": ld(&c.mf_groups), "grouped_packets": ld(&c.mf_grouped),
+           "packets_per_group": ratio(ld(&c.mf_grouped), ld(&c.mf_groups)),
            "subtable_lookups_per_packet": ratio(ld(&c.mf_subtable_lookups), hits + upcalls),
            "subtable_lookups_per_hit": ratio(ld(&c.mf_subtable_lookups), hits),
            "expired": ld(&c.mf_expired), "revalidated": ld(&c.mf_revalidated), "caches_kept": ld(&c.mf_caches_kept),

@@ -100,6 +100,12 @@ pub struct OfCounters {
     pub mf_emc_hits: AtomicU64,
     /// Keys put into the exact-match caches.
     pub mf_emc_inserts: AtomicU64,
+    /// Packets answered because their key repeated the previous packet's.
+    pub mf_repeats: AtomicU64,
+    /// Groups of one megaflow's packets in one batch replayed together.
+    pub mf_groups: AtomicU64,
+    /// Packets replayed in such groups.
+    pub mf_grouped: AtomicU64,
     /// Megaflows removed for being idle.
     pub mf_expired: AtomicU64,
     /// Megaflows removed because a flow change may affect them.
@@ -142,6 +148,9 @@ impl OfCounters {
             (&self.mf_bytes, c.bytes_added),
             (&self.mf_emc_hits, c.emc_hits),
             (&self.mf_emc_inserts, c.emc_inserts),
+            (&self.mf_repeats, c.repeats),
+            (&self.mf_groups, c.groups),
+            (&self.mf_grouped, c.grouped),
             (&self.mf_expired, c.expired),
             (&self.mf_revalidated, c.revalidated),
         ] {
@@ -324,6 +333,76 @@ impl<'s> Walker<'s> for PacketWalk<'_, 's> {
     }
 }
 
+/// The packets of one batch whose megaflows have compiled decisions,
+/// grouped per megaflow (OVS's per-flow batches): each group's decision is
+/// read once and replayed one operation at a time over its packets, and
+/// its megaflow counts them at once. A megaflow remembers its group's index
+/// for the batch, so grouping costs a load and a compare per packet; a
+/// flow's packets join only its latest group, so they leave in order.
+struct Groups {
+    n: usize,
+    /// Each group's megaflow code.
+    code: [u32; BATCH_SIZE],
+    /// Packets per group.
+    count: [u8; BATCH_SIZE],
+    /// Each held packet's group.
+    of: [u8; BATCH_SIZE],
+    /// The packets, by their index in the batch.
+    held: [Option<Packet>; BATCH_SIZE],
+    /// Indices of `held` by group (after [`Groups::sort`]).
+    order: [u8; BATCH_SIZE],
+}
+
+impl Groups {
+    fn new() -> Groups {
+        Groups {
+            n: 0,
+            code: [NONE; BATCH_SIZE],
+            count: [0; BATCH_SIZE],
+            of: [0; BATCH_SIZE],
+            held: std::array::from_fn(|_| None),
+            order: [0; BATCH_SIZE],
+        }
+    }
+
+    /// Holds packet `i` of the batch in the group of megaflow `code`.
+    #[inline]
+    fn hold(&mut self, i: usize, p: Packet, code: u32, mf: &Megaflow) {
+        let g = mf.group.load(Ordering::Relaxed) as usize;
+        let g = if g < self.n && self.code[g] == code {
+            g
+        } else {
+            let g = self.n;
+            self.n += 1;
+            self.code[g] = code;
+            self.count[g] = 0;
+            mf.group.store(u32::try_from(g).unwrap_or(u32::MAX), Ordering::Relaxed);
+            g
+        };
+        self.count[g] += 1;
+        self.of[i] = u8::try_from(g).unwrap_or(0);
+        self.held[i] = Some(p);
+    }
+
+    /// Orders the held packets by group (arrival order within each);
+    /// group g's are `order[start[g]..start[g + 1]]`.
+    fn sort(&mut self) -> [u8; BATCH_SIZE + 1] {
+        let mut start = [0u8; BATCH_SIZE + 1];
+        for g in 0..self.n {
+            start[g + 1] = start[g] + self.count[g];
+        }
+        let mut fill = start;
+        for (i, p) in self.held.iter().enumerate() {
+            if p.is_some() {
+                let g = usize::from(self.of[i]);
+                self.order[usize::from(fill[g])] = u8::try_from(i).unwrap_or(0);
+                fill[g] += 1;
+            }
+        }
+        start
+    }
+}
+
 struct Out {
     in_slot: usize,
     in_port: u32,
@@ -386,6 +465,7 @@ impl OfBridgeDp {
         let mut dirty = [NONE; BATCH_SIZE];
         let mut n_dirty = 0;
         let mut installed = false;
+        let mut groups = Groups::new();
         for (i, p) in batch.drain().enumerate() {
             let key = &mut keys[i];
             let len = p.len() as u64;
@@ -435,12 +515,14 @@ impl OfBridgeDp {
                 upcall_cycles += pmd::rdtsc() - u0;
                 mf
             };
-            let done = match &mf.fast {
-                Some(plan) => self.replay_fast(p, plan.ops(), mf.steps.len(), tx),
-                None => self.replay(p, key, mf, &mut out, tx),
-            };
+            if code != NONE && mf.fast.is_some() {
+                // Replayed with its megaflow's other packets after the loop.
+                groups.hold(i, p, code, mf);
+                continue;
+            }
+            let done = self.replay(p, key, mf, &mut out, tx);
             if done > mf.last_table {
-                if mf.hit(len, out.now_ms) {
+                if mf.hit(1, len, out.now_ms) {
                     if code == NONE {
                         let m = mf.clone();
                         cache.mark_dirty_unkept(m);
@@ -451,6 +533,20 @@ impl OfBridgeDp {
                 }
             } else {
                 count_steps(&self.tables, &mf.steps[..done], 1, len, out.now_ms);
+            }
+        }
+        let start = if groups.n > 0 { groups.sort() } else { [0; BATCH_SIZE + 1] };
+        cache.counts.groups += groups.n as u64;
+        cache.counts.grouped += u64::from(start[groups.n]);
+        for g in 0..groups.n {
+            let code = groups.code[g];
+            let mf = cache.get(code);
+            let Some(plan) = &mf.fast else { continue };
+            let members = &groups.order[usize::from(start[g])..usize::from(start[g + 1])];
+            let (packets, bytes) = self.replay_group(plan.ops(), mf, members, &mut groups.held, tx, out.now_ms);
+            if packets > 0 && mf.hit(packets, bytes, out.now_ms) {
+                dirty[n_dirty] = code;
+                n_dirty += 1;
             }
         }
         for &c in &dirty[..n_dirty] {
@@ -568,31 +664,59 @@ impl OfBridgeDp {
         matches!(ops.last(), Some(FastOp::Output { .. })).then(|| FastPlan::new(ops)).flatten()
     }
 
-    /// Replays a compiled decision of `n_steps` steps; returns how many
-    /// steps ran (as [`OfBridgeDp::replay`]).
-    #[inline]
-    fn replay_fast(&self, mut p: Packet, ops: &[FastOp], n_steps: usize, tx: &mut TxBatches) -> usize {
+    /// Replays a compiled decision on the packets of one group (`members`
+    /// of `held`, in arrival order), one operation at a time over all of
+    /// them; returns the packets and bytes that went through all of its
+    /// tables (the megaflow counts them), having counted the others (TTL
+    /// expired before the last table) on their own.
+    fn replay_group(
+        &self,
+        ops: &[FastOp],
+        mf: &Megaflow,
+        members: &[u8],
+        held: &mut [Option<Packet>],
+        tx: &mut TxBatches,
+        now_ms: u64,
+    ) -> (u64, u64) {
+        let (mut packets, mut bytes) = (0, 0);
         for op in ops {
             match *op {
                 FastOp::SetMac { at, mac } => {
                     let at = usize::from(at);
-                    if let Some(d) = p.data_mut().get_mut(at..at + 6) {
-                        d.copy_from_slice(&mac);
+                    for &i in members {
+                        let Some(p) = held[usize::from(i)].as_mut() else { continue };
+                        if let Some(d) = p.data_mut().get_mut(at..at + 6) {
+                            d.copy_from_slice(&mac);
+                        }
                     }
                 }
                 FastOp::DecTtl { done } => {
-                    if rewrite::dec_nw_ttl(p.data_mut()).is_err() {
-                        self.counters.ttl_expired.fetch_add(1, Ordering::Relaxed);
-                        return done as usize;
+                    for &i in members {
+                        let slot = &mut held[usize::from(i)];
+                        let Some(p) = slot.as_mut() else { continue };
+                        if rewrite::dec_nw_ttl(p.data_mut()).is_err() {
+                            self.counters.ttl_expired.fetch_add(1, Ordering::Relaxed);
+                            let len = p.len() as u64;
+                            let done = done as usize;
+                            if done > mf.last_table {
+                                (packets, bytes) = (packets + 1, bytes + len);
+                            } else {
+                                count_steps(&self.tables, &mf.steps[..done], 1, len, now_ms);
+                            }
+                            *slot = None;
+                        }
                     }
                 }
                 FastOp::Output { slot } => {
-                    tx.send(slot as usize, p);
-                    return n_steps;
+                    for &i in members {
+                        let Some(p) = held[usize::from(i)].take() else { continue };
+                        (packets, bytes) = (packets + 1, bytes + p.len() as u64);
+                        tx.send(slot as usize, p);
+                    }
                 }
             }
         }
-        n_steps
+        (packets, bytes)
     }
 
     /// Runs meter `m` on a packet of `len` bytes: false when a drop band

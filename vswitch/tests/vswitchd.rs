@@ -526,6 +526,60 @@ fn dp_flows_show_megaflows_that_expire() {
         .unwrap();
     assert!(!o.status.success(), "TTL 1 cannot reach c2");
     assert_eq!(expired(&lab) - before, 3, "each expiry counted");
+    // A burst of one flow: its packets are replayed in groups (several per
+    // batch), leave in order, and are counted exactly: every datagram c2
+    // got was counted by the OpenFlow flow.
+    let n_packets = || {
+        let dump = ofctl(&["dump-flows", "table=1,in_port=1,ip"]);
+        let at = dump.find("n_packets=").unwrap_or_else(|| panic!("{dump}")) + "n_packets=".len();
+        dump[at..].split(',').next().unwrap().parse::<u64>().unwrap()
+    };
+    let before = n_packets();
+    let mut receiver = Command::new("ip")
+        .args(["netns", "exec", &lab.ns(2), "python3", "-c"])
+        .arg(
+            "import socket\n\
+             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 23)\n\
+             s.bind(('10.99.0.2', 9999))\n\
+             print('ready', flush=True)\n\
+             s.settimeout(2)\n\
+             seen = []\n\
+             try:\n    while True: seen.append(int(s.recv(64)))\n\
+             except socket.timeout: pass\n\
+             print(len(seen), int(all(a < b for a, b in zip(seen, seen[1:]))))",
+        )
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(receiver.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let sent = Command::new("ip")
+        .args(["netns", "exec", &lab.ns(1), "python3", "-c"])
+        .arg(
+            "import socket\n\
+             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             for i in range(10000): s.sendto(str(i).encode(), ('10.99.0.2', 9999))",
+        )
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    line.clear();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert!(receiver.wait().unwrap().success());
+    let got: Vec<u64> = line.split_whitespace().map(|w| w.parse().unwrap()).collect();
+    assert!(got[0] >= 5000, "most of the burst reached c2: {line}");
+    assert_eq!(got[1], 1, "in the order sent: {line}");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while n_packets() - before < got[0] {
+        assert!(Instant::now() < deadline, "counted {} of {} received", n_packets() - before, got[0]);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(n_packets() - before <= 10_000, "{}", n_packets() - before);
+    let mf = lab.ctl(&["pmd-stats"])["openflow"][0]["megaflow"].clone();
+    assert!(mf["packets_per_group"].as_f64().unwrap() > 1.0, "grouped per megaflow: {mf}");
 }
 
 /// OpenFlow rules the bridge (fail_mode secure): with no flow nothing

@@ -183,6 +183,8 @@ struct Samples {
     stages: Vec<Vec<f64>>,
     /// Per round: megaflows installed per second of the trial.
     installs_per_s: Vec<f64>,
+    /// Per round: packets per group of one megaflow's packets in a batch.
+    per_group: Vec<f64>,
     loss: Vec<f64>,
     lat: Option<hdrhistogram::Histogram<u64>>,
     errors: Vec<String>,
@@ -277,12 +279,15 @@ fn main() -> Result<()> {
                     if let Some(c) = cpp {
                         s.cpp.push(c);
                     }
-                    if let Some((st, installs)) = stages {
-                        let per_s = installs as f64 / a.seconds as f64;
+                    if let Some(of) = stages {
+                        let per_s = of.installs as f64 / a.seconds as f64;
                         s.installs_per_s.push(per_s);
+                        s.per_group.push(of.packets_per_group);
+                        let st = of.stages;
                         println!(
-                            "          {:.0} megaflow installs/s; cycles/pkt by stage: {}",
+                            "          {:.0} megaflow installs/s; {:.1} packets per megaflow group; cycles/pkt by stage: {}",
                             per_s,
+                            of.packets_per_group,
                             benches::forwarders::STAGES
                                 .iter()
                                 .zip(&st)
@@ -314,7 +319,8 @@ fn main() -> Result<()> {
     report(&a, queues, &samples)
 }
 
-type TrialOut = (TrialResult, Option<hdrhistogram::Histogram<u64>>, Option<f64>, Option<(Vec<f64>, u64)>, Option<f64>);
+type TrialOut =
+    (TrialResult, Option<hdrhistogram::Histogram<u64>>, Option<f64>, Option<benches::forwarders::OfStats>, Option<f64>);
 
 fn one_trial(
     kind: Kind,
@@ -489,6 +495,7 @@ fn report(a: &CompareArgs, queues: u16, samples: &[Samples]) -> Result<()> {
                 .collect();
             r["stages"] = serde_json::Value::Object(stages);
             r["megaflow_installs_per_s"] = serde_json::json!(median(&s.installs_per_s));
+            r["packets_per_group"] = serde_json::json!(median(&s.per_group));
         }
         if !s.storm_rate.is_empty() {
             r["storm_flow_mods_per_s"] = serde_json::json!(median(&s.storm_rate));
