@@ -160,6 +160,10 @@ struct CompareArgs {
     /// trial ends.
     #[arg(long, default_value_t = 0)]
     storm: u32,
+    /// Seconds of traffic before each measured trial (caches filled, MACs
+    /// learnt); a million flows need several.
+    #[arg(long, default_value_t = 0.5)]
+    warmup_seconds: f64,
     /// OpenFlow scenarios: vswitchd's `[pmd] megaflow_limit` (megaflows
     /// per PMD thread; its default 262,144 when not given). OVS-DPDK's is
     /// fixed (65,536 per PMD thread).
@@ -227,6 +231,9 @@ fn main() -> Result<()> {
     });
     if queues == 0 || queues > 8 {
         bail!("--queues: {queues} is outside 1..=8");
+    }
+    if !(0.0..=600.0).contains(&a.warmup_seconds) {
+        bail!("--warmup-seconds: {} is outside 0..=600", a.warmup_seconds);
     }
     let setup = Setup {
         dir: a.dir.clone().into(),
@@ -399,7 +406,7 @@ fn one_trial(
         .map_err(|_| anyhow::anyhow!("generator thread panicked"))?
     };
     // Warm up (caches, learning), then the measured trial.
-    run_on_gen_core(spec(0.5, None))?;
+    run_on_gen_core(spec(a.warmup_seconds, None))?;
     fwd.clear_counters();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let storm = match (&fwd.of_target, a.storm) {
