@@ -929,6 +929,12 @@ pub struct MegaflowCache {
     runs: (u64, u64),
     /// Whether batch lookups check for repeated keys.
     runs_on: bool,
+    /// Groups of one megaflow's packets the datapath made, and their
+    /// packets, since the last ranking: whether grouping pays.
+    group_window: (u64, u64),
+    /// Whether the datapath groups packets per megaflow (while groups
+    /// average 1.25 packets or more; tried again every 16 rankings).
+    pub grouping: bool,
     /// Upcall budget: tokens, refilled with time.
     tokens: f64,
     last_refill_ns: u64,
@@ -1052,6 +1058,8 @@ impl MegaflowCache {
             window: (0, 0),
             runs: (0, 0),
             runs_on: true,
+            group_window: (0, 0),
+            grouping: true,
             tokens: UPCALL_BURST,
             last_refill_ns: 0,
             counts: CacheCounts::default(),
@@ -1239,6 +1247,15 @@ impl MegaflowCache {
                 }
             }
         }
+    }
+
+    /// Counts `groups` groups of `packets` packets the datapath made in a
+    /// batch (see [`MegaflowCache::grouping`]).
+    pub fn note_groups(&mut self, groups: u64, packets: u64) {
+        self.group_window.0 += groups;
+        self.group_window.1 += packets;
+        self.counts.groups += groups;
+        self.counts.grouped += packets;
     }
 
     /// The megaflow covering `key`, as a code.
@@ -1524,6 +1541,8 @@ impl MegaflowCache {
         // predecessor; when not, checked again every 16 rankings.
         let (found, tried) = std::mem::take(&mut self.runs);
         self.runs_on = if tried > 0 { found * 16 >= tried } else { self.runs_on || self.batches.is_multiple_of(1024) };
+        let (groups, grouped) = std::mem::take(&mut self.group_window);
+        self.grouping = if groups > 0 { grouped * 4 >= groups * 5 } else { self.grouping || self.batches.is_multiple_of(1024) };
         let (lookups, probes) = std::mem::take(&mut self.window);
         if self.cfg.emc == EmcMode::Auto && self.cfg.emc_entries > 0 && lookups >= 64 {
             // On at two probes per packet, off below 1.5: no flapping.

@@ -466,6 +466,7 @@ impl OfBridgeDp {
         let mut n_dirty = 0;
         let mut installed = false;
         let mut groups = Groups::new();
+        let grouping = cache.grouping;
         for (i, p) in batch.drain().enumerate() {
             let key = &mut keys[i];
             let len = p.len() as u64;
@@ -515,9 +516,19 @@ impl OfBridgeDp {
                 upcall_cycles += pmd::rdtsc() - u0;
                 mf
             };
-            if code != NONE && mf.fast.is_some() {
-                // Replayed with its megaflow's other packets after the loop.
-                groups.hold(i, p, code, mf);
+            if let (true, Some(plan)) = (code != NONE, &mf.fast) {
+                if grouping {
+                    // Replayed with its megaflow's other packets after the
+                    // loop.
+                    groups.hold(i, p, code, mf);
+                } else {
+                    let mut one = [Some(p)];
+                    let (packets, bytes) = self.replay_group(plan.ops(), mf, &[0], &mut one, tx, out.now_ms);
+                    if packets > 0 && mf.hit(packets, bytes, out.now_ms) {
+                        dirty[n_dirty] = code;
+                        n_dirty += 1;
+                    }
+                }
                 continue;
             }
             let done = self.replay(p, key, mf, &mut out, tx);
@@ -536,8 +547,9 @@ impl OfBridgeDp {
             }
         }
         let start = if groups.n > 0 { groups.sort() } else { [0; BATCH_SIZE + 1] };
-        cache.counts.groups += groups.n as u64;
-        cache.counts.grouped += u64::from(start[groups.n]);
+        if grouping {
+            cache.note_groups(groups.n as u64, u64::from(start[groups.n]));
+        }
         for g in 0..groups.n {
             let code = groups.code[g];
             let mf = cache.get(code);
