@@ -165,6 +165,72 @@ pub struct Megaflow {
     dead: AtomicBool,
 }
 
+/// Counts gathered over many megaflows and added to the shared atomics
+/// once per table and per entry, not once per megaflow (a fold of
+/// thousands of new megaflows that all went through table 0's one entry
+/// adds to it once). Direct-mapped: an entry or table that collides sends
+/// its predecessor's counts on.
+struct Tally<'a> {
+    tables: [(u8, u64, u64); 8],
+    entries: [Option<(&'a crate::table::EntryStats, u64, u64, u64)>; 64],
+}
+
+impl<'a> Tally<'a> {
+    fn new() -> Tally<'a> {
+        Tally { tables: [(u8::MAX, 0, 0); 8], entries: [None; 64] }
+    }
+
+    /// Adds `packets` of `bytes` through `steps` at `now_ms`.
+    fn add(&mut self, tables: &Tables, steps: &'a [Step], packets: u64, bytes: u64, now_ms: u64) {
+        for s in steps {
+            let Step::Table { table, entry } = s else { continue };
+            let matched = if entry.is_some() { packets } else { 0 };
+            let t = &mut self.tables[usize::from(*table) % 8];
+            if t.0 != *table {
+                Self::send_table(tables, *t);
+                *t = (*table, 0, 0);
+            }
+            t.1 += packets;
+            t.2 += matched;
+            if let Some(e) = entry {
+                let e: &'a crate::table::EntryStats = e;
+                let slot = &mut self.entries[(std::ptr::from_ref(e) as usize >> 6) % 64];
+                match slot {
+                    Some(x) if std::ptr::eq(x.0, e) => {
+                        x.1 += packets;
+                        x.2 += bytes;
+                        x.3 = x.3.max(now_ms);
+                    }
+                    _ => {
+                        if let Some((e, p, b, t)) = slot.replace((e, packets, bytes, now_ms)) {
+                            e.hit(p, b, t);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn send_table(tables: &Tables, (table, lookups, matches): (u8, u64, u64)) {
+        if let Some(t) = tables.counters.get(usize::from(table)).filter(|_| lookups > 0) {
+            t.lookups.fetch_add(lookups, Ordering::Relaxed);
+            if matches > 0 {
+                t.matches.fetch_add(matches, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Adds everything gathered to the shared counters.
+    fn send(self, tables: &Tables) {
+        for t in self.tables {
+            Self::send_table(tables, t);
+        }
+        for (e, p, b, t) in self.entries.into_iter().flatten() {
+            e.hit(p, b, t);
+        }
+    }
+}
+
 /// Adds `packets` of `bytes` to the counters of the tables and entries
 /// decision `steps` went through (`now_ms`: their last use).
 pub fn count_steps(tables: &Tables, steps: &[Step], packets: u64, bytes: u64, now_ms: u64) {
@@ -259,12 +325,19 @@ impl Megaflow {
 
     /// Adds what it gained since the last fold to its tables and entries.
     fn fold(&self, tables: &Tables) {
+        let mut tally = Tally::new();
+        self.fold_into(tables, &mut tally);
+        tally.send(tables);
+    }
+
+    /// As [`Megaflow::fold`], into a tally sent later.
+    fn fold_into<'a>(&'a self, tables: &Tables, tally: &mut Tally<'a>) {
         self.dirty.store(false, Ordering::Relaxed);
         let (p, b) = (self.packets.load(Ordering::Relaxed), self.bytes.load(Ordering::Relaxed));
         let dp = p - self.folded[0].load(Ordering::Relaxed);
         let db = b - self.folded[1].load(Ordering::Relaxed);
         if dp > 0 {
-            count_steps(tables, &self.steps, dp, db, self.used_ms.load(Ordering::Relaxed));
+            tally.add(tables, &self.steps, dp, db, self.used_ms.load(Ordering::Relaxed));
             self.folded[0].store(p, Ordering::Relaxed);
             self.folded[1].store(b, Ordering::Relaxed);
         }
@@ -1381,9 +1454,14 @@ impl MegaflowCache {
     /// Folds the megaflows hit since last time into `tables`' counters
     /// (the snapshot this cache belongs to).
     pub fn fold(&mut self, tables: &Tables) {
-        for mf in self.dirty.drain(..) {
-            mf.fold(tables);
+        let mut dirty = std::mem::take(&mut self.dirty);
+        let mut tally = Tally::new();
+        for mf in &dirty {
+            mf.fold_into(tables, &mut tally);
         }
+        tally.send(tables);
+        dirty.clear();
+        self.dirty = dirty;
     }
 
     /// Removes megaflows unused for `max_idle_ms` at `now_ms` (their
