@@ -765,6 +765,50 @@ mod tests {
         out
     }
 
+    /// A classifier of `rules` (sequence numbers in order) less the
+    /// `removals`, and the rules left (the scan's reference).
+    fn loaded(
+        rules: Vec<(RuleSpec, Match)>,
+        removals: &[prop::sample::Index],
+    ) -> (Classifier<u64>, Vec<(RuleSpec, Match, u64)>) {
+        let mut cls = Classifier::default();
+        let mut live = Vec::new();
+        for (seq, (r, m)) in rules.into_iter().enumerate() {
+            let seq = seq as u64;
+            cls.insert(r.priority, &m, seq, seq);
+            live.push((r, m, seq));
+        }
+        for ix in removals {
+            if live.is_empty() {
+                break;
+            }
+            let (r, m, seq) = live.remove(ix.index(live.len()));
+            assert!(cls.remove(r.priority, &m, seq));
+            assert!(!cls.remove(r.priority, &m, seq), "removed twice");
+        }
+        assert_eq!(cls.len(), live.len());
+        (cls, live)
+    }
+
+    /// Each key (the first of a pair) gets the scan's answer, and a key
+    /// equal to it on the bits the lookup reported (anything else from the
+    /// second) gets the same answer.
+    fn check_keys(
+        cls: &Classifier<u64>,
+        live: &[(RuleSpec, Match, u64)],
+        keys: impl Iterator<Item = (FlowKey, FlowKey)>,
+    ) -> Result<(), TestCaseError> {
+        for (k, other) in keys {
+            let mut wc = FlowMask::default();
+            let got = cls.lookup_wc(&k, &mut wc).copied();
+            prop_assert_eq!(got, scan(live, &k), "key {:?}", k);
+            prop_assert_eq!(cls.lookup(&k).copied(), got);
+            let k2 = agreeing(&k, &wc, &other);
+            prop_assert_eq!(scan(live, &k2), got, "key {:?} agrees with {:?} on {:?}", k2, k, wc);
+        }
+        Ok(())
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(300))]
 
@@ -777,32 +821,9 @@ mod tests {
             removals in prop::collection::vec(any::<prop::sample::Index>(), 0..10),
             keys in prop::collection::vec((key(), key()), 1..40),
         ) {
-            let mut cls = Classifier::default();
-            let mut live: Vec<(RuleSpec, Match, u64)> = Vec::new();
-            for (seq, r) in rules.iter().enumerate() {
-                let m = to_match(r);
-                let seq = seq as u64;
-                cls.insert(r.priority, &m, seq, seq);
-                live.push((r.clone(), m, seq));
-            }
-            for ix in &removals {
-                if live.is_empty() {
-                    break;
-                }
-                let (r, m, seq) = live.remove(ix.index(live.len()));
-                prop_assert!(cls.remove(r.priority, &m, seq));
-                prop_assert!(!cls.remove(r.priority, &m, seq), "removed twice");
-            }
-            prop_assert_eq!(cls.len(), live.len());
-            for (ka, kb) in &keys {
-                let k = to_key(ka);
-                let mut wc = FlowMask::default();
-                let got = cls.lookup_wc(&k, &mut wc).copied();
-                prop_assert_eq!(got, scan(&live, &k), "key {:?}", k);
-                prop_assert_eq!(cls.lookup(&k).copied(), got);
-                let k2 = agreeing(&k, &wc, &to_key(kb));
-                prop_assert_eq!(scan(&live, &k2), got, "key {:?} agrees with {:?} on {:?}", k2, k, wc);
-            }
+            let rules = rules.iter().map(|r| (r.clone(), to_match(r))).collect();
+            let (cls, live) = loaded(rules, &removals);
+            check_keys(&cls, &live, keys.iter().map(|(a, b)| (to_key(a), to_key(b))))?;
         }
     }
 
@@ -881,30 +902,10 @@ mod tests {
             removals in prop::collection::vec(any::<prop::sample::Index>(), 0..10),
             keys in prop::collection::vec((prefix_key_spec(), prefix_key_spec()), 1..40),
         ) {
-            let mut cls = Classifier::default();
-            let mut live: Vec<(RuleSpec, Match, u64)> = Vec::new();
-            for (seq, r) in rules.iter().enumerate() {
-                let m = prefix_match(r, &bases);
-                let seq = seq as u64;
-                cls.insert(r.priority, &m, seq, seq);
-                live.push((RuleSpec { priority: r.priority, fields: Vec::new() }, m, seq));
-            }
-            for ix in &removals {
-                let (r, m, seq) = live.remove(ix.index(live.len()));
-                prop_assert!(cls.remove(r.priority, &m, seq));
-                if live.is_empty() {
-                    break;
-                }
-            }
-            for (ka, kb) in &keys {
-                let k = prefix_key(&bases, *ka);
-                let mut wc = FlowMask::default();
-                let got = cls.lookup_wc(&k, &mut wc).copied();
-                prop_assert_eq!(got, scan(&live, &k), "key {:?}", k);
-                prop_assert_eq!(cls.lookup(&k).copied(), got);
-                let k2 = agreeing(&k, &wc, &prefix_key(&bases, *kb));
-                prop_assert_eq!(scan(&live, &k2), got, "key {:?} agrees with {:?} on {:?}", k2, k, wc);
-            }
+            let rules =
+                rules.iter().map(|r| (RuleSpec { priority: r.priority, fields: Vec::new() }, prefix_match(r, &bases))).collect();
+            let (cls, live) = loaded(rules, &removals);
+            check_keys(&cls, &live, keys.iter().map(|(a, b)| (prefix_key(&bases, *a), prefix_key(&bases, *b))))?;
         }
     }
 

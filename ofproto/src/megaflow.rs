@@ -1620,7 +1620,8 @@ impl MegaflowCache {
         let (found, tried) = std::mem::take(&mut self.runs);
         self.runs_on = if tried > 0 { found * 16 >= tried } else { self.runs_on || self.batches.is_multiple_of(1024) };
         let (groups, grouped) = std::mem::take(&mut self.group_window);
-        self.grouping = if groups > 0 { grouped * 4 >= groups * 5 } else { self.grouping || self.batches.is_multiple_of(1024) };
+        self.grouping =
+            if groups > 0 { grouped * 4 >= groups * 5 } else { self.grouping || self.batches.is_multiple_of(1024) };
         let (lookups, probes) = std::mem::take(&mut self.window);
         if self.cfg.emc == EmcMode::Auto && self.cfg.emc_entries > 0 && lookups >= 64 {
             // On at two probes per packet, off below 1.5: no flapping.
