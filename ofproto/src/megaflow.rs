@@ -9,7 +9,9 @@
 //!   a lookup probes them for the whole batch in order of their hits
 //!   (re-ranked every 64 batches, never inside one), and the first hit is
 //!   the answer: any megaflow that covers a packet is correct for it by
-//!   construction.
+//!   construction. A packet equal to the previous one on a subtable's bits
+//!   takes its answer there without a hash or a probe (runs of a flow's
+//!   packets cost one lookup), checked while such runs are common.
 //! - An exact-match cache (EMC) of whole keys sits in front, consulted
 //!   when it pays ([`EmcMode`]), filled with a configurable probability;
 //!   its entries name megaflows and miss once those are removed.
@@ -31,7 +33,10 @@
 //!   folds what the megaflows it hit since then gained into the counters
 //!   and idle clocks of the OpenFlow tables and entries their decisions
 //!   went through, so flow statistics and idle timeouts follow the
-//!   traffic without atomic read-modify-writes per packet.
+//!   traffic without atomic read-modify-writes per packet; a fold adds to
+//!   each table's and entry's atomics once, however many megaflows went
+//!   through them. The datapath may count a group of one megaflow's
+//!   packets at once ([`MegaflowCache::grouping`]).
 //! - Misses run the tables (an *upcall*, on the PMD thread) within a
 //!   per-thread budget, so a flood of new flows cannot starve the hits;
 //!   beyond it a miss is dropped and counted.

@@ -14,7 +14,7 @@
 //! socket's methods ([`control`]) behind the `vswitchd` and `vswitchctl`
 //! binaries; OpenFlow bridges ([`openflow`] for controllers, [`ofdp`] for
 //! the tables in the fast path) with a per-PMD megaflow cache
-//! (`ofproto::megaflow`).
+//! (`ofproto::megaflow`) and packets grouped per megaflow.
 
 pub mod control;
 pub mod l2;

@@ -11,7 +11,10 @@
 //! (`ofproto::megaflow`: exact-match cache, then megaflows): the walk (the
 //! *upcall*) records its decision as `Step`s ([`ofproto::xlate`]) and the
 //! bits it examined, and every later packet equal on those bits replays
-//! the steps, or the `FastOp`s they compile to. The tables are a snapshot
+//! the steps, or the `FastOp`s they compile to; while a batch holds
+//! several packets per megaflow, the packets of one megaflow with a
+//! compiled decision are replayed together, one operation over the group
+//! at a time, and counted at once. The tables are a snapshot
 //! the control thread publishes after each change (see [`crate::switch`]
 //! for the hand-off); a snapshot that differs only by flow changes keeps
 //! the megaflows those changes cannot affect, any other starts an empty
