@@ -358,6 +358,51 @@ impl<T: Clone> Subtable<T> {
         }
         (partial, h)
     }
+
+    /// Looks `key` (whose present fields are `present`) up here: the best
+    /// rule it matches here, how many of `fields` the lookup read, and the
+    /// field whose absence ended it.
+    #[inline]
+    fn probe(&self, key: &FlowKey, present: u64) -> (Option<&Rule<T>>, usize, Option<usize>) {
+        let mut h = 0u64;
+        let mut at = 0;
+        for s in 0..4 {
+            while at < self.stage_end[s] {
+                let (i, bits) = self.fields[at];
+                if present & (1 << i) == 0 {
+                    return (None, at, Some(i));
+                }
+                let v = key.words(i);
+                h = mix(mix(h, v[0] & bits[0]), v[1] & bits[1]);
+                at += 1;
+            }
+            if s < 3 && self.staged(s) && !self.stage_hashes[s].get(h).contains(&h) {
+                return (None, at, None);
+            }
+        }
+        let hit = self.rules.get(h).get(&h).and_then(|bucket| {
+            bucket.iter().find(|r| {
+                r.values.iter().zip(self.fields.iter()).all(|(want, (i, bits))| {
+                    let v = key.words(*i);
+                    v[0] & bits[0] == want[0] && v[1] & bits[1] == want[1]
+                })
+            })
+        });
+        (hit, at, None)
+    }
+
+    /// Prefix tracking: when none of this subtable's prefixes of a tracked
+    /// address is the key's (all present), that address's field and the
+    /// bits that show it: those it shares with the closest prefix, and one
+    /// more. A miss here costs a megaflow those bits, not the whole mask.
+    fn prefix_miss(&self, key: &FlowKey) -> Option<(usize, [u64; 2])> {
+        self.prefixes.iter().find_map(|(at, set)| {
+            let i = self.fields[*at].0;
+            let a = as_prefix(key.words(i)) & (u128::MAX << (128 - set.len));
+            let shared = set.common(a);
+            (shared < set.len).then(|| (i, prefix_words(shared + 1)))
+        })
+    }
 }
 
 /// The classifier of one flow table; `T` is what a rule yields (an entry).
@@ -603,53 +648,6 @@ impl<T: Clone> Classifier<T> {
 fn note_fields(wc: &mut FlowMask, fields: &[(usize, [u64; 2])]) {
     for &(i, bits) in fields {
         wc.set_bits(i, bits);
-    }
-}
-
-impl<T: Clone> Subtable<T> {
-    /// Looks `key` (whose present fields are `present`) up here: the best
-    /// rule it matches here, how many of `fields` the lookup read, and the
-    /// field whose absence ended it.
-    #[inline]
-    fn probe(&self, key: &FlowKey, present: u64) -> (Option<&Rule<T>>, usize, Option<usize>) {
-        let mut h = 0u64;
-        let mut at = 0;
-        for s in 0..4 {
-            while at < self.stage_end[s] {
-                let (i, bits) = self.fields[at];
-                if present & (1 << i) == 0 {
-                    return (None, at, Some(i));
-                }
-                let v = key.words(i);
-                h = mix(mix(h, v[0] & bits[0]), v[1] & bits[1]);
-                at += 1;
-            }
-            if s < 3 && self.staged(s) && !self.stage_hashes[s].get(h).contains(&h) {
-                return (None, at, None);
-            }
-        }
-        let hit = self.rules.get(h).get(&h).and_then(|bucket| {
-            bucket.iter().find(|r| {
-                r.values.iter().zip(self.fields.iter()).all(|(want, (i, bits))| {
-                    let v = key.words(*i);
-                    v[0] & bits[0] == want[0] && v[1] & bits[1] == want[1]
-                })
-            })
-        });
-        (hit, at, None)
-    }
-
-    /// Prefix tracking: when none of this subtable's prefixes of a tracked
-    /// address is the key's (all present), that address's field and the
-    /// bits that show it: those it shares with the closest prefix, and one
-    /// more. A miss here costs a megaflow those bits, not the whole mask.
-    fn prefix_miss(&self, key: &FlowKey) -> Option<(usize, [u64; 2])> {
-        self.prefixes.iter().find_map(|(at, set)| {
-            let i = self.fields[*at].0;
-            let a = as_prefix(key.words(i)) & (u128::MAX << (128 - set.len));
-            let shared = set.common(a);
-            (shared < set.len).then(|| (i, prefix_words(shared + 1)))
-        })
     }
 }
 

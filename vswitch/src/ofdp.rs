@@ -524,13 +524,9 @@ impl OfBridgeDp {
                     // Replayed with its megaflow's other packets after the
                     // loop.
                     groups.hold(i, p, code, mf);
-                } else {
-                    let mut one = [Some(p)];
-                    let (packets, bytes) = self.replay_group(plan.ops(), mf, &[0], &mut one, tx, out.now_ms);
-                    if packets > 0 && mf.hit(packets, bytes, out.now_ms) {
-                        dirty[n_dirty] = code;
-                        n_dirty += 1;
-                    }
+                } else if self.replay_counted(plan.ops(), mf, &[0], &mut [Some(p)], tx, out.now_ms) {
+                    dirty[n_dirty] = code;
+                    n_dirty += 1;
                 }
                 continue;
             }
@@ -558,8 +554,7 @@ impl OfBridgeDp {
             let mf = cache.get(code);
             let Some(plan) = &mf.fast else { continue };
             let members = &groups.order[usize::from(start[g])..usize::from(start[g + 1])];
-            let (packets, bytes) = self.replay_group(plan.ops(), mf, members, &mut groups.held, tx, out.now_ms);
-            if packets > 0 && mf.hit(packets, bytes, out.now_ms) {
+            if self.replay_counted(plan.ops(), mf, members, &mut groups.held, tx, out.now_ms) {
                 dirty[n_dirty] = code;
                 n_dirty += 1;
             }
@@ -677,6 +672,23 @@ impl OfBridgeDp {
         }
         let ops = &ops[..n];
         matches!(ops.last(), Some(FastOp::Output { .. })).then(|| FastPlan::new(ops)).flatten()
+    }
+
+    /// [`OfBridgeDp::replay_group`], then counts what went through on the
+    /// megaflow; true when that was its first hit since the last fold (the
+    /// caller lists it for the next one).
+    #[inline]
+    fn replay_counted(
+        &self,
+        ops: &[FastOp],
+        mf: &Megaflow,
+        members: &[u8],
+        held: &mut [Option<Packet>],
+        tx: &mut TxBatches,
+        now_ms: u64,
+    ) -> bool {
+        let (packets, bytes) = self.replay_group(ops, mf, members, held, tx, now_ms);
+        packets > 0 && mf.hit(packets, bytes, now_ms)
     }
 
     /// Replays a compiled decision on the packets of one group (`members`
