@@ -126,10 +126,11 @@ impl FastPlan {
     }
 }
 
-/// A cached decision. The fields a replay touches (the compiled plan and
-/// the counters a hit writes) come first and fill the first cache line
-/// (`repr(C)` keeps the order), so that a hit on a megaflow not in the
-/// cache costs one line more than its stored key.
+/// A cached decision. The fields a replay touches (the compiled plan,
+/// the counters a hit writes and the flags it reads) come first, then
+/// what a fold reads (the counts already folded and the steps), within
+/// [`Megaflow::HOT`] bytes (`repr(C)` keeps the order): a lookup
+/// prefetches them with the stored key, a fold a few megaflows ahead.
 #[derive(Debug)]
 #[repr(C)]
 pub struct Megaflow {
@@ -147,6 +148,14 @@ pub struct Megaflow {
     /// thread groups packets per megaflow (valid only while that batch's
     /// group of this index names it).
     pub group: std::sync::atomic::AtomicU32,
+    dirty: AtomicBool,
+    /// Removed from its cache (expired): exact-match entries that still
+    /// name it miss.
+    dead: AtomicBool,
+    folded: [AtomicU64; 2],
+    /// The tables its steps looked up and the entries they matched, what
+    /// a fold counts, inline (a compiled replay never reads the steps).
+    counted: Counted,
     /// What to do, in order.
     pub steps: Box<[Step]>,
     /// The mask it was made under.
@@ -163,11 +172,41 @@ pub struct Megaflow {
     /// (set-field, push_vlan, write-metadata): there the key looked up is
     /// not the megaflow's, so any change to such a table may affect it.
     rewritten: [u64; 4],
-    folded: [AtomicU64; 2],
-    dirty: AtomicBool,
-    /// Removed from its cache (expired): exact-match entries that still
-    /// name it miss.
-    dead: AtomicBool,
+}
+
+/// Table lookups a megaflow's steps hold that a fold counts inline.
+const COUNTED: usize = 4;
+
+/// A megaflow's table lookups (table id, entry matched), inline when
+/// there are at most [`COUNTED`]; `n == u8::MAX`: more, walk the steps.
+#[derive(Debug)]
+struct Counted {
+    n: u8,
+    tables: [u8; COUNTED],
+    entries: [Option<Arc<crate::table::EntryStats>>; COUNTED],
+}
+
+impl Counted {
+    fn new(steps: &[Step]) -> Counted {
+        let mut c = Counted { n: 0, tables: [0; COUNTED], entries: Default::default() };
+        for s in steps {
+            let Step::Table { table, entry } = s else { continue };
+            let i = usize::from(c.n);
+            if i == COUNTED {
+                return Counted { n: u8::MAX, tables: [0; COUNTED], entries: Default::default() };
+            }
+            c.tables[i] = *table;
+            c.entries[i].clone_from(entry);
+            c.n += 1;
+        }
+        c
+    }
+
+    /// The lookups, when inline.
+    fn inline(&self) -> Option<impl Iterator<Item = (u8, Option<&crate::table::EntryStats>)>> {
+        let n = usize::from(self.n);
+        (n <= COUNTED).then(|| self.tables[..n].iter().zip(&self.entries[..n]).map(|(t, e)| (*t, e.as_deref())))
+    }
 }
 
 /// Counts gathered over many megaflows and added to the shared atomics
@@ -188,28 +227,42 @@ impl<'a> Tally<'a> {
     /// Adds `packets` of `bytes` through `steps` at `now_ms`.
     fn add(&mut self, tables: &Tables, steps: &'a [Step], packets: u64, bytes: u64, now_ms: u64) {
         for s in steps {
-            let Step::Table { table, entry } = s else { continue };
-            let matched = if entry.is_some() { packets } else { 0 };
-            let t = &mut self.tables[usize::from(*table) % 8];
-            if t.0 != *table {
-                Self::send_table(tables, *t);
-                *t = (*table, 0, 0);
+            if let Step::Table { table, entry } = s {
+                self.add_one(tables, *table, entry.as_deref(), packets, bytes, now_ms);
             }
-            t.1 += packets;
-            t.2 += matched;
-            if let Some(e) = entry {
-                let e: &'a crate::table::EntryStats = e;
-                let slot = &mut self.entries[(std::ptr::from_ref(e) as usize >> 6) % 64];
-                match slot {
-                    Some(x) if std::ptr::eq(x.0, e) => {
-                        x.1 += packets;
-                        x.2 += bytes;
-                        x.3 = x.3.max(now_ms);
-                    }
-                    _ => {
-                        if let Some((e, p, b, t)) = slot.replace((e, packets, bytes, now_ms)) {
-                            e.hit(p, b, t);
-                        }
+        }
+    }
+
+    /// Adds `packets` of `bytes` looked up in `table` (matching `entry`)
+    /// at `now_ms`.
+    fn add_one(
+        &mut self,
+        tables: &Tables,
+        table: u8,
+        entry: Option<&'a crate::table::EntryStats>,
+        packets: u64,
+        bytes: u64,
+        now_ms: u64,
+    ) {
+        let matched = if entry.is_some() { packets } else { 0 };
+        let t = &mut self.tables[usize::from(table) % 8];
+        if t.0 != table {
+            Self::send_table(tables, *t);
+            *t = (table, 0, 0);
+        }
+        t.1 += packets;
+        t.2 += matched;
+        if let Some(e) = entry {
+            let slot = &mut self.entries[(std::ptr::from_ref(e) as usize >> 6) % 64];
+            match slot {
+                Some(x) if std::ptr::eq(x.0, e) => {
+                    x.1 += packets;
+                    x.2 += bytes;
+                    x.3 = x.3.max(now_ms);
+                }
+                _ => {
+                    if let Some((e, p, b, t)) = slot.replace((e, packets, bytes, now_ms)) {
+                        e.hit(p, b, t);
                     }
                 }
             }
@@ -234,6 +287,46 @@ impl<'a> Tally<'a> {
             e.hit(p, b, t);
         }
     }
+}
+
+/// Megaflows folded at once when they are folded early (see
+/// `MegaflowCache::early_fold`).
+pub const EARLY_FOLD: usize = 64;
+
+/// Folds `flows` into `tables`' counters and empties it. In a big cache
+/// every megaflow a fold meets is a miss two levels deep (the megaflow,
+/// the entries it matched, inline): each level is prefetched a few
+/// megaflows ahead of the next, so that the misses overlap. Folded from
+/// the end, a chunk at a time, so that each chunk is let go of (its
+/// reference counts written) while its lines are still loaded.
+/// Returns the packets folded.
+fn fold_all(flows: &mut Vec<Arc<Megaflow>>, tables: &Tables) -> u64 {
+    const AHEAD: usize = 16;
+    const CHUNK: usize = 64;
+    let mut packets = 0;
+    // The loop prefetches ahead of itself: start the first ones here.
+    for (k, m) in flows.iter().rev().take(2 * AHEAD).enumerate() {
+        Megaflow::prefetch_hot(m);
+        if k < AHEAD {
+            m.prefetch_entries();
+        }
+    }
+    while !flows.is_empty() {
+        let start = flows.len().saturating_sub(CHUNK);
+        let mut tally = Tally::new();
+        for i in (start..flows.len()).rev() {
+            if let Some(m) = i.checked_sub(2 * AHEAD).map(|j| &flows[j]) {
+                Megaflow::prefetch_hot(m);
+            }
+            if let Some(m) = i.checked_sub(AHEAD).map(|j| &flows[j]) {
+                m.prefetch_entries();
+            }
+            packets += flows[i].fold_into(tables, &mut tally);
+        }
+        tally.send(tables);
+        flows.truncate(start);
+    }
+    packets
 }
 
 /// Adds `packets` of `bytes` to the counters of the tables and entries
@@ -280,6 +373,7 @@ impl Megaflow {
                 Step::Meter(_) => {}
             }
         }
+        let counted = Counted::new(&steps);
         Megaflow {
             visited,
             rewritten,
@@ -293,6 +387,7 @@ impl Megaflow {
             group: std::sync::atomic::AtomicU32::new(u32::MAX),
             created_ms: now_ms,
             folded: [AtomicU64::new(0), AtomicU64::new(0)],
+            counted,
             dirty: AtomicBool::new(false),
             dead: AtomicBool::new(false),
         }
@@ -335,17 +430,27 @@ impl Megaflow {
         tally.send(tables);
     }
 
-    /// As [`Megaflow::fold`], into a tally sent later.
-    fn fold_into<'a>(&'a self, tables: &Tables, tally: &mut Tally<'a>) {
+    /// As [`Megaflow::fold`], into a tally sent later; returns the
+    /// packets folded.
+    fn fold_into<'a>(&'a self, tables: &Tables, tally: &mut Tally<'a>) -> u64 {
         self.dirty.store(false, Ordering::Relaxed);
         let (p, b) = (self.packets.load(Ordering::Relaxed), self.bytes.load(Ordering::Relaxed));
         let dp = p - self.folded[0].load(Ordering::Relaxed);
         let db = b - self.folded[1].load(Ordering::Relaxed);
         if dp > 0 {
-            tally.add(tables, &self.steps, dp, db, self.used_ms.load(Ordering::Relaxed));
+            let now_ms = self.used_ms.load(Ordering::Relaxed);
+            match self.counted.inline() {
+                Some(lookups) => {
+                    for (t, e) in lookups {
+                        tally.add_one(tables, t, e, dp, db, now_ms);
+                    }
+                }
+                None => tally.add(tables, &self.steps, dp, db, now_ms),
+            }
             self.folded[0].store(p, Ordering::Relaxed);
             self.folded[1].store(b, Ordering::Relaxed);
         }
+        dp
     }
 }
 
@@ -384,6 +489,37 @@ impl Change {
 }
 
 impl Megaflow {
+    /// Bytes from its start that a hit or a fold reads or writes.
+    pub const HOT: usize = std::mem::offset_of!(Megaflow, steps);
+
+    /// Starts loading the lines a hit and a fold touch.
+    #[inline]
+    pub fn prefetch_hot(mf: &Arc<Megaflow>) {
+        // With the reference counts before it (a clone writes them).
+        let p: *const u8 = Arc::as_ptr(mf).cast();
+        prefetch_span(p.wrapping_sub(16), Megaflow::HOT + 16);
+    }
+
+    /// Starts loading the counters of the entries it matched (its hot
+    /// lines loaded); walking the steps when they are not inline.
+    #[inline]
+    fn prefetch_entries(&self) {
+        match self.counted.inline() {
+            Some(lookups) => {
+                for e in lookups.filter_map(|(_, e)| e) {
+                    prefetch(std::ptr::from_ref(e).cast());
+                }
+            }
+            None => {
+                for s in self.steps.iter() {
+                    if let Step::Table { entry: Some(e), .. } = s {
+                        prefetch(Arc::as_ptr(e).cast());
+                    }
+                }
+            }
+        }
+    }
+
     /// Whether its decision looked at table `t`.
     #[inline]
     fn visited(&self, t: u8) -> bool {
@@ -408,6 +544,17 @@ pub fn prefetch(p: *const u8) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
+}
+
+/// Starts loading every cache line of the `len` bytes at `p` (`len` > 0).
+#[inline]
+pub fn prefetch_span(p: *const u8, len: usize) {
+    // Points 64 bytes apart and the last byte: every line the span
+    // touches holds one of them.
+    for off in (0..len).step_by(64) {
+        prefetch(p.wrapping_add(off));
+    }
+    prefetch(p.wrapping_add(len.saturating_sub(1)));
 }
 
 /// A hash over pairs of words whose multiplies do not wait for each
@@ -547,10 +694,8 @@ impl Subtable {
         }
         let slot = usize::try_from(w & 0xffff_ffff).unwrap_or(1) - 1;
         if let (Some(k), Some(mf)) = (self.keys.get(slot * self.stride), self.flows.get(slot)) {
-            prefetch(std::ptr::from_ref(k).cast());
-            let p: *const u8 = Arc::as_ptr(mf).cast();
-            prefetch(p);
-            prefetch(p.wrapping_add(64));
+            prefetch_span(std::ptr::from_ref(k).cast(), self.stride * 8);
+            Megaflow::prefetch_hot(mf);
         }
     }
 
@@ -759,6 +904,11 @@ pub struct CacheCounts {
     pub groups: u64,
     /// Packets replayed in such groups.
     pub grouped: u64,
+    /// Megaflows whose counts were folded into the flow tables' (once per
+    /// fold that found them hit).
+    pub folded: u64,
+    /// Of those, folded early (see [`EARLY_FOLD`]).
+    pub folded_early: u64,
     /// Packets that ran the tables.
     pub upcalls: u64,
     /// Megaflows installed.
@@ -1020,6 +1170,14 @@ pub struct MegaflowCache {
     pub counts: CacheCounts,
     /// Megaflows hit since the last fold.
     dirty: Vec<Arc<Megaflow>>,
+    /// Whether megaflows are folded in batches of [`EARLY_FOLD`] as soon
+    /// as that many were hit, while their lines are still cached: when a
+    /// periodic fold finds them hit about once each (a big table), a later
+    /// fold would only miss on them again. Measured again every 64
+    /// periodic folds.
+    early_fold: bool,
+    /// Periodic folds so far.
+    folds: u64,
     /// Flow keys the datapath reuses batch after batch (never zeroed).
     pub keys: Vec<FlowKey>,
     /// An install found it full: emptied at the end of the batch.
@@ -1142,6 +1300,8 @@ impl MegaflowCache {
             last_refill_ns: 0,
             counts: CacheCounts::default(),
             dirty: Vec::new(),
+            early_fold: false,
+            folds: 0,
             keys: Vec::new(),
             full: false,
             cfg: CacheConfig { max_megaflows: cfg.max_megaflows.min(MAX_MEGAFLOWS), ..cfg },
@@ -1438,6 +1598,10 @@ impl MegaflowCache {
         if self.batches.is_multiple_of(64) {
             self.rerank();
         }
+        if self.early_fold && self.dirty.len() >= EARLY_FOLD {
+            self.counts.folded_early += self.dirty.len() as u64;
+            self.fold(tables);
+        }
         if !self.full {
             return;
         }
@@ -1458,15 +1622,27 @@ impl MegaflowCache {
 
     /// Folds the megaflows hit since last time into `tables`' counters
     /// (the snapshot this cache belongs to).
-    pub fn fold(&mut self, tables: &Tables) {
-        let mut dirty = std::mem::take(&mut self.dirty);
-        let mut tally = Tally::new();
-        for mf in &dirty {
-            mf.fold_into(tables, &mut tally);
+    pub fn fold(&mut self, tables: &Tables) -> u64 {
+        self.counts.folded += self.dirty.len() as u64;
+        fold_all(&mut self.dirty, tables)
+    }
+
+    /// [`MegaflowCache::fold`] as the PMD thread calls it every so often:
+    /// it also decides whether megaflows are folded early (see
+    /// `early_fold`). Returns whether they now are.
+    pub fn fold_periodic(&mut self, tables: &Tables) -> bool {
+        let n = self.dirty.len() as u64;
+        let packets = self.fold(tables);
+        self.folds = self.folds.wrapping_add(1);
+        if !self.early_fold {
+            // Megaflows hit fewer than twice each since the last fold:
+            // folding them at once costs no more folds and no misses.
+            self.early_fold = n >= EARLY_FOLD as u64 && packets < 2 * n;
+        } else if self.folds.is_multiple_of(64) {
+            // Measure the next period without early folds.
+            self.early_fold = false;
         }
-        tally.send(tables);
-        dirty.clear();
-        self.dirty = dirty;
+        self.early_fold
     }
 
     /// Removes megaflows unused for `max_idle_ms` at `now_ms` (their
@@ -2019,6 +2195,142 @@ mod tests {
         Key((u8, u8, bool, u8, bool)),
         Mod(prop::sample::Index, bool),
         Tick(u64),
+    }
+
+    /// A chain of `depth` tables: each goes to the next on any packet,
+    /// the last has a rule per `ipv4_dst` 10.0.0.d (d < `keys`) that
+    /// outputs; and the key of destination d.
+    fn chain(depth: u8, keys: u8) -> (Tables, impl Fn(u8) -> FlowKey) {
+        let mut tables = Tables::new(depth, 1000);
+        let last = depth - 1;
+        for t in 0..last {
+            let goto = vec![Instruction::GotoTable(t + 1)];
+            tables.flow_mod(&FlowMod::new(FlowModCommand::Add, t, 1, Match::any(), goto), 0, &Ports).unwrap();
+        }
+        for d in 0..keys {
+            let m = Match::any()
+                .with(Oxm::exact_u64(Field::EthType, 0x0800))
+                .with(Oxm::exact(Field::Ipv4Dst, &[10, 0, 0, d]));
+            let out = vec![Instruction::ApplyActions(vec![Action::Output { port: 2, max_len: 0 }])];
+            tables.flow_mod(&FlowMod::new(FlowModCommand::Add, last, 5, m, out), 0, &Ports).unwrap();
+        }
+        let key = |d: u8| {
+            let mut k = key((0, 0, true, 0, false));
+            k.set(Field::Ipv4Dst, &[10, 0, 0, d]);
+            k
+        };
+        (tables, key)
+    }
+
+    /// Packets and bytes counted by the entry of the last table that
+    /// matches destination `d`.
+    fn entry_counts(tables: &Tables, d: u8) -> (u64, u64) {
+        let last = tables.tables.last().unwrap();
+        let e = last
+            .entries
+            .iter()
+            .find(|e| e.match_.get(Field::Ipv4Dst).map(Oxm::value) == Some(&[10, 0, 0, d][..]))
+            .unwrap();
+        (e.stats.packets.load(Ordering::Relaxed), e.stats.bytes.load(Ordering::Relaxed))
+    }
+
+    /// Hits `d`'s megaflow (installing it first) with `n` packets of 64
+    /// bytes, listing it for the fold as the datapath does.
+    fn hit(cache: &mut MegaflowCache, tables: &Tables, k: &FlowKey, n: u64) {
+        let c = match cache.lookup(k) {
+            Some(c) => c,
+            None => {
+                let t = translate(tables, k);
+                cache.install(k, Arc::new(Megaflow::new(t.steps, cache.intern(t.mask), 0))).unwrap()
+            }
+        };
+        if cache.get(c).hit(n, 64 * n, 1) {
+            cache.mark_dirty(c);
+        }
+    }
+
+    proptest! {
+        /// Folding counts every packet a megaflow answered exactly once,
+        /// in its entries' and tables' counters, whatever folds it (the
+        /// periodic fold, an early fold at the end of a batch, chunks of
+        /// a big fold) and whether the megaflow holds its lookups inline
+        /// (up to COUNTED tables) or walks its steps (more).
+        #[test]
+        fn folds_count_every_packet_once(
+            depth in 1u8..7,
+            hits in prop::collection::vec((0u8..200, 1u64..4), 1..3000),
+            batch in 1usize..40,
+            period in 1usize..20,
+        ) {
+            let (tables, key) = chain(depth, 200);
+            let mut cache = MegaflowCache::default();
+            let mut want = [0u64; 200];
+            for (b, chunk) in hits.chunks(batch).enumerate() {
+                for &(d, n) in chunk {
+                    hit(&mut cache, &tables, &key(d), n);
+                    want[usize::from(d)] += n;
+                }
+                cache.end_batch(&tables);
+                if b % period == period - 1 {
+                    cache.fold_periodic(&tables);
+                }
+            }
+            cache.fold(&tables);
+            for (d, &w) in (0..=u8::MAX).zip(&want) {
+                prop_assert_eq!(entry_counts(&tables, d), (w, 64 * w), "destination {}", d);
+            }
+            let total: u64 = want.iter().sum();
+            for (t, c) in tables.counters.iter().enumerate() {
+                prop_assert_eq!(c.lookups.load(Ordering::Relaxed), total, "table {} lookups", t);
+                prop_assert_eq!(c.matches.load(Ordering::Relaxed), total, "table {} matches", t);
+            }
+        }
+    }
+
+    /// Megaflows hit about once between periodic folds (a big table) are
+    /// folded as soon as [`EARLY_FOLD`] of them were hit, at the end of a
+    /// batch; megaflows hit often are folded only periodically.
+    #[test]
+    fn megaflows_hit_once_are_folded_early() {
+        let (tables, key) = chain(3, 200);
+        let mut cache = MegaflowCache::default();
+        // 96 megaflows hit once each: the periodic fold turns early
+        // folding on.
+        for d in 0..96 {
+            hit(&mut cache, &tables, &key(d), 1);
+        }
+        cache.end_batch(&tables);
+        assert!(cache.fold_periodic(&tables));
+        // Two batches of 32 new ones: folded at the end of the second.
+        for d in 96..128 {
+            hit(&mut cache, &tables, &key(d), 1);
+        }
+        cache.end_batch(&tables);
+        assert_eq!(entry_counts(&tables, 100), (0, 0), "32 hit: not yet folded");
+        for d in 128..160 {
+            hit(&mut cache, &tables, &key(d), 1);
+        }
+        cache.end_batch(&tables);
+        assert_eq!(entry_counts(&tables, 100), (1, 64), "64 hit: folded at the end of the batch");
+        assert_eq!(cache.counts.folded_early, 64);
+
+        // One megaflow hit 100 times between periodic folds: no early
+        // folds.
+        let (tables, key) = chain(3, 200);
+        let mut cache = MegaflowCache::default();
+        for _ in 0..100 {
+            for d in 0..64 {
+                hit(&mut cache, &tables, &key(d), 1);
+            }
+            cache.end_batch(&tables);
+        }
+        assert!(!cache.fold_periodic(&tables), "hit 100 times each: folded periodically");
+        for d in 0..64 {
+            hit(&mut cache, &tables, &key(d), 1);
+        }
+        cache.end_batch(&tables);
+        assert_eq!(cache.counts.folded_early, 0);
+        assert_eq!(entry_counts(&tables, 5), (100, 6400), "the last hit waits for the periodic fold");
     }
 
     /// A full cache installs nothing more within the batch, then starts

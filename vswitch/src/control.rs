@@ -356,6 +356,7 @@ fn megaflow_json(c: &crate::ofdp::OfCounters) -> Value {
            "megaflow_hit_rate": ratio(hits, all),
            "repeat_hits": ld(&c.mf_repeats), "groups": ld(&c.mf_groups), "grouped_packets": ld(&c.mf_grouped),
            "packets_per_group": ratio(ld(&c.mf_grouped), ld(&c.mf_groups)),
+           "folded": ld(&c.mf_folded), "folded_early": ld(&c.mf_folded_early),
            "subtable_lookups_per_packet": ratio(ld(&c.mf_subtable_lookups), hits + upcalls),
            "subtable_lookups_per_hit": ratio(ld(&c.mf_subtable_lookups), hits),
            "expired": ld(&c.mf_expired), "revalidated": ld(&c.mf_revalidated), "caches_kept": ld(&c.mf_caches_kept),

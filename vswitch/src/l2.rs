@@ -604,7 +604,7 @@ impl Pipeline for BridgeDispatch {
             let now_ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
             for (c, of) in self.caches.iter_mut().zip(&self.openflow) {
                 if let Some(of) = of {
-                    c.fold(&of.tables);
+                    c.fold_periodic(&of.tables);
                     c.expire(&of.tables, now_ms);
                     of.counters.fold(c);
                 }

@@ -109,6 +109,10 @@ pub struct OfCounters {
     pub mf_groups: AtomicU64,
     /// Packets replayed in such groups.
     pub mf_grouped: AtomicU64,
+    /// Megaflows folded into the flow tables' counters.
+    pub mf_folded: AtomicU64,
+    /// Of those, folded early (a big table: as soon as 64 were hit).
+    pub mf_folded_early: AtomicU64,
     /// Megaflows removed for being idle.
     pub mf_expired: AtomicU64,
     /// Megaflows removed because a flow change may affect them.
@@ -154,6 +158,8 @@ impl OfCounters {
             (&self.mf_repeats, c.repeats),
             (&self.mf_groups, c.groups),
             (&self.mf_grouped, c.grouped),
+            (&self.mf_folded, c.folded),
+            (&self.mf_folded_early, c.folded_early),
             (&self.mf_expired, c.expired),
             (&self.mf_revalidated, c.revalidated),
         ] {
