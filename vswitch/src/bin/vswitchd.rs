@@ -6,6 +6,15 @@
 //! 0600) from a mio event loop, ages learned MACs every second, re-reads
 //! the file on SIGHUP (or the `reload` method) and applies the difference,
 //! and stops cleanly on SIGINT or SIGTERM.
+//!
+//! The heap is asked for transparent huge pages: at start, unless
+//! `GLIBC_TUNABLES` already names `glibc.malloc.hugetlb`, the daemon
+//! executes itself again (same PID, same arguments) with
+//! `glibc.malloc.hugetlb=1` added, so that glibc's malloc madvises its
+//! arenas `MADV_HUGEPAGE`. Megaflows, stored keys and flow entries then
+//! cost a TLB entry per 2 MB, not per 4 KB: with millions of them, each
+//! packet's lookup would otherwise walk page tables. Set
+//! `GLIBC_TUNABLES=glibc.malloc.hugetlb=0` to keep 4 KB pages.
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -54,7 +63,33 @@ struct Conn {
     outbuf: Vec<u8>,
 }
 
+/// Executes this program again with `glibc.malloc.hugetlb=1` in
+/// `GLIBC_TUNABLES` (see the module docs); returns only where it is
+/// already set or the exec failed (then the heap keeps 4 KB pages).
+fn heap_on_huge_pages() {
+    use std::os::unix::process::CommandExt;
+    const TUNABLE: &str = "glibc.malloc.hugetlb";
+    let current = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+    if current.contains(TUNABLE) {
+        return;
+    }
+    let tunables = if current.is_empty() { format!("{TUNABLE}=1") } else { format!("{current}:{TUNABLE}=1") };
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_else(|| "vswitchd".into());
+    // The file's own path (not /proc/self/exe): the process keeps its name.
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("vswitchd: could not restart with huge pages for the heap ({e}); going on with 4 KB pages");
+            return;
+        }
+    };
+    let err = std::process::Command::new(exe).arg0(arg0).args(args).env("GLIBC_TUNABLES", tunables).exec();
+    eprintln!("vswitchd: could not restart with huge pages for the heap ({err}); going on with 4 KB pages");
+}
+
 fn main() {
+    heap_on_huge_pages();
     if let Err(e) = run() {
         eprintln!("vswitchd: {e:#}");
         std::process::exit(1);
