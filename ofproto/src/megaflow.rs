@@ -613,19 +613,34 @@ struct Pos {
     at: usize,
 }
 
+/// A cache line of stored key words.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(64))]
+struct Line([u64; 8]);
+
+/// Word `w` of the stored key in `row`.
+#[inline]
+fn word(row: &[Line], w: usize) -> u64 {
+    row[w / 8].0[w % 8]
+}
+
 /// Megaflows of one mask: an open-addressing index of [`Pos`]itions over
-/// a flat arena of masked keys (presence word, then the masked value
-/// words of each field), so a probe reads one index position and one run
-/// of key words.
+/// a flat arena of masked keys, so a probe reads one index position and
+/// one stored key. A stored key is compact: the presence word, then each
+/// field's masked value in one word, or two where the mask has bits in
+/// the second (an IPv6 address); padded to whole cache lines and aligned
+/// to them (a 5-tuple key with ports and addresses takes one line).
 struct Subtable {
     mask: Arc<FlowMask>,
     /// (field id, bits) of the mask.
     fields: Box<[(usize, [u64; 2])]>,
-    /// Words per key in `keys`.
+    /// Each field's first word in a stored key, and whether it has two.
+    at: Box<[(usize, bool)]>,
+    /// Words per stored key in `keys` (a multiple of 8: whole lines).
     stride: usize,
     /// A power of two long, at most half full.
     index: Vec<Pos>,
-    keys: Vec<u64>,
+    keys: Vec<Line>,
     flows: Vec<Arc<Megaflow>>,
     hits: u64,
 }
@@ -633,8 +648,33 @@ struct Subtable {
 impl Subtable {
     fn new(mask: Arc<FlowMask>) -> Subtable {
         let fields: Box<[(usize, [u64; 2])]> = mask.fields().map(|f| (f as usize, mask.bits[f as usize])).collect();
-        let stride = 1 + 2 * fields.len();
-        Subtable { mask, fields, stride, index: vec![Pos::default(); 16], keys: Vec::new(), flows: Vec::new(), hits: 0 }
+        let mut next = 1;
+        let at: Box<[(usize, bool)]> = fields
+            .iter()
+            .map(|&(_, bits)| {
+                let wide = bits[1] != 0;
+                next += 1 + usize::from(wide);
+                (next - 1 - usize::from(wide), wide)
+            })
+            .collect();
+        let stride = next.next_multiple_of(8);
+        Subtable {
+            mask,
+            fields,
+            at,
+            stride,
+            index: vec![Pos::default(); 16],
+            keys: Vec::new(),
+            flows: Vec::new(),
+            hits: 0,
+        }
+    }
+
+    /// Field `n`'s masked value words in stored key `k`.
+    #[inline]
+    fn stored(&self, k: &[Line], n: usize) -> [u64; 2] {
+        let (o, wide) = self.at[n];
+        [word(k, o), if wide { word(k, o + 1) } else { 0 }]
     }
 
     /// The hash of `key`'s bits under the mask: one multiply per word,
@@ -657,12 +697,13 @@ impl Subtable {
 
     /// The hash of a stored key (the same as [`Subtable::hash`] of any
     /// key it covers).
-    fn stored_hash(&self, k: &[u64]) -> u64 {
-        let present = k[0];
+    fn stored_hash(&self, k: &[Line]) -> u64 {
+        let present = word(k, 0);
         let mut acc = Acc::new(present);
         for (n, &(i, _)) in self.fields.iter().enumerate() {
             if present & (1 << i) != 0 {
-                acc.add(n, k[1 + 2 * n], k[2 + 2 * n]);
+                let v = self.stored(k, n);
+                acc.add(n, v[0], v[1]);
             } else {
                 acc.add(n, ABSENT, ABSENT);
             }
@@ -673,17 +714,17 @@ impl Subtable {
     /// Whether stored key `slot` covers `key`.
     #[inline]
     fn covers(&self, slot: usize, key: &FlowKey) -> bool {
-        let k = &self.keys[slot * self.stride..(slot + 1) * self.stride];
+        let k = self.key(slot);
         let present = key.present_bits() & self.mask.present;
-        if k[0] != present {
+        if word(k, 0) != present {
             return false;
         }
-        self.fields.iter().enumerate().all(|(n, &(i, bits))| {
+        self.fields.iter().zip(self.at.iter()).all(|(&(i, bits), &(o, wide))| {
             if present & (1 << i) == 0 {
                 return true;
             }
             let v = key.words(i);
-            v[0] & bits[0] == k[1 + 2 * n] && v[1] & bits[1] == k[2 + 2 * n]
+            v[0] & bits[0] == word(k, o) && (!wide || v[1] & bits[1] == word(k, o + 1))
         })
     }
 
@@ -718,7 +759,7 @@ impl Subtable {
             return;
         }
         let slot = usize::try_from(p.word & 0xffff_ffff).unwrap_or(1) - 1;
-        if let (Some(k), Some(f)) = (self.keys.get(slot * self.stride), self.flows.get(slot)) {
+        if let (Some(k), Some(f)) = (self.keys.get(slot * self.stride / 8), self.flows.get(slot)) {
             prefetch_span(std::ptr::from_ref(k).cast(), self.stride * 8);
             // The reference a hit's replay loads, and what it names.
             prefetch(std::ptr::from_ref(f).cast());
@@ -759,8 +800,9 @@ impl Subtable {
     }
 
     /// Stored key `slot`'s words.
-    fn key(&self, slot: usize) -> &[u64] {
-        &self.keys[slot * self.stride..(slot + 1) * self.stride]
+    fn key(&self, slot: usize) -> &[Line] {
+        let lines = self.stride / 8;
+        &self.keys[slot * lines..(slot + 1) * lines]
     }
 
     /// The index position that names `slot` (whose stored key hashes to
@@ -815,9 +857,10 @@ impl Subtable {
                 // The same megaflow: its address stays.
                 self.index[pos].word = (lh >> 32) << 32 | (slot as u64 + 1);
             }
-            self.keys.copy_within(last * self.stride..(last + 1) * self.stride, slot * self.stride);
+            let lines = self.stride / 8;
+            self.keys.copy_within(last * lines..(last + 1) * lines, slot * lines);
         }
-        self.keys.truncate(last * self.stride);
+        self.keys.truncate(last * self.stride / 8);
         self.flows.swap_remove(slot)
     }
 
@@ -848,19 +891,25 @@ impl Subtable {
         if (self.flows.len() + 1) * 2 > self.index.len() {
             let mut index = vec![Pos::default(); self.index.len() * 2];
             for (slot, f) in self.flows.iter().enumerate() {
-                let sh = self.stored_hash(&self.keys[slot * self.stride..(slot + 1) * self.stride]);
+                let sh = self.stored_hash(self.key(slot));
                 Self::place(&mut index, sh, slot, f);
             }
             self.index = index;
         }
         let present = key.present_bits() & self.mask.present;
-        self.keys.push(present);
-        for &(i, bits) in self.fields.iter() {
-            let v = if present & (1 << i) != 0 { key.words(i) } else { [0, 0] };
-            self.keys.push(v[0] & bits[0]);
-            self.keys.push(v[1] & bits[1]);
-        }
         let slot = self.flows.len();
+        self.keys.resize((slot + 1) * self.stride / 8, Line::default());
+        let lines = self.stride / 8;
+        let k = &mut self.keys[slot * lines..(slot + 1) * lines];
+        let mut set = |w: usize, v: u64| k[w / 8].0[w % 8] = v;
+        set(0, present);
+        for (&(i, bits), &(o, wide)) in self.fields.iter().zip(self.at.iter()) {
+            let v = if present & (1 << i) != 0 { key.words(i) } else { [0, 0] };
+            set(o, v[0] & bits[0]);
+            if wide {
+                set(o + 1, v[1] & bits[1]);
+            }
+        }
         Self::place(&mut self.index, h, slot, &mf);
         self.flows.push(mf);
         slot
@@ -1806,15 +1855,15 @@ impl MegaflowCache {
                         *hit = true;
                         continue;
                     }
-                    let k = &st.keys[slot * st.stride..(slot + 1) * st.stride];
+                    let k = st.key(slot);
                     // The megaflow covers only keys without a field the
                     // rules need: no overlap.
-                    if proj.iter().any(|&(i, n, _)| n.is_some() && k[0] & (1 << i) == 0) {
+                    if proj.iter().any(|&(i, n, _)| n.is_some() && word(k, 0) & (1 << i) == 0) {
                         continue;
                     }
                     v.clear();
                     for &(_, n, common) in &proj {
-                        let kv = n.map_or([0, 0], |n| [k[1 + 2 * n], k[2 + 2 * n]]);
+                        let kv = n.map_or([0, 0], |n| st.stored(k, n));
                         v.extend([kv[0] & common[0], kv[1] & common[1]]);
                     }
                     *hit = set.contains(&v[..]);
@@ -1876,8 +1925,8 @@ impl MegaflowCache {
                 let k = st.key(slot);
                 let mut key = FlowKey::default();
                 for (n, &(i, _)) in st.fields.iter().enumerate() {
-                    if k[0] & (1 << i) != 0 {
-                        key.set_words(i, [k[1 + 2 * n], k[2 + 2 * n]]);
+                    if word(k, 0) & (1 << i) != 0 {
+                        key.set_words(i, st.stored(k, n));
                     }
                 }
                 v.push(DpFlow { key, mask: st.mask.clone(), mf: mf.clone() });
@@ -2364,6 +2413,109 @@ mod tests {
                 let matched = if t + 1 == tables.counters.len() { total } else { total + misses };
                 prop_assert_eq!(c.lookups.load(Ordering::Relaxed), total + misses, "table {} lookups", t);
                 prop_assert_eq!(c.matches.load(Ordering::Relaxed), matched, "table {} matches", t);
+            }
+        }
+    }
+
+    proptest! {
+        /// Stored keys with two-word fields (IPv6 addresses) over more
+        /// than one cache line: every answer equals the tables', keys
+        /// differing only in unexamined bits share a megaflow, and after
+        /// expiry moves slots (a row copied over another) every dumped
+        /// megaflow is found again by its own key.
+        #[test]
+        fn wide_keys_are_stored_whole(
+            rules in prop::collection::vec((0u8..4, 0u8..8, 0u8..3, any::<bool>()), 1..12),
+            keys in prop::collection::vec((any::<prop::sample::Index>(), any::<u64>(), any::<bool>()), 1..200),
+            idle in prop::collection::vec(any::<bool>(), 201),
+        ) {
+            let addr = |hi: u8, lo: u64| {
+                let mut a = [0u8; 16];
+                a[..8].copy_from_slice(&(0x2001_0db8_0000_0000 | u64::from(hi)).to_be_bytes());
+                a[8..].copy_from_slice(&lo.to_be_bytes());
+                a
+            };
+            let mut tables = Tables::new(1, 100);
+            for &(src, dst, port, with_in_port) in &rules {
+                let mut m = Match::any()
+                    .with(Oxm::exact_u64(Field::EthType, 0x86dd))
+                    .with(Oxm::exact_u64(Field::IpProto, 6))
+                    // A /96: its mask has bits in both words.
+                    .with(Oxm::masked(Field::Ipv6Src, &addr(src, 0), &addr(0xff, 0xffff_ffff_0000_0000).map(|b| if b == 0 { 0 } else { 0xff })))
+                    .with(Oxm::exact(Field::Ipv6Dst, &addr(9, u64::from(dst))))
+                    .with(Oxm::exact_u64(Field::TcpDst, 80 + u64::from(port)));
+                if with_in_port {
+                    m = m.with(Oxm::exact_u64(Field::InPort, 1));
+                }
+                let out = vec![Instruction::ApplyActions(vec![Action::Output { port: 2, max_len: 0 }])];
+                let _ = tables.flow_mod(&FlowMod::new(FlowModCommand::Add, 0, u16::from(dst), m, out), 0, &Ports);
+            }
+            let key = |&(src, lo, dst, port, in_port): &(u8, u64, u8, u8, u8)| {
+                let mut k = FlowKey::default();
+                k.set_u64(Field::InPort, u64::from(in_port % 2 + 1));
+                k.set_u64(Field::Metadata, 0);
+                k.set_u64(Field::EthType, 0x86dd);
+                k.set_u64(Field::IpProto, 6);
+                k.set(Field::Ipv6Src, &addr(src, lo));
+                k.set(Field::Ipv6Dst, &addr(9, u64::from(dst)));
+                k.set_u64(Field::TcpDst, 80 + u64::from(port));
+                k.set_u64(Field::TcpSrc, lo & 0xffff);
+                k
+            };
+            let cfg = CacheConfig { max_idle_ms: 100, ..CacheConfig::default() };
+            let mut cache = MegaflowCache::new(cfg);
+            // The first key matches the first rule (every field
+            // examined); the others a rule's fields or random ones.
+            let (src, dst, port, _) = rules[0];
+            let keys: Vec<_> = std::iter::once((src, 7, dst, port, 0))
+                .chain(keys.iter().map(|&(ix, lo, ruled)| {
+                    let (src, dst, port, _) = rules[ix.index(rules.len())];
+                    let b = lo.to_be_bytes();
+                    if ruled {
+                        (src, lo & 0xffff_ffff, dst, port, b[0])
+                    } else {
+                        (b[1] % 4, lo, b[2] % 10, b[3] % 4, b[0])
+                    }
+                }))
+                .collect();
+            // Keys used at 0 first, then at 100 (time never goes back).
+            let mut order: Vec<usize> = (0..keys.len()).collect();
+            order.sort_by_key(|&j| !idle[j]);
+            for j in order {
+                let kk = &keys[j];
+                let k = key(kk);
+                let t = translate(&tables, &k);
+                let now = if idle[j] { 0 } else { 100 };
+                match cache.lookup(&k) {
+                    Some(c) => {
+                        prop_assert_eq!(&cache.get(c).steps[..], &t.steps[..], "key {:?}", kk);
+                        cache.get(c).hit(1, 64, now);
+                    }
+                    None => {
+                        let c = cache.install(&k, Arc::new(Megaflow::new(t.steps, cache.intern(t.mask), now))).unwrap();
+                        prop_assert_eq!(cache.lookup(&k), Some(c));
+                    }
+                }
+            }
+            prop_assert!(cache.subtables.iter().any(|st| st.stride > 8), "a key over two lines");
+            for _ in 0..64 {
+                cache.expire(&tables, 150);
+            }
+            for (j, kk) in keys.iter().enumerate() {
+                let k = key(kk);
+                match cache.lookup(&k) {
+                    Some(c) => {
+                        prop_assert_eq!(&cache.get(c).steps[..], &translate(&tables, &k).steps[..], "key {:?}", kk);
+                        prop_assert!(cache.get(c).used_ms.load(Ordering::Relaxed) == 100, "an idle megaflow stayed");
+                    }
+                    None => prop_assert!(idle[j], "key {:?} used at 100 lost its megaflow", kk),
+                }
+            }
+            let dumped = cache.dump();
+            prop_assert_eq!(dumped.len(), cache.len());
+            for d in &dumped {
+                let c = cache.lookup(&d.key);
+                prop_assert!(c.is_some_and(|c| Arc::ptr_eq(cache.get(c), &d.mf)), "a dumped key finds its megaflow");
             }
         }
     }
