@@ -293,6 +293,16 @@ impl<'a> Tally<'a> {
 /// `MegaflowCache::early_fold`).
 pub const EARLY_FOLD: usize = 64;
 
+/// Megaflows a subtable holds at least before its lookups prefetch the
+/// stored keys and megaflows their probes name: below (about 200 bytes
+/// each), they stay in the core's caches and the prefetches only cost.
+const PREFETCH_SLOTS: usize = 4096;
+
+/// Megaflows a cache holds at least before it folds early: below, they
+/// stay in the core's caches between periodic folds anyway (about 200
+/// bytes a hit and a fold touch each, a few MB in all).
+pub const EARLY_FOLD_CACHE: usize = 16_384;
+
 /// Folds the megaflows `dirty` names (code, address) in `subtables`
 /// into `tables`' counters and empties it; returns the packets folded. In
 /// a big cache every megaflow a fold meets may be a miss two levels deep
@@ -309,7 +319,7 @@ fn fold_codes(subtables: &[Subtable], dirty: &mut Vec<(u32, usize)>, tables: &Ta
     // The reference to the megaflow and the megaflow.
     let load = |c: u32, at: usize| {
         prefetch(std::ptr::from_ref(mf(c)).cast());
-        Megaflow::prefetch_hot_at(at);
+        Megaflow::prefetch_fold_at(at);
     };
     let mut packets = 0;
     // The loop prefetches ahead of itself: start the first ones here.
@@ -497,21 +507,25 @@ impl Change {
 }
 
 impl Megaflow {
+    /// Bytes from its start that a hit reads or writes.
+    pub const HIT: usize = std::mem::offset_of!(Megaflow, folded);
+
     /// Bytes from its start that a hit or a fold reads or writes.
     pub const HOT: usize = std::mem::offset_of!(Megaflow, steps);
 
-    /// Starts loading the lines a hit and a fold touch.
+    /// Starts loading the lines a hit touches, for the megaflow at address
+    /// `at` (a hint: any address is safe). No more: in a big cache the
+    /// lines a batch's lookups prefetch fill the queue of misses.
     #[inline]
-    pub fn prefetch_hot(mf: &Arc<Megaflow>) {
-        Megaflow::prefetch_hot_at(Arc::as_ptr(mf).addr());
+    fn prefetch_hit_at(at: usize) {
+        prefetch_span(std::ptr::without_provenance::<u8>(at), Megaflow::HIT);
     }
 
-    /// As [`Megaflow::prefetch_hot`], for the megaflow at address `at`
-    /// (a hint: any address is safe).
+    /// Starts loading the lines a fold touches (see
+    /// [`Megaflow::prefetch_hit_at`]).
     #[inline]
-    fn prefetch_hot_at(at: usize) {
-        // With the reference counts before it (a clone writes them).
-        prefetch_span(std::ptr::without_provenance::<u8>(at).wrapping_sub(16), Megaflow::HOT + 16);
+    fn prefetch_fold_at(at: usize) {
+        prefetch_span(std::ptr::without_provenance::<u8>(at), Megaflow::HOT);
     }
 
     /// Starts loading the counters of the entries it matched (its hot
@@ -563,12 +577,12 @@ pub fn prefetch(p: *const u8) {
 /// Starts loading every cache line of the `len` bytes at `p` (`len` > 0).
 #[inline]
 pub fn prefetch_span(p: *const u8, len: usize) {
-    // Points 64 bytes apart and the last byte: every line the span
-    // touches holds one of them.
-    for off in (0..len).step_by(64) {
-        prefetch(p.wrapping_add(off));
+    // One prefetch per line the span touches.
+    let first = p.addr() & !63;
+    let last = (p.addr() + len.max(1) - 1) & !63;
+    for line in (first..=last).step_by(64) {
+        prefetch(p.wrapping_add(line.wrapping_sub(p.addr())));
     }
-    prefetch(p.wrapping_add(len.saturating_sub(1)));
 }
 
 /// A hash over pairs of words whose multiplies do not wait for each
@@ -719,13 +733,19 @@ impl Subtable {
         if word(k, 0) != present {
             return false;
         }
-        self.fields.iter().zip(self.at.iter()).all(|(&(i, bits), &(o, wide))| {
-            if present & (1 << i) == 0 {
-                return true;
+        // Each field's words follow the previous one's (see `at`).
+        let mut o = 1;
+        for &(i, bits) in self.fields.iter() {
+            let wide = bits[1] != 0;
+            if present & (1 << i) != 0 {
+                let v = key.words(i);
+                if v[0] & bits[0] != word(k, o) || (wide && v[1] & bits[1] != word(k, o + 1)) {
+                    return false;
+                }
             }
-            let v = key.words(i);
-            v[0] & bits[0] == word(k, o) && (!wide || v[1] & bits[1] == word(k, o + 1))
-        })
+            o += 1 + usize::from(wide);
+        }
+        true
     }
 
     /// Whether keys `a` and `b` agree on every bit of this subtable's mask
@@ -763,7 +783,7 @@ impl Subtable {
             prefetch_span(std::ptr::from_ref(k).cast(), self.stride * 8);
             // The reference a hit's replay loads, and what it names.
             prefetch(std::ptr::from_ref(f).cast());
-            Megaflow::prefetch_hot_at(p.at);
+            Megaflow::prefetch_hit_at(p.at);
         }
     }
 
@@ -1261,6 +1281,9 @@ pub struct MegaflowCache {
     /// fold would only miss on them again. Measured again every 64
     /// periodic folds.
     early_fold: bool,
+    /// Megaflows it holds at least before it folds early
+    /// ([`EARLY_FOLD_CACHE`]).
+    early_fold_min: usize,
     /// Periodic folds so far.
     folds: u64,
     /// Flow keys the datapath reuses batch after batch (never zeroed).
@@ -1387,6 +1410,7 @@ impl MegaflowCache {
             dirty: Vec::new(),
             dirty_held: Vec::new(),
             early_fold: false,
+            early_fold_min: EARLY_FOLD_CACHE,
             folds: 0,
             keys: Vec::new(),
             full: false,
@@ -1543,10 +1567,13 @@ impl MegaflowCache {
                 self.runs.1 += n as u64;
             }
             // The index words are on their way; start loading the stored
-            // keys and megaflows their first probes name.
-            for (i, h) in hashes[..n].iter().enumerate() {
-                if out[i] == NONE && !follow[i] {
-                    st.prefetch_slot(*h);
+            // keys and megaflows their first probes name (where they may
+            // not be in the core's caches).
+            if st.flows.len() >= PREFETCH_SLOTS {
+                for (i, h) in hashes[..n].iter().enumerate() {
+                    if out[i] == NONE && !follow[i] {
+                        st.prefetch_slot(*h);
+                    }
                 }
             }
             for i in 0..n {
@@ -1735,9 +1762,10 @@ impl MegaflowCache {
         let packets = self.fold(tables);
         self.folds = self.folds.wrapping_add(1);
         if !self.early_fold {
-            // Megaflows hit fewer than twice each since the last fold:
-            // folding them at once costs no more folds and no misses.
-            self.early_fold = n >= EARLY_FOLD as u64 && packets < 2 * n;
+            // Megaflows hit fewer than twice each since the last fold, in
+            // a cache too big to stay in the core's caches: folding them
+            // at once costs no more folds and no misses.
+            self.early_fold = n >= EARLY_FOLD as u64 && packets < 2 * n && self.len >= self.early_fold_min;
         } else if self.folds.is_multiple_of(64) {
             // Measure the next period without early folds.
             self.early_fold = false;
@@ -2382,7 +2410,9 @@ mod tests {
             let (tables, key) = chain(depth, 200);
             let emc = if with_emc { EmcMode::On } else { EmcMode::Off };
             let cfg = CacheConfig { max_idle_ms: 2, emc, emc_entries: 16, emc_insert_inv_prob: 1, ..CacheConfig::default() };
+            // Early folds at any size.
             let mut cache = MegaflowCache::new(cfg);
+            cache.early_fold_min = 0;
             let (mut want, mut misses) = ([0u64; 200], 0);
             for (b, chunk) in hits.chunks(batch).enumerate() {
                 for &(d, n, ip6) in chunk {
@@ -2526,9 +2556,17 @@ mod tests {
     #[test]
     fn megaflows_hit_once_are_folded_early() {
         let (tables, key) = chain(3, 200);
+        // A small cache stays in the core's caches: no early folds.
         let mut cache = MegaflowCache::default();
-        // 96 megaflows hit once each: the periodic fold turns early
-        // folding on.
+        for d in 0..96 {
+            hit(&mut cache, &tables, &key(d), 1);
+        }
+        assert!(!cache.fold_periodic(&tables), "96 megaflows: folded periodically");
+        // As if big: 96 megaflows hit once each, the periodic fold turns
+        // early folding on.
+        let (tables, key) = chain(3, 200);
+        let mut cache = MegaflowCache::default();
+        cache.early_fold_min = 64;
         for d in 0..96 {
             hit(&mut cache, &tables, &key(d), 1);
         }
@@ -2547,10 +2585,11 @@ mod tests {
         assert_eq!(entry_counts(&tables, 100), (1, 64), "64 hit: folded at the end of the batch");
         assert_eq!(cache.counts.folded_early, 64);
 
-        // One megaflow hit 100 times between periodic folds: no early
+        // Megaflows hit 100 times each between periodic folds: no early
         // folds.
         let (tables, key) = chain(3, 200);
         let mut cache = MegaflowCache::default();
+        cache.early_fold_min = 64;
         for _ in 0..100 {
             for d in 0..64 {
                 hit(&mut cache, &tables, &key(d), 1);
