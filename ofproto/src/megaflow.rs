@@ -36,7 +36,19 @@
 //!   traffic without atomic read-modify-writes per packet; a fold adds to
 //!   each table's and entry's atomics once, however many megaflows went
 //!   through them. The datapath may count a group of one megaflow's
-//!   packets at once ([`MegaflowCache::grouping`]).
+//!   packets at once ([`MegaflowCache::grouping`]). Megaflows are listed
+//!   for the fold by code (no reference count written: a locked write
+//!   per packet would wait for every store before it); in a big cache
+//!   whose megaflows are hit about once between folds they are folded 64
+//!   at a time as soon as hit, while their lines are cached
+//!   ([`EARLY_FOLD`]), with the entries they count prefetched ahead.
+//! - Memory: a subtable's index positions carry their megaflow's address
+//!   (a prefetch hint), so that a probe loads the stored key and the
+//!   megaflow together; stored keys are compact (a word per field, two
+//!   for IPv6 addresses) and line-aligned (a 5-tuple key is one line);
+//!   what a hit touches sits in the megaflow's first two lines. At a
+//!   million flows each packet's lookup is a few DRAM misses, overlapped
+//!   across the batch.
 //! - Misses run the tables (an *upcall*, on the PMD thread) within a
 //!   per-thread budget, so a flood of new flows cannot starve the hits;
 //!   beyond it a miss is dropped and counted.
