@@ -644,6 +644,32 @@ struct Pos {
 #[repr(C, align(64))]
 struct Line([u64; 8]);
 
+/// Stored keys in the first segment of a subtable's arena; segment
+/// `j >= 1` holds `SEG0 << (j - 1)`, so the arena doubles as a vector
+/// does but never moves a key (a vector of over-aligned lines would be
+/// copied whole at each doubling: a stall of milliseconds on the PMD
+/// thread at a million megaflows).
+const SEG0: usize = 16;
+
+/// The (segment, index in it) of stored key `slot`.
+#[inline]
+fn seg(slot: usize) -> (usize, usize) {
+    if slot < SEG0 {
+        return (0, slot);
+    }
+    let k = usize::try_from(usize::BITS - 1 - (slot / SEG0).leading_zeros()).unwrap_or(0);
+    (k + 1, slot - (SEG0 << k))
+}
+
+/// Stored keys segment `j` holds.
+fn seg_len(j: usize) -> usize {
+    if j == 0 {
+        SEG0
+    } else {
+        SEG0 << (j - 1)
+    }
+}
+
 /// Word `w` of the stored key in `row`.
 #[inline]
 fn word(row: &[Line], w: usize) -> u64 {
@@ -666,7 +692,8 @@ struct Subtable {
     stride: usize,
     /// A power of two long, at most half full.
     index: Vec<Pos>,
-    keys: Vec<Line>,
+    /// The stored keys, in segments (see [`SEG0`]).
+    keys: Vec<Box<[Line]>>,
     flows: Vec<Arc<Megaflow>>,
     hits: u64,
 }
@@ -791,7 +818,9 @@ impl Subtable {
             return;
         }
         let slot = usize::try_from(p.word & 0xffff_ffff).unwrap_or(1) - 1;
-        if let (Some(k), Some(f)) = (self.keys.get(slot * self.stride / 8), self.flows.get(slot)) {
+        let (j, r) = seg(slot);
+        let lines = self.stride / 8;
+        if let (Some(k), Some(f)) = (self.keys.get(j).and_then(|s| s.get(r * lines)), self.flows.get(slot)) {
             prefetch_span(std::ptr::from_ref(k).cast(), self.stride * 8);
             // The reference a hit's replay loads, and what it names.
             prefetch(std::ptr::from_ref(f).cast());
@@ -834,7 +863,8 @@ impl Subtable {
     /// Stored key `slot`'s words.
     fn key(&self, slot: usize) -> &[Line] {
         let lines = self.stride / 8;
-        &self.keys[slot * lines..(slot + 1) * lines]
+        let (j, r) = seg(slot);
+        &self.keys[j][r * lines..(r + 1) * lines]
     }
 
     /// The index position that names `slot` (whose stored key hashes to
@@ -890,9 +920,15 @@ impl Subtable {
                 self.index[pos].word = (lh >> 32) << 32 | (slot as u64 + 1);
             }
             let lines = self.stride / 8;
-            self.keys.copy_within(last * lines..(last + 1) * lines, slot * lines);
+            let ((lj, lr), (j, r)) = (seg(last), seg(slot));
+            for l in 0..lines {
+                self.keys[j][r * lines + l] = self.keys[lj][lr * lines + l];
+            }
         }
-        self.keys.truncate(last * self.stride / 8);
+        // A segment left empty goes.
+        if seg(last).1 == 0 {
+            self.keys.truncate(seg(last).0);
+        }
         self.flows.swap_remove(slot)
     }
 
@@ -930,9 +966,12 @@ impl Subtable {
         }
         let present = key.present_bits() & self.mask.present;
         let slot = self.flows.len();
-        self.keys.resize((slot + 1) * self.stride / 8, Line::default());
         let lines = self.stride / 8;
-        let k = &mut self.keys[slot * lines..(slot + 1) * lines];
+        let (j, r) = seg(slot);
+        if j == self.keys.len() {
+            self.keys.push(vec![Line::default(); seg_len(j) * lines].into_boxed_slice());
+        }
+        let k = &mut self.keys[j][r * lines..(r + 1) * lines];
         let mut set = |w: usize, v: u64| k[w / 8].0[w % 8] = v;
         set(0, present);
         for (&(i, bits), &(o, wide)) in self.fields.iter().zip(self.at.iter()) {
@@ -1984,6 +2023,17 @@ impl MegaflowCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Stored key slots fill the arena's segments in order, each to its
+    /// length, up to the largest cache.
+    #[test]
+    fn key_segments_follow_each_other() {
+        let mut want = (0, 0);
+        for slot in 0..=MAX_MEGAFLOWS {
+            assert_eq!(seg(slot), want, "slot {slot}");
+            want = if want.1 + 1 == seg_len(want.0) { (want.0 + 1, 0) } else { (want.0, want.1 + 1) };
+        }
+    }
 
     /// Codes name every slot of the largest cache in every subtable, and
     /// never look like an exact-match cache entry's code or like NONE.
