@@ -670,6 +670,13 @@ fn seg_len(j: usize) -> usize {
     }
 }
 
+/// Words a field whose mask words are `bits` takes in a stored key: one,
+/// two where the mask has bits in the second.
+#[inline]
+fn field_words(bits: [u64; 2]) -> usize {
+    1 + usize::from(bits[1] != 0)
+}
+
 /// Word `w` of the stored key in `row`.
 #[inline]
 fn word(row: &[Line], w: usize) -> u64 {
@@ -705,9 +712,9 @@ impl Subtable {
         let at: Box<[(usize, bool)]> = fields
             .iter()
             .map(|&(_, bits)| {
-                let wide = bits[1] != 0;
-                next += 1 + usize::from(wide);
-                (next - 1 - usize::from(wide), wide)
+                let o = next;
+                next += field_words(bits);
+                (o, field_words(bits) == 2)
             })
             .collect();
         let stride = next.next_multiple_of(8);
@@ -775,14 +782,14 @@ impl Subtable {
         // Each field's words follow the previous one's (see `at`).
         let mut o = 1;
         for &(i, bits) in self.fields.iter() {
-            let wide = bits[1] != 0;
+            let n = field_words(bits);
             if present & (1 << i) != 0 {
                 let v = key.words(i);
-                if v[0] & bits[0] != word(k, o) || (wide && v[1] & bits[1] != word(k, o + 1)) {
+                if v[0] & bits[0] != word(k, o) || (n == 2 && v[1] & bits[1] != word(k, o + 1)) {
                     return false;
                 }
             }
-            o += 1 + usize::from(wide);
+            o += n;
         }
         true
     }
@@ -1830,14 +1837,14 @@ impl MegaflowCache {
     /// sweep goes on where it stopped. Only between batches (codes
     /// change).
     pub fn expire(&mut self, tables: &Tables, now_ms: u64) {
-        // Slots move below: the codes listed for the fold would not.
-        self.fold(tables);
         let idle = self.cfg.max_idle_ms;
         // A call every 1/256 of the idle time at most: a round of 64
         // calls over a full cache takes a quarter of it.
         if now_ms < self.next_sweep_ms {
             return;
         }
+        // Slots move below: the codes listed for the fold would not.
+        self.fold(tables);
         self.next_sweep_ms = now_ms + (idle / 256).max(1);
         let mut budget = SWEEP_SLOTS;
         while budget > 0 {
