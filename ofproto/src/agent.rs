@@ -12,6 +12,7 @@
 //! that does not decode gets the error reply the spec names, and the
 //! connection goes on.
 
+use crate::megaflow::Folder;
 use crate::ofp::action::{port, Action};
 use crate::ofp::error::{BadRequest, GroupModFailed, MeterModFailed, OfpError};
 use crate::ofp::msg::{
@@ -213,6 +214,11 @@ pub struct Agent {
     /// Bumped on every change the datapath must see (tables, groups,
     /// meters): the daemon republishes its snapshot when it changes.
     pub generation: u64,
+    /// Folds the datapath's megaflow counters into the tables' (the
+    /// datapath hands its megaflows to it): a pass runs before flow and
+    /// table statistics are answered and before idle timeouts are
+    /// judged, so that both see every packet the datapath counted.
+    pub folder: Arc<Folder>,
     /// Bumped on group and meter changes only (the datapath's megaflows
     /// outlive flow changes they cannot be affected by, not these).
     pub group_meter_generation: u64,
@@ -300,6 +306,7 @@ impl Agent {
             generation_id: None,
             generation: 0,
             group_meter_generation: 0,
+            folder: Folder::new(),
         }
     }
 
@@ -603,6 +610,10 @@ impl Agent {
 
     /// Expires flows at `now_ms`; the flow-removed messages to send.
     pub fn tick(&mut self, now_ms: u64) -> Vec<(ConnId, Vec<u8>)> {
+        if self.tables.idle_due(now_ms) {
+            // Whether they are really idle: the datapath's latest hits.
+            self.folder.fold_all();
+        }
         let removed = self.tables.expire(now_ms);
         if !removed.is_empty() {
             self.generation += 1;
@@ -682,6 +693,9 @@ impl Agent {
             (u32::try_from(age / 1000).unwrap_or(u32::MAX), u32::try_from((age % 1000) * 1_000_000).unwrap_or(0))
         };
         let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        if matches!(req, MpRequest::Flow(_) | MpRequest::Aggregate(_) | MpRequest::Table) {
+            self.folder.fold_all();
+        }
         Ok(match req {
             MpRequest::Desc => vec![mp(MpReply::Desc(Desc {
                 mfr_desc: "vswitch project".into(),

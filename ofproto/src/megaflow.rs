@@ -29,19 +29,16 @@
 //! - Idle megaflows (`max_idle_ms`) are removed by an incremental sweep
 //!   between batches; a cache that fills up starts over.
 //! - Counters: a hit adds to its megaflow's own counters (plain stores by
-//!   the one PMD thread that owns it); every few milliseconds the thread
-//!   folds what the megaflows it hit since then gained into the counters
-//!   and idle clocks of the OpenFlow tables and entries their decisions
-//!   went through, so flow statistics and idle timeouts follow the
-//!   traffic without atomic read-modify-writes per packet; a fold adds to
-//!   each table's and entry's atomics once, however many megaflows went
-//!   through them. The datapath may count a group of one megaflow's
-//!   packets at once ([`MegaflowCache::grouping`]). Megaflows are listed
-//!   for the fold by code (no reference count written: a locked write
-//!   per packet would wait for every store before it); in a big cache
-//!   whose megaflows are hit about once between folds they are folded 64
-//!   at a time as soon as hit, while their lines are cached
-//!   ([`EARLY_FOLD`]), with the entries they count prefetched ahead.
+//!   the one PMD thread that owns it: no atomic read-modify-write, no
+//!   reference count written per packet); the datapath may count a group
+//!   of one megaflow's packets at once ([`MegaflowCache::grouping`]). A
+//!   [`Folder`], on a thread of its own, adds what the megaflows gained
+//!   to the counters and idle clocks of the OpenFlow tables and entries
+//!   their decisions went through, in passes, and frees the megaflows
+//!   their caches let go of: the PMD thread never touches a flow entry's
+//!   counters (in a big table, a DRAM miss per packet). The caches hand
+//!   their new megaflows over every few milliseconds
+//!   ([`MegaflowCache::hand_over`]).
 //! - Memory: a subtable's index positions carry their megaflow's address
 //!   (a prefetch hint), so that a probe loads the stored key and the
 //!   megaflow together; stored keys are compact (a word per field, two
@@ -56,11 +53,14 @@
 use crate::classifier::FlowMask;
 use crate::flow::FlowKey;
 use crate::ofp::{Action, Match};
-use crate::table::Tables;
+use crate::table::{TableCounters, Tables};
 pub use crate::xlate::Step;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+
+mod folder;
+pub use folder::{Folder, FolderStats, PASS_MS};
 
 /// A lookup's "no megaflow".
 pub const NONE: u32 = u32::MAX;
@@ -140,7 +140,7 @@ impl FastPlan {
 
 /// A cached decision. The fields a replay touches (the compiled plan,
 /// the counters a hit writes and the flags it reads) come first, then
-/// what a fold reads (the counts already folded and the steps), within
+/// what a fold reads (the lookups it counts, the steps), within
 /// [`Megaflow::HOT`] bytes (`repr(C)` keeps the order): a lookup
 /// prefetches them with the stored key, a fold a few megaflows ahead.
 #[derive(Debug)]
@@ -160,11 +160,9 @@ pub struct Megaflow {
     /// thread groups packets per megaflow (valid only while that batch's
     /// group of this index names it).
     pub group: std::sync::atomic::AtomicU32,
-    dirty: AtomicBool,
     /// Removed from its cache (expired): exact-match entries that still
     /// name it miss.
     dead: AtomicBool,
-    folded: [AtomicU64; 2],
     /// The tables its steps looked up and the entries they matched, what
     /// a fold counts, inline (a compiled replay never reads the steps).
     counted: Counted,
@@ -237,10 +235,10 @@ impl<'a> Tally<'a> {
     }
 
     /// Adds `packets` of `bytes` through `steps` at `now_ms`.
-    fn add(&mut self, tables: &Tables, steps: &'a [Step], packets: u64, bytes: u64, now_ms: u64) {
+    fn add(&mut self, counters: &[TableCounters], steps: &'a [Step], packets: u64, bytes: u64, now_ms: u64) {
         for s in steps {
             if let Step::Table { table, entry } = s {
-                self.add_one(tables, *table, entry.as_deref(), packets, bytes, now_ms);
+                self.add_one(counters, *table, entry.as_deref(), packets, bytes, now_ms);
             }
         }
     }
@@ -249,7 +247,7 @@ impl<'a> Tally<'a> {
     /// at `now_ms`.
     fn add_one(
         &mut self,
-        tables: &Tables,
+        counters: &[TableCounters],
         table: u8,
         entry: Option<&'a crate::table::EntryStats>,
         packets: u64,
@@ -259,7 +257,7 @@ impl<'a> Tally<'a> {
         let matched = if entry.is_some() { packets } else { 0 };
         let t = &mut self.tables[usize::from(table) % 8];
         if t.0 != table {
-            Self::send_table(tables, *t);
+            Self::send_table(counters, *t);
             *t = (table, 0, 0);
         }
         t.1 += packets;
@@ -281,8 +279,8 @@ impl<'a> Tally<'a> {
         }
     }
 
-    fn send_table(tables: &Tables, (table, lookups, matches): (u8, u64, u64)) {
-        if let Some(t) = tables.counters.get(usize::from(table)).filter(|_| lookups > 0) {
+    fn send_table(counters: &[TableCounters], (table, lookups, matches): (u8, u64, u64)) {
+        if let Some(t) = counters.get(usize::from(table)).filter(|_| lookups > 0) {
             t.lookups.fetch_add(lookups, Ordering::Relaxed);
             if matches > 0 {
                 t.matches.fetch_add(matches, Ordering::Relaxed);
@@ -291,9 +289,9 @@ impl<'a> Tally<'a> {
     }
 
     /// Adds everything gathered to the shared counters.
-    fn send(self, tables: &Tables) {
+    fn send(self, counters: &[TableCounters]) {
         for t in self.tables {
-            Self::send_table(tables, t);
+            Self::send_table(counters, t);
         }
         for (e, p, b, t) in self.entries.into_iter().flatten() {
             e.hit(p, b, t);
@@ -301,63 +299,10 @@ impl<'a> Tally<'a> {
     }
 }
 
-/// Megaflows folded at once when they are folded early (see
-/// `MegaflowCache::early_fold`).
-pub const EARLY_FOLD: usize = 64;
-
 /// Megaflows a subtable holds at least before its lookups prefetch the
 /// stored keys and megaflows their probes name: below (about 200 bytes
 /// each), they stay in the core's caches and the prefetches only cost.
 const PREFETCH_SLOTS: usize = 4096;
-
-/// Megaflows a cache holds at least before it folds early: below, they
-/// stay in the core's caches between periodic folds anyway (about 200
-/// bytes a hit and a fold touch each, a few MB in all).
-pub const EARLY_FOLD_CACHE: usize = 16_384;
-
-/// Folds the megaflows `dirty` names (code, address) in `subtables`
-/// into `tables`' counters and empties it; returns the packets folded. In
-/// a big cache every megaflow a fold meets may be a miss two levels deep
-/// (the megaflow, the entries it matched, inline): the megaflows are
-/// prefetched a few ahead of the entries, the entries a few ahead of the
-/// fold, so that the misses overlap. A chunk at a time, from the end.
-fn fold_codes(subtables: &[Subtable], dirty: &mut Vec<(u32, usize)>, tables: &Tables) -> u64 {
-    const AHEAD: usize = 16;
-    const CHUNK: usize = 64;
-    let mf = |c: u32| {
-        let (si, slot) = decode(c);
-        &subtables[si].flows[slot]
-    };
-    // The reference to the megaflow and the megaflow.
-    let load = |c: u32, at: usize| {
-        prefetch(std::ptr::from_ref(mf(c)).cast());
-        Megaflow::prefetch_fold_at(at);
-    };
-    let mut packets = 0;
-    // The loop prefetches ahead of itself: start the first ones here.
-    for (k, &(c, at)) in dirty.iter().rev().take(2 * AHEAD).enumerate() {
-        load(c, at);
-        if k < AHEAD {
-            mf(c).prefetch_entries();
-        }
-    }
-    while !dirty.is_empty() {
-        let start = dirty.len().saturating_sub(CHUNK);
-        let mut tally = Tally::new();
-        for i in (start..dirty.len()).rev() {
-            if let Some(&(c, at)) = i.checked_sub(2 * AHEAD).map(|j| &dirty[j]) {
-                load(c, at);
-            }
-            if let Some(&(c, _)) = i.checked_sub(AHEAD).map(|j| &dirty[j]) {
-                mf(c).prefetch_entries();
-            }
-            packets += mf(dirty[i].0).fold_into(tables, &mut tally);
-        }
-        tally.send(tables);
-        dirty.truncate(start);
-    }
-    packets
-}
 
 /// Adds `packets` of `bytes` to the counters of the tables and entries
 /// decision `steps` went through (`now_ms`: their last use).
@@ -416,9 +361,7 @@ impl Megaflow {
             used_ms: AtomicU64::new(now_ms),
             group: std::sync::atomic::AtomicU32::new(u32::MAX),
             created_ms: now_ms,
-            folded: [AtomicU64::new(0), AtomicU64::new(0)],
             counted,
-            dirty: AtomicBool::new(false),
             dead: AtomicBool::new(false),
         }
     }
@@ -437,50 +380,28 @@ impl Megaflow {
         (std::mem::size_of::<Megaflow>() + 16 + self.steps.len() * std::mem::size_of::<Step>() + acts) as u64
     }
 
-    /// Counts `packets` of `bytes` at `now_ms`; true when they are the
-    /// first since the last fold (the caller lists it for the next one).
-    /// Only the owning PMD thread calls it.
+    /// Counts `packets` of `bytes` at `now_ms` (a [`Folder`] adds them
+    /// to its tables and entries later). Only the owning PMD thread calls
+    /// it: loads and stores, no locked read-modify-write.
     #[inline]
-    pub fn hit(&self, packets: u64, bytes: u64, now_ms: u64) -> bool {
+    pub fn hit(&self, packets: u64, bytes: u64, now_ms: u64) {
         self.packets.store(self.packets.load(Ordering::Relaxed) + packets, Ordering::Relaxed);
         self.bytes.store(self.bytes.load(Ordering::Relaxed) + bytes, Ordering::Relaxed);
         self.used_ms.store(now_ms, Ordering::Relaxed);
-        // Load and store, not a locked swap: only this thread writes it.
-        if self.dirty.load(Ordering::Relaxed) {
-            return false;
-        }
-        self.dirty.store(true, Ordering::Relaxed);
-        true
     }
 
-    /// Adds what it gained since the last fold to its tables and entries.
-    fn fold(&self, tables: &Tables) {
-        let mut tally = Tally::new();
-        self.fold_into(tables, &mut tally);
-        tally.send(tables);
-    }
-
-    /// As [`Megaflow::fold`], into a tally sent later; returns the
-    /// packets folded.
-    fn fold_into<'a>(&'a self, tables: &Tables, tally: &mut Tally<'a>) -> u64 {
-        self.dirty.store(false, Ordering::Relaxed);
-        let (p, b) = (self.packets.load(Ordering::Relaxed), self.bytes.load(Ordering::Relaxed));
-        let dp = p - self.folded[0].load(Ordering::Relaxed);
-        let db = b - self.folded[1].load(Ordering::Relaxed);
-        if dp > 0 {
-            let now_ms = self.used_ms.load(Ordering::Relaxed);
-            match self.counted.inline() {
-                Some(lookups) => {
-                    for (t, e) in lookups {
-                        tally.add_one(tables, t, e, dp, db, now_ms);
-                    }
+    /// Adds `packets` of `bytes` (what it gained since its last fold) to
+    /// the tables and entries its decision went through, into `tally`.
+    fn count_into<'a>(&'a self, counters: &[TableCounters], tally: &mut Tally<'a>, packets: u64, bytes: u64) {
+        let now_ms = self.used_ms.load(Ordering::Relaxed);
+        match self.counted.inline() {
+            Some(lookups) => {
+                for (t, e) in lookups {
+                    tally.add_one(counters, t, e, packets, bytes, now_ms);
                 }
-                None => tally.add(tables, &self.steps, dp, db, now_ms),
             }
-            self.folded[0].store(p, Ordering::Relaxed);
-            self.folded[1].store(b, Ordering::Relaxed);
+            None => tally.add(counters, &self.steps, packets, bytes, now_ms),
         }
-        dp
     }
 }
 
@@ -520,7 +441,7 @@ impl Change {
 
 impl Megaflow {
     /// Bytes from its start that a hit reads or writes.
-    pub const HIT: usize = std::mem::offset_of!(Megaflow, folded);
+    pub const HIT: usize = std::mem::offset_of!(Megaflow, counted);
 
     /// Bytes from its start that a hit or a fold reads or writes.
     pub const HOT: usize = std::mem::offset_of!(Megaflow, steps);
@@ -940,25 +861,25 @@ impl Subtable {
     }
 
     /// The bytes megaflow `mf` takes in this subtable: its own
-    /// ([`Megaflow::bytes`]), its stored key and its share of the index
-    /// (two positions at most half full).
+    /// ([`Megaflow::bytes`]), its stored key, its share of the index (two
+    /// positions at most half full) and its place in its folder (a
+    /// reference and the counts folded).
     fn cost(&self, mf: &Megaflow) -> u64 {
-        mf.bytes() + 8 * self.stride as u64 + 2 * std::mem::size_of::<Pos>() as u64
+        mf.bytes() + 8 * self.stride as u64 + 2 * std::mem::size_of::<Pos>() as u64 + 24
     }
 
     /// Removes megaflow `slot` for good (expired, or affected by a
-    /// change): its exact-match entries then miss, its counters are
-    /// folded into `tables`; the bytes it took.
-    fn retire(&mut self, slot: usize, tables: &Tables) -> u64 {
+    /// change): its exact-match entries then miss (its folder folds its
+    /// counters once more and frees it); the bytes it took.
+    fn retire(&mut self, slot: usize) -> u64 {
         let mf = self.remove(slot);
         mf.dead.store(true, Ordering::Relaxed);
-        mf.fold(tables);
         self.cost(&mf)
     }
 
     /// Adds `mf` for `key`; its slot (an existing one when a stored key
     /// covers `key` already).
-    fn insert(&mut self, key: &FlowKey, mf: Arc<Megaflow>) -> usize {
+    fn insert(&mut self, key: &FlowKey, mf: &Arc<Megaflow>) -> usize {
         let h = self.hash(key);
         if let Some(slot) = self.find(h, key) {
             return slot;
@@ -988,8 +909,8 @@ impl Subtable {
                 set(o + 1, v[1] & bits[1]);
             }
         }
-        Self::place(&mut self.index, h, slot, &mf);
-        self.flows.push(mf);
+        Self::place(&mut self.index, h, slot, mf);
+        self.flows.push(mf.clone());
         slot
     }
 }
@@ -1024,6 +945,7 @@ fn reap(subtables: Vec<Subtable>) {
 
 impl Drop for MegaflowCache {
     fn drop(&mut self) {
+        self.hand_over_now();
         reap(std::mem::take(&mut self.subtables));
     }
 }
@@ -1061,11 +983,6 @@ pub struct CacheCounts {
     pub groups: u64,
     /// Packets replayed in such groups.
     pub grouped: u64,
-    /// Megaflows whose counts were folded into the flow tables' (once per
-    /// fold that found them hit).
-    pub folded: u64,
-    /// Of those, folded early (see [`EARLY_FOLD`]).
-    pub folded_early: u64,
     /// Packets that ran the tables.
     pub upcalls: u64,
     /// Megaflows installed.
@@ -1325,25 +1242,12 @@ pub struct MegaflowCache {
     last_refill_ns: u64,
     /// Counts not yet folded into the bridge's atomics.
     pub counts: CacheCounts,
-    /// Megaflows hit since the last fold, by code and address (a prefetch
-    /// hint): no reference count written per megaflow (a locked write
-    /// that would wait for every store before it). Codes change only
-    /// where the cache folds first (ranking, expiry, revalidation, flush).
-    dirty: Vec<(u32, usize)>,
-    /// Megaflows hit since the last fold that no code of this cache names
-    /// for long (exact-match entries, megaflows not kept).
-    dirty_held: Vec<Arc<Megaflow>>,
-    /// Whether megaflows are folded in batches of [`EARLY_FOLD`] as soon
-    /// as that many were hit, while their lines are still cached: when a
-    /// periodic fold finds them hit about once each (a big table), a later
-    /// fold would only miss on them again. Measured again every 64
-    /// periodic folds.
-    early_fold: bool,
-    /// Megaflows it holds at least before it folds early
-    /// ([`EARLY_FOLD_CACHE`]).
-    early_fold_min: usize,
-    /// Periodic folds so far.
-    folds: u64,
+    /// Megaflows installed (or replayed without being kept) since the
+    /// last hand-over to the folder ([`MegaflowCache::hand_over`]).
+    fresh: Vec<Arc<Megaflow>>,
+    /// The folder they go to and the tables' counters they count into,
+    /// as last named.
+    sink: Option<(Arc<Folder>, Arc<[TableCounters]>)>,
     /// Flow keys the datapath reuses batch after batch (never zeroed).
     pub keys: Vec<FlowKey>,
     /// An install found it full: emptied at the end of the batch.
@@ -1465,11 +1369,8 @@ impl MegaflowCache {
             tokens: UPCALL_BURST,
             last_refill_ns: 0,
             counts: CacheCounts::default(),
-            dirty: Vec::new(),
-            dirty_held: Vec::new(),
-            early_fold: false,
-            early_fold_min: EARLY_FOLD_CACHE,
-            folds: 0,
+            fresh: Vec::new(),
+            sink: None,
             keys: Vec::new(),
             full: false,
             cfg: CacheConfig { max_megaflows: cfg.max_megaflows.min(MAX_MEGAFLOWS), ..cfg },
@@ -1493,6 +1394,7 @@ impl MegaflowCache {
     /// the PMD thread).
     pub fn succeeding(old: &mut MegaflowCache) -> MegaflowCache {
         let mut c = MegaflowCache::new(old.cfg);
+        c.sink.clone_from(&old.sink);
         c.emc = old.emc.take();
         if let Some(e) = c.emc.as_mut() {
             e.generation = e.generation.wrapping_add(1);
@@ -1736,8 +1638,9 @@ impl MegaflowCache {
         let st = &mut self.subtables[si];
         let before = st.flows.len();
         let bytes = st.cost(&mf);
-        let slot = st.insert(key, mf);
+        let slot = st.insert(key, &mf);
         if st.flows.len() > before {
+            self.fresh.push(mf);
             self.len += 1;
             self.counts.installs += 1;
             self.counts.bytes_added += bytes;
@@ -1746,44 +1649,27 @@ impl MegaflowCache {
         Some(code(si, slot))
     }
 
-    /// Lists megaflow `code` for the next fold (after its first hit
-    /// since the last one: [`Megaflow::hit`] said so).
-    pub fn mark_dirty(&mut self, code: u32) {
-        let mf = self.get(code);
-        if code & EMC_CODE != 0 {
-            // An exact-match entry may name another megaflow next batch.
-            let mf = mf.clone();
-            self.dirty_held.push(mf);
-        } else {
-            let at = Arc::as_ptr(mf).addr();
-            self.dirty.push((code, at));
-        }
-    }
-
-    /// Lists a megaflow the cache does not keep for the next fold.
-    pub fn mark_dirty_unkept(&mut self, mf: Arc<Megaflow>) {
-        self.dirty_held.push(mf);
+    /// Keeps a megaflow the cache did not keep (full) but replayed, for
+    /// its counters to reach the tables.
+    pub fn keep_unkept(&mut self, mf: Arc<Megaflow>) {
+        self.fresh.push(mf);
     }
 
     /// Ends a batch (codes from it are dead after this): every 64 batches
     /// the subtables are re-ranked by hits and the exact-match cache
     /// switched on or off (`EmcMode::Auto`); a cache that filled up is
-    /// emptied, its counters folded into `tables` first, so that new
-    /// flows get megaflows again (within the upcall budget).
-    pub fn end_batch(&mut self, tables: &Tables) {
+    /// emptied (its megaflows' last counts reach the tables through its
+    /// folder), so that new flows get megaflows again (within the upcall
+    /// budget).
+    pub fn end_batch(&mut self) {
         self.emc_commit();
         self.batches = self.batches.wrapping_add(1);
         if self.batches.is_multiple_of(64) {
-            self.rerank(tables);
-        }
-        if self.early_fold && self.dirty.len() + self.dirty_held.len() >= EARLY_FOLD {
-            self.counts.folded_early += (self.dirty.len() + self.dirty_held.len()) as u64;
-            self.fold(tables);
+            self.rerank();
         }
         if !self.full {
             return;
         }
-        self.fold(tables);
         self.counts.flushed += self.len as u64;
         self.counts.bytes_dropped += self.bytes;
         self.bytes = 0;
@@ -1798,53 +1684,17 @@ impl MegaflowCache {
         self.sweep = (0, 0);
     }
 
-    /// Folds the megaflows hit since last time into `tables`' counters
-    /// (the snapshot this cache belongs to).
-    pub fn fold(&mut self, tables: &Tables) -> u64 {
-        self.counts.folded += (self.dirty.len() + self.dirty_held.len()) as u64;
-        let mut packets = fold_codes(&self.subtables, &mut self.dirty, tables);
-        let mut tally = Tally::new();
-        for mf in &self.dirty_held {
-            packets += mf.fold_into(tables, &mut tally);
-        }
-        tally.send(tables);
-        self.dirty_held.clear();
-        packets
-    }
-
-    /// [`MegaflowCache::fold`] as the PMD thread calls it every so often:
-    /// it also decides whether megaflows are folded early (see
-    /// `early_fold`). Returns whether they now are.
-    pub fn fold_periodic(&mut self, tables: &Tables) -> bool {
-        let n = (self.dirty.len() + self.dirty_held.len()) as u64;
-        let packets = self.fold(tables);
-        self.folds = self.folds.wrapping_add(1);
-        if !self.early_fold {
-            // Megaflows hit fewer than twice each since the last fold, in
-            // a cache too big to stay in the core's caches: folding them
-            // at once costs no more folds and no misses.
-            self.early_fold = n >= EARLY_FOLD as u64 && packets < 2 * n && self.len >= self.early_fold_min;
-        } else if self.folds.is_multiple_of(64) {
-            // Measure the next period without early folds.
-            self.early_fold = false;
-        }
-        self.early_fold
-    }
-
-    /// Removes megaflows unused for `max_idle_ms` at `now_ms` (their
-    /// counters folded into `tables` first), looking at a few thousand
-    /// per call so that a big cache never stalls its PMD thread; the
-    /// sweep goes on where it stopped. Only between batches (codes
-    /// change).
-    pub fn expire(&mut self, tables: &Tables, now_ms: u64) {
+    /// Removes megaflows unused for `max_idle_ms` at `now_ms`, looking
+    /// at a few thousand per call so that a big cache never stalls its
+    /// PMD thread; the sweep goes on where it stopped. Only between
+    /// batches (codes change).
+    pub fn expire(&mut self, now_ms: u64) {
         let idle = self.cfg.max_idle_ms;
         // A call every 1/256 of the idle time at most: a round of 64
         // calls over a full cache takes a quarter of it.
         if now_ms < self.next_sweep_ms {
             return;
         }
-        // Slots move below: the codes listed for the fold would not.
-        self.fold(tables);
         self.next_sweep_ms = now_ms + (idle / 256).max(1);
         let mut budget = SWEEP_SLOTS;
         while budget > 0 {
@@ -1869,7 +1719,7 @@ impl MegaflowCache {
                 self.sweep.1 += 1;
                 continue;
             }
-            let bytes = st.retire(slot, tables);
+            let bytes = st.retire(slot);
             self.len -= 1;
             self.bytes -= bytes;
             self.counts.expired += 1;
@@ -1879,14 +1729,12 @@ impl MegaflowCache {
 
     /// Keeps this cache for the next table snapshot when the tables
     /// changed only by `changes` (flow adds, changes and removals): every
-    /// megaflow a change may affect is removed (its counters folded into
-    /// `old` first, its exact-match entries then miss), the others stay,
+    /// megaflow a change may affect is removed (its exact-match entries
+    /// then miss), the others stay,
     /// their decisions the same under the new tables. False (nothing
     /// done) when testing every megaflow against every change would cost
     /// more than a few milliseconds: the caller starts an empty cache.
-    pub fn revalidate(&mut self, old: &Tables, changes: &[Change]) -> bool {
-        // Slots move below: the codes listed for the fold would not.
-        self.fold(old);
+    pub fn revalidate(&mut self, changes: &[Change]) -> bool {
         // Changes grouped by table and shape (fields and their mask
         // bits): each megaflow subtable meets each group once, through a
         // set of the group's values projected on the bits both look at.
@@ -1958,7 +1806,7 @@ impl MegaflowCache {
             // Highest slot first: the last slot moved into a removed one
             // is then always one already looked at and kept.
             for slot in (0..affected.len()).rev().filter(|s| affected[*s]) {
-                let bytes = st.retire(slot, old);
+                let bytes = st.retire(slot);
                 self.len -= 1;
                 self.bytes -= bytes;
                 self.counts.revalidated += 1;
@@ -1978,10 +1826,8 @@ impl MegaflowCache {
 
     /// Orders subtables by hits since the last ranking (most first), and
     /// decides whether the exact-match cache pays.
-    fn rerank(&mut self, tables: &Tables) {
+    fn rerank(&mut self) {
         if self.subtables.windows(2).any(|w| w[0].hits < w[1].hits) {
-            // Codes change: the listed ones are folded first.
-            self.fold(tables);
             self.subtables.sort_by_key(|s| std::cmp::Reverse(s.hits));
             self.reindex();
         }
@@ -2214,7 +2060,7 @@ mod tests {
                 for (k, c) in keys.iter().zip(&codes) {
                     prop_assert_eq!(cache.lookup(k).unwrap_or(NONE), *c, "{:?}", b);
                 }
-                cache.end_batch(&tables);
+                cache.end_batch();
             }
         }
     }
@@ -2269,7 +2115,7 @@ mod tests {
                             prop_assert_eq!(cache.lookup(&k), Some(c), "an installed megaflow covers its key");
                             cache.emc_offer(hash[0], &k, c);
                         }
-                        cache.end_batch(&tables);
+                        cache.end_batch();
                     }
                     Op::Mod(ix, delete) => {
                         // As the datapath does: the megaflows the change
@@ -2278,7 +2124,7 @@ mod tests {
                         let f = &flows[ix.index(flows.len())];
                         let _ = tables.flow_mod(&flow_mod(f, *delete), 0, &Ports);
                         let kept = match tables.take_changes() {
-                            Some(changes) => cache.revalidate(&tables, &changes),
+                            Some(changes) => cache.revalidate(&changes),
                             None => false,
                         };
                         if !kept {
@@ -2287,7 +2133,7 @@ mod tests {
                     }
                     Op::Tick(dt) => {
                         now += dt * 60;
-                        cache.expire(&tables, now);
+                        cache.expire(now);
                         prop_assert_eq!(cache.megaflows().count(), cache.len());
                         for mf in cache.megaflows() {
                             prop_assert!(now - mf.used_ms.load(Ordering::Relaxed) < 100, "an idle megaflow was kept");
@@ -2328,7 +2174,7 @@ mod tests {
                 let fm = if *delete { flow_mod(&flows[usize::from(m.0.1) % flows.len()], true) } else { flow_mod(m, false) };
                 let _ = tables.flow_mod(&fm, 0, &Ports);
                 let changes = tables.take_changes().unwrap();
-                prop_assert!(cache.revalidate(&tables, &changes));
+                prop_assert!(cache.revalidate(&changes));
                 for k in &keys {
                     if let Some(c) = cache.lookup(k) {
                         prop_assert_eq!(&cache.get(c).steps[..], &translate(&tables, k).steps[..], "key {:?} after {:?}", k, fm);
@@ -2374,7 +2220,7 @@ mod tests {
                         cache.get(c).hit(1, 1, now + 50);
                     }
                 }
-                cache.expire(&tables, now + 55);
+                cache.expire(now + 55);
                 let kept: Vec<u32> = live.iter().copied().filter(|&i| cache.lookup(&key_of(i)).is_some()).collect();
                 for &i in &live {
                     if !kept.contains(&i) {
@@ -2438,32 +2284,39 @@ mod tests {
     }
 
     /// Hits `k`'s megaflow (through the exact-match cache when on;
-    /// installing it first) with `n` packets of 64 bytes, listing it for
-    /// the fold as the datapath does.
+    /// installing it first) with `n` packets of 64 bytes, as the datapath
+    /// does.
     fn hit(cache: &mut MegaflowCache, tables: &Tables, k: &FlowKey, n: u64) {
         let (mut code, mut hash) = ([NONE], [0]);
         cache.emc_lookup_batch(std::slice::from_ref(k), &mut hash, &mut code);
         cache.lookup_batch(std::slice::from_ref(k), &mut code);
         let c = if code[0] == NONE {
             let t = translate(tables, k);
-            cache.install(k, Arc::new(Megaflow::new(t.steps, cache.intern(t.mask), 0))).unwrap()
+            let mf = Arc::new(Megaflow::new(t.steps, cache.intern(t.mask), 0));
+            let Some(c) = cache.install(k, mf.clone()) else {
+                // Full: replayed once, not kept.
+                mf.hit(n, 64 * n, 1);
+                cache.keep_unkept(mf);
+                return;
+            };
+            c
         } else {
             code[0]
         };
-        if cache.get(c).hit(n, 64 * n, 1) {
-            cache.mark_dirty(c);
-        }
+        cache.get(c).hit(n, 64 * n, 1);
         cache.emc_offer(hash[0], k, c);
     }
 
     proptest! {
-        /// Folding counts every packet a megaflow answered exactly once,
-        /// in its entries' and tables' counters, whatever folds it (the
-        /// periodic fold, an early fold at the end of a batch, chunks of
-        /// a big fold, the fold before a ranking or an expiry moves
-        /// codes), whether the packet was answered by a megaflow or an
-        /// exact-match entry, and whether the megaflow holds its lookups
-        /// inline (up to COUNTED tables) or walks its steps (more).
+        /// The folder counts every packet a megaflow answered exactly
+        /// once, in its entries' and tables' counters, whenever its passes
+        /// run (between batches, or on a thread of their own all along),
+        /// whether the megaflow is still in its cache or was let go of
+        /// (expired, or flushed with a full cache) before a pass saw its
+        /// last packets, whether the packet was answered by a megaflow or
+        /// an exact-match entry, and whether the megaflow holds its
+        /// lookups inline (up to COUNTED tables) or walks its steps
+        /// (more).
         #[test]
         fn folds_count_every_packet_once(
             depth in 1u8..7,
@@ -2472,38 +2325,59 @@ mod tests {
             period in 1usize..20,
             expire_every in 1usize..100,
             with_emc in any::<bool>(),
+            limit in prop::sample::select(vec![30usize, 1000]),
+            concurrent in any::<bool>(),
         ) {
             // IPv6 packets match no rule of the last table: another
             // megaflow mask, so two subtables that rankings reorder.
             let v6 = key((0, 1, true, 0, false));
             let (tables, key) = chain(depth, 200);
             let emc = if with_emc { EmcMode::On } else { EmcMode::Off };
-            let cfg = CacheConfig { max_idle_ms: 2, emc, emc_entries: 16, emc_insert_inv_prob: 1, ..CacheConfig::default() };
-            // Early folds at any size.
-            let mut cache = MegaflowCache::new(cfg);
-            cache.early_fold_min = 0;
-            let (mut want, mut misses) = ([0u64; 200], 0);
-            for (b, chunk) in hits.chunks(batch).enumerate() {
-                for &(d, n, ip6) in chunk {
-                    if ip6 {
-                        hit(&mut cache, &tables, &v6, n);
-                        misses += n;
-                    } else {
-                        hit(&mut cache, &tables, &key(d), n);
-                        want[usize::from(d)] += n;
+            let cfg = CacheConfig {
+                max_idle_ms: 2, max_megaflows: limit, emc, emc_entries: 16, emc_insert_inv_prob: 1
+            };
+            let folder = Folder::new();
+            let stop = AtomicBool::new(false);
+            let (want, misses) = std::thread::scope(|s| {
+                if concurrent {
+                    s.spawn(|| {
+                        while !stop.load(Ordering::Relaxed) {
+                            folder.fold_all();
+                        }
+                    });
+                }
+                let mut cache = MegaflowCache::new(cfg);
+                cache.hand_over(&folder, &tables);
+                let (mut want, mut misses) = ([0u64; 200], 0);
+                for (b, chunk) in hits.chunks(batch).enumerate() {
+                    for &(d, n, ip6) in chunk {
+                        if ip6 {
+                            hit(&mut cache, &tables, &v6, n);
+                            misses += n;
+                        } else {
+                            hit(&mut cache, &tables, &key(d), n);
+                            want[usize::from(d)] += n;
+                        }
+                    }
+                    cache.end_batch();
+                    if b % period == period - 1 {
+                        cache.hand_over(&folder, &tables);
+                        if !concurrent {
+                            folder.fold_all();
+                        }
+                    }
+                    if b % expire_every == expire_every - 1 {
+                        // Idle ones go: every megaflow idle at 10 ms, as
+                        // hit at 1.
+                        cache.expire(10);
                     }
                 }
-                cache.end_batch(&tables);
-                if b % period == period - 1 {
-                    cache.fold_periodic(&tables);
-                }
-                if b % expire_every == expire_every - 1 {
-                    // Idle ones go (slots move): every megaflow idle at
-                    // 10 ms, as hit at 1.
-                    cache.expire(&tables, 10);
-                }
-            }
-            cache.fold(&tables);
+                stop.store(true, Ordering::Relaxed);
+                // What the cache still holds, handed over when it goes.
+                drop(cache);
+                (want, misses)
+            });
+            folder.fold_all();
             for (d, &w) in (0..=u8::MAX).zip(&want) {
                 prop_assert_eq!(entry_counts(&tables, d), (w, 64 * w), "destination {}", d);
             }
@@ -2513,6 +2387,8 @@ mod tests {
                 prop_assert_eq!(c.lookups.load(Ordering::Relaxed), total + misses, "table {} lookups", t);
                 prop_assert_eq!(c.matches.load(Ordering::Relaxed), matched, "table {} matches", t);
             }
+            // Every megaflow was let go of, folded a last time and freed.
+            prop_assert_eq!(folder.stats.held.load(Ordering::Relaxed), 0);
         }
     }
 
@@ -2598,7 +2474,7 @@ mod tests {
             }
             prop_assert!(cache.subtables.iter().any(|st| st.stride > 8), "a key over two lines");
             for _ in 0..64 {
-                cache.expire(&tables, 150);
+                cache.expire(150);
             }
             for (j, kk) in keys.iter().enumerate() {
                 let k = key(kk);
@@ -2619,59 +2495,52 @@ mod tests {
         }
     }
 
-    /// Megaflows hit about once between periodic folds (a big table) are
-    /// folded as soon as [`EARLY_FOLD`] of them were hit, at the end of a
-    /// batch; megaflows hit often are folded only periodically.
+    /// A megaflow its cache lets go of is folded once more by the next
+    /// pass (what it gained since the last) and freed there; the others
+    /// stay held. New megaflows wait in the cache until it hands them
+    /// over.
     #[test]
-    fn megaflows_hit_once_are_folded_early() {
+    fn megaflows_let_go_are_folded_once_more_and_freed() {
         let (tables, key) = chain(3, 200);
-        // A small cache stays in the core's caches: no early folds.
-        let mut cache = MegaflowCache::default();
-        for d in 0..96 {
+        let folder = Folder::new();
+        let cfg = CacheConfig { max_idle_ms: 10, ..CacheConfig::default() };
+        let mut cache = MegaflowCache::new(cfg);
+        for d in 0..100 {
             hit(&mut cache, &tables, &key(d), 1);
         }
-        assert!(!cache.fold_periodic(&tables), "96 megaflows: folded periodically");
-        // As if big: 96 megaflows hit once each, the periodic fold turns
-        // early folding on.
-        let (tables, key) = chain(3, 200);
-        let mut cache = MegaflowCache::default();
-        cache.early_fold_min = 64;
-        for d in 0..96 {
-            hit(&mut cache, &tables, &key(d), 1);
-        }
-        cache.end_batch(&tables);
-        assert!(cache.fold_periodic(&tables));
-        // Two batches of 32 new ones: folded at the end of the second.
-        for d in 96..128 {
-            hit(&mut cache, &tables, &key(d), 1);
-        }
-        cache.end_batch(&tables);
-        assert_eq!(entry_counts(&tables, 100), (0, 0), "32 hit: not yet folded");
-        for d in 128..160 {
-            hit(&mut cache, &tables, &key(d), 1);
-        }
-        cache.end_batch(&tables);
-        assert_eq!(entry_counts(&tables, 100), (1, 64), "64 hit: folded at the end of the batch");
-        assert_eq!(cache.counts.folded_early, 64);
-
-        // Megaflows hit 100 times each between periodic folds: no early
-        // folds.
-        let (tables, key) = chain(3, 200);
-        let mut cache = MegaflowCache::default();
-        cache.early_fold_min = 64;
-        for _ in 0..100 {
-            for d in 0..64 {
-                hit(&mut cache, &tables, &key(d), 1);
+        folder.fold_all();
+        assert_eq!(entry_counts(&tables, 5), (0, 0), "not handed over yet");
+        cache.hand_over(&folder, &tables);
+        folder.fold_all();
+        assert_eq!(entry_counts(&tables, 5), (1, 64));
+        assert_eq!(folder.stats.held.load(Ordering::Relaxed), 100);
+        // Half are hit again at 50, then all hit once more; those not hit
+        // at 50 expire at 55 (the hit at 1 was their last use) before a
+        // pass sees their last packet.
+        let weak: Vec<_> = cache.megaflows().map(Arc::downgrade).collect();
+        for d in 0..100 {
+            if d % 2 == 0 {
+                let c = cache.lookup(&key(d)).unwrap();
+                cache.get(c).hit(1, 64, 50);
             }
-            cache.end_batch(&tables);
+            let c = cache.lookup(&key(d)).unwrap();
+            let mf = cache.get(c);
+            mf.hit(1, 64, mf.used_ms.load(Ordering::Relaxed));
         }
-        assert!(!cache.fold_periodic(&tables), "hit 100 times each: folded periodically");
-        for d in 0..64 {
-            hit(&mut cache, &tables, &key(d), 1);
+        for _ in 0..64 {
+            cache.expire(55);
         }
-        cache.end_batch(&tables);
-        assert_eq!(cache.counts.folded_early, 0);
-        assert_eq!(entry_counts(&tables, 5), (100, 6400), "the last hit waits for the periodic fold");
+        assert_eq!(cache.len(), 50);
+        assert_eq!(weak.iter().filter(|w| w.upgrade().is_some()).count(), 100, "the folder holds the expired");
+        folder.fold_all();
+        assert_eq!(entry_counts(&tables, 4), (3, 192), "hit at 1, 50 and again");
+        assert_eq!(entry_counts(&tables, 5), (2, 128), "the last hit of an expired megaflow is counted");
+        assert_eq!(folder.stats.held.load(Ordering::Relaxed), 50);
+        assert_eq!(folder.stats.released.load(Ordering::Relaxed), 50);
+        assert_eq!(weak.iter().filter(|w| w.upgrade().is_some()).count(), 50, "freed after their last fold");
+        // A pass with nothing new folds nothing twice.
+        assert_eq!(folder.fold_all(), 0);
+        assert_eq!(entry_counts(&tables, 4), (3, 192));
     }
 
     /// A full cache installs nothing more within the batch, then starts
@@ -2693,12 +2562,15 @@ mod tests {
         }
         assert!(codes[..3].iter().all(Option::is_some) && codes[3].is_none(), "{codes:?}");
         let c = codes[0].unwrap();
-        assert!(cache.get(c).hit(1, 100, 1));
-        cache.mark_dirty(c);
-        cache.end_batch(&tables);
+        cache.get(c).hit(1, 100, 1);
+        let folder = Folder::new();
+        cache.hand_over(&folder, &tables);
+        cache.end_batch();
         assert_eq!((cache.len(), cache.counts.flushed), (0, 3));
+        folder.fold_all();
         let e = &tables.tables[0].entries[0];
-        assert_eq!(e.stats.packets.load(Ordering::Relaxed), 1, "the hit reached the entry before the flush");
+        assert_eq!(e.stats.packets.load(Ordering::Relaxed), 1, "the hit before the flush reached the entry");
+        assert_eq!(folder.stats.held.load(Ordering::Relaxed), 0, "the flushed megaflows were freed");
     }
 
     /// A flow table change keeps the megaflows it cannot affect (another
@@ -2726,14 +2598,14 @@ mod tests {
         add(&mut tables, 20, ip([11, 0, 0, 1], 32), 3);
         tables.flow_mod(&FlowMod::new(FlowModCommand::Add, 1, 5, Match::any(), out(3)), 0, &Ports).unwrap();
         let changes = tables.take_changes().unwrap();
-        assert!(cache.revalidate(&tables, &changes));
+        assert!(cache.revalidate(&changes));
         assert_eq!((cache.len(), cache.counts.revalidated), (1, 0), "nothing overlapped");
         let c = cache.lookup(&k).unwrap();
         assert_eq!(cache.get(c).steps[..], translate(&tables, &k).steps[..]);
         // 10/8 at a higher priority covers it: removed.
         add(&mut tables, 30, ip([10, 0, 0, 0], 8), 4);
         let changes = tables.take_changes().unwrap();
-        assert!(cache.revalidate(&tables, &changes));
+        assert!(cache.revalidate(&changes));
         assert_eq!((cache.len(), cache.counts.revalidated), (0, 1));
         assert!(cache.lookup(&k).is_none());
     }

@@ -502,6 +502,16 @@ impl Tables {
         }
     }
 
+    /// Whether an entry would expire at `now_ms` by its idle timeout as
+    /// its counters stand (the datapath's latest hits may not have been
+    /// folded into them yet).
+    pub fn idle_due(&self, now_ms: u64) -> bool {
+        self.tables.iter().filter(|t| t.timed > 0).flat_map(|t| t.entries.iter()).any(|e| {
+            e.idle_timeout > 0
+                && now_ms >= e.stats.last_used_ms.load(Ordering::Relaxed) + u64::from(e.idle_timeout) * 1000
+        })
+    }
+
     /// Removes entries whose idle or hard timeout passed at `now_ms`.
     pub fn expire(&mut self, now_ms: u64) -> Vec<Removed> {
         let mut removed = Vec::new();

@@ -89,7 +89,7 @@ fn dispatch(sw: &mut Switch, of: &mut OpenFlow, reg: &Registry, req: &Request) -
                 .bridges
                 .iter()
                 .filter_map(|b| of.bridge(&b.name).filter(|o| o.has_controllers))
-                .map(|o| json!({"bridge": o.bridge, "megaflow": megaflow_json(&o.counters)}))
+                .map(|o| json!({"bridge": o.bridge, "megaflow": megaflow_json(&o.counters, &o.agent.folder.stats)}))
                 .collect();
             Ok(json!({ "pmds": v, "openflow": mf }))
         }
@@ -339,7 +339,7 @@ fn dump_megaflows(c: &crate::ofdp::OfCounters, n_pmds: usize) -> Vec<(usize, u64
     }
 }
 
-fn megaflow_json(c: &crate::ofdp::OfCounters) -> Value {
+fn megaflow_json(c: &crate::ofdp::OfCounters, f: &ofproto::megaflow::FolderStats) -> Value {
     let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let (hits, upcalls) = (ld(&c.mf_hits), ld(&c.mf_upcalls));
     #[allow(clippy::cast_precision_loss)] // ratios of counters
@@ -356,7 +356,8 @@ fn megaflow_json(c: &crate::ofdp::OfCounters) -> Value {
            "megaflow_hit_rate": ratio(hits, all),
            "repeat_hits": ld(&c.mf_repeats), "groups": ld(&c.mf_groups), "grouped_packets": ld(&c.mf_grouped),
            "packets_per_group": ratio(ld(&c.mf_grouped), ld(&c.mf_groups)),
-           "folded": ld(&c.mf_folded), "folded_early": ld(&c.mf_folded_early),
+           "folder": {"passes": ld(&f.passes), "held": ld(&f.held), "folded": ld(&f.folded),
+                      "released": ld(&f.released), "last_pass_us": ld(&f.last_pass_us)},
            "subtable_lookups_per_packet": ratio(ld(&c.mf_subtable_lookups), hits + upcalls),
            "subtable_lookups_per_hit": ratio(ld(&c.mf_subtable_lookups), hits),
            "expired": ld(&c.mf_expired), "revalidated": ld(&c.mf_revalidated), "caches_kept": ld(&c.mf_caches_kept),
@@ -401,7 +402,7 @@ pub fn show(sw: &Switch, of: Option<&OpenFlow>) -> Value {
                     "drop_controller_queue_full": ld(&c.controller_queue_full), "drop_ttl_expired": ld(&c.ttl_expired),
                     "drop_meter": ld(&c.meter_drops), "drop_nombuf": ld(&c.nombuf),
                     "unsupported_actions": ld(&c.unsupported_set_field),
-                    "megaflow": megaflow_json(c),
+                    "megaflow": megaflow_json(c, &ob.agent.folder.stats),
                 });
             }
             v

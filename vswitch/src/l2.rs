@@ -585,6 +585,9 @@ impl Pipeline for BridgeDispatch {
                     if self.caches.len() <= *b {
                         let cfg = self.cache_cfg;
                         self.caches.resize_with(*b + 1, || ofproto::megaflow::MegaflowCache::new(cfg));
+                        // Its megaflows' counters go to the bridge's
+                        // folder from the first.
+                        self.caches[*b].hand_over(&of.folder, &of.tables);
                     }
                     of.process(rxq, batch, tx, &mut self.bridges[*b], &mut self.caches[*b], now_ns);
                 }
@@ -597,15 +600,16 @@ impl Pipeline for BridgeDispatch {
     }
 
     fn poll(&mut self, tx: &mut TxBatches) {
-        // Megaflow counters reach the OpenFlow entries every 1024
-        // iterations (a few milliseconds when busy, less when idle).
+        // New megaflows go to their bridge's folder (which folds their
+        // counters into the OpenFlow entries) every 1024 iterations (a
+        // few milliseconds when busy, less when idle).
         self.polls = self.polls.wrapping_add(1);
         if self.polls.is_multiple_of(1024) {
             let now_ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
             for (c, of) in self.caches.iter_mut().zip(&self.openflow) {
                 if let Some(of) = of {
-                    c.fold_periodic(&of.tables);
-                    c.expire(&of.tables, now_ms);
+                    c.hand_over(&of.folder, &of.tables);
+                    c.expire(now_ms);
                     of.counters.fold(c);
                 }
             }
@@ -638,12 +642,11 @@ impl Pipeline for BridgeDispatch {
                 Some(c) if same => caches.push(c),
                 Some(mut c) => {
                     if let Some(Some(o)) = self.openflow.get(b) {
-                        c.fold(&o.tables);
                         // Flows changed only, and this thread used the
                         // snapshot the changes start from: the megaflows
                         // they cannot affect stay.
                         let kept = match of.as_ref().and_then(|n| n.delta.as_ref()) {
-                            Some((base, changes)) if *base == o.seq => c.revalidate(&o.tables, changes),
+                            Some((base, changes)) if *base == o.seq => c.revalidate(changes),
                             _ => false,
                         };
                         o.counters.fold(&mut c);
@@ -657,6 +660,13 @@ impl Pipeline for BridgeDispatch {
                     caches.push(ofproto::megaflow::MegaflowCache::succeeding(&mut c));
                 }
                 None => caches.push(ofproto::megaflow::MegaflowCache::new(self.cache_cfg)),
+            }
+        }
+        // Each cache's megaflows go to its bridge's folder (those of a
+        // cache just replaced went to the old one's when it was dropped).
+        for (c, of) in caches.iter_mut().zip(&view.openflow) {
+            if let Some(of) = of {
+                c.hand_over(&of.folder, &of.tables);
             }
         }
         self.caches = caches;

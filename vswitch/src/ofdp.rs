@@ -109,10 +109,6 @@ pub struct OfCounters {
     pub mf_groups: AtomicU64,
     /// Packets replayed in such groups.
     pub mf_grouped: AtomicU64,
-    /// Megaflows folded into the flow tables' counters.
-    pub mf_folded: AtomicU64,
-    /// Of those, folded early (a big table: as soon as 64 were hit).
-    pub mf_folded_early: AtomicU64,
     /// Megaflows removed for being idle.
     pub mf_expired: AtomicU64,
     /// Megaflows removed because a flow change may affect them.
@@ -158,8 +154,6 @@ impl OfCounters {
             (&self.mf_repeats, c.repeats),
             (&self.mf_groups, c.groups),
             (&self.mf_grouped, c.grouped),
-            (&self.mf_folded, c.folded),
-            (&self.mf_folded_early, c.folded_early),
             (&self.mf_expired, c.expired),
             (&self.mf_revalidated, c.revalidated),
         ] {
@@ -232,6 +226,9 @@ pub struct OfBridgeDp {
     /// touched (a PMD thread that used publication `.0` keeps the
     /// megaflows none of them may affect).
     pub delta: Option<(u64, Arc<[ofproto::megaflow::Change]>)>,
+    /// The bridge's megaflow folder: PMD threads hand it their new
+    /// megaflows, its thread folds their counters into the tables'.
+    pub folder: Arc<ofproto::megaflow::Folder>,
 }
 
 impl std::fmt::Debug for OfBridgeDp {
@@ -471,8 +468,6 @@ impl OfBridgeDp {
         }
         let t3 = pmd::rdtsc();
         let mut upcall_cycles = 0;
-        let mut dirty = [NONE; BATCH_SIZE];
-        let mut n_dirty = 0;
         let mut installed = false;
         let mut groups = Groups::new();
         let grouping = cache.grouping;
@@ -530,22 +525,19 @@ impl OfBridgeDp {
                     // Replayed with its megaflow's other packets after the
                     // loop.
                     groups.hold(i, p, code, mf);
-                } else if self.replay_counted(plan.ops(), mf, &[0], &mut [Some(p)], tx, out.now_ms) {
-                    dirty[n_dirty] = code;
-                    n_dirty += 1;
+                } else {
+                    self.replay_counted(plan.ops(), mf, &[0], &mut [Some(p)], tx, out.now_ms);
                 }
                 continue;
             }
             let done = self.replay(p, key, mf, &mut out, tx);
             if done > mf.last_table {
-                if mf.hit(1, len, out.now_ms) {
-                    if code == NONE {
-                        let m = mf.clone();
-                        cache.mark_dirty_unkept(m);
-                    } else {
-                        dirty[n_dirty] = code;
-                        n_dirty += 1;
-                    }
+                mf.hit(1, len, out.now_ms);
+                if code == NONE {
+                    // Not kept (a full cache): its count still reaches
+                    // the tables.
+                    let m = mf.clone();
+                    cache.keep_unkept(m);
                 }
             } else {
                 count_steps(&self.tables, &mf.steps[..done], 1, len, out.now_ms);
@@ -560,13 +552,7 @@ impl OfBridgeDp {
             let mf = cache.get(code);
             let Some(plan) = &mf.fast else { continue };
             let members = &groups.order[usize::from(start[g])..usize::from(start[g + 1])];
-            if self.replay_counted(plan.ops(), mf, members, &mut groups.held, tx, out.now_ms) {
-                dirty[n_dirty] = code;
-                n_dirty += 1;
-            }
-        }
-        for &c in &dirty[..n_dirty] {
-            cache.mark_dirty(c);
+            self.replay_counted(plan.ops(), mf, members, &mut groups.held, tx, out.now_ms);
         }
         let t4 = pmd::rdtsc();
         let cy = &mut cache.counts.cycles;
@@ -576,7 +562,7 @@ impl OfBridgeDp {
         cy[STAGE_UPCALL] += upcall_cycles;
         cy[STAGE_ACTIONS] += (t4 - t3).saturating_sub(upcall_cycles);
         cache.keys = keys;
-        cache.end_batch(&self.tables);
+        cache.end_batch();
         counts.flush(&self.tables, out.now_ms);
         self.counters.fold(cache);
         if !out.normal.is_empty() {
@@ -680,9 +666,11 @@ impl OfBridgeDp {
         matches!(ops.last(), Some(FastOp::Output { .. })).then(|| FastPlan::new(ops)).flatten()
     }
 
-    /// [`OfBridgeDp::replay_group`], then counts what went through on the
-    /// megaflow; true when that was its first hit since the last fold (the
-    /// caller lists it for the next one).
+    /// Replays a compiled decision on the packets of one group (`members`
+    /// of `held`, in arrival order), one operation at a time over all of
+    /// them; the megaflow counts those that went through all of its
+    /// tables, the others (TTL expired before the last table) are counted
+    /// on their own.
     #[inline]
     fn replay_counted(
         &self,
@@ -692,25 +680,7 @@ impl OfBridgeDp {
         held: &mut [Option<Packet>],
         tx: &mut TxBatches,
         now_ms: u64,
-    ) -> bool {
-        let (packets, bytes) = self.replay_group(ops, mf, members, held, tx, now_ms);
-        packets > 0 && mf.hit(packets, bytes, now_ms)
-    }
-
-    /// Replays a compiled decision on the packets of one group (`members`
-    /// of `held`, in arrival order), one operation at a time over all of
-    /// them; returns the packets and bytes that went through all of its
-    /// tables (the megaflow counts them), having counted the others (TTL
-    /// expired before the last table) on their own.
-    fn replay_group(
-        &self,
-        ops: &[FastOp],
-        mf: &Megaflow,
-        members: &[u8],
-        held: &mut [Option<Packet>],
-        tx: &mut TxBatches,
-        now_ms: u64,
-    ) -> (u64, u64) {
+    ) {
         let (mut packets, mut bytes) = (0, 0);
         for op in ops {
             match *op {
@@ -749,7 +719,9 @@ impl OfBridgeDp {
                 }
             }
         }
-        (packets, bytes)
+        if packets > 0 {
+            mf.hit(packets, bytes, now_ms);
+        }
     }
 
     /// Runs meter `m` on a packet of `len` bytes: false when a drop band

@@ -310,6 +310,7 @@ impl OpenFlow {
             } else {
                 let mut agent = Agent::new(0, b.flow_tables, b.flow_table_size as usize);
                 agent.dp_desc = b.name.clone();
+                agent.folder.start()?;
                 self.bridges.push(OfBridge {
                     bridge: b.name.clone(),
                     agent,
@@ -720,6 +721,7 @@ impl OpenFlow {
             epoch_ms: 0,
             seq: 0,
             delta: None,
+            folder: b.agent.folder.clone(),
         }
     }
 
