@@ -113,8 +113,9 @@ pub enum FastOp {
 }
 
 /// Compiled operations a megaflow holds at most (inline: its replay
-/// reads no other memory).
-pub const FAST_OPS: usize = 6;
+/// reads no other memory; four keep everything a hit touches in one cache
+/// line, see [`Megaflow::HIT`]).
+pub const FAST_OPS: usize = 4;
 
 /// A compiled decision: up to [`FAST_OPS`] operations, stored inline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,17 +139,16 @@ impl FastPlan {
     }
 }
 
-/// A cached decision. The fields a replay touches (the compiled plan,
-/// the counters a hit writes and the flags it reads) come first, then
-/// what a fold reads (the lookups it counts, the steps), within
-/// [`Megaflow::HOT`] bytes (`repr(C)` keeps the order): a lookup
-/// prefetches them with the stored key, a fold a few megaflows ahead.
+/// A cached decision. What a hit touches (the counters it writes, its
+/// group and the flag an exact-match hit reads, the compiled plan) fills
+/// its first cache line, [`Megaflow::HIT`] bytes (`repr(C)` keeps the
+/// order, and the alignment keeps the `Arc`'s reference counts out of
+/// it); then what a fold reads (the lookups it counts, the steps), within
+/// [`Megaflow::HOT`] bytes: a lookup prefetches the first line with the
+/// stored key, a fold both a few megaflows ahead.
 #[derive(Debug)]
-#[repr(C)]
+#[repr(C, align(64))]
 pub struct Megaflow {
-    /// The decision compiled, when it has the common shape (see
-    /// [`FastOp`]).
-    pub fast: Option<FastPlan>,
     /// Packets that took it (the upcall's own packet included: it is
     /// replayed from the megaflow it installed).
     pub packets: AtomicU64,
@@ -159,10 +159,13 @@ pub struct Megaflow {
     /// Its group in the batch being processed, where the owning PMD
     /// thread groups packets per megaflow (valid only while that batch's
     /// group of this index names it).
-    pub group: std::sync::atomic::AtomicU32,
+    pub group: std::sync::atomic::AtomicU16,
     /// Removed from its cache (expired): exact-match entries that still
     /// name it miss.
     dead: AtomicBool,
+    /// The decision compiled, when it has the common shape (see
+    /// [`FastOp`]).
+    pub fast: Option<FastPlan>,
     /// The tables its steps looked up and the entries they matched, what
     /// a fold counts, inline (a compiled replay never reads the steps).
     counted: Counted,
@@ -359,7 +362,7 @@ impl Megaflow {
             packets: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             used_ms: AtomicU64::new(now_ms),
-            group: std::sync::atomic::AtomicU32::new(u32::MAX),
+            group: std::sync::atomic::AtomicU16::new(u16::MAX),
             created_ms: now_ms,
             counted,
             dead: AtomicBool::new(false),
@@ -405,6 +408,10 @@ impl Megaflow {
     }
 }
 
+// What a hit touches is one line (a second would be a second miss per
+// packet in a big table).
+const _: () = assert!(Megaflow::HIT <= 64);
+
 /// A field of a changed rule's match: id, mask bits, value bits.
 type ChangeField = (usize, [u64; 2], [u64; 2]);
 
@@ -440,7 +447,7 @@ impl Change {
 }
 
 impl Megaflow {
-    /// Bytes from its start that a hit reads or writes.
+    /// Bytes from its start that a hit reads or writes: one line.
     pub const HIT: usize = std::mem::offset_of!(Megaflow, counted);
 
     /// Bytes from its start that a hit or a fold reads or writes.
@@ -550,10 +557,13 @@ impl Acc {
 const ABSENT: u64 = 0x5bd1_e995;
 
 /// A position of a subtable's index: `(hash >> 32) << 32 | (slot + 1)`
-/// (0: empty), and the address of the slot's megaflow, a prefetch hint
-/// only (never dereferenced): a probe starts loading the stored key and
-/// the megaflow together as soon as the index is loaded (two dependent
-/// misses in a big cache, not three).
+/// (0: empty), and the address of the slot's megaflow (exposed: a hit
+/// reads the megaflow through it, see [`MegaflowCache::megaflow_at`]). A
+/// position keeps its megaflow's address through every move (index
+/// growth, removals, the last slot moved into a removed one), so a probe
+/// starts loading the stored key and the megaflow together as soon as
+/// the index is loaded, and a hit never reads the slot's reference (two
+/// dependent misses per lookup in a big cache, not three or four).
 #[derive(Clone, Copy, Default)]
 struct Pos {
     word: u64,
@@ -748,29 +758,28 @@ impl Subtable {
         let slot = usize::try_from(p.word & 0xffff_ffff).unwrap_or(1) - 1;
         let (j, r) = seg(slot);
         let lines = self.stride / 8;
-        if let (Some(k), Some(f)) = (self.keys.get(j).and_then(|s| s.get(r * lines)), self.flows.get(slot)) {
+        if let Some(k) = self.keys.get(j).and_then(|s| s.get(r * lines)) {
             prefetch_span(std::ptr::from_ref(k).cast(), self.stride * 8);
-            // The reference a hit's replay loads, and what it names.
-            prefetch(std::ptr::from_ref(f).cast());
             Megaflow::prefetch_hit_at(p.at);
         }
     }
 
-    /// The slot covering `key` (whose hash is `hash`).
+    /// The slot covering `key` (whose hash is `hash`) and its megaflow's
+    /// address.
     #[inline]
-    fn find(&self, hash: u64, key: &FlowKey) -> Option<usize> {
+    fn find(&self, hash: u64, key: &FlowKey) -> Option<(usize, usize)> {
         let m = self.index.len() - 1;
         let mut i = usize::try_from(hash).unwrap_or(0) & m;
         let tag = hash >> 32;
         loop {
-            let w = self.index[i].word;
+            let Pos { word: w, at } = self.index[i];
             if w == 0 {
                 return None;
             }
             if w >> 32 == tag {
                 let slot = usize::try_from(w & 0xffff_ffff).unwrap_or(0) - 1;
                 if self.covers(slot, key) {
-                    return Some(slot);
+                    return Some((slot, at));
                 }
             }
             i = (i + 1) & m;
@@ -785,7 +794,7 @@ impl Subtable {
         while index[i].word != 0 {
             i = (i + 1) & m;
         }
-        index[i] = Pos { word: (hash >> 32) << 32 | (slot as u64 + 1), at: Arc::as_ptr(mf).addr() };
+        index[i] = Pos { word: (hash >> 32) << 32 | (slot as u64 + 1), at: Arc::as_ptr(mf).expose_provenance() };
     }
 
     /// Stored key `slot`'s words.
@@ -881,7 +890,7 @@ impl Subtable {
     /// covers `key` already).
     fn insert(&mut self, key: &FlowKey, mf: &Arc<Megaflow>) -> usize {
         let h = self.hash(key);
-        if let Some(slot) = self.find(h, key) {
+        if let Some((slot, _)) = self.find(h, key) {
             return slot;
         }
         if (self.flows.len() + 1) * 2 > self.index.len() {
@@ -1498,7 +1507,14 @@ impl MegaflowCache {
     /// probed for the whole batch at once: hashes first, with the index
     /// words they need prefetched, then the probes.
     pub fn lookup_batch(&mut self, keys: &[FlowKey], out: &mut [u32]) {
-        let n = keys.len().min(out.len()).min(64);
+        self.lookup_batch_at(keys, out, &mut [0; 64]);
+    }
+
+    /// [`MegaflowCache::lookup_batch`], with the address of each hit's
+    /// megaflow in `at` (left as it was where it did not hit here: the
+    /// caller fills it with 0 first), for [`MegaflowCache::megaflow_at`].
+    pub fn lookup_batch_at(&mut self, keys: &[FlowKey], out: &mut [u32], at: &mut [usize]) {
+        let n = keys.len().min(out.len()).min(at.len()).min(64);
         let mut left = out[..n].iter().filter(|c| **c == NONE).count();
         self.window.0 += left as u64;
         let mut hashes = [0u64; 64];
@@ -1543,14 +1559,15 @@ impl MegaflowCache {
                 let found = if follow[i] {
                     // The previous packet was open here too: its answer.
                     let c = out[i - 1];
-                    (c != NONE && decode(c).0 == si).then(|| decode(c).1)
+                    (c != NONE && decode(c).0 == si).then(|| (decode(c).1, at[i - 1]))
                 } else {
                     self.counts.subtable_lookups += 1;
                     self.window.1 += 1;
                     st.find(hashes[i], &keys[i])
                 };
-                if let Some(slot) = found {
+                if let Some((slot, a)) = found {
                     out[i] = code(si, slot);
+                    at[i] = a;
                     st.hits += 1;
                     self.counts.hits += 1;
                     self.counts.repeats += u64::from(follow[i]);
@@ -1574,6 +1591,28 @@ impl MegaflowCache {
         let mut out = [NONE];
         self.lookup_batch(std::slice::from_ref(key), &mut out);
         (out[0] != NONE).then_some(out[0])
+    }
+
+    /// The megaflow a code names, by its address `at` as a batch lookup
+    /// gave it ([`MegaflowCache::lookup_batch_at`]) or as exposed from the
+    /// megaflow itself within the batch (0: by its code, see
+    /// [`MegaflowCache::get`]): no read of the slot's reference, a miss
+    /// in a big cache. Valid until the end of the batch.
+    #[inline]
+    pub fn megaflow_at(&self, code: u32, at: usize) -> &Megaflow {
+        if at == 0 || code & EMC_CODE != 0 {
+            return self.get(code);
+        }
+        debug_assert_eq!(Arc::as_ptr(self.get(code)).addr(), at, "code {code:#x}");
+        // SAFETY: `at` is the exposed address of the megaflow `code`'s
+        // slot holds: read by this batch's lookup from the index position
+        // naming the slot (positions keep it through every move, see
+        // `Pos`; exposed when placed), or exposed from that megaflow
+        // earlier in the batch (the debug assertion checks). The cache holds that
+        // megaflow's `Arc` until the end of the batch at least (slots move
+        // and megaflows go only between batches), and no one writes it
+        // through a unique reference (shared, its counters atomics).
+        unsafe { &*std::ptr::with_exposed_provenance::<Megaflow>(at) }
     }
 
     /// The megaflow a code names (valid until the end of the batch).
@@ -2234,6 +2273,19 @@ mod tests {
                 }
                 for mf in cache.megaflows() {
                     prop_assert_eq!(mf.used_ms.load(Ordering::Relaxed), now + 50, "only the megaflows in use are kept");
+                }
+                // The addresses batch lookups give are their slots'
+                // megaflows', through index growth and slots moved by
+                // removals.
+                let keys: Vec<FlowKey> = live.iter().map(|&i| key_of(i)).collect();
+                for chunk in keys.chunks(64) {
+                    let (mut codes, mut at) = ([NONE; 64], [0usize; 64]);
+                    cache.lookup_batch_at(chunk, &mut codes[..chunk.len()], &mut at[..chunk.len()]);
+                    for (&c, &a) in codes.iter().zip(&at).take(chunk.len()) {
+                        prop_assert!(c != NONE);
+                        prop_assert_eq!(Arc::as_ptr(cache.get(c)).addr(), a);
+                        prop_assert!(std::ptr::eq(cache.megaflow_at(c, a), &**cache.get(c)));
+                    }
                 }
             }
         }

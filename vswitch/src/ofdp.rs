@@ -349,6 +349,8 @@ struct Groups {
     n: usize,
     /// Each group's megaflow code.
     code: [u32; BATCH_SIZE],
+    /// And its megaflow's address (for `MegaflowCache::megaflow_at`).
+    at: [usize; BATCH_SIZE],
     /// Packets per group.
     count: [u8; BATCH_SIZE],
     /// Each held packet's group.
@@ -364,6 +366,7 @@ impl Groups {
         Groups {
             n: 0,
             code: [NONE; BATCH_SIZE],
+            at: [0; BATCH_SIZE],
             count: [0; BATCH_SIZE],
             of: [0; BATCH_SIZE],
             held: std::array::from_fn(|_| None),
@@ -381,8 +384,9 @@ impl Groups {
             let g = self.n;
             self.n += 1;
             self.code[g] = code;
+            self.at[g] = std::ptr::from_ref(mf).expose_provenance();
             self.count[g] = 0;
-            mf.group.store(u32::try_from(g).unwrap_or(u32::MAX), Ordering::Relaxed);
+            mf.group.store(u16::try_from(g).unwrap_or(u16::MAX), Ordering::Relaxed);
             g
         };
         self.count[g] += 1;
@@ -452,11 +456,14 @@ impl OfBridgeDp {
             cache.emc_lookup_batch(&keys[..n], &mut hashes[..n], &mut codes[..n]);
         }
         let t2 = pmd::rdtsc();
-        cache.lookup_batch(&keys[..n], &mut codes[..n]);
+        // The megaflows' addresses: a hit reads its megaflow without its
+        // slot's reference.
+        let mut ats = [0usize; BATCH_SIZE];
+        cache.lookup_batch_at(&keys[..n], &mut codes[..n], &mut ats[..n]);
         // The megaflows' steps were prefetched by the lookup; start
         // loading the action lists they point to before the replays.
-        for &c in codes[..n].iter().filter(|c| **c != NONE) {
-            let mf = cache.get(c);
+        for (&c, &at) in codes[..n].iter().zip(&ats).filter(|(c, _)| **c != NONE) {
+            let mf = cache.megaflow_at(c, at);
             if mf.fast.is_some() {
                 continue;
             }
@@ -479,12 +486,12 @@ impl OfBridgeDp {
                 // An earlier packet of this batch may have installed it.
                 code = cache.lookup(key).unwrap_or(NONE);
             }
-            let unkept;
+            let mut unkept = None;
             let mf = if code != NONE {
                 if emc {
                     cache.emc_offer(hashes[i], key, code);
                 }
-                cache.get(code)
+                cache.megaflow_at(code, ats[i])
             } else {
                 // An upcall, within the budget (over it the packet is
                 // dropped and counted).
@@ -510,12 +517,9 @@ impl OfBridgeDp {
                         if emc {
                             cache.emc_offer(hashes[i], key, c);
                         }
-                        cache.get(c)
+                        cache.megaflow_at(c, 0)
                     }
-                    None => {
-                        unkept = mf;
-                        &unkept
-                    }
+                    None => &**unkept.insert(mf),
                 };
                 upcall_cycles += pmd::rdtsc() - u0;
                 mf
@@ -533,10 +537,9 @@ impl OfBridgeDp {
             let done = self.replay(p, key, mf, &mut out, tx);
             if done > mf.last_table {
                 mf.hit(1, len, out.now_ms);
-                if code == NONE {
+                if let Some(m) = unkept {
                     // Not kept (a full cache): its count still reaches
                     // the tables.
-                    let m = mf.clone();
                     cache.keep_unkept(m);
                 }
             } else {
@@ -549,7 +552,7 @@ impl OfBridgeDp {
         }
         for g in 0..groups.n {
             let code = groups.code[g];
-            let mf = cache.get(code);
+            let mf = cache.megaflow_at(code, groups.at[g]);
             let Some(plan) = &mf.fast else { continue };
             let members = &groups.order[usize::from(start[g])..usize::from(start[g + 1])];
             self.replay_counted(plan.ops(), mf, members, &mut groups.held, tx, out.now_ms);

@@ -172,7 +172,11 @@ fn fold_group(g: &mut Group) -> (u64, u64, u64) {
             let mut tally = Tally::new();
             for j in i..end {
                 if let Some(mf) = flows.get(j + AHEAD) {
-                    Megaflow::prefetch_fold_at(Arc::as_ptr(mf).addr());
+                    // Its reference counts (just before it), then its
+                    // lines.
+                    let at = Arc::as_ptr(mf).cast::<u8>();
+                    super::prefetch(at.wrapping_sub(1));
+                    Megaflow::prefetch_fold_at(at.addr());
                 }
                 if let Some(mf) = flows.get(j + AHEAD / 2) {
                     mf.prefetch_entries();
