@@ -553,14 +553,6 @@ impl Acc {
     }
 }
 
-/// The hash of a packed key.
-#[inline]
-fn packed_hash(p: [u64; 2]) -> u64 {
-    let mut acc = Acc::new(0);
-    acc.add(0, p[0], p[1]);
-    acc.finish()
-}
-
 /// What an absent field hashes as.
 const ABSENT: u64 = 0x5bd1_e995;
 
@@ -572,83 +564,10 @@ const ABSENT: u64 = 0x5bd1_e995;
 /// starts loading the stored key and the megaflow together as soon as
 /// the index is loaded, and a hit never reads the slot's reference (two
 /// dependent misses per lookup in a big cache, not three or four).
-///
-/// In a subtable whose masked bits fit in 128 (see [`Part`]) the position
-/// also holds its key packed, so that a probe compares it there and a hit
-/// reads one line of the index and one of its megaflow, never the stored
-/// key.
 #[derive(Clone, Copy, Default)]
 struct Pos {
     word: u64,
     at: usize,
-    packed: [u64; 2],
-}
-
-/// One piece of a packed key: field `n` of the subtable (id `id`): its
-/// presence (one bit), or a run of contiguous mask bits of its word `w`
-/// (`width` bits from bit `shift`), at bit `at` of the packed key. A
-/// subtable whose mask bits and fields' presence take at most 128 bits
-/// (in_port, eth_type and an IPv4 address or two, or prefixes, or an
-/// IPv4 5-tuple without in_port; a prefix not on a byte boundary is two
-/// runs of the little-endian word) compares keys packed; others compare
-/// stored keys.
-#[derive(Clone, Copy, Debug)]
-struct Part {
-    n: u8,
-    id: u8,
-    presence: bool,
-    w: u8,
-    shift: u8,
-    width: u8,
-    at: u8,
-}
-
-/// The pieces of a packed key for `fields` (id, mask words), None when
-/// they take more than 128 bits.
-fn packing(fields: &[(usize, [u64; 2])]) -> Option<Box<[Part]>> {
-    let mut parts = Vec::new();
-    let mut bit = 0u32;
-    for (n, &(id, bits)) in fields.iter().enumerate() {
-        let (n, id) = (u8::try_from(n).ok()?, u8::try_from(id).ok().filter(|i| *i < 64)?);
-        let at = |bit: u32| u8::try_from(bit).ok().filter(|_| bit < 128);
-        parts.push(Part { n, id, presence: true, w: 0, shift: 0, width: 1, at: at(bit)? });
-        bit += 1;
-        for (w, mut b) in (0u8..).zip(bits) {
-            // Each run of contiguous bits, lowest first.
-            while b != 0 {
-                let shift = b.trailing_zeros();
-                let width = (b >> shift).trailing_ones();
-                b &= !((u64::MAX >> (64 - width)) << shift);
-                let (shift, width) = (u8::try_from(shift).ok()?, u8::try_from(width).ok()?);
-                parts.push(Part { n, id, presence: false, w, shift, width, at: at(bit)? });
-                bit += u32::from(width);
-            }
-        }
-    }
-    (bit <= 128).then(|| parts.into_boxed_slice())
-}
-
-/// A key packed by `parts`: the fields `present` names, their values
-/// (masked or not: only the mask's runs are taken) by field number.
-#[inline]
-fn pack(parts: &[Part], present: u64, value: impl Fn(usize) -> [u64; 2]) -> [u64; 2] {
-    let mut out = [0u64; 2];
-    for p in parts {
-        if present & (1 << p.id) == 0 {
-            continue;
-        }
-        let v = if p.presence {
-            1
-        } else {
-            (value(usize::from(p.n))[usize::from(p.w & 1)] >> p.shift) & (u64::MAX >> (64 - u32::from(p.width)))
-        };
-        let (j, off) = (usize::from(p.at / 64), u32::from(p.at % 64));
-        out[j] |= v << off;
-        if off + u32::from(p.width) > 64 {
-            out[1] |= v >> (64 - off);
-        }
-    }
-    out
 }
 
 /// A cache line of stored key words.
@@ -709,8 +628,6 @@ struct Subtable {
     at: Box<[(usize, bool)]>,
     /// Words per stored key in `keys` (a multiple of 8: whole lines).
     stride: usize,
-    /// How keys are packed into index positions, when they fit.
-    parts: Option<Box<[Part]>>,
     /// A power of two long, at most half full.
     index: Vec<Pos>,
     /// The stored keys, in segments (see [`SEG0`]).
@@ -732,13 +649,11 @@ impl Subtable {
             })
             .collect();
         let stride = next.next_multiple_of(8);
-        let parts = packing(&fields);
         Subtable {
             mask,
             fields,
             at,
             stride,
-            parts,
             index: vec![Pos::default(); 16],
             keys: Vec::new(),
             flows: Vec::new(),
@@ -753,23 +668,12 @@ impl Subtable {
         [word(k, o), if wide { word(k, o + 1) } else { 0 }]
     }
 
-    /// What a probe for `key` needs: its hash and, where keys are packed,
-    /// its packed key (else zeros). Packed keys hash as their two words.
+    /// The hash of `key`'s bits under the mask: one multiply per word,
+    /// none waiting for another (a chain of dependent mixes costs a
+    /// multiply's latency per word).
     #[inline]
-    fn probe_key(&self, key: &FlowKey) -> (u64, [u64; 2]) {
+    fn hash(&self, key: &FlowKey) -> u64 {
         let present = key.present_bits() & self.mask.present;
-        if let Some(parts) = &self.parts {
-            let p = pack(parts, present, |n| key.words(self.fields[n].0));
-            return (packed_hash(p), p);
-        }
-        (self.field_hash(key, present), [0, 0])
-    }
-
-    /// The hash of `key`'s bits under the mask field by field (keys not
-    /// packed): one multiply per word, none waiting for another (a chain
-    /// of dependent mixes costs a multiply's latency per word).
-    #[inline]
-    fn field_hash(&self, key: &FlowKey, present: u64) -> u64 {
         let mut acc = Acc::new(present);
         for (n, &(i, bits)) in self.fields.iter().enumerate() {
             if present & (1 << i) != 0 {
@@ -786,9 +690,6 @@ impl Subtable {
     /// key it covers).
     fn stored_hash(&self, k: &[Line]) -> u64 {
         let present = word(k, 0);
-        if self.parts.is_some() {
-            return packed_hash(self.stored_packed(k));
-        }
         let mut acc = Acc::new(present);
         for (n, &(i, _)) in self.fields.iter().enumerate() {
             if present & (1 << i) != 0 {
@@ -799,14 +700,6 @@ impl Subtable {
             }
         }
         acc.finish()
-    }
-
-    /// Stored key `k` packed (zeros where keys are not packed).
-    fn stored_packed(&self, k: &[Line]) -> [u64; 2] {
-        match &self.parts {
-            Some(parts) => pack(parts, word(k, 0), |n| self.stored(k, n)),
-            None => [0, 0],
-        }
     }
 
     /// Whether stored key `slot` covers `key`.
@@ -862,53 +755,46 @@ impl Subtable {
         if p.word >> 32 != hash >> 32 {
             return;
         }
-        Megaflow::prefetch_hit_at(p.at);
-        if self.parts.is_some() {
-            // The key is compared in the index.
-            return;
-        }
         let slot = usize::try_from(p.word & 0xffff_ffff).unwrap_or(1) - 1;
         let (j, r) = seg(slot);
         let lines = self.stride / 8;
         if let Some(k) = self.keys.get(j).and_then(|s| s.get(r * lines)) {
             prefetch_span(std::ptr::from_ref(k).cast(), self.stride * 8);
+            Megaflow::prefetch_hit_at(p.at);
         }
     }
 
-    /// The slot covering `key` (whose hash and packed key are `probe`,
-    /// see [`Subtable::probe_key`]) and its megaflow's address.
+    /// The slot covering `key` (whose hash is `hash`) and its megaflow's
+    /// address.
     #[inline]
-    fn find(&self, (hash, packed): (u64, [u64; 2]), key: &FlowKey) -> Option<(usize, usize)> {
+    fn find(&self, hash: u64, key: &FlowKey) -> Option<(usize, usize)> {
         let m = self.index.len() - 1;
         let mut i = usize::try_from(hash).unwrap_or(0) & m;
         let tag = hash >> 32;
-        let inline = self.parts.is_some();
         loop {
-            let p = &self.index[i];
-            let w = p.word;
+            let Pos { word: w, at } = self.index[i];
             if w == 0 {
                 return None;
             }
             if w >> 32 == tag {
                 let slot = usize::try_from(w & 0xffff_ffff).unwrap_or(0) - 1;
-                if if inline { p.packed == packed } else { self.covers(slot, key) } {
-                    return Some((slot, p.at));
+                if self.covers(slot, key) {
+                    return Some((slot, at));
                 }
             }
             i = (i + 1) & m;
         }
     }
 
-    /// Names `slot`, whose stored key hashes to `hash` and packs to
-    /// `packed` and whose megaflow is `mf`, in `index`.
-    fn place(index: &mut [Pos], (hash, packed): (u64, [u64; 2]), slot: usize, mf: &Arc<Megaflow>) {
+    /// Names `slot`, whose stored key hashes to `hash` and whose
+    /// megaflow is `mf`, in `index`.
+    fn place(index: &mut [Pos], hash: u64, slot: usize, mf: &Arc<Megaflow>) {
         let m = index.len() - 1;
         let mut i = usize::try_from(hash).unwrap_or(0) & m;
         while index[i].word != 0 {
             i = (i + 1) & m;
         }
-        let word = (hash >> 32) << 32 | (slot as u64 + 1);
-        index[i] = Pos { word, at: Arc::as_ptr(mf).expose_provenance(), packed };
+        index[i] = Pos { word: (hash >> 32) << 32 | (slot as u64 + 1), at: Arc::as_ptr(mf).expose_provenance() };
     }
 
     /// Stored key `slot`'s words.
@@ -1003,15 +889,15 @@ impl Subtable {
     /// Adds `mf` for `key`; its slot (an existing one when a stored key
     /// covers `key` already).
     fn insert(&mut self, key: &FlowKey, mf: &Arc<Megaflow>) -> usize {
-        let probe = self.probe_key(key);
-        if let Some((slot, _)) = self.find(probe, key) {
+        let h = self.hash(key);
+        if let Some((slot, _)) = self.find(h, key) {
             return slot;
         }
         if (self.flows.len() + 1) * 2 > self.index.len() {
             let mut index = vec![Pos::default(); self.index.len() * 2];
             for (slot, f) in self.flows.iter().enumerate() {
-                let k = self.key(slot);
-                Self::place(&mut index, (self.stored_hash(k), self.stored_packed(k)), slot, f);
+                let sh = self.stored_hash(self.key(slot));
+                Self::place(&mut index, sh, slot, f);
             }
             self.index = index;
         }
@@ -1032,7 +918,7 @@ impl Subtable {
                 set(o + 1, v[1] & bits[1]);
             }
         }
-        Self::place(&mut self.index, probe, slot, mf);
+        Self::place(&mut self.index, h, slot, mf);
         self.flows.push(mf.clone());
         slot
     }
@@ -1631,7 +1517,7 @@ impl MegaflowCache {
         let n = keys.len().min(out.len()).min(at.len()).min(64);
         let mut left = out[..n].iter().filter(|c| **c == NONE).count();
         self.window.0 += left as u64;
-        let mut probes = [(0u64, [0u64; 2]); 64];
+        let mut hashes = [0u64; 64];
         // Packets equal to the previous one on a subtable's bits take its
         // answer there without a hash or a probe (one lookup per run of a
         // flow's packets), checked while runs are common (see `rerank`).
@@ -1649,8 +1535,8 @@ impl MegaflowCache {
                 if follow[i] {
                     self.runs.0 += 1;
                 } else {
-                    probes[i] = st.probe_key(&keys[i]);
-                    st.prefetch(probes[i].0);
+                    hashes[i] = st.hash(&keys[i]);
+                    st.prefetch(hashes[i]);
                 }
             }
             if runs {
@@ -1660,9 +1546,9 @@ impl MegaflowCache {
             // keys and megaflows their first probes name (where they may
             // not be in the core's caches).
             if st.flows.len() >= PREFETCH_SLOTS {
-                for (i, p) in probes[..n].iter().enumerate() {
+                for (i, h) in hashes[..n].iter().enumerate() {
                     if out[i] == NONE && !follow[i] {
-                        st.prefetch_slot(p.0);
+                        st.prefetch_slot(*h);
                     }
                 }
             }
@@ -1677,7 +1563,7 @@ impl MegaflowCache {
                 } else {
                     self.counts.subtable_lookups += 1;
                     self.window.1 += 1;
-                    st.find(probes[i], &keys[i])
+                    st.find(hashes[i], &keys[i])
                 };
                 if let Some((slot, a)) = found {
                     out[i] = code(si, slot);
@@ -2029,116 +1915,6 @@ impl MegaflowCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    proptest! {
-        /// Keys packed into index positions are equal exactly when the
-        /// keys agree on every bit of the mask, presence included (a field
-        /// absent is not a field present with zeros), and equal keys hash
-        /// the same: masks of prefixes of any length (two runs of the
-        /// little-endian word off byte boundaries), arbitrary bits, wide
-        /// fields.
-        #[test]
-        fn packed_keys_are_equal_when_masked_keys_are(
-            fields in prop::collection::btree_map(
-                0usize..8,
-                (prop::sample::select(vec![0u32, 1, 7, 12, 16, 20, 24, 31, 32, 48, 64, 96, 128]), any::<u64>(), any::<bool>()),
-                1..5,
-            ),
-            a in prop::collection::vec((prop_oneof![Just(0u64), any::<u64>()], any::<u64>(), prop::bool::weighted(0.8)), 8),
-            flips in prop::collection::vec((0usize..8, 0u32..64, any::<bool>()), 0..3),
-        ) {
-            const FIELDS: [Field; 8] = [
-                Field::InPort, Field::EthType, Field::Ipv4Src, Field::Ipv4Dst,
-                Field::IpProto, Field::TcpDst, Field::Metadata, Field::Ipv6Src,
-            ];
-            let mut mask = FlowMask::default();
-            for (&f, &(len, bits, prefix)) in &fields {
-                let w = u32::try_from(FIELDS[f].width()).unwrap();
-                // A prefix of `len` bits of the field's big-endian bytes,
-                // or arbitrary bits within its width.
-                let mut b = [0u8; 16];
-                for (i, x) in (0u32..w).zip(b.iter_mut()) {
-                    *x = if prefix {
-                        let l = len.min(8 * w).saturating_sub(8 * i).min(8);
-                        (0xff00u16 >> l).to_be_bytes()[1]
-                    } else {
-                        bits.to_le_bytes()[(i % 8) as usize].rotate_left(i)
-                    };
-                }
-                mask.set(FIELDS[f], crate::classifier::words(&b));
-            }
-            let st = Subtable::new(Arc::new(mask));
-            let key = |v: &[(u64, u64, bool)]| {
-                let mut k = FlowKey::default();
-                for (f, &(x, y, there)) in FIELDS.iter().zip(v) {
-                    if there {
-                        let mut b = [0u8; 16];
-                        b[..8].copy_from_slice(&x.to_le_bytes());
-                        b[8..].copy_from_slice(&y.to_le_bytes());
-                        k.set(*f, &b);
-                    }
-                }
-                k
-            };
-            let mut b = a.clone();
-            for &(f, bit, toggle) in &flips {
-                if toggle {
-                    b[f].2 = !b[f].2;
-                } else {
-                    // Within the field's width (its low bytes).
-                    b[f].0 ^= 1 << (bit % (8 * u32::try_from(FIELDS[f].width().min(8)).unwrap()));
-                }
-            }
-            let (ka, kb) = (key(&a), key(&b));
-            let Some(parts) = &st.parts else {
-                // Only wide masks go unpacked.
-                let bits: u32 = st.fields.iter().map(|(_, b)| 1 + b[0].count_ones() + b[1].count_ones()).sum();
-                prop_assert!(bits > 128, "{} bits unpacked", bits);
-                return Ok(());
-            };
-            let pk = |k: &FlowKey| pack(parts, k.present_bits() & st.mask.present, |n| k.words(st.fields[n].0));
-            prop_assert_eq!(pk(&ka) == pk(&kb), st.same_masked(&ka, &kb));
-            if st.same_masked(&ka, &kb) {
-                prop_assert_eq!(st.probe_key(&ka), st.probe_key(&kb));
-            }
-        }
-    }
-
-    /// A run of mask bits that crosses from the packed key's first word
-    /// into its second keeps its high bits; a 5-tuple mask packs, a mask
-    /// of more than 128 bits does not.
-    #[test]
-    fn packed_keys_span_both_words() {
-        let mut mask = FlowMask::default();
-        mask.set(Field::InPort, [0xffff_ffff, 0]);
-        mask.set(Field::Metadata, [u64::MAX, 0]);
-        let st = Subtable::new(Arc::new(mask));
-        let parts = st.parts.as_ref().expect("98 bits pack");
-        assert!(parts.iter().any(|p| u32::from(p.at) + u32::from(p.width) > 64), "{parts:?}");
-        let key = |meta: u64| {
-            let mut k = FlowKey::default();
-            k.set_u64(Field::InPort, 7);
-            k.set_u64(Field::Metadata, meta);
-            k
-        };
-        for bit in 0..64 {
-            assert_ne!(st.probe_key(&key(0)), st.probe_key(&key(1 << bit)), "metadata bit {bit}");
-        }
-        let mut five = FlowMask::default();
-        for (f, w) in [
-            (Field::EthType, 0xffff),
-            (Field::IpProto, 0xff),
-            (Field::Ipv4Src, 0xffff_ffff),
-            (Field::Ipv4Dst, 0xffff_ffff),
-            (Field::TcpSrc, 0xffff),
-            (Field::TcpDst, 0xffff),
-        ] {
-            five.set(f, [w, 0]);
-        }
-        assert!(Subtable::new(Arc::new(five.clone())).parts.is_some(), "a 5-tuple packs (126 bits)");
-        five.set(Field::InPort, [0xffff_ffff, 0]);
-        assert!(Subtable::new(Arc::new(five)).parts.is_none(), "in_port and a 5-tuple do not (159 bits)");
-    }
 
     /// Stored key slots fill the arena's segments in order, each to its
     /// length, up to the largest cache.
