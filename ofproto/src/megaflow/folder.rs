@@ -39,6 +39,16 @@ struct Group {
     done: Vec<(u64, u64)>,
 }
 
+/// Batches handed over, and emptied vectors to give back: a PMD thread
+/// that installs a million megaflows a second would otherwise grow a new
+/// vector between hand-overs, copying it at each doubling and faulting
+/// in fresh pages for it.
+#[derive(Default)]
+struct Inbox {
+    handed: Vec<Handed>,
+    spare: Vec<Vec<Arc<Megaflow>>>,
+}
+
 /// Counters of a folder (`vswitchctl pmd-stats`).
 #[derive(Debug, Default)]
 pub struct FolderStats {
@@ -61,11 +71,14 @@ pub struct FolderStats {
 pub struct Folder {
     /// Batches handed over by PMD threads since the last pass (a PMD
     /// thread only tries the lock: it never waits for it).
-    inbox: Mutex<Vec<Handed>>,
+    inbox: Mutex<Inbox>,
     /// What passes walk (held by a pass for its whole length).
     held: Mutex<Vec<Group>>,
     /// Its counters.
     pub stats: FolderStats,
+    /// Its thread, once started (woken when a cache let go of many
+    /// megaflows at once).
+    thread: std::sync::OnceLock<std::thread::Thread>,
 }
 
 impl std::fmt::Debug for Folder {
@@ -83,27 +96,47 @@ impl Folder {
 
     /// Starts the folder's thread (`megaflow-fold`): a pass every
     /// [`PASS_MS`], or ten times the last pass's length when that is
-    /// longer. It ends once the folder is dropped.
+    /// longer and it freed nothing (megaflows let go of are freed without
+    /// that wait: under a flood of new flows a cache fills and starts over
+    /// several times a second), or at once when woken
+    /// ([`Folder::wake`]). It ends once the folder is dropped.
     pub fn start(self: &Arc<Self>) -> std::io::Result<()> {
         let weak: Weak<Folder> = Arc::downgrade(self);
-        std::thread::Builder::new().name("megaflow-fold".into()).spawn(move || loop {
+        let t = std::thread::Builder::new().name("megaflow-fold".into()).spawn(move || loop {
             let Some(f) = weak.upgrade() else { return };
             let t = Instant::now();
+            let released = f.stats.released.load(Ordering::Relaxed);
             f.fold_all();
+            let freed = f.stats.released.load(Ordering::Relaxed) > released;
             drop(f);
-            let pause = Duration::from_millis(PASS_MS).max(t.elapsed() * 10);
-            std::thread::sleep(pause);
+            let pass = Duration::from_millis(PASS_MS);
+            std::thread::park_timeout(if freed { pass } else { pass.max(t.elapsed() * 10) });
         })?;
+        let _ = self.thread.set(t.thread().clone());
         Ok(())
+    }
+
+    /// Runs the next pass of its thread now (a cache let go of many
+    /// megaflows: they are freed without waiting for the next period).
+    pub fn wake(&self) {
+        if let Some(t) = self.thread.get() {
+            t.unpark();
+        }
     }
 
     /// Takes `flows` (new megaflows counting into `tables`' counters)
     /// when the inbox is free; false (and `flows` left as it was) when a
     /// pass is taking it: the caller tries again later.
     pub fn offer(&self, tables: &Tables, flows: &mut Vec<Arc<Megaflow>>) -> bool {
+        self.offer_to(&tables.counters, flows)
+    }
+
+    /// As [`Folder::offer`], for tables whose counters are `counters`.
+    pub fn offer_to(&self, counters: &Arc<[TableCounters]>, flows: &mut Vec<Arc<Megaflow>>) -> bool {
         match self.inbox.try_lock() {
             Ok(mut inbox) => {
-                inbox.push((tables.counters.clone(), std::mem::take(flows)));
+                let spare = inbox.spare.pop().unwrap_or_default();
+                inbox.handed.push((counters.clone(), std::mem::replace(flows, spare)));
                 true
             }
             Err(_) => false,
@@ -114,7 +147,7 @@ impl Folder {
     /// thread's fast path).
     pub fn give(&self, counters: Arc<[TableCounters]>, flows: Vec<Arc<Megaflow>>) {
         if !flows.is_empty() {
-            self.inbox.lock().unwrap_or_else(PoisonError::into_inner).push((counters, flows));
+            self.inbox.lock().unwrap_or_else(PoisonError::into_inner).handed.push((counters, flows));
         }
     }
 
@@ -124,8 +157,9 @@ impl Folder {
     /// packets folded.
     pub fn fold_all(&self) -> u64 {
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        let handed = std::mem::take(&mut *self.inbox.lock().unwrap_or_else(PoisonError::into_inner));
-        for (counters, flows) in handed {
+        let handed = std::mem::take(&mut self.inbox.lock().unwrap_or_else(PoisonError::into_inner).handed);
+        let mut spare = Vec::new();
+        for (counters, mut flows) in handed {
             let g = match held.iter().position(|g| Arc::ptr_eq(&g.counters, &counters)) {
                 Some(i) => &mut held[i],
                 None => {
@@ -134,7 +168,14 @@ impl Folder {
                 }
             };
             g.done.resize(g.flows.len() + flows.len(), (0, 0));
-            g.flows.extend(flows);
+            g.flows.append(&mut flows);
+            spare.push(flows);
+        }
+        {
+            // A few emptied vectors go back, for the next hand-overs.
+            let mut inbox = self.inbox.lock().unwrap_or_else(PoisonError::into_inner);
+            spare.truncate(4usize.saturating_sub(inbox.spare.len()));
+            inbox.spare.append(&mut spare);
         }
         let t = Instant::now();
         let (mut packets, mut folded, mut released) = (0, 0, 0);
