@@ -457,11 +457,19 @@ impl Megaflow {
     pub const HOT: usize = std::mem::offset_of!(Megaflow, steps);
 
     /// Starts loading the lines a hit touches, for the megaflow at address
-    /// `at` (a hint: any address is safe). No more: in a big cache the
-    /// lines a batch's lookups prefetch fill the queue of misses.
+    /// `at` (a hint: any address is safe), to be written (a hit writes its
+    /// counters; the folder's thread reads them, so that a plain prefetch
+    /// would bring them shared and the store would go for them again). No
+    /// more: in a big cache the lines a batch's lookups prefetch fill the
+    /// queue of misses.
     #[inline]
     fn prefetch_hit_at(at: usize) {
-        prefetch_span(std::ptr::without_provenance::<u8>(at), Megaflow::HIT);
+        let p = std::ptr::without_provenance::<u8>(at);
+        let first = at & !63;
+        let last = (at + Megaflow::HIT - 1) & !63;
+        for line in (first..=last).step_by(64) {
+            prefetch_write(p.wrapping_add(line.wrapping_sub(at)));
+        }
     }
 
     /// Starts loading the lines a fold touches (see
@@ -515,6 +523,42 @@ pub fn prefetch(p: *const u8) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
+}
+
+/// Whether the CPU has PREFETCHW (CPUID 0x8000_0001, ECX bit 8): on
+/// others the instruction is not safe to run.
+fn has_prefetchw() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // CPUID is on every x86-64 CPU; the leaf is checked against
+            // the highest one it has.
+            let max = std::arch::x86_64::__cpuid(0x8000_0000).eax;
+            max >= 0x8000_0001 && std::arch::x86_64::__cpuid(0x8000_0001).ecx & (1 << 8) != 0
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    })
+}
+
+/// Starts loading the cache line at `p` to write it (PREFETCHW: the line
+/// comes exclusive, taken from any other core that holds it, so that the
+/// store that follows waits for nothing); a plain prefetch where the CPU
+/// lacks the instruction. A hint: never faults.
+#[inline]
+pub fn prefetch_write(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    if has_prefetchw() {
+        // SAFETY: PREFETCHW (checked present) only hints the cache; it
+        // never faults, whatever the address, and touches no register or
+        // flag.
+        unsafe {
+            std::arch::asm!("prefetchw [{0}]", in(reg) p, options(nostack, preserves_flags, readonly));
+        }
+        return;
+    }
+    prefetch(p);
 }
 
 /// Starts loading every cache line of the `len` bytes at `p` (`len` > 0).
