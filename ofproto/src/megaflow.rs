@@ -44,7 +44,7 @@
 //!   hit reads the megaflow through it, not through its slot's reference
 //!   ([`MegaflowCache::megaflow_at`]); stored keys are compact (a word
 //!   per field, two for IPv6 addresses) and line-aligned (a 5-tuple key
-//!   is one line); what a hit touches is the megaflow's first 64 bytes.
+//!   is one line); what a hit touches is the megaflow's first line.
 //!   At a million flows each packet's lookup is three DRAM lines or four
 //!   (index, stored key, megaflow), overlapped across the batch.
 //! - Misses run the tables (an *upcall*, on the PMD thread) within a
@@ -114,8 +114,8 @@ pub enum FastOp {
 }
 
 /// Compiled operations a megaflow holds at most (inline: its replay
-/// reads no other memory; four keep everything a hit touches within 64
-/// bytes, see [`Megaflow::HIT`]).
+/// reads no other memory; four keep everything a hit touches in one line,
+/// see [`Megaflow::HIT`]).
 pub const FAST_OPS: usize = 4;
 
 /// A compiled decision: up to [`FAST_OPS`] operations, stored inline.
@@ -141,16 +141,15 @@ impl FastPlan {
 }
 
 /// A cached decision. What a hit touches (the counters it writes, its
-/// group and the flag an exact-match hit reads, the compiled plan) comes
-/// first, [`Megaflow::HIT`] bytes, 64 at most (`repr(C)` keeps the
-/// order): one or two lines after the `Arc`'s counts, wherever the
-/// allocator puts it (aligned to a line, every install's allocation took
-/// glibc's slow aligned path: 0.70-0.84 M installs/s against 1.13-1.20);
-/// then what a fold reads (the lookups it counts, the steps), within
-/// [`Megaflow::HOT`] bytes: a lookup prefetches the hit's lines with the
-/// stored key, a fold all of them a few megaflows ahead.
+/// group and the flag an exact-match hit reads, the compiled plan) fills
+/// its first cache line, [`Megaflow::HIT`] bytes (`repr(C)` keeps the
+/// order, and the alignment keeps the `Arc`'s counts out of it: vswitchd
+/// allocates such blocks without glibc's slow aligned path, see
+/// `vswitch::alloc`); then what a fold reads (the lookups it counts, the
+/// steps), within [`Megaflow::HOT`] bytes: a lookup prefetches the hit's
+/// line with the stored key, a fold all of them a few megaflows ahead.
 #[derive(Debug)]
-#[repr(C)]
+#[repr(C, align(64))]
 pub struct Megaflow {
     /// Packets that took it (the upcall's own packet included: it is
     /// replayed from the megaflow it installed).
@@ -411,8 +410,8 @@ impl Megaflow {
     }
 }
 
-// What a hit touches fits in a line's length (two lines at most, however
-// the megaflow is placed).
+// What a hit touches is one line (a second would be a second miss per
+// packet in a big table).
 const _: () = assert!(Megaflow::HIT <= 64);
 
 /// A field of a changed rule's match: id, mask bits, value bits.
@@ -450,7 +449,7 @@ impl Change {
 }
 
 impl Megaflow {
-    /// Bytes from its start that a hit reads or writes (64 at most).
+    /// Bytes from its start that a hit reads or writes: one line.
     pub const HIT: usize = std::mem::offset_of!(Megaflow, counted);
 
     /// Bytes from its start that a hit or a fold reads or writes.

@@ -16,6 +16,7 @@
 //! the tables in the fast path) with a per-PMD megaflow cache
 //! (`ofproto::megaflow`) and packets grouped per megaflow.
 
+pub mod alloc;
 pub mod control;
 pub mod l2;
 pub mod mac_table;

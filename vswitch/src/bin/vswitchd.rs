@@ -66,6 +66,11 @@ struct Conn {
 /// Executes this program again with `glibc.malloc.hugetlb=1` in
 /// `GLIBC_TUNABLES` (see the module docs); returns only where it is
 /// already set or the exec failed (then the heap keeps 4 KB pages).
+/// Line-aligned small blocks (megaflows) without glibc's slow aligned
+/// path (see `vswitch::alloc`).
+#[global_allocator]
+static ALLOC: vswitch::alloc::LineAlloc = vswitch::alloc::LineAlloc;
+
 fn heap_on_huge_pages() {
     use std::os::unix::process::CommandExt;
     const TUNABLE: &str = "glibc.malloc.hugetlb";
