@@ -216,8 +216,9 @@ pub struct Agent {
     pub generation: u64,
     /// Folds the datapath's megaflow counters into the tables' (the
     /// datapath hands its megaflows to it): a pass runs before flow and
-    /// table statistics are answered and before idle timeouts are
-    /// judged, so that both see every packet the datapath counted.
+    /// table statistics are answered and before flows expire, so that
+    /// both see every packet the datapath counted (a flow deleted by a
+    /// controller reports what the last pass folded).
     pub folder: Arc<Folder>,
     /// Bumped on group and meter changes only (the datapath's megaflows
     /// outlive flow changes they cannot be affected by, not these).
@@ -610,8 +611,9 @@ impl Agent {
 
     /// Expires flows at `now_ms`; the flow-removed messages to send.
     pub fn tick(&mut self, now_ms: u64) -> Vec<(ConnId, Vec<u8>)> {
-        if self.tables.idle_due(now_ms) {
-            // Whether they are really idle: the datapath's latest hits.
+        if self.tables.expiry_due(now_ms) {
+            // Whether they are really idle, and the counts flow-removed
+            // messages report: the datapath's latest hits.
             self.folder.fold_all();
         }
         let removed = self.tables.expire(now_ms);
@@ -1013,6 +1015,61 @@ mod tests {
             &mut d,
         );
         assert_eq!(tf.len(), 4, "one table per part");
+    }
+
+    /// What the datapath counted on its megaflows reaches the flow
+    /// statistics a controller asks for and keeps a flow with an idle
+    /// timeout alive, before any pass of the folder's own thread: the
+    /// agent folds first.
+    #[test]
+    fn datapath_counts_reach_statistics_and_idle_timeouts() {
+        use crate::megaflow::{Megaflow, MegaflowCache};
+        let mut a = Agent::new(1, 1, 100);
+        let mut d = dp();
+        a.connected(1);
+        replies(&mut a, 1, Message::Hello { versions: vec![4] }, &mut d);
+        let Message::FlowMod(mut f) = add(5, 2) else { unreachable!() };
+        f.idle_timeout = 1;
+        assert!(replies(&mut a, 1, Message::FlowMod(f), &mut d).is_empty());
+        // A PMD thread's cache: one megaflow, hit 3 times at 1,500 ms.
+        let key = crate::flow::FlowKey::extract(&[0u8; 60], 1);
+        let t = crate::xlate::translate(&a.tables, &key);
+        let mut cache = MegaflowCache::default();
+        let c = cache.install(&key, Arc::new(Megaflow::new(t.steps, cache.intern(t.mask), 1000))).unwrap();
+        cache.get(c).hit(3, 180, 1500);
+        cache.hand_over(&a.folder, &a.tables);
+        let req = Message::MultipartRequest(MultipartRequest {
+            flags: 0,
+            body: MpRequest::Aggregate(FlowStatsRequest {
+                table_id: 0xff,
+                out_port: port::ANY,
+                out_group: port::ANY,
+                cookie: 0,
+                cookie_mask: 0,
+                match_: Match::any(),
+            }),
+        });
+        let r = replies(&mut a, 1, req, &mut d);
+        assert!(
+            matches!(
+                &r[0],
+                Message::MultipartReply(MultipartReply {
+                    body: MpReply::Aggregate { packet_count: 3, byte_count: 180, .. },
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+        // Hit again at 2,200 (not folded yet): at 2,600 the flow is not
+        // idle for a second.
+        cache.get(c).hit(1, 60, 2200);
+        assert!(a.tick(2600).is_empty());
+        assert_eq!(a.tables.tables[0].entries.len(), 1, "kept alive by the datapath's hit");
+        // No hit since 2,200: gone at 3,200, its flow-removed counting all 4.
+        let removed = a.tick(3200);
+        assert_eq!(a.tables.tables[0].entries.len(), 0);
+        let Message::FlowRemoved(fr) = Message::decode(&removed[0].1).unwrap().1 else { panic!("{removed:?}") };
+        assert_eq!((fr.packet_count, fr.byte_count), (4, 240));
     }
 
     #[test]

@@ -502,13 +502,16 @@ impl Tables {
         }
     }
 
-    /// Whether an entry would expire at `now_ms` by its idle timeout as
-    /// its counters stand (the datapath's latest hits may not have been
-    /// folded into them yet).
-    pub fn idle_due(&self, now_ms: u64) -> bool {
+    /// Whether an entry would expire at `now_ms` (by its idle timeout as
+    /// its counters stand, or its hard timeout): the datapath's latest
+    /// hits, not yet folded into the counters, may keep it, and the
+    /// flow-removed message reports them.
+    pub fn expiry_due(&self, now_ms: u64) -> bool {
         self.tables.iter().filter(|t| t.timed > 0).flat_map(|t| t.entries.iter()).any(|e| {
-            e.idle_timeout > 0
-                && now_ms >= e.stats.last_used_ms.load(Ordering::Relaxed) + u64::from(e.idle_timeout) * 1000
+            let idle = u64::from(e.idle_timeout) * 1000;
+            let hard = u64::from(e.hard_timeout) * 1000;
+            (idle > 0 && now_ms >= e.stats.last_used_ms.load(Ordering::Relaxed) + idle)
+                || (hard > 0 && now_ms >= e.created_ms + hard)
         })
     }
 
