@@ -975,6 +975,18 @@ mod tests {
         Message::FlowMod(f)
     }
 
+    /// A flow statistics request for every flow of every table.
+    fn all_flows() -> FlowStatsRequest {
+        FlowStatsRequest {
+            table_id: 0xff,
+            out_port: port::ANY,
+            out_group: port::ANY,
+            cookie: 0,
+            cookie_mask: 0,
+            match_: Match::any(),
+        }
+    }
+
     #[test]
     fn a_session_negotiates_answers_and_changes_tables() {
         let mut a = Agent::new(1, 4, 100);
@@ -988,17 +1000,7 @@ mod tests {
         // An output to a port that does not exist: BAD_ACTION/BAD_OUT_PORT.
         let e = replies(&mut a, 1, add(6, 9), &mut d);
         assert!(matches!(&e[0], Message::Error { err_type: 2, code: 4, .. }), "{e:?}");
-        let req = Message::MultipartRequest(MultipartRequest {
-            flags: 0,
-            body: MpRequest::Flow(FlowStatsRequest {
-                table_id: 0xff,
-                out_port: port::ANY,
-                out_group: port::ANY,
-                cookie: 0,
-                cookie_mask: 0,
-                match_: Match::any(),
-            }),
-        });
+        let req = Message::MultipartRequest(MultipartRequest { flags: 0, body: MpRequest::Flow(all_flows()) });
         let r = replies(&mut a, 1, req, &mut d);
         assert!(
             matches!(&r[0], Message::MultipartReply(MultipartReply { body: MpReply::Flow(v), .. }) if v.len() == 1 && v[0].priority == 5)
@@ -1038,17 +1040,7 @@ mod tests {
         let c = cache.install(&key, Arc::new(Megaflow::new(t.steps, cache.intern(t.mask), 1000))).unwrap();
         cache.get(c).hit(3, 180, 1500);
         cache.hand_over(&a.folder, &a.tables);
-        let req = Message::MultipartRequest(MultipartRequest {
-            flags: 0,
-            body: MpRequest::Aggregate(FlowStatsRequest {
-                table_id: 0xff,
-                out_port: port::ANY,
-                out_group: port::ANY,
-                cookie: 0,
-                cookie_mask: 0,
-                match_: Match::any(),
-            }),
-        });
+        let req = Message::MultipartRequest(MultipartRequest { flags: 0, body: MpRequest::Aggregate(all_flows()) });
         let r = replies(&mut a, 1, req, &mut d);
         assert!(
             matches!(
