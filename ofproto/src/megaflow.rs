@@ -371,8 +371,10 @@ impl Megaflow {
         }
     }
 
-    /// The heap it takes: the struct and its `Arc` header, its steps and
-    /// their actions (the mask is shared by its subtable).
+    /// The heap it takes: the struct and its `Arc` header (a line: the
+    /// struct is line-aligned), the line more vswitchd's allocator takes
+    /// for a line-aligned block (`vswitch::alloc`), its steps and their
+    /// actions (the mask is shared by its subtable).
     pub fn bytes(&self) -> u64 {
         let acts: usize = self
             .steps
@@ -382,7 +384,9 @@ impl Megaflow {
                 _ => 0,
             })
             .sum();
-        (std::mem::size_of::<Megaflow>() + 16 + self.steps.len() * std::mem::size_of::<Step>() + acts) as u64
+        let header = 16usize.next_multiple_of(std::mem::align_of::<Megaflow>());
+        let over = std::mem::align_of::<Megaflow>();
+        (std::mem::size_of::<Megaflow>() + header + over + self.steps.len() * std::mem::size_of::<Step>() + acts) as u64
     }
 
     /// Counts `packets` of `bytes` at `now_ms` (a [`Folder`] adds them
@@ -1762,7 +1766,7 @@ impl MegaflowCache {
         // Its megaflows are freed by the folder's next pass: now.
         if let Some((f, c)) = &self.sink {
             if !self.fresh.is_empty() {
-                f.offer_to(c, &mut self.fresh);
+                f.offer(c, &mut self.fresh);
             }
             f.wake();
         }

@@ -124,15 +124,11 @@ impl Folder {
         }
     }
 
-    /// Takes `flows` (new megaflows counting into `tables`' counters)
-    /// when the inbox is free; false (and `flows` left as it was) when a
-    /// pass is taking it: the caller tries again later.
-    pub fn offer(&self, tables: &Tables, flows: &mut Vec<Arc<Megaflow>>) -> bool {
-        self.offer_to(&tables.counters, flows)
-    }
-
-    /// As [`Folder::offer`], for tables whose counters are `counters`.
-    pub fn offer_to(&self, counters: &Arc<[TableCounters]>, flows: &mut Vec<Arc<Megaflow>>) -> bool {
+    /// Takes `flows` (new megaflows counting into the table counters
+    /// `counters`) when the inbox is free, leaving an emptied vector in
+    /// their place; false (and `flows` left as it was) when a pass is
+    /// taking it: the caller tries again later.
+    pub fn offer(&self, counters: &Arc<[TableCounters]>, flows: &mut Vec<Arc<Megaflow>>) -> bool {
         match self.inbox.try_lock() {
             Ok(mut inbox) => {
                 let spare = inbox.spare.pop().unwrap_or_default();
@@ -268,7 +264,7 @@ impl MegaflowCache {
             self.sink = Some((folder.clone(), tables.counters.clone()));
         }
         if !self.fresh.is_empty() {
-            folder.offer(tables, &mut self.fresh);
+            folder.offer(&tables.counters, &mut self.fresh);
         }
     }
 
