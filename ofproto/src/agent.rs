@@ -215,10 +215,12 @@ pub struct Agent {
     /// meters): the daemon republishes its snapshot when it changes.
     pub generation: u64,
     /// Folds the datapath's megaflow counters into the tables' (the
-    /// datapath hands its megaflows to it): a pass runs before flow and
-    /// table statistics are answered and before flows expire, so that
-    /// both see every packet the datapath counted (a flow deleted by a
-    /// controller reports what the last pass folded).
+    /// datapath hands its megaflows to it): a pass runs before flows
+    /// expire and before flow and table statistics are answered (unless,
+    /// in a big table, a long pass just ended: see
+    /// `Folder::fold_for_stats`), so that both see every packet the
+    /// datapath counted (a flow deleted by a controller reports what the
+    /// last pass folded).
     pub folder: Arc<Folder>,
     /// Bumped on group and meter changes only (the datapath's megaflows
     /// outlive flow changes they cannot be affected by, not these).
@@ -696,7 +698,7 @@ impl Agent {
         };
         let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
         if matches!(req, MpRequest::Flow(_) | MpRequest::Aggregate(_) | MpRequest::Table) {
-            self.folder.fold_all();
+            self.folder.fold_for_stats();
         }
         Ok(match req {
             MpRequest::Desc => vec![mp(MpReply::Desc(Desc {

@@ -14,9 +14,10 @@
 //!
 //! Passes run on the folder's own thread ([`Folder::start`]), every
 //! [`PASS_MS`] at least and never more than a tenth of that thread's
-//! time; [`Folder::fold_all`] runs one at once (before flow statistics
-//! are answered, and before idle timeouts are judged), so what a
-//! controller reads is up to date with every megaflow handed over.
+//! time; [`Folder::fold_all`] runs one at once (before flows expire, and
+//! before statistics are answered unless a long pass just ended, see
+//! [`Folder::fold_for_stats`]), so what a controller reads is up to date
+//! with every megaflow handed over.
 
 use super::{Megaflow, MegaflowCache, Tally};
 use crate::table::{TableCounters, Tables};
@@ -79,6 +80,21 @@ pub struct Folder {
     /// Its thread, once started (woken when a cache let go of many
     /// megaflows at once).
     thread: std::sync::OnceLock<std::thread::Thread>,
+    /// When the last pass ended, and how long it took.
+    last: Mutex<Option<(Instant, Duration)>>,
+}
+
+/// Whether a statistics request needs a pass of its own, the last one
+/// having ended `ago` after taking `took`: not when that pass was long
+/// (10 ms or more: a big table) and ended within ten times its length,
+/// so that a controller polling table statistics cannot keep the control
+/// thread folding (a pass over two million megaflows takes most of a
+/// second); a small table's statistics are always folded first.
+fn stats_need_pass(last: Option<(Duration, Duration)>) -> bool {
+    match last {
+        Some((ago, took)) => took < Duration::from_millis(10) || ago >= took * 10,
+        None => true,
+    }
 }
 
 impl std::fmt::Debug for Folder {
@@ -188,7 +204,18 @@ impl Folder {
         s.released.fetch_add(released, Ordering::Relaxed);
         s.held.store(held.iter().map(|g| g.flows.len() as u64).sum(), Ordering::Relaxed);
         s.last_pass_us.store(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), t.elapsed()));
         packets
+    }
+
+    /// A pass before answering statistics, unless a long one ended
+    /// recently (see `stats_need_pass`): the answer is then as old as that
+    /// pass, as with OVS's revalidators.
+    pub fn fold_for_stats(&self) {
+        let last = *self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        if stats_need_pass(last.map(|(end, took)| (end.elapsed(), took))) {
+            self.fold_all();
+        }
     }
 }
 
@@ -274,5 +301,22 @@ impl MegaflowCache {
         if let Some((f, c)) = &self.sink {
             f.give(c.clone(), std::mem::take(&mut self.fresh));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Statistics get a pass of their own after short passes always, and
+    /// after a long one once ten times its length went by.
+    #[test]
+    fn statistics_fold_unless_a_long_pass_just_ended() {
+        let ms = Duration::from_millis;
+        assert!(stats_need_pass(None), "no pass yet");
+        assert!(stats_need_pass(Some((ms(0), ms(9)))), "a short pass, just ended");
+        assert!(!stats_need_pass(Some((ms(100), ms(700)))), "a long pass, 100 ms ago");
+        assert!(!stats_need_pass(Some((ms(6999), ms(700)))));
+        assert!(stats_need_pass(Some((ms(7000), ms(700)))), "ten times its length ago");
     }
 }
