@@ -19,7 +19,8 @@
 //! [`Folder::fold_for_stats`]), so what a controller reads is up to date
 //! with every megaflow handed over.
 
-use super::{Megaflow, MegaflowCache, Tally};
+use super::entry::Tally;
+use super::{Megaflow, MegaflowCache};
 use crate::table::{TableCounters, Tables};
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
