@@ -11,7 +11,7 @@ use pmd::{Batch, Mempool, Packet, Port, PortConfig, PortSource};
 mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vswitch::l2::{L2Bridge, PortVlan, VlanSet};
+use vswitch::datapath::l2::{L2Bridge, PortVlan, VlanSet};
 use wire::EthernetAddress;
 
 struct Rig {
@@ -165,7 +165,7 @@ fn learns_floods_and_then_switches() {
     // Broadcast and multicast from 2 reach every other port.
     assert_eq!(r.reached(2, &frame(EthernetAddress::BROADCAST, mac(0xc), None, 3)), vec![0, 1]);
     assert_eq!(r.reached(2, &frame(EthernetAddress([1, 0, 0x5e, 0, 0, 1]), mac(0xc), None, 4)), vec![0, 1]);
-    let fdb = r.bridge.table.entries(vswitch::l2::L2Bridge::now_s());
+    let fdb = r.bridge.table.entries(vswitch::datapath::l2::L2Bridge::now_s());
     let learned: Vec<(EthernetAddress, u32)> = fdb.iter().map(|e| (e.mac, e.port)).collect();
     assert_eq!(learned, vec![(mac(0xa), 0), (mac(0xb), 1), (mac(0xc), 2)]);
     let s = r.bridge.stats();
@@ -196,7 +196,7 @@ fn vlans_isolate_and_trunks_carry_tags() {
     assert_eq!(got[2], vec![frame(mac(2), mac(3), None, 9)], "tag popped");
     assert!(got[0].is_empty() && got[1].is_empty());
     // The VLANs keep their MAC tables apart: mac(3) is known in 20, not 10.
-    let now = vswitch::l2::L2Bridge::now_s();
+    let now = vswitch::datapath::l2::L2Bridge::now_s();
     assert!(r.bridge.table.entries(now).iter().any(|e| e.mac == mac(3) && e.vlan == 20 && e.port == 3));
     assert_eq!(r.bridge.table.lookup(10, mac(3)), None);
     // Tagged frames on an access port and VLANs the trunk does not allow

@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 use std::collections::HashMap;
-use vswitch::mac_table::{Learned, MacTable};
+use vswitch::datapath::l2::mac_table::{Learned, MacTable};
 use wire::EthernetAddress;
 
 #[derive(Debug, Clone)]

@@ -266,7 +266,13 @@ impl Megaflow {
 
     /// Adds `packets` of `bytes` (what it gained since its last fold) to
     /// the tables and entries its decision went through, into `tally`.
-    pub(super) fn count_into<'a>(&'a self, counters: &[TableCounters], tally: &mut Tally<'a>, packets: u64, bytes: u64) {
+    pub(super) fn count_into<'a>(
+        &'a self,
+        counters: &[TableCounters],
+        tally: &mut Tally<'a>,
+        packets: u64,
+        bytes: u64,
+    ) {
         let now_ms = self.used_ms.load(Ordering::Relaxed);
         match self.counted.inline() {
             Some(lookups) => {

@@ -1,8 +1,8 @@
 //! Megaflows leaving a cache: idle expiry, swept a few thousand at a time
 //! between batches, and revalidation against flow table changes.
 
-use super::subtable::word;
 use super::entry::Megaflow;
+use super::subtable::word;
 use super::{MegaflowCache, SWEEP_SLOTS};
 use crate::ofp::Match;
 use std::collections::{HashMap, HashSet};

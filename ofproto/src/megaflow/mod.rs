@@ -627,5 +627,4 @@ impl MegaflowCache {
             self.emc_active = if self.emc_active { probes * 2 >= lookups * 3 } else { probes >= lookups * 2 };
         }
     }
-
 }

@@ -398,9 +398,8 @@ fn chain(depth: u8, keys: u8) -> (Tables, impl Fn(u8) -> FlowKey) {
         tables.flow_mod(&FlowMod::new(FlowModCommand::Add, t, 1, Match::any(), goto), 0, &Ports).unwrap();
     }
     for d in 0..keys {
-        let m = Match::any()
-            .with(Oxm::exact_u64(Field::EthType, 0x0800))
-            .with(Oxm::exact(Field::Ipv4Dst, &[10, 0, 0, d]));
+        let m =
+            Match::any().with(Oxm::exact_u64(Field::EthType, 0x0800)).with(Oxm::exact(Field::Ipv4Dst, &[10, 0, 0, d]));
         let out = vec![Instruction::ApplyActions(vec![Action::Output { port: 2, max_len: 0 }])];
         tables.flow_mod(&FlowMod::new(FlowModCommand::Add, last, 5, m, out), 0, &Ports).unwrap();
     }
@@ -416,11 +415,8 @@ fn chain(depth: u8, keys: u8) -> (Tables, impl Fn(u8) -> FlowKey) {
 /// matches destination `d`.
 fn entry_counts(tables: &Tables, d: u8) -> (u64, u64) {
     let last = tables.tables.last().unwrap();
-    let e = last
-        .entries
-        .iter()
-        .find(|e| e.match_.get(Field::Ipv4Dst).map(Oxm::value) == Some(&[10, 0, 0, d][..]))
-        .unwrap();
+    let e =
+        last.entries.iter().find(|e| e.match_.get(Field::Ipv4Dst).map(Oxm::value) == Some(&[10, 0, 0, d][..])).unwrap();
     (e.stats.packets.load(Ordering::Relaxed), e.stats.bytes.load(Ordering::Relaxed))
 }
 

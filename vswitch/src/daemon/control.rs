@@ -1,9 +1,9 @@
 //! The control socket's methods: each takes the request's params and
 //! returns a JSON result or an [`RpcError`].
 
-use crate::l2::L2Bridge;
-use crate::openflow::OpenFlow;
-use crate::switch::Switch;
+use crate::daemon::openflow::OpenFlow;
+use crate::daemon::switch::Switch;
+use crate::datapath::l2::L2Bridge;
 use config::rpc::{Request, Response, RpcError};
 use mio::Registry;
 use ofproto::ofp::display::instructions_text;
@@ -245,7 +245,7 @@ fn dispatch(sw: &mut Switch, of: &mut OpenFlow, reg: &Registry, req: &Request) -
     }
 }
 
-fn refused(e: crate::switch::SwitchError) -> RpcError {
+fn refused(e: crate::daemon::switch::SwitchError) -> RpcError {
     RpcError::new(RpcError::REFUSED, e.to_string())
 }
 
@@ -322,7 +322,10 @@ pub fn reload(sw: &mut Switch, of: &mut OpenFlow, reg: &Registry) -> Result<Valu
 /// Asks every PMD thread for its megaflows of the bridge whose counters
 /// are `c` and waits for the `n_pmds` answers (a second at most: a PMD
 /// thread answers between two batches).
-fn dump_megaflows(c: &crate::ofdp::OfCounters, n_pmds: usize) -> Vec<(usize, u64, Vec<ofproto::megaflow::DpFlow>)> {
+fn dump_megaflows(
+    c: &crate::datapath::ofdp::OfCounters,
+    n_pmds: usize,
+) -> Vec<(usize, u64, Vec<ofproto::megaflow::DpFlow>)> {
     let req = c.dumps.request.fetch_add(1, Ordering::AcqRel) + 1;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
     loop {
@@ -339,7 +342,7 @@ fn dump_megaflows(c: &crate::ofdp::OfCounters, n_pmds: usize) -> Vec<(usize, u64
     }
 }
 
-fn megaflow_json(c: &crate::ofdp::OfCounters, f: &ofproto::megaflow::FolderStats) -> Value {
+fn megaflow_json(c: &crate::datapath::ofdp::OfCounters, f: &ofproto::megaflow::FolderStats) -> Value {
     let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let (hits, upcalls) = (ld(&c.mf_hits), ld(&c.mf_upcalls));
     #[allow(clippy::cast_precision_loss)] // ratios of counters
@@ -368,7 +371,7 @@ fn megaflow_json(c: &crate::ofdp::OfCounters, f: &ofproto::megaflow::FolderStats
            "bytes_per_megaflow": ratio(ld(&c.mf_bytes), ld(&c.megaflows))})
 }
 
-fn port_json(p: &crate::switch::SwitchPort) -> Value {
+fn port_json(p: &crate::daemon::switch::SwitchPort) -> Value {
     let s = p.port.stats();
     let l = p.port.link();
     json!({

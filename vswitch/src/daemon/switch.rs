@@ -10,7 +10,8 @@
 //! up between two iterations ([`pmd::pmd::PmdSet`] documents the hand-off).
 //! A removed port is closed only after every thread let go of it.
 
-use crate::l2::{BridgeDispatch, DpView, L2Bridge, PortVlan, ViewCell, VlanSet};
+use crate::datapath::dispatch::{BridgeDispatch, DpView, ViewCell};
+use crate::datapath::l2::{L2Bridge, PortVlan, VlanSet};
 use config::{Config, MemoryMode, PortType, RxqAssignment, VlanMode};
 use pmd::pmd::{PmdConfig, PmdSet};
 use pmd::{Eal, EalConfig, Memory, Mempool, Port, PortConfig, PortSource};
@@ -70,7 +71,7 @@ pub struct SwitchBridge {
     /// Seconds a MAC lives without traffic.
     pub mac_aging_s: u32,
     /// Its OpenFlow pipeline, when OpenFlow drives it (None: NORMAL).
-    pub of: Option<Arc<crate::ofdp::OfBridgeDp>>,
+    pub of: Option<Arc<crate::datapath::ofdp::OfBridgeDp>>,
     /// fail_mode secure with controllers: no NORMAL switching ever, even
     /// before the OpenFlow pipeline is published.
     pub secure: bool,
@@ -122,11 +123,11 @@ pub struct Switch {
     view: ViewCell,
     next_vdev: usize,
     /// Packet-ins from the PMD threads.
-    pub to_controller: std::sync::mpsc::Receiver<crate::ofdp::ToController>,
+    pub to_controller: std::sync::mpsc::Receiver<crate::datapath::ofdp::ToController>,
     /// The sending end the OpenFlow pipelines get.
-    pub to_controller_tx: std::sync::mpsc::SyncSender<crate::ofdp::ToController>,
+    pub to_controller_tx: std::sync::mpsc::SyncSender<crate::datapath::ofdp::ToController>,
     /// PACKET_OUTs to PMD thread 0.
-    pub packet_out_tx: std::sync::mpsc::SyncSender<crate::ofdp::PacketOutReq>,
+    pub packet_out_tx: std::sync::mpsc::SyncSender<crate::datapath::ofdp::PacketOutReq>,
     /// The clock flow timeouts count from (shared with the PMD threads).
     pub epoch: std::time::Instant,
     /// Bumped whenever ports come or go (OpenFlow views map ports to slots).
@@ -325,7 +326,7 @@ impl Switch {
 
     /// Sets (or clears) a bridge's OpenFlow pipeline and waits until every
     /// PMD thread uses it.
-    pub fn set_openflow(&mut self, bridge: &str, of: Option<Arc<crate::ofdp::OfBridgeDp>>) {
+    pub fn set_openflow(&mut self, bridge: &str, of: Option<Arc<crate::datapath::ofdp::OfBridgeDp>>) {
         let old = self.bridges.iter_mut().find(|b| b.name == bridge).map(|b| std::mem::replace(&mut b.of, of));
         self.publish();
         // The PMD threads let go of the old pipeline during `publish`; the

@@ -1,0 +1,29 @@
+//! What the control thread runs: the running switch and its run-time
+//! changes ([`switch`]), the control socket's methods ([`control`]), the
+//! OpenFlow controller connections ([`openflow`]) and the event loop that
+//! serves them all ([`server`]).
+//!
+//! The daemon never touches a packet on the fast path: it builds
+//! configuration and flow tables, publishes them for the PMD threads, and
+//! reads the counters those threads keep.
+
+pub mod control;
+pub mod openflow;
+pub mod server;
+pub mod switch;
+
+/// Reads everything a non-blocking stream has into `buf`; true when the
+/// peer closed (or the stream failed). Shared by the control socket and
+/// the OpenFlow connections of the daemon's event loop.
+pub fn read_available(stream: &mut impl std::io::Read, buf: &mut Vec<u8>) -> bool {
+    let mut chunk = [0u8; 16384];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return true,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return true,
+        }
+    }
+}
