@@ -256,7 +256,10 @@ fn fold_group(g: &mut Group) -> (u64, u64, u64) {
                 let (p, b) = (mf.packets.load(Ordering::Relaxed), mf.bytes.load(Ordering::Relaxed));
                 let done = &mut g.done[j];
                 let dp = p.wrapping_sub(done.0);
-                if dp > 0 {
+                // The PMD thread stores packets, then bytes: a pass may
+                // read a hit's packets without its bytes, which a later
+                // pass then finds alone.
+                if dp > 0 || b != done.1 {
                     mf.count_into(&g.counters, &mut tally, dp, b.wrapping_sub(done.1));
                     *done = (p, b);
                     packets += dp;
