@@ -34,6 +34,11 @@ pub enum Kind {
     #[value(name = "ovs-dpdk")]
     #[serde(rename = "ovs-dpdk")]
     OvsDpdk,
+    /// Another build of ours (`--baseline-vswitchd PATH`), run exactly as
+    /// ours is: an A/B comparison of two builds within one run.
+    #[value(name = "vswitch-base")]
+    #[serde(rename = "vswitch-base")]
+    VswitchBase,
 }
 
 impl Kind {
@@ -43,7 +48,13 @@ impl Kind {
             Kind::Vswitch => "vswitch",
             Kind::Testpmd => "testpmd",
             Kind::OvsDpdk => "ovs-dpdk",
+            Kind::VswitchBase => "vswitch-base",
         }
+    }
+
+    /// Whether it is a build of vswitchd.
+    pub fn is_vswitchd(self) -> bool {
+        matches!(self, Kind::Vswitch | Kind::VswitchBase)
     }
 }
 
@@ -68,6 +79,8 @@ pub struct Setup {
     pub macs: u32,
     /// vswitchd's `[pmd] megaflow_limit` (its default when None).
     pub megaflow_limit: Option<u32>,
+    /// The vswitchd binary [`Kind::VswitchBase`] runs.
+    pub baseline_vswitchd: Option<PathBuf>,
 }
 
 /// What the forwarders under test do.
@@ -313,7 +326,7 @@ impl Running {
             std::fs::write(&flows_file, s.scenario.flow_file(s.macs))?;
         }
         match kind {
-            Kind::Vswitch => {
+            Kind::Vswitch | Kind::VswitchBase => {
                 let sock = s.dir.join("vswitchd.sock").display().to_string();
                 let cfg = s.dir.join("vswitchd.toml");
                 // p2p: the two ports cross-connected; l2: a learning bridge.
@@ -348,7 +361,12 @@ impl Running {
                         p1 = port(1),
                     ),
                 )?;
-                let mut c = Command::new(our_binary("vswitchd")?);
+                let bin = match (kind, &s.baseline_vswitchd) {
+                    (Kind::VswitchBase, Some(p)) => p.clone(),
+                    (Kind::VswitchBase, None) => bail!("vswitch-base needs --baseline-vswitchd PATH"),
+                    _ => our_binary("vswitchd")?,
+                };
+                let mut c = Command::new(bin);
                 c.arg("--config").arg(&cfg);
                 r.child = Some(c.stdin(Stdio::null()).stdout(out).stderr(err).spawn().context("starting vswitchd")?);
                 r.vswitchd = Some((sock, std::cell::Cell::new(VsCounters::default())));
@@ -398,7 +416,7 @@ impl Running {
             let _ = p;
             r.of_target = r.ovs.as_ref().map(|o| format!("unix:{}", o.dir.join("br0.mgmt").display()));
         }
-        if let (Some(p), Kind::Vswitch) = (of_port, kind) {
+        if let (Some(p), true) = (of_port, kind.is_vswitchd()) {
             r.of_target = Some(format!("tcp:127.0.0.1:{p}"));
             let (n, secs) = load_flows(&format!("tcp:127.0.0.1:{p}"), &flows_file, &s.dir)?;
             println!(
@@ -475,7 +493,7 @@ impl Running {
         }
         Ok(match self.kind {
             // vswitchd's were read from its control socket before the stop.
-            Kind::Vswitch => None,
+            Kind::Vswitch | Kind::VswitchBase => None,
             Kind::Testpmd => {
                 number_after(&std::fs::read_to_string(&self.log).unwrap_or_default(), "CPU cycles/packet=")
             }

@@ -178,6 +178,10 @@ pub struct ControlSection {
     /// Unix socket path of the JSON-RPC control socket (mode 0600).
     #[serde(default = "default_socket")]
     pub socket: String,
+    /// `IP:PORT` to serve Prometheus metrics on (`GET /metrics`); none
+    /// when absent.
+    #[serde(default)]
+    pub metrics: Option<String>,
 }
 
 fn default_socket() -> String {
@@ -186,7 +190,7 @@ fn default_socket() -> String {
 
 impl Default for ControlSection {
     fn default() -> ControlSection {
-        ControlSection { socket: default_socket() }
+        ControlSection { socket: default_socket(), metrics: None }
     }
 }
 

@@ -64,6 +64,14 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), Failure> {
     if !cfg.control.socket.starts_with('/') {
         return fail(vec![key("control"), key("socket")], format!("`{}` must be an absolute path", cfg.control.socket));
     }
+    if let Some(m) = &cfg.control.metrics {
+        if m.parse::<std::net::SocketAddr>().is_err() {
+            return fail(
+                vec![key("control"), key("metrics")],
+                format!("`{m}` is not an IP:PORT to serve metrics on (e.g. \"127.0.0.1:9470\")"),
+            );
+        }
+    }
     let mut bridge_names = HashMap::new();
     let mut port_names: HashMap<&str, (usize, usize)> = HashMap::new();
     let mut ifaces: HashMap<&str, (usize, usize)> = HashMap::new();

@@ -182,6 +182,7 @@ fn semantic_errors_point_at_the_value() {
     check("[eal]\ncores = [0, 0]\n", "2:13", "eal.cores[1]", &["twice"]);
     check("[eal]\nmemory_mb = 8\n", "2:13", "eal.memory_mb", &["too little"]);
     check("[control]\nsocket = \"vs.sock\"\n", "2:10", "control.socket", &["absolute path"]);
+    check("[control]\nmetrics = \"localhost\"\n", "2:11", "control.metrics", &["IP:PORT"]);
 }
 
 #[test]

@@ -27,4 +27,5 @@ pub mod megaflow;
 pub mod ofp;
 mod persist;
 pub mod table;
+pub mod trace;
 pub mod xlate;

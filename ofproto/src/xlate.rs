@@ -203,12 +203,27 @@ pub fn walk<'t, W: Walker<'t>>(tables: &'t Tables, w: &mut W) {
 }
 
 /// The translation's walker: the key, the bits looked at, the steps.
-struct Translator {
-    key: FlowKey,
+pub(crate) struct Translator {
+    /// The key as the walk changed it.
+    pub(crate) key: FlowKey,
     mask: FlowMask,
     steps: Vec<Step>,
     cacheable: bool,
     reextracted: bool,
+}
+
+impl Translator {
+    /// A walk for `key` (the input port always examined).
+    pub(crate) fn new(key: &FlowKey) -> Translator {
+        let mut mask = FlowMask::default();
+        mask.set(Field::InPort, [u64::MAX, 0]);
+        Translator { key: key.clone(), mask, steps: Vec::with_capacity(8), cacheable: true, reextracted: false }
+    }
+
+    /// What the walk decided.
+    pub(crate) fn finish(self) -> Translation {
+        Translation { steps: self.steps, mask: self.mask, cacheable: self.cacheable }
+    }
 }
 
 impl<'t> Walker<'t> for Translator {
@@ -241,12 +256,9 @@ impl<'t> Walker<'t> for Translator {
 
 /// Walks `tables` with `key` as the fast path does.
 pub fn translate(tables: &Tables, key: &FlowKey) -> Translation {
-    let mut mask = FlowMask::default();
-    mask.set(Field::InPort, [u64::MAX, 0]);
-    let mut w =
-        Translator { key: key.clone(), mask, steps: Vec::with_capacity(8), cacheable: true, reextracted: false };
+    let mut w = Translator::new(key);
     walk(tables, &mut w);
-    Translation { steps: w.steps, mask: w.mask, cacheable: w.cacheable }
+    w.finish()
 }
 
 /// The action set (spec 5.10): at most one action of each kind, kept

@@ -6,7 +6,8 @@
 //! from PCI addresses or vdev devargs with their queues, offload
 //! capabilities, link state and statistics ([`port`]), and poll-mode
 //! threads pinned to cores with rx-queue assignment and cycle accounting
-//! ([`pmd`]).
+//! ([`pmd`]), and capture taps a PMD thread copies packets into while a
+//! capture runs ([`capture`]).
 //!
 //! It must not know about bridges, OpenFlow or configuration files: the
 //! switch gives it a [`pmd::Pipeline`] to run on each received batch, and
@@ -16,6 +17,7 @@
 //! All `unsafe` of the project's fast path is here, each block with the
 //! reason it is sound.
 
+pub mod capture;
 pub mod eal;
 pub mod error;
 pub mod forward;

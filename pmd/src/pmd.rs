@@ -37,6 +37,7 @@
 //! it (pending tx batches are flushed to the old port first), so the
 //! caller may close it. Threads serving other ports go on untouched.
 
+use crate::capture::{Direction, PortTaps, Tap};
 use crate::packet::Batch;
 use crate::port::Port;
 use crate::{rdtsc, tsc_hz, Error};
@@ -109,6 +110,8 @@ pub type PortSlots = Arc<[Option<Arc<Port>>]>;
 /// when one fills.
 pub struct TxBatches {
     ports: PortSlots,
+    /// A tx capture tap per slot (mostly none).
+    taps: Vec<Option<Arc<Tap>>>,
     batches: Vec<Batch>,
     pmd: usize,
     txq: Vec<u16>,
@@ -123,14 +126,22 @@ fn txq_of(p: &Option<Arc<Port>>, pmd: usize) -> u16 {
 impl TxBatches {
     fn new(ports: PortSlots, pmd: usize) -> TxBatches {
         let txq = ports.iter().map(|p| txq_of(p, pmd)).collect();
-        TxBatches { batches: ports.iter().map(|_| Batch::new()).collect(), ports, pmd, txq, no_port_drops: 0 }
+        TxBatches {
+            batches: ports.iter().map(|_| Batch::new()).collect(),
+            taps: vec![None; ports.len()],
+            ports,
+            pmd,
+            txq,
+            no_port_drops: 0,
+        }
     }
 
     /// Follows a new port table: what is pending goes to the ports it was
     /// meant for (still open: the control thread closes a removed port
     /// only after this thread acknowledged the change).
-    fn set_ports(&mut self, ports: PortSlots) {
+    fn set_ports(&mut self, ports: PortSlots, taps: &[PortTaps]) {
         self.flush();
+        self.taps = (0..ports.len()).map(|i| taps.get(i).and_then(|t| t.tx.clone())).collect();
         self.txq = ports.iter().map(|p| txq_of(p, self.pmd)).collect();
         self.batches.resize_with(ports.len(), Batch::new);
         self.ports = ports;
@@ -141,6 +152,9 @@ impl TxBatches {
         let b = &mut self.batches[slot];
         match &self.ports[slot] {
             Some(port) => {
+                if let Some(Some(tap)) = self.taps.get(slot) {
+                    tap.capture(b.as_slice(), Direction::Tx);
+                }
                 port.tx_burst_or_drop(self.txq[slot], b, self.pmd);
             }
             None => {
@@ -244,16 +258,43 @@ pub struct PmdStats {
     pub no_port_drops: u64,
 }
 
+/// One thread's busy-iteration durations in buckets
+/// ([`PmdSet::iteration_histograms`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IterationHistogram {
+    /// Iterations that took at most each bound, cumulative.
+    pub buckets: Vec<u64>,
+    /// Iterations recorded.
+    pub count: u64,
+    /// Their total duration, seconds.
+    pub sum_s: f64,
+}
+
 /// The ports and rx queues the threads serve: one published snapshot.
 #[derive(Debug)]
 struct Topology {
     ports: PortSlots,
     rxqs: Vec<Arc<Rxq>>,
+    /// Capture taps by port slot (as long as `ports`).
+    taps: Arc<[PortTaps]>,
 }
 
 impl Topology {
-    fn with_ports(ports: Vec<Option<Arc<Port>>>, rxqs: Vec<Arc<Rxq>>) -> Arc<Topology> {
-        Arc::new(Topology { ports: ports.into(), rxqs })
+    /// A snapshot of `ports` and `rxqs`, keeping `old`'s taps of the
+    /// slots that still hold the same port (a new or emptied slot has
+    /// none).
+    fn with_ports(ports: Vec<Option<Arc<Port>>>, rxqs: Vec<Arc<Rxq>>, old: Option<&Topology>) -> Arc<Topology> {
+        let taps = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| match (old, p) {
+                (Some(o), Some(p)) if o.ports.get(i).and_then(Option::as_ref).is_some_and(|q| Arc::ptr_eq(p, q)) => {
+                    o.taps.get(i).cloned().unwrap_or_default()
+                }
+                _ => PortTaps::default(),
+            })
+            .collect();
+        Arc::new(Topology { ports: ports.into(), rxqs, taps })
     }
 }
 
@@ -369,7 +410,7 @@ impl PmdSet {
             }
         }
         let shared = Arc::new(Shared {
-            topo: Mutex::new(Topology::with_ports(ports.into_iter().map(Some).collect(), rxqs)),
+            topo: Mutex::new(Topology::with_ports(ports.into_iter().map(Some).collect(), rxqs, None)),
             gen: AtomicU64::new(1),
             stop: AtomicBool::new(false),
             pmds: (0..n).map(|_| PmdShared::default()).collect(),
@@ -444,7 +485,7 @@ impl PmdSet {
         }
         ports[slot] = Some(port);
         before_publish(slot);
-        let g = sh.publish(Topology::with_ports(ports, rxqs));
+        let g = sh.publish(Topology::with_ports(ports, rxqs, Some(&*old)));
         // Not needed for safety (nothing is closed); the caller gets a
         // switch that polls the port when this returns.
         let _ = sh.wait_acks(g, ACK_LIMIT);
@@ -465,7 +506,7 @@ impl PmdSet {
         let mut ports = old.ports.to_vec();
         ports[slot] = None;
         let rxqs: Vec<Arc<Rxq>> = old.rxqs.iter().filter(|r| r.port != slot).cloned().collect();
-        let g = sh.publish(Topology::with_ports(ports, rxqs));
+        let g = sh.publish(Topology::with_ports(ports, rxqs, Some(&*old)));
         if let Err(pmd) = sh.wait_acks(g, ACK_LIMIT) {
             sh.publish(old);
             return Err(Error::Thread {
@@ -474,6 +515,25 @@ impl PmdSet {
             });
         }
         Ok(Some(port))
+    }
+
+    /// Sets the capture taps of the port in `slot` (none: capture off)
+    /// and returns once every thread copies into the new ones and none
+    /// into the old ones. False for an empty slot or when a thread did not
+    /// acknowledge within 5 s (the taps are then set anyway: a late thread
+    /// picks them up at its next iteration).
+    pub fn set_taps(&self, slot: usize, taps: PortTaps) -> bool {
+        let sh = &self.shared;
+        let _one_at_a_time = sh.moves.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let old = sh.topology();
+        if old.ports.get(slot).is_none_or(Option::is_none) {
+            return false;
+        }
+        let mut all = old.taps.to_vec();
+        all[slot] = taps;
+        let topo = Arc::new(Topology { ports: old.ports.clone(), rxqs: old.rxqs.clone(), taps: all.into() });
+        let g = sh.publish(topo);
+        sh.wait_acks(g, ACK_LIMIT).is_ok()
     }
 
     /// Bumps the generation and waits until every thread ran
@@ -559,6 +619,36 @@ impl PmdSet {
                         .collect(),
                     no_port_drops: p.no_port_drops.load(Ordering::Relaxed),
                 }
+            })
+            .collect()
+    }
+
+    /// Each thread's busy-iteration durations as cumulative counts at
+    /// `bounds_s` (seconds, ascending), with their count and sum in
+    /// seconds: what a Prometheus histogram holds. Read from the copy the
+    /// threads publish every 16,384 iterations (they never wait for it).
+    pub fn iteration_histograms(&self, bounds_s: &[f64]) -> Vec<IterationHistogram> {
+        let hz = tsc_hz().max(1) as f64;
+        self.shared
+            .hists
+            .iter()
+            .map(|h| {
+                let h = h.lock().map(|h| h.clone()).unwrap_or_else(|_| new_hist());
+                let buckets = bounds_s
+                    .iter()
+                    .map(|b| {
+                        // Bounds below a cycle hold nothing; far beyond
+                        // the histogram's range, everything.
+                        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // clamped
+                        let cycles = (b * hz).clamp(0.0, 1e18) as u64;
+                        if cycles == 0 {
+                            0
+                        } else {
+                            h.count_between(1, cycles)
+                        }
+                    })
+                    .collect();
+                IterationHistogram { buckets, count: h.len(), sum_s: h.mean() * h.len() as f64 / hz }
             })
             .collect()
     }
@@ -697,7 +787,9 @@ fn pmd_main<P: Pipeline>(
     let mut topo = sh.topology();
     let mut tx = TxBatches::new(topo.ports.clone(), me);
     let mut batch = Batch::new();
-    let mut local: Vec<(Arc<Rxq>, Arc<Port>)> = Vec::new();
+    // The queues this thread polls: each with its port and rx capture tap.
+    type Polled = (Arc<Rxq>, Arc<Port>, Option<Arc<Tap>>);
+    let mut local: Vec<Polled> = Vec::new();
     let mut local_gen = 0u64;
     let mut hist = new_hist();
     let (mut busy, mut idle, mut pkts, mut batches, mut iters) = (0u64, 0u64, 0u64, 0u64, 0u64);
@@ -710,13 +802,11 @@ fn pmd_main<P: Pipeline>(
             // new as the change being acknowledged.
             topo = sh.topology();
             local.clear();
-            local.extend(
-                topo.rxqs
-                    .iter()
-                    .filter(|r| r.owner.load(Ordering::Relaxed) == me)
-                    .filter_map(|r| topo.ports.get(r.port).and_then(Clone::clone).map(|p| (r.clone(), p))),
-            );
-            tx.set_ports(topo.ports.clone());
+            local.extend(topo.rxqs.iter().filter(|r| r.owner.load(Ordering::Relaxed) == me).filter_map(|r| {
+                let tap = topo.taps.get(r.port).and_then(|t| t.rx.clone());
+                topo.ports.get(r.port).and_then(Clone::clone).map(|p| (r.clone(), p, tap))
+            }));
+            tx.set_ports(topo.ports.clone(), &topo.taps);
             pipeline.reconfigure();
             local_gen = g;
             // Only now is every removed queue out of `local`, and every
@@ -726,10 +816,13 @@ fn pmd_main<P: Pipeline>(
         let t0 = rdtsc();
         let mut ts = t0;
         let mut got = 0usize;
-        for (rxq, port) in &local {
+        for (rxq, port, tap) in &local {
             let n = port.rx_burst(rxq.queue, &mut batch);
             if n == 0 {
                 continue;
+            }
+            if let Some(tap) = tap {
+                tap.capture(batch.as_slice(), Direction::Rx);
             }
             got += n;
             batches += 1;

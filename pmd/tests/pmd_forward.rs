@@ -1,10 +1,13 @@
 //! PMD threads forwarding over memif: N in, exactly N out; malformed frames
-//! counted and dropped; rx queues moved between threads under traffic.
+//! counted and dropped; rx queues moved between threads under traffic;
+//! capture taps copying a port's packets while they are set, and only
+//! then.
 #![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)] // test data is small and known
 
 mod common;
 
 use common::*;
+use pmd::capture::{Direction, PortTaps, Tap};
 use pmd::forward::{P2p, Validation};
 use pmd::pmd::{PmdConfig, PmdSet};
 use pmd::{Batch, Packet, Port, PortConfig, PortSource};
@@ -340,4 +343,66 @@ fn ports_are_added_and_removed_under_traffic_without_loss_on_others() {
     set.stop();
     drop(ports);
     wait_links_down(&[&gen_c, &gen_d]);
+}
+
+/// A tap copies exactly the frames a running PMD set receives on one port
+/// (rx) and sends on the other (tx), byte for byte and in order, while it
+/// is set; a full ring drops copies, counted, never the forwarded frames;
+/// with the taps cleared, nothing more is copied.
+#[test]
+fn capture_taps_copy_while_set_and_never_drop_traffic() {
+    let r = rig("cap", 1, 1);
+    let set = PmdSet::start(&PmdConfig { cores: any_core(), rebalance_interval: None }, r.fwd.clone(), |_| {
+        P2p::new(vec![1, 0], Validation::Ethernet)
+    })
+    .unwrap();
+    let rx_tap = Arc::new(Tap::new(64, 96));
+    let tx_tap = Arc::new(Tap::new(64, 2048));
+    assert!(set.set_taps(0, PortTaps { rx: Some(rx_tap.clone()), tx: None }));
+    assert!(set.set_taps(1, PortTaps { rx: None, tx: Some(tx_tap.clone()) }));
+    let frames: Vec<Vec<u8>> = (0..40).map(|i| frame(64 + i * 37, i as u32)).collect();
+    let got = pump(&r.pool, &r.gen_a, &r.gen_b, &frames, frames.len());
+    assert_eq!(got, frames, "forwarded as without a tap");
+    let drain = |t: &Tap| {
+        let mut v = Vec::new();
+        while let Some(rec) = t.take() {
+            v.push((rec.dir, rec.orig_len, rec.data[..rec.len as usize].to_vec()));
+            t.recycle(rec);
+        }
+        v
+    };
+    let rx = drain(&rx_tap);
+    assert_eq!(rx.len(), frames.len());
+    for ((dir, orig, data), f) in rx.iter().zip(&frames) {
+        assert_eq!((*dir, *orig as usize), (Direction::Rx, f.len()));
+        // Cut at the snaplen, the whole length recorded.
+        assert_eq!(data[..], f[..f.len().min(96)]);
+    }
+    let tx = drain(&tx_tap);
+    assert_eq!(
+        tx.iter().map(|(d, _, x)| (*d, x.clone())).collect::<Vec<_>>(),
+        frames.iter().map(|f| (Direction::Tx, f.clone())).collect::<Vec<_>>()
+    );
+    assert_eq!((rx_tap.captured(), rx_tap.dropped(), tx_tap.captured()), (40, 0, 40));
+
+    // Nobody drains: the ring's 64 records fill, the other copies are
+    // dropped and counted; every frame is still forwarded.
+    let more: Vec<Vec<u8>> = (0..100).map(|i| frame(200, 1000 + i)).collect();
+    let got = pump(&r.pool, &r.gen_a, &r.gen_b, &more, more.len());
+    assert_eq!(got, more);
+    assert_eq!((rx_tap.captured(), rx_tap.dropped()), (40 + 64, 36));
+    assert_eq!((tx_tap.captured(), tx_tap.dropped()), (40 + 64, 36));
+    assert_eq!(drain(&rx_tap).len(), 64);
+    assert_eq!(drain(&tx_tap).len(), 64);
+
+    // Taps cleared: no copy any more.
+    assert!(set.set_taps(0, PortTaps::default()));
+    assert!(set.set_taps(1, PortTaps::default()));
+    let last: Vec<Vec<u8>> = (0..10).map(|i| frame(100, 2000 + i)).collect();
+    assert_eq!(pump(&r.pool, &r.gen_a, &r.gen_b, &last, last.len()).len(), 10);
+    assert_eq!((rx_tap.captured(), tx_tap.captured()), (104, 104));
+    assert!(rx_tap.take().is_none() && tx_tap.take().is_none());
+    // An empty slot has no taps to set.
+    assert!(!set.set_taps(7, PortTaps::default()));
+    set.stop();
 }

@@ -57,6 +57,7 @@ fn flow_mod(a: &FlowModArgs) -> Result<()> {
         scenario: Scenario::Of3table,
         macs: 1,
         megaflow_limit: None,
+        baseline_vswitchd: None,
     };
     println!(
         "vswitch-bench flow-mod: {} distinct flow-mods then one barrier, {} rounds, PMD core {}",
@@ -169,6 +170,11 @@ struct CompareArgs {
     /// fixed (65,536 per PMD thread).
     #[arg(long)]
     megaflow_limit: Option<u32>,
+    /// Another vswitchd build to run as the forwarder `vswitch-base`
+    /// (added to `--forwarders` when not named there): two builds side by
+    /// side in one run.
+    #[arg(long)]
+    baseline_vswitchd: Option<std::path::PathBuf>,
     /// Write results as JSON here.
     #[arg(long)]
     json: Option<String>,
@@ -224,6 +230,9 @@ fn main() -> Result<()> {
     if a.gen_core == a.fwd_core {
         bail!("--gen-core and --fwd-core must differ (generator and forwarder each need a core)");
     }
+    if a.baseline_vswitchd.is_some() && !a.forwarders.contains(&Kind::VswitchBase) {
+        a.forwarders.insert(1, Kind::VswitchBase);
+    }
     std::fs::create_dir_all(&a.dir)?;
     let queues = a.queues.unwrap_or(match a.transport {
         Transport::Memif => 2,
@@ -244,6 +253,7 @@ fn main() -> Result<()> {
         scenario: a.scenario,
         macs: a.flows,
         megaflow_limit: a.megaflow_limit,
+        baseline_vswitchd: a.baseline_vswitchd.clone(),
     };
     let eal = Eal::init(&EalConfig {
         cores: vec![a.gen_core, a.fwd_core],

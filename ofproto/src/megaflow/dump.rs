@@ -19,27 +19,10 @@ pub struct DpFlow {
 }
 
 impl DpFlow {
-    /// The key under the mask, close to `ovs-appctl dpctl/dump-flows`:
-    /// `field=value` for all bits, `field=value/mask` for some,
-    /// `field=*` where only the field's presence matters, `!field` where
-    /// its absence does.
+    /// The key under the mask, close to `ovs-appctl dpctl/dump-flows`
+    /// (see [`match_string`]).
     pub fn match_string(&self) -> String {
-        let mut parts = Vec::new();
-        for f in self.mask.fields() {
-            let i = f as usize;
-            let w = f.width();
-            let mut m = [0u8; 16];
-            m[..8].copy_from_slice(&self.mask.bits[i][0].to_ne_bytes());
-            m[8..].copy_from_slice(&self.mask.bits[i][1].to_ne_bytes());
-            let m = &m[..w];
-            match self.key.get(f) {
-                None => parts.push(format!("!{}", f.name())),
-                Some(_) if m.iter().all(|b| *b == 0) => parts.push(format!("{}=*", f.name())),
-                Some(v) if m.iter().all(|b| *b == 0xff) => parts.push(crate::ofp::oxm::Oxm::exact(f, v).to_string()),
-                Some(v) => parts.push(crate::ofp::oxm::Oxm::masked(f, v, m).to_string()),
-            }
-        }
-        parts.join(",")
+        match_string(&self.key, &self.mask)
     }
 
     /// The tables its decision went through.
@@ -51,25 +34,54 @@ impl DpFlow {
             .collect()
     }
 
-    /// Its decision as an action list (`drop` when it sends nothing).
+    /// Its decision as an action list (see [`steps_string`]).
     pub fn actions_string(&self) -> String {
-        let mut parts = Vec::new();
-        for s in self.mf.steps.iter() {
-            match s {
-                Step::Table { entry: None, table } => parts.push(format!("drop(miss in table {table})")),
-                Step::Table { .. } => {}
-                Step::Apply { acts, .. } => parts.extend(acts.iter().map(ToString::to_string)),
-                Step::Metadata(m) => parts.push(format!("metadata=0x{m:x}")),
-                Step::Meter(m) => parts.push(format!("meter:{m}")),
-            }
-        }
-        if parts.is_empty() {
-            "drop".into()
-        } else {
-            parts.join(",")
-        }
+        steps_string(&self.mf.steps)
     }
 }
+
+/// A megaflow's key under its mask, close to `ovs-appctl
+/// dpctl/dump-flows`: `field=value` for all bits, `field=value/mask` for
+/// some, `field=*` where only the field's presence matters, `!field` where
+/// its absence does.
+pub fn match_string(key: &FlowKey, mask: &FlowMask) -> String {
+    let mut parts = Vec::new();
+    for f in mask.fields() {
+        let i = f as usize;
+        let w = f.width();
+        let mut m = [0u8; 16];
+        m[..8].copy_from_slice(&mask.bits[i][0].to_ne_bytes());
+        m[8..].copy_from_slice(&mask.bits[i][1].to_ne_bytes());
+        let m = &m[..w];
+        match key.get(f) {
+            None => parts.push(format!("!{}", f.name())),
+            Some(_) if m.iter().all(|b| *b == 0) => parts.push(format!("{}=*", f.name())),
+            Some(v) if m.iter().all(|b| *b == 0xff) => parts.push(crate::ofp::oxm::Oxm::exact(f, v).to_string()),
+            Some(v) => parts.push(crate::ofp::oxm::Oxm::masked(f, v, m).to_string()),
+        }
+    }
+    parts.join(",")
+}
+
+/// A decision as an action list (`drop` when it sends nothing).
+pub fn steps_string(steps: &[Step]) -> String {
+    let mut parts = Vec::new();
+    for s in steps {
+        match s {
+            Step::Table { entry: None, table } => parts.push(format!("drop(miss in table {table})")),
+            Step::Table { .. } => {}
+            Step::Apply { acts, .. } => parts.extend(acts.iter().map(ToString::to_string)),
+            Step::Metadata(m) => parts.push(format!("metadata=0x{m:x}")),
+            Step::Meter(m) => parts.push(format!("meter:{m}")),
+        }
+    }
+    if parts.is_empty() {
+        "drop".into()
+    } else {
+        parts.join(",")
+    }
+}
+
 impl MegaflowCache {
     /// Every megaflow with its key and mask, for `dp-flows` and tests
     /// (allocates: on request only).

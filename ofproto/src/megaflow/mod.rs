@@ -70,7 +70,7 @@ mod subtable;
 mod tests;
 
 pub use compiled::{FastOp, FastPlan, FAST_OPS};
-pub use dump::DpFlow;
+pub use dump::{match_string, steps_string, DpFlow};
 pub use emc::emc_hash;
 use emc::{Emc, EMC_CODE};
 pub use entry::{count_steps, Megaflow};

@@ -109,6 +109,53 @@ enum Cmd {
         /// Datapath id.
         id: String,
     },
+    /// Writes a port's packets to a pcapng (or pcap) file, as dpdk-dumpcap
+    /// does: `capture c1 -w /tmp/c1.pcapng --count 100`. Runs until
+    /// `--count` packets, `--duration` seconds or Ctrl-C; the switch copies
+    /// packets only while it runs.
+    Capture {
+        /// Port name.
+        port: String,
+        /// Packets received (rx), sent (tx) or both.
+        #[arg(long, default_value = "both", value_parser = ["rx", "tx", "both"])]
+        direction: String,
+        /// Stop after this many packets.
+        #[arg(long, short = 'c')]
+        count: Option<u64>,
+        /// Bytes kept of each packet (262144).
+        #[arg(long, short = 's')]
+        snaplen: Option<u32>,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        duration: Option<f64>,
+        /// File format.
+        #[arg(long, default_value = "pcapng", value_parser = ["pcapng", "pcap"])]
+        format: String,
+        /// Records in the capture's ring (4096); a full ring drops copies,
+        /// never forwarded packets.
+        #[arg(long)]
+        ring: Option<u64>,
+        /// The file to write.
+        #[arg(short = 'w', long = "write")]
+        file: std::path::PathBuf,
+    },
+    /// Running captures and their counters.
+    Captures,
+    /// Traces a packet through a bridge's tables (as ovs-appctl
+    /// ofproto/trace): `trace br0 in_port=1,tcp,nw_dst=10.0.0.2,tp_dst=80`,
+    /// or a real packet: `trace br0 --in-port c1 --packet 0200...`.
+    Trace {
+        /// Bridge name.
+        bridge: String,
+        /// The flow, as ovs-ofctl writes one (in_port may name a port).
+        flow: Option<String>,
+        /// A packet's bytes in hex, from the Ethernet header on.
+        #[arg(long, conflicts_with = "flow", requires = "in_port")]
+        packet: Option<String>,
+        /// The port a `--packet` arrives on (name or OpenFlow number).
+        #[arg(long)]
+        in_port: Option<String>,
+    },
     /// Versions of vswitchd and DPDK.
     Version,
 }
@@ -133,19 +180,90 @@ fn port_spec(name: &str, settings: &[String]) -> Result<Value> {
     Ok(Value::Object(m))
 }
 
-fn call(socket: &str, method: &str, params: Option<Value>) -> Result<Value> {
-    let mut s = UnixStream::connect(socket)
-        .with_context(|| format!("cannot reach vswitchd at {socket} (is it running? --socket sets the path)"))?;
-    let req = Request::new(method, params, 1);
-    s.write_all(format!("{}\n", serde_json::to_string(&req)?).as_bytes())?;
-    let mut line = String::new();
-    BufReader::new(&s).read_line(&mut line)?;
-    let resp: Response =
-        serde_json::from_str(&line).with_context(|| format!("vswitchd answered something else: {line:?}"))?;
-    if let Some(e) = resp.error {
-        bail!("{} (error {})", e.message, e.code);
+/// A connection to the control socket, for one request or several.
+struct Conn {
+    stream: UnixStream,
+    reader: BufReader<UnixStream>,
+    next_id: u64,
+}
+
+impl Conn {
+    fn open(socket: &str) -> Result<Conn> {
+        let stream = UnixStream::connect(socket)
+            .with_context(|| format!("cannot reach vswitchd at {socket} (is it running? --socket sets the path)"))?;
+        Ok(Conn { reader: BufReader::new(stream.try_clone()?), stream, next_id: 1 })
     }
-    resp.result.context("vswitchd answered neither a result nor an error")
+
+    fn call(&mut self, method: &str, params: Option<Value>) -> Result<Value> {
+        let req = Request::new(method, params, self.next_id);
+        self.next_id += 1;
+        self.stream.write_all(format!("{}\n", serde_json::to_string(&req)?).as_bytes())?;
+        let mut line = String::new();
+        self.reader.read_line(&mut line)?;
+        let resp: Response =
+            serde_json::from_str(&line).with_context(|| format!("vswitchd answered something else: {line:?}"))?;
+        if let Some(e) = resp.error {
+            bail!("{} (error {})", e.message, e.code);
+        }
+        resp.result.context("vswitchd answered neither a result nor an error")
+    }
+}
+
+fn call(socket: &str, method: &str, params: Option<Value>) -> Result<Value> {
+    Conn::open(socket)?.call(method, params)
+}
+
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// `capture`: starts the capture on one connection (vswitchd ends it if
+/// that connection closes), polls it until it is done, `--duration`
+/// passes or Ctrl-C, then stops it and prints what was written.
+fn capture(cli: &Cli, params: Value, duration: Option<f64>) -> Result<()> {
+    let mut c = Conn::open(&cli.socket)?;
+    let started = c.call("capture-start", Some(params))?;
+    let id = started["id"].as_u64().context("capture-start answered no id")?;
+    // SAFETY: installs an async-signal-safe handler that only stores an
+    // atomic; before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGINT, on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t);
+    }
+    if !cli.json {
+        eprintln!(
+            "capturing on {} into {} (Ctrl-C stops)",
+            started["port"].as_str().unwrap_or("?"),
+            started["file"].as_str().unwrap_or("?")
+        );
+    }
+    let t0 = std::time::Instant::now();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let st = c.call("capture-status", Some(json!({ "id": id })))?;
+        let timed_out = duration.is_some_and(|d| t0.elapsed().as_secs_f64() >= d);
+        if st["done"].as_bool() == Some(true) || timed_out || INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+            break;
+        }
+    }
+    let r = c.call("capture-stop", Some(json!({ "id": id })))?;
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "{} packets written to {} ({} captured, {} copies dropped: ring full)",
+            n(&r["written"]),
+            r["file"].as_str().unwrap_or("?"),
+            n(&r["captured"]),
+            n(&r["dropped"])
+        );
+    }
+    if let Some(e) = r["error"].as_str() {
+        bail!("the capture ended early: {e}");
+    }
+    Ok(())
 }
 
 fn main() {
@@ -167,6 +285,18 @@ fn n(v: &Value) -> u64 {
 
 fn run(cli: &Cli) -> Result<()> {
     let (method, params) = match &cli.cmd {
+        Cmd::Capture { port, direction, count, snaplen, duration, format, ring, file } => {
+            let file = std::path::absolute(file).with_context(|| format!("{}", file.display()))?;
+            let params = json!({"port": port, "direction": direction, "count": count, "snaplen": snaplen,
+                                "format": format, "ring": ring, "file": file});
+            return capture(cli, params, *duration);
+        }
+        Cmd::Trace { bridge, flow, packet, in_port } => {
+            if flow.is_none() && packet.is_none() {
+                bail!("give a flow (in_port=1,tcp,...) or --packet HEX --in-port PORT");
+            }
+            ("trace", Some(json!({"bridge": bridge, "flow": flow, "packet": packet, "in_port": in_port})))
+        }
         Cmd::Show => ("show", None),
         Cmd::PortStats { port } => ("port-stats", port.as_ref().map(|p| json!({ "port": p }))),
         Cmd::PmdStats => ("pmd-stats", None),
@@ -191,6 +321,7 @@ fn run(cli: &Cli) -> Result<()> {
             ("set-openflow", Some(json!({"bridge": bridge, "datapath_id": id})))
         }
         Cmd::Version => ("version", None),
+        Cmd::Captures => ("capture-list", None),
     };
     let r = call(&cli.socket, method, params)?;
     if cli.json {
@@ -445,6 +576,22 @@ fn run(cli: &Cli) -> Result<()> {
         }
         Cmd::Version => {
             println!("vswitchd {} on {}", r["vswitchd"].as_str().unwrap_or("?"), r["dpdk"].as_str().unwrap_or("?"))
+        }
+        Cmd::Trace { .. } => println!("{}", r["text"].as_str().unwrap_or("")),
+        Cmd::Capture { .. } => {}
+        Cmd::Captures => {
+            for c in r["captures"].as_array().into_iter().flatten() {
+                println!(
+                    "capture {} on {} -> {}: {} captured, {} written, {} dropped{}",
+                    n(&c["id"]),
+                    c["port"].as_str().unwrap_or("?"),
+                    c["file"].as_str().unwrap_or("?"),
+                    n(&c["captured"]),
+                    n(&c["written"]),
+                    n(&c["dropped"]),
+                    if c["done"].as_bool() == Some(true) { " (done)" } else { "" }
+                );
+            }
         }
     }
     Ok(())

@@ -11,24 +11,46 @@ use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 
 /// The methods, for the "no such method" error.
-const METHODS: &str =
-    "version, show, port-stats, pmd-stats, fdb-show, add-port, del-port, reload, dump-flows, dump-groups, dump-meters, controllers, set-openflow";
+const METHODS: &str = "version, show, port-stats, pmd-stats, fdb-show, add-port, del-port, reload, dump-flows, \
+     dump-groups, dump-meters, dp-flows, controllers, set-openflow, capture-start, capture-stop, capture-status, \
+     capture-list, trace";
 
-/// Answers one request; `reg` is the daemon's poll registry (OpenFlow
-/// listeners and connections a change opens are registered with it).
-pub fn handle(sw: &mut Switch, of: &mut OpenFlow, reg: &Registry, req: &Request) -> Response {
+/// What the control thread keeps beside the switch: the OpenFlow
+/// connections and the running captures.
+pub struct Daemon {
+    /// OpenFlow controllers of every bridge.
+    pub of: OpenFlow,
+    /// Packet captures.
+    pub captures: super::capture::Captures,
+}
+
+/// Answers one request from control connection `conn`; `reg` is the
+/// daemon's poll registry (OpenFlow listeners and connections a change
+/// opens are registered with it).
+pub fn handle(sw: &mut Switch, d: &mut Daemon, reg: &Registry, conn: u64, req: &Request) -> Response {
     let id = req.id.clone().unwrap_or(Value::Null);
-    match dispatch(sw, of, reg, req) {
+    match dispatch(sw, d, reg, conn, req) {
         Ok(v) => Response::ok(id, v),
         Err(e) => Response::err(id, e),
     }
 }
 
-fn param_str<'a>(req: &'a Request, name: &str) -> Result<Option<&'a str>, RpcError> {
+/// Parameter `name` as a string (None when absent or null).
+pub(super) fn param_str<'a>(req: &'a Request, name: &str) -> Result<Option<&'a str>, RpcError> {
     match req.params.as_ref().and_then(|p| p.get(name)) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
         Some(other) => Err(RpcError::new(RpcError::INVALID_PARAMS, format!("`{name}` must be a string, not {other}"))),
+    }
+}
+
+/// Parameter `name` as an unsigned number (None when absent or null).
+pub(super) fn param_u64(req: &Request, name: &str) -> Result<Option<u64>, RpcError> {
+    match req.params.as_ref().and_then(|p| p.get(name)) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+            RpcError::new(RpcError::INVALID_PARAMS, format!("`{name}` must be an unsigned number, not {v}"))
+        }),
     }
 }
 
@@ -43,7 +65,8 @@ fn no_params(req: &Request) -> Result<(), RpcError> {
     }
 }
 
-fn dispatch(sw: &mut Switch, of: &mut OpenFlow, reg: &Registry, req: &Request) -> Result<Value, RpcError> {
+fn dispatch(sw: &mut Switch, d: &mut Daemon, reg: &Registry, conn: u64, req: &Request) -> Result<Value, RpcError> {
+    let of = &mut d.of;
     match req.method.as_str() {
         "version" => {
             no_params(req)?;
@@ -241,6 +264,8 @@ fn dispatch(sw: &mut Switch, of: &mut OpenFlow, reg: &Registry, req: &Request) -
             reload(sw, of, reg).map_err(|e| RpcError::new(RpcError::REFUSED, e))
         }
         "set-openflow" => set_openflow(sw, of, reg, req),
+        m if m.starts_with("capture-") => super::capture::rpc(sw, &mut d.captures, conn, req),
+        "trace" => super::trace::rpc(sw, of, req),
         other => Err(RpcError::new(RpcError::METHOD_NOT_FOUND, format!("no method `{other}` (methods: {METHODS})"))),
     }
 }

@@ -1,16 +1,21 @@
 //! What the control thread runs: the running switch and its run-time
 //! changes ([`switch`]), the control socket's methods ([`control`]), the
 //! OpenFlow controller connections ([`openflow`]) and the event loop that
-//! serves them all ([`server`]).
+//! serves them all ([`server`]); and the operator's tools: Prometheus
+//! metrics ([`metrics`]), packet capture ([`capture`]) and packet traces
+//! through the tables ([`trace`]).
 //!
 //! The daemon never touches a packet on the fast path: it builds
 //! configuration and flow tables, publishes them for the PMD threads, and
 //! reads the counters those threads keep.
 
+pub mod capture;
 pub mod control;
+pub mod metrics;
 pub mod openflow;
 pub mod server;
 pub mod switch;
+pub mod trace;
 
 /// Reads everything a non-blocking stream has into `buf`; true when the
 /// peer closed (or the stream failed). Shared by the control socket and

@@ -2,20 +2,27 @@
 //! message per line, mode 0600), the OpenFlow listeners and connections,
 //! packet-ins from the PMD threads, link changes, MAC aging and reloads.
 
+use super::capture::Captures;
+use super::control::Daemon;
+use super::metrics::{self, MetricsServer};
 use super::openflow::OpenFlow;
 use super::switch::Switch;
 use anyhow::{Context, Result};
 use config::rpc::parse_request;
 use mio::net::{UnixListener, UnixStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use std::collections::HashMap;
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const LISTENER: Token = Token(0);
+/// Woken by the metrics thread (below the OpenFlow tokens, far above any
+/// control connection's).
+const WAKER: Token = Token(super::openflow::TOKEN_BASE - 1);
 /// The most a client may send without a newline.
 const MAX_LINE: usize = 1 << 20;
 
@@ -50,8 +57,26 @@ pub fn serve(sw: &mut Switch, path: &Path, stop: &AtomicBool, reload: &AtomicBoo
     let mut listener = bind(path)?;
     let mut poll = Poll::new()?;
     poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-    let mut of = OpenFlow::new(&sw.cfg, sw.epoch, poll.registry())?;
-    of.port_changes(poll.registry(), sw);
+    let of = OpenFlow::new(&sw.cfg, sw.epoch, poll.registry())?;
+    let mut d = Daemon { of, captures: Captures::default() };
+    d.of.port_changes(poll.registry(), sw);
+    // Scrapes come from the metrics thread; the waker gets the loop to
+    // answer them at once.
+    let (scrape_tx, scrapes) = std::sync::mpsc::channel();
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let _metrics = match &sw.cfg.control.metrics {
+        Some(addr) => {
+            let addr = addr.parse().with_context(|| format!("control.metrics `{addr}`"))?;
+            let w = waker.clone();
+            let m = MetricsServer::start(addr, scrape_tx, move || {
+                let _ = w.wake();
+            })
+            .map_err(anyhow::Error::msg)?;
+            eprintln!("vswitchd: metrics on http://{}/metrics", m.addr);
+            Some(m)
+        }
+        None => None,
+    };
     let mut port_epoch = sw.port_epoch;
     let mut events = Events::with_capacity(64);
     let mut conns: HashMap<Token, Conn> = HashMap::new();
@@ -61,35 +86,40 @@ pub fn serve(sw: &mut Switch, path: &Path, stop: &AtomicBool, reload: &AtomicBoo
     while !stop.load(Ordering::SeqCst) {
         // Packet-ins wait in a queue the loop drains: with OpenFlow bridges
         // it wakes every 10 ms so that they reach controllers quickly.
-        let wake = if of.any_active() { Duration::from_millis(10) } else { Duration::from_millis(100) };
+        let wake = if d.of.any_active() { Duration::from_millis(10) } else { Duration::from_millis(100) };
         match poll.poll(&mut events, Some(wake)) {
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             r => r?,
         }
         if reload.swap(false, Ordering::SeqCst) {
-            match super::control::reload(sw, &mut of, poll.registry()) {
+            match super::control::reload(sw, &mut d.of, poll.registry()) {
                 Ok(r) => eprintln!("vswitchd: reloaded: {r}"),
                 Err(e) => eprintln!("vswitchd: reload refused: {e}"),
             }
         }
-        of.tick(poll.registry());
+        metrics::answer(&scrapes, sw, &d.of, &d.captures);
+        d.captures.tick(sw);
+        d.of.tick(poll.registry());
         if last_links.elapsed() >= Duration::from_millis(200) {
-            of.link_changes(poll.registry(), sw);
+            d.of.link_changes(poll.registry(), sw);
             last_links = Instant::now();
         }
-        of.drain_packet_ins(poll.registry(), sw);
+        d.of.drain_packet_ins(poll.registry(), sw);
         if sw.port_epoch != port_epoch {
             port_epoch = sw.port_epoch;
-            of.port_changes(poll.registry(), sw);
+            d.of.port_changes(poll.registry(), sw);
         }
-        of.sync(sw);
+        d.of.sync(sw);
         if last_age.elapsed() >= Duration::from_secs(1) {
             sw.age_macs();
             last_age = Instant::now();
         }
         for ev in events.iter() {
+            if ev.token() == WAKER {
+                continue;
+            }
             if OpenFlow::owns(ev.token()) {
-                of.event(poll.registry(), sw, ev.token(), ev.is_readable(), ev.is_writable());
+                d.of.event(poll.registry(), sw, ev.token(), ev.is_readable(), ev.is_writable());
                 continue;
             }
             if ev.token() == LISTENER {
@@ -120,7 +150,7 @@ pub fn serve(sw: &mut Switch, path: &Path, stop: &AtomicBool, reload: &AtomicBoo
                     }
                     let resp = match parse_request(text.trim()) {
                         Ok(req) if req.id.is_none() => continue, // a notification: no answer
-                        Ok(req) => super::control::handle(sw, &mut of, poll.registry(), &req),
+                        Ok(req) => super::control::handle(sw, &mut d, poll.registry(), t.0 as u64, &req),
                         Err(resp) => *resp,
                     };
                     c.outbuf.extend_from_slice(serde_json::to_string(&resp)?.as_bytes());
@@ -146,9 +176,12 @@ pub fn serve(sw: &mut Switch, path: &Path, stop: &AtomicBool, reload: &AtomicBoo
                 if let Some(mut c) = conns.remove(&t) {
                     let _ = poll.registry().deregister(&mut c.stream);
                 }
+                // Its captures end with it.
+                d.captures.owner_gone(sw, t.0 as u64);
             }
         }
     }
     eprintln!("vswitchd: stopping");
+    d.captures.stop_all(sw);
     Ok(())
 }

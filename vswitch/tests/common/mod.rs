@@ -80,8 +80,13 @@ impl Lab {
     /// Writes the config file: EAL settings for tests, the control socket,
     /// then `bridges` (TOML text).
     pub fn write_config(&self, bridges: &str) -> PathBuf {
+        self.write_config_with("", bridges)
+    }
+    /// As [`Lab::write_config`], with more keys of `[control]` (TOML
+    /// lines).
+    pub fn write_config_with(&self, control: &str, bridges: &str) -> PathBuf {
         let text = format!(
-            "[eal]\nmemory = \"no-huge\"\nmemory_mb = 512\nfile_prefix = \"vsdt{tag}\"\n\n[control]\nsocket = \"{sock}\"\n\n{bridges}",
+            "[eal]\nmemory = \"no-huge\"\nmemory_mb = 512\nfile_prefix = \"vsdt{tag}\"\n\n[control]\nsocket = \"{sock}\"\n{control}\n\n{bridges}",
             tag = self.tag,
             sock = self.sock(),
         );

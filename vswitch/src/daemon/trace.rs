@@ -1,0 +1,121 @@
+//! `vswitchctl trace BRIDGE FLOW` (the `ovs-appctl ofproto/trace` of this
+//! switch): a flow written as `ovs-ofctl` writes one, or a real packet's
+//! bytes, walked through the bridge's OpenFlow tables as the datapath's
+//! upcall walks them ([`ofproto::trace`]); on a bridge without OpenFlow,
+//! the L2 decision its MAC table makes.
+
+use super::openflow::OpenFlow;
+use super::switch::Switch;
+use crate::datapath::l2::{L2Bridge, PortVlan};
+use config::rpc::{Request, RpcError};
+use ofproto::flow::FlowKey;
+use ofproto::ofp::oxm::Field;
+use ofproto::trace::{key_string, parse_flow, trace, TraceEvent};
+use serde_json::{json, Value};
+
+/// The `trace` method: `bridge`, and either `flow` (text) or `packet`
+/// (hex) with `in_port` (an OpenFlow port number or a port's name). In a
+/// flow, `in_port` may name a port too.
+pub fn rpc(sw: &Switch, of: &OpenFlow, req: &Request) -> Result<Value, RpcError> {
+    use super::control::param_str;
+    let invalid = |m: String| RpcError::new(RpcError::INVALID_PARAMS, m);
+    let refused = |m: String| RpcError::new(RpcError::REFUSED, m);
+    let bridge = param_str(req, "bridge")?.ok_or_else(|| invalid("`trace` needs `bridge`".into()))?;
+    let b = sw.bridges.iter().find(|b| b.name == bridge).ok_or_else(|| refused(format!("no bridge `{bridge}`")))?;
+    // A port of this bridge by name or OpenFlow number.
+    let ofport = |p: &str| -> Result<u32, RpcError> {
+        let by_name = sw.ports.iter().find(|q| q.bridge == bridge && q.name == p).map(|q| q.ofport);
+        by_name.or_else(|| p.parse().ok()).ok_or_else(|| refused(format!("bridge `{bridge}` has no port `{p}`")))
+    };
+    let key = match (param_str(req, "flow")?, param_str(req, "packet")?) {
+        (Some(flow), None) => {
+            // in_port=NAME becomes its number.
+            let mut parts = Vec::new();
+            for p in flow.split(',') {
+                match p.trim().split_once('=') {
+                    Some(("in_port", v)) => parts.push(format!("in_port={}", ofport(v.trim())?)),
+                    _ => parts.push(p.to_string()),
+                }
+            }
+            parse_flow(&parts.join(",")).map_err(|e| invalid(format!("flow: {e}")))?
+        }
+        (None, Some(hex)) => {
+            let bytes = from_hex(hex).map_err(|e| invalid(format!("packet: {e}")))?;
+            if bytes.len() < 14 {
+                return Err(invalid(format!("packet: {} bytes is shorter than an Ethernet header", bytes.len())));
+            }
+            let port = param_str(req, "in_port")?.ok_or_else(|| invalid("a packet needs `in_port`".into()))?;
+            FlowKey::extract(&bytes, ofport(port)?)
+        }
+        _ => return Err(invalid("`trace` needs either `flow` or `packet`".into())),
+    };
+    match of.bridge(bridge).filter(|o| o.has_controllers) {
+        Some(ob) => Ok(openflow_json(bridge, &ob.agent.tables, &key)),
+        None => Ok(normal_json(sw, bridge, &b.l2, &key)),
+    }
+}
+
+fn openflow_json(bridge: &str, tables: &ofproto::table::Tables, key: &FlowKey) -> Value {
+    let t = trace(tables, key);
+    let steps: Vec<Value> = t
+        .events
+        .iter()
+        .map(|e| match e {
+            TraceEvent::Lookup { table, entry: Some(m) } => json!({"table": table, "priority": m.priority,
+                "match": m.match_, "cookie": format!("0x{:x}", m.cookie), "instructions": m.instructions}),
+            TraceEvent::Lookup { table, entry: None } => json!({"table": table, "miss": true}),
+            TraceEvent::Actions { actions, changed } => json!({"actions": actions, "changed": changed}),
+            TraceEvent::Metadata(m) => json!({"metadata": format!("0x{m:x}")}),
+            TraceEvent::Meter(m) => json!({"meter": m}),
+        })
+        .collect();
+    json!({"bridge": bridge, "pipeline": "openflow", "flow": key_string(key), "steps": steps,
+           "final_flow": key_string(&t.final_key), "megaflow": t.megaflow(), "actions": t.actions(),
+           "cacheable": t.translation.cacheable, "text": format!("bridge(\"{bridge}\")\n{t}")})
+}
+
+/// A bridge without OpenFlow switches by its MAC table: the frame's
+/// VLAN (the input port's access VLAN, or its tag), then the destination
+/// learned there, or a flood.
+fn normal_json(sw: &Switch, bridge: &str, l2: &L2Bridge, key: &FlowKey) -> Value {
+    let in_port = key.get_u64(Field::InPort).unwrap_or(0);
+    let port = sw.ports.iter().find(|p| p.bridge == bridge && u64::from(p.ofport) == in_port);
+    let tag = key.get_u64(Field::VlanVid).filter(|v| v & 0x1000 != 0).map(|v| u16::try_from(v & 0xfff).unwrap_or(0));
+    let vlan = match port.map(|p| &p.vlan) {
+        Some(PortVlan::Access(v)) => *v,
+        _ => tag.unwrap_or(0),
+    };
+    let mut dst = [0u8; 6];
+    dst.copy_from_slice(key.get(Field::EthDst).unwrap_or(&[0; 6]));
+    let dst = wire::EthernetAddress(dst);
+    let (decision, out) = if dst.0[0] & 1 != 0 {
+        ("flood: broadcast or multicast".to_string(), None)
+    } else {
+        match l2.table.lookup(vlan, dst) {
+            Some(slot) => {
+                let name = sw.port_by_slot(slot).map_or("?", |p| p.name.as_str());
+                (format!("output to {name}: {dst} was learned there"), Some(name.to_string()))
+            }
+            None => (format!("flood: {dst} is not learned on VLAN {vlan}"), None),
+        }
+    };
+    let text = format!(
+        "bridge(\"{bridge}\"): MAC learning (NORMAL), no OpenFlow controllers\nFlow: {}\nVLAN {vlan}: {decision}",
+        key_string(key)
+    );
+    json!({"bridge": bridge, "pipeline": "normal", "flow": key_string(key), "vlan": vlan, "output": out,
+           "decision": decision, "text": text})
+}
+
+/// Bytes written as hex (spaces, colons and a 0x prefix allowed).
+fn from_hex(s: &str) -> Result<Vec<u8>, String> {
+    let s = s.trim().trim_start_matches("0x");
+    let digits: String = s.chars().filter(|c| !c.is_whitespace() && *c != ':').collect();
+    if !digits.len().is_multiple_of(2) {
+        return Err("an odd number of hex digits".into());
+    }
+    (0..digits.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&digits[i..i + 2], 16).map_err(|_| format!("`{}` is not hex", &digits[i..i + 2])))
+        .collect()
+}
