@@ -19,8 +19,8 @@ mod validate;
 
 pub use error::ConfigError;
 pub use schema::{
-    Bridge, ControlSection, Controller, EalSection, EmcMode, FailMode, MemoryMode, PmdSection, Port, PortType,
-    RxqAssignment, VlanMode,
+    Bridge, ControlSection, Controller, EalSection, EmcMode, FailMode, MegaflowLimit, MemoryMode, PmdSection, Port,
+    PortType, RxqAssignment, VlanMode,
 };
 
 use std::path::Path;

@@ -115,11 +115,13 @@ pub struct PmdSection {
     /// (at least 100).
     #[serde(default = "default_megaflow_max_idle_ms")]
     pub megaflow_max_idle_ms: u32,
-    /// Megaflows each PMD thread holds at most per OpenFlow bridge (1 to
-    /// 4194304, 262144 by default; about 540 bytes each); a full cache
-    /// starts over.
-    #[serde(default = "default_megaflow_limit")]
-    pub megaflow_limit: u32,
+    /// Megaflows each PMD thread holds at most per OpenFlow bridge:
+    /// `"auto"` (the default) starts at 262144 and doubles whenever a
+    /// cache fills, up to 4194304 or a quarter of the machine's memory
+    /// over all PMD threads (about 770 bytes a megaflow); a number (1 to
+    /// 4194304) fixes it. A full cache that cannot grow starts over.
+    #[serde(default)]
+    pub megaflow_limit: MegaflowLimit,
 }
 
 /// When the exact-match cache is used.
@@ -152,8 +154,67 @@ fn default_megaflow_max_idle_ms() -> u32 {
     10_000
 }
 
-fn default_megaflow_limit() -> u32 {
-    262_144
+/// `[pmd] megaflow_limit`: grown by the caches, or fixed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MegaflowLimit {
+    /// Start at 262,144 and double when full (see [`PmdSection`]).
+    #[default]
+    Auto,
+    /// This many, never more.
+    Fixed(u32),
+}
+
+impl MegaflowLimit {
+    /// Megaflows a cache starts with.
+    pub const AUTO_START: u32 = 262_144;
+    /// The most any cache holds.
+    pub const MAX: u32 = 4_194_304;
+
+    /// The limit a cache starts with.
+    pub fn initial(self) -> u32 {
+        match self {
+            MegaflowLimit::Auto => Self::AUTO_START,
+            MegaflowLimit::Fixed(n) => n,
+        }
+    }
+}
+
+impl Serialize for MegaflowLimit {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            MegaflowLimit::Auto => s.serialize_str("auto"),
+            MegaflowLimit::Fixed(n) => s.serialize_u32(*n),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MegaflowLimit {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<MegaflowLimit, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = MegaflowLimit;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("\"auto\" or a number of megaflows from 1 to 4194304")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<MegaflowLimit, E> {
+                match v {
+                    "auto" => Ok(MegaflowLimit::Auto),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<MegaflowLimit, E> {
+                u32::try_from(v)
+                    .map(MegaflowLimit::Fixed)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<MegaflowLimit, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+                    .and_then(|v| self.visit_u64(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl Default for PmdSection {
@@ -166,7 +227,7 @@ impl Default for PmdSection {
             emc_entries: default_emc_entries(),
             emc_insert_inv_prob: default_emc_insert_inv_prob(),
             megaflow_max_idle_ms: default_megaflow_max_idle_ms(),
-            megaflow_limit: default_megaflow_limit(),
+            megaflow_limit: MegaflowLimit::Auto,
         }
     }
 }

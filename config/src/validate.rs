@@ -58,8 +58,10 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), Failure> {
     if cfg.pmd.megaflow_max_idle_ms < 100 {
         return fail(vec![key("pmd"), key("megaflow_max_idle_ms")], "must be at least 100 ms");
     }
-    if !(1..=4_194_304).contains(&cfg.pmd.megaflow_limit) {
-        return fail(vec![key("pmd"), key("megaflow_limit")], "must be from 1 to 4194304");
+    if let crate::schema::MegaflowLimit::Fixed(n) = cfg.pmd.megaflow_limit {
+        if !(1..=crate::schema::MegaflowLimit::MAX).contains(&n) {
+            return fail(vec![key("pmd"), key("megaflow_limit")], "must be \"auto\" or from 1 to 4194304");
+        }
     }
     if !cfg.control.socket.starts_with('/') {
         return fail(vec![key("control"), key("socket")], format!("`{}` must be an absolute path", cfg.control.socket));

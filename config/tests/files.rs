@@ -119,6 +119,8 @@ fn semantic_errors_point_at_the_value() {
     check("[pmd]\nmegaflow_max_idle_ms = 5\n", "2:24", "pmd.megaflow_max_idle_ms", &["at least 100 ms"]);
     check("[pmd]\nmegaflow_limit = 0\n", "2:18", "pmd.megaflow_limit", &["from 1 to 4194304"]);
     check("[pmd]\nmegaflow_limit = 4194305\n", "2:18", "pmd.megaflow_limit", &["from 1 to 4194304"]);
+    check("[pmd]\nmegaflow_limit = \"lots\"\n", "2:18", "pmd.megaflow_limit", &["\"auto\" or a number"]);
+    check("[pmd]\nmegaflow_limit = -3\n", "2:18", "pmd.megaflow_limit", &["\"auto\" or a number"]);
     check(&format!("{BASE}peer = \"p9\"\n"), "11:8", "bridge[0].port[0].peer", &["no port `p9` in bridge `br0`"]);
     check(&format!("{BASE}peer = \"p0\"\n"), "11:8", "bridge[0].port[0].peer", &["to itself"]);
     check(&format!("{BASE}ofport = 0\n"), "11:10", "bridge[0].port[0].ofport", &["outside 1-65279"]);

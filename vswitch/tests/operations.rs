@@ -386,3 +386,56 @@ fn traces_on_a_normal_bridge_show_the_mac_table() {
     let unknown = lab.ctl(&["trace", "br0", "in_port=c2,ip,dl_dst=02:12:34:56:78:9a"]);
     assert!(unknown["output"].is_null() && unknown["decision"].as_str().unwrap().starts_with("flood"), "{unknown}");
 }
+
+/// A fixed megaflow limit too small for the traffic: the caches fill up
+/// and start over again and again; vswitchd says so once in its log, and
+/// `show` and the metrics say so while it lasts, naming what to set.
+#[test]
+fn a_thrashing_megaflow_cache_is_reported_once() {
+    let mut lab = Lab::new("x", 2, None);
+    for i in 1..=2 {
+        sh(&["ip", "netns", "exec", &lab.ns(i), "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+    }
+    let of_port = free_port();
+    let addr = format!("127.0.0.1:{}", free_port());
+    lab.write_config_with(
+        &format!("metrics = \"{addr}\"\n\n[pmd]\nmegaflow_limit = 4\nemc = \"off\""),
+        &format!(
+            "[[bridge]]\nname = \"br0\"\nfail_mode = \"secure\"\ncontrollers = [\"ptcp:{of_port}:127.0.0.1\"]\n\n{}{}",
+            lab.port(1, "c1", "ofport = 1"),
+            lab.port(2, "c2", "ofport = 2")
+        ),
+    );
+    lab.start();
+    // Every source MAC its own megaflow: the flow examines all of dl_src.
+    let file = lab.dir.join("flows");
+    std::fs::write(&file, "priority=20,dl_src=02:ff:ff:ff:ff:ff,actions=drop\npriority=0,actions=output:2\n").unwrap();
+    let st = Command::new("ovs-ofctl")
+        .args(["-O", "OpenFlow13", "add-flows", &format!("tcp:127.0.0.1:{of_port}")])
+        .arg(&file)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let many: Vec<Vec<u8>> = (0..64u8).flat_map(|i| frames(&format!("02:00:00:00:01:{i:02x}"), &[60])).collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        send(&lab.ns(1), &many);
+        let m = &lab.ctl(&["show"])["bridges"][0]["openflow"]["megaflow"];
+        if m["thrashing"] == true {
+            let hint = m["hint"].as_str().unwrap();
+            assert!(hint.contains("megaflow_limit = \"auto\" (or at least 8)"), "{hint}");
+            assert_eq!(m["limit"], 4);
+            break;
+        }
+        assert!(Instant::now() < deadline, "never reported: {m}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (_, _, body) = http_get(&addr, "/metrics").unwrap();
+    assert!(body.lines().any(|l| l.starts_with("vswitch_megaflow_thrashing{bridge=\"br0\"} 1")), "{body}");
+    for _ in 0..5 {
+        send(&lab.ns(1), &many);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let said = lab.log().lines().filter(|l| l.contains("megaflow caches filled up")).count();
+    assert_eq!(said, 1, "{}", lab.log());
+}

@@ -162,12 +162,13 @@ struct CompareArgs {
     #[arg(long, default_value_t = 0)]
     storm: u32,
     /// Seconds of traffic before each measured trial (caches filled, MACs
-    /// learnt); a million flows need several.
-    #[arg(long, default_value_t = 0.5)]
-    warmup_seconds: f64,
+    /// learnt); by default 0.5 s and 4 s more per million flows, so that
+    /// every flow is seen before the trial.
+    #[arg(long)]
+    warmup_seconds: Option<f64>,
     /// OpenFlow scenarios: vswitchd's `[pmd] megaflow_limit` (megaflows
-    /// per PMD thread; its default 262,144 when not given). OVS-DPDK's is
-    /// fixed (65,536 per PMD thread).
+    /// per PMD thread; its default, "auto", when not given: the caches
+    /// grow to the traffic). OVS-DPDK's is fixed (65,536 per PMD thread).
     #[arg(long)]
     megaflow_limit: Option<u32>,
     /// Another vswitchd build to run as the forwarder `vswitch-base`
@@ -241,9 +242,11 @@ fn main() -> Result<()> {
     if queues == 0 || queues > 8 {
         bail!("--queues: {queues} is outside 1..=8");
     }
-    if !(0.0..=600.0).contains(&a.warmup_seconds) {
-        bail!("--warmup-seconds: {} is outside 0..=600", a.warmup_seconds);
+    let warmup = a.warmup_seconds.unwrap_or(0.5 + f64::from(a.flows) * 4e-6);
+    if !(0.0..=600.0).contains(&warmup) {
+        bail!("--warmup-seconds: {warmup} is outside 0..=600");
     }
+    a.warmup_seconds = Some(warmup);
     let setup = Setup {
         dir: a.dir.clone().into(),
         gen_core: a.gen_core,
@@ -416,7 +419,7 @@ fn one_trial(
         .map_err(|_| anyhow::anyhow!("generator thread panicked"))?
     };
     // Warm up (caches, learning), then the measured trial.
-    run_on_gen_core(spec(a.warmup_seconds, None))?;
+    run_on_gen_core(spec(a.warmup_seconds.unwrap_or(0.5), None))?;
     fwd.clear_counters();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let storm = match (&fwd.of_target, a.storm) {

@@ -156,6 +156,8 @@ pub struct CacheCounts {
     pub uncacheable: u64,
     /// Megaflows dropped because the cache filled up.
     pub flushed: u64,
+    /// Times a full cache doubled its limit instead.
+    pub grown: u64,
     /// Megaflows removed after `max_idle_ms` without a packet.
     pub expired: u64,
     /// Megaflows removed because a flow table change may affect them
@@ -198,8 +200,13 @@ pub struct CacheConfig {
     pub emc_insert_inv_prob: u32,
     /// A megaflow without a packet for this long is removed.
     pub max_idle_ms: u64,
-    /// Megaflows at most (at most [`MAX_MEGAFLOWS`]).
+    /// Megaflows at most now (at most [`MAX_MEGAFLOWS`]).
     pub max_megaflows: usize,
+    /// A full cache doubles `max_megaflows` up to this many (no more than
+    /// [`MAX_MEGAFLOWS`]) instead of starting over; equal to it: fixed.
+    pub grow_to: usize,
+    /// ... while its megaflows take less than half of this many bytes.
+    pub grow_bytes: u64,
 }
 
 impl Default for CacheConfig {
@@ -210,6 +217,8 @@ impl Default for CacheConfig {
             emc_insert_inv_prob: 100,
             max_idle_ms: 10_000,
             max_megaflows: DEFAULT_MEGAFLOWS,
+            grow_to: DEFAULT_MEGAFLOWS,
+            grow_bytes: 0,
         }
     }
 }
@@ -305,7 +314,11 @@ impl MegaflowCache {
             sink: None,
             keys: Vec::new(),
             full: false,
-            cfg: CacheConfig { max_megaflows: cfg.max_megaflows.min(MAX_MEGAFLOWS), ..cfg },
+            cfg: CacheConfig {
+                max_megaflows: cfg.max_megaflows.min(MAX_MEGAFLOWS),
+                grow_to: cfg.grow_to.max(cfg.max_megaflows).min(MAX_MEGAFLOWS),
+                ..cfg
+            },
             bytes: 0,
             emc: None,
             emc_active: cfg.emc == EmcMode::On && cfg.emc_entries > 0,
@@ -317,7 +330,7 @@ impl MegaflowCache {
     /// An empty cache of at most `max` megaflows (at most
     /// [`MAX_MEGAFLOWS`]), other settings as default.
     pub fn with_capacity(max: usize) -> MegaflowCache {
-        MegaflowCache::new(CacheConfig { max_megaflows: max, ..CacheConfig::default() })
+        MegaflowCache::new(CacheConfig { max_megaflows: max, grow_to: max, ..CacheConfig::default() })
     }
 
     /// The empty cache that follows `old` for a new table snapshot: it
@@ -527,7 +540,7 @@ impl MegaflowCache {
     /// Installs megaflow `mf` for `key`; its code, or None when the
     /// cache is full (the caller replays `mf` once and forgets it).
     pub fn install(&mut self, key: &FlowKey, mf: Arc<Megaflow>) -> Option<u32> {
-        if self.len >= self.cfg.max_megaflows {
+        if self.len >= self.cfg.max_megaflows && !self.grow() {
             self.full = true;
             return None;
         }
@@ -555,6 +568,20 @@ impl MegaflowCache {
             self.bytes += bytes;
         }
         Some(code(si, slot))
+    }
+
+    /// Doubles the limit of a full cache, when its settings let it grow
+    /// (`grow_to`, `grow_bytes`): its megaflows stay, no packet walks the
+    /// tables again for a flush. Only the limit changes: the subtables'
+    /// index and stored keys grow as they fill.
+    fn grow(&mut self) -> bool {
+        let c = &mut self.cfg;
+        if c.max_megaflows >= c.grow_to || self.bytes.saturating_mul(2) > c.grow_bytes {
+            return false;
+        }
+        c.max_megaflows = (c.max_megaflows * 2).min(c.grow_to);
+        self.counts.grown += 1;
+        true
     }
 
     /// Keeps a megaflow the cache did not keep (full) but replayed, for

@@ -471,7 +471,8 @@ proptest! {
         let (tables, key) = chain(depth, 200);
         let emc = if with_emc { EmcMode::On } else { EmcMode::Off };
         let cfg = CacheConfig {
-            max_idle_ms: 2, max_megaflows: limit, emc, emc_entries: 16, emc_insert_inv_prob: 1
+            max_idle_ms: 2, max_megaflows: limit, grow_to: limit, grow_bytes: 0, emc, emc_entries: 16,
+            emc_insert_inv_prob: 1
         };
         let folder = Folder::new();
         let stop = AtomicBool::new(false);
@@ -708,6 +709,47 @@ fn a_full_cache_starts_over_at_the_end_of_the_batch() {
     let e = &tables.tables[0].entries[0];
     assert_eq!(e.stats.packets.load(Ordering::Relaxed), 1, "the hit before the flush reached the entry");
     assert_eq!(folder.stats.held.load(Ordering::Relaxed), 0, "the flushed megaflows were freed");
+}
+
+/// A cache allowed to grow doubles its limit when it fills, keeping every
+/// megaflow and every code, up to its ceiling; there, or past its memory
+/// budget, it starts over like a fixed one.
+#[test]
+fn a_growing_cache_doubles_up_to_its_ceiling() {
+    let mut tables = Tables::new(1, 100);
+    let m = Match::any().with(Oxm::exact_u64(Field::EthType, 0x0800));
+    let out = vec![Instruction::ApplyActions(vec![Action::Output { port: 2, max_len: 0 }])];
+    tables.flow_mod(&FlowMod::new(FlowModCommand::Add, 0, 5, m, out), 0, &Ports).unwrap();
+    let install = |cache: &mut MegaflowCache, port: u64| {
+        let mut k = key((0, 0, true, 0, false));
+        k.set_u64(Field::InPort, port);
+        let t = translate(&tables, &k);
+        let mf = Arc::new(Megaflow::new(t.steps, cache.intern(t.mask), 0));
+        (cache.install(&k, mf), k)
+    };
+    let cfg = CacheConfig { max_megaflows: 2, grow_to: 8, grow_bytes: 1 << 30, ..CacheConfig::default() };
+    let mut cache = MegaflowCache::new(cfg);
+    let mut keys = Vec::new();
+    for port in 1..=8 {
+        let (c, k) = install(&mut cache, port);
+        assert!(c.is_some(), "megaflow {port} kept");
+        keys.push((c.unwrap(), k));
+    }
+    assert_eq!((cache.len(), cache.config().max_megaflows, cache.counts.grown), (8, 8, 2));
+    for (c, k) in &keys {
+        assert_eq!(cache.lookup(k), Some(*c), "every megaflow still answers with its code");
+    }
+    // At the ceiling: full, and it starts over at the end of the batch.
+    assert!(install(&mut cache, 9).0.is_none());
+    cache.end_batch();
+    assert_eq!((cache.len(), cache.counts.flushed), (0, 8));
+    // The grown limit stays for the next snapshot's cache.
+    assert_eq!(MegaflowCache::succeeding(&mut cache).config().max_megaflows, 8);
+    // Past its memory budget it does not grow.
+    let mut small = MegaflowCache::new(CacheConfig { grow_bytes: 1, ..cfg });
+    assert!(install(&mut small, 1).0.is_some() && install(&mut small, 2).0.is_some());
+    assert!(install(&mut small, 3).0.is_none());
+    assert_eq!(small.counts.grown, 0);
 }
 
 /// A flow table change keeps the megaflows it cannot affect (another

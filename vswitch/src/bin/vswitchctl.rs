@@ -375,6 +375,9 @@ fn run(cli: &Cli) -> Result<()> {
                         n(&o["drop_nombuf"]),
                         n(&o["unsupported_actions"])
                     );
+                    if let Some(h) = o["megaflow"]["hint"].as_str() {
+                        println!("  thrashing: {h}");
+                    }
                 }
             }
         }
@@ -417,6 +420,16 @@ fn run(cli: &Cli) -> Result<()> {
                     .map(|(k, v)| format!("{k} {:.1}", v.as_u64().unwrap_or(0) as f64 / packets))
                     .collect();
                 println!("  cycles/pkt by stage: {}", stages.join("  "));
+                println!(
+                    "  cache limit {} per PMD thread ({}), grown {} times, flushed when full {}",
+                    n(&m["limit"]),
+                    m["limit_mode"].as_str().unwrap_or("?"),
+                    n(&m["grown"]),
+                    n(&m["flushed_full"])
+                );
+                if let Some(h) = m["hint"].as_str() {
+                    println!("  thrashing: {h}");
+                }
             }
         }
         Cmd::FdbShow { .. } => {

@@ -112,7 +112,7 @@ fn dispatch(sw: &mut Switch, d: &mut Daemon, reg: &Registry, conn: u64, req: &Re
                 .bridges
                 .iter()
                 .filter_map(|b| of.bridge(&b.name).filter(|o| o.has_controllers))
-                .map(|o| json!({"bridge": o.bridge, "megaflow": megaflow_json(&o.counters, &o.agent.folder.stats)}))
+                .map(|o| json!({"bridge": o.bridge, "megaflow": megaflow_json(o, sw.cfg.pmd.megaflow_limit)}))
                 .collect();
             Ok(json!({ "pmds": v, "openflow": mf }))
         }
@@ -367,7 +367,8 @@ fn dump_megaflows(
     }
 }
 
-fn megaflow_json(c: &crate::datapath::ofdp::OfCounters, f: &ofproto::megaflow::FolderStats) -> Value {
+fn megaflow_json(ob: &super::openflow::OfBridge, limit: config::MegaflowLimit) -> Value {
+    let (c, f) = (&ob.counters, &ob.agent.folder.stats);
     let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let (hits, upcalls) = (ld(&c.mf_hits), ld(&c.mf_upcalls));
     #[allow(clippy::cast_precision_loss)] // ratios of counters
@@ -392,7 +393,10 @@ fn megaflow_json(c: &crate::datapath::ofdp::OfCounters, f: &ofproto::megaflow::F
            "packets": all, "stage_cycles": stages,
            "megaflows": ld(&c.megaflows), "installs": ld(&c.mf_installs),
            "upcall_drops": ld(&c.mf_upcall_drops), "uncacheable": ld(&c.mf_uncacheable),
-           "flushed_full": ld(&c.mf_flushed), "bytes": ld(&c.mf_bytes),
+           "flushed_full": ld(&c.mf_flushed), "grown": ld(&c.mf_grown),
+           "limit": ld(&c.mf_limit).max(u64::from(limit.initial())),
+           "limit_mode": if limit == config::MegaflowLimit::Auto { "auto" } else { "fixed" },
+           "thrashing": ob.caches.hint.is_some(), "hint": ob.caches.hint, "bytes": ld(&c.mf_bytes),
            "bytes_per_megaflow": ratio(ld(&c.mf_bytes), ld(&c.megaflows))})
 }
 
@@ -430,7 +434,7 @@ pub fn show(sw: &Switch, of: Option<&OpenFlow>) -> Value {
                     "drop_controller_queue_full": ld(&c.controller_queue_full), "drop_ttl_expired": ld(&c.ttl_expired),
                     "drop_meter": ld(&c.meter_drops), "drop_nombuf": ld(&c.nombuf),
                     "unsupported_actions": ld(&c.unsupported_set_field),
-                    "megaflow": megaflow_json(c, &ob.agent.folder.stats),
+                    "megaflow": megaflow_json(ob, sw.cfg.pmd.megaflow_limit),
                 });
             }
             v

@@ -24,7 +24,7 @@
 //!   `vswitch_mac_learned`, ...; with OpenFlow `vswitch_openflow_flows`,
 //!   `vswitch_openflow_dropped{reason}`, `vswitch_datapath_packets{path}`
 //!   (exact-match hit, megaflow hit, upcall), `vswitch_megaflows`,
-//!   `vswitch_megaflow_bytes`,
+//!   `vswitch_megaflow_bytes`, `vswitch_megaflow_limit`, `vswitch_megaflow_thrashing`,
 //!   `vswitch_megaflow_{installs,expired,revalidated,flushed}`,
 //!   `vswitch_megaflow_stage_cycles{stage}`;
 //! - per OpenFlow table (`bridge`, `table`), for tables with flows or
@@ -155,7 +155,7 @@ pub fn snapshot(sw: &Switch, of: &OpenFlow, captures: &Captures) -> Snapshot {
     for b in &sw.bridges {
         bridge(&mut s, b);
         if let Some(ob) = of.bridge(&b.name).filter(|o| o.has_controllers) {
-            openflow(&mut s, ob);
+            openflow(&mut s, ob, sw.cfg.pmd.megaflow_limit);
         }
     }
     for c in captures.stats() {
@@ -276,7 +276,7 @@ fn bridge(s: &mut Snapshot, b: &super::switch::SwitchBridge) {
     s.counter("vswitch_mac_full_refusals", "New MACs not learned: the table was full.", &l, t.full_refusals);
 }
 
-fn openflow(s: &mut Snapshot, ob: &super::openflow::OfBridge) {
+fn openflow(s: &mut Snapshot, ob: &super::openflow::OfBridge, limit: config::MegaflowLimit) {
     let c = &ob.counters;
     let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let name = ob.bridge.as_str();
@@ -320,6 +320,18 @@ fn openflow(s: &mut Snapshot, ob: &super::openflow::OfBridge) {
     }
     s.gauge("vswitch_megaflows", "Megaflows all PMD threads' caches hold.", &l, ld(&c.megaflows) as f64);
     s.gauge("vswitch_megaflow_bytes", "Memory the megaflows take.", &l, ld(&c.mf_bytes) as f64);
+    s.gauge(
+        "vswitch_megaflow_limit",
+        "Megaflows one PMD thread's cache may hold now (megaflow_limit = \"auto\" grows it).",
+        &l,
+        ld(&c.mf_limit).max(u64::from(limit.initial())) as f64,
+    );
+    s.gauge(
+        "vswitch_megaflow_thrashing",
+        "1 while the caches fill up and start over (the log and `show` say what to set).",
+        &l,
+        if ob.caches.hint.is_some() { 1.0 } else { 0.0 },
+    );
     s.counter("vswitch_megaflow_installs", "Megaflows installed.", &l, ld(&c.mf_installs));
     s.counter("vswitch_megaflow_expired", "Megaflows removed for being idle.", &l, ld(&c.mf_expired));
     s.counter("vswitch_megaflow_revalidated", "Megaflows removed by flow changes.", &l, ld(&c.mf_revalidated));

@@ -112,6 +112,7 @@ pub fn serve(sw: &mut Switch, path: &Path, stop: &AtomicBool, reload: &AtomicBoo
         d.of.sync(sw);
         if last_age.elapsed() >= Duration::from_secs(1) {
             sw.age_macs();
+            d.of.watch_caches(sw.cfg.pmd.megaflow_limit);
             last_age = Instant::now();
         }
         for ev in events.iter() {

@@ -657,9 +657,26 @@ impl Switch {
     }
 }
 
-/// The megaflow and exact-match cache settings of `[pmd]`.
+/// The machine's memory, bytes (0 when /proc/meminfo does not say).
+fn mem_total() -> u64 {
+    let m = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    m.lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// The megaflow and exact-match cache settings of `[pmd]`. With
+/// `megaflow_limit = "auto"` a cache grows up to 4,194,304 megaflows while
+/// it takes less than its share of a quarter of the machine's memory
+/// (each PMD thread a share).
 fn cache_config(p: &config::PmdSection) -> ofproto::megaflow::CacheConfig {
     use ofproto::megaflow::EmcMode;
+    let n_pmds = p.cores.len().max(1) as u64;
+    let (start, grow_to) = match p.megaflow_limit {
+        config::MegaflowLimit::Auto => (config::MegaflowLimit::AUTO_START, config::MegaflowLimit::MAX),
+        config::MegaflowLimit::Fixed(n) => (n, n),
+    };
     ofproto::megaflow::CacheConfig {
         emc: match p.emc {
             config::EmcMode::Auto => EmcMode::Auto,
@@ -669,6 +686,8 @@ fn cache_config(p: &config::PmdSection) -> ofproto::megaflow::CacheConfig {
         emc_entries: p.emc_entries as usize,
         emc_insert_inv_prob: p.emc_insert_inv_prob,
         max_idle_ms: u64::from(p.megaflow_max_idle_ms),
-        max_megaflows: p.megaflow_limit as usize,
+        max_megaflows: start as usize,
+        grow_to: grow_to as usize,
+        grow_bytes: mem_total() / 4 / n_pmds,
     }
 }

@@ -83,7 +83,7 @@ impl Lab {
         self.write_config_with("", bridges)
     }
     /// As [`Lab::write_config`], with more keys of `[control]` (TOML
-    /// lines).
+    /// lines; sections such as `[pmd]` may follow them).
     pub fn write_config_with(&self, control: &str, bridges: &str) -> PathBuf {
         let text = format!(
             "[eal]\nmemory = \"no-huge\"\nmemory_mb = 512\nfile_prefix = \"vsdt{tag}\"\n\n[control]\nsocket = \"{sock}\"\n{control}\n\n{bridges}",

@@ -16,6 +16,60 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// What the control thread makes of a bridge's megaflow caches, each
+/// second: whether they thrash (fill up and start over, so that packets
+/// keep walking the tables), said once in the log and in `show` while it
+/// lasts, with what to set.
+#[derive(Debug, Default)]
+pub struct CacheWatch {
+    /// Megaflows dropped by full caches in each of the last 10 seconds.
+    window: std::collections::VecDeque<u64>,
+    last_flushed: u64,
+    warned: bool,
+    /// While they thrash: what is happening and what to do.
+    pub hint: Option<String>,
+}
+
+impl CacheWatch {
+    /// Seconds the watch looks back.
+    const WINDOW: usize = 10;
+
+    /// One second's look at `c`, under `[pmd] megaflow_limit = limit`.
+    pub fn second(&mut self, bridge: &str, c: &OfCounters, limit: config::MegaflowLimit) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let flushed = c.mf_flushed.load(Relaxed);
+        self.window.push_back(flushed.saturating_sub(self.last_flushed));
+        self.last_flushed = flushed;
+        if self.window.len() > Self::WINDOW {
+            self.window.pop_front();
+        }
+        let recent: u64 = self.window.iter().sum();
+        let now = c.mf_limit.load(Relaxed).max(u64::from(limit.initial())).max(1);
+        // A full cache drops about its limit each time it starts over.
+        self.hint = (recent >= 2 * now).then(|| {
+            let times = recent / now;
+            match limit {
+                config::MegaflowLimit::Fixed(n) => format!(
+                    "megaflow caches filled up and started over about {times} times in {}s at {n} megaflows per PMD \
+                     thread, so packets keep walking the tables: set [pmd] megaflow_limit = \"auto\" (or at least {})",
+                    Self::WINDOW,
+                    (u64::from(n) * 2).min(u64::from(config::MegaflowLimit::MAX))
+                ),
+                config::MegaflowLimit::Auto => format!(
+                    "megaflow caches filled up and started over about {times} times in {}s at {now} megaflows per PMD \
+                     thread, as many as \"auto\" lets them hold (4194304, or a quarter of the memory over the PMD \
+                     threads): the traffic has more flows than the caches hold",
+                    Self::WINDOW
+                ),
+            }
+        });
+        if let (Some(h), false) = (&self.hint, self.warned) {
+            eprintln!("vswitchd: bridge {bridge}: {h}");
+            self.warned = true;
+        }
+    }
+}
+
 /// Tokens at or above this belong to OpenFlow (listeners, then
 /// connections); the control socket uses the ones below.
 pub const TOKEN_BASE: usize = 1 << 24;
@@ -43,6 +97,8 @@ pub struct OfBridge {
     pub has_controllers: bool,
     /// Drop counters of its fast path.
     pub counters: Arc<OfCounters>,
+    /// Whether its megaflow caches thrash.
+    pub caches: CacheWatch,
     /// What the last publication showed: (active, agent generation, port
     /// epoch, link epoch, group and meter generation).
     published: Option<(bool, u64, u64, u64, u64)>,
@@ -232,6 +288,7 @@ impl OpenFlow {
                     fail_secure: false,
                     has_controllers: false,
                     counters: Arc::new(OfCounters::default()),
+                    caches: CacheWatch::default(),
                     published: None,
                     published_seq: 0,
                     link_epoch: 0,
@@ -329,6 +386,14 @@ impl OpenFlow {
 
     fn now_ms(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Each OpenFlow bridge's look at its megaflow caches (call once a
+    /// second).
+    pub fn watch_caches(&mut self, limit: config::MegaflowLimit) {
+        for b in self.bridges.iter_mut().filter(|b| b.has_controllers && !b.removed) {
+            b.caches.second(&b.bridge, &b.counters, limit);
+        }
     }
 
     /// Controllers of every bridge, for `vswitchctl controllers`.

@@ -40,6 +40,10 @@ pub struct OfCounters {
     pub megaflows: AtomicU64,
     /// Megaflows dropped because a cache filled up.
     pub mf_flushed: AtomicU64,
+    /// Times a full cache doubled its limit (`megaflow_limit = "auto"`).
+    pub mf_grown: AtomicU64,
+    /// The largest limit a PMD thread's cache grew to (0: none grew).
+    pub mf_limit: AtomicU64,
     /// Bytes the megaflows of all PMD threads' caches take now.
     pub mf_bytes: AtomicU64,
     /// Packets the exact-match caches answered.
@@ -91,6 +95,7 @@ impl OfCounters {
             (&self.mf_uncacheable, c.uncacheable),
             (&self.megaflows, c.installs),
             (&self.mf_flushed, c.flushed),
+            (&self.mf_grown, c.grown),
             (&self.mf_bytes, c.bytes_added),
             (&self.mf_emc_hits, c.emc_hits),
             (&self.mf_emc_inserts, c.emc_inserts),
@@ -103,6 +108,9 @@ impl OfCounters {
             if v != 0 {
                 a.fetch_add(v, Ordering::Relaxed);
             }
+        }
+        if c.grown != 0 {
+            self.mf_limit.fetch_max(cache.config().max_megaflows as u64, Ordering::Relaxed);
         }
         let gone = c.flushed + c.expired + c.revalidated;
         if gone != 0 {
