@@ -501,6 +501,22 @@ impl Running {
         })
     }
 
+    /// vswitchd's control socket (None for the others).
+    pub fn control_socket(&self) -> Option<&str> {
+        self.vswitchd.as_ref().map(|v| v.0.as_str())
+    }
+
+    /// Its process id, when it runs as a child of the bench.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// One of our binaries (next to the bench's), for the soak's port
+    /// churn.
+    pub fn tool_path(name: &str) -> Result<PathBuf> {
+        our_binary(name)
+    }
+
     /// The forwarder's log, last lines.
     pub fn log_tail(&self) -> String {
         tail(&self.log)
@@ -703,20 +719,48 @@ pub fn flow_mod_storm(target: &str, flows: u32) -> Result<f64> {
 /// barrier, and again. Returns the flow-mods applied (whole passes, and
 /// the one under way counted to its last barrier).
 pub fn flow_mod_churn(target: &str, flows: u32, stop: &std::sync::atomic::AtomicBool) -> Result<u64> {
+    let done = std::sync::atomic::AtomicU64::new(0);
+    flow_mod_churn_with(target, flows, stop, false, None, &done)?;
+    Ok(done.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// [`flow_mod_churn`], adding each pass's flow-mods to `done` as its
+/// barrier comes back; with `reconnect`, each add and each delete pass on
+/// a new controller connection (the switch sees its controller go and
+/// come back, its flows kept); with `rate`, paced to that many flow-mods
+/// per second (a pass, then a pause).
+pub fn flow_mod_churn_with(
+    target: &str,
+    flows: u32,
+    stop: &std::sync::atomic::AtomicBool,
+    reconnect: bool,
+    rate: Option<f64>,
+    done: &std::sync::atomic::AtomicU64,
+) -> Result<()> {
     use ofproto::ofp::msg::FlowModCommand;
     use std::io::Write;
+    use std::sync::atomic::Ordering::Relaxed;
     let mut c = Controller::connect(target)?;
     let (add, del) = (storm_pass(FlowModCommand::Add, flows), storm_pass(FlowModCommand::DeleteStrict, flows));
-    let mut done = 0u64;
+    let t0 = Instant::now();
     for bulk in [&add, &del].into_iter().cycle() {
-        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if stop.load(Relaxed) {
             break;
+        }
+        if reconnect {
+            c = Controller::connect(target)?;
         }
         c.s.write_all(bulk)?;
         c.wait_barrier()?;
-        done += u64::from(flows);
+        let n = done.fetch_add(u64::from(flows), Relaxed) + u64::from(flows);
+        if let Some(r) = rate.filter(|r| *r > 0.0) {
+            let due = Duration::from_secs_f64(n as f64 / r);
+            while t0.elapsed() < due && !stop.load(Relaxed) {
+                std::thread::sleep(Duration::from_millis(10).min(due.saturating_sub(t0.elapsed())));
+            }
+        }
     }
-    Ok(done)
+    Ok(())
 }
 
 /// `flows` flow-mods of `cmd` on table 1 (priority 20, `ip,nw_src=11.x`:

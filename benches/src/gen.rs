@@ -6,6 +6,10 @@ use std::time::Duration;
 use wire::build::Udp4Frame;
 use wire::{EthernetAddress, Ipv4Address};
 
+/// Bursts a paced generator may fall behind before it skips the ones it
+/// missed (see [`run_trial`]).
+const MAX_LAG_BURSTS: u64 = 16;
+
 /// Marks a payload as ours (and not some stray frame of the peer's).
 const MAGIC: u32 = 0x5653_4231; // "VSB1"
 
@@ -33,6 +37,10 @@ pub struct TrafficSpec {
 pub struct TrialResult {
     /// Packets sent (accepted by the tx ring) per direction.
     pub tx: [u64; 2],
+    /// Packets offered per direction: at a paced rate, every packet due,
+    /// whether the forwarder's ring took it or not (what RFC 2544 counts
+    /// lost when it does not come back); unpaced, the same as `tx`.
+    pub offered: [u64; 2],
     /// Packets received per direction (sent on 0, received on 1; and back).
     pub rx: [u64; 2],
     /// Frames received that were not ours.
@@ -41,12 +49,25 @@ pub struct TrialResult {
     pub seconds: f64,
     /// Latency samples in nanoseconds.
     pub latency: hdrhistogram::Histogram<u64>,
+    /// The generator's longest pause between two turns of its loop,
+    /// microseconds: a long one (its core taken by another thread) sends
+    /// late and drains late, and can cost packets that the forwarder is
+    /// not to blame for.
+    pub max_gap_us: f64,
 }
 
 impl TrialResult {
     /// Received Mpps per direction, averaged over both.
     pub fn mpps_each_way(&self) -> f64 {
         (self.rx[0] + self.rx[1]) as f64 / 2.0 / self.seconds / 1e6
+    }
+    /// Packets offered (both directions) that did not come back.
+    pub fn lost(&self) -> u64 {
+        (self.offered[0] + self.offered[1]).saturating_sub(self.rx[0] + self.rx[1])
+    }
+    /// Offered Mpps per direction, averaged over both.
+    pub fn offered_mpps_each_way(&self) -> f64 {
+        (self.offered[0] + self.offered[1]) as f64 / 2.0 / self.seconds / 1e6
     }
     /// Share of accepted packets that did not come back.
     pub fn loss_ratio(&self) -> f64 {
@@ -88,7 +109,11 @@ fn templates(spec: &TrafficSpec, dir: usize) -> Vec<Vec<u8>> {
 }
 
 /// Runs one trial on `ports` (two of them) from the calling thread, which
-/// should be pinned to the generator's core and registered with EAL.
+/// should be pinned to the generator's core and registered with EAL. At a
+/// paced rate, a generator that falls more than 16 bursts behind (its core
+/// taken by another thread) skips what it missed instead of sending it at
+/// once: those packets were not offered, and a line-rate catch-up would
+/// overflow the rings and count as the forwarder's loss.
 pub fn run_trial(ports: &[Arc<Port>; 2], pool: &Mempool, spec: &TrafficSpec) -> TrialResult {
     let tmpl = [templates(spec, 0), templates(spec, 1)];
     let payload_at = Udp4Frame {
@@ -105,7 +130,7 @@ pub fn run_trial(ports: &[Arc<Port>; 2], pool: &Mempool, spec: &TrafficSpec) -> 
     let hz = pmd::tsc_hz() as f64;
     let ns_per_tick = 1e9 / hz;
     let mut lat = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("bounds");
-    let (mut tx, mut rx, mut foreign) = ([0u64; 2], [0u64; 2], 0u64);
+    let (mut tx, mut offered, mut rx, mut foreign) = ([0u64; 2], [0u64; 2], [0u64; 2], 0u64);
     let mut flow = [0usize; 2];
     let mut seq: u32 = 0;
     let start = pmd::rdtsc();
@@ -118,8 +143,11 @@ pub fn run_trial(ports: &[Arc<Port>; 2], pool: &Mempool, spec: &TrafficSpec) -> 
     let mut pending = [Batch::new(), Batch::new()];
     let mut b = Batch::new();
     let n_rxq: Vec<u16> = ports.iter().map(|p| p.n_rxq()).collect();
+    let (mut last_turn, mut max_gap) = (start, 0u64);
     loop {
         let now = pmd::rdtsc();
+        max_gap = max_gap.max(now.saturating_sub(last_turn));
+        last_turn = now;
         if now >= drain_end {
             break;
         }
@@ -146,9 +174,19 @@ pub fn run_trial(ports: &[Arc<Port>; 2], pool: &Mempool, spec: &TrafficSpec) -> 
                         seq = seq.wrapping_add(1);
                     }
                 }
-                tx[d] += ports[d].tx_burst(0, out) as u64;
+                let due = out.len() as u64;
+                let took = ports[d].tx_burst(0, out) as u64;
+                tx[d] += took;
+                offered[d] += if ticks_per_burst.is_some() { due } else { took };
                 if let Some(t) = ticks_per_burst {
                     next_send[d] += t;
+                    // Fallen behind (its core taken for a while): the
+                    // bursts it missed were never offered. Sending them
+                    // all at once would overflow the rings and blame the
+                    // forwarder for the generator's pause.
+                    if now > next_send[d] + MAX_LAG_BURSTS * t {
+                        next_send[d] = now;
+                    }
                     // Paced: what the ring refused is dropped, so the
                     // timestamps stay honest.
                     out.clear();
@@ -187,5 +225,13 @@ pub fn run_trial(ports: &[Arc<Port>; 2], pool: &Mempool, spec: &TrafficSpec) -> 
             }
         }
     }
-    TrialResult { tx, rx, foreign, seconds: spec.duration.as_secs_f64(), latency: lat }
+    TrialResult {
+        tx,
+        offered,
+        rx,
+        foreign,
+        seconds: spec.duration.as_secs_f64(),
+        latency: lat,
+        max_gap_us: max_gap as f64 * ns_per_tick / 1000.0,
+    }
 }

@@ -6,12 +6,20 @@
 //! latency. [`forwarders`] starts, pins and stops each forwarder under test:
 //! ours (`vswitchd`: two cross-connected ports for p2p, a learning bridge
 //! for l2), `dpdk-testpmd` io-forward and
-//! OVS-DPDK. The `vswitch-bench` binary runs them in turn and prints a
-//! side-by-side table with ratios, and JSON. See `benches/README.md`.
+//! OVS-DPDK; [`rig`] is one of them with the generator connected. The
+//! `vswitch-bench` binary runs them in turn ([`compare`]) and prints a
+//! side-by-side table with ratios, JSON and SVG charts ([`plot`]), finds
+//! each one's RFC 2544 zero-loss rate ([`rfc2544`]) and soaks vswitchd
+//! under churn for minutes ([`soak`]). See `benches/README.md`.
 
 // Rates, latencies and cycle counts move between f64 and integers here;
 // every value is positive and far below 2^52.
 #![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
 
+pub mod compare;
 pub mod forwarders;
 pub mod gen;
+pub mod plot;
+pub mod rfc2544;
+pub mod rig;
+pub mod soak;

@@ -93,6 +93,8 @@ struct Rxq {
 #[derive(Debug, Default)]
 #[repr(align(64))]
 struct PmdShared {
+    /// The thread's kernel id (0 until it runs).
+    tid: AtomicU64,
     iterations: AtomicU64,
     seen_gen: AtomicU64,
     running: AtomicBool,
@@ -569,6 +571,44 @@ impl PmdSet {
         }
     }
 
+    /// Keeps every other thread of the process off the PMD threads' cores:
+    /// the threads running now (the caller's, EAL's) go to the cores the
+    /// caller may use less the PMD cores, and the threads they start later
+    /// inherit that. A PMD core then runs its PMD thread alone, as on an
+    /// isolated core: no control-plane burst (a storm of flow-mods, a
+    /// reload) takes its time slices. Returns the cores left to the other
+    /// threads; None, with nothing changed, when the PMD threads take
+    /// every core the caller may use.
+    pub fn keep_others_off_pmd_cores(&self) -> Option<Vec<usize>> {
+        let sh = &self.shared;
+        let allowed: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().into_iter().map(|c| c.id).collect();
+        let others: Vec<usize> = allowed.into_iter().filter(|c| !sh.cores.contains(c)).collect();
+        if others.is_empty() {
+            return None;
+        }
+        let pmd_tids: Vec<u64> = sh.pmds.iter().map(|p| p.tid.load(Ordering::Acquire)).collect();
+        // SAFETY: cpu_set_t is plain bits; CPU_ZERO/CPU_SET write within it
+        // for core ids below CPU_SETSIZE (checked).
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        for &c in others.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
+            // SAFETY: as above.
+            unsafe { libc::CPU_SET(c, &mut set) };
+        }
+        let tasks = std::fs::read_dir("/proc/self/task").ok()?;
+        for t in tasks.flatten() {
+            let Some(tid) = t.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) else { continue };
+            if pmd_tids.contains(&tid) {
+                continue;
+            }
+            let Ok(tid) = libc::pid_t::try_from(tid) else { continue };
+            // SAFETY: sets the affinity of one of this process's threads
+            // from a valid, initialised set of the right size. A thread
+            // that ended meanwhile makes it fail (ESRCH), which is fine.
+            unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+        }
+        Some(others)
+    }
+
     /// How many threads run.
     pub fn n_threads(&self) -> usize {
         self.shared.pmds.len()
@@ -778,6 +818,9 @@ fn pmd_main<P: Pipeline>(
         let _ = ready.send(Err(format!("rte_thread_register: {}", crate::error::rte_errno_str())));
         return;
     }
+    // SAFETY: gettid(2) has no arguments and cannot fail.
+    let tid = unsafe { libc::gettid() };
+    sh.pmds[me].tid.store(u64::try_from(tid).unwrap_or(0), Ordering::Release);
     // Before `ready`: a queue move right after start must wait for us.
     sh.pmds[me].running.store(true, Ordering::Release);
     let _ = ready.send(Ok(()));

@@ -77,6 +77,7 @@ pub use entry::{count_steps, Megaflow};
 pub use expiry::Change;
 pub use folder::{Folder, FolderStats, PASS_MS};
 pub use prefetch::{prefetch, prefetch_span, prefetch_write};
+pub use subtable::start_reaper;
 use subtable::{reap, Subtable, PREFETCH_SLOTS};
 
 /// A lookup's "no megaflow".

@@ -412,29 +412,44 @@ impl Subtable {
     }
 }
 
+/// The thread that frees megaflows away from the PMD threads.
+type Reaper = std::sync::Mutex<std::sync::mpsc::Sender<Vec<Subtable>>>;
+static REAPER: std::sync::OnceLock<Option<Reaper>> = std::sync::OnceLock::new();
+
+fn reaper() -> Option<&'static Reaper> {
+    REAPER
+        .get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<Vec<Subtable>>();
+            std::thread::Builder::new()
+                .name("megaflow-reaper".into())
+                .spawn(move || {
+                    for v in rx {
+                        drop(v);
+                    }
+                })
+                .ok()
+                .map(|_| std::sync::Mutex::new(tx))
+        })
+        .as_ref()
+}
+
+/// Starts the thread that frees megaflows (see [`reap`]) from the
+/// calling thread, whose CPU affinity it inherits: call it before any
+/// PMD thread runs a cache, or the first to free many megaflows starts it
+/// on its own, dedicated core.
+pub fn start_reaper() {
+    let _ = reaper();
+}
+
 /// Frees megaflows away from the PMD thread: hundreds of thousands of
 /// them take tens of milliseconds to free, a pause no PMD thread may take
 /// (a cache that fills up, or one a new table snapshot replaces). A few
 /// are freed in place.
 pub(super) fn reap(subtables: Vec<Subtable>) {
-    type Reaper = std::sync::Mutex<std::sync::mpsc::Sender<Vec<Subtable>>>;
-    static REAPER: std::sync::OnceLock<Option<Reaper>> = std::sync::OnceLock::new();
     if subtables.iter().map(|s| s.flows.len()).sum::<usize>() < 1024 {
         return;
     }
-    let reaper = REAPER.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel::<Vec<Subtable>>();
-        std::thread::Builder::new()
-            .name("megaflow-reaper".into())
-            .spawn(move || {
-                for v in rx {
-                    drop(v);
-                }
-            })
-            .ok()
-            .map(|_| std::sync::Mutex::new(tx))
-    });
-    if let Some(tx) = reaper.as_ref().and_then(|m| m.lock().ok()) {
+    if let Some(tx) = reaper().and_then(|m| m.lock().ok()) {
         // A failed send hands them back: freed here, as without a reaper.
         let _ = tx.send(subtables);
     }

@@ -95,13 +95,20 @@ fn run() -> Result<()> {
     }
     let mut sw = Switch::start(&cfg)?;
     sw.config_path = Some(args.config.clone());
+    let pmd_cores: Vec<usize> = sw.pmds.stats().iter().map(|s| s.core).collect();
     eprintln!(
-        "vswitchd: {} bridge(s), {} port(s), PMD threads on cores {:?}; control socket {}",
+        "vswitchd: {} bridge(s), {} port(s), PMD threads on cores {pmd_cores:?}; control socket {}",
         sw.bridges.len(),
         sw.ports.len(),
-        sw.pmds.stats().iter().map(|s| s.core).collect::<Vec<_>>(),
         socket.display()
     );
+    match &sw.control_cores {
+        Some(c) => eprintln!("vswitchd: every other thread on cores {c:?}: the PMD cores run their PMD threads alone"),
+        None => eprintln!(
+            "vswitchd: warning: the PMD threads take every core this process may use ({pmd_cores:?}), so the \
+             control thread shares them and a burst of control work delays packets: leave a core out of [pmd] cores"
+        ),
+    }
     let served = vswitch::daemon::server::serve(&mut sw, &socket, &STOP, &RELOAD);
     let _ = std::fs::remove_file(&socket);
     sw.stop();

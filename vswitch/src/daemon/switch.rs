@@ -132,6 +132,9 @@ pub struct Switch {
     pub epoch: std::time::Instant,
     /// Bumped whenever ports come or go (OpenFlow views map ports to slots).
     pub port_epoch: u64,
+    /// The cores every thread but the PMD threads runs on (None: the PMD
+    /// threads take every core, and the others share them).
+    pub control_cores: Option<Vec<usize>>,
 }
 
 fn vlan_of(p: &config::Port) -> PortVlan {
@@ -237,6 +240,9 @@ impl Switch {
         let mut packet_out_rx = Some(packet_out_rx);
         let epoch = std::time::Instant::now();
         let cache_cfg = cache_config(&cfg.pmd);
+        // Started here, not by the first PMD thread that frees many
+        // megaflows: threads inherit their creator's cores.
+        ofproto::megaflow::start_reaper();
         let pmds = PmdSet::start(&PmdConfig { cores: pmd_cores, rebalance_interval: rebalance }, Vec::new(), |i| {
             BridgeDispatch::following(
                 cell.clone(),
@@ -246,7 +252,9 @@ impl Switch {
                 cache_cfg,
             )
         })?;
+        let control_cores = pmds.keep_others_off_pmd_cores();
         let mut sw = Switch {
+            control_cores,
             bridges: Vec::new(),
             ports: Vec::new(),
             pmds,
