@@ -406,3 +406,57 @@ fn capture_taps_copy_while_set_and_never_drop_traffic() {
     assert!(!set.set_taps(7, PortTaps::default()));
     set.stop();
 }
+
+/// The threads' cores as the kernel has them: (name, allowed cores) of
+/// every thread of this process.
+fn thread_cores() -> Vec<(String, Vec<usize>)> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .map(|t| {
+            let dir = t.path();
+            let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default().trim().to_string();
+            let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+            let list = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap_or("").trim();
+            let mut cores = Vec::new();
+            for part in list.split(',').filter(|p| !p.is_empty()) {
+                match part.split_once('-') {
+                    Some((a, b)) => cores.extend(a.parse::<usize>().unwrap()..=b.parse::<usize>().unwrap()),
+                    None => cores.push(part.parse().unwrap()),
+                }
+            }
+            (name, cores)
+        })
+        .collect()
+}
+
+/// With a core to spare, every thread but the PMD thread leaves the PMD
+/// core, and threads started afterwards inherit that; the PMD thread
+/// keeps its core and forwards on.
+#[test]
+fn other_threads_leave_the_pmd_cores() {
+    let r = rig("iso", 1, 1);
+    let pmd_core = any_core();
+    let set = PmdSet::start(&PmdConfig { cores: pmd_core.clone(), rebalance_interval: None }, r.fwd.clone(), |_| {
+        P2p::new(vec![1, 0], Validation::Ethernet)
+    })
+    .unwrap();
+    let all = core_affinity_ids();
+    match set.keep_others_off_pmd_cores() {
+        None => assert_eq!(all.len(), 1, "only a one-core machine leaves no core to the others"),
+        Some(others) => {
+            assert_eq!(others, all.iter().copied().filter(|c| !pmd_core.contains(c)).collect::<Vec<_>>());
+            let later = std::thread::spawn(thread_cores).join().unwrap();
+            for (name, cores) in later {
+                if name == format!("pmd0-c{}", pmd_core[0]) {
+                    assert_eq!(cores, pmd_core, "{name}");
+                } else {
+                    assert!(cores.iter().all(|c| !pmd_core.contains(c)), "{name} may run on {cores:?}");
+                }
+            }
+        }
+    }
+    let frames: Vec<Vec<u8>> = (0..100).map(|i| frame(100, i)).collect();
+    assert_eq!(pump(&r.pool, &r.gen_a, &r.gen_b, &frames, 100).len(), 100);
+    set.stop();
+}
