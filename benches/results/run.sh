@@ -8,7 +8,7 @@ set -u
 cd "$(dirname "$0")/../.."
 B=./target/release/vswitch-bench
 R=benches/results
-run() { echo "=== $(date +%T) $*"; "$@" 2>&1 | grep -vE "^(EAL|TELEMETRY):"; echo "=== $(date +%T)"; }
+run() { echo "=== $(date +%T) $*"; "$@" 2>&1 | grep --line-buffered -vE "^(EAL|TELEMETRY):"; echo "=== $(date +%T)"; }
 run $B compare --scenario p2p --rounds 3 --seconds 3 --zero-loss --json $R/p2p.json
 run $B compare --scenario l2 --macs 1000 --rounds 3 --seconds 3 --zero-loss --json $R/l2.json
 run $B compare --scenario of-3table --flows 1,1000,100000 --rounds 2 --seconds 3 --zero-loss --json $R/of-3table.json

@@ -9,7 +9,7 @@ use crate::gen::{TrafficSpec, TrialResult};
 use crate::rfc2544::{search, Step};
 use crate::rig::Rig;
 use anyhow::{bail, Result};
-use pmd::{Eal, EalConfig, Memory, Mempool};
+use pmd::{Eal, Mempool};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -74,7 +74,7 @@ pub struct CompareArgs {
     #[arg(long, default_value_t = 0)]
     pub storm: u32,
     /// Seconds of traffic before each measured trial (caches filled, MACs
-    /// learnt); by default 0.5 s and 4 s more per million flows, so that
+    /// learnt); by default 0.5 s and 20 s more per million flows, so that
     /// every flow is seen before the trial.
     #[arg(long)]
     pub warmup_seconds: Option<f64>,
@@ -190,15 +190,7 @@ pub fn run(mut a: CompareArgs) -> Result<()> {
         megaflow_limit: a.megaflow_limit,
         baseline_vswitchd: a.baseline_vswitchd.clone(),
     };
-    let eal = Eal::init(&EalConfig {
-        cores: vec![a.gen_core, a.fwd_core],
-        memory: Memory::Hugepages { socket_mem_mb: Some(1024) },
-        file_prefix: "vsbench-gen".into(),
-        // vhost-user needs the generator's memory shareable by fd.
-        extra_args: vec!["--single-file-segments".into()],
-        ..EalConfig::default()
-    })?;
-    let pool = Arc::new(Mempool::new(eal, "gen", 65535, 256, pmd::mempool::DEFAULT_DATA_ROOM, None)?);
+    let (eal, pool) = crate::rig::generator(&[a.gen_core, a.fwd_core], "vsbench-gen")?;
     let mut docs = Vec::new();
     let mut uniq = 0;
     for &flows in &a.flows.clone() {
@@ -497,10 +489,10 @@ fn report(a: &CompareArgs, queues: u16, samples: &[Samples]) -> Result<serde_jso
     }))
 }
 
-/// The warm-up before each measured trial: `--warmup-seconds`, or 0.5 s
-/// and 4 s more per million flows, so that every flow is seen first.
+/// The warm-up before each measured trial: `--warmup-seconds`, or
+/// [`crate::rig::default_warmup`].
 fn warmup(a: &CompareArgs) -> f64 {
-    a.warmup_seconds.unwrap_or(0.5 + f64::from(a.flows[0]) * 4e-6)
+    a.warmup_seconds.unwrap_or_else(|| crate::rig::default_warmup(a.flows[0]))
 }
 
 /// Loads whose latency a zero-loss search measures, percent of its rate.

@@ -23,11 +23,22 @@ fn colour(forwarder: &str) -> RGBColor {
 /// One line: a forwarder's (x, y) points.
 pub type Line = (String, Vec<(f64, f64)>);
 
-/// A chart of `lines` against a logarithmic x axis (flows).
+/// A count as people write it: 1, 10, 1k, 100k, 1M.
+fn human(x: f64) -> String {
+    match x {
+        x if x >= 1e6 => format!("{}M", x / 1e6),
+        x if x >= 1e3 => format!("{}k", x / 1e3),
+        x => format!("{x}"),
+    }
+}
+
+/// A chart of `lines` against flows, both axes logarithmic (the values
+/// span orders of magnitude between the forwarders).
 fn log_x_chart(path: &Path, title: &str, y_desc: &str, lines: &[Line]) -> Result<()> {
     let pts = || lines.iter().flat_map(|(_, p)| p.iter());
     let x_max = pts().map(|p| p.0).fold(1.0, f64::max) * 2.0;
-    let y_max = pts().map(|p| p.1).fold(0.0, f64::max) * 1.15;
+    let y_max = pts().map(|p| p.1).fold(0.0, f64::max) * 2.0;
+    let y_min = pts().map(|p| p.1).filter(|y| *y > 0.0).fold(f64::MAX, f64::min).min(y_max) / 2.0;
     let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
@@ -35,8 +46,14 @@ fn log_x_chart(path: &Path, title: &str, y_desc: &str, lines: &[Line]) -> Result
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d((0.5f64..x_max).log_scale(), 0f64..y_max.max(1e-3))?;
-    chart.configure_mesh().x_desc("flows per direction").y_desc(y_desc).draw()?;
+        .build_cartesian_2d((0.5f64..x_max).log_scale(), (y_min.max(1e-3)..y_max.max(1e-2)).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("flows per direction")
+        .y_desc(y_desc)
+        .x_label_formatter(&|x| human(*x))
+        .y_label_formatter(&|y| format!("{y}"))
+        .draw()?;
     for (name, points) in lines {
         let c = colour(name);
         chart
@@ -45,7 +62,12 @@ fn log_x_chart(path: &Path, title: &str, y_desc: &str, lines: &[Line]) -> Result
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
         chart.draw_series(points.iter().map(|p| Circle::new(*p, 4, c.filled())))?;
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.9)).border_style(BLACK).draw()?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()?;
     root.present()?;
     Ok(())
 }

@@ -11,6 +11,28 @@ use pmd::{Eal, Mempool, Port, PortConfig, PortSource};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The default warm-up before a measured trial: 0.5 s, and 20 s more per
+/// million flows per direction, so that every flow's first packet (an
+/// upcall, in OpenFlow scenarios) is seen before the trial.
+pub fn default_warmup(flows: u32) -> f64 {
+    0.5 + f64::from(flows) * 2e-5
+}
+
+/// The generator's EAL (hugepages, shareable by fd for vhost-user) on
+/// `cores`, and its mbuf pool.
+pub fn generator(cores: &[usize], file_prefix: &str) -> Result<(&'static Eal, Arc<Mempool>)> {
+    let eal = Eal::init(&pmd::EalConfig {
+        cores: cores.to_vec(),
+        memory: pmd::Memory::Hugepages { socket_mem_mb: Some(1024) },
+        file_prefix: file_prefix.into(),
+        // vhost-user needs the generator's memory shareable by fd.
+        extra_args: vec!["--single-file-segments".into()],
+        ..pmd::EalConfig::default()
+    })?;
+    let pool = Arc::new(Mempool::new(eal, "gen", 65535, 256, pmd::mempool::DEFAULT_DATA_ROOM, None)?);
+    Ok((eal, pool))
+}
+
 /// A forwarder and the generator's ports connected to it.
 pub struct Rig {
     /// The forwarder.

@@ -14,7 +14,7 @@ use crate::gen::TrafficSpec;
 use crate::rfc2544::{search, Step};
 use crate::rig::Rig;
 use anyhow::{bail, Context, Result};
-use pmd::{Eal, EalConfig, Memory, Mempool};
+use pmd::Eal;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -133,14 +133,7 @@ pub fn run(a: &SoakArgs) -> Result<()> {
         megaflow_limit: None,
         baseline_vswitchd: None,
     };
-    let eal = Eal::init(&EalConfig {
-        cores: vec![a.gen_core, a.fwd_core],
-        memory: Memory::Hugepages { socket_mem_mb: Some(1024) },
-        file_prefix: "vsbench-soak".into(),
-        extra_args: vec!["--single-file-segments".into()],
-        ..EalConfig::default()
-    })?;
-    let pool = Arc::new(Mempool::new(eal, "gen", 65535, 256, pmd::mempool::DEFAULT_DATA_ROOM, None)?);
+    let (eal, pool) = crate::rig::generator(&[a.gen_core, a.fwd_core], "vsbench-soak")?;
     println!(
         "vswitch-bench soak: {} min, {:?} {} flows, {} B frames over {:?}, generator core {}, vswitchd core {} | {}",
         a.minutes,
@@ -160,7 +153,7 @@ pub fn run(a: &SoakArgs) -> Result<()> {
         duration: Duration::from_secs_f64(secs),
         latency_sample: 16,
     };
-    let full = rig.trial(spec(0.5 + f64::from(a.flows) * 4e-6 + 1.0, None))?;
+    let full = rig.trial(spec(crate::rig::default_warmup(a.flows) + 1.0, None))?;
     let (rate, zero_loss) = match a.rate {
         Some(r) => (r, None),
         None => {

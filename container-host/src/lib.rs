@@ -1,6 +1,5 @@
-//! The container host service (its content arrives with its own issue).
-//!
-//! This crate will own `container-hostd` and the CNI plugin: network
+//! The container host service: `container-hostd` and the CNI plugin
+//! (not built yet: its issue is open). It is to own network
 //! namespaces, veths and SR-IOV VFs, addresses and routes over netlink, IPAM
 //! with crash-safe leases, cgroups (keeping containers' cpusets off the PMD
 //! cores), and per-container QoS and policy compiled into flows.

@@ -350,24 +350,8 @@ pub fn exthdr_flags(first: u8, after: &[u8]) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wire::build::Udp4Frame;
-    use wire::{EthernetAddress, Ipv4Address};
 
-    fn udp(vlan: Option<u16>) -> Vec<u8> {
-        let f = Udp4Frame {
-            src_mac: EthernetAddress([2, 0, 0, 0, 0, 1]),
-            dst_mac: EthernetAddress([2, 0, 0, 0, 0, 2]),
-            vlan,
-            src_ip: Ipv4Address([10, 0, 0, 1]),
-            dst_ip: Ipv4Address([10, 0, 0, 2]),
-            src_port: 1000,
-            dst_port: 53,
-            ttl: 64,
-        };
-        let mut b = vec![0u8; 80];
-        f.emit(&mut b, true);
-        b
-    }
+    use crate::testing::udp4 as udp;
 
     #[test]
     fn udp_fields_are_extracted_and_matched() {

@@ -1,5 +1,5 @@
 //! The megaflow cache of one PMD thread for one OpenFlow bridge (free of
-//! DPDK: the datapath replays what it finds, see `vswitch::ofdp`): what the
+//! DPDK: the datapath replays what it finds, see `vswitch::datapath::ofdp`): what the
 //! walk through the tables decided for one packet, kept under the mask of
 //! every bit that walk examined ([`FlowMask`], reported by the
 //! classifier), so that every later packet equal on those bits takes the

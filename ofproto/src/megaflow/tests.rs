@@ -3,6 +3,14 @@
 
 use super::subtable::{seg, seg_len};
 use super::*;
+use crate::ofp::action::Instruction;
+use crate::ofp::msg::{FlowMod, FlowModCommand};
+use crate::ofp::oxm::{Field, Match, Oxm};
+use crate::ofp::Action;
+use crate::table::Tables;
+use crate::testing::Ports;
+use crate::xlate::translate;
+use proptest::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Stored key slots fill the arena's segments in order, each to its
@@ -24,26 +32,6 @@ fn codes_name_every_slot() {
         let c = code(si, slot);
         assert_eq!(decode(c), (si, slot));
         assert!(c & EMC_CODE == 0 && c != NONE, "{c:#x}");
-    }
-}
-use crate::ofp::action::Instruction;
-use crate::ofp::msg::{FlowMod, FlowModCommand};
-use crate::ofp::oxm::{Field, Match, Oxm};
-use crate::ofp::Action;
-use crate::table::{Refs, Tables};
-use crate::xlate::translate;
-use proptest::prelude::*;
-
-struct Ports;
-impl Refs for Ports {
-    fn port_exists(&self, p: u32) -> bool {
-        p < 8
-    }
-    fn group_exists(&self, _: u32) -> bool {
-        false
-    }
-    fn meter_exists(&self, _: u32) -> bool {
-        false
     }
 }
 

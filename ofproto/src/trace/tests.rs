@@ -5,22 +5,7 @@ use super::*;
 use crate::ofp::action::Instruction;
 use crate::ofp::msg::{FlowMod, FlowModCommand};
 use crate::ofp::oxm::{Match, Oxm};
-use crate::table::Refs;
-use wire::build::Udp4Frame;
-use wire::{EthernetAddress, Ipv4Address};
-
-struct Ports;
-impl Refs for Ports {
-    fn port_exists(&self, p: u32) -> bool {
-        p < 8
-    }
-    fn group_exists(&self, _: u32) -> bool {
-        false
-    }
-    fn meter_exists(&self, _: u32) -> bool {
-        false
-    }
-}
+use crate::testing::{udp4, Ports};
 
 fn add(t: &mut Tables, table: u8, priority: u16, m: Match, ins: Vec<Instruction>) {
     let fm = FlowMod { cookie: 0x10 + u64::from(table), ..FlowMod::new(FlowModCommand::Add, table, priority, m, ins) };
@@ -129,23 +114,6 @@ fn another_port_misses_table_zero() {
     let tr = trace(&three_tables(), &parse_flow("in_port=3,ip,nw_src=10.0.0.1").unwrap());
     assert_eq!(tr.events, vec![TraceEvent::Lookup { table: 0, entry: None }]);
     assert_eq!(tr.megaflow(), "in_port=3");
-}
-
-fn udp4(vlan: Option<u16>) -> Vec<u8> {
-    let f = Udp4Frame {
-        src_mac: EthernetAddress([2, 0, 0, 0, 0, 1]),
-        dst_mac: EthernetAddress([2, 0, 0, 0, 0, 2]),
-        vlan,
-        src_ip: Ipv4Address([10, 0, 0, 1]),
-        dst_ip: Ipv4Address([10, 0, 0, 2]),
-        src_port: 1000,
-        dst_port: 53,
-        ttl: 64,
-    };
-    // The headers fill the front; the rest is UDP payload.
-    let mut b = vec![0u8; 80];
-    f.emit(&mut b, true);
-    b
 }
 
 fn hex(s: &str) -> Vec<u8> {
