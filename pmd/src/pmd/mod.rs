@@ -37,10 +37,15 @@
 //! it (pending tx batches are flushed to the old port first), so the
 //! caller may close it. Threads serving other ports go on untouched.
 
-use crate::capture::{Direction, PortTaps, Tap};
+mod thread;
+
+pub use thread::TxBatches;
+use thread::pmd_main;
+
+use crate::capture::PortTaps;
 use crate::packet::Batch;
 use crate::port::Port;
-use crate::{rdtsc, tsc_hz, Error};
+use crate::{tsc_hz, Error};
 use hdrhistogram::Histogram;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -108,115 +113,6 @@ struct PmdShared {
 /// The ports by slot (an empty slot: a removed port).
 pub type PortSlots = Arc<[Option<Arc<Port>>]>;
 
-/// Per-port tx batches of one PMD thread; flushed once per iteration, or
-/// when one fills.
-pub struct TxBatches {
-    ports: PortSlots,
-    /// A tx capture tap per slot (mostly none).
-    taps: Vec<Option<Arc<Tap>>>,
-    batches: Vec<Batch>,
-    pmd: usize,
-    txq: Vec<u16>,
-    /// Packets sent to an empty slot (a port removed meanwhile).
-    no_port_drops: u64,
-}
-
-fn txq_of(p: &Option<Arc<Port>>, pmd: usize) -> u16 {
-    p.as_ref().map_or(0, |p| u16::try_from(pmd % usize::from(p.n_txq().max(1))).unwrap_or(0))
-}
-
-impl TxBatches {
-    fn new(ports: PortSlots, pmd: usize) -> TxBatches {
-        let txq = ports.iter().map(|p| txq_of(p, pmd)).collect();
-        TxBatches {
-            batches: ports.iter().map(|_| Batch::new()).collect(),
-            taps: vec![None; ports.len()],
-            ports,
-            pmd,
-            txq,
-            no_port_drops: 0,
-        }
-    }
-
-    /// Follows a new port table: what is pending goes to the ports it was
-    /// meant for (still open: the control thread closes a removed port
-    /// only after this thread acknowledged the change).
-    fn set_ports(&mut self, ports: PortSlots, taps: &[PortTaps]) {
-        self.flush();
-        self.taps = (0..ports.len()).map(|i| taps.get(i).and_then(|t| t.tx.clone())).collect();
-        self.txq = ports.iter().map(|p| txq_of(p, self.pmd)).collect();
-        self.batches.resize_with(ports.len(), Batch::new);
-        self.ports = ports;
-    }
-
-    #[inline]
-    fn burst(&mut self, slot: usize) {
-        let b = &mut self.batches[slot];
-        match &self.ports[slot] {
-            Some(port) => {
-                if let Some(Some(tap)) = self.taps.get(slot) {
-                    tap.capture(b.as_slice(), Direction::Tx);
-                }
-                port.tx_burst_or_drop(self.txq[slot], b, self.pmd);
-            }
-            None => {
-                self.no_port_drops += b.len() as u64;
-                b.clear();
-            }
-        }
-    }
-
-    /// Queues a packet for the port in slot `port`; sends that port's batch
-    /// first if it is full. A slot out of range drops the packet (counted
-    /// as a drop to a missing port).
-    #[inline]
-    pub fn send(&mut self, port: usize, p: crate::Packet) {
-        let Some(b) = self.batches.get_mut(port) else {
-            self.no_port_drops += 1;
-            return;
-        };
-        if b.is_full() {
-            self.burst(port);
-        }
-        let _ = self.batches[port].push(p);
-    }
-
-    /// Moves a whole batch to slot `port`'s tx batch (sending first when it
-    /// would not fit).
-    #[inline]
-    pub fn send_batch(&mut self, port: usize, batch: &mut Batch) {
-        let Some(b) = self.batches.get_mut(port) else {
-            self.no_port_drops += batch.len() as u64;
-            batch.clear();
-            return;
-        };
-        if b.room() < batch.len() {
-            self.burst(port);
-        }
-        self.batches[port].append(batch);
-    }
-
-    /// The ports, by slot.
-    pub fn ports(&self) -> &[Option<Arc<Port>>] {
-        &self.ports
-    }
-
-    /// This thread's index (for per-PMD counter slots).
-    pub fn pmd_index(&self) -> usize {
-        self.pmd
-    }
-
-    /// Sends every pending batch; what a ring refuses is dropped and
-    /// counted.
-    #[inline]
-    pub fn flush(&mut self) {
-        for i in 0..self.batches.len() {
-            if !self.batches[i].is_empty() {
-                self.burst(i);
-            }
-        }
-    }
-}
 
 /// PMD thread settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -799,120 +695,4 @@ fn rebalance(sh: &Shared) -> Vec<(usize, u16, usize, usize)> {
         }
     }
     moves
-}
-
-fn pmd_main<P: Pipeline>(
-    sh: Arc<Shared>,
-    me: usize,
-    core: usize,
-    mut pipeline: P,
-    ready: mpsc::Sender<Result<(), String>>,
-) {
-    if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-        let _ = ready.send(Err(format!("cannot pin to core {core}")));
-        return;
-    }
-    // SAFETY: registers this non-EAL thread with EAL (gives it an lcore id
-    // for mempool caches); called once, unregistered before exit.
-    if unsafe { dpdk_sys::rte_thread_register() } != 0 {
-        let _ = ready.send(Err(format!("rte_thread_register: {}", crate::error::rte_errno_str())));
-        return;
-    }
-    // SAFETY: gettid(2) has no arguments and cannot fail.
-    let tid = unsafe { libc::gettid() };
-    sh.pmds[me].tid.store(u64::try_from(tid).unwrap_or(0), Ordering::Release);
-    // Before `ready`: a queue move right after start must wait for us.
-    sh.pmds[me].running.store(true, Ordering::Release);
-    let _ = ready.send(Ok(()));
-    drop(ready);
-
-    let stats = &sh.pmds[me];
-    let mut topo = sh.topology();
-    let mut tx = TxBatches::new(topo.ports.clone(), me);
-    let mut batch = Batch::new();
-    // The queues this thread polls: each with its port and rx capture tap.
-    type Polled = (Arc<Rxq>, Arc<Port>, Option<Arc<Tap>>);
-    let mut local: Vec<Polled> = Vec::new();
-    let mut local_gen = 0u64;
-    let mut hist = new_hist();
-    let (mut busy, mut idle, mut pkts, mut batches, mut iters) = (0u64, 0u64, 0u64, 0u64, 0u64);
-    let mut last_publish = 0u64;
-    while !sh.stop.load(Ordering::Relaxed) {
-        let g = sh.gen.load(Ordering::Acquire);
-        if g != local_gen {
-            // The snapshot read now was published before `g` (publish
-            // stores it, then bumps with Release), so it is at least as
-            // new as the change being acknowledged.
-            topo = sh.topology();
-            local.clear();
-            local.extend(topo.rxqs.iter().filter(|r| r.owner.load(Ordering::Relaxed) == me).filter_map(|r| {
-                let tap = topo.taps.get(r.port).and_then(|t| t.rx.clone());
-                topo.ports.get(r.port).and_then(Clone::clone).map(|p| (r.clone(), p, tap))
-            }));
-            tx.set_ports(topo.ports.clone(), &topo.taps);
-            pipeline.reconfigure();
-            local_gen = g;
-            // Only now is every removed queue out of `local`, and every
-            // packet for a removed port sent or dropped.
-            stats.seen_gen.store(g, Ordering::Release);
-        }
-        let t0 = rdtsc();
-        let mut ts = t0;
-        let mut got = 0usize;
-        for (rxq, port, tap) in &local {
-            let n = port.rx_burst(rxq.queue, &mut batch);
-            if n == 0 {
-                continue;
-            }
-            if let Some(tap) = tap {
-                tap.capture(batch.as_slice(), Direction::Rx);
-            }
-            got += n;
-            batches += 1;
-            pipeline.process(&RxqRef { port: rxq.port, queue: rxq.queue }, &mut batch, &mut tx);
-            batch.clear();
-            let te = rdtsc();
-            // Single writer per queue at a time (the hand-off above orders
-            // owners), so plain load + store.
-            rxq.cycles.store(rxq.cycles.load(Ordering::Relaxed) + (te - ts), Ordering::Relaxed);
-            rxq.packets.store(rxq.packets.load(Ordering::Relaxed) + n as u64, Ordering::Relaxed);
-            ts = te;
-        }
-        pipeline.poll(&mut tx);
-        tx.flush();
-        let dt = rdtsc() - t0;
-        if got > 0 {
-            busy += dt;
-            pkts += got as u64;
-            let _ = hist.record(dt.max(1));
-        } else {
-            idle += dt;
-        }
-        iters += 1;
-        // Counters: plain stores by their only writer, read by anyone.
-        stats.busy_cycles.store(busy, Ordering::Relaxed);
-        stats.idle_cycles.store(idle, Ordering::Relaxed);
-        stats.packets.store(pkts, Ordering::Relaxed);
-        stats.rx_batches.store(batches, Ordering::Relaxed);
-        stats.iterations.store(iters, Ordering::Relaxed);
-        stats.no_port_drops.store(tx.no_port_drops, Ordering::Relaxed);
-        if iters - last_publish >= 1 << 14 {
-            if let Ok(mut h) = sh.hists[me].try_lock() {
-                let _ = h.add(&hist);
-                hist.reset();
-                last_publish = iters;
-            }
-        }
-    }
-    tx.flush();
-    if let Ok(mut h) = sh.hists[me].lock() {
-        let _ = h.add(&hist);
-    }
-    drop(local);
-    drop(tx);
-    drop(topo);
-    stats.running.store(false, Ordering::Release);
-    drop(pipeline);
-    // SAFETY: this thread registered itself above.
-    unsafe { dpdk_sys::rte_thread_unregister() };
 }
