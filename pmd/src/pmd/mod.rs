@@ -39,8 +39,8 @@
 
 mod thread;
 
-pub use thread::TxBatches;
 use thread::pmd_main;
+pub use thread::TxBatches;
 
 use crate::capture::PortTaps;
 use crate::packet::Batch;
@@ -112,7 +112,6 @@ struct PmdShared {
 
 /// The ports by slot (an empty slot: a removed port).
 pub type PortSlots = Arc<[Option<Arc<Port>>]>;
-
 
 /// PMD thread settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
