@@ -32,6 +32,33 @@ fn human(x: f64) -> String {
     }
 }
 
+/// A white 800x480 chart titled `title` on `root`, its axes still to be
+/// given.
+fn frame<'a, 'p: 'a>(
+    root: &'a DrawingArea<SVGBackend<'p>, plotters::coord::Shift>,
+    title: &str,
+) -> Result<ChartBuilder<'a, 'a, SVGBackend<'p>>> {
+    root.fill(&WHITE)?;
+    let mut b = ChartBuilder::on(root);
+    b.caption(title, ("sans-serif", 20)).margin(12).x_label_area_size(40).y_label_area_size(60);
+    Ok(b)
+}
+
+/// Draws the legend in the upper left corner and writes the file.
+fn finish<'a, CT: plotters::coord::CoordTranslate>(
+    root: &DrawingArea<SVGBackend<'a>, plotters::coord::Shift>,
+    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
 /// A chart of `lines` against flows, both axes logarithmic (the values
 /// span orders of magnitude between the forwarders).
 fn log_x_chart(path: &Path, title: &str, y_desc: &str, lines: &[Line]) -> Result<()> {
@@ -40,12 +67,7 @@ fn log_x_chart(path: &Path, title: &str, y_desc: &str, lines: &[Line]) -> Result
     let y_max = pts().map(|p| p.1).fold(0.0, f64::max) * 2.0;
     let y_min = pts().map(|p| p.1).filter(|y| *y > 0.0).fold(f64::MAX, f64::min).min(y_max) / 2.0;
     let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
+    let mut chart = frame(&root, title)?
         .build_cartesian_2d((0.5f64..x_max).log_scale(), (y_min.max(1e-3)..y_max.max(1e-2)).log_scale())?;
     chart
         .configure_mesh()
@@ -62,14 +84,7 @@ fn log_x_chart(path: &Path, title: &str, y_desc: &str, lines: &[Line]) -> Result
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
         chart.draw_series(points.iter().map(|p| Circle::new(*p, 4, c.filled())))?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()?;
-    root.present()?;
-    Ok(())
+    finish(&root, &mut chart)
 }
 
 /// A forwarder's latency percentiles (p50, p99, p99.9) at each load.
@@ -80,13 +95,8 @@ type LatencyLine = (String, Vec<(f64, [f64; 3])>);
 fn latency_chart(path: &Path, title: &str, series: &[LatencyLine]) -> Result<()> {
     let y_max = series.iter().flat_map(|(_, p)| p.iter().flat_map(|(_, l)| l.iter())).fold(0.0, |a: f64, b| a.max(*b));
     let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(40f64..105f64, (0.1f64..(y_max * 2.0).max(1.0)).log_scale())?;
+    let mut chart =
+        frame(&root, title)?.build_cartesian_2d(40f64..105f64, (0.1f64..(y_max * 2.0).max(1.0)).log_scale())?;
     chart.configure_mesh().x_desc("load, % of the zero-loss rate").y_desc("latency, us").draw()?;
     for (name, points) in series {
         let c = colour(name);
@@ -111,14 +121,7 @@ fn latency_chart(path: &Path, title: &str, series: &[LatencyLine]) -> Result<()>
             chart.draw_series(line.iter().map(|p| Circle::new(*p, 3, c.filled())))?;
         }
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()?;
-    root.present()?;
-    Ok(())
+    finish(&root, &mut chart)
 }
 
 /// Where a chart next to `json` goes: `results.json` -> `results-NAME.svg`.

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::Lab;
+use common::{free_port, Lab};
 use serde_json::Value;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -30,10 +30,6 @@ fn venv(var: &str, name: &str, program: &str) -> PathBuf {
 
 fn osken_venv() -> PathBuf {
     venv("OSKEN_VENV", "osken-venv", "osken-manager")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// An `osken-manager` (running tests/osken/learning_switch.py, or under

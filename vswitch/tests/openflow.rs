@@ -9,6 +9,7 @@
 
 mod common;
 
+use common::free_port;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::process::{Child, Command, Output, Stdio};
@@ -26,10 +27,6 @@ impl Drop for Switch {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn start() -> Switch {

@@ -6,15 +6,11 @@
 
 mod common;
 
-use common::{sh, Lab};
+use common::{free_port, sh, Lab};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// GET `path` from `addr` over HTTP/1.0: (status, headers, body).
 fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String, String)> {

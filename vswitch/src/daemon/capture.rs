@@ -110,8 +110,8 @@ struct Session {
     spec: CaptureSpec,
     slot: usize,
     tap: Arc<Tap>,
-    /// The control connection that started it (None: no owner).
-    owner: Option<u64>,
+    /// The control connection that started it.
+    owner: u64,
     stop: Arc<AtomicBool>,
     done: Arc<AtomicBool>,
     written: Arc<AtomicU64>,
@@ -132,7 +132,7 @@ impl Captures {
     /// Starts capturing `spec.port`'s packets; the capture's id. Refused
     /// for an unknown port, a port already captured in that direction, a
     /// relative path or a file that cannot be created.
-    pub fn start(&mut self, sw: &Switch, spec: CaptureSpec, owner: Option<u64>) -> Result<u64, String> {
+    pub fn start(&mut self, sw: &Switch, spec: CaptureSpec, owner: u64) -> Result<u64, String> {
         let port = sw.ports.iter().find(|p| p.name == spec.port).ok_or_else(|| format!("no port `{}`", spec.port))?;
         if !spec.file.is_absolute() {
             return Err(format!("`file` must be an absolute path, not `{}`", spec.file.display()));
@@ -295,14 +295,12 @@ impl Captures {
                 }
             }
         }
-        // Done and nobody to read the result.
-        self.sessions.retain(|s| !(s.detached && s.owner.is_none() && s.writer.is_none() && s.error.is_none()));
     }
 
     /// Stops every capture the control connection `owner` started (it
     /// closed).
     pub fn owner_gone(&mut self, sw: &Switch, owner: u64) {
-        while let Some(i) = self.sessions.iter().position(|s| s.owner == Some(owner)) {
+        while let Some(i) = self.sessions.iter().position(|s| s.owner == owner) {
             self.finish(sw, i);
             self.sessions.remove(i);
         }
@@ -481,7 +479,7 @@ pub fn rpc(
                 format,
                 ring: usize::try_from(param_u64(req, "ring")?.unwrap_or(DEFAULT_RING as u64)).unwrap_or(usize::MAX),
             };
-            let id = caps.start(sw, spec, Some(conn)).map_err(refused)?;
+            let id = caps.start(sw, spec, conn).map_err(refused)?;
             Ok(serde_json::json!({"id": id, "port": port, "file": file}))
         }
         "capture-stop" => Ok(stats_json(&caps.stop(sw, id()?).map_err(refused)?)),

@@ -92,25 +92,6 @@ impl Snapshot {
         self.family(name, help, MetricType::Gauge).series.push((labels, Value::Gauge(v)));
     }
 
-    /// The series of family `name`: (labels, value as f64) (for tests and
-    /// the bench).
-    pub fn series(&self, name: &str) -> Vec<(Vec<(&'static str, String)>, f64)> {
-        self.families
-            .iter()
-            .filter(|f| f.name == name)
-            .flat_map(|f| f.series.iter())
-            .map(|(l, v)| {
-                #[allow(clippy::cast_precision_loss)] // counters far below 2^53
-                let x = match v {
-                    Value::Counter(c) => *c as f64,
-                    Value::Gauge(g) => *g,
-                    Value::Histogram { count, .. } => *count as f64,
-                };
-                (l.clone(), x)
-            })
-            .collect()
-    }
-
     /// The text exposition format (0.0.4).
     pub fn encode(self) -> String {
         let mut registry = prometheus_client::registry::Registry::default();

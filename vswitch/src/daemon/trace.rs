@@ -9,7 +9,7 @@ use super::switch::Switch;
 use crate::datapath::l2::{L2Bridge, PortVlan};
 use config::rpc::{Request, RpcError};
 use ofproto::flow::FlowKey;
-use ofproto::ofp::oxm::Field;
+use ofproto::ofp::oxm::{Field, VID_PRESENT};
 use ofproto::trace::{key_string, parse_flow, trace, TraceEvent};
 use serde_json::{json, Value};
 
@@ -80,7 +80,10 @@ fn openflow_json(bridge: &str, tables: &ofproto::table::Tables, key: &FlowKey) -
 fn normal_json(sw: &Switch, bridge: &str, l2: &L2Bridge, key: &FlowKey) -> Value {
     let in_port = key.get_u64(Field::InPort).unwrap_or(0);
     let port = sw.ports.iter().find(|p| p.bridge == bridge && u64::from(p.ofport) == in_port);
-    let tag = key.get_u64(Field::VlanVid).filter(|v| v & 0x1000 != 0).map(|v| u16::try_from(v & 0xfff).unwrap_or(0));
+    let tag = key
+        .get_u64(Field::VlanVid)
+        .filter(|v| v & u64::from(VID_PRESENT) != 0)
+        .map(|v| u16::try_from(v & 0xfff).unwrap_or(0));
     let vlan = match port.map(|p| &p.vlan) {
         Some(PortVlan::Access(v)) => *v,
         _ => tag.unwrap_or(0),

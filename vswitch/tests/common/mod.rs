@@ -16,6 +16,11 @@ pub struct Lab {
     pub dir: PathBuf,
 }
 
+/// A TCP port on loopback nobody listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 pub fn sh(args: &[&str]) {
     let st = Command::new(args[0]).args(&args[1..]).status().unwrap();
     assert!(st.success(), "{args:?}");
@@ -98,7 +103,7 @@ impl Lab {
     /// loopback port (returned), with containers 1 and 2 as ports c1 and c2
     /// (OpenFlow ports 1 and 2).
     pub fn openflow_config(&self) -> u16 {
-        let of_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let of_port = free_port();
         self.write_config(&format!(
             "[[bridge]]\nname = \"br0\"\nfail_mode = \"secure\"\ncontrollers = [\"ptcp:{of_port}:127.0.0.1\"]\n\n{}{}",
             self.port(1, "c1", "ofport = 1"),
