@@ -115,6 +115,8 @@ struct Session {
     stop: Arc<AtomicBool>,
     done: Arc<AtomicBool>,
     written: Arc<AtomicU64>,
+    /// The tap's (captured, dropped) when the writer ended by itself.
+    at_end: Arc<[AtomicU64; 2]>,
     writer: Option<JoinHandle<Result<(), String>>>,
     /// The taps are off (detached from the port).
     detached: bool,
@@ -158,6 +160,7 @@ impl Captures {
         let tap = Arc::new(Tap::new(spec.ring, keep));
         let (stop, done, written) =
             (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+        let at_end = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
         let w = Writer {
             tap: tap.clone(),
             port: spec.port.clone(),
@@ -166,6 +169,7 @@ impl Captures {
             stop: stop.clone(),
             done: done.clone(),
             written: written.clone(),
+            at_end: at_end.clone(),
             clock: Clock::now(),
         };
         let format = spec.format;
@@ -173,14 +177,6 @@ impl Captures {
             .name(format!("capture-{}", spec.port))
             .spawn(move || w.run(BufWriter::with_capacity(1 << 20, file), format))
             .map_err(|e| format!("capture thread: {e}"))?;
-        let taps = PortTaps {
-            rx: matches!(spec.which, Which::Rx | Which::Both).then(|| tap.clone()),
-            tx: matches!(spec.which, Which::Tx | Which::Both).then(|| tap.clone()),
-        };
-        let mut current = self.taps_of(port.slot);
-        current.rx = taps.rx.or(current.rx);
-        current.tx = taps.tx.or(current.tx);
-        sw.pmds.set_taps(port.slot, current);
         self.next_id += 1;
         let id = self.next_id;
         let slot = port.slot;
@@ -193,10 +189,12 @@ impl Captures {
             stop,
             done,
             written,
+            at_end,
             writer: Some(writer),
             detached: false,
             error: None,
         });
+        sw.pmds.set_taps(slot, self.taps_of(slot));
         Ok(id)
     }
 
@@ -261,12 +259,20 @@ impl Captures {
 
     fn stats_of(&self, i: usize) -> CaptureStats {
         let s = &self.sessions[i];
+        // Once the writer ended (count reached), the PMD threads copy on
+        // until the tap is taken off: those copies, and the full ring's
+        // refusals, are beyond the capture.
+        let (captured, dropped) = if s.done.load(Ordering::Acquire) {
+            (s.at_end[0].load(Ordering::Relaxed), s.at_end[1].load(Ordering::Relaxed))
+        } else {
+            (s.tap.captured(), s.tap.dropped())
+        };
         CaptureStats {
             id: s.id,
             port: s.spec.port.clone(),
             file: s.spec.file.display().to_string(),
-            captured: s.tap.captured(),
-            dropped: s.tap.dropped(),
+            captured,
+            dropped,
             written: s.written.load(Ordering::Relaxed),
             done: s.detached && s.writer.is_none(),
             error: s.error.clone(),
@@ -347,6 +353,7 @@ struct Writer {
     stop: Arc<AtomicBool>,
     done: Arc<AtomicBool>,
     written: Arc<AtomicU64>,
+    at_end: Arc<[AtomicU64; 2]>,
     clock: Clock,
 }
 
@@ -361,6 +368,8 @@ impl Writer {
     /// still holds); the file is flushed either way.
     fn run<W: Write>(self, out: W, format: Format) -> Result<(), String> {
         let r = self.write_all(out, format);
+        self.at_end[0].store(self.tap.captured(), Ordering::Relaxed);
+        self.at_end[1].store(self.tap.dropped(), Ordering::Relaxed);
         self.done.store(true, Ordering::Release);
         r
     }
