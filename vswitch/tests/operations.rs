@@ -310,6 +310,10 @@ fn captures_hold_exactly_the_frames_sent() {
 #[test]
 fn traces_follow_the_tables_and_match_the_datapath() {
     let mut lab = Lab::new("t", 2, None);
+    for i in 1..=2 {
+        // The captured frame must be the ping, not a router solicitation.
+        sh(&["ip", "netns", "exec", &lab.ns(i), "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+    }
     let of_port = lab.openflow_config();
     lab.start();
     lab.static_arp();
@@ -317,7 +321,8 @@ fn traces_follow_the_tables_and_match_the_datapath() {
     let flows = "table=0,priority=10,in_port=1,actions=goto_table:1\n\
                  table=0,priority=10,in_port=2,actions=goto_table:1\n\
                  table=1,priority=20,ip,nw_dst=10.99.0.2,actions=output:2\n\
-                 table=1,priority=20,ip,nw_dst=10.99.0.1,actions=output:1\n";
+                 table=1,priority=20,ip,nw_dst=10.99.0.1,actions=output:1\n\
+                 table=1,priority=10,arp,actions=NORMAL\n";
     let file = lab.dir.join("flows");
     std::fs::write(&file, flows).unwrap();
     let st = Command::new("ovs-ofctl").args(["-O", "OpenFlow13", "add-flows", &target]).arg(&file).status().unwrap();
@@ -341,6 +346,13 @@ fn traces_follow_the_tables_and_match_the_datapath() {
     // A destination no flow names: dropped in table 1.
     let miss = lab.ctl(&["trace", "br0", "in_port=c1,icmp,nw_dst=10.99.0.3"]);
     assert_eq!(miss["actions"], "drop(miss in table 1)");
+
+    // Handed to NORMAL: the MAC table's decision follows, as in OVS.
+    let arp = lab.ctl(&["trace", "br0", "in_port=c1,arp,dl_dst=ff:ff:ff:ff:ff:ff"]);
+    assert_eq!(arp["actions"], "output:NORMAL");
+    assert!(arp["normal"]["output"].is_null() && arp["normal"]["decision"] == "flood: broadcast or multicast", "{arp}");
+    assert!(arp["text"].as_str().unwrap().ends_with("NORMAL: VLAN 0: flood: broadcast or multicast"), "{arp}");
+    assert!(t["normal"].is_null(), "no NORMAL, no MAC table: {t}");
 
     // A real ping's first frame, captured on c1, traced as bytes.
     let file = lab.dir.join("ping.pcap");

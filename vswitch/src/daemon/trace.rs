@@ -1,8 +1,9 @@
 //! `vswitchctl trace BRIDGE FLOW` (the `ovs-appctl ofproto/trace` of this
 //! switch): a flow written as `ovs-ofctl` writes one, or a real packet's
 //! bytes, walked through the bridge's OpenFlow tables as the datapath's
-//! upcall walks them ([`ofproto::trace`]); on a bridge without OpenFlow,
-//! the L2 decision its MAC table makes.
+//! upcall walks them ([`ofproto::trace`]), with the MAC table's decision
+//! where the packet goes to NORMAL; on a bridge without OpenFlow, that
+//! decision alone.
 
 use super::openflow::OpenFlow;
 use super::switch::Switch;
@@ -50,12 +51,12 @@ pub fn rpc(sw: &Switch, of: &OpenFlow, req: &Request) -> Result<Value, RpcError>
         _ => return Err(invalid("`trace` needs either `flow` or `packet`".into())),
     };
     match of.bridge(bridge).filter(|o| o.has_controllers) {
-        Some(ob) => Ok(openflow_json(bridge, &ob.agent.tables, &key)),
+        Some(ob) => Ok(openflow_json(sw, bridge, &b.l2, &ob.agent.tables, &key)),
         None => Ok(normal_json(sw, bridge, &b.l2, &key)),
     }
 }
 
-fn openflow_json(bridge: &str, tables: &ofproto::table::Tables, key: &FlowKey) -> Value {
+fn openflow_json(sw: &Switch, bridge: &str, l2: &L2Bridge, tables: &ofproto::table::Tables, key: &FlowKey) -> Value {
     let t = trace(tables, key);
     let steps: Vec<Value> = t
         .events
@@ -69,15 +70,37 @@ fn openflow_json(bridge: &str, tables: &ofproto::table::Tables, key: &FlowKey) -
             TraceEvent::Meter(m) => json!({"meter": m}),
         })
         .collect();
-    json!({"bridge": bridge, "pipeline": "openflow", "flow": key_string(key), "steps": steps,
+    let mut text = format!("bridge(\"{bridge}\")\n{t}");
+    let mut v = json!({"bridge": bridge, "pipeline": "openflow", "flow": key_string(key), "steps": steps,
            "final_flow": key_string(&t.final_key), "megaflow": t.megaflow(), "actions": t.actions(),
-           "cacheable": t.translation.cacheable, "text": format!("bridge(\"{bridge}\")\n{t}")})
+           "cacheable": t.translation.cacheable});
+    // As OVS's trace does: where the decision hands the packet to NORMAL,
+    // what the MAC table does with it (the key as the actions left it).
+    let normal = t.translation.steps.iter().any(|s| {
+        matches!(s, ofproto::xlate::Step::Apply { acts, .. }
+            if acts.iter().any(|a| matches!(a, ofproto::ofp::Action::Output { port: ofproto::ofp::action::port::NORMAL, .. })))
+    });
+    if normal {
+        let n = l2_decision(sw, bridge, l2, &t.final_key);
+        text.push_str(&format!("\nNORMAL: VLAN {}: {}", n.vlan, n.decision));
+        v["normal"] = json!({"vlan": n.vlan, "output": n.output, "decision": n.decision});
+    }
+    v["text"] = json!(text);
+    v
 }
 
-/// A bridge without OpenFlow switches by its MAC table: the frame's
-/// VLAN (the input port's access VLAN, or its tag), then the destination
-/// learned there, or a flood.
-fn normal_json(sw: &Switch, bridge: &str, l2: &L2Bridge, key: &FlowKey) -> Value {
+/// What L2 switching (NORMAL) does with a frame.
+struct L2Decision {
+    vlan: u16,
+    /// The port it leaves by (None: flooded).
+    output: Option<String>,
+    decision: String,
+}
+
+/// The MAC table's decision for a frame whose key is `key`: its VLAN (the
+/// input port's access VLAN, or its tag), then the port its destination
+/// was learned on, or a flood.
+fn l2_decision(sw: &Switch, bridge: &str, l2: &L2Bridge, key: &FlowKey) -> L2Decision {
     let in_port = key.get_u64(Field::InPort).unwrap_or(0);
     let port = sw.ports.iter().find(|p| p.bridge == bridge && u64::from(p.ofport) == in_port);
     let tag = key
@@ -91,7 +114,7 @@ fn normal_json(sw: &Switch, bridge: &str, l2: &L2Bridge, key: &FlowKey) -> Value
     let mut dst = [0u8; 6];
     dst.copy_from_slice(key.get(Field::EthDst).unwrap_or(&[0; 6]));
     let dst = wire::EthernetAddress(dst);
-    let (decision, out) = if dst.0[0] & 1 != 0 {
+    let (decision, output) = if dst.0[0] & 1 != 0 {
         ("flood: broadcast or multicast".to_string(), None)
     } else {
         match l2.table.lookup(vlan, dst) {
@@ -102,12 +125,20 @@ fn normal_json(sw: &Switch, bridge: &str, l2: &L2Bridge, key: &FlowKey) -> Value
             None => (format!("flood: {dst} is not learned on VLAN {vlan}"), None),
         }
     };
+    L2Decision { vlan, output, decision }
+}
+
+/// A bridge without OpenFlow switches by its MAC table.
+fn normal_json(sw: &Switch, bridge: &str, l2: &L2Bridge, key: &FlowKey) -> Value {
+    let n = l2_decision(sw, bridge, l2, key);
     let text = format!(
-        "bridge(\"{bridge}\"): MAC learning (NORMAL), no OpenFlow controllers\nFlow: {}\nVLAN {vlan}: {decision}",
-        key_string(key)
+        "bridge(\"{bridge}\"): MAC learning (NORMAL), no OpenFlow controllers\nFlow: {}\nVLAN {}: {}",
+        key_string(key),
+        n.vlan,
+        n.decision
     );
-    json!({"bridge": bridge, "pipeline": "normal", "flow": key_string(key), "vlan": vlan, "output": out,
-           "decision": decision, "text": text})
+    json!({"bridge": bridge, "pipeline": "normal", "flow": key_string(key), "vlan": n.vlan, "output": n.output,
+           "decision": n.decision, "text": text})
 }
 
 /// Bytes written as hex (spaces, colons and a 0x prefix allowed).
