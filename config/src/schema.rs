@@ -18,6 +18,20 @@ pub struct Config {
     /// Bridges, in file order.
     #[serde(default, rename = "bridge")]
     pub bridges: Vec<Bridge>,
+    /// Underlay routes for tunnels, besides the subnets of the uplinks'
+    /// `addresses` (which are routed directly).
+    #[serde(default, rename = "route")]
+    pub routes: Vec<Route>,
+}
+
+/// `[[route]]`: an underlay prefix and the next hop that reaches it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Destination prefix, `IP/LEN` (`0.0.0.0/0`: the default route).
+    pub prefix: String,
+    /// Next hop: an address in the subnet of an uplink's `addresses`.
+    pub via: String,
 }
 
 /// Where EAL's memory comes from.
@@ -329,6 +343,17 @@ pub enum PortType {
     /// The bridge's own interface towards the host (a TAP named after the
     /// port).
     Internal,
+    /// A VXLAN tunnel (RFC 7348) to `remote_ip`, over the underlay of the
+    /// ports with `addresses`.
+    Vxlan,
+}
+
+impl PortType {
+    /// Whether the type is a tunnel (no device of its own: its frames
+    /// travel encapsulated through an uplink).
+    pub fn is_tunnel(self) -> bool {
+        matches!(self, PortType::Vxlan)
+    }
 }
 
 /// VLAN behaviour of a port.
@@ -386,6 +411,46 @@ pub struct Port {
     /// the bridge's L2 switching. Set it on both ports for both directions.
     #[serde(default)]
     pub peer: Option<String>,
+    /// Uplinks: the switch's own underlay addresses on this port
+    /// (`IP/LEN`), which tunnel endpoints use; the switch answers ARP and
+    /// ping for them itself.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Tunnels: the remote endpoint's underlay address.
+    #[serde(default)]
+    pub remote_ip: Option<String>,
+    /// Tunnels: the local endpoint, one of an uplink's `addresses`
+    /// (default: the address of the uplink the route to `remote_ip`
+    /// leaves by).
+    #[serde(default)]
+    pub local_ip: Option<String>,
+    /// Tunnels: the VNI (VXLAN: 0 to 16777215).
+    #[serde(default)]
+    pub key: Option<u32>,
+    /// Tunnels: the UDP destination port (VXLAN: 4789).
+    #[serde(default)]
+    pub dst_port: Option<u16>,
+    /// Tunnels: compute the outer UDP checksum (IPv4 underlay; otherwise
+    /// it is zero, as RFC 7348 allows).
+    #[serde(default)]
+    pub csum: bool,
+    /// Tunnels: the outer TTL (1-255).
+    #[serde(default = "default_tunnel_ttl")]
+    pub ttl: u8,
+    /// Tunnels: the outer TOS byte (DSCP and ECN).
+    #[serde(default)]
+    pub tos: u8,
+    /// Tunnels: set Don't Fragment on the outer IPv4 header.
+    #[serde(default = "default_true")]
+    pub df: bool,
+}
+
+fn default_tunnel_ttl() -> u8 {
+    64
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_rxq() -> u16 {

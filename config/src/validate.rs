@@ -3,6 +3,7 @@
 use crate::error::Seg;
 use crate::schema::{Config, Controller, PortType, VlanMode};
 use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
 
 type Failure = (Vec<Seg>, String);
 
@@ -77,6 +78,9 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), Failure> {
     let mut bridge_names = HashMap::new();
     let mut port_names: HashMap<&str, (usize, usize)> = HashMap::new();
     let mut ifaces: HashMap<&str, (usize, usize)> = HashMap::new();
+    let mut addresses: HashMap<Ipv4Addr, (usize, usize)> = HashMap::new();
+    let mut subnets: Vec<(Ipv4Addr, u8)> = Vec::new();
+    let mut tunnels: Vec<(usize, usize)> = Vec::new();
     for (bi, b) in cfg.bridges.iter().enumerate() {
         let bp = |rest: &[Seg]| {
             let mut p = vec![key("bridge"), Seg::Index(bi)];
@@ -164,6 +168,7 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), Failure> {
                         None => {}
                     }
                 }
+                PortType::Vxlan => check_tunnel(p, &pp)?,
                 PortType::Internal => {
                     for (k, set) in
                         [("pci", p.pci.is_some()), ("devargs", p.devargs.is_some()), ("iface", p.iface.is_some())]
@@ -176,6 +181,33 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), Failure> {
                         }
                     }
                 }
+            }
+            if !p.kind.is_tunnel() {
+                for (k, set) in [
+                    ("remote_ip", p.remote_ip.is_some()),
+                    ("local_ip", p.local_ip.is_some()),
+                    ("key", p.key.is_some()),
+                    ("dst_port", p.dst_port.is_some()),
+                    ("csum", p.csum),
+                ] {
+                    if set {
+                        return fail(pp(k), format!("`{k}` is for tunnel ports (type = \"vxlan\")"));
+                    }
+                }
+            }
+            for (ai, a) in p.addresses.iter().enumerate() {
+                let path = bp(&[key("port"), Seg::Index(pi), key("addresses"), Seg::Index(ai)]);
+                let (ip, len) = parse_ipv4_net(a).map_err(|why| (path.clone(), why))?;
+                if len == 0 || ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() {
+                    return fail(path, format!("`{a}` is not a unicast address with a prefix length of 1-32"));
+                }
+                if let Some((b0, p0)) = addresses.insert(ip, (bi, pi)) {
+                    return fail(path, format!("{ip} is already an address of bridge[{b0}].port[{p0}]"));
+                }
+                subnets.push((ip, len));
+            }
+            if p.kind.is_tunnel() {
+                tunnels.push((bi, pi));
             }
             if let Some(of) = p.ofport {
                 if !(1..=0xfeff).contains(&of) {
@@ -232,7 +264,110 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), Failure> {
             }
         }
     }
+    // Tunnels: a local address that is ours, and one port per (remote,
+    // local, key, UDP port), so that a received packet has one port.
+    let mut endpoints = HashMap::new();
+    for (bi, pi) in tunnels {
+        let p = &cfg.bridges[bi].ports[pi];
+        let path = |k: &str| vec![key("bridge"), Seg::Index(bi), key("port"), Seg::Index(pi), key(k)];
+        let local = p.local_ip.as_deref().map(|l| l.parse::<Ipv4Addr>().unwrap_or(Ipv4Addr::UNSPECIFIED));
+        if let Some(l) = local {
+            if !addresses.contains_key(&l) {
+                return fail(path("local_ip"), format!("{l} is not one of the uplinks' `addresses`"));
+            }
+        }
+        let k = (p.remote_ip.clone(), local, p.key.unwrap_or(0), p.dst_port.unwrap_or(crate::VXLAN_PORT));
+        if let Some((b0, p0)) = endpoints.insert(k, (bi, pi)) {
+            return fail(
+                path("remote_ip"),
+                format!("bridge[{b0}].port[{p0}] is a tunnel with the same remote_ip, local_ip, key and dst_port"),
+            );
+        }
+    }
+    for (ri, r) in cfg.routes.iter().enumerate() {
+        let path = |k: &str| vec![key("route"), Seg::Index(ri), key(k)];
+        let (net, len) = parse_ipv4_net(&r.prefix).map_err(|why| (path("prefix"), why))?;
+        if u32::from(net) & !prefix_mask(len) != 0 {
+            return fail(path("prefix"), format!("`{}` has host bits set (the network is {}/{len})", r.prefix, Ipv4Addr::from(u32::from(net) & prefix_mask(len))));
+        }
+        let via: Ipv4Addr = r.via.parse().map_err(|_| (path("via"), format!("`{}` is not an IPv4 address", r.via)))?;
+        if !subnets.iter().any(|(a, l)| in_subnet(via, *a, *l)) {
+            return fail(path("via"), format!("{via} is in no subnet of the uplinks' `addresses`: the next hop must be directly reachable"));
+        }
+    }
     Ok(())
+}
+
+/// The settings of a tunnel port: no device keys, a remote, a key that
+/// fits the protocol.
+fn check_tunnel(p: &crate::Port, pp: &dyn Fn(&str) -> Vec<Seg>) -> Result<(), Failure> {
+    for (k, set) in [
+        ("pci", p.pci.is_some()),
+        ("devargs", p.devargs.is_some()),
+        ("iface", p.iface.is_some()),
+        ("peer", p.peer.is_some()),
+        ("addresses", !p.addresses.is_empty()),
+        ("mtu", p.mtu.is_some()),
+        ("n_rxq", p.n_rxq != 1),
+    ] {
+        if set {
+            return fail(pp(k), format!("a tunnel port takes no `{k}` (its frames leave through an uplink)"));
+        }
+    }
+    match &p.remote_ip {
+        None => return fail(pp("type"), "a tunnel port needs `remote_ip`"),
+        Some(r) => match r.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(a)) if !a.is_unspecified() && !a.is_broadcast() && !a.is_multicast() => {}
+            Ok(std::net::IpAddr::V4(a)) => return fail(pp("remote_ip"), format!("{a} is not a unicast address")),
+            Ok(std::net::IpAddr::V6(_)) => {
+                return fail(pp("remote_ip"), "IPv6 underlays are not supported yet: use an IPv4 remote_ip")
+            }
+            Err(_) => return fail(pp("remote_ip"), format!("`{r}` is not an IP address")),
+        },
+    }
+    if let Some(l) = &p.local_ip {
+        if l.parse::<Ipv4Addr>().is_err() {
+            return fail(pp("local_ip"), format!("`{l}` is not an IPv4 address"));
+        }
+    }
+    if let Some(k) = p.key {
+        if k > 0x00ff_ffff {
+            return fail(pp("key"), format!("{k} does not fit VXLAN's 24-bit VNI (0-16777215)"));
+        }
+    }
+    if p.dst_port == Some(0) {
+        return fail(pp("dst_port"), "must be a UDP port (1-65535)");
+    }
+    if p.ttl == 0 {
+        return fail(pp("ttl"), "must be 1-255");
+    }
+    Ok(())
+}
+
+/// Parses `IP/LEN` (an IPv4 address and a prefix length 1-32).
+pub fn parse_ipv4_net(s: &str) -> Result<(Ipv4Addr, u8), String> {
+    let (a, l) = s.split_once('/').ok_or_else(|| format!("`{s}`: write an address and a prefix length, as 10.0.0.1/24"))?;
+    let ip = match a.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => ip,
+        Ok(std::net::IpAddr::V6(_)) => return Err(format!("`{s}`: IPv6 underlays are not supported yet")),
+        Err(_) => return Err(format!("`{a}` is not an IPv4 address")),
+    };
+    let len = l.parse::<u8>().ok().filter(|l| *l <= 32).ok_or_else(|| format!("`{l}` is not a prefix length (0-32)"))?;
+    Ok((ip, len))
+}
+
+/// The netmask of a prefix length.
+pub fn prefix_mask(len: u8) -> u32 {
+    if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(len.min(32)))
+    }
+}
+
+/// Whether `ip` is in `net/len`.
+pub fn in_subnet(ip: Ipv4Addr, net: Ipv4Addr, len: u8) -> bool {
+    (u32::from(ip) ^ u32::from(net)) & prefix_mask(len) == 0
 }
 
 fn is_pci(s: &str) -> bool {

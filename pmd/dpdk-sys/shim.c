@@ -92,6 +92,8 @@ uint64_t vs_const(unsigned which)
 	case 27: return RTE_MBUF_F_RX_VLAN_STRIPPED;
 	case 28: return RTE_ETH_TX_OFFLOAD_VLAN_INSERT;
 	case 29: return RTE_ETH_TX_OFFLOAD_UDP_TNL_TSO;
+	case 30: return RTE_MBUF_F_RX_IP_CKSUM_GOOD;
+	case 31: return RTE_MBUF_F_RX_L4_CKSUM_GOOD;
 	default: return 0;
 	}
 }

@@ -170,6 +170,8 @@ pub(crate) struct OffloadFlags {
     pub mbuf_rx_ip_cksum_bad: u64,
     pub mbuf_rx_l4_cksum_mask: u64,
     pub mbuf_rx_l4_cksum_bad: u64,
+    pub mbuf_rx_ip_cksum_good: u64,
+    pub mbuf_rx_l4_cksum_good: u64,
 }
 
 pub(crate) fn offload_flags() -> &'static OffloadFlags {
@@ -180,6 +182,8 @@ pub(crate) fn offload_flags() -> &'static OffloadFlags {
         mbuf_rx_ip_cksum_bad: consts::get(Flag::MbufRxIpCksumBad),
         mbuf_rx_l4_cksum_mask: consts::get(Flag::MbufRxL4CksumMask),
         mbuf_rx_l4_cksum_bad: consts::get(Flag::MbufRxL4CksumBad),
+        mbuf_rx_ip_cksum_good: consts::get(Flag::MbufRxIpCksumGood),
+        mbuf_rx_l4_cksum_good: consts::get(Flag::MbufRxL4CksumGood),
     })
 }
 
@@ -189,6 +193,20 @@ pub fn rx_cksum_bad(ol_flags: u64) -> bool {
     let f = offload_flags();
     (ol_flags & f.mbuf_rx_ip_cksum_mask) == f.mbuf_rx_ip_cksum_bad
         || (ol_flags & f.mbuf_rx_l4_cksum_mask) == f.mbuf_rx_l4_cksum_bad
+}
+
+/// Whether the NIC checked a packet's IP header checksum and found it good.
+#[inline]
+pub fn rx_ip_cksum_good(ol_flags: u64) -> bool {
+    let f = offload_flags();
+    (ol_flags & f.mbuf_rx_ip_cksum_mask) == f.mbuf_rx_ip_cksum_good
+}
+
+/// Whether the NIC checked a packet's TCP/UDP checksum and found it good.
+#[inline]
+pub fn rx_l4_cksum_good(ol_flags: u64) -> bool {
+    let f = offload_flags();
+    (ol_flags & f.mbuf_rx_l4_cksum_mask) == f.mbuf_rx_l4_cksum_good
 }
 
 /// Software counters of one PMD thread for one port, on their own cache

@@ -65,6 +65,8 @@ pub mod consts {
         MbufRxVlanStripped = 27,
         TxOffloadVlanInsert = 28,
         TxOffloadUdpTnlTso = 29,
+        MbufRxIpCksumGood = 30,
+        MbufRxL4CksumGood = 31,
     }
 
     /// The value of one flag macro.

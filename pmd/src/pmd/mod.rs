@@ -73,6 +73,23 @@ pub trait Pipeline: Send + 'static {
     fn poll(&mut self, _tx: &mut TxBatches) {}
 }
 
+/// A port with no device: what is sent to its slot is handed to
+/// [`VirtualPort::transmit`] on the sending PMD thread, once per tx batch,
+/// which passes each packet on to a device port's slot (a tunnel port
+/// encapsulates and sends through its uplink). It receives nothing by
+/// itself: its pipeline feeds it packets under its slot number.
+pub trait VirtualPort: Send + Sync + std::fmt::Debug {
+    /// Takes a batch sent to the port on PMD thread `pmd`; `out(slot, p)`
+    /// queues `p` for a device port's slot. Packets left in `batch` are
+    /// freed (the implementation counts why). A packet handed to a
+    /// virtual slot through `out` is dropped and counted as sent to a
+    /// missing port: virtual ports do not chain.
+    fn transmit(&self, pmd: usize, batch: &mut Batch, out: &mut dyn FnMut(usize, crate::Packet));
+}
+
+/// The virtual ports by slot.
+pub type VirtualSlots = Arc<[Option<Arc<dyn VirtualPort>>]>;
+
 /// The rx queue a batch came from.
 #[derive(Debug, Clone, Copy)]
 pub struct RxqRef {
@@ -171,6 +188,9 @@ pub struct IterationHistogram {
 #[derive(Debug)]
 struct Topology {
     ports: PortSlots,
+    /// Virtual ports by slot (as long as `ports`; a slot holds a device
+    /// port, a virtual port or nothing).
+    vports: VirtualSlots,
     rxqs: Vec<Arc<Rxq>>,
     /// Capture taps by port slot (as long as `ports`).
     taps: Arc<[PortTaps]>,
@@ -180,7 +200,16 @@ impl Topology {
     /// A snapshot of `ports` and `rxqs`, keeping `old`'s taps of the
     /// slots that still hold the same port (a new or emptied slot has
     /// none).
-    fn with_ports(ports: Vec<Option<Arc<Port>>>, rxqs: Vec<Arc<Rxq>>, old: Option<&Topology>) -> Arc<Topology> {
+    fn with_ports(
+        ports: Vec<Option<Arc<Port>>>,
+        mut vports: Vec<Option<Arc<dyn VirtualPort>>>,
+        rxqs: Vec<Arc<Rxq>>,
+        old: Option<&Topology>,
+    ) -> Arc<Topology> {
+        vports.resize(ports.len(), None);
+        let same_vport = |i: usize, v: &Arc<dyn VirtualPort>| {
+            old.and_then(|o| o.vports.get(i)).and_then(Option::as_ref).is_some_and(|w| Arc::ptr_eq(v, w))
+        };
         let taps = ports
             .iter()
             .enumerate()
@@ -188,10 +217,13 @@ impl Topology {
                 (Some(o), Some(p)) if o.ports.get(i).and_then(Option::as_ref).is_some_and(|q| Arc::ptr_eq(p, q)) => {
                     o.taps.get(i).cloned().unwrap_or_default()
                 }
+                (Some(o), None) if vports[i].as_ref().is_some_and(|v| same_vport(i, v)) => {
+                    o.taps.get(i).cloned().unwrap_or_default()
+                }
                 _ => PortTaps::default(),
             })
             .collect();
-        Arc::new(Topology { ports: ports.into(), rxqs, taps })
+        Arc::new(Topology { ports: ports.into(), vports: vports.into(), rxqs, taps })
     }
 }
 
@@ -231,6 +263,13 @@ impl Shared {
         }
         Ok(())
     }
+}
+
+/// The first slot with neither a device nor a virtual port (or a new one).
+fn free_slot(t: &Topology) -> usize {
+    (0..t.ports.len())
+        .find(|&i| t.ports[i].is_none() && t.vports.get(i).is_none_or(Option::is_none))
+        .unwrap_or(t.ports.len())
 }
 
 /// How long a thread may take to let go of a queue or a port.
@@ -307,7 +346,7 @@ impl PmdSet {
             }
         }
         let shared = Arc::new(Shared {
-            topo: Mutex::new(Topology::with_ports(ports.into_iter().map(Some).collect(), rxqs, None)),
+            topo: Mutex::new(Topology::with_ports(ports.into_iter().map(Some).collect(), Vec::new(), rxqs, None)),
             gen: AtomicU64::new(1),
             stop: AtomicBool::new(false),
             pmds: (0..n).map(|_| PmdShared::default()).collect(),
@@ -364,7 +403,7 @@ impl PmdSet {
         let _one_at_a_time = sh.moves.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let old = sh.topology();
         let mut ports = old.ports.to_vec();
-        let slot = ports.iter().position(Option::is_none).unwrap_or(ports.len());
+        let slot = free_slot(&old);
         if slot == ports.len() {
             ports.push(None);
         }
@@ -382,7 +421,7 @@ impl PmdSet {
         }
         ports[slot] = Some(port);
         before_publish(slot);
-        let g = sh.publish(Topology::with_ports(ports, rxqs, Some(&*old)));
+        let g = sh.publish(Topology::with_ports(ports, old.vports.to_vec(), rxqs, Some(&*old)));
         // Not needed for safety (nothing is closed); the caller gets a
         // switch that polls the port when this returns.
         let _ = sh.wait_acks(g, ACK_LIMIT);
@@ -403,7 +442,7 @@ impl PmdSet {
         let mut ports = old.ports.to_vec();
         ports[slot] = None;
         let rxqs: Vec<Arc<Rxq>> = old.rxqs.iter().filter(|r| r.port != slot).cloned().collect();
-        let g = sh.publish(Topology::with_ports(ports, rxqs, Some(&*old)));
+        let g = sh.publish(Topology::with_ports(ports, old.vports.to_vec(), rxqs, Some(&*old)));
         if let Err(pmd) = sh.wait_acks(g, ACK_LIMIT) {
             sh.publish(old);
             return Err(Error::Thread {
@@ -412,6 +451,64 @@ impl PmdSet {
             });
         }
         Ok(Some(port))
+    }
+
+    /// Adds a virtual port (it takes the first empty slot, or a new one),
+    /// with `before_publish(slot)` as in [`PmdSet::add_port`]; returns its
+    /// slot once every thread sends through it.
+    pub fn add_virtual(&self, vport: Arc<dyn VirtualPort>, before_publish: impl FnOnce(usize)) -> usize {
+        let sh = &self.shared;
+        let _one_at_a_time = sh.moves.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let old = sh.topology();
+        let slot = free_slot(&old);
+        let mut ports = old.ports.to_vec();
+        ports.resize(ports.len().max(slot + 1), None);
+        let mut vports = old.vports.to_vec();
+        vports.resize(ports.len(), None);
+        vports[slot] = Some(vport);
+        before_publish(slot);
+        let g = sh.publish(Topology::with_ports(ports, vports, old.rxqs.clone(), Some(&*old)));
+        let _ = sh.wait_acks(g, ACK_LIMIT);
+        slot
+    }
+
+    /// Replaces the virtual port in `slot` (its taps stay) and returns
+    /// once every thread sends through the new one; false for a slot
+    /// without a virtual port, or when a thread did not acknowledge within
+    /// 5 s (it picks the new one up at its next iteration).
+    pub fn set_virtual(&self, slot: usize, vport: Arc<dyn VirtualPort>) -> bool {
+        let sh = &self.shared;
+        let _one_at_a_time = sh.moves.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let old = sh.topology();
+        if old.vports.get(slot).is_none_or(Option::is_none) {
+            return false;
+        }
+        let mut vports = old.vports.to_vec();
+        vports[slot] = Some(vport);
+        let topo = Arc::new(Topology {
+            ports: old.ports.clone(),
+            vports: vports.into(),
+            rxqs: old.rxqs.clone(),
+            taps: old.taps.clone(),
+        });
+        let g = sh.publish(topo);
+        sh.wait_acks(g, ACK_LIMIT).is_ok()
+    }
+
+    /// Removes the virtual port in `slot` and returns once no thread sends
+    /// through it (later sends to the slot are dropped as sent to a
+    /// missing port); false when a thread did not acknowledge within 5 s.
+    pub fn remove_virtual(&self, slot: usize) -> bool {
+        let sh = &self.shared;
+        let _one_at_a_time = sh.moves.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let old = sh.topology();
+        if old.vports.get(slot).is_none_or(Option::is_none) {
+            return true;
+        }
+        let mut vports = old.vports.to_vec();
+        vports[slot] = None;
+        let g = sh.publish(Topology::with_ports(old.ports.to_vec(), vports, old.rxqs.clone(), Some(&*old)));
+        sh.wait_acks(g, ACK_LIMIT).is_ok()
     }
 
     /// Sets the capture taps of the port in `slot` (none: capture off)
@@ -423,12 +520,17 @@ impl PmdSet {
         let sh = &self.shared;
         let _one_at_a_time = sh.moves.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let old = sh.topology();
-        if old.ports.get(slot).is_none_or(Option::is_none) {
+        if old.ports.get(slot).is_none_or(Option::is_none) && old.vports.get(slot).is_none_or(Option::is_none) {
             return false;
         }
         let mut all = old.taps.to_vec();
         all[slot] = taps;
-        let topo = Arc::new(Topology { ports: old.ports.clone(), rxqs: old.rxqs.clone(), taps: all.into() });
+        let topo = Arc::new(Topology {
+            ports: old.ports.clone(),
+            vports: old.vports.clone(),
+            rxqs: old.rxqs.clone(),
+            taps: all.into(),
+        });
         let g = sh.publish(topo);
         sh.wait_acks(g, ACK_LIMIT).is_ok()
     }

@@ -2,7 +2,7 @@
 //! each burst through its pipeline, capture taps, the counters it alone
 //! writes) and its per-port tx batches.
 
-use super::{new_hist, Pipeline, PortSlots, Rxq, RxqRef, Shared};
+use super::{new_hist, Pipeline, PortSlots, Rxq, RxqRef, Shared, VirtualSlots};
 use crate::capture::{Direction, PortTaps, Tap};
 use crate::packet::Batch;
 use crate::port::Port;
@@ -14,6 +14,8 @@ use std::sync::{mpsc, Arc};
 /// when one fills.
 pub struct TxBatches {
     ports: PortSlots,
+    /// Virtual ports by slot (empty until the first topology with one).
+    vports: VirtualSlots,
     /// A tx capture tap per slot (mostly none).
     taps: Vec<Option<Arc<Tap>>>,
     batches: Vec<Batch>,
@@ -31,6 +33,7 @@ impl TxBatches {
     pub(super) fn new(ports: PortSlots, pmd: usize) -> TxBatches {
         let txq = ports.iter().map(|p| txq_of(p, pmd)).collect();
         TxBatches {
+            vports: Vec::new().into(),
             batches: ports.iter().map(|_| Batch::new()).collect(),
             taps: vec![None; ports.len()],
             ports,
@@ -43,8 +46,9 @@ impl TxBatches {
     /// Follows a new port table: what is pending goes to the ports it was
     /// meant for (still open: the control thread closes a removed port
     /// only after this thread acknowledged the change).
-    fn set_ports(&mut self, ports: PortSlots, taps: &[PortTaps]) {
+    fn set_ports(&mut self, ports: PortSlots, vports: VirtualSlots, taps: &[PortTaps]) {
         self.flush();
+        self.vports = vports;
         self.taps = (0..ports.len()).map(|i| taps.get(i).and_then(|t| t.tx.clone())).collect();
         self.txq = ports.iter().map(|p| txq_of(p, self.pmd)).collect();
         self.batches.resize_with(ports.len(), Batch::new);
@@ -53,6 +57,15 @@ impl TxBatches {
 
     #[inline]
     fn burst(&mut self, slot: usize) {
+        if let Some(Some(vp)) = self.vports.get(slot) {
+            let vp = vp.clone();
+            let mut b = std::mem::take(&mut self.batches[slot]);
+            if let Some(Some(tap)) = self.taps.get(slot) {
+                tap.capture(b.as_slice(), Direction::Tx);
+            }
+            vp.transmit(self.pmd, &mut b, &mut |s, p| self.send_device(s, p));
+            return;
+        }
         let b = &mut self.batches[slot];
         match &self.ports[slot] {
             Some(port) => {
@@ -81,6 +94,17 @@ impl TxBatches {
             self.burst(port);
         }
         let _ = self.batches[port].push(p);
+    }
+
+    /// [`TxBatches::send`] for what a virtual port passes on: a device
+    /// port's slot only.
+    #[inline]
+    fn send_device(&mut self, port: usize, p: crate::Packet) {
+        if matches!(self.vports.get(port), Some(Some(_))) {
+            self.no_port_drops += 1;
+            return;
+        }
+        self.send(port, p);
     }
 
     /// Moves a whole batch to slot `port`'s tx batch (sending first when it
@@ -112,6 +136,12 @@ impl TxBatches {
     /// counted.
     #[inline]
     pub fn flush(&mut self) {
+        // Virtual ports first: what they pass on leaves in this flush.
+        for i in 0..self.vports.len().min(self.batches.len()) {
+            if self.vports[i].is_some() && !self.batches[i].is_empty() {
+                self.burst(i);
+            }
+        }
         for i in 0..self.batches.len() {
             if !self.batches[i].is_empty() {
                 self.burst(i);
@@ -168,7 +198,7 @@ pub(super) fn pmd_main<P: Pipeline>(
                 let tap = topo.taps.get(r.port).and_then(|t| t.rx.clone());
                 topo.ports.get(r.port).and_then(Clone::clone).map(|p| (r.clone(), p, tap))
             }));
-            tx.set_ports(topo.ports.clone(), &topo.taps);
+            tx.set_ports(topo.ports.clone(), topo.vports.clone(), &topo.taps);
             pipeline.reconfigure();
             local_gen = g;
             // Only now is every removed queue out of `local`, and every

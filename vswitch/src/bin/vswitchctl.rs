@@ -467,6 +467,10 @@ fn run(cli: &Cli) -> Result<()> {
                     println!("{k}: {}", v.join(" "));
                 }
             }
+            if r["routes_changed"] == json!(true) {
+                any = true;
+                println!("routes: changed");
+            }
             if !any {
                 println!("reloaded: no changes");
             }

@@ -337,7 +337,7 @@ pub fn reload(sw: &mut Switch, of: &mut OpenFlow, reg: &Registry) -> Result<Valu
     of.sync_now(sw);
     let r = r.map_err(|e| e.to_string())?;
     Ok(json!({"added": r.added, "removed": r.removed, "reopened": r.reopened, "changed": r.changed,
-              "bridges_added": r.bridges_added, "bridges_removed": r.bridges_removed}))
+              "bridges_added": r.bridges_added, "bridges_removed": r.bridges_removed, "routes_changed": r.routes_changed}))
 }
 
 /// A bridge's megaflow counters: hits and upcalls (walks of the tables),

@@ -3,7 +3,8 @@
 //! OpenFlow controller connections ([`openflow`]) and the event loop that
 //! serves them all ([`server`]); and the operator's tools: Prometheus
 //! metrics ([`metrics`]), packet capture ([`capture`]) and packet traces
-//! through the tables ([`trace`]).
+//! through the tables ([`trace`]); the underlay's routes, neighbours and
+//! tunnel paths ([`underlay`]).
 //!
 //! The daemon never touches a packet on the fast path: it builds
 //! configuration and flow tables, publishes them for the PMD threads, and
@@ -16,6 +17,7 @@ pub mod openflow;
 pub mod server;
 pub mod switch;
 pub mod trace;
+pub mod underlay;
 
 /// Reads everything a non-blocking stream has into `buf`; true when the
 /// peer closed (or the stream failed). Shared by the control socket and

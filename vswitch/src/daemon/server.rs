@@ -64,6 +64,8 @@ pub fn serve(sw: &mut Switch, path: &Path, stop: &AtomicBool, reload: &AtomicBoo
     // answer them at once.
     let (scrape_tx, scrapes) = std::sync::mpsc::channel();
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    // PMD threads wake the loop for neighbours and frames that wait.
+    sw.underlay.set_waker(waker.clone());
     let _metrics = match &sw.cfg.control.metrics {
         Some(addr) => {
             let addr = addr.parse().with_context(|| format!("control.metrics `{addr}`"))?;
@@ -97,6 +99,7 @@ pub fn serve(sw: &mut Switch, path: &Path, stop: &AtomicBool, reload: &AtomicBoo
                 Err(e) => eprintln!("vswitchd: reload refused: {e}"),
             }
         }
+        sw.underlay_tick();
         metrics::answer(&scrapes, sw, &d.of, &d.captures);
         d.captures.tick(sw);
         d.of.tick(poll.registry());

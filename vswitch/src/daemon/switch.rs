@@ -12,6 +12,9 @@
 
 use crate::datapath::dispatch::{BridgeDispatch, DpView, ViewCell};
 use crate::datapath::l2::{L2Bridge, PortVlan, VlanSet};
+use crate::datapath::tunnel::underlay::{new_uplink_counters, DecapTarget, Uplink, UplinkCounters};
+use crate::datapath::tunnel::{self, TunnelCounters, TunnelSpec, TunnelVport};
+use super::underlay::{Hop, Underlay};
 use config::{Config, MemoryMode, PortType, RxqAssignment, VlanMode};
 use pmd::pmd::{PmdConfig, PmdSet};
 use pmd::{Eal, EalConfig, Memory, Mempool, Port, PortConfig, PortSource};
@@ -41,6 +44,110 @@ pub enum SwitchError {
     Refused(String),
 }
 
+/// What a port is attached to.
+#[derive(Debug)]
+pub enum Attachment {
+    /// A DPDK port.
+    Device(Arc<Port>),
+    /// A tunnel: its frames travel encapsulated through an uplink.
+    Tunnel(TunnelPort),
+}
+
+/// A tunnel port: its settings, counters and the vport the PMD threads
+/// send through now (with the hop it was built for).
+#[derive(Debug)]
+pub struct TunnelPort {
+    /// Settings.
+    pub spec: TunnelSpec,
+    /// Counters of every vport the port has had.
+    pub counters: Arc<[TunnelCounters]>,
+    /// The vport in use and the route's hop (control thread only).
+    state: Mutex<(Arc<TunnelVport>, Option<Hop>)>,
+}
+
+impl TunnelPort {
+    /// The vport the PMD threads send through.
+    pub fn vport(&self) -> Arc<TunnelVport> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0.clone()
+    }
+    /// Where the routes send it (None: no route).
+    pub fn hop(&self) -> Option<Hop> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).1.clone()
+    }
+    /// Records a new vport and hop.
+    pub fn set(&self, v: Arc<TunnelVport>, hop: Option<Hop>) {
+        *self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = (v, hop);
+    }
+}
+
+impl Attachment {
+    /// The DPDK port (None for a tunnel).
+    pub fn device(&self) -> Option<&Arc<Port>> {
+        match self {
+            Attachment::Device(p) => Some(p),
+            Attachment::Tunnel(_) => None,
+        }
+    }
+    /// Counters: the device's, or the tunnel's (inner frames; its drops as
+    /// tx drops).
+    pub fn stats(&self) -> pmd::port::PortStats {
+        match self {
+            Attachment::Device(p) => p.stats(),
+            Attachment::Tunnel(t) => {
+                let s = tunnel::tunnel_stats(&t.counters);
+                pmd::port::PortStats {
+                    rx_packets: s.rx_packets,
+                    tx_packets: s.tx_packets,
+                    rx_bytes: s.rx_bytes,
+                    tx_bytes: s.tx_bytes,
+                    tx_dropped: s.drop_no_path + s.drop_too_big + s.drop_no_room,
+                    ..Default::default()
+                }
+            }
+        }
+    }
+    /// Link state: a tunnel is up while it has a path (a route and a
+    /// resolved next hop).
+    pub fn link(&self) -> pmd::port::LinkState {
+        match self {
+            Attachment::Device(p) => p.link(),
+            Attachment::Tunnel(t) => {
+                pmd::port::LinkState { up: t.vport().path.is_some(), speed_mbps: 0, full_duplex: true }
+            }
+        }
+    }
+    /// MTU: the device's, or what the tunnel's uplink leaves for inner
+    /// frames (1450 before it has a path).
+    pub fn mtu(&self) -> u16 {
+        match self {
+            Attachment::Device(p) => p.mtu(),
+            Attachment::Tunnel(t) => t
+                .vport()
+                .path
+                .as_ref()
+                .map_or(1450, |p| u16::try_from(p.max_inner.saturating_sub(14)).unwrap_or(u16::MAX)),
+        }
+    }
+    /// The MAC: the device's, or a locally administered one from the
+    /// tunnel's slot.
+    pub fn mac(&self) -> wire::EthernetAddress {
+        match self {
+            Attachment::Device(p) => p.mac(),
+            Attachment::Tunnel(t) => {
+                let s = u32::try_from(t.vport().slot).unwrap_or(u32::MAX).to_be_bytes();
+                wire::EthernetAddress([0x02, 0x76, s[0], s[1], s[2], s[3]])
+            }
+        }
+    }
+    /// The driver: DPDK's name, or the tunnel type.
+    pub fn driver(&self) -> &str {
+        match self {
+            Attachment::Device(p) => p.driver(),
+            Attachment::Tunnel(_) => "vxlan",
+        }
+    }
+}
+
 /// One port as the switch knows it.
 #[derive(Debug)]
 pub struct SwitchPort {
@@ -52,12 +159,14 @@ pub struct SwitchPort {
     pub ofport: u32,
     /// VLAN behaviour.
     pub vlan: PortVlan,
-    /// The DPDK port.
-    pub port: Arc<Port>,
+    /// The DPDK port or the tunnel.
+    pub port: Attachment,
     /// Its slot in the PMD set (the index MAC entries and counters use).
     pub slot: usize,
     /// The configuration it was opened with.
     pub cfg: config::Port,
+    /// Counters of its underlay stack (used when it has `addresses`).
+    pub uplink: Arc<[UplinkCounters]>,
 }
 
 /// One bridge.
@@ -92,6 +201,8 @@ pub struct ReloadReport {
     pub bridges_added: Vec<String>,
     /// Bridges removed.
     pub bridges_removed: Vec<String>,
+    /// The `[[route]]`s changed.
+    pub routes_changed: bool,
 }
 
 impl ReloadReport {
@@ -135,6 +246,49 @@ pub struct Switch {
     /// The cores every thread but the PMD threads runs on (None: the PMD
     /// threads take every core, and the others share them).
     pub control_cores: Option<Vec<usize>>,
+    /// Routes, neighbours and the tunnels' paths.
+    pub underlay: Underlay,
+}
+
+/// The underlay stacks of the ports with addresses, by slot: their
+/// addresses and the tunnels they decapsulate for.
+fn uplinks(ports: &[SwitchPort], underlay: &Underlay, slots: usize) -> Vec<Option<Arc<Uplink>>> {
+    let mut out = vec![None; slots];
+    let tunnels: Vec<(&SwitchPort, &TunnelPort)> = ports
+        .iter()
+        .filter_map(|p| match &p.port {
+            Attachment::Tunnel(t) => Some((p, t)),
+            Attachment::Device(_) => None,
+        })
+        .collect();
+    let mut udp_ports: Vec<u16> = tunnels.iter().map(|(_, t)| t.spec.dst_port).collect();
+    udp_ports.sort_unstable();
+    udp_ports.dedup();
+    for p in ports {
+        let (Attachment::Device(dev), false) = (&p.port, p.cfg.addresses.is_empty()) else { continue };
+        let addrs: Vec<std::net::Ipv4Addr> =
+            p.cfg.addresses.iter().filter_map(|a| config::parse_ipv4_net(a).ok()).map(|(ip, _)| ip).collect();
+        // Every uplink decapsulates for every tunnel: the remote may
+        // reach us through any of them.
+        let decap = tunnels
+            .iter()
+            .map(|(sp, t)| {
+                let key = (t.spec.remote, t.spec.vni, t.spec.dst_port);
+                (key, DecapTarget { slot: sp.slot, local: t.spec.local, counters: t.counters.clone() })
+            })
+            .collect();
+        out[p.slot] = Some(Arc::new(Uplink {
+            slot: p.slot,
+            mac: dev.mac().0,
+            addrs,
+            udp_ports: udp_ports.clone(),
+            decap,
+            counters: p.uplink.clone(),
+            notices: Some(underlay.notice_sender()),
+            wake: Some(underlay.wake.clone()),
+        }));
+    }
+    out
 }
 
 fn vlan_of(p: &config::Port) -> PortVlan {
@@ -163,6 +317,8 @@ fn source_of(i: usize, p: &config::Port) -> PortSource {
             _ => PortSource::Vdev(format!("net_af_packet{i},iface={iface}")),
         },
         PortType::Tap | PortType::Internal => PortSource::Vdev(format!("net_tap{i},iface={iface}")),
+        // Never opened (no device).
+        PortType::Vxlan => PortSource::Vdev(String::new()),
     }
 }
 
@@ -238,6 +394,8 @@ impl Switch {
         let (to_controller_tx, to_controller) = std::sync::mpsc::sync_channel(4096);
         let (packet_out_tx, packet_out_rx) = std::sync::mpsc::sync_channel(1024);
         let mut packet_out_rx = Some(packet_out_rx);
+        let (inject_tx, inject_rx) = std::sync::mpsc::sync_channel(4096);
+        let mut inject_rx = Some(inject_rx);
         let epoch = std::time::Instant::now();
         let cache_cfg = cache_config(&cfg.pmd);
         // Started here, not by the first PMD thread that frees many
@@ -248,6 +406,7 @@ impl Switch {
                 cell.clone(),
                 i,
                 if i == 0 { packet_out_rx.take() } else { None },
+                if i == 0 { inject_rx.take() } else { None },
                 epoch,
                 cache_cfg,
             )
@@ -270,7 +429,9 @@ impl Switch {
             packet_out_tx,
             epoch,
             port_epoch: 0,
+            underlay: Underlay::new(inject_tx),
         };
+        sw.underlay.set_static_routes(&cfg.routes);
         // The file was validated as a whole (ports may name peers that
         // come later): ports are opened without the one-at-a-time check.
         for b in &cfg.bridges {
@@ -279,6 +440,9 @@ impl Switch {
                 sw.open_attach(&b.name, p)?;
             }
         }
+        sw.cfg.routes.clone_from(&cfg.routes);
+        sw.publish();
+        sw.resolve_tunnels();
         Ok(sw)
     }
 
@@ -300,7 +464,12 @@ impl Switch {
 
     /// The view the PMD threads should use for the current bridges and
     /// ports, plus `extra` (a port about to be added: slot, bridge, VLAN).
-    fn build_view(bridges: &[SwitchBridge], ports: &[SwitchPort], extra: Option<(usize, &str, &PortVlan)>) -> DpView {
+    fn build_view(
+        bridges: &[SwitchBridge],
+        ports: &[SwitchPort],
+        underlay: &Underlay,
+        extra: Option<(usize, &str, &PortVlan)>,
+    ) -> DpView {
         let slots = ports.iter().map(|p| p.slot + 1).chain(extra.map(|e| e.0 + 1)).max().unwrap_or(0);
         // Cross-connected ports are not L2 members.
         let members =
@@ -320,6 +489,7 @@ impl Switch {
             }
         }
         DpView {
+            uplinks: uplinks(ports, underlay, slots),
             by_port,
             xconnect,
             openflow: bridges.iter().map(|b| b.of.clone()).collect(),
@@ -371,7 +541,7 @@ impl Switch {
     /// Publishes the view of the current ports and waits until every PMD
     /// thread uses it.
     fn publish(&self) {
-        Self::store_view(&self.view, Self::build_view(&self.bridges, &self.ports, None));
+        Self::store_view(&self.view, Self::build_view(&self.bridges, &self.ports, &self.underlay, None));
         self.pmds.reconfigure();
     }
 
@@ -398,8 +568,15 @@ impl Switch {
         Ok(p)
     }
 
-    /// Opens the DPDK port for `p` (not yet polled).
-    fn open(&mut self, bridge: &str, p: &config::Port) -> Result<Arc<Port>, SwitchError> {
+    /// Opens the DPDK port for `p` (not yet polled), or makes the tunnel.
+    fn open(&mut self, bridge: &str, p: &config::Port) -> Result<Attachment, SwitchError> {
+        if p.kind.is_tunnel() {
+            let spec = TunnelSpec::of(p);
+            let counters = tunnel::new_counters();
+            // Without a path until the slot is known and resolved.
+            let v = Arc::new(TunnelVport { slot: usize::MAX, spec, path: None, hold: None, wake: None, counters: counters.clone() });
+            return Ok(Attachment::Tunnel(TunnelPort { spec, counters, state: Mutex::new((v, None)) }));
+        }
         let err = |source| SwitchError::Port { bridge: bridge.into(), port: p.name.clone(), error: source };
         let pool = self.pool_for(p).map_err(err)?;
         // Vdev names are never reused: DPDK keeps some per-name state (AF_XDP
@@ -412,11 +589,12 @@ impl Switch {
         // such as memif ask for symmetric queue pairs.
         pc.n_txq = u16::try_from(self.pmds.n_threads()).unwrap_or(1).max(p.n_rxq);
         pc.mtu = p.mtu;
-        Ok(Arc::new(Port::open(self.eal, &pc, pool).map_err(err)?))
+        Ok(Attachment::Device(Arc::new(Port::open(self.eal, &pc, pool).map_err(err)?)))
     }
 
-    /// Makes an opened port part of `bridge` and starts polling it.
-    fn attach(&mut self, bridge: &str, p: &config::Port, port: Arc<Port>) -> Result<(), SwitchError> {
+    /// Makes an opened port (or a tunnel) part of `bridge` and starts
+    /// polling it (sending through it).
+    fn attach(&mut self, bridge: &str, p: &config::Port, port: Attachment) -> Result<(), SwitchError> {
         let ofport = p.ofport.unwrap_or_else(|| {
             let used: Vec<u32> = self.ports.iter().filter(|q| q.bridge == bridge).map(|q| q.ofport).collect();
             let requested = |n: u32| {
@@ -425,16 +603,20 @@ impl Switch {
             (1..).find(|n| !used.contains(n) && !requested(*n)).unwrap_or(u32::MAX)
         });
         let vlan = vlan_of(p);
-        let (bridges, ports, cell) = (&self.bridges, &self.ports, &self.view);
+        let (bridges, ports, cell, underlay) = (&self.bridges, &self.ports, &self.view, &self.underlay);
         // A cross-connected port is never an L2 member, not even before its
         // peer exists (its frames are dropped until then, never learned).
         let member = p.peer.is_none();
-        let slot = self
-            .pmds
-            .add_port(port.clone(), |slot| {
-                Self::store_view(cell, Self::build_view(bridges, ports, member.then_some((slot, bridge, &vlan))))
-            })
-            .map_err(|source| SwitchError::Port { bridge: bridge.into(), port: p.name.clone(), error: source })?;
+        let before_publish = |slot| {
+            Self::store_view(cell, Self::build_view(bridges, ports, underlay, member.then_some((slot, bridge, &vlan))));
+        };
+        let slot = match &port {
+            Attachment::Device(dev) => self
+                .pmds
+                .add_port(dev.clone(), before_publish)
+                .map_err(|source| SwitchError::Port { bridge: bridge.into(), port: p.name.clone(), error: source })?,
+            Attachment::Tunnel(t) => self.pmds.add_virtual(t.vport(), before_publish),
+        };
         self.ports.push(SwitchPort {
             name: p.name.clone(),
             bridge: bridge.into(),
@@ -443,16 +625,23 @@ impl Switch {
             port,
             slot,
             cfg: p.clone(),
+            uplink: new_uplink_counters(),
         });
         self.port_epoch += 1;
         if let Some(b) = self.cfg.bridges.iter_mut().find(|b| b.name == bridge) {
             b.ports.push(p.clone());
         }
-        // Cross-connections to and from this port know its slot only now.
-        if p.peer.is_some()
+        // Cross-connections to and from this port know its slot only now;
+        // so do the uplinks' tables of tunnels and the tunnels' paths.
+        let tunnel_or_uplink = p.kind.is_tunnel() || !p.addresses.is_empty();
+        if tunnel_or_uplink
+            || p.peer.is_some()
             || self.ports.iter().any(|q| q.cfg.peer.as_deref() == Some(p.name.as_str()) && q.bridge == bridge)
         {
             self.publish();
+        }
+        if tunnel_or_uplink {
+            self.resolve_tunnels();
         }
         Ok(())
     }
@@ -490,8 +679,18 @@ impl Switch {
             .position(|p| p.name == name)
             .ok_or_else(|| SwitchError::Refused(format!("no port `{name}`")))?;
         let sp = self.ports.remove(i);
-        Self::store_view(&self.view, Self::build_view(&self.bridges, &self.ports, None));
-        if let Err(e) = self.pmds.remove_port(sp.slot) {
+        Self::store_view(&self.view, Self::build_view(&self.bridges, &self.ports, &self.underlay, None));
+        let removed = match &sp.port {
+            Attachment::Device(_) => self.pmds.remove_port(sp.slot).map(|_| ()),
+            Attachment::Tunnel(_) => {
+                if self.pmds.remove_virtual(sp.slot) {
+                    Ok(())
+                } else {
+                    Err(pmd::Error::Thread { core: 0, reason: format!("a PMD thread did not let go of tunnel {name} within 5 s") })
+                }
+            }
+        };
+        if let Err(e) = removed {
             // A PMD thread did not let go: the port stays as it was.
             self.ports.insert(i, sp);
             self.publish();
@@ -506,7 +705,11 @@ impl Switch {
             b.ports.retain(|p| p.name != name);
         }
         self.port_epoch += 1;
+        let underlay_changed = sp.port.device().is_none() || !sp.cfg.addresses.is_empty();
         drop(sp);
+        if underlay_changed {
+            self.resolve_tunnels();
+        }
         Ok(())
     }
 
@@ -658,6 +861,12 @@ impl Switch {
         for cb in &mut self.cfg.bridges {
             cb.ports.sort_by_key(|p| order.iter().position(|n| *n == p.name).unwrap_or(usize::MAX));
         }
+        if self.cfg.routes != new.routes {
+            self.cfg.routes.clone_from(&new.routes);
+            self.underlay.set_static_routes(&new.routes);
+            report.routes_changed = true;
+        }
+        self.resolve_tunnels();
         if !failed.is_empty() {
             return Err(SwitchError::Refused(failed.join("; ")));
         }

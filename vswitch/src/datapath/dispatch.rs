@@ -5,6 +5,7 @@
 
 use super::l2::{L2Bridge, L2Pipeline};
 use super::ofdp::{OfBridgeDp, PacketOutReq};
+use super::tunnel::underlay::Uplink;
 use pmd::packet::Batch;
 use pmd::pmd::{Pipeline, RxqRef, TxBatches};
 use std::sync::atomic::Ordering;
@@ -28,7 +29,14 @@ pub struct DpView {
     /// Per bridge: fail_mode secure with controllers, and no OpenFlow
     /// pipeline published yet: nothing is forwarded (never NORMAL).
     pub closed: Vec<bool>,
+    /// Per port slot: the underlay stack of an uplink (a port with
+    /// addresses), which sees its batches before its bridge does.
+    pub uplinks: Vec<Option<Arc<Uplink>>>,
 }
+
+/// Frames the control thread sends out (ARP requests, frames that waited
+/// for a neighbour): each to a port slot, device or tunnel.
+pub type Inject = std::sync::mpsc::Receiver<(usize, pmd::Packet)>;
 
 /// Where the control thread publishes the [`DpView`]. PMD threads read it
 /// only in [`Pipeline::reconfigure`] (when the PMD set's generation
@@ -46,6 +54,12 @@ pub struct BridgeDispatch {
     closed: Vec<bool>,
     /// PACKET_OUTs to run (PMD thread 0 only).
     packet_outs: Option<std::sync::mpsc::Receiver<PacketOutReq>>,
+    /// Frames from the control thread (PMD thread 0 only).
+    inject: Option<Inject>,
+    uplinks: Vec<Option<Arc<Uplink>>>,
+    /// Decapsulated frames of one received batch, by tunnel slot (room
+    /// for a batch of distinct tunnels, reserved once).
+    decapped: Vec<(usize, Batch)>,
     epoch: std::time::Instant,
     bridges: Vec<L2Pipeline>,
     /// Per bridge: this thread's megaflows for its OpenFlow snapshot.
@@ -69,6 +83,9 @@ impl BridgeDispatch {
             openflow: Vec::new(),
             closed: Vec::new(),
             packet_outs: None,
+            inject: None,
+            uplinks: Vec::new(),
+            decapped: Vec::with_capacity(pmd::BATCH_SIZE),
             epoch: std::time::Instant::now(),
             bridges: bridges.iter().map(|b| b.pipeline(pmd)).collect(),
             caches: Vec::new(),
@@ -81,13 +98,14 @@ impl BridgeDispatch {
     }
 
     /// A wiring that follows the view published in `cell`; PACKET_OUTs
-    /// arrive on `packet_outs` (give it to one thread only); `epoch` is
-    /// the clock flow timeouts count from; `cache_cfg` sets up the
-    /// megaflow and exact-match caches.
+    /// arrive on `packet_outs` and the control thread's frames on `inject`
+    /// (give them to one thread only); `epoch` is the clock flow timeouts
+    /// count from; `cache_cfg` sets up the megaflow and exact-match caches.
     pub fn following(
         cell: ViewCell,
         pmd: usize,
         packet_outs: Option<std::sync::mpsc::Receiver<PacketOutReq>>,
+        inject: Option<Inject>,
         epoch: std::time::Instant,
         cache_cfg: ofproto::megaflow::CacheConfig,
     ) -> BridgeDispatch {
@@ -97,6 +115,9 @@ impl BridgeDispatch {
             openflow: Vec::new(),
             closed: Vec::new(),
             packet_outs,
+            inject,
+            uplinks: Vec::new(),
+            decapped: Vec::with_capacity(pmd::BATCH_SIZE),
             epoch,
             bridges: Vec::new(),
             caches: Vec::new(),
@@ -134,9 +155,50 @@ impl BridgeDispatch {
     }
 }
 
+impl BridgeDispatch {
+    /// Runs a batch from an uplink through its underlay stack, the
+    /// decapsulated frames through their tunnel ports' bridges; what is
+    /// left goes to the uplink's bridge.
+    #[inline]
+    fn underlay(&mut self, ul: &Uplink, rxq: &RxqRef, batch: &mut Batch, tx: &mut TxBatches) {
+        let mut decapped = std::mem::take(&mut self.decapped);
+        ul.receive(self.pmd, batch, tx, &mut decapped);
+        for (slot, b) in &mut decapped {
+            self.bridge(&RxqRef { port: *slot, queue: rxq.queue }, b, tx);
+            b.clear();
+        }
+        decapped.clear();
+        self.decapped = decapped;
+    }
+}
+
 impl Pipeline for BridgeDispatch {
     #[inline]
     fn process(&mut self, rxq: &RxqRef, batch: &mut Batch, tx: &mut TxBatches) {
+        if let Some(Some(ul)) = self.uplinks.get(rxq.port) {
+            let ul = ul.clone();
+            self.underlay(&ul, rxq, batch, tx);
+            if batch.is_empty() {
+                return;
+            }
+        }
+        self.bridge(rxq, batch, tx);
+    }
+
+    fn poll(&mut self, tx: &mut TxBatches) {
+        self.poll_caches(tx);
+    }
+
+    fn reconfigure(&mut self) {
+        self.follow_view();
+    }
+}
+
+impl BridgeDispatch {
+    /// Runs a batch received on (or decapsulated for) slot `rxq.port`
+    /// through its bridge's pipeline.
+    #[inline]
+    fn bridge(&mut self, rxq: &RxqRef, batch: &mut Batch, tx: &mut TxBatches) {
         if let Some(Some(out)) = self.xconnect.get(rxq.port) {
             tx.send_batch(*out, batch);
             return;
@@ -164,7 +226,7 @@ impl Pipeline for BridgeDispatch {
         }
     }
 
-    fn poll(&mut self, tx: &mut TxBatches) {
+    fn poll_caches(&mut self, tx: &mut TxBatches) {
         // New megaflows go to their bridge's folder (which folds their
         // counters into the OpenFlow entries) every 1024 iterations (a
         // few milliseconds when busy, less when idle).
@@ -180,6 +242,12 @@ impl Pipeline for BridgeDispatch {
             }
         }
         self.answer_dumps();
+        if let Some(rx) = &self.inject {
+            for _ in 0..pmd::BATCH_SIZE {
+                let Ok((slot, p)) = rx.try_recv() else { break };
+                tx.send(slot, p);
+            }
+        }
         let Some(rx) = &self.packet_outs else { return };
         // A few per iteration: the rx queues come first.
         for _ in 0..8 {
@@ -191,11 +259,12 @@ impl Pipeline for BridgeDispatch {
         }
     }
 
-    fn reconfigure(&mut self) {
+    fn follow_view(&mut self) {
         self.answer_dumps();
         let Some(cell) = &self.cell else { return };
         let view = cell.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         self.by_port.clone_from(&view.by_port);
+        self.uplinks.clone_from(&view.uplinks);
         self.xconnect.clone_from(&view.xconnect);
         // A bridge whose OpenFlow snapshot changed starts an empty cache:
         // no decision outlives the tables it was made from.

@@ -5,8 +5,10 @@
 //! bridge's OpenFlow tables ([`ofdp`]: flow keys, exact-match and megaflow
 //! caches, upcalls, the replay of cached decisions) or its L2 switching
 //! ([`l2`]: MAC learning, flooding, VLANs). Header rewrites that actions
-//! make, with their checksum updates, are in [`rewrite`]. Tunnels, QoS and
-//! connection tracking each get a folder of their own here, beside these.
+//! make, with their checksum updates, are in [`rewrite`]. Tunnel ports
+//! ([`tunnel`]) encapsulate what is sent to them and, on uplinks, the
+//! switch's own underlay stack decapsulates before the bridges see a
+//! batch. QoS and connection tracking get folders of their own here.
 //!
 //! Nothing here allocates, locks or makes a system call per packet; the
 //! control thread changes what the PMD threads do only by publishing new
@@ -17,3 +19,4 @@ pub mod dispatch;
 pub mod l2;
 pub mod ofdp;
 pub mod rewrite;
+pub mod tunnel;

@@ -1,0 +1,562 @@
+//! The underlay as the control thread keeps it: routes (the uplinks'
+//! subnets, the configuration's `[[route]]`s and those added live),
+//! neighbours resolved with ARP (retransmitted, rate-limited, aged and
+//! probed again), frames that wait for a neighbour (a bounded number each,
+//! sent once it answers), and every tunnel port's path: which uplink, which
+//! next hop, which outer header. A tunnel whose path changes gets a new
+//! [`TunnelVport`] swapped into the PMD threads.
+
+use super::switch::{Attachment, Switch};
+use crate::datapath::tunnel::underlay::Notice;
+use crate::datapath::tunnel::{Held, TunnelPath, TunnelVport, Wake};
+use pmd::Packet;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::Ipv4Addr;
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Frames that may wait for one neighbour; more are dropped and counted.
+pub const HOLD_PER_NEIGHBOUR: usize = 64;
+/// How long a frame waits for its neighbour at most.
+pub const HOLD_FOR: Duration = Duration::from_secs(3);
+/// Requests sent before a neighbour is declared unreachable.
+pub const MAX_REQUESTS: u32 = 3;
+/// Time between two requests for one neighbour.
+pub const REQUEST_EVERY: Duration = Duration::from_secs(1);
+/// A neighbour that said nothing for this long is asked again (its MAC is
+/// used meanwhile), and forgotten if it does not answer.
+pub const REACHABLE_FOR: Duration = Duration::from_secs(60);
+/// An unreachable neighbour that tunnels still need is tried again after
+/// this long.
+pub const RETRY_FAILED: Duration = Duration::from_secs(5);
+/// Neighbours kept at most (those that ARP us beyond that are ignored).
+pub const MAX_NEIGHBOURS: usize = 4096;
+
+/// Where a route came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// An uplink's subnet.
+    Connected,
+    /// The configuration file.
+    Static,
+    /// Added through the control socket.
+    Live,
+}
+
+impl Origin {
+    /// How `route-show` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Origin::Connected => "connected",
+            Origin::Static => "static",
+            Origin::Live => "live",
+        }
+    }
+}
+
+/// A route: a prefix and how it is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Network.
+    pub net: Ipv4Addr,
+    /// Prefix length.
+    pub len: u8,
+    /// Next hop (None: on the uplink's subnet, the destination itself).
+    pub via: Option<Ipv4Addr>,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
+/// The state of a neighbour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NeighState {
+    /// Asked, no answer yet.
+    Incomplete,
+    /// Answered recently.
+    Reachable,
+    /// Answered, but long ago: asked again, its MAC still used.
+    Probing,
+    /// Did not answer; tried again later while a tunnel needs it.
+    Failed,
+}
+
+impl NeighState {
+    /// How `neigh-show` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            NeighState::Incomplete => "incomplete",
+            NeighState::Reachable => "reachable",
+            NeighState::Probing => "probing",
+            NeighState::Failed => "failed",
+        }
+    }
+}
+
+/// One neighbour on an uplink.
+#[derive(Debug)]
+pub struct Neighbour {
+    /// The uplink's port name.
+    pub uplink: String,
+    /// Its MAC, once known.
+    pub mac: Option<[u8; 6]>,
+    /// State.
+    pub state: NeighState,
+    /// When it last answered (or asked us).
+    pub confirmed: Option<Instant>,
+    /// Requests sent since it last answered.
+    pub requests: u32,
+    last_request: Option<Instant>,
+    /// Frames waiting for it: (tunnel slot, frame, since).
+    queue: VecDeque<(usize, Packet, Instant)>,
+}
+
+/// Counters of the control thread's side of the underlay.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct UnderlayStats {
+    /// ARP requests sent.
+    pub arp_requests: u64,
+    /// Frames sent after waiting for their neighbour.
+    pub held_sent: u64,
+    /// Frames dropped: their neighbour's queue was full.
+    pub held_overflow: u64,
+    /// Frames dropped: waited too long, or the neighbour did not answer.
+    pub held_expired: u64,
+    /// Frames dropped: their tunnel has no route (or went away).
+    pub held_no_route: u64,
+}
+
+/// The control thread's underlay state.
+pub struct Underlay {
+    held_tx: SyncSender<Held>,
+    held_rx: Receiver<Held>,
+    notice_tx: SyncSender<Notice>,
+    notice_rx: Receiver<Notice>,
+    inject: SyncSender<(usize, Packet)>,
+    waker: Arc<OnceLock<Arc<mio::Waker>>>,
+    /// Wakes the control loop from PMD threads (once until drained).
+    pub wake: Wake,
+    /// Neighbours by address.
+    pub neighbours: BTreeMap<Ipv4Addr, Neighbour>,
+    /// Routes from the configuration and the control socket (the
+    /// uplinks' subnets are added when looked up).
+    pub routes: Vec<Route>,
+    /// Counters.
+    pub stats: UnderlayStats,
+}
+
+impl std::fmt::Debug for Underlay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Underlay").field("neighbours", &self.neighbours).field("routes", &self.routes).finish()
+    }
+}
+
+/// Where a tunnel's frames go, as the routes say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hop {
+    /// The uplink's index in `Switch::ports`.
+    pub uplink: usize,
+    /// The local address (the tunnel's own, or the uplink's address in the
+    /// next hop's subnet).
+    pub local: Ipv4Addr,
+    /// The next hop (the remote itself on a connected subnet).
+    pub next_hop: Ipv4Addr,
+}
+
+impl Underlay {
+    /// A new underlay; PMD thread 0 takes the other end of `inject`.
+    pub fn new(inject: SyncSender<(usize, Packet)>) -> Underlay {
+        let (held_tx, held_rx) = std::sync::mpsc::sync_channel(4096);
+        let (notice_tx, notice_rx) = std::sync::mpsc::sync_channel(1024);
+        let waker: Arc<OnceLock<Arc<mio::Waker>>> = Arc::new(OnceLock::new());
+        let w = waker.clone();
+        let wake = Wake::new(Arc::new(move || {
+            if let Some(w) = w.get() {
+                let _ = w.wake();
+            }
+        }));
+        Underlay {
+            held_tx,
+            held_rx,
+            notice_tx,
+            notice_rx,
+            inject,
+            waker,
+            wake,
+            neighbours: BTreeMap::new(),
+            routes: Vec::new(),
+            stats: UnderlayStats::default(),
+        }
+    }
+
+    /// The control loop's waker, for the PMD threads to wake it.
+    pub fn set_waker(&self, w: Arc<mio::Waker>) {
+        let _ = self.waker.set(w);
+    }
+
+    /// Where held frames go (for the tunnel vports).
+    pub fn held_sender(&self) -> SyncSender<Held> {
+        self.held_tx.clone()
+    }
+
+    /// Where neighbour notices go (for the uplinks).
+    pub fn notice_sender(&self) -> SyncSender<Notice> {
+        self.notice_tx.clone()
+    }
+
+    /// The routes from the configuration file, replacing the static ones
+    /// (live ones stay).
+    pub fn set_static_routes(&mut self, routes: &[config::Route]) {
+        self.routes.retain(|r| r.origin == Origin::Live);
+        for r in routes {
+            if let (Ok((net, len)), Ok(via)) = (config::parse_ipv4_net(&r.prefix), r.via.parse()) {
+                self.routes.push(Route { net, len, via: Some(via), origin: Origin::Static });
+            }
+        }
+    }
+}
+
+/// The uplinks' subnets: (port index, address, prefix length).
+fn connected(sw: &Switch) -> Vec<(usize, Ipv4Addr, u8)> {
+    let mut out = Vec::new();
+    for (i, p) in sw.ports.iter().enumerate() {
+        if p.port.device().is_none() {
+            continue;
+        }
+        for a in &p.cfg.addresses {
+            if let Ok((ip, len)) = config::parse_ipv4_net(a) {
+                out.push((i, ip, len));
+            }
+        }
+    }
+    out
+}
+
+/// Every route in force: the uplinks' subnets, then the others.
+pub fn routes(sw: &Switch) -> Vec<(Route, Option<String>)> {
+    let mut out: Vec<(Route, Option<String>)> = connected(sw)
+        .into_iter()
+        .map(|(i, ip, len)| {
+            let net = Ipv4Addr::from(u32::from(ip) & config::prefix_mask(len));
+            (Route { net, len, via: None, origin: Origin::Connected }, Some(sw.ports[i].name.clone()))
+        })
+        .collect();
+    for r in &sw.underlay.routes {
+        let dev = r.via.and_then(|v| on_link(sw, v)).map(|(i, _)| sw.ports[i].name.clone());
+        out.push((r.clone(), dev));
+    }
+    out
+}
+
+/// The uplink (port index) and our address on the subnet holding `ip`.
+fn on_link(sw: &Switch, ip: Ipv4Addr) -> Option<(usize, Ipv4Addr)> {
+    connected(sw)
+        .into_iter()
+        .filter(|(_, a, len)| config::in_subnet(ip, *a, *len))
+        .max_by_key(|(_, _, len)| *len)
+        .map(|(i, a, _)| (i, a))
+}
+
+/// The path to `dst` by the longest matching prefix.
+pub fn route_to(sw: &Switch, dst: Ipv4Addr, local: Option<Ipv4Addr>) -> Option<Hop> {
+    let direct = on_link(sw, dst).map(|(i, a)| (32u8.min(prefix_of(sw, i, a)), i, a, dst));
+    let mut best = direct;
+    for r in &sw.underlay.routes {
+        if !config::in_subnet(dst, r.net, r.len) || best.as_ref().is_some_and(|b| b.0 >= r.len) {
+            continue;
+        }
+        let Some(via) = r.via else { continue };
+        if let Some((i, a)) = on_link(sw, via) {
+            best = Some((r.len, i, a, via));
+        }
+    }
+    let (_, uplink, addr, next_hop) = best?;
+    Some(Hop { uplink, local: local.unwrap_or(addr), next_hop })
+}
+
+fn prefix_of(sw: &Switch, port: usize, addr: Ipv4Addr) -> u8 {
+    sw.ports[port]
+        .cfg
+        .addresses
+        .iter()
+        .filter_map(|a| config::parse_ipv4_net(a).ok())
+        .find(|(ip, _)| *ip == addr)
+        .map_or(32, |(_, l)| l)
+}
+
+/// An ARP request for `target` from `mac`/`spa`, broadcast.
+pub fn arp_request(mac: [u8; 6], spa: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    let mut f = Vec::with_capacity(60);
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&spa.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target.octets());
+    f.resize(60, 0);
+    f
+}
+
+impl Switch {
+    /// Drains what the PMD threads sent (neighbours, held frames), sends
+    /// ARP requests that are due, ages neighbours and updates every
+    /// tunnel's path. Call it on every turn of the control loop.
+    pub fn underlay_tick(&mut self) {
+        self.underlay.wake.clear();
+        let now = Instant::now();
+        let mut changed = false;
+        while let Ok(n) = self.underlay.notice_rx.try_recv() {
+            changed |= self.learn(n, now);
+        }
+        let mut held = Vec::new();
+        while let Ok(h) = self.underlay.held_rx.try_recv() {
+            held.push(h);
+        }
+        for h in held {
+            self.hold(h, now);
+        }
+        changed |= self.age_neighbours(now);
+        if changed {
+            self.resolve_tunnels();
+        }
+        self.send_requests(now);
+    }
+
+    /// Records what a neighbour said; true when a MAC changed.
+    fn learn(&mut self, n: Notice, now: Instant) -> bool {
+        let Some(uplink) = self.port_by_slot(u32::try_from(n.uplink).unwrap_or(u32::MAX)).map(|p| p.name.clone())
+        else {
+            return false;
+        };
+        if !self.underlay.neighbours.contains_key(&n.ip) && self.underlay.neighbours.len() >= MAX_NEIGHBOURS {
+            return false;
+        }
+        let e = self.underlay.neighbours.entry(n.ip).or_insert_with(|| Neighbour {
+            uplink: uplink.clone(),
+            mac: None,
+            state: NeighState::Incomplete,
+            confirmed: None,
+            requests: 0,
+            last_request: None,
+            queue: VecDeque::new(),
+        });
+        let changed = e.mac != Some(n.mac) || e.uplink != uplink || e.state == NeighState::Failed;
+        e.mac = Some(n.mac);
+        e.uplink = uplink;
+        e.state = NeighState::Reachable;
+        e.confirmed = Some(now);
+        e.requests = 0;
+        changed
+    }
+
+    /// Queues a frame for its tunnel's next hop (or sends it, when the
+    /// tunnel got a path meanwhile).
+    fn hold(&mut self, h: Held, now: Instant) {
+        let Some(p) = self.ports.iter().find(|p| p.slot == h.slot) else {
+            self.underlay.stats.held_no_route += 1;
+            return;
+        };
+        let Attachment::Tunnel(t) = &p.port else {
+            self.underlay.stats.held_no_route += 1;
+            return;
+        };
+        if t.vport().path.is_some() {
+            self.inject(h.slot, h.packet);
+            self.underlay.stats.held_sent += 1;
+            return;
+        }
+        let Some(hop) = t.hop() else {
+            self.underlay.stats.held_no_route += 1;
+            return;
+        };
+        let Some(n) = self.underlay.neighbours.get_mut(&hop.next_hop) else {
+            self.underlay.stats.held_no_route += 1;
+            return;
+        };
+        if n.queue.len() >= HOLD_PER_NEIGHBOUR {
+            self.underlay.stats.held_overflow += 1;
+            return;
+        }
+        n.queue.push_back((h.slot, h.packet, now));
+    }
+
+    fn inject(&self, slot: usize, p: Packet) {
+        // A full channel drops the frame (PMD thread 0 drains 32 a turn).
+        let _ = self.underlay.inject.try_send((slot, p));
+    }
+
+    /// Neighbours that went quiet are asked again, those that do not
+    /// answer are forgotten; frames that waited too long are dropped. True
+    /// when a MAC was forgotten.
+    fn age_neighbours(&mut self, now: Instant) -> bool {
+        let mut changed = false;
+        for n in self.underlay.neighbours.values_mut() {
+            match n.state {
+                NeighState::Reachable if n.confirmed.is_some_and(|c| now - c >= REACHABLE_FOR) => {
+                    n.state = NeighState::Probing;
+                    n.requests = 0;
+                    n.last_request = None;
+                }
+                NeighState::Probing | NeighState::Incomplete if n.requests >= MAX_REQUESTS => {
+                    if n.last_request.is_some_and(|t| now - t >= REQUEST_EVERY) {
+                        n.state = NeighState::Failed;
+                        changed |= n.mac.take().is_some();
+                        self.underlay.stats.held_expired += n.queue.len() as u64;
+                        n.queue.clear();
+                    }
+                }
+                _ => {}
+            }
+            let before = n.queue.len();
+            n.queue.retain(|(_, _, since)| now - *since < HOLD_FOR);
+            self.underlay.stats.held_expired += (before - n.queue.len()) as u64;
+        }
+        changed
+    }
+
+    /// Sends the ARP requests that are due.
+    fn send_requests(&mut self, now: Instant) {
+        let mut out = Vec::new();
+        for (ip, n) in &mut self.underlay.neighbours {
+            let due = match n.state {
+                NeighState::Incomplete | NeighState::Probing => {
+                    n.requests < MAX_REQUESTS && n.last_request.is_none_or(|t| now - t >= REQUEST_EVERY)
+                }
+                // Tried again while something waits for it.
+                NeighState::Failed => {
+                    !n.queue.is_empty() && n.last_request.is_none_or(|t| now - t >= RETRY_FAILED)
+                }
+                NeighState::Reachable => false,
+            };
+            if due {
+                if n.state == NeighState::Failed {
+                    n.state = NeighState::Incomplete;
+                    n.requests = 0;
+                }
+                n.requests += 1;
+                n.last_request = Some(now);
+                out.push((*ip, n.uplink.clone()));
+            }
+        }
+        for (ip, uplink) in out {
+            let Some(p) = self.ports.iter().find(|p| p.name == uplink) else { continue };
+            let Some(dev) = p.port.device() else { continue };
+            let Some((_, local)) = on_link(self, ip) else { continue };
+            let frame = arp_request(dev.mac().0, local, ip);
+            if let Some(pkt) = Packet::from_bytes(&self.pool(), &frame) {
+                self.inject(p.slot, pkt);
+                self.underlay.stats.arp_requests += 1;
+            }
+        }
+    }
+
+    /// Works out every tunnel's path again (after ports, routes or
+    /// neighbours changed), swaps in new vports where a path changed, and
+    /// sends the frames that waited for neighbours now resolved.
+    pub fn resolve_tunnels(&mut self) {
+        let now = Instant::now();
+        let mut swaps = Vec::new();
+        for i in 0..self.ports.len() {
+            let Attachment::Tunnel(t) = &self.ports[i].port else { continue };
+            let hop = route_to(self, t.spec.remote, t.spec.local);
+            let path = hop.as_ref().and_then(|h| {
+                let up = &self.ports[h.uplink];
+                let dev = up.port.device()?;
+                let n = self.underlay.neighbours.get(&h.next_hop)?;
+                let mac = n.mac?;
+                Some(TunnelPath::new(&t.spec, up.slot, dev.mac().0, mac, h.local, dev.mtu()))
+            });
+            let hop_changed = t.hop() != hop;
+            if hop_changed || t.vport().path != path {
+                swaps.push((i, hop, path));
+            }
+        }
+        for (i, hop, path) in swaps {
+            // Neighbours the tunnels need are asked for.
+            if let (Some(h), None) = (&hop, &path) {
+                let uplink = self.ports[h.uplink].name.clone();
+                self.underlay.neighbours.entry(h.next_hop).or_insert_with(|| Neighbour {
+                    uplink,
+                    mac: None,
+                    state: NeighState::Incomplete,
+                    confirmed: None,
+                    requests: 0,
+                    last_request: None,
+                    queue: VecDeque::new(),
+                });
+            }
+            let slot = self.ports[i].slot;
+            let Attachment::Tunnel(t) = &self.ports[i].port else { continue };
+            let v = Arc::new(TunnelVport {
+                slot,
+                spec: t.spec,
+                path,
+                hold: Some(self.underlay.held_sender()),
+                wake: Some(self.underlay.wake.clone()),
+                counters: t.counters.clone(),
+            });
+            t.set(v.clone(), hop);
+            self.pmds.set_virtual(slot, v);
+        }
+        // Frames that waited for a neighbour that now answers.
+        let mut ready = Vec::new();
+        for n in self.underlay.neighbours.values_mut() {
+            if n.mac.is_some() {
+                ready.extend(n.queue.drain(..));
+            }
+        }
+        for (slot, p, since) in ready {
+            if now - since < HOLD_FOR {
+                self.inject(slot, p);
+                self.underlay.stats.held_sent += 1;
+            } else {
+                self.underlay.stats.held_expired += 1;
+            }
+        }
+    }
+
+    /// Adds a route while running (`route-add`); a prefix already routed
+    /// live is replaced.
+    pub fn route_add(&mut self, prefix: &str, via: &str) -> Result<(), String> {
+        let (net, len) = config::parse_ipv4_net(prefix)?;
+        if u32::from(net) & !config::prefix_mask(len) != 0 {
+            return Err(format!("`{prefix}` has host bits set"));
+        }
+        let via: Ipv4Addr = via.parse().map_err(|_| format!("`{via}` is not an IPv4 address"))?;
+        if on_link(self, via).is_none() {
+            return Err(format!("{via} is in no subnet of the uplinks' addresses: the next hop must be directly reachable"));
+        }
+        self.underlay.routes.retain(|r| !(r.origin == Origin::Live && r.net == net && r.len == len));
+        self.underlay.routes.push(Route { net, len, via: Some(via), origin: Origin::Live });
+        self.resolve_tunnels();
+        Ok(())
+    }
+
+    /// Removes a route added live (`route-del`).
+    pub fn route_del(&mut self, prefix: &str) -> Result<(), String> {
+        let (net, len) = config::parse_ipv4_net(prefix)?;
+        let before = self.underlay.routes.len();
+        self.underlay.routes.retain(|r| !(r.origin == Origin::Live && r.net == net && r.len == len));
+        if self.underlay.routes.len() == before {
+            return Err(format!("no live route to {prefix} (routes from the file change with a reload)"));
+        }
+        self.resolve_tunnels();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arp_requests_are_well_formed() {
+        let f = arp_request([2, 0, 0, 0, 0, 1], Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+        assert_eq!(f.len(), 60);
+        assert_eq!(&f[..6], &[0xff; 6]);
+        let a = wire::ArpPacket::new_checked(&f[14..]).unwrap();
+        assert_eq!(a.operation(), wire::ArpOperation::REQUEST);
+        assert_eq!((a.spa().0, a.tpa().0, a.sha().0), ([10, 0, 0, 1], [10, 0, 0, 2], [2, 0, 0, 0, 0, 1]));
+    }
+}

@@ -1,0 +1,458 @@
+//! Overlay tunnels on the PMD threads.
+//!
+//! - **Encapsulation**: a tunnel port is a [`TunnelVport`], a virtual
+//!   port of the PMD set. Whatever a pipeline sends to its slot (a learnt
+//!   MAC, a flood copy, an OpenFlow output) gets the outer header prebuilt
+//!   for its remote and next hop ([`TunnelPath`]): lengths, IPv4 ID and
+//!   checksum, a UDP source port from the inner flow's hash, and goes out
+//!   through the uplink, once per tx batch. While the next hop is not
+//!   resolved, frames go to the control thread, which holds a bounded
+//!   number per neighbour and sends them once it answers.
+//! - **Decapsulation** and the switch's own underlay stack on uplinks:
+//!   [`underlay::Uplink`].
+//!
+//! The control thread builds a new vport whenever a tunnel's path
+//! changes (`daemon::underlay`) and swaps it in; the PMD threads never
+//! look anything up per packet but the decapsulation table.
+
+pub mod underlay;
+
+use pmd::packet::Batch;
+use pmd::pmd::VirtualPort;
+use pmd::port::SwCounters;
+use pmd::Packet;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+
+/// Outer Ethernet, IPv4, UDP and VXLAN headers.
+pub const VXLAN_OVERHEAD: usize = 14 + 20 + 8 + 8;
+/// What the outer headers take from the uplink's MTU (which counts from
+/// the IP header on).
+pub const VXLAN_MTU_OVERHEAD: u16 = 20 + 8 + 8 + 14;
+/// The UDP source ports encapsulation picks from (as Linux and OVS do).
+pub const SRC_PORTS: std::ops::RangeInclusive<u16> = 32768..=61000;
+
+/// A tunnel port's settings (from its configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunnelSpec {
+    /// The remote endpoint.
+    pub remote: Ipv4Addr,
+    /// The local endpoint, when the configuration fixes it.
+    pub local: Option<Ipv4Addr>,
+    /// VNI.
+    pub vni: u32,
+    /// UDP destination port.
+    pub dst_port: u16,
+    /// Outer UDP checksum computed (else zero).
+    pub csum: bool,
+    /// Outer TTL.
+    pub ttl: u8,
+    /// Outer TOS.
+    pub tos: u8,
+    /// Don't Fragment on the outer header.
+    pub df: bool,
+}
+
+impl TunnelSpec {
+    /// The settings of a `type = "vxlan"` port (the configuration was
+    /// validated: unparsable addresses cannot occur).
+    pub fn of(p: &config::Port) -> TunnelSpec {
+        TunnelSpec {
+            remote: p.remote_ip.as_deref().and_then(|r| r.parse().ok()).unwrap_or(Ipv4Addr::UNSPECIFIED),
+            local: p.local_ip.as_deref().and_then(|l| l.parse().ok()),
+            vni: p.key.unwrap_or(0),
+            dst_port: p.dst_port.unwrap_or(config::VXLAN_PORT),
+            csum: p.csum,
+            ttl: p.ttl,
+            tos: p.tos,
+            df: p.df,
+        }
+    }
+}
+
+/// Counters of one tunnel port on one PMD thread, written by that thread
+/// alone (the sending thread for tx, the decapsulating one for rx).
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct TunnelCounters {
+    /// Frames encapsulated and handed to the uplink.
+    pub tx_packets: AtomicU64,
+    /// Their inner bytes.
+    pub tx_bytes: AtomicU64,
+    /// Frames decapsulated from the uplink.
+    pub rx_packets: AtomicU64,
+    /// Their inner bytes.
+    pub rx_bytes: AtomicU64,
+    /// Frames handed to the control thread to wait for the next hop.
+    pub held: AtomicU64,
+    /// Dropped: no path to the remote (no route, or the waiting queue full).
+    pub drop_no_path: AtomicU64,
+    /// Dropped: too big for the uplink's MTU once encapsulated (never
+    /// fragmented, RFC 7348).
+    pub drop_too_big: AtomicU64,
+    /// Dropped: no headroom for the outer headers.
+    pub drop_no_room: AtomicU64,
+    /// The next outer IPv4 identification of this thread.
+    pub ip_id: AtomicU64,
+}
+
+/// Totals over the PMD threads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TunnelStats {
+    /// See [`TunnelCounters::tx_packets`].
+    pub tx_packets: u64,
+    /// See [`TunnelCounters::tx_bytes`].
+    pub tx_bytes: u64,
+    /// See [`TunnelCounters::rx_packets`].
+    pub rx_packets: u64,
+    /// See [`TunnelCounters::rx_bytes`].
+    pub rx_bytes: u64,
+    /// See [`TunnelCounters::held`].
+    pub held: u64,
+    /// See [`TunnelCounters::drop_no_path`].
+    pub drop_no_path: u64,
+    /// See [`TunnelCounters::drop_too_big`].
+    pub drop_too_big: u64,
+    /// See [`TunnelCounters::drop_no_room`].
+    pub drop_no_room: u64,
+}
+
+/// Per-PMD counters of one tunnel port, summed.
+pub fn tunnel_stats(c: &[TunnelCounters]) -> TunnelStats {
+    let mut s = TunnelStats::default();
+    for c in c {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        s.tx_packets += g(&c.tx_packets);
+        s.tx_bytes += g(&c.tx_bytes);
+        s.rx_packets += g(&c.rx_packets);
+        s.rx_bytes += g(&c.rx_bytes);
+        s.held += g(&c.held);
+        s.drop_no_path += g(&c.drop_no_path);
+        s.drop_too_big += g(&c.drop_too_big);
+        s.drop_no_room += g(&c.drop_no_room);
+    }
+    s
+}
+
+/// Fresh per-PMD counters for a tunnel port.
+pub fn new_counters() -> Arc<[TunnelCounters]> {
+    (0..pmd::port::MAX_PMDS).map(|_| TunnelCounters::default()).collect()
+}
+
+/// A frame that waits for its tunnel's next hop, on its way to the
+/// control thread.
+#[derive(Debug)]
+pub struct Held {
+    /// The tunnel port's slot (the frame goes there again once the next
+    /// hop answers).
+    pub slot: usize,
+    /// The inner frame.
+    pub packet: Packet,
+}
+
+/// Where a tunnel's frames go now: through which uplink, with which outer
+/// header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelPath {
+    /// The uplink's slot.
+    pub uplink: usize,
+    /// The outer headers with zero lengths, ID, checksums and source port.
+    pub header: [u8; VXLAN_OVERHEAD],
+    /// The largest inner frame (Ethernet header included) that fits the
+    /// uplink's MTU once encapsulated.
+    pub max_inner: usize,
+    /// Partial sum of the outer IPv4 header as prebuilt.
+    ip_sum: u32,
+}
+
+mod off {
+    pub const IP: usize = 14;
+    pub const IP_LEN: usize = IP + 2;
+    pub const IP_ID: usize = IP + 4;
+    pub const IP_CSUM: usize = IP + 10;
+    pub const IP_SRC: usize = IP + 12;
+    pub const UDP: usize = IP + 20;
+    pub const UDP_SRC: usize = UDP;
+    pub const UDP_LEN: usize = UDP + 4;
+    pub const UDP_CSUM: usize = UDP + 6;
+}
+
+impl TunnelPath {
+    /// The path through uplink slot `uplink` (MAC `src_mac`, MTU `mtu`)
+    /// to next hop `dst_mac`, from `local`.
+    pub fn new(spec: &TunnelSpec, uplink: usize, src_mac: [u8; 6], dst_mac: [u8; 6], local: Ipv4Addr, mtu: u16) -> Self {
+        let mut h = [0u8; VXLAN_OVERHEAD];
+        h[0..6].copy_from_slice(&dst_mac);
+        h[6..12].copy_from_slice(&src_mac);
+        h[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        h[off::IP] = 0x45;
+        h[off::IP + 1] = spec.tos;
+        if spec.df {
+            h[off::IP + 6] = 0x40;
+        }
+        h[off::IP + 8] = spec.ttl;
+        h[off::IP + 9] = 17;
+        h[off::IP_SRC..off::IP_SRC + 4].copy_from_slice(&local.octets());
+        h[off::IP_SRC + 4..off::IP_SRC + 8].copy_from_slice(&spec.remote.octets());
+        h[off::UDP + 2..off::UDP + 4].copy_from_slice(&spec.dst_port.to_be_bytes());
+        let v = off::UDP + 8;
+        h[v] = 0x08;
+        h[v + 4..v + 8].copy_from_slice(&((spec.vni & 0x00ff_ffff) << 8).to_be_bytes());
+        let ip_sum = wire::checksum::sum(0, &h[off::IP..off::UDP]);
+        TunnelPath { uplink, header: h, max_inner: usize::from(mtu.saturating_sub(VXLAN_MTU_OVERHEAD)) + 14, ip_sum }
+    }
+
+    /// Writes the outer headers for an inner frame of `inner_len` bytes
+    /// into `out` (the [`VXLAN_OVERHEAD`] bytes before it).
+    #[inline]
+    pub fn write(&self, out: &mut [u8], inner_len: usize, ip_id: u16, src_port: u16) {
+        out[..VXLAN_OVERHEAD].copy_from_slice(&self.header);
+        let udp_len = u16::try_from(inner_len + 16).unwrap_or(u16::MAX);
+        let ip_len = udp_len.saturating_add(20);
+        out[off::IP_LEN..off::IP_LEN + 2].copy_from_slice(&ip_len.to_be_bytes());
+        out[off::IP_ID..off::IP_ID + 2].copy_from_slice(&ip_id.to_be_bytes());
+        let s = self.ip_sum + u32::from(ip_len) + u32::from(ip_id);
+        out[off::IP_CSUM..off::IP_CSUM + 2].copy_from_slice(&(!wire::checksum::fold(s)).to_be_bytes());
+        out[off::UDP_SRC..off::UDP_SRC + 2].copy_from_slice(&src_port.to_be_bytes());
+        out[off::UDP_LEN..off::UDP_LEN + 2].copy_from_slice(&udp_len.to_be_bytes());
+    }
+}
+
+/// Writes the UDP checksum of an encapsulated frame (`d`: from the outer
+/// Ethernet header to the end of the inner frame).
+pub fn udp_checksum(d: &mut [u8]) {
+    let src = wire::Ipv4Address([d[off::IP_SRC], d[off::IP_SRC + 1], d[off::IP_SRC + 2], d[off::IP_SRC + 3]]);
+    let dst = wire::Ipv4Address([d[off::IP_SRC + 4], d[off::IP_SRC + 5], d[off::IP_SRC + 6], d[off::IP_SRC + 7]]);
+    let udp_len = u16::try_from(d.len() - off::UDP).unwrap_or(u16::MAX);
+    d[off::UDP_CSUM..off::UDP_CSUM + 2].fill(0);
+    let s = wire::checksum::sum(wire::checksum::pseudo_v4(src, dst, 17, udp_len), &d[off::UDP..]);
+    // Zero means "no checksum" in UDP over IPv4: all ones stands for it.
+    let c = match !wire::checksum::fold(s) {
+        0 => 0xffff,
+        c => c,
+    };
+    d[off::UDP_CSUM..off::UDP_CSUM + 2].copy_from_slice(&c.to_be_bytes());
+}
+
+/// The hash of an inner frame that picks its UDP source port: its MACs
+/// and, for IPv4, addresses and ports, so that one flow keeps one outer
+/// port (and one path through the underlay's ECMP) and flows spread.
+#[inline]
+pub fn inner_hash(d: &[u8]) -> u32 {
+    let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut mix = |w: u64| h = (h ^ w).wrapping_mul(0x0100_0000_01b3).rotate_left(29);
+    if d.len() >= 14 {
+        mix(u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]));
+        mix(u64::from(u32::from_be_bytes([d[8], d[9], d[10], d[11]])));
+    }
+    if d.len() >= 38 && d[12] == 0x08 && d[13] == 0x00 {
+        mix(u64::from_be_bytes([d[26], d[27], d[28], d[29], d[30], d[31], d[32], d[33]]));
+        if d[14] == 0x45 {
+            mix(u64::from(u32::from_be_bytes([d[34], d[35], d[36], d[37]])));
+        }
+    }
+    #[allow(clippy::cast_possible_truncation)] // folding 64 bits into 32
+    let x = (h ^ (h >> 32)) as u32;
+    x
+}
+
+/// The UDP source port for a hash, in [`SRC_PORTS`].
+#[inline]
+pub fn src_port(hash: u32) -> u16 {
+    let span = u32::from(*SRC_PORTS.end() - *SRC_PORTS.start()) + 1;
+    #[allow(clippy::cast_possible_truncation)] // below span, which fits u16
+    let p = *SRC_PORTS.start() + (hash % span) as u16;
+    p
+}
+
+/// Wakes the control thread (a mio waker), once until it drained.
+#[derive(Clone)]
+pub struct Wake {
+    pending: Arc<AtomicBool>,
+    wake: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl std::fmt::Debug for Wake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wake").field("pending", &self.pending).finish_non_exhaustive()
+    }
+}
+
+impl Wake {
+    /// A waker that calls `wake`.
+    pub fn new(wake: Arc<dyn Fn() + Send + Sync>) -> Wake {
+        Wake { pending: Arc::new(AtomicBool::new(false)), wake }
+    }
+    /// Wakes the control thread unless a wake-up is pending already (one
+    /// system call per wake-up, not per packet).
+    #[inline]
+    pub fn wake(&self) {
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            (self.wake)();
+        }
+    }
+    /// Called by the control thread before it drains its queues.
+    pub fn clear(&self) {
+        self.pending.store(false, Ordering::Release);
+    }
+}
+
+/// A tunnel port as the PMD threads send through it.
+#[derive(Debug)]
+pub struct TunnelVport {
+    /// Its slot.
+    pub slot: usize,
+    /// Settings.
+    pub spec: TunnelSpec,
+    /// Where frames go; None: the next hop is not resolved (or there is no
+    /// route), and frames go to `hold`.
+    pub path: Option<TunnelPath>,
+    /// Frames waiting for the next hop go to the control thread here.
+    pub hold: Option<SyncSender<Held>>,
+    /// Wakes the control thread when a frame was held.
+    pub wake: Option<Wake>,
+    /// Counters, shared by every vport the port has had.
+    pub counters: Arc<[TunnelCounters]>,
+}
+
+#[inline]
+fn bump(c: &AtomicU64, n: u64) {
+    SwCounters::bump(c, n);
+}
+
+impl TunnelVport {
+    fn hold(&self, c: &TunnelCounters, batch: &mut Batch) {
+        let Some(hold) = &self.hold else {
+            bump(&c.drop_no_path, batch.len() as u64);
+            batch.clear();
+            return;
+        };
+        let mut held = 0;
+        for p in batch.drain() {
+            match hold.try_send(Held { slot: self.slot, packet: p }) {
+                Ok(()) => held += 1,
+                Err(_) => bump(&c.drop_no_path, 1),
+            }
+        }
+        if held > 0 {
+            bump(&c.held, held);
+            if let Some(w) = &self.wake {
+                w.wake();
+            }
+        }
+    }
+}
+
+impl VirtualPort for TunnelVport {
+    #[inline]
+    fn transmit(&self, pmd: usize, batch: &mut Batch, out: &mut dyn FnMut(usize, Packet)) {
+        let c = &self.counters[pmd.min(self.counters.len() - 1)];
+        let Some(path) = &self.path else {
+            self.hold(c, batch);
+            return;
+        };
+        let mut id = c.ip_id.load(Ordering::Relaxed);
+        let (mut n, mut bytes, mut too_big, mut no_room) = (0u64, 0u64, 0u64, 0u64);
+        for mut p in batch.drain() {
+            let len = p.len();
+            if len > path.max_inner {
+                too_big += 1;
+                continue;
+            }
+            let hash = p.rss_hash().unwrap_or_else(|| inner_hash(p.data()));
+            let Some(hdr) = p.prepend(VXLAN_OVERHEAD) else {
+                no_room += 1;
+                continue;
+            };
+            #[allow(clippy::cast_possible_truncation)] // the IPv4 ID wraps at 16 bits
+            path.write(hdr, len, id as u16, src_port(hash));
+            id = id.wrapping_add(1);
+            if self.spec.csum && p.is_contiguous() {
+                udp_checksum(p.data_mut());
+            }
+            n += 1;
+            bytes += len as u64;
+            out(path.uplink, p);
+        }
+        c.ip_id.store(id, Ordering::Relaxed);
+        bump(&c.tx_packets, n);
+        bump(&c.tx_bytes, bytes);
+        if too_big > 0 {
+            bump(&c.drop_too_big, too_big);
+        }
+        if no_room > 0 {
+            bump(&c.drop_no_room, no_room);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> TunnelSpec {
+        TunnelSpec {
+            remote: Ipv4Addr::new(10, 0, 0, 2),
+            local: None,
+            vni: 0x12_3456,
+            dst_port: 4789,
+            csum: false,
+            ttl: 64,
+            tos: 0,
+            df: true,
+        }
+    }
+
+    #[test]
+    fn the_outer_header_is_a_valid_vxlan_packet() {
+        let inner = [0xaau8; 60];
+        let path = TunnelPath::new(&spec(), 3, [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], Ipv4Addr::new(10, 0, 0, 1), 1500);
+        let mut frame = vec![0u8; VXLAN_OVERHEAD + inner.len()];
+        frame[VXLAN_OVERHEAD..].copy_from_slice(&inner);
+        path.write(&mut frame, inner.len(), 0x1234, src_port(77));
+        let eth = wire::EthernetFrame::new_checked(&frame[..]).unwrap();
+        assert_eq!(eth.dst_addr().0, [2, 0, 0, 0, 0, 2]);
+        let ip = wire::Ipv4Packet::new_checked(eth.payload()).unwrap();
+        assert!(ip.verify_checksum(), "outer IPv4 checksum");
+        assert_eq!(ip.total_len(), 20 + 8 + 8 + 60);
+        assert_eq!(ip.ident(), 0x1234);
+        assert!(ip.dont_frag());
+        assert_eq!(ip.ttl(), 64);
+        assert_eq!(ip.src_addr().0, [10, 0, 0, 1]);
+        assert_eq!(ip.dst_addr().0, [10, 0, 0, 2]);
+        let udp = wire::UdpPacket::new_checked(ip.payload()).unwrap();
+        assert_eq!(udp.dst_port(), 4789);
+        assert!(SRC_PORTS.contains(&udp.src_port()));
+        assert_eq!(udp.len(), 8 + 8 + 60);
+        assert_eq!(udp.checksum(), 0, "no UDP checksum unless csum");
+        let vx = wire::vxlan::VxlanPacket::new_checked(udp.payload()).unwrap();
+        assert_eq!(vx.flags(), 0x08);
+        assert_eq!(vx.vni(), 0x12_3456);
+        assert_eq!(vx.payload(), &inner[..]);
+        // With csum the UDP checksum verifies.
+        udp_checksum(&mut frame);
+        let ip = wire::Ipv4Packet::new_checked(&frame[14..]).unwrap();
+        let udp = wire::UdpPacket::new_checked(ip.payload()).unwrap();
+        assert_ne!(udp.checksum(), 0);
+        let s = wire::checksum::sum(wire::checksum::pseudo_v4(ip.src_addr(), ip.dst_addr(), 17, udp.len()), ip.payload());
+        assert_eq!(wire::checksum::fold(s), 0xffff, "UDP checksum verifies");
+        // The MTU bounds the inner frame: 1500 - 50 + 14.
+        assert_eq!(path.max_inner, 1464);
+    }
+
+    #[test]
+    fn source_ports_stay_in_range_and_follow_the_flow() {
+        let mut f = [0u8; 60];
+        f[12] = 0x08;
+        f[14] = 0x45;
+        let a = inner_hash(&f);
+        assert_eq!(a, inner_hash(&f), "one flow, one port");
+        f[37] = 1; // another destination port
+        assert_ne!(a, inner_hash(&f));
+        for h in [0, 1, 28232, 28233, u32::MAX] {
+            assert!(SRC_PORTS.contains(&src_port(h)));
+        }
+    }
+}

@@ -1,0 +1,611 @@
+//! The switch's own underlay stack on an uplink, run by the PMD thread
+//! that polls it, before the uplink's bridge sees the batch:
+//!
+//! - ARP requests for the uplink's addresses are answered at once, in
+//!   place; the asker (and any ARP reply to us) is reported to the
+//!   control thread's neighbour cache ([`Notice`]);
+//! - pings to the addresses are answered in place;
+//! - VXLAN packets to the addresses are checked (outer IPv4 and UDP
+//!   checksums unless the NIC marked them good, lengths, the I flag),
+//!   matched to their tunnel port by (remote, VNI, UDP port) and
+//!   decapsulated; the inner frames go on through the tunnel port's bridge
+//!   in the same pass, as received on the tunnel port;
+//! - anything else to the addresses is dropped and counted; everything
+//!   not for them goes to the uplink's bridge unchanged.
+
+use super::{TunnelCounters, Wake};
+use pmd::packet::Batch;
+use pmd::pmd::TxBatches;
+use pmd::port::SwCounters;
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+
+/// What the control thread learns from ARP on an uplink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Notice {
+    /// The uplink's slot.
+    pub uplink: usize,
+    /// The neighbour's address.
+    pub ip: Ipv4Addr,
+    /// Its MAC.
+    pub mac: [u8; 6],
+}
+
+/// Which tunnel port a decapsulated frame belongs to.
+#[derive(Debug, Clone)]
+pub struct DecapTarget {
+    /// The tunnel port's slot.
+    pub slot: usize,
+    /// The local address the port is bound to (None: any of ours).
+    pub local: Option<Ipv4Addr>,
+    /// Its counters.
+    pub counters: Arc<[TunnelCounters]>,
+}
+
+impl PartialEq for DecapTarget {
+    fn eq(&self, o: &DecapTarget) -> bool {
+        self.slot == o.slot && self.local == o.local && Arc::ptr_eq(&self.counters, &o.counters)
+    }
+}
+
+impl Eq for DecapTarget {}
+
+/// (remote, VNI, UDP port): what identifies a tunnel port on receive.
+pub type DecapKey = (Ipv4Addr, u32, u16);
+
+/// Counters of one uplink's underlay stack on one PMD thread.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct UplinkCounters {
+    /// Frames decapsulated.
+    pub decapsulated: AtomicU64,
+    /// ARP requests for our addresses answered.
+    pub arp_replied: AtomicU64,
+    /// Neighbours reported to the control thread.
+    pub neighbour_notices: AtomicU64,
+    /// Pings to our addresses answered.
+    pub echo_replied: AtomicU64,
+    /// Frames passed on to the uplink's bridge.
+    pub passed: AtomicU64,
+    /// Dropped: outer headers cut short or lengths that contradict.
+    pub drop_truncated: AtomicU64,
+    /// Dropped: a bad outer IPv4 or UDP checksum.
+    pub drop_bad_checksum: AtomicU64,
+    /// Dropped: a fragmented outer packet (never reassembled).
+    pub drop_fragment: AtomicU64,
+    /// Dropped: VXLAN without the I flag.
+    pub drop_bad_header: AtomicU64,
+    /// Dropped: no tunnel port for the remote, VNI and port.
+    pub drop_unknown_tunnel: AtomicU64,
+    /// Dropped: for our addresses but neither tunnel, ARP nor ping.
+    pub drop_not_tunnel: AtomicU64,
+    /// Neighbour notices lost (the control thread's queue was full).
+    pub drop_notice: AtomicU64,
+}
+
+/// The drop reasons of [`UplinkCounters`], as named in statistics.
+pub const DROP_REASONS: [&str; 7] =
+    ["truncated", "bad_checksum", "fragment", "bad_header", "unknown_tunnel", "not_tunnel", "notice_lost"];
+
+/// Totals over the PMD threads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UplinkStats {
+    /// See [`UplinkCounters::decapsulated`].
+    pub decapsulated: u64,
+    /// See [`UplinkCounters::arp_replied`].
+    pub arp_replied: u64,
+    /// See [`UplinkCounters::neighbour_notices`].
+    pub neighbour_notices: u64,
+    /// See [`UplinkCounters::echo_replied`].
+    pub echo_replied: u64,
+    /// See [`UplinkCounters::passed`].
+    pub passed: u64,
+    /// Drops in the order of [`DROP_REASONS`].
+    pub drops: [u64; 7],
+}
+
+/// Per-PMD counters of an uplink, summed.
+pub fn uplink_stats(c: &[UplinkCounters]) -> UplinkStats {
+    let mut s = UplinkStats::default();
+    for c in c {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        s.decapsulated += g(&c.decapsulated);
+        s.arp_replied += g(&c.arp_replied);
+        s.neighbour_notices += g(&c.neighbour_notices);
+        s.echo_replied += g(&c.echo_replied);
+        s.passed += g(&c.passed);
+        let d = [
+            &c.drop_truncated,
+            &c.drop_bad_checksum,
+            &c.drop_fragment,
+            &c.drop_bad_header,
+            &c.drop_unknown_tunnel,
+            &c.drop_not_tunnel,
+            &c.drop_notice,
+        ];
+        for (t, a) in s.drops.iter_mut().zip(d) {
+            *t += g(a);
+        }
+    }
+    s
+}
+
+/// Fresh per-PMD counters for an uplink.
+pub fn new_uplink_counters() -> Arc<[UplinkCounters]> {
+    (0..pmd::port::MAX_PMDS).map(|_| UplinkCounters::default()).collect()
+}
+
+/// An uplink as its PMD threads see it: a snapshot the control thread
+/// publishes with the datapath view.
+#[derive(Debug)]
+pub struct Uplink {
+    /// Its slot.
+    pub slot: usize,
+    /// Its MAC.
+    pub mac: [u8; 6],
+    /// The switch's addresses on it.
+    pub addrs: Vec<Ipv4Addr>,
+    /// The UDP ports tunnels listen on.
+    pub udp_ports: Vec<u16>,
+    /// Tunnel ports by what identifies them on receive.
+    pub decap: HashMap<DecapKey, DecapTarget, std::hash::BuildHasherDefault<FxHasher>>,
+    /// Counters, shared by every snapshot of the uplink.
+    pub counters: Arc<[UplinkCounters]>,
+    /// Neighbours go to the control thread here.
+    pub notices: Option<SyncSender<Notice>>,
+    /// Wakes the control thread after a notice.
+    pub wake: Option<Wake>,
+}
+
+/// A small multiplicative hasher for the decapsulation table (keys are a
+/// few integers; SipHash costs more than the lookup).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(u64::from(i));
+    }
+    #[inline]
+    fn write_u16(&mut self, i: u16) {
+        self.write_u64(u64::from(i));
+    }
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(u64::from(i));
+    }
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// What the underlay stack makes of one frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not for our addresses: to the uplink's bridge.
+    Pass,
+    /// An ARP request for one of our addresses: answer; report the asker.
+    ArpRequest(Notice),
+    /// An ARP reply to us: report it, then drop the frame.
+    ArpReply(Notice),
+    /// A ping to one of our addresses: answer.
+    Echo,
+    /// A tunnel packet: strip `outer` bytes, keep `inner_len`, go on as
+    /// received on the target's port.
+    Decap {
+        /// The tunnel port.
+        target: DecapTarget,
+        /// Outer header bytes.
+        outer: usize,
+        /// Inner frame bytes.
+        inner_len: usize,
+    },
+    /// Dropped, for the reason counted in this counter's place of
+    /// [`DROP_REASONS`].
+    Drop(usize),
+}
+
+const DROP_TRUNCATED: usize = 0;
+const DROP_BAD_CHECKSUM: usize = 1;
+const DROP_FRAGMENT: usize = 2;
+const DROP_BAD_HEADER: usize = 3;
+const DROP_UNKNOWN_TUNNEL: usize = 4;
+const DROP_NOT_TUNNEL: usize = 5;
+
+fn ip4(b: &[u8]) -> Ipv4Addr {
+    Ipv4Addr::new(b[0], b[1], b[2], b[3])
+}
+
+impl Uplink {
+    #[inline]
+    fn ours(&self, ip: Ipv4Addr) -> bool {
+        self.addrs.contains(&ip)
+    }
+
+    /// Classifies one frame (`ip_good`, `l4_good`: the NIC checked those
+    /// checksums and found them good).
+    pub fn classify(&self, d: &[u8], ip_good: bool, l4_good: bool) -> Verdict {
+        if d.len() < 14 {
+            return Verdict::Pass;
+        }
+        let to_us = d[..6] == self.mac;
+        let bcast = d[..6] == [0xff; 6];
+        if !to_us && !bcast {
+            return Verdict::Pass;
+        }
+        match [d[12], d[13]] {
+            [0x08, 0x06] => self.arp(d),
+            [0x08, 0x00] if to_us => self.ipv4(d, ip_good, l4_good),
+            _ => Verdict::Pass,
+        }
+    }
+
+    fn arp(&self, d: &[u8]) -> Verdict {
+        let Ok(a) = wire::ArpPacket::new_checked(&d[14..]) else { return Verdict::Pass };
+        if a.htype() != 1 || a.ptype() != 0x0800 || a.hlen() != 6 || a.plen() != 4 {
+            return Verdict::Pass;
+        }
+        let tpa = Ipv4Addr::from(a.tpa().0);
+        if !self.ours(tpa) {
+            return Verdict::Pass;
+        }
+        let n = Notice { uplink: self.slot, ip: Ipv4Addr::from(a.spa().0), mac: a.sha().0 };
+        match a.operation() {
+            wire::ArpOperation::REQUEST => Verdict::ArpRequest(n),
+            wire::ArpOperation::REPLY => Verdict::ArpReply(n),
+            _ => Verdict::Drop(DROP_NOT_TUNNEL),
+        }
+    }
+
+    fn ipv4(&self, d: &[u8], ip_good: bool, l4_good: bool) -> Verdict {
+        let ip = &d[14..];
+        if ip.len() < 20 || ip[0] >> 4 != 4 {
+            return Verdict::Drop(DROP_TRUNCATED);
+        }
+        let ihl = usize::from(ip[0] & 0x0f) * 4;
+        let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+        if ihl < 20 || total < ihl || total > ip.len() {
+            return Verdict::Drop(DROP_TRUNCATED);
+        }
+        let dst = ip4(&ip[16..20]);
+        if !self.ours(dst) {
+            return Verdict::Pass;
+        }
+        if !ip_good && wire::checksum::fold(wire::checksum::sum(0, &ip[..ihl])) != 0xffff {
+            return Verdict::Drop(DROP_BAD_CHECKSUM);
+        }
+        if u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
+            return Verdict::Drop(DROP_FRAGMENT);
+        }
+        let l4 = &ip[ihl..total];
+        match ip[9] {
+            17 => {
+                if l4.len() < 8 {
+                    return Verdict::Drop(DROP_TRUNCATED);
+                }
+                let dport = u16::from_be_bytes([l4[2], l4[3]]);
+                if !self.udp_ports.contains(&dport) {
+                    return Verdict::Drop(DROP_NOT_TUNNEL);
+                }
+                let ulen = usize::from(u16::from_be_bytes([l4[4], l4[5]]));
+                if ulen < 8 + 8 + 14 || ulen > l4.len() {
+                    return Verdict::Drop(DROP_TRUNCATED);
+                }
+                let udp = &l4[..ulen];
+                let csum = u16::from_be_bytes([udp[6], udp[7]]);
+                if csum != 0 && !l4_good {
+                    let src = wire::Ipv4Address([ip[12], ip[13], ip[14], ip[15]]);
+                    let dst = wire::Ipv4Address([ip[16], ip[17], ip[18], ip[19]]);
+                    #[allow(clippy::cast_possible_truncation)] // ulen came from a 16-bit field
+                    let pseudo = wire::checksum::pseudo_v4(src, dst, 17, ulen as u16);
+                    if wire::checksum::fold(wire::checksum::sum(pseudo, udp)) != 0xffff {
+                        return Verdict::Drop(DROP_BAD_CHECKSUM);
+                    }
+                }
+                let vx = &udp[8..];
+                if vx[0] & 0x08 == 0 {
+                    return Verdict::Drop(DROP_BAD_HEADER);
+                }
+                let vni = u32::from_be_bytes([0, vx[4], vx[5], vx[6]]);
+                let remote = ip4(&ip[12..16]);
+                match self.decap.get(&(remote, vni, dport)) {
+                    Some(t) if t.local.is_none_or(|l| l == dst) => {
+                        Verdict::Decap { target: t.clone(), outer: 14 + ihl + 16, inner_len: ulen - 16 }
+                    }
+                    _ => Verdict::Drop(DROP_UNKNOWN_TUNNEL),
+                }
+            }
+            1 if l4.len() >= 8 && l4[0] == 8 && l4[1] == 0 => Verdict::Echo,
+            _ => Verdict::Drop(DROP_NOT_TUNNEL),
+        }
+    }
+
+    /// Runs a received batch through the underlay stack: answers go out
+    /// through `tx`, decapsulated frames into `decapped` grouped by tunnel
+    /// slot, and `batch` keeps only what the uplink's bridge should see.
+    pub fn receive(&self, pmd: usize, batch: &mut Batch, tx: &mut TxBatches, decapped: &mut Vec<(usize, Batch)>) {
+        let c = &self.counters[pmd.min(self.counters.len() - 1)];
+        let mut keep = Batch::new();
+        let (mut passed, mut decap) = (0u64, 0u64);
+        for mut p in batch.drain() {
+            let fl = p.ol_flags();
+            let v = self.classify(p.data(), pmd::port::rx_ip_cksum_good(fl), pmd::port::rx_l4_cksum_good(fl));
+            match v {
+                Verdict::Pass => {
+                    passed += 1;
+                    let _ = keep.push(p);
+                }
+                Verdict::Decap { target, outer, inner_len } => {
+                    if !p.adj(outer) || p.len() < inner_len || !p.trim(p.len() - inner_len) {
+                        SwCounters::bump(&c.drop_truncated, 1);
+                        continue;
+                    }
+                    let tc = &target.counters[pmd.min(target.counters.len() - 1)];
+                    SwCounters::bump(&tc.rx_packets, 1);
+                    SwCounters::bump(&tc.rx_bytes, inner_len as u64);
+                    decap += 1;
+                    match decapped.iter_mut().find(|(s, _)| *s == target.slot) {
+                        Some((_, b)) => {
+                            let _ = b.push(p);
+                        }
+                        None => {
+                            let mut b = Batch::new();
+                            let _ = b.push(p);
+                            decapped.push((target.slot, b));
+                        }
+                    }
+                }
+                Verdict::ArpRequest(n) => {
+                    self.notify(c, n);
+                    arp_reply_in_place(p.data_mut(), self.mac);
+                    SwCounters::bump(&c.arp_replied, 1);
+                    tx.send(self.slot, p);
+                }
+                Verdict::ArpReply(n) => self.notify(c, n),
+                Verdict::Echo => {
+                    if p.is_contiguous() {
+                        echo_reply_in_place(p.data_mut(), self.mac);
+                        SwCounters::bump(&c.echo_replied, 1);
+                        tx.send(self.slot, p);
+                    } else {
+                        SwCounters::bump(&c.drop_not_tunnel, 1);
+                    }
+                }
+                Verdict::Drop(r) => {
+                    let d = [
+                        &c.drop_truncated,
+                        &c.drop_bad_checksum,
+                        &c.drop_fragment,
+                        &c.drop_bad_header,
+                        &c.drop_unknown_tunnel,
+                        &c.drop_not_tunnel,
+                    ];
+                    SwCounters::bump(d[r], 1);
+                }
+            }
+        }
+        if passed > 0 {
+            SwCounters::bump(&c.passed, passed);
+        }
+        if decap > 0 {
+            SwCounters::bump(&c.decapsulated, decap);
+        }
+        *batch = keep;
+    }
+
+    fn notify(&self, c: &UplinkCounters, n: Notice) {
+        let Some(tx) = &self.notices else { return };
+        if tx.try_send(n).is_ok() {
+            SwCounters::bump(&c.neighbour_notices, 1);
+            if let Some(w) = &self.wake {
+                w.wake();
+            }
+        } else {
+            SwCounters::bump(&c.drop_notice, 1);
+        }
+    }
+}
+
+/// Turns an ARP request (Ethernet frame) into our reply, in place.
+pub fn arp_reply_in_place(d: &mut [u8], mac: [u8; 6]) {
+    let asker: [u8; 6] = d[22..28].try_into().unwrap_or_default();
+    let (spa, tpa): ([u8; 4], [u8; 4]) = (d[28..32].try_into().unwrap_or_default(), d[38..42].try_into().unwrap_or_default());
+    d[0..6].copy_from_slice(&asker);
+    d[6..12].copy_from_slice(&mac);
+    d[20..22].copy_from_slice(&2u16.to_be_bytes());
+    d[22..28].copy_from_slice(&mac);
+    d[28..32].copy_from_slice(&tpa);
+    d[32..38].copy_from_slice(&asker);
+    d[38..42].copy_from_slice(&spa);
+}
+
+/// Turns an ICMP echo request (Ethernet frame) into our reply, in place:
+/// addresses swapped, type 0, TTL 64, checksums updated incrementally.
+pub fn echo_reply_in_place(d: &mut [u8], mac: [u8; 6]) {
+    let peer: [u8; 6] = d[6..12].try_into().unwrap_or_default();
+    d[0..6].copy_from_slice(&peer);
+    d[6..12].copy_from_slice(&mac);
+    let ihl = usize::from(d[14] & 0x0f) * 4;
+    let (a, b) = d[26..34].split_at_mut(4);
+    a.swap_with_slice(b);
+    let old = u16::from_be_bytes([d[22], d[23]]);
+    d[22] = 64;
+    let new = u16::from_be_bytes([d[22], d[23]]);
+    let ck = wire::checksum::update16(u16::from_be_bytes([d[24], d[25]]), old, new);
+    d[24..26].copy_from_slice(&ck.to_be_bytes());
+    let icmp = 14 + ihl;
+    let ck = wire::checksum::update16(u16::from_be_bytes([d[icmp + 2], d[icmp + 3]]), 0x0800, 0x0000);
+    d[icmp] = 0;
+    d[icmp + 2..icmp + 4].copy_from_slice(&ck.to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{new_counters, TunnelPath, TunnelSpec, VXLAN_OVERHEAD};
+    use super::*;
+
+    const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+    const PEER: [u8; 6] = [2, 0, 0, 0, 0, 2];
+
+    fn uplink() -> Uplink {
+        let mut decap = HashMap::default();
+        decap.insert(
+            (Ipv4Addr::new(10, 0, 0, 2), 42, 4789),
+            DecapTarget { slot: 7, local: None, counters: new_counters() },
+        );
+        Uplink {
+            slot: 1,
+            mac: MAC,
+            addrs: vec![Ipv4Addr::new(10, 0, 0, 1)],
+            udp_ports: vec![4789],
+            decap,
+            counters: new_uplink_counters(),
+            notices: None,
+            wake: None,
+        }
+    }
+
+    /// A VXLAN packet from 10.0.0.2 to us, VNI `vni`, built by the
+    /// encapsulation path (so both ends are checked against each other).
+    fn vxlan(vni: u32, csum: bool) -> Vec<u8> {
+        let spec = TunnelSpec {
+            remote: Ipv4Addr::new(10, 0, 0, 1),
+            local: None,
+            vni,
+            dst_port: 4789,
+            csum,
+            ttl: 64,
+            tos: 0,
+            df: true,
+        };
+        let path = TunnelPath::new(&spec, 0, PEER, MAC, Ipv4Addr::new(10, 0, 0, 2), 1500);
+        let inner: Vec<u8> = (0..60u8).collect();
+        let mut f = vec![0u8; VXLAN_OVERHEAD + inner.len()];
+        f[VXLAN_OVERHEAD..].copy_from_slice(&inner);
+        path.write(&mut f, inner.len(), 1, 40000);
+        if csum {
+            super::super::udp_checksum(&mut f);
+        }
+        f
+    }
+
+    #[test]
+    fn vxlan_from_a_known_remote_is_decapsulated() {
+        let u = uplink();
+        for csum in [false, true] {
+            match u.classify(&vxlan(42, csum), false, false) {
+                Verdict::Decap { target, outer, inner_len } => {
+                    assert_eq!((target.slot, outer, inner_len), (7, VXLAN_OVERHEAD, 60));
+                }
+                v => panic!("{v:?}"),
+            }
+        }
+        // Trailing Ethernet padding is not part of the inner frame.
+        let mut f = vxlan(42, false);
+        f.extend_from_slice(&[0; 10]);
+        assert!(matches!(u.classify(&f, false, false), Verdict::Decap { inner_len: 60, .. }));
+    }
+
+    #[test]
+    fn bad_tunnel_packets_are_dropped_by_reason() {
+        let u = uplink();
+        assert_eq!(u.classify(&vxlan(43, false), false, false), Verdict::Drop(DROP_UNKNOWN_TUNNEL));
+        let mut f = vxlan(42, false);
+        f[24] ^= 0xff; // IPv4 checksum
+        assert_eq!(u.classify(&f, false, false), Verdict::Drop(DROP_BAD_CHECKSUM));
+        assert!(matches!(u.classify(&f, true, false), Verdict::Decap { .. }), "the NIC said good");
+        let mut f = vxlan(42, true);
+        f[60] ^= 0x01; // the inner frame, under the UDP checksum
+        assert_eq!(u.classify(&f, false, false), Verdict::Drop(DROP_BAD_CHECKSUM));
+        let mut f = vxlan(42, false);
+        f[42] = 0; // VXLAN flags without I
+        assert_eq!(u.classify(&f, false, false), Verdict::Drop(DROP_BAD_HEADER));
+        let f = vxlan(42, false);
+        assert_eq!(u.classify(&f[..40], false, false), Verdict::Drop(DROP_TRUNCATED));
+        let mut f = vxlan(42, false);
+        f[38..40].copy_from_slice(&9u16.to_be_bytes()); // UDP length too short for VXLAN
+        assert_eq!(u.classify(&f, false, false), Verdict::Drop(DROP_TRUNCATED));
+        let mut f = vxlan(42, false);
+        f[36..38].copy_from_slice(&4790u16.to_be_bytes());
+        assert_eq!(u.classify(&f, false, false), Verdict::Drop(DROP_NOT_TUNNEL));
+        // To another address, or another MAC: the bridge's business.
+        let mut f = vxlan(42, false);
+        f[33] = 9;
+        assert_eq!(u.classify(&f, false, false), Verdict::Pass);
+        let mut f = vxlan(42, false);
+        f[5] = 9;
+        assert_eq!(u.classify(&f, false, false), Verdict::Pass);
+        assert_eq!(u.classify(&[0u8; 10], false, false), Verdict::Pass);
+    }
+
+    fn arp(op: u16, tpa: [u8; 4]) -> Vec<u8> {
+        let mut f = vec![0xffu8; 6];
+        f.extend_from_slice(&PEER);
+        f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4]);
+        f.extend_from_slice(&op.to_be_bytes());
+        f.extend_from_slice(&PEER);
+        f.extend_from_slice(&[10, 0, 0, 2]);
+        f.extend_from_slice(&[0; 6]);
+        f.extend_from_slice(&tpa);
+        f
+    }
+
+    #[test]
+    fn arp_for_us_is_answered_and_reported() {
+        let u = uplink();
+        let n = Notice { uplink: 1, ip: Ipv4Addr::new(10, 0, 0, 2), mac: PEER };
+        let mut f = arp(1, [10, 0, 0, 1]);
+        assert_eq!(u.classify(&f, false, false), Verdict::ArpRequest(n));
+        arp_reply_in_place(&mut f, MAC);
+        let a = wire::ArpPacket::new_checked(&f[14..]).unwrap();
+        assert_eq!(a.operation(), wire::ArpOperation::REPLY);
+        assert_eq!((a.sha().0, a.spa().0, a.tha().0, a.tpa().0), (MAC, [10, 0, 0, 1], PEER, [10, 0, 0, 2]));
+        assert_eq!((&f[..6], &f[6..12]), (&PEER[..], &MAC[..]));
+        assert_eq!(u.classify(&arp(2, [10, 0, 0, 1]), false, false), Verdict::ArpReply(n));
+        assert_eq!(u.classify(&arp(1, [10, 0, 0, 9]), false, false), Verdict::Pass, "someone else's address");
+    }
+
+    #[test]
+    fn pings_to_us_are_answered() {
+        let u = uplink();
+        let mut f = Vec::new();
+        f.extend_from_slice(&MAC);
+        f.extend_from_slice(&PEER);
+        f.extend_from_slice(&[0x08, 0x00]);
+        let mut ip = [0x45u8, 0, 0, 28, 0, 1, 0x40, 0, 63, 1, 0, 0, 10, 0, 0, 2, 10, 0, 0, 1];
+        let ck = wire::checksum::checksum(&ip);
+        ip[10..12].copy_from_slice(&ck.to_be_bytes());
+        f.extend_from_slice(&ip);
+        let mut icmp = [8u8, 0, 0, 0, 0, 7, 0, 1];
+        let ck = wire::checksum::checksum(&icmp);
+        icmp[2..4].copy_from_slice(&ck.to_be_bytes());
+        f.extend_from_slice(&icmp);
+        assert_eq!(u.classify(&f, false, false), Verdict::Echo);
+        echo_reply_in_place(&mut f, MAC);
+        let ip = wire::Ipv4Packet::new_checked(&f[14..]).unwrap();
+        assert!(ip.verify_checksum());
+        assert_eq!((ip.src_addr().0, ip.dst_addr().0, ip.ttl()), ([10, 0, 0, 1], [10, 0, 0, 2], 64));
+        assert_eq!(ip.payload()[0], 0, "echo reply");
+        assert_eq!(wire::checksum::checksum(ip.payload()), 0, "ICMP checksum");
+        assert_eq!(&f[..6], &PEER[..]);
+    }
+}
