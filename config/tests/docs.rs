@@ -22,7 +22,8 @@ fn documented() -> Vec<(String, BTreeSet<String>)> {
 /// The keys the schema serialises for each section (every field,
 /// defaults and options included).
 fn schema() -> Vec<(String, BTreeSet<String>)> {
-    let text = "[[bridge]]\nname = \"br0\"\n[[bridge.port]]\nname = \"p\"\ntype = \"tap\"\n";
+    let text = "[[bridge]]\nname = \"br0\"\n[[bridge.port]]\nname = \"p\"\ntype = \"tap\"\n\
+                [[route]]\nprefix = \"10.0.0.0/8\"\nvia = \"192.0.2.1\"\n";
     let cfg: Config = toml::from_str(text).unwrap();
     let v = serde_json::to_value(&cfg).unwrap();
     let keys = |x: &serde_json::Value| -> BTreeSet<String> { x.as_object().unwrap().keys().cloned().collect() };
@@ -34,6 +35,7 @@ fn schema() -> Vec<(String, BTreeSet<String>)> {
         ("[control]".into(), keys(&v["control"])),
         ("[[bridge]]".into(), bridge),
         ("[[bridge.port]]".into(), keys(&v["bridge"][0]["port"][0])),
+        ("[[route]]".into(), keys(&v["route"][0])),
     ]
 }
 

@@ -187,6 +187,55 @@ fn semantic_errors_point_at_the_value() {
     check("[control]\nmetrics = \"localhost\"\n", "2:11", "control.metrics", &["IP:PORT"]);
 }
 
+const TUNNEL: &str = r#"[[bridge]]
+name = "br0"
+
+[[bridge.port]]
+name = "up"
+type = "afxdp"
+iface = "veth0"
+addresses = ["10.0.0.1/24"]
+
+[[bridge.port]]
+name = "vx"
+type = "vxlan"
+remote_ip = "10.0.0.2"
+"#;
+
+#[test]
+fn tunnels_and_routes_are_checked() {
+    let c = Config::parse(TUNNEL, "sw.toml").unwrap();
+    let vx = &c.bridges[0].ports[1];
+    assert_eq!((vx.kind, vx.ttl, vx.df, vx.csum, vx.dst_port), (PortType::Vxlan, 64, true, false, None));
+    check(&format!("{TUNNEL}key = 16777216\n"), "14:7", "bridge[0].port[1].key", &["24-bit VNI"]);
+    check(&TUNNEL.replace("remote_ip = \"10.0.0.2\"", ""), "12:8", "bridge[0].port[1].type", &["needs `remote_ip`"]);
+    check(&TUNNEL.replace("\"10.0.0.2\"", "\"fd00::2\""), "13:13", "bridge[0].port[1].remote_ip", &["IPv6"]);
+    check(&format!("{TUNNEL}iface = \"x\"\n"), "14:9", "bridge[0].port[1].iface", &["tunnel port takes no `iface`"]);
+    check(&format!("{TUNNEL}local_ip = \"10.0.0.9\"\n"), "14:12", "bridge[0].port[1].local_ip", &["not one of"]);
+    check(&format!("{TUNNEL}ttl = 0\n"), "14:7", "bridge[0].port[1].ttl", &["1-255"]);
+    check(
+        &format!("{TUNNEL}\n[[bridge.port]]\nname = \"vx2\"\ntype = \"vxlan\"\nremote_ip = \"10.0.0.2\"\n"),
+        "18:13",
+        "bridge[0].port[2].remote_ip",
+        &["same remote_ip"],
+    );
+    check(&TUNNEL.replace("/24", "/33"), "8:14", "bridge[0].port[0].addresses[0]", &["prefix length"]);
+    check(&TUNNEL.replace("iface = \"veth0\"\n", "iface = \"veth0\"\nkey = 5\n"), "8:7", "bridge[0].port[0].key", &["for tunnel ports"]);
+    check(
+        &format!("{TUNNEL}\n[[route]]\nprefix = \"10.9.0.0/16\"\nvia = \"10.1.0.1\"\n"),
+        "17:7",
+        "route[0].via",
+        &["no subnet"],
+    );
+    check(
+        &format!("{TUNNEL}\n[[route]]\nprefix = \"10.9.0.1/16\"\nvia = \"10.0.0.254\"\n"),
+        "16:10",
+        "route[0].prefix",
+        &["host bits"],
+    );
+    Config::parse(&format!("{TUNNEL}\n[[route]]\nprefix = \"0.0.0.0/0\"\nvia = \"10.0.0.254\"\n"), "sw.toml").unwrap();
+}
+
 #[test]
 fn a_missing_file_names_it() {
     let e = Config::load(Path::new("/nonexistent/vswitchd.toml")).unwrap_err();

@@ -38,7 +38,7 @@ enum Cmd {
     },
     /// Adds a port to a running bridge: `add-port br0 c3 type=afxdp
     /// iface=veth3 vlan_mode=access tag=10` (the keys of a `[[bridge.port]]`
-    /// in the config file; lists as `trunks=10,20`).
+    /// in the config file; lists as `trunks=10,20`, `addresses=IP/LEN,...`).
     AddPort {
         /// Bridge name.
         bridge: String,
@@ -156,6 +156,26 @@ enum Cmd {
         #[arg(long)]
         in_port: Option<String>,
     },
+    /// Tunnel ports (remote, VNI, uplink, next hop, state, counters) and
+    /// the uplinks' underlay counters, drops by reason.
+    TunnelShow,
+    /// Underlay routes: the uplinks' subnets, the file's and live ones.
+    RouteShow,
+    /// Underlay neighbours (ARP) and frames waiting for them.
+    NeighShow,
+    /// Adds an underlay route while running: `route-add 10.2.0.0/16
+    /// 192.0.2.254`.
+    RouteAdd {
+        /// Destination prefix (IP/LEN).
+        prefix: String,
+        /// Next hop, on an uplink's subnet.
+        via: String,
+    },
+    /// Removes a route added with `route-add`.
+    RouteDel {
+        /// Destination prefix (IP/LEN).
+        prefix: String,
+    },
     /// Versions of vswitchd and DPDK.
     Version,
 }
@@ -167,7 +187,11 @@ fn port_spec(name: &str, settings: &[String]) -> Result<Value> {
     m.insert("name".into(), json!(name));
     for s in settings {
         let (k, v) = s.split_once('=').with_context(|| format!("`{s}`: write settings as key=value"))?;
-        let v = if k == "trunks" {
+        let v = if k == "addresses" {
+            json!(v.split(',').filter(|x| !x.is_empty()).collect::<Vec<_>>())
+        } else if let Ok(b) = v.parse::<bool>() {
+            json!(b)
+        } else if k == "trunks" {
             let list: Result<Vec<u16>, _> = v.split(',').filter(|x| !x.is_empty()).map(str::parse).collect();
             json!(list.with_context(|| format!("`{s}`: trunks is a list of VLAN ids, as trunks=10,20"))?)
         } else if let Ok(n) = v.parse::<u64>() {
@@ -279,6 +303,40 @@ fn main() {
     }
 }
 
+/// One tunnel port, as `show` and `tunnel-show` print it.
+fn tunnel_line(t: &Value) -> String {
+    format!(
+        "tunnel {}: vxlan remote {} key {} dst_port {} via {} next hop {} ({}); held {} drops: no_path {} too_big {} no_room {}",
+        t["port"].as_str().unwrap_or(""),
+        t["remote_ip"].as_str().unwrap_or(""),
+        n(&t["key"]),
+        n(&t["dst_port"]),
+        t["uplink"].as_str().unwrap_or("-"),
+        t["next_hop"].as_str().unwrap_or("-"),
+        t["state"].as_str().unwrap_or(""),
+        n(&t["held"]),
+        n(&t["drop_no_path"]),
+        n(&t["drop_too_big"]),
+        n(&t["drop_no_room"]),
+    )
+}
+
+/// One uplink's underlay stack, as `show` and `tunnel-show` print it.
+fn uplink_line(port: &str, u: &Value) -> String {
+    let addrs: Vec<&str> = u["addresses"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    let drops: Vec<String> =
+        u["drops"].as_object().into_iter().flatten().map(|(k, v)| format!("{k} {}", n(v))).collect();
+    format!(
+        "uplink {port} {}: decapsulated {} arp_replied {} echo_replied {} passed {} drops: {}",
+        addrs.join(","),
+        n(&u["decapsulated"]),
+        n(&u["arp_replied"]),
+        n(&u["echo_replied"]),
+        n(&u["passed"]),
+        drops.join(" ")
+    )
+}
+
 fn n(v: &Value) -> u64 {
     v.as_u64().unwrap_or(0)
 }
@@ -322,6 +380,11 @@ fn run(cli: &Cli) -> Result<()> {
         }
         Cmd::Version => ("version", None),
         Cmd::Captures => ("capture-list", None),
+        Cmd::TunnelShow => ("tunnel-show", None),
+        Cmd::RouteShow => ("route-show", None),
+        Cmd::NeighShow => ("neigh-show", None),
+        Cmd::RouteAdd { prefix, via } => ("route-add", Some(json!({"prefix": prefix, "via": via}))),
+        Cmd::RouteDel { prefix } => ("route-del", Some(json!({ "prefix": prefix }))),
     };
     let r = call(&cli.socket, method, params)?;
     if cli.json {
@@ -379,8 +442,61 @@ fn run(cli: &Cli) -> Result<()> {
                         println!("  thrashing: {h}");
                     }
                 }
+                for p in b["ports"].as_array().into_iter().flatten() {
+                    let t = &p["tunnel"];
+                    if t.is_object() {
+                        println!("  {}", tunnel_line(t));
+                    }
+                    let u = &p["underlay"];
+                    if u.is_object() {
+                        println!("  {}", uplink_line(p["name"].as_str().unwrap_or(""), u));
+                    }
+                }
             }
         }
+        Cmd::TunnelShow => {
+            for t in r["tunnels"].as_array().into_iter().flatten() {
+                println!("{}", tunnel_line(t));
+            }
+            for u in r["uplinks"].as_array().into_iter().flatten() {
+                println!("{}", uplink_line(u["port"].as_str().unwrap_or(""), u));
+            }
+            let h = &r["held"];
+            println!(
+                "frames that waited for a neighbour: sent {} dropped: queue full {} expired {} no route {}",
+                n(&h["sent"]),
+                n(&h["overflow"]),
+                n(&h["expired"]),
+                n(&h["no_route"])
+            );
+        }
+        Cmd::RouteShow => {
+            for rt in r["routes"].as_array().into_iter().flatten() {
+                let via = rt["via"].as_str().map_or("directly".to_string(), |v| format!("via {v}"));
+                println!(
+                    "{:<18} {} dev {} ({})",
+                    rt["prefix"].as_str().unwrap_or(""),
+                    via,
+                    rt["uplink"].as_str().unwrap_or("?"),
+                    rt["origin"].as_str().unwrap_or("")
+                );
+            }
+        }
+        Cmd::NeighShow => {
+            for x in r["neighbours"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<15} dev {} lladdr {} {} age {}s waiting {}",
+                    x["ip"].as_str().unwrap_or(""),
+                    x["uplink"].as_str().unwrap_or(""),
+                    x["mac"].as_str().unwrap_or("-"),
+                    x["state"].as_str().unwrap_or(""),
+                    x["age_s"].as_u64().map_or("-".to_string(), |a| a.to_string()),
+                    n(&x["waiting"])
+                );
+            }
+        }
+        Cmd::RouteAdd { prefix, via } => println!("route {prefix} via {via} added"),
+        Cmd::RouteDel { prefix } => println!("route {prefix} removed"),
         Cmd::PortStats { .. } => ports_table(&r["ports"]),
         Cmd::PmdStats => {
             for p in r["pmds"].as_array().into_iter().flatten() {

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 /// The methods, for the "no such method" error.
 const METHODS: &str = "version, show, port-stats, pmd-stats, fdb-show, add-port, del-port, reload, dump-flows, \
      dump-groups, dump-meters, dp-flows, controllers, set-openflow, capture-start, capture-stop, capture-status, \
-     capture-list, trace";
+     capture-list, trace, tunnel-show, route-show, neigh-show, route-add, route-del";
 
 /// What the control thread keeps beside the switch: the OpenFlow
 /// connections and the running captures.
@@ -83,7 +83,8 @@ fn dispatch(sw: &mut Switch, d: &mut Daemon, reg: &Registry, conn: u64, req: &Re
                     return Err(RpcError::new(RpcError::REFUSED, format!("no port `{name}`")));
                 }
             }
-            let v: Vec<Value> = sw.ports.iter().filter(|p| only.is_none_or(|n| n == p.name)).map(port_json).collect();
+            let v: Vec<Value> =
+                sw.ports.iter().filter(|p| only.is_none_or(|n| n == p.name)).map(|p| port_json(sw, p)).collect();
             Ok(json!({ "ports": v }))
         }
         "pmd-stats" => {
@@ -266,6 +267,7 @@ fn dispatch(sw: &mut Switch, d: &mut Daemon, reg: &Registry, conn: u64, req: &Re
         "set-openflow" => set_openflow(sw, of, reg, req),
         m if m.starts_with("capture-") => super::capture::rpc(sw, &mut d.captures, conn, req),
         "trace" => super::trace::rpc(sw, of, req),
+        "tunnel-show" | "route-show" | "neigh-show" | "route-add" | "route-del" => super::underlay::rpc(sw, req),
         other => Err(RpcError::new(RpcError::METHOD_NOT_FOUND, format!("no method `{other}` (methods: {METHODS})"))),
     }
 }
@@ -400,15 +402,22 @@ fn megaflow_json(ob: &super::openflow::OfBridge, limit: config::MegaflowLimit) -
            "bytes_per_megaflow": ratio(ld(&c.mf_bytes), ld(&c.megaflows))})
 }
 
-fn port_json(p: &crate::daemon::switch::SwitchPort) -> Value {
+fn port_json(sw: &Switch, p: &crate::daemon::switch::SwitchPort) -> Value {
     let s = p.port.stats();
     let l = p.port.link();
-    json!({
+    let mut v = json!({
         "name": p.name, "ofport": p.ofport, "driver": p.port.driver(), "link": if l.up { "up" } else { "down" },
         "mtu": p.port.mtu(), "rx_packets": s.rx_packets, "tx_packets": s.tx_packets, "rx_bytes": s.rx_bytes, "tx_bytes": s.tx_bytes,
         "rx_dropped": s.rx_dropped(), "tx_dropped": s.tx_dropped + s.tx_errors,
         "rx_errors": s.rx_errors, "rx_malformed": s.rx_malformed,
-    })
+    });
+    if let crate::daemon::switch::Attachment::Tunnel(t) = &p.port {
+        v["tunnel"] = super::underlay::tunnel_json(sw, p, t);
+    }
+    if !p.cfg.addresses.is_empty() {
+        v["underlay"] = super::underlay::uplink_json(p);
+    }
+    v
 }
 
 /// `show`: bridges with their ports and counters (and, with `of`, each
@@ -421,7 +430,7 @@ pub fn show(sw: &Switch, of: Option<&OpenFlow>) -> Value {
             let s = b.l2.stats();
             let mut v = json!({
                 "name": b.name,
-                "ports": sw.ports.iter().filter(|p| p.bridge == b.name).map(port_json).collect::<Vec<_>>(),
+                "ports": sw.ports.iter().filter(|p| p.bridge == b.name).map(|p| port_json(sw, p)).collect::<Vec<_>>(),
                 "l2": {"unicast": s.unicast, "flooded": s.flooded, "drop_vlan": s.drop_vlan, "drop_hairpin": s.drop_hairpin,
                        "drop_malformed": s.drop_malformed, "drop_nombuf": s.drop_nombuf, "mac_moves": s.mac_moves},
             });

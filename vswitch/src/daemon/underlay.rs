@@ -6,8 +6,10 @@
 //! next hop, which outer header. A tunnel whose path changes gets a new
 //! [`TunnelVport`] swapped into the PMD threads.
 
-use super::switch::{Attachment, Switch};
-use crate::datapath::tunnel::underlay::Notice;
+use super::switch::{Attachment, Switch, SwitchPort, TunnelPort};
+use crate::datapath::tunnel::underlay::{Notice, DROP_REASONS};
+use config::rpc::{Request, RpcError};
+use serde_json::{json, Value};
 use crate::datapath::tunnel::{Held, TunnelPath, TunnelVport, Wake};
 use pmd::Packet;
 use std::collections::{BTreeMap, VecDeque};
@@ -543,6 +545,108 @@ impl Switch {
         }
         self.resolve_tunnels();
         Ok(())
+    }
+}
+
+/// A tunnel port's settings, path and counters, for `show` and
+/// `tunnel-show`.
+pub fn tunnel_json(sw: &Switch, p: &SwitchPort, t: &TunnelPort) -> Value {
+    let v = t.vport();
+    let hop = t.hop();
+    let st = crate::datapath::tunnel::tunnel_stats(&t.counters);
+    let state = match (&hop, &v.path) {
+        (_, Some(_)) => "up".to_string(),
+        (None, None) => "no route".to_string(),
+        (Some(h), None) => format!("resolving {}", h.next_hop),
+    };
+    json!({
+        "port": p.name, "bridge": p.bridge, "type": "vxlan",
+        "remote_ip": t.spec.remote.to_string(), "local_ip": hop.as_ref().map(|h| h.local.to_string()),
+        "key": t.spec.vni, "dst_port": t.spec.dst_port, "csum": t.spec.csum, "ttl": t.spec.ttl, "tos": t.spec.tos, "df": t.spec.df,
+        "uplink": hop.as_ref().map(|h| sw.ports[h.uplink].name.clone()), "next_hop": hop.as_ref().map(|h| h.next_hop.to_string()),
+        "state": state,
+        "tx_packets": st.tx_packets, "tx_bytes": st.tx_bytes, "rx_packets": st.rx_packets, "rx_bytes": st.rx_bytes,
+        "held": st.held, "drop_no_path": st.drop_no_path, "drop_too_big": st.drop_too_big, "drop_no_room": st.drop_no_room,
+    })
+}
+
+/// An uplink's addresses and its underlay stack's counters.
+pub fn uplink_json(p: &SwitchPort) -> Value {
+    let s = crate::datapath::tunnel::underlay::uplink_stats(&p.uplink);
+    let drops: serde_json::Map<String, Value> =
+        DROP_REASONS.iter().zip(s.drops).map(|(r, n)| ((*r).to_string(), json!(n))).collect();
+    json!({
+        "addresses": p.cfg.addresses, "decapsulated": s.decapsulated, "arp_replied": s.arp_replied,
+        "echo_replied": s.echo_replied, "neighbour_notices": s.neighbour_notices, "passed": s.passed, "drops": drops,
+    })
+}
+
+/// The control socket's underlay methods: `tunnel-show`, `route-show`,
+/// `neigh-show`, `route-add` (`prefix`, `via`) and `route-del` (`prefix`).
+pub fn rpc(sw: &mut Switch, req: &Request) -> Result<Value, RpcError> {
+    let need = |name: &str| -> Result<String, RpcError> {
+        super::control::param_str(req, name)?
+            .map(str::to_string)
+            .ok_or_else(|| RpcError::new(RpcError::INVALID_PARAMS, format!("`{}` needs `{name}`", req.method)))
+    };
+    match req.method.as_str() {
+        "tunnel-show" => {
+            let tunnels: Vec<Value> = sw
+                .ports
+                .iter()
+                .filter_map(|p| match &p.port {
+                    Attachment::Tunnel(t) => Some(tunnel_json(sw, p, t)),
+                    Attachment::Device(_) => None,
+                })
+                .collect();
+            let uplinks: Vec<Value> = sw
+                .ports
+                .iter()
+                .filter(|p| !p.cfg.addresses.is_empty())
+                .map(|p| {
+                    let mut v = uplink_json(p);
+                    v["port"] = json!(p.name);
+                    v
+                })
+                .collect();
+            let s = &sw.underlay.stats;
+            Ok(json!({"tunnels": tunnels, "uplinks": uplinks,
+                      "held": {"sent": s.held_sent, "overflow": s.held_overflow, "expired": s.held_expired, "no_route": s.held_no_route}}))
+        }
+        "route-show" => {
+            let routes: Vec<Value> = routes(sw)
+                .into_iter()
+                .map(|(r, dev)| {
+                    json!({"prefix": format!("{}/{}", r.net, r.len), "via": r.via.map(|v| v.to_string()),
+                           "uplink": dev, "origin": r.origin.name()})
+                })
+                .collect();
+            Ok(json!({ "routes": routes }))
+        }
+        "neigh-show" => {
+            let now = Instant::now();
+            let n: Vec<Value> = sw
+                .underlay
+                .neighbours
+                .iter()
+                .map(|(ip, n)| {
+                    json!({"ip": ip.to_string(), "uplink": n.uplink,
+                           "mac": n.mac.map(|m| wire::EthernetAddress(m).to_string()), "state": n.state.name(),
+                           "age_s": n.confirmed.map(|c| (now - c).as_secs()), "waiting": n.queue.len()})
+                })
+                .collect();
+            Ok(json!({"neighbours": n, "arp_requests": sw.underlay.stats.arp_requests}))
+        }
+        "route-add" => {
+            let (prefix, via) = (need("prefix")?, need("via")?);
+            sw.route_add(&prefix, &via).map_err(|e| RpcError::new(RpcError::REFUSED, e))?;
+            Ok(json!({"prefix": prefix, "via": via}))
+        }
+        _ => {
+            let prefix = need("prefix")?;
+            sw.route_del(&prefix).map_err(|e| RpcError::new(RpcError::REFUSED, e))?;
+            Ok(json!({ "prefix": prefix }))
+        }
     }
 }
 

@@ -425,6 +425,27 @@ impl Uplink {
     }
 }
 
+/// The uplink the decapsulation fuzz target and its corpus replay
+/// (`fuzz/corpus/decap`) run frames through: MAC 02:00:00:00:00:01,
+/// address 10.0.0.1, one VXLAN tunnel from 10.0.0.2 with VNI 42 (slot 7).
+pub fn fuzz_uplink() -> Uplink {
+    let mut decap = HashMap::default();
+    decap.insert(
+        (Ipv4Addr::new(10, 0, 0, 2), 42, 4789),
+        DecapTarget { slot: 7, local: None, counters: super::new_counters() },
+    );
+    Uplink {
+        slot: 1,
+        mac: [2, 0, 0, 0, 0, 1],
+        addrs: vec![Ipv4Addr::new(10, 0, 0, 1)],
+        udp_ports: vec![4789],
+        decap,
+        counters: new_uplink_counters(),
+        notices: None,
+        wake: None,
+    }
+}
+
 /// Turns an ARP request (Ethernet frame) into our reply, in place.
 pub fn arp_reply_in_place(d: &mut [u8], mac: [u8; 6]) {
     let asker: [u8; 6] = d[22..28].try_into().unwrap_or_default();
@@ -460,28 +481,14 @@ pub fn echo_reply_in_place(d: &mut [u8], mac: [u8; 6]) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{new_counters, TunnelPath, TunnelSpec, VXLAN_OVERHEAD};
+    use super::super::{TunnelPath, TunnelSpec, VXLAN_OVERHEAD};
     use super::*;
 
     const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
     const PEER: [u8; 6] = [2, 0, 0, 0, 0, 2];
 
     fn uplink() -> Uplink {
-        let mut decap = HashMap::default();
-        decap.insert(
-            (Ipv4Addr::new(10, 0, 0, 2), 42, 4789),
-            DecapTarget { slot: 7, local: None, counters: new_counters() },
-        );
-        Uplink {
-            slot: 1,
-            mac: MAC,
-            addrs: vec![Ipv4Addr::new(10, 0, 0, 1)],
-            udp_ports: vec![4789],
-            decap,
-            counters: new_uplink_counters(),
-            notices: None,
-            wake: None,
-        }
+        fuzz_uplink()
     }
 
     /// A VXLAN packet from 10.0.0.2 to us, VNI `vni`, built by the
