@@ -163,6 +163,9 @@ enum Cmd {
     RouteShow,
     /// Underlay neighbours (ARP) and frames waiting for them.
     NeighShow,
+    /// Forgets the underlay's neighbours: tunnels resolve their next hops
+    /// again (as `ovs-appctl tnl/neigh/flush`).
+    NeighFlush,
     /// Adds an underlay route while running: `route-add 10.2.0.0/16
     /// 192.0.2.254`.
     RouteAdd {
@@ -383,6 +386,7 @@ fn run(cli: &Cli) -> Result<()> {
         Cmd::TunnelShow => ("tunnel-show", None),
         Cmd::RouteShow => ("route-show", None),
         Cmd::NeighShow => ("neigh-show", None),
+        Cmd::NeighFlush => ("neigh-flush", None),
         Cmd::RouteAdd { prefix, via } => ("route-add", Some(json!({"prefix": prefix, "via": via}))),
         Cmd::RouteDel { prefix } => ("route-del", Some(json!({ "prefix": prefix }))),
     };
@@ -497,6 +501,7 @@ fn run(cli: &Cli) -> Result<()> {
         }
         Cmd::RouteAdd { prefix, via } => println!("route {prefix} via {via} added"),
         Cmd::RouteDel { prefix } => println!("route {prefix} removed"),
+        Cmd::NeighFlush => println!("{} neighbours forgotten", n(&r["flushed"])),
         Cmd::PortStats { .. } => ports_table(&r["ports"]),
         Cmd::PmdStats => {
             for p in r["pmds"].as_array().into_iter().flatten() {

@@ -535,6 +535,19 @@ impl Switch {
         Ok(())
     }
 
+    /// Forgets every neighbour (`neigh-flush`, as OVS's `tnl/neigh/flush`):
+    /// frames waiting for one are dropped, and tunnels resolve their next
+    /// hops again at once.
+    pub fn neigh_flush(&mut self) -> usize {
+        let n = self.underlay.neighbours.len();
+        for nb in self.underlay.neighbours.values() {
+            self.underlay.stats.held_expired += nb.queue.len() as u64;
+        }
+        self.underlay.neighbours.clear();
+        self.resolve_tunnels();
+        n
+    }
+
     /// Removes a route added live (`route-del`).
     pub fn route_del(&mut self, prefix: &str) -> Result<(), String> {
         let (net, len) = config::parse_ipv4_net(prefix)?;
@@ -582,7 +595,8 @@ pub fn uplink_json(p: &SwitchPort) -> Value {
 }
 
 /// The control socket's underlay methods: `tunnel-show`, `route-show`,
-/// `neigh-show`, `route-add` (`prefix`, `via`) and `route-del` (`prefix`).
+/// `neigh-show`, `neigh-flush`, `route-add` (`prefix`, `via`) and
+/// `route-del` (`prefix`).
 pub fn rpc(sw: &mut Switch, req: &Request) -> Result<Value, RpcError> {
     let need = |name: &str| -> Result<String, RpcError> {
         super::control::param_str(req, name)?
@@ -637,6 +651,7 @@ pub fn rpc(sw: &mut Switch, req: &Request) -> Result<Value, RpcError> {
                 .collect();
             Ok(json!({"neighbours": n, "arp_requests": sw.underlay.stats.arp_requests}))
         }
+        "neigh-flush" => Ok(json!({ "flushed": sw.neigh_flush() })),
         "route-add" => {
             let (prefix, via) = (need("prefix")?, need("via")?);
             sw.route_add(&prefix, &via).map_err(|e| RpcError::new(RpcError::REFUSED, e))?;

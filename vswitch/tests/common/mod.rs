@@ -10,7 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct Lab {
-    tag: String,
+    pub tag: String,
     n: u32,
     pub daemon: Option<Child>,
     pub dir: PathBuf,

@@ -1,0 +1,334 @@
+//! Overlay tunnels against real peers: "host B" is a network namespace
+//! with the Linux kernel's VXLAN device and a Linux bridge, its container
+//! another namespace behind that bridge; vswitchd holds the underlay
+//! address on an uplink (a veth into host B) and container 1 on br-int.
+//! Needs root.
+
+mod common;
+
+use common::{sh, Lab};
+use serde_json::Value;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const VNI: u32 = 42;
+const OUR_IP: [u8; 4] = [172, 31, 9, 1];
+const B_IP: [u8; 4] = [172, 31, 9, 2];
+
+/// Host B: namespaces for the host and its container, the underlay veth.
+struct HostB {
+    ns: String,
+    container: String,
+    /// The uplink's kernel end in our namespace (vswitchd's AF_PACKET port).
+    uplink: String,
+}
+
+impl HostB {
+    /// Host B at 172.31.9.2 with a kernel VXLAN device (VNI 42, remote
+    /// 172.31.9.1) bridged to its container at 10.99.0.2 (MTU 1450).
+    fn new(lab: &Lab) -> HostB {
+        let t = &lab.tag;
+        let b = HostB { ns: format!("vs{t}hb"), container: format!("vs{t}hc"), uplink: format!("vs{t}u") };
+        b.cleanup();
+        let (ns, c) = (b.ns.as_str(), b.container.as_str());
+        sh(&["ip", "netns", "add", ns]);
+        sh(&["ip", "netns", "add", c]);
+        sh(&["ip", "link", "add", "name", &b.uplink, "type", "veth", "peer", "name", "ul", "netns", ns]);
+        sh(&["ip", "link", "set", &b.uplink, "up"]);
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", b.uplink), "1");
+        for args in [
+            &["link", "set", "lo", "up"][..],
+            &["link", "set", "ul", "up"],
+            &["addr", "add", "172.31.9.2/24", "dev", "ul"],
+            &["link", "add", "name", "vx0", "type", "vxlan", "id", "42", "remote", "172.31.9.1", "local", "172.31.9.2", "dstport", "4789"],
+            &["link", "set", "vx0", "up"],
+            &["link", "add", "name", "brx", "type", "bridge"],
+            &["link", "set", "vx0", "master", "brx"],
+            &["link", "set", "brx", "up"],
+            &["link", "add", "name", "bport", "type", "veth", "peer", "name", "eth0", "netns", c],
+            &["link", "set", "bport", "master", "brx"],
+            &["link", "set", "bport", "up"],
+        ] {
+            let mut v = vec!["ip", "-n", ns];
+            v.extend_from_slice(args);
+            sh(&v);
+        }
+        for args in [
+            &["link", "set", "lo", "up"][..],
+            &["link", "set", "eth0", "mtu", "1450"],
+            &["link", "set", "eth0", "up"],
+            &["addr", "add", "10.99.0.2/24", "dev", "eth0"],
+        ] {
+            let mut v = vec!["ip", "-n", c];
+            v.extend_from_slice(args);
+            sh(&v);
+        }
+        // Finished checksums on the wire (veth leaves them to "hardware").
+        for (n, dev) in [(ns, "ul"), (c, "eth0")] {
+            let _ = Command::new("ip").args(["netns", "exec", n, "ethtool", "-K", dev, "tx", "off"]).stdout(Stdio::null()).status();
+        }
+        b
+    }
+    fn cleanup(&self) {
+        for args in [["netns", "del", &self.ns], ["netns", "del", &self.container], ["link", "del", &self.uplink]] {
+            let _ = Command::new("ip").args(args).stderr(Stdio::null()).status();
+        }
+    }
+    fn exec(&self, ns: &str, args: &[&str]) -> std::process::Output {
+        Command::new("ip").args(["netns", "exec", ns]).args(args).output().unwrap()
+    }
+    /// The MAC of `dev` in namespace `ns` (None: ours).
+    fn mac(ns: Option<&str>, dev: &str) -> [u8; 6] {
+        let mut c = Command::new("ip");
+        if let Some(ns) = ns {
+            c.args(["-n", ns]);
+        }
+        let out = c.args(["-j", "link", "show", dev]).output().unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let s = v[0]["address"].as_str().unwrap();
+        let b: Vec<u8> = s.split(':').map(|x| u8::from_str_radix(x, 16).unwrap()).collect();
+        b.try_into().unwrap()
+    }
+    /// Pings from namespace `ns`; replies received.
+    fn ping(&self, ns: &str, to: &str, count: u32, wait_s: u32) -> u32 {
+        let out = self.exec(ns, &["ping", "-q", "-c", &count.to_string(), "-i", "0.2", "-W", &wait_s.to_string(), to]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .find(|l| l.contains("packets transmitted"))
+            .and_then(|l| l.split(", ").nth(1))
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for HostB {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+fn config(lab: &Lab, b: &HostB, tunnel: bool) {
+    let vx = if tunnel {
+        "[[bridge.port]]\nname = \"vx1\"\ntype = \"vxlan\"\nremote_ip = \"172.31.9.2\"\nkey = 42\n"
+    } else {
+        ""
+    };
+    lab.write_config(&format!(
+        "[[bridge]]\nname = \"br-int\"\n\n{}{vx}\n[[bridge]]\nname = \"br-phy\"\n\n\
+         [[bridge.port]]\nname = \"up\"\ntype = \"afpacket\"\niface = \"{}\"\naddresses = [\"172.31.9.1/24\"]\n",
+        lab.port(1, "c1", ""),
+        b.uplink
+    ));
+}
+
+/// `tunnel-show`'s entry for `port`.
+fn tunnel(lab: &Lab, port: &str) -> Value {
+    let t = lab.ctl(&["tunnel-show"]);
+    t["tunnels"].as_array().unwrap().iter().find(|x| x["port"] == port).cloned().unwrap_or(Value::Null)
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// tcpdump on host B's underlay interface, until stopped.
+fn capture(b: &HostB, file: &std::path::Path) -> Child {
+    let child = Command::new("ip")
+        .args(["netns", "exec", &b.ns, "tcpdump", "-i", "ul", "-n", "-U", "-w"])
+        .arg(file)
+        .args(["udp", "port", "4789"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // tcpdump says "listening on" once it captures.
+    std::thread::sleep(Duration::from_millis(1500));
+    child
+}
+
+/// 1 MB over TCP from namespace `from` to `to_ip` in namespace `to`.
+fn tcp_transfer(lab: &Lab, from: &str, to: &str, to_ip: &str) {
+    let send = lab.dir.join("send");
+    let recv = lab.dir.join(format!("recv-{to}"));
+    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    std::fs::write(&send, &data).unwrap();
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", to, "sh", "-c", &format!("timeout 20 nc -l -p 5001 > {}", recv.display())])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let st = Command::new("ip")
+        .args(["netns", "exec", from, "sh", "-c", &format!("nc -q 1 -w 5 {to_ip} 5001 < {}", send.display())])
+        .status()
+        .unwrap();
+    assert!(st.success(), "nc from {from}");
+    let _ = server.wait();
+    assert_eq!(std::fs::read(&recv).unwrap(), data, "1 MB over TCP from {from} to {to}");
+}
+
+#[test]
+fn vxlan_interoperates_with_the_kernels_vxlan_device() {
+    let mut lab = Lab::new("vx", 1, None);
+    let b = HostB::new(&lab);
+    config(&lab, &b, true);
+    let pcap = lab.dir.join("underlay.pcap");
+    let mut dump = capture(&b, &pcap);
+    lab.start();
+    let our_mac = HostB::mac(None, &b.uplink);
+    let b_mac = HostB::mac(Some(&b.ns), "ul");
+
+    // The switch resolves host B by ARP itself; the tunnel comes up.
+    wait_for("the tunnel to come up", || tunnel(&lab, "vx1")["state"] == "up");
+    let n = lab.ctl(&["neigh-show"]);
+    let nb = &n["neighbours"].as_array().unwrap().iter().find(|x| x["ip"] == "172.31.9.2").cloned().unwrap();
+    assert_eq!(nb["mac"].as_str().unwrap(), wire::EthernetAddress(b_mac).to_string());
+    assert_eq!(nb["state"], "reachable");
+
+    // Both ways: pings and 1 MB of TCP.
+    assert_eq!(lab.ping(1, 2, 5, "0.2", None), 5, "container 1 -> host B's container: {}", lab.log());
+    assert_eq!(b.ping(&b.container, "10.99.0.1", 5, 1), 5, "host B's container -> container 1");
+    tcp_transfer(&lab, &lab.ns(1), &b.container, "10.99.0.2");
+    tcp_transfer(&lab, &b.container, &lab.ns(1), "10.99.0.1");
+
+    // The underlay address answers ARP and ping itself.
+    sh(&["ip", "-n", &b.ns, "neigh", "flush", "dev", "ul"]);
+    assert_eq!(b.ping(&b.ns, "172.31.9.1", 3, 1), 3, "host B pings the switch's underlay address");
+    let show = lab.ctl(&["show"]);
+    let up = &show["bridges"][1]["ports"][0]["underlay"];
+    assert!(up["arp_replied"].as_u64().unwrap() >= 1, "{up}");
+    assert!(up["echo_replied"].as_u64().unwrap() >= 3, "{up}");
+    assert!(up["decapsulated"].as_u64().unwrap() >= 10, "{up}");
+    for (reason, n) in up["drops"].as_object().unwrap() {
+        assert_eq!(n, 0, "drops: {reason}");
+    }
+    let t = tunnel(&lab, "vx1");
+    assert_eq!((t["drop_no_path"].as_u64(), t["drop_too_big"].as_u64()), (Some(0), Some(0)), "{t}");
+
+    // The underlay, byte by byte.
+    let _ = Command::new("kill").arg(dump.id().to_string()).status();
+    let _ = dump.wait();
+    let data = std::fs::read(&pcap).unwrap();
+    let mut reader = pcap_file::pcap::PcapReader::new(&data[..]).unwrap();
+    let (mut ours, mut theirs) = (0, 0);
+    let mut ids = Vec::new();
+    while let Some(pkt) = reader.next_packet() {
+        let Ok(pkt) = pkt else { break }; // the last record may be cut by the kill
+        let f = &pkt.data[..];
+        let eth = wire::EthernetFrame::new_checked(f).unwrap();
+        let ip = wire::Ipv4Packet::new_checked(eth.payload()).unwrap();
+        assert!(ip.verify_checksum(), "outer IPv4 checksum");
+        let udp = wire::UdpPacket::new_checked(ip.payload()).unwrap();
+        assert_eq!(udp.dst_port(), 4789);
+        let vx = wire::vxlan::VxlanPacket::new_checked(udp.payload()).unwrap();
+        assert_eq!((vx.flags(), vx.vni()), (0x08, VNI));
+        let inner = wire::EthernetFrame::new_checked(vx.payload()).unwrap();
+        if eth.src_addr().0 == our_mac {
+            ours += 1;
+            assert_eq!(eth.dst_addr().0, b_mac, "to host B's MAC");
+            assert_eq!((ip.src_addr().0, ip.dst_addr().0), (OUR_IP, B_IP));
+            assert_eq!(ip.ttl(), 64);
+            assert!(ip.dont_frag() && !ip.more_frags() && ip.frag_offset() == 0, "DF, never fragmented");
+            assert_eq!((ip.dscp(), ip.ecn()), (0, 0));
+            assert_eq!(usize::from(ip.total_len()), ip.payload().len() + 20);
+            assert!((32768..=61000).contains(&udp.src_port()), "source port {}", udp.src_port());
+            assert_eq!(usize::from(udp.len()), udp.payload().len() + 8);
+            assert_eq!(udp.checksum(), 0, "no outer UDP checksum over IPv4 unless csum");
+            assert_eq!(usize::from(udp.len()), 16 + vx.payload().len());
+            ids.push(ip.ident());
+            // The inner frame is container 1's, untouched.
+            assert_eq!(inner.src_addr().0, HostB::mac(Some(&lab.ns(1)), "eth0"));
+        } else {
+            theirs += 1;
+            assert_eq!((ip.src_addr().0, ip.dst_addr().0), (B_IP, OUR_IP));
+        }
+    }
+    assert!(ours >= 10 && theirs >= 10, "frames captured: ours {ours}, host B's {theirs}");
+    ids.dedup();
+    assert!(ids.len() >= ours * 9 / 10, "outer IPv4 IDs change from frame to frame");
+}
+
+#[test]
+fn the_first_frame_to_an_unresolved_next_hop_waits_and_is_sent() {
+    let mut lab = Lab::new("vw", 1, None);
+    let b = HostB::new(&lab);
+    config(&lab, &b, true);
+    lab.start();
+    wait_for("the tunnel to come up", || tunnel(&lab, "vx1")["state"] == "up");
+    // Both containers know each other's MAC: the first frame is the ping.
+    let hc_mac = wire::EthernetAddress(HostB::mac(Some(&b.container), "eth0")).to_string();
+    let c1_mac = wire::EthernetAddress(HostB::mac(Some(&lab.ns(1)), "eth0")).to_string();
+    sh(&["ip", "-n", &lab.ns(1), "neigh", "replace", "10.99.0.2", "lladdr", &hc_mac, "dev", "eth0", "nud", "permanent"]);
+    sh(&["ip", "-n", &b.container, "neigh", "replace", "10.99.0.1", "lladdr", &c1_mac, "dev", "eth0", "nud", "permanent"]);
+    // Host B answers no ARP for a moment; the switch forgets it.
+    let arp_ignore = "net.ipv4.conf.ul.arp_ignore";
+    sh(&["ip", "netns", "exec", &b.ns, "sysctl", "-qw", &format!("{arp_ignore}=8")]);
+    lab.ctl(&["neigh-flush"]);
+    assert_ne!(tunnel(&lab, "vx1")["state"], "up");
+    let pinger = {
+        let ns = lab.ns(1);
+        std::thread::spawn(move || {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &ns, "ping", "-c", "1", "-W", "4", "10.99.0.2"])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).contains("1 received")
+        })
+    };
+    wait_for("the ping to wait for the neighbour", || tunnel(&lab, "vx1")["held"].as_u64() >= Some(1));
+    assert!(lab.ctl(&["neigh-show"])["neighbours"][0]["waiting"].as_u64() >= Some(1));
+    // Host B answers again: the next ARP retransmission resolves it.
+    sh(&["ip", "netns", "exec", &b.ns, "sysctl", "-qw", &format!("{arp_ignore}=0")]);
+    assert!(pinger.join().unwrap(), "the first ping was answered: it waited, it was not dropped");
+    let t = tunnel(&lab, "vx1");
+    assert_eq!((t["state"].as_str(), t["drop_no_path"].as_u64()), (Some("up"), Some(0)), "{t}");
+    let held = lab.ctl(&["tunnel-show"])["held"].clone();
+    assert!(held["sent"].as_u64() >= Some(1), "{held}");
+    assert!(lab.ctl(&["neigh-show"])["arp_requests"].as_u64() >= Some(2), "retransmitted");
+}
+
+#[test]
+fn routes_and_tunnels_change_live() {
+    let mut lab = Lab::new("vr", 1, None);
+    let b = HostB::new(&lab);
+    config(&lab, &b, false);
+    lab.start();
+    // A tunnel added live to a remote beyond a router nobody has set up.
+    lab.ctl(&["add-port", "br-int", "vx9", "type=vxlan", "remote_ip=10.50.0.7", "key=9"]);
+    assert_eq!(tunnel(&lab, "vx9")["state"], "no route");
+    assert!(lab.ctl_err(&["route-add", "10.50.0.0/16", "192.0.2.1"]).contains("no subnet"));
+    assert!(lab.ctl_err(&["route-add", "10.50.0.1/16", "172.31.9.2"]).contains("host bits"));
+    lab.ctl(&["route-add", "10.50.0.0/16", "172.31.9.2"]);
+    let routes = lab.ctl(&["route-show"])["routes"].clone();
+    let r: Vec<(String, String)> = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["prefix"].as_str().unwrap().to_string(), r["origin"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(r, [("172.31.9.0/24".into(), "connected".into()), ("10.50.0.0/16".into(), "live".into())]);
+    // Host B is the "router": the tunnel resolves it and comes up.
+    wait_for("the routed tunnel to come up", || tunnel(&lab, "vx9")["state"] == "up");
+    let t = tunnel(&lab, "vx9");
+    assert_eq!((t["next_hop"].as_str(), t["uplink"].as_str(), t["local_ip"].as_str()), (Some("172.31.9.2"), Some("up"), Some("172.31.9.1")));
+    lab.ctl(&["route-del", "10.50.0.0/16"]);
+    assert_eq!(tunnel(&lab, "vx9")["state"], "no route");
+    assert!(lab.ctl_err(&["route-del", "10.50.0.0/16"]).contains("no live route"));
+    // A route from the file, applied by reload.
+    let text = std::fs::read_to_string(lab.config_path()).unwrap();
+    std::fs::write(lab.config_path(), format!("{text}\n[[route]]\nprefix = \"10.50.0.0/16\"\nvia = \"172.31.9.2\"\n")).unwrap();
+    let r = lab.ctl(&["reload"]);
+    assert_eq!(r["routes_changed"], true, "{r}");
+    // The live tunnel is not in the file: the reload removed it.
+    assert!(tunnel(&lab, "vx9").is_null());
+    lab.ctl(&["add-port", "br-int", "vx9", "type=vxlan", "remote_ip=10.50.0.7", "key=9"]);
+    wait_for("the tunnel routed by the file", || tunnel(&lab, "vx9")["state"] == "up");
+    // Removed live: its slot is free again and nothing else changed.
+    lab.ctl(&["del-port", "vx9"]);
+    assert!(tunnel(&lab, "vx9").is_null());
+    assert!(lab.ctl_err(&["add-port", "br-int", "bad", "type=vxlan"]).contains("remote_ip"));
+}
