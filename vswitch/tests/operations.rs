@@ -6,23 +6,12 @@
 
 mod common;
 
-use common::{free_port, sh, Lab};
+use common::{http_get, free_port, sh, Lab};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// GET `path` from `addr` over HTTP/1.0: (status, headers, body).
-fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String, String)> {
-    let mut s = std::net::TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
-    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    Ok((status, head.to_string(), body.to_string()))
-}
 
 /// A Prometheus server scraping one target every second, killed on drop.
 struct Prometheus {

@@ -108,18 +108,25 @@ impl Drop for HostB {
     }
 }
 
-fn config(lab: &Lab, b: &HostB, tunnel: bool) {
+/// vswitchd's config: br-int with container 1 (and tunnel vx1 to host B),
+/// br-phy with the uplink; metrics served on the address returned.
+fn config(lab: &Lab, b: &HostB, tunnel: bool) -> String {
+    let metrics = format!("127.0.0.1:{}", common::free_port());
     let vx = if tunnel {
         "[[bridge.port]]\nname = \"vx1\"\ntype = \"vxlan\"\nremote_ip = \"172.31.9.2\"\nkey = 42\n"
     } else {
         ""
     };
-    lab.write_config(&format!(
-        "[[bridge]]\nname = \"br-int\"\n\n{}{vx}\n[[bridge]]\nname = \"br-phy\"\n\n\
-         [[bridge.port]]\nname = \"up\"\ntype = \"afpacket\"\niface = \"{}\"\naddresses = [\"172.31.9.1/24\"]\n",
-        lab.port(1, "c1", ""),
-        b.uplink
-    ));
+    lab.write_config_with(
+        &format!("metrics = \"{metrics}\""),
+        &format!(
+            "[[bridge]]\nname = \"br-int\"\n\n{}{vx}\n[[bridge]]\nname = \"br-phy\"\n\n\
+             [[bridge.port]]\nname = \"up\"\ntype = \"afpacket\"\niface = \"{}\"\naddresses = [\"172.31.9.1/24\"]\n",
+            lab.port(1, "c1", ""),
+            b.uplink
+        ),
+    );
+    metrics
 }
 
 /// `tunnel-show`'s entry for `port`.
@@ -175,7 +182,7 @@ fn tcp_transfer(lab: &Lab, from: &str, to: &str, to_ip: &str) {
 fn vxlan_interoperates_with_the_kernels_vxlan_device() {
     let mut lab = Lab::new("vx", 1, None);
     let b = HostB::new(&lab);
-    config(&lab, &b, true);
+    let metrics = config(&lab, &b, true);
     let pcap = lab.dir.join("underlay.pcap");
     let mut dump = capture(&b, &pcap);
     lab.start();
@@ -208,6 +215,17 @@ fn vxlan_interoperates_with_the_kernels_vxlan_device() {
     }
     let t = tunnel(&lab, "vx1");
     assert_eq!((t["drop_no_path"].as_u64(), t["drop_too_big"].as_u64()), (Some(0), Some(0)), "{t}");
+    // The same counters in the metrics.
+    let (_, _, body) = common::http_get(&metrics, "/metrics").unwrap();
+    let value = |series: &str| -> f64 {
+        let line = body.lines().find(|l| l.starts_with(series)).unwrap_or_else(|| panic!("no {series} in:\n{body}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(value("vswitch_underlay_packets_total{port=\"up\",kind=\"decapsulated\"}") >= 10.0);
+    assert_eq!(value("vswitch_underlay_dropped_total{port=\"up\",reason=\"unknown_tunnel\"}"), 0.0);
+    assert_eq!(value("vswitch_tunnel_dropped_total{bridge=\"br-int\",port=\"vx1\",reason=\"no_path\"}"), 0.0);
+    assert_eq!(value("vswitch_port_link_up{bridge=\"br-int\",port=\"vx1\"}"), 1.0);
+    assert_eq!(value("vswitch_underlay_neighbours{state=\"reachable\"}"), 1.0);
 
     // The underlay, byte by byte.
     let _ = Command::new("kill").arg(dump.id().to_string()).status();

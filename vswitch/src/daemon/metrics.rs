@@ -160,6 +160,10 @@ fn ports(s: &mut Snapshot, sw: &Switch) {
         s.counter("vswitch_port_tx_packets", "Packets sent.", &l, st.tx_packets);
         s.counter("vswitch_port_rx_bytes", "Bytes received.", &l, st.rx_bytes);
         s.counter("vswitch_port_tx_bytes", "Bytes sent.", &l, st.tx_bytes);
+        if let super::switch::Attachment::Tunnel(t) = &p.port {
+            tunnel(s, p, t);
+            continue;
+        }
         for (dir, reason, v) in [
             ("rx", "ring_full", st.rx_missed),
             ("rx", "no_mbuf", st.rx_nombuf),
@@ -174,6 +178,74 @@ fn ports(s: &mut Snapshot, sw: &Switch) {
         let link = p.port.link();
         s.gauge("vswitch_port_link_up", "1 while the port's link is up.", &l, if link.up { 1.0 } else { 0.0 });
         s.gauge("vswitch_port_mtu_bytes", "The port's MTU.", &l, f64::from(p.port.mtu()));
+        if !p.cfg.addresses.is_empty() {
+            uplink(s, p);
+        }
+    }
+    let u = &sw.underlay;
+    for (state, name) in [
+        (super::underlay::NeighState::Reachable, "reachable"),
+        (super::underlay::NeighState::Probing, "probing"),
+        (super::underlay::NeighState::Incomplete, "incomplete"),
+        (super::underlay::NeighState::Failed, "failed"),
+    ] {
+        #[allow(clippy::cast_precision_loss)] // a count of neighbours
+        let n = u.neighbours.values().filter(|n| n.state == state).count() as f64;
+        s.gauge("vswitch_underlay_neighbours", "Underlay neighbours, by state.", &[("state", name)], n);
+    }
+    s.counter("vswitch_underlay_arp_requests", "ARP requests the switch sent for its neighbours.", &[], u.stats.arp_requests);
+    for (outcome, v) in [
+        ("sent", u.stats.held_sent),
+        ("queue_full", u.stats.held_overflow),
+        ("expired", u.stats.held_expired),
+        ("no_route", u.stats.held_no_route),
+    ] {
+        s.counter(
+            "vswitch_underlay_held_frames",
+            "Frames that waited for a neighbour, by outcome (sent, or dropped and why).",
+            &[("outcome", outcome)],
+            v,
+        );
+    }
+}
+
+/// A tunnel port's own series (its packets are the port's).
+fn tunnel(s: &mut Snapshot, p: &super::switch::SwitchPort, t: &super::switch::TunnelPort) {
+    let st = crate::datapath::tunnel::tunnel_stats(&t.counters);
+    for (reason, v) in [("no_path", st.drop_no_path), ("too_big", st.drop_too_big), ("no_headroom", st.drop_no_room)] {
+        let l = [("bridge", p.bridge.as_str()), ("port", p.name.as_str()), ("reason", reason)];
+        s.counter("vswitch_tunnel_dropped", "Frames a tunnel port could not send, by reason.", &l, v);
+    }
+    let l = [("bridge", p.bridge.as_str()), ("port", p.name.as_str())];
+    s.counter("vswitch_tunnel_held", "Frames a tunnel port handed over to wait for its next hop.", &l, st.held);
+    let up = if p.port.link().up { 1.0 } else { 0.0 };
+    s.gauge("vswitch_port_link_up", "1 while the port's link is up.", &l, up);
+    s.gauge("vswitch_port_mtu_bytes", "The port's MTU.", &l, f64::from(p.port.mtu()));
+}
+
+/// An uplink's underlay stack.
+fn uplink(s: &mut Snapshot, p: &super::switch::SwitchPort) {
+    let st = crate::datapath::tunnel::underlay::uplink_stats(&p.uplink);
+    for (kind, v) in [
+        ("decapsulated", st.decapsulated),
+        ("arp_replied", st.arp_replied),
+        ("echo_replied", st.echo_replied),
+        ("passed", st.passed),
+    ] {
+        s.counter(
+            "vswitch_underlay_packets",
+            "Frames an uplink's underlay stack handled, by kind.",
+            &[("port", p.name.as_str()), ("kind", kind)],
+            v,
+        );
+    }
+    for (reason, v) in crate::datapath::tunnel::underlay::DROP_REASONS.iter().zip(st.drops) {
+        s.counter(
+            "vswitch_underlay_dropped",
+            "Frames an uplink's underlay stack dropped, by reason.",
+            &[("port", p.name.as_str()), ("reason", reason)],
+            v,
+        );
     }
 }
 
