@@ -288,11 +288,21 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), Failure> {
         let path = |k: &str| vec![key("route"), Seg::Index(ri), key(k)];
         let (net, len) = parse_ipv4_net(&r.prefix).map_err(|why| (path("prefix"), why))?;
         if u32::from(net) & !prefix_mask(len) != 0 {
-            return fail(path("prefix"), format!("`{}` has host bits set (the network is {}/{len})", r.prefix, Ipv4Addr::from(u32::from(net) & prefix_mask(len))));
+            return fail(
+                path("prefix"),
+                format!(
+                    "`{}` has host bits set (the network is {}/{len})",
+                    r.prefix,
+                    Ipv4Addr::from(u32::from(net) & prefix_mask(len))
+                ),
+            );
         }
         let via: Ipv4Addr = r.via.parse().map_err(|_| (path("via"), format!("`{}` is not an IPv4 address", r.via)))?;
         if !subnets.iter().any(|(a, l)| in_subnet(via, *a, *l)) {
-            return fail(path("via"), format!("{via} is in no subnet of the uplinks' `addresses`: the next hop must be directly reachable"));
+            return fail(
+                path("via"),
+                format!("{via} is in no subnet of the uplinks' `addresses`: the next hop must be directly reachable"),
+            );
         }
     }
     Ok(())
@@ -346,13 +356,15 @@ fn check_tunnel(p: &crate::Port, pp: &dyn Fn(&str) -> Vec<Seg>) -> Result<(), Fa
 
 /// Parses `IP/LEN` (an IPv4 address and a prefix length 1-32).
 pub fn parse_ipv4_net(s: &str) -> Result<(Ipv4Addr, u8), String> {
-    let (a, l) = s.split_once('/').ok_or_else(|| format!("`{s}`: write an address and a prefix length, as 10.0.0.1/24"))?;
+    let (a, l) =
+        s.split_once('/').ok_or_else(|| format!("`{s}`: write an address and a prefix length, as 10.0.0.1/24"))?;
     let ip = match a.parse::<std::net::IpAddr>() {
         Ok(std::net::IpAddr::V4(ip)) => ip,
         Ok(std::net::IpAddr::V6(_)) => return Err(format!("`{s}`: IPv6 underlays are not supported yet")),
         Err(_) => return Err(format!("`{a}` is not an IPv4 address")),
     };
-    let len = l.parse::<u8>().ok().filter(|l| *l <= 32).ok_or_else(|| format!("`{l}` is not a prefix length (0-32)"))?;
+    let len =
+        l.parse::<u8>().ok().filter(|l| *l <= 32).ok_or_else(|| format!("`{l}` is not a prefix length (0-32)"))?;
     Ok((ip, len))
 }
 

@@ -220,7 +220,12 @@ fn tunnels_and_routes_are_checked() {
         &["same remote_ip"],
     );
     check(&TUNNEL.replace("/24", "/33"), "8:14", "bridge[0].port[0].addresses[0]", &["prefix length"]);
-    check(&TUNNEL.replace("iface = \"veth0\"\n", "iface = \"veth0\"\nkey = 5\n"), "8:7", "bridge[0].port[0].key", &["for tunnel ports"]);
+    check(
+        &TUNNEL.replace("iface = \"veth0\"\n", "iface = \"veth0\"\nkey = 5\n"),
+        "8:7",
+        "bridge[0].port[0].key",
+        &["for tunnel ports"],
+    );
     check(
         &format!("{TUNNEL}\n[[route]]\nprefix = \"10.9.0.0/16\"\nvia = \"10.1.0.1\"\n"),
         "17:7",

@@ -5,7 +5,9 @@
 //! get the verdicts their names promise.
 
 use std::path::Path;
-use vswitch::datapath::tunnel::underlay::{arp_reply_in_place, echo_reply_in_place, fuzz_uplink, Verdict, DROP_REASONS};
+use vswitch::datapath::tunnel::underlay::{
+    arp_reply_in_place, echo_reply_in_place, fuzz_uplink, Verdict, DROP_REASONS,
+};
 
 /// What the fuzz target does with one input.
 fn run(data: &[u8]) -> Verdict {

@@ -6,12 +6,10 @@
 
 mod common;
 
-use common::{http_get, free_port, sh, Lab};
+use common::{free_port, http_get, sh, Lab};
 use serde_json::Value;
-use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
 
 /// A Prometheus server scraping one target every second, killed on drop.
 struct Prometheus {

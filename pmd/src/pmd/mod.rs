@@ -453,10 +453,15 @@ impl PmdSet {
         Ok(Some(port))
     }
 
-    /// Adds a virtual port (it takes the first empty slot, or a new one),
-    /// with `before_publish(slot)` as in [`PmdSet::add_port`]; returns its
-    /// slot once every thread sends through it.
-    pub fn add_virtual(&self, vport: Arc<dyn VirtualPort>, before_publish: impl FnOnce(usize)) -> usize {
+    /// Adds the virtual port `make(slot)` returns (it takes the first
+    /// empty slot, or a new one), with `before_publish(slot)` as in
+    /// [`PmdSet::add_port`]; returns its slot once every thread sends
+    /// through it.
+    pub fn add_virtual(
+        &self,
+        make: impl FnOnce(usize) -> Arc<dyn VirtualPort>,
+        before_publish: impl FnOnce(usize),
+    ) -> usize {
         let sh = &self.shared;
         let _one_at_a_time = sh.moves.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let old = sh.topology();
@@ -465,7 +470,7 @@ impl PmdSet {
         ports.resize(ports.len().max(slot + 1), None);
         let mut vports = old.vports.to_vec();
         vports.resize(ports.len(), None);
-        vports[slot] = Some(vport);
+        vports[slot] = Some(make(slot));
         before_publish(slot);
         let g = sh.publish(Topology::with_ports(ports, vports, old.rxqs.clone(), Some(&*old)));
         let _ = sh.wait_acks(g, ACK_LIMIT);

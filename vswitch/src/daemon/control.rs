@@ -268,7 +268,9 @@ fn dispatch(sw: &mut Switch, d: &mut Daemon, reg: &Registry, conn: u64, req: &Re
         "set-openflow" => set_openflow(sw, of, reg, req),
         m if m.starts_with("capture-") => super::capture::rpc(sw, &mut d.captures, conn, req),
         "trace" => super::trace::rpc(sw, of, req),
-        "tunnel-show" | "route-show" | "neigh-show" | "neigh-flush" | "route-add" | "route-del" => super::underlay::rpc(sw, req),
+        "tunnel-show" | "route-show" | "neigh-show" | "neigh-flush" | "route-add" | "route-del" => {
+            super::underlay::rpc(sw, req)
+        }
         other => Err(RpcError::new(RpcError::METHOD_NOT_FOUND, format!("no method `{other}` (methods: {METHODS})"))),
     }
 }

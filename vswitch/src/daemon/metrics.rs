@@ -193,7 +193,12 @@ fn ports(s: &mut Snapshot, sw: &Switch) {
         let n = u.neighbours.values().filter(|n| n.state == state).count() as f64;
         s.gauge("vswitch_underlay_neighbours", "Underlay neighbours, by state.", &[("state", name)], n);
     }
-    s.counter("vswitch_underlay_arp_requests", "ARP requests the switch sent for its neighbours.", &[], u.stats.arp_requests);
+    s.counter(
+        "vswitch_underlay_arp_requests",
+        "ARP requests the switch sent for its neighbours.",
+        &[],
+        u.stats.arp_requests,
+    );
     for (outcome, v) in [
         ("sent", u.stats.held_sent),
         ("queue_full", u.stats.held_overflow),

@@ -10,11 +10,11 @@
 //! up between two iterations ([`pmd::pmd::PmdSet`] documents the hand-off).
 //! A removed port is closed only after every thread let go of it.
 
+use super::underlay::{Hop, Underlay};
 use crate::datapath::dispatch::{BridgeDispatch, DpView, ViewCell};
 use crate::datapath::l2::{L2Bridge, PortVlan, VlanSet};
 use crate::datapath::tunnel::underlay::{new_uplink_counters, DecapTarget, Uplink, UplinkCounters};
 use crate::datapath::tunnel::{self, TunnelCounters, TunnelSpec, TunnelVport};
-use super::underlay::{Hop, Underlay};
 use config::{Config, MemoryMode, PortType, RxqAssignment, VlanMode};
 use pmd::pmd::{PmdConfig, PmdSet};
 use pmd::{Eal, EalConfig, Memory, Mempool, Port, PortConfig, PortSource};
@@ -574,7 +574,14 @@ impl Switch {
             let spec = TunnelSpec::of(p);
             let counters = tunnel::new_counters();
             // Without a path until the slot is known and resolved.
-            let v = Arc::new(TunnelVport { slot: usize::MAX, spec, path: None, hold: None, wake: None, counters: counters.clone() });
+            let v = Arc::new(TunnelVport {
+                slot: usize::MAX,
+                spec,
+                path: None,
+                hold: None,
+                wake: None,
+                counters: counters.clone(),
+            });
             return Ok(Attachment::Tunnel(TunnelPort { spec, counters, state: Mutex::new((v, None)) }));
         }
         let err = |source| SwitchError::Port { bridge: bridge.into(), port: p.name.clone(), error: source };
@@ -615,7 +622,23 @@ impl Switch {
                 .pmds
                 .add_port(dev.clone(), before_publish)
                 .map_err(|source| SwitchError::Port { bridge: bridge.into(), port: p.name.clone(), error: source })?,
-            Attachment::Tunnel(t) => self.pmds.add_virtual(t.vport(), before_publish),
+            Attachment::Tunnel(t) => {
+                // Frames sent before the path is known wait for it.
+                let (hold, wake) = (underlay.held_sender(), underlay.wake.clone());
+                let make = |slot| {
+                    let v = Arc::new(TunnelVport {
+                        slot,
+                        spec: t.spec,
+                        path: None,
+                        hold: Some(hold),
+                        wake: Some(wake),
+                        counters: t.counters.clone(),
+                    });
+                    t.set(v.clone(), None);
+                    v as Arc<dyn pmd::pmd::VirtualPort>
+                };
+                self.pmds.add_virtual(make, before_publish)
+            }
         };
         self.ports.push(SwitchPort {
             name: p.name.clone(),
@@ -686,7 +709,10 @@ impl Switch {
                 if self.pmds.remove_virtual(sp.slot) {
                     Ok(())
                 } else {
-                    Err(pmd::Error::Thread { core: 0, reason: format!("a PMD thread did not let go of tunnel {name} within 5 s") })
+                    Err(pmd::Error::Thread {
+                        core: 0,
+                        reason: format!("a PMD thread did not let go of tunnel {name} within 5 s"),
+                    })
                 }
             }
         };

@@ -8,10 +8,10 @@
 
 use super::switch::{Attachment, Switch, SwitchPort, TunnelPort};
 use crate::datapath::tunnel::underlay::{Notice, DROP_REASONS};
-use config::rpc::{Request, RpcError};
-use serde_json::{json, Value};
 use crate::datapath::tunnel::{Held, TunnelPath, TunnelVport, Wake};
+use config::rpc::{Request, RpcError};
 use pmd::Packet;
+use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::Ipv4Addr;
 use std::sync::mpsc::{Receiver, SyncSender};
@@ -400,13 +400,13 @@ impl Switch {
                     n.requests = 0;
                     n.last_request = None;
                 }
-                NeighState::Probing | NeighState::Incomplete if n.requests >= MAX_REQUESTS => {
-                    if n.last_request.is_some_and(|t| now - t >= REQUEST_EVERY) {
-                        n.state = NeighState::Failed;
-                        changed |= n.mac.take().is_some();
-                        self.underlay.stats.held_expired += n.queue.len() as u64;
-                        n.queue.clear();
-                    }
+                NeighState::Probing | NeighState::Incomplete
+                    if n.requests >= MAX_REQUESTS && n.last_request.is_some_and(|t| now - t >= REQUEST_EVERY) =>
+                {
+                    n.state = NeighState::Failed;
+                    changed |= n.mac.take().is_some();
+                    self.underlay.stats.held_expired += n.queue.len() as u64;
+                    n.queue.clear();
                 }
                 _ => {}
             }
@@ -426,9 +426,7 @@ impl Switch {
                     n.requests < MAX_REQUESTS && n.last_request.is_none_or(|t| now - t >= REQUEST_EVERY)
                 }
                 // Tried again while something waits for it.
-                NeighState::Failed => {
-                    !n.queue.is_empty() && n.last_request.is_none_or(|t| now - t >= RETRY_FAILED)
-                }
+                NeighState::Failed => !n.queue.is_empty() && n.last_request.is_none_or(|t| now - t >= RETRY_FAILED),
                 NeighState::Reachable => false,
             };
             if due {
@@ -527,7 +525,9 @@ impl Switch {
         }
         let via: Ipv4Addr = via.parse().map_err(|_| format!("`{via}` is not an IPv4 address"))?;
         if on_link(self, via).is_none() {
-            return Err(format!("{via} is in no subnet of the uplinks' addresses: the next hop must be directly reachable"));
+            return Err(format!(
+                "{via} is in no subnet of the uplinks' addresses: the next hop must be directly reachable"
+            ));
         }
         self.underlay.routes.retain(|r| !(r.origin == Origin::Live && r.net == net && r.len == len));
         self.underlay.routes.push(Route { net, len, via: Some(via), origin: Origin::Live });

@@ -182,7 +182,14 @@ mod off {
 impl TunnelPath {
     /// The path through uplink slot `uplink` (MAC `src_mac`, MTU `mtu`)
     /// to next hop `dst_mac`, from `local`.
-    pub fn new(spec: &TunnelSpec, uplink: usize, src_mac: [u8; 6], dst_mac: [u8; 6], local: Ipv4Addr, mtu: u16) -> Self {
+    pub fn new(
+        spec: &TunnelSpec,
+        uplink: usize,
+        src_mac: [u8; 6],
+        dst_mac: [u8; 6],
+        local: Ipv4Addr,
+        mtu: u16,
+    ) -> Self {
         let mut h = [0u8; VXLAN_OVERHEAD];
         h[0..6].copy_from_slice(&dst_mac);
         h[6..12].copy_from_slice(&src_mac);
@@ -408,7 +415,8 @@ mod tests {
     #[test]
     fn the_outer_header_is_a_valid_vxlan_packet() {
         let inner = [0xaau8; 60];
-        let path = TunnelPath::new(&spec(), 3, [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], Ipv4Addr::new(10, 0, 0, 1), 1500);
+        let path =
+            TunnelPath::new(&spec(), 3, [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], Ipv4Addr::new(10, 0, 0, 1), 1500);
         let mut frame = vec![0u8; VXLAN_OVERHEAD + inner.len()];
         frame[VXLAN_OVERHEAD..].copy_from_slice(&inner);
         path.write(&mut frame, inner.len(), 0x1234, src_port(77));
@@ -436,7 +444,8 @@ mod tests {
         let ip = wire::Ipv4Packet::new_checked(&frame[14..]).unwrap();
         let udp = wire::UdpPacket::new_checked(ip.payload()).unwrap();
         assert_ne!(udp.checksum(), 0);
-        let s = wire::checksum::sum(wire::checksum::pseudo_v4(ip.src_addr(), ip.dst_addr(), 17, udp.len()), ip.payload());
+        let s =
+            wire::checksum::sum(wire::checksum::pseudo_v4(ip.src_addr(), ip.dst_addr(), 17, udp.len()), ip.payload());
         assert_eq!(wire::checksum::fold(s), 0xffff, "UDP checksum verifies");
         // The MTU bounds the inner frame: 1500 - 50 + 14.
         assert_eq!(path.max_inner, 1464);

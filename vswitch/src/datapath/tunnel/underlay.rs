@@ -449,7 +449,8 @@ pub fn fuzz_uplink() -> Uplink {
 /// Turns an ARP request (Ethernet frame) into our reply, in place.
 pub fn arp_reply_in_place(d: &mut [u8], mac: [u8; 6]) {
     let asker: [u8; 6] = d[22..28].try_into().unwrap_or_default();
-    let (spa, tpa): ([u8; 4], [u8; 4]) = (d[28..32].try_into().unwrap_or_default(), d[38..42].try_into().unwrap_or_default());
+    let (spa, tpa): ([u8; 4], [u8; 4]) =
+        (d[28..32].try_into().unwrap_or_default(), d[38..42].try_into().unwrap_or_default());
     d[0..6].copy_from_slice(&asker);
     d[6..12].copy_from_slice(&mac);
     d[20..22].copy_from_slice(&2u16.to_be_bytes());
