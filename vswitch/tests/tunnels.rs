@@ -398,6 +398,16 @@ fn routes_and_tunnels_change_live() {
     lab.ctl(&["del-port", "vx9"]);
     assert!(tunnel(&lab, "vx9").is_null());
     assert!(lab.ctl_err(&["add-port", "br-int", "bad", "type=vxlan"]).contains("remote_ip"));
+    // A permanent neighbour (nobody answers for .77): the tunnel through
+    // it is up at once, and stays so.
+    assert!(lab.ctl_err(&["neigh-set", "c1", "172.31.9.77", "02:00:00:00:00:77"]).contains("no uplink"));
+    lab.ctl(&["neigh-set", "up", "172.31.9.77", "02:00:00:00:00:77"]);
+    lab.ctl(&["route-add", "10.60.0.0/16", "172.31.9.77"]);
+    lab.ctl(&["add-port", "br-int", "vx8", "type=vxlan", "remote_ip=10.60.0.1", "key=8"]);
+    assert_eq!(tunnel(&lab, "vx8")["state"], "up");
+    let n = lab.ctl(&["neigh-show"]);
+    let e = n["neighbours"].as_array().unwrap().iter().find(|x| x["ip"] == "172.31.9.77").cloned().unwrap();
+    assert_eq!((e["state"].as_str(), e["mac"].as_str()), (Some("permanent"), Some("02:00:00:00:00:77")));
 }
 
 /// Sends raw frames out of `dev` in namespace `ns` (an AF_PACKET socket

@@ -166,6 +166,16 @@ enum Cmd {
     /// Forgets the underlay's neighbours: tunnels resolve their next hops
     /// again (as `ovs-appctl tnl/neigh/flush`).
     NeighFlush,
+    /// Sets a permanent underlay neighbour (as `ovs-appctl tnl/neigh/set`):
+    /// `neigh-set uplink 192.0.2.2 02:00:00:00:00:02`.
+    NeighSet {
+        /// The uplink port.
+        uplink: String,
+        /// The neighbour's address.
+        ip: String,
+        /// Its MAC.
+        mac: String,
+    },
     /// Adds an underlay route while running: `route-add 10.2.0.0/16
     /// 192.0.2.254`.
     RouteAdd {
@@ -387,6 +397,7 @@ fn run(cli: &Cli) -> Result<()> {
         Cmd::RouteShow => ("route-show", None),
         Cmd::NeighShow => ("neigh-show", None),
         Cmd::NeighFlush => ("neigh-flush", None),
+        Cmd::NeighSet { uplink, ip, mac } => ("neigh-set", Some(json!({"uplink": uplink, "ip": ip, "mac": mac}))),
         Cmd::RouteAdd { prefix, via } => ("route-add", Some(json!({"prefix": prefix, "via": via}))),
         Cmd::RouteDel { prefix } => ("route-del", Some(json!({ "prefix": prefix }))),
     };
@@ -502,6 +513,7 @@ fn run(cli: &Cli) -> Result<()> {
         Cmd::RouteAdd { prefix, via } => println!("route {prefix} via {via} added"),
         Cmd::RouteDel { prefix } => println!("route {prefix} removed"),
         Cmd::NeighFlush => println!("{} neighbours forgotten", n(&r["flushed"])),
+        Cmd::NeighSet { uplink, ip, mac } => println!("{ip} is {mac} on {uplink} (permanent)"),
         Cmd::PortStats { .. } => ports_table(&r["ports"]),
         Cmd::PmdStats => {
             for p in r["pmds"].as_array().into_iter().flatten() {

@@ -13,8 +13,8 @@ use std::sync::atomic::Ordering;
 /// The methods, for the "no such method" error.
 const METHODS: &str = "version, show, port-stats, pmd-stats, fdb-show, add-port, del-port, reload, dump-flows, \
      dump-groups, dump-meters, dp-flows, controllers, set-openflow, capture-start, capture-stop, capture-status, \
-     capture-list, trace, tunnel-show, route-show, neigh-show, neigh-flush, route-add, \
-     route-del";
+     capture-list, trace, tunnel-show, route-show, neigh-show, neigh-flush, neigh-set, \
+     route-add, route-del";
 
 /// What the control thread keeps beside the switch: the OpenFlow
 /// connections and the running captures.
@@ -268,7 +268,7 @@ fn dispatch(sw: &mut Switch, d: &mut Daemon, reg: &Registry, conn: u64, req: &Re
         "set-openflow" => set_openflow(sw, of, reg, req),
         m if m.starts_with("capture-") => super::capture::rpc(sw, &mut d.captures, conn, req),
         "trace" => super::trace::rpc(sw, of, req),
-        "tunnel-show" | "route-show" | "neigh-show" | "neigh-flush" | "route-add" | "route-del" => {
+        "tunnel-show" | "route-show" | "neigh-show" | "neigh-flush" | "neigh-set" | "route-add" | "route-del" => {
             super::underlay::rpc(sw, req)
         }
         other => Err(RpcError::new(RpcError::METHOD_NOT_FOUND, format!("no method `{other}` (methods: {METHODS})"))),

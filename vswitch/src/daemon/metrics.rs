@@ -188,6 +188,7 @@ fn ports(s: &mut Snapshot, sw: &Switch) {
         (super::underlay::NeighState::Probing, "probing"),
         (super::underlay::NeighState::Incomplete, "incomplete"),
         (super::underlay::NeighState::Failed, "failed"),
+        (super::underlay::NeighState::Permanent, "permanent"),
     ] {
         #[allow(clippy::cast_precision_loss)] // a count of neighbours
         let n = u.neighbours.values().filter(|n| n.state == state).count() as f64;

@@ -81,6 +81,8 @@ pub enum NeighState {
     Probing,
     /// Did not answer; tried again later while a tunnel needs it.
     Failed,
+    /// Set by the operator (`neigh-set`): never asked, never aged.
+    Permanent,
 }
 
 impl NeighState {
@@ -91,6 +93,7 @@ impl NeighState {
             NeighState::Reachable => "reachable",
             NeighState::Probing => "probing",
             NeighState::Failed => "failed",
+            NeighState::Permanent => "permanent",
         }
     }
 }
@@ -286,6 +289,12 @@ fn prefix_of(sw: &Switch, port: usize, addr: Ipv4Addr) -> u8 {
         .map_or(32, |(_, l)| l)
 }
 
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let bytes: Vec<u8> = s.split(':').filter_map(|x| u8::from_str_radix(x, 16).ok().filter(|_| x.len() <= 2)).collect();
+    bytes.try_into().map_err(|_| format!("`{s}` is not a MAC address (aa:bb:cc:dd:ee:ff)"))
+}
+
 /// An ARP request for `target` from `mac`/`spa`, broadcast.
 pub fn arp_request(mac: [u8; 6], spa: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
     let mut f = Vec::with_capacity(60);
@@ -343,6 +352,9 @@ impl Switch {
             last_request: None,
             queue: VecDeque::new(),
         });
+        if e.state == NeighState::Permanent {
+            return false;
+        }
         let changed = e.mac != Some(n.mac) || e.uplink != uplink || e.state == NeighState::Failed;
         e.mac = Some(n.mac);
         e.uplink = uplink;
@@ -427,7 +439,7 @@ impl Switch {
                 }
                 // Tried again while something waits for it.
                 NeighState::Failed => !n.queue.is_empty() && n.last_request.is_none_or(|t| now - t >= RETRY_FAILED),
-                NeighState::Reachable => false,
+                NeighState::Reachable | NeighState::Permanent => false,
             };
             if due {
                 if n.state == NeighState::Failed {
@@ -548,6 +560,33 @@ impl Switch {
         n
     }
 
+    /// Sets a permanent neighbour on an uplink (`neigh-set`, as OVS's
+    /// `tnl/neigh/set`): never asked for, never aged; `neigh-flush` forgets
+    /// it too.
+    pub fn neigh_set(&mut self, uplink: &str, ip: &str, mac: &str) -> Result<(), String> {
+        let ip: Ipv4Addr = ip.parse().map_err(|_| format!("`{ip}` is not an IPv4 address"))?;
+        let mac = parse_mac(mac)?;
+        let p = self.ports.iter().find(|p| p.name == uplink).ok_or_else(|| format!("no port `{uplink}`"))?;
+        if p.cfg.addresses.is_empty() {
+            return Err(format!("port `{uplink}` has no `addresses`: it is no uplink"));
+        }
+        let e = self.underlay.neighbours.entry(ip).or_insert_with(|| Neighbour {
+            uplink: uplink.to_string(),
+            mac: None,
+            state: NeighState::Permanent,
+            confirmed: None,
+            requests: 0,
+            last_request: None,
+            queue: VecDeque::new(),
+        });
+        e.uplink = uplink.to_string();
+        e.mac = Some(mac);
+        e.state = NeighState::Permanent;
+        e.confirmed = Some(Instant::now());
+        self.resolve_tunnels();
+        Ok(())
+    }
+
     /// Removes a route added live (`route-del`).
     pub fn route_del(&mut self, prefix: &str) -> Result<(), String> {
         let (net, len) = config::parse_ipv4_net(prefix)?;
@@ -595,8 +634,8 @@ pub fn uplink_json(p: &SwitchPort) -> Value {
 }
 
 /// The control socket's underlay methods: `tunnel-show`, `route-show`,
-/// `neigh-show`, `neigh-flush`, `route-add` (`prefix`, `via`) and
-/// `route-del` (`prefix`).
+/// `neigh-show`, `neigh-flush`, `neigh-set` (`uplink`, `ip`, `mac`),
+/// `route-add` (`prefix`, `via`) and `route-del` (`prefix`).
 pub fn rpc(sw: &mut Switch, req: &Request) -> Result<Value, RpcError> {
     let need = |name: &str| -> Result<String, RpcError> {
         super::control::param_str(req, name)?
@@ -652,6 +691,11 @@ pub fn rpc(sw: &mut Switch, req: &Request) -> Result<Value, RpcError> {
             Ok(json!({"neighbours": n, "arp_requests": sw.underlay.stats.arp_requests}))
         }
         "neigh-flush" => Ok(json!({ "flushed": sw.neigh_flush() })),
+        "neigh-set" => {
+            let (uplink, ip, mac) = (need("uplink")?, need("ip")?, need("mac")?);
+            sw.neigh_set(&uplink, &ip, &mac).map_err(|e| RpcError::new(RpcError::REFUSED, e))?;
+            Ok(json!({"uplink": uplink, "ip": ip, "mac": mac}))
+        }
         "route-add" => {
             let (prefix, via) = (need("prefix")?, need("via")?);
             sw.route_add(&prefix, &via).map_err(|e| RpcError::new(RpcError::REFUSED, e))?;
@@ -668,6 +712,14 @@ pub fn rpc(sw: &mut Switch, req: &Request) -> Result<Value, RpcError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn macs_parse() {
+        assert_eq!(parse_mac("02:fe:00:00:0a:ff"), Ok([2, 0xfe, 0, 0, 0x0a, 0xff]));
+        assert!(parse_mac("02:fe:00:00:0a").is_err());
+        assert!(parse_mac("02:fe:00:00:0a:fff").is_err());
+        assert!(parse_mac("nope").is_err());
+    }
 
     #[test]
     fn arp_requests_are_well_formed() {
