@@ -26,6 +26,10 @@ pub struct CompareArgs {
     /// Transport between generator and forwarder.
     #[arg(long, value_enum, default_value = "memif")]
     pub transport: Transport,
+    /// Tunnel scenarios: traffic both ways, or only into the tunnel
+    /// (encapsulation) or only out of it (decapsulation).
+    #[arg(long, value_enum, default_value = "both")]
+    pub tunnel_direction: TunnelDirection,
     /// Frame size in bytes (with FCS), 64..=1518.
     #[arg(long, default_value_t = 64)]
     pub frame_size: usize,
@@ -143,6 +147,29 @@ pub fn minmax(v: &[f64]) -> (f64, f64) {
     v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(*x), b.max(*x)))
 }
 
+/// Which ways a tunnel scenario's traffic goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TunnelDirection {
+    /// Into the tunnel and out of it at once.
+    Both,
+    /// Only into the tunnel: port 0 sends, the uplink receives VXLAN.
+    Encap,
+    /// Only out of it: the uplink sends VXLAN, port 0 receives.
+    Decap,
+}
+
+impl TunnelDirection {
+    /// Which generator ports send.
+    pub fn send(self) -> [bool; 2] {
+        match self {
+            TunnelDirection::Both => [true, true],
+            TunnelDirection::Encap => [true, false],
+            TunnelDirection::Decap => [false, true],
+        }
+    }
+}
+
 /// Runs `compare`: at each flow count, the rounds of every forwarder,
 /// then (with `--zero-loss`) each one's zero-loss search; prints the
 /// tables and writes the JSON and charts.
@@ -161,6 +188,12 @@ pub fn run(mut a: CompareArgs) -> Result<()> {
     }
     if !(64..=1518).contains(&a.frame_size) {
         bail!("--frame-size: {} is outside 64..=1518", a.frame_size);
+    }
+    if a.tunnel_direction != TunnelDirection::Both && !a.scenario.tunnel() {
+        bail!("--tunnel-direction is for tunnel scenarios (--scenario vxlan)");
+    }
+    if a.scenario.tunnel() && a.transport != Transport::Memif {
+        bail!("--scenario vxlan runs over memif (the uplink's MAC is a memif devarg)");
     }
     if a.gen_core == a.fwd_core {
         bail!("--gen-core and --fwd-core must differ (generator and forwarder each need a core)");
@@ -316,6 +349,8 @@ fn one_trial(
         rate_mpps: rate,
         duration: Duration::from_secs_f64(secs),
         latency_sample: 16,
+        vxlan: s.scenario.tunnel(),
+        send: a.tunnel_direction.send(),
     };
     let run_on_gen_core = |spec: TrafficSpec| rig.trial(spec);
     // Warm up (caches, learning), then the measured trial.
@@ -471,7 +506,7 @@ fn report(a: &CompareArgs, queues: u16, samples: &[Samples]) -> Result<serde_jso
         }
     }
     Ok(serde_json::json!({
-        "scenario": a.scenario,
+        "scenario": a.scenario, "tunnel_direction": a.scenario.tunnel().then_some(a.tunnel_direction),
         "transport": a.transport,
         "queues": queues,
         "frame_size": a.frame_size,
@@ -516,6 +551,8 @@ fn zero_loss(
         rate_mpps: rate,
         duration: Duration::from_secs_f64(secs),
         latency_sample: 16,
+        vxlan: s.scenario.tunnel(),
+        send: a.tunnel_direction.send(),
     };
     rig.trial(spec(warmup(a), None))?;
     let found = search(upper, a.zero_loss_resolution, 16, |rate| -> Result<Step> {

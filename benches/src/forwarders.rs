@@ -108,9 +108,24 @@ pub enum Scenario {
     /// (1,000,000), each packet is an upcall. Mpps is the rate of
     /// megaflow installs the forwarding core sustains.
     Upcall,
+    /// An overlay: port 0 is a container's side of a learning bridge whose
+    /// other port is a VXLAN tunnel (VNI 100) to the generator's "remote
+    /// endpoint" 198.18.0.2; port 1 is the uplink holding the switch's
+    /// underlay address 198.18.0.1. Frames from port 0 leave port 1
+    /// encapsulated, VXLAN from port 1 leaves port 0 decapsulated: both in
+    /// one run (`--flows` inner flows each way). Ours: a tunnel port and an
+    /// uplink with `addresses`; OVS: its userspace tunnelling (a vxlan port
+    /// on br-int, the address on br-phy, `tnl/neigh/set`, `ovs/route/add`).
+    /// Both with the remote's MAC set statically. memif only.
+    Vxlan,
 }
 
 impl Scenario {
+    /// Whether port 1 carries VXLAN.
+    pub fn tunnel(self) -> bool {
+        self == Scenario::Vxlan
+    }
+
     /// Whether the switches are driven by OpenFlow tables loaded from a
     /// flow file.
     pub fn openflow(self) -> bool {
@@ -167,6 +182,26 @@ pub fn of_3table_flows(flows: u32) -> String {
     t
 }
 
+/// Sets the generator's MAC as vswitchd's permanent neighbour on the
+/// uplink, once its control socket answers.
+fn set_neighbour(sock: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = Command::new(our_binary("vswitchctl")?)
+            .args(["--socket", sock, "neigh-set", "p1"])
+            .arg(std::net::Ipv4Addr::from(crate::gen::VXLAN_REMOTE).to_string())
+            .arg(wire::EthernetAddress(crate::gen::VXLAN_REMOTE_MAC).to_string())
+            .output()?;
+        if out.status.success() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("vswitchctl neigh-set: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Loads a flow file with `ovs-ofctl -O OpenFlow13 add-flows TARGET FILE`
 /// (it ends with a barrier), retrying the connection for up to 20 s;
 /// returns the flow-mods and the seconds the load took.
@@ -207,8 +242,17 @@ impl Setup {
         }
     }
     fn fwd_devargs(&self, i: usize) -> String {
+        // The uplink of a tunnel scenario has the MAC the generator's
+        // VXLAN is addressed to.
+        let mac = if self.scenario.tunnel() && i == 1 {
+            format!(",mac={}", wire::EthernetAddress(crate::gen::VXLAN_LOCAL_MAC))
+        } else {
+            String::new()
+        };
         match self.transport {
-            Transport::Memif => format!("net_memif{i},role=server,id=0,socket={},socket-abstract=no", self.sock(i)),
+            Transport::Memif => {
+                format!("net_memif{i},role=server,id=0,socket={},socket-abstract=no{mac}", self.sock(i))
+            }
             Transport::Vhost => format!("net_vhost{i},iface={},client=1,queues={}", self.sock(i), self.queues),
         }
     }
@@ -329,24 +373,44 @@ impl Running {
             Kind::Vswitch | Kind::VswitchBase => {
                 let sock = s.dir.join("vswitchd.sock").display().to_string();
                 let cfg = s.dir.join("vswitchd.toml");
-                // p2p: the two ports cross-connected; l2: a learning bridge.
+                // p2p: the two ports cross-connected; l2: a learning bridge;
+                // vxlan: port 1 is the uplink of br-phy, port 0 and the
+                // tunnel learn on br0.
                 let port = |i: usize| {
-                    let peer = match s.scenario {
+                    let extra = match s.scenario {
                         Scenario::P2p => format!("peer = \"p{}\"\n", 1 - i),
-                        Scenario::L2 | Scenario::Of3table | Scenario::Upcall => String::new(),
+                        Scenario::Vxlan if i == 1 => format!(
+                            "addresses = [\"{}/24\"]\n",
+                            std::net::Ipv4Addr::from(crate::gen::VXLAN_LOCAL)
+                        ),
+                        Scenario::L2 | Scenario::Of3table | Scenario::Upcall | Scenario::Vxlan => String::new(),
                     };
                     format!(
-                        "[[bridge.port]]\nname = \"p{i}\"\ntype = \"dpdk\"\ndevargs = \"{}\"\nn_rxq = {}\n{peer}",
+                        "[[bridge.port]]\nname = \"p{i}\"\ntype = \"dpdk\"\ndevargs = \"{}\"\nn_rxq = {}\n{extra}",
                         s.fwd_devargs(i),
                         s.queues
                     )
+                };
+                let (p1, tunnel) = if s.scenario.tunnel() {
+                    (
+                        format!(
+                            "[[bridge.port]]\nname = \"vx\"\ntype = \"vxlan\"\nremote_ip = \"{}\"\nkey = {}\n\n\
+                             [[bridge]]\nname = \"br-phy\"\n\n{}",
+                            std::net::Ipv4Addr::from(crate::gen::VXLAN_REMOTE),
+                            crate::gen::VXLAN_VNI,
+                            port(1)
+                        ),
+                        true,
+                    )
+                } else {
+                    (port(1), false)
                 };
                 std::fs::write(
                     &cfg,
                     format!(
                         "[eal]\ncores = [{cores}]\nmemory = \"in-memory\"\nmemory_mb = 512\nfile_prefix = \"vsbench-vswitchd\"\n\n\
                          [pmd]\ncores = [{fwd}]\nrxq_assignment = \"round-robin\"\n{limit}\n[control]\nsocket = \"{sock}\"\n\n\
-                         [[bridge]]\nname = \"br0\"\nmac_table_size = {table}\n{of}\n{p0}\n{p1}",
+                         [[bridge]]\nname = \"br0\"\nmac_table_size = {table}\n{of}\n{p0}\n{p1}\n",
                         fwd = s.fwd_core,
                         limit = s.megaflow_limit.map(|n| format!("megaflow_limit = {n}\n")).unwrap_or_default(),
                         table = (s.macs * 4).max(8192),
@@ -358,7 +422,6 @@ impl Running {
                             None => String::new(),
                         },
                         p0 = port(0),
-                        p1 = port(1),
                     ),
                 )?;
                 let bin = match (kind, &s.baseline_vswitchd) {
@@ -369,6 +432,11 @@ impl Running {
                 let mut c = Command::new(bin);
                 c.arg("--config").arg(&cfg);
                 r.child = Some(c.stdin(Stdio::null()).stdout(out).stderr(err).spawn().context("starting vswitchd")?);
+                if tunnel {
+                    // The generator answers no ARP: its MAC is set, as OVS's
+                    // tnl/neigh/set does for OVS.
+                    set_neighbour(&sock)?;
+                }
                 r.vswitchd = Some((sock, std::cell::Cell::new(VsCounters::default())));
             }
             Kind::Testpmd => {
@@ -623,8 +691,16 @@ fn start_ovs(s: &Setup) -> Result<Ovs> {
     // The control socket is named after the program: ovs-vswitchd-dpdk.<pid>.ctl.
     let o = Ovs { ctl: dir.join(format!("ovs-vswitchd-dpdk.{pid}.ctl")), dir: dir.clone() };
     vsctl(&["add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=netdev"])?;
+    // Tunnels: port 1 on br-phy, whose own interface holds the underlay
+    // address (OVS's userspace tunnelling recipe).
+    let phy = "vsb-phy";
+    if s.scenario.tunnel() {
+        let mac = format!("other-config:hwaddr={}", wire::EthernetAddress(crate::gen::VXLAN_LOCAL_MAC));
+        vsctl(&["add-br", phy, "--", "set", "bridge", phy, "datapath_type=netdev", &mac])?;
+    }
     for i in 0..2 {
         let name = format!("p{i}");
+        let bridge = if s.scenario.tunnel() && i == 1 { phy } else { "br0" };
         let ofport = format!("ofport_request={}", i + 1);
         let options = match s.transport {
             Transport::Memif => vec![
@@ -636,9 +712,30 @@ fn start_ovs(s: &Setup) -> Result<Ovs> {
                 vec!["type=dpdkvhostuserclient".to_string(), format!("options:vhost-server-path={}", s.sock(i))]
             }
         };
-        let mut args = vec!["add-port", "br0", &name, "--", "set", "Interface", &name, &ofport];
+        let mut args = vec!["add-port", bridge, &name, "--", "set", "Interface", &name, &ofport];
         args.extend(options.iter().map(String::as_str));
         vsctl(&args)?;
+    }
+    if s.scenario.tunnel() {
+        let (local, remote) =
+            (std::net::Ipv4Addr::from(crate::gen::VXLAN_LOCAL), std::net::Ipv4Addr::from(crate::gen::VXLAN_REMOTE));
+        vsctl(&[
+            "add-port",
+            "br0",
+            "vx",
+            "--",
+            "set",
+            "Interface",
+            "vx",
+            "type=vxlan",
+            "ofport_request=2",
+            &format!("options:remote_ip={remote}"),
+            &format!("options:key={}", crate::gen::VXLAN_VNI),
+        ])?;
+        run(Command::new("ip").args(["addr", "add", &format!("{local}/24"), "dev", phy]))?;
+        run(Command::new("ip").args(["link", "set", phy, "up"]))?;
+        appctl(&o, &["ovs/route/add", &format!("{remote}/24"), phy])?;
+        appctl(&o, &["tnl/neigh/set", phy, &remote.to_string(), &wire::EthernetAddress(crate::gen::VXLAN_REMOTE_MAC).to_string()])?;
     }
     let ofctl = |args: &[&str]| run(ovs_env(Command::new(tool("ovs-ofctl").expect("checked")).args(args), &dir));
     tool("ovs-ofctl")?;
@@ -657,7 +754,7 @@ fn start_ovs(s: &Setup) -> Result<Ovs> {
                 n as f64 / secs
             );
         }
-        Scenario::L2 => {
+        Scenario::L2 | Scenario::Vxlan => {
             ofctl(&["add-flow", &mgmt, "actions=NORMAL"])?;
             vsctl(&["set", "bridge", "br0", &format!("other_config:mac-table-size={}", (s.macs * 4).max(8192))])?;
         }

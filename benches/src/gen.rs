@@ -30,6 +30,58 @@ pub struct TrafficSpec {
     pub duration: Duration,
     /// Record every Nth packet's latency.
     pub latency_sample: u32,
+    /// Port 1 is a tunnel uplink: what is sent there is VXLAN (VNI
+    /// [`VXLAN_VNI`] from the remote endpoint [`VXLAN_REMOTE`] to the
+    /// switch's [`VXLAN_LOCAL`]) around the frame, and what comes back
+    /// there is expected encapsulated ([`wire::build`]'s frame sizes are
+    /// the inner frames').
+    pub vxlan: bool,
+    /// Which ports send (port 0, port 1); both in every scenario but a
+    /// tunnel's encapsulation-only or decapsulation-only run.
+    pub send: [bool; 2],
+}
+
+/// The switch's underlay address in tunnel scenarios (RFC 2544's
+/// benchmarking range: nothing on a real network uses it).
+pub const VXLAN_LOCAL: [u8; 4] = [198, 18, 0, 1];
+/// The generator's, as the remote endpoint.
+pub const VXLAN_REMOTE: [u8; 4] = [198, 18, 0, 2];
+/// The switch's uplink MAC in tunnel scenarios.
+pub const VXLAN_LOCAL_MAC: [u8; 6] = [2, 0xfe, 0, 0, 0, 1];
+/// The remote endpoint's MAC.
+pub const VXLAN_REMOTE_MAC: [u8; 6] = [2, 0xfe, 0, 0, 0, 2];
+/// The VNI.
+pub const VXLAN_VNI: u32 = 100;
+/// Outer Ethernet, IPv4, UDP and VXLAN headers.
+pub const VXLAN_OVERHEAD: usize = 50;
+
+/// `inner` in VXLAN from the remote endpoint to the switch (outer UDP
+/// checksum zero, as a Linux VTEP sends; source port from the flow).
+pub fn vxlan_wrap(inner: &[u8], flow: u32) -> Vec<u8> {
+    let mut f = Vec::with_capacity(VXLAN_OVERHEAD + inner.len());
+    f.extend_from_slice(&VXLAN_LOCAL_MAC);
+    f.extend_from_slice(&VXLAN_REMOTE_MAC);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let ip_len = (20 + 8 + 8 + inner.len()) as u16;
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
+    ip[6] = 0x40;
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&VXLAN_REMOTE);
+    ip[16..20].copy_from_slice(&VXLAN_LOCAL);
+    let ck = wire::checksum::checksum(&ip);
+    ip[10..12].copy_from_slice(&ck.to_be_bytes());
+    f.extend_from_slice(&ip);
+    let sport = 32768 + (flow % 28000) as u16;
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&4789u16.to_be_bytes());
+    f.extend_from_slice(&(ip_len - 20).to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0x08, 0, 0, 0]);
+    f.extend_from_slice(&(VXLAN_VNI << 8).to_be_bytes());
+    f.extend_from_slice(inner);
+    f
 }
 
 /// What came back.
@@ -47,6 +99,8 @@ pub struct TrialResult {
     pub foreign: u64,
     /// Seconds of sending.
     pub seconds: f64,
+    /// Directions that sent (1 or 2).
+    pub directions: u32,
     /// Latency samples in nanoseconds.
     pub latency: hdrhistogram::Histogram<u64>,
     /// The generator's longest pause between two turns of its loop,
@@ -59,7 +113,7 @@ pub struct TrialResult {
 impl TrialResult {
     /// Received Mpps per direction, averaged over both.
     pub fn mpps_each_way(&self) -> f64 {
-        (self.rx[0] + self.rx[1]) as f64 / 2.0 / self.seconds / 1e6
+        (self.rx[0] + self.rx[1]) as f64 / f64::from(self.directions.max(1)) / self.seconds / 1e6
     }
     /// Packets offered (both directions) that did not come back.
     pub fn lost(&self) -> u64 {
@@ -67,7 +121,7 @@ impl TrialResult {
     }
     /// Offered Mpps per direction, averaged over both.
     pub fn offered_mpps_each_way(&self) -> f64 {
-        (self.offered[0] + self.offered[1]) as f64 / 2.0 / self.seconds / 1e6
+        (self.offered[0] + self.offered[1]) as f64 / f64::from(self.directions.max(1)) / self.seconds / 1e6
     }
     /// Share of accepted packets that did not come back.
     pub fn loss_ratio(&self) -> f64 {
@@ -103,6 +157,9 @@ fn templates(spec: &TrafficSpec, dir: usize) -> Vec<Vec<u8>> {
             };
             let mut b = vec![0u8; len];
             fr.emit(&mut b, false);
+            if spec.vxlan && dir == 1 {
+                return vxlan_wrap(&b, f);
+            }
             b
         })
         .collect()
@@ -127,6 +184,10 @@ pub fn run_trial(ports: &[Arc<Port>; 2], pool: &Mempool, spec: &TrafficSpec) -> 
         ttl: 0,
     }
     .header_len();
+    // Where the tag is in what is sent on each port (and in what comes
+    // back on it: port 1 carries VXLAN both ways in tunnel scenarios).
+    let outer = if spec.vxlan { VXLAN_OVERHEAD } else { 0 };
+    let tag_at = [payload_at, payload_at + outer];
     let hz = pmd::tsc_hz() as f64;
     let ns_per_tick = 1e9 / hz;
     let mut lat = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("bounds");
@@ -153,7 +214,7 @@ pub fn run_trial(ports: &[Arc<Port>; 2], pool: &Mempool, spec: &TrafficSpec) -> 
         }
         let sending = now < end;
         for d in 0..2 {
-            if sending && ticks_per_burst.is_none_or(|_| now >= next_send[d]) {
+            if sending && spec.send[d] && ticks_per_burst.is_none_or(|_| now >= next_send[d]) {
                 let out = &mut pending[d];
                 let have = out.len();
                 if out.alloc_bulk(pool) > 0 {
@@ -170,7 +231,7 @@ pub fn run_trial(ports: &[Arc<Port>; 2], pool: &Mempool, spec: &TrafficSpec) -> 
                         tag[..4].copy_from_slice(&MAGIC.to_ne_bytes());
                         tag[4..12].copy_from_slice(&stamp.to_ne_bytes());
                         tag[12..].copy_from_slice(&seq.to_ne_bytes());
-                        buf[payload_at..payload_at + 16].copy_from_slice(&tag);
+                        buf[tag_at[d]..tag_at[d] + 16].copy_from_slice(&tag);
                         seq = seq.wrapping_add(1);
                     }
                 }
@@ -204,10 +265,14 @@ pub fn run_trial(ports: &[Arc<Port>; 2], pool: &Mempool, spec: &TrafficSpec) -> 
                     let now = pmd::rdtsc();
                     for p in b.as_slice() {
                         let data = p.data();
-                        if data.len() < payload_at + 16 || data[payload_at..payload_at + 4] != MAGIC.to_ne_bytes() {
+                        let ours = |at: usize| data.len() >= at + 16 && data[at..at + 4] == MAGIC.to_ne_bytes();
+                        // Where this port's frames carry the tag; or the
+                        // other port's (a forwarder that does not
+                        // encapsulate, as testpmd's io forwarding).
+                        let Some(payload_at) = [tag_at[d], tag_at[d ^ 1]].into_iter().find(|at| ours(*at)) else {
                             foreign += 1;
                             continue;
-                        }
+                        };
                         // Arrived on port d: sent on the other one.
                         rx[d ^ 1] += 1;
                         let s = u32::from_ne_bytes(data[payload_at + 12..payload_at + 16].try_into().unwrap_or([0; 4]));
@@ -231,6 +296,7 @@ pub fn run_trial(ports: &[Arc<Port>; 2], pool: &Mempool, spec: &TrafficSpec) -> 
         rx,
         foreign,
         seconds: spec.duration.as_secs_f64(),
+        directions: spec.send.iter().filter(|s| **s).count() as u32,
         latency: lat,
         max_gap_us: max_gap as f64 * ns_per_tick / 1000.0,
     }
