@@ -5,8 +5,10 @@
 //! [`Packet`] and the fixed-capacity [`Batch`] ([`packet`]), ethdev ports
 //! from PCI addresses or vdev devargs with their queues, offload
 //! capabilities, link state and statistics ([`port`]), and poll-mode
-//! threads pinned to cores with rx-queue assignment and cycle accounting
-//! ([`pmd`]), and capture taps a PMD thread copies packets into while a
+//! threads pinned to cores with rx-queue assignment and cycle accounting,
+//! beside virtual ports (no device: a function passes what is sent to them
+//! on to device ports, as a tunnel encapsulates) ([`pmd`]), and capture
+//! taps a PMD thread copies packets into while a
 //! capture runs ([`capture`]).
 //!
 //! It must not know about bridges, OpenFlow or configuration files: the
