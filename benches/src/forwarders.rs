@@ -379,10 +379,9 @@ impl Running {
                 let port = |i: usize| {
                     let extra = match s.scenario {
                         Scenario::P2p => format!("peer = \"p{}\"\n", 1 - i),
-                        Scenario::Vxlan if i == 1 => format!(
-                            "addresses = [\"{}/24\"]\n",
-                            std::net::Ipv4Addr::from(crate::gen::VXLAN_LOCAL)
-                        ),
+                        Scenario::Vxlan if i == 1 => {
+                            format!("addresses = [\"{}/24\"]\n", std::net::Ipv4Addr::from(crate::gen::VXLAN_LOCAL))
+                        }
                         Scenario::L2 | Scenario::Of3table | Scenario::Upcall | Scenario::Vxlan => String::new(),
                     };
                     format!(
@@ -690,6 +689,20 @@ fn start_ovs(s: &Setup) -> Result<Ovs> {
     let pid = std::fs::read_to_string(dir.join("ovs-vswitchd.pid"))?.trim().to_string();
     // The control socket is named after the program: ovs-vswitchd-dpdk.<pid>.ctl.
     let o = Ovs { ctl: dir.join(format!("ovs-vswitchd-dpdk.{pid}.ctl")), dir: dir.clone() };
+    // Running now: a set-up that fails stops it again, so that it holds no
+    // memory or sockets the next forwarder needs.
+    match configure_ovs(s, &o, &vsctl) {
+        Ok(()) => Ok(o),
+        Err(e) => {
+            stop_ovs(&o);
+            Err(e)
+        }
+    }
+}
+
+/// Bridges, ports and flows of the scenario in a running OVS.
+fn configure_ovs(s: &Setup, o: &Ovs, vsctl: &dyn Fn(&[&str]) -> Result<String>) -> Result<()> {
+    let dir = o.dir.clone();
     vsctl(&["add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=netdev"])?;
     // Tunnels: port 1 on br-phy, whose own interface holds the underlay
     // address (OVS's userspace tunnelling recipe).
@@ -732,10 +745,18 @@ fn start_ovs(s: &Setup) -> Result<Ovs> {
             &format!("options:remote_ip={remote}"),
             &format!("options:key={}", crate::gen::VXLAN_VNI),
         ])?;
-        run(Command::new("ip").args(["addr", "add", &format!("{local}/24"), "dev", phy]))?;
+        run(Command::new("ip").args(["addr", "replace", &format!("{local}/24"), "dev", phy]))?;
         run(Command::new("ip").args(["link", "set", phy, "up"]))?;
-        appctl(&o, &["ovs/route/add", &format!("{remote}/24"), phy])?;
-        appctl(&o, &["tnl/neigh/set", phy, &remote.to_string(), &wire::EthernetAddress(crate::gen::VXLAN_REMOTE_MAC).to_string()])?;
+        appctl(o, &["ovs/route/add", &format!("{remote}/24"), phy])?;
+        appctl(
+            o,
+            &[
+                "tnl/neigh/set",
+                phy,
+                &remote.to_string(),
+                &wire::EthernetAddress(crate::gen::VXLAN_REMOTE_MAC).to_string(),
+            ],
+        )?;
     }
     let ofctl = |args: &[&str]| run(ovs_env(Command::new(tool("ovs-ofctl").expect("checked")).args(args), &dir));
     tool("ovs-ofctl")?;
@@ -759,7 +780,7 @@ fn start_ovs(s: &Setup) -> Result<Ovs> {
             vsctl(&["set", "bridge", "br0", &format!("other_config:mac-table-size={}", (s.macs * 4).max(8192))])?;
         }
     }
-    Ok(o)
+    Ok(())
 }
 
 fn stop_ovs(o: &Ovs) {
@@ -767,7 +788,12 @@ fn stop_ovs(o: &Ovs) {
     // `ovs-netdev` interface, which an exit alone leaves behind.
     if let Ok(vsctl) = tool("ovs-vsctl") {
         let db = format!("--db=unix:{}", o.dir.join("db.sock").display());
-        let _ = run(ovs_env(Command::new(vsctl).args([db.as_str(), "--timeout=10", "del-br", "br0"]), &o.dir));
+        for br in ["br0", "vsb-phy"] {
+            let _ = run(ovs_env(
+                Command::new(&vsctl).args([db.as_str(), "--timeout=10", "--if-exists", "del-br", br]),
+                &o.dir,
+            ));
+        }
     }
     let _ = appctl(o, &["exit", "--cleanup"]);
     for pidfile in ["ovs-vswitchd.pid", "ovsdb-server.pid"] {

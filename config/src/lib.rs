@@ -18,13 +18,13 @@ mod schema;
 pub(crate) mod validate;
 
 pub use error::ConfigError;
-pub use validate::{in_subnet, parse_ipv4_net, prefix_mask};
+pub use validate::{in_subnet, parse_ipv4_net, parse_mac, prefix_mask};
 
 /// IANA's UDP port for VXLAN, a tunnel's default `dst_port`.
 pub const VXLAN_PORT: u16 = 4789;
 pub use schema::{
-    Bridge, ControlSection, Controller, EalSection, EmcMode, FailMode, MegaflowLimit, MemoryMode, PmdSection, Port,
-    PortType, Route, RxqAssignment, VlanMode,
+    ArpEntry, Bridge, ControlSection, Controller, EalSection, EmcMode, FailMode, MegaflowLimit, MemoryMode, PmdSection,
+    Port, PortType, Route, RxqAssignment, VlanMode,
 };
 
 use std::path::Path;

@@ -304,6 +304,10 @@ pub struct Bridge {
     /// Ports, in file order.
     #[serde(default, rename = "port")]
     pub ports: Vec<Port>,
+    /// Addresses whose ARP requests the bridge answers itself (its ARP
+    /// responder), never flooding them.
+    #[serde(default, rename = "arp")]
+    pub arp: Vec<ArpEntry>,
     /// OpenFlow flow tables (1-254).
     #[serde(default = "default_flow_tables")]
     pub flow_tables: u8,
@@ -326,6 +330,20 @@ fn default_aging() -> u32 {
 }
 fn default_mac_table() -> u32 {
     8192
+}
+
+/// `[[bridge.arp]]`: an address the bridge's ARP responder answers for.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArpEntry {
+    /// The IPv4 address asked for.
+    pub ip: String,
+    /// The MAC the answer gives.
+    pub mac: String,
+    /// The VLAN the request comes on (0: untagged, or a port without VLAN
+    /// handling).
+    #[serde(default)]
+    pub vlan: u16,
 }
 
 /// How a port is attached.

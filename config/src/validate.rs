@@ -122,6 +122,18 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), Failure> {
         if b.mac_table_size == 0 {
             return fail(bp(&[key("mac_table_size")]), "must be at least 1");
         }
+        let mut arp = HashSet::new();
+        for (ai, e) in b.arp.iter().enumerate() {
+            let path = |k: &str| bp(&[key("arp"), Seg::Index(ai), key(k)]);
+            let ip: Ipv4Addr = e.ip.parse().map_err(|_| (path("ip"), format!("`{}` is not an IPv4 address", e.ip)))?;
+            parse_mac(&e.mac).map_err(|why| (path("mac"), why))?;
+            if e.vlan > 4094 {
+                return fail(path("vlan"), format!("VLAN {} is outside 0-4094", e.vlan));
+            }
+            if !arp.insert((e.vlan, ip)) {
+                return fail(path("ip"), format!("{ip} on VLAN {} is listed twice", e.vlan));
+            }
+        }
         let mut ofports = HashMap::new();
         for (pi, p) in b.ports.iter().enumerate() {
             let pp = |k: &str| bp(&[key("port"), Seg::Index(pi), key(k)]);
@@ -366,6 +378,16 @@ pub fn parse_ipv4_net(s: &str) -> Result<(Ipv4Addr, u8), String> {
     let len =
         l.parse::<u8>().ok().filter(|l| *l <= 32).ok_or_else(|| format!("`{l}` is not a prefix length (0-32)"))?;
     Ok((ip, len))
+}
+
+/// Parses a MAC address, `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let bytes: Vec<u8> =
+        s.split(':').filter(|x| (1..=2).contains(&x.len())).filter_map(|x| u8::from_str_radix(x, 16).ok()).collect();
+    match (s.split(':').count(), <[u8; 6]>::try_from(bytes)) {
+        (6, Ok(m)) => Ok(m),
+        _ => Err(format!("`{s}` is not a MAC address (aa:bb:cc:dd:ee:ff)")),
+    }
 }
 
 /// The netmask of a prefix length.

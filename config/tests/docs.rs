@@ -23,18 +23,21 @@ fn documented() -> Vec<(String, BTreeSet<String>)> {
 /// defaults and options included).
 fn schema() -> Vec<(String, BTreeSet<String>)> {
     let text = "[[bridge]]\nname = \"br0\"\n[[bridge.port]]\nname = \"p\"\ntype = \"tap\"\n\
+                [[bridge.arp]]\nip = \"10.0.0.2\"\nmac = \"02:00:00:00:00:02\"\n\
                 [[route]]\nprefix = \"10.0.0.0/8\"\nvia = \"192.0.2.1\"\n";
     let cfg: Config = toml::from_str(text).unwrap();
     let v = serde_json::to_value(&cfg).unwrap();
     let keys = |x: &serde_json::Value| -> BTreeSet<String> { x.as_object().unwrap().keys().cloned().collect() };
     let mut bridge = keys(&v["bridge"][0]);
     bridge.remove("port");
+    bridge.remove("arp");
     vec![
         ("[eal]".into(), keys(&v["eal"])),
         ("[pmd]".into(), keys(&v["pmd"])),
         ("[control]".into(), keys(&v["control"])),
         ("[[bridge]]".into(), bridge),
         ("[[bridge.port]]".into(), keys(&v["bridge"][0]["port"][0])),
+        ("[[bridge.arp]]".into(), keys(&v["bridge"][0]["arp"][0])),
         ("[[route]]".into(), keys(&v["route"][0])),
     ]
 }

@@ -189,6 +189,34 @@ enum Cmd {
         /// Destination prefix (IP/LEN).
         prefix: String,
     },
+    /// Adds an address to a bridge's ARP responder: `arp-add br0 10.0.0.5
+    /// 02:00:00:00:00:05 [--vlan N]`.
+    ArpAdd {
+        /// Bridge name.
+        bridge: String,
+        /// IPv4 address.
+        ip: String,
+        /// The MAC to answer with.
+        mac: String,
+        /// The VLAN the requests come on (0: untagged).
+        #[arg(long, default_value_t = 0)]
+        vlan: u16,
+    },
+    /// Removes an address from a bridge's ARP responder.
+    ArpDel {
+        /// Bridge name.
+        bridge: String,
+        /// IPv4 address.
+        ip: String,
+        /// Its VLAN.
+        #[arg(long, default_value_t = 0)]
+        vlan: u16,
+    },
+    /// A bridge's ARP responder: its addresses, requests answered and passed.
+    ArpShow {
+        /// Bridge name.
+        bridge: String,
+    },
     /// Versions of vswitchd and DPDK.
     Version,
 }
@@ -400,6 +428,11 @@ fn run(cli: &Cli) -> Result<()> {
         Cmd::NeighSet { uplink, ip, mac } => ("neigh-set", Some(json!({"uplink": uplink, "ip": ip, "mac": mac}))),
         Cmd::RouteAdd { prefix, via } => ("route-add", Some(json!({"prefix": prefix, "via": via}))),
         Cmd::RouteDel { prefix } => ("route-del", Some(json!({ "prefix": prefix }))),
+        Cmd::ArpAdd { bridge, ip, mac, vlan } => {
+            ("arp-add", Some(json!({"bridge": bridge, "ip": ip, "mac": mac, "vlan": vlan})))
+        }
+        Cmd::ArpDel { bridge, ip, vlan } => ("arp-del", Some(json!({"bridge": bridge, "ip": ip, "vlan": vlan}))),
+        Cmd::ArpShow { bridge } => ("arp-show", Some(json!({ "bridge": bridge }))),
     };
     let r = call(&cli.socket, method, params)?;
     if cli.json {
@@ -431,10 +464,12 @@ fn run(cli: &Cli) -> Result<()> {
                 ports_table(&b["ports"]);
                 let l = &b["l2"];
                 println!(
-                    "  l2: unicast {} flooded {} mac_moves {} drops: vlan {} hairpin {} malformed {} nombuf {}",
+                    "  l2: unicast {} flooded {} mac_moves {} arp answered {} passed {} drops: vlan {} hairpin {} malformed {} nombuf {}",
                     n(&l["unicast"]),
                     n(&l["flooded"]),
                     n(&l["mac_moves"]),
+                    n(&l["arp_answered"]),
+                    n(&l["arp_passed"]),
                     n(&l["drop_vlan"]),
                     n(&l["drop_hairpin"]),
                     n(&l["drop_malformed"]),
@@ -512,6 +547,17 @@ fn run(cli: &Cli) -> Result<()> {
         }
         Cmd::RouteAdd { prefix, via } => println!("route {prefix} via {via} added"),
         Cmd::RouteDel { prefix } => println!("route {prefix} removed"),
+        Cmd::ArpAdd { .. } | Cmd::ArpDel { .. } | Cmd::ArpShow { .. } => {
+            for e in r["entries"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<15} {} vlan {}",
+                    e["ip"].as_str().unwrap_or(""),
+                    e["mac"].as_str().unwrap_or(""),
+                    n(&e["vlan"])
+                );
+            }
+            println!("requests answered {} passed {}", n(&r["answered"]), n(&r["passed"]));
+        }
         Cmd::NeighFlush => println!("{} neighbours forgotten", n(&r["flushed"])),
         Cmd::NeighSet { uplink, ip, mac } => println!("{ip} is {mac} on {uplink} (permanent)"),
         Cmd::PortStats { .. } => ports_table(&r["ports"]),

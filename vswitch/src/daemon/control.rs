@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 const METHODS: &str = "version, show, port-stats, pmd-stats, fdb-show, add-port, del-port, reload, dump-flows, \
      dump-groups, dump-meters, dp-flows, controllers, set-openflow, capture-start, capture-stop, capture-status, \
      capture-list, trace, tunnel-show, route-show, neigh-show, neigh-flush, neigh-set, \
-     route-add, route-del";
+     route-add, route-del, arp-add, arp-del, arp-show";
 
 /// What the control thread keeps beside the switch: the OpenFlow
 /// connections and the running captures.
@@ -261,6 +261,7 @@ fn dispatch(sw: &mut Switch, d: &mut Daemon, reg: &Registry, conn: u64, req: &Re
                 }
             })
         }
+        "arp-add" | "arp-del" | "arp-show" => arp(sw, req),
         "reload" => {
             no_params(req)?;
             reload(sw, of, reg).map_err(|e| RpcError::new(RpcError::REFUSED, e))
@@ -273,6 +274,48 @@ fn dispatch(sw: &mut Switch, d: &mut Daemon, reg: &Registry, conn: u64, req: &Re
         }
         other => Err(RpcError::new(RpcError::METHOD_NOT_FOUND, format!("no method `{other}` (methods: {METHODS})"))),
     }
+}
+
+/// The ARP responder's methods: `arp-add` (`bridge`, `ip`, `mac`,
+/// `vlan`), `arp-del` (`bridge`, `ip`, `vlan`), `arp-show` (`bridge`).
+fn arp(sw: &mut Switch, req: &Request) -> Result<Value, RpcError> {
+    let bridge = param_str(req, "bridge")?
+        .ok_or_else(|| RpcError::new(RpcError::INVALID_PARAMS, format!("`{}` needs `bridge`", req.method)))?
+        .to_string();
+    let Some(cb) = sw.cfg.bridges.iter().find(|b| b.name == bridge) else {
+        return Err(RpcError::new(RpcError::REFUSED, format!("no bridge `{bridge}`")));
+    };
+    let mut entries = cb.arp.clone();
+    let vlan = u16::try_from(param_u64(req, "vlan")?.unwrap_or(0))
+        .map_err(|_| RpcError::new(RpcError::INVALID_PARAMS, "`vlan` is 0-4094"))?;
+    let ip = param_str(req, "ip")?.map(str::to_string);
+    match req.method.as_str() {
+        "arp-add" => {
+            let (Some(ip), Some(mac)) = (ip, param_str(req, "mac")?) else {
+                return Err(RpcError::new(RpcError::INVALID_PARAMS, "`arp-add` needs `ip` and `mac`"));
+            };
+            entries.retain(|e| !(e.ip == ip && e.vlan == vlan));
+            entries.push(config::ArpEntry { ip, mac: mac.to_string(), vlan });
+            sw.set_arp(&bridge, entries).map_err(refused)?;
+        }
+        "arp-del" => {
+            let Some(ip) = ip else { return Err(RpcError::new(RpcError::INVALID_PARAMS, "`arp-del` needs `ip`")) };
+            let before = entries.len();
+            entries.retain(|e| !(e.ip == ip && e.vlan == vlan));
+            if entries.len() == before {
+                return Err(RpcError::new(
+                    RpcError::REFUSED,
+                    format!("bridge `{bridge}` has no ARP entry for {ip} on VLAN {vlan}"),
+                ));
+            }
+            sw.set_arp(&bridge, entries).map_err(refused)?;
+        }
+        _ => {}
+    }
+    let b = sw.bridges.iter().find(|b| b.name == bridge).map(|b| b.l2.stats()).unwrap_or_default();
+    let entries = sw.cfg.bridges.iter().find(|b| b.name == bridge).map(|b| b.arp.clone()).unwrap_or_default();
+    let list: Vec<Value> = entries.iter().map(|e| json!({"ip": e.ip, "mac": e.mac, "vlan": e.vlan})).collect();
+    Ok(json!({"bridge": bridge, "entries": list, "answered": b.arp_answered, "passed": b.arp_passed}))
 }
 
 fn refused(e: crate::daemon::switch::SwitchError) -> RpcError {
@@ -435,7 +478,8 @@ pub fn show(sw: &Switch, of: Option<&OpenFlow>) -> Value {
                 "name": b.name,
                 "ports": sw.ports.iter().filter(|p| p.bridge == b.name).map(|p| port_json(sw, p)).collect::<Vec<_>>(),
                 "l2": {"unicast": s.unicast, "flooded": s.flooded, "drop_vlan": s.drop_vlan, "drop_hairpin": s.drop_hairpin,
-                       "drop_malformed": s.drop_malformed, "drop_nombuf": s.drop_nombuf, "mac_moves": s.mac_moves},
+                       "drop_malformed": s.drop_malformed, "drop_nombuf": s.drop_nombuf, "mac_moves": s.mac_moves,
+                       "arp_answered": s.arp_answered, "arp_passed": s.arp_passed},
             });
             if let Some(ob) = of.and_then(|o| o.bridge(&b.name)).filter(|x| x.has_controllers) {
                 let c = &ob.counters;

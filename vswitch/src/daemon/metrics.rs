@@ -311,6 +311,14 @@ fn bridge(s: &mut Snapshot, b: &super::switch::SwitchBridge) {
     for (kind, v) in [("unicast", l2.unicast), ("flooded", l2.flooded), ("flood_copies", l2.flood_copies)] {
         s.counter("vswitch_l2_packets", "Packets L2 switching sent, by kind.", &[("bridge", name), ("kind", kind)], v);
     }
+    for (outcome, v) in [("answered", l2.arp_answered), ("passed", l2.arp_passed)] {
+        s.counter(
+            "vswitch_l2_arp_requests",
+            "ARP requests the bridge's responder answered, or passed on (flooded) for addresses it does not know.",
+            &[("bridge", name), ("outcome", outcome)],
+            v,
+        );
+    }
     for (reason, v) in [
         ("vlan", l2.drop_vlan),
         ("hairpin", l2.drop_hairpin),

@@ -250,6 +250,13 @@ pub struct Switch {
     pub underlay: Underlay,
 }
 
+/// The ARP responder of a bridge's `[[bridge.arp]]` entries (validated).
+fn arp_responder(entries: &[config::ArpEntry]) -> crate::datapath::l2::arp_responder::ArpResponder {
+    crate::datapath::l2::arp_responder::ArpResponder::new(
+        entries.iter().filter_map(|e| Some((e.vlan, e.ip.parse().ok()?, config::parse_mac(&e.mac).ok()?))),
+    )
+}
+
 /// The underlay stacks of the ports with addresses, by slot: their
 /// addresses and the tunnels they decapsulate for.
 fn uplinks(ports: &[SwitchPort], underlay: &Underlay, slots: usize) -> Vec<Option<Arc<Uplink>>> {
@@ -502,6 +509,22 @@ impl Switch {
         *cell.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(view);
     }
 
+    /// Replaces a bridge's ARP responder entries (`arp-add`, `arp-del`),
+    /// checked as the file's would be, and publishes them.
+    pub fn set_arp(&mut self, bridge: &str, entries: Vec<config::ArpEntry>) -> Result<(), SwitchError> {
+        let c = self.candidate(|c| {
+            let b = c.bridges.iter_mut().find(|b| b.name == bridge).ok_or_else(|| format!("no bridge `{bridge}`"))?;
+            b.arp = entries.clone();
+            Ok(())
+        })?;
+        self.cfg = c;
+        if let Some(b) = self.bridges.iter_mut().find(|b| b.name == bridge) {
+            b.l2 = b.l2.with_arp(arp_responder(&entries));
+        }
+        self.publish();
+        Ok(())
+    }
+
     /// Sets (or clears) a bridge's OpenFlow pipeline and waits until every
     /// PMD thread uses it.
     pub fn set_openflow(&mut self, bridge: &str, of: Option<Arc<crate::datapath::ofdp::OfBridgeDp>>) {
@@ -548,7 +571,7 @@ impl Switch {
     fn add_bridge(&mut self, b: &config::Bridge) {
         self.bridges.push(SwitchBridge {
             name: b.name.clone(),
-            l2: L2Bridge::new(Vec::new(), b.mac_table_size, self.pools[0].clone()),
+            l2: L2Bridge::new(Vec::new(), b.mac_table_size, self.pools[0].clone()).with_arp(arp_responder(&b.arp)),
             mac_aging_s: b.mac_aging_s,
             of: None,
             secure: b.fail_mode == config::FailMode::Secure && !b.controllers.is_empty(),
@@ -580,6 +603,7 @@ impl Switch {
                 path: None,
                 hold: None,
                 wake: None,
+                inject: None,
                 counters: counters.clone(),
             });
             return Ok(Attachment::Tunnel(TunnelPort { spec, counters, state: Mutex::new((v, None)) }));
@@ -624,7 +648,7 @@ impl Switch {
                 .map_err(|source| SwitchError::Port { bridge: bridge.into(), port: p.name.clone(), error: source })?,
             Attachment::Tunnel(t) => {
                 // Frames sent before the path is known wait for it.
-                let (hold, wake) = (underlay.held_sender(), underlay.wake.clone());
+                let (hold, wake, inject) = (underlay.held_sender(), underlay.wake.clone(), underlay.inject_sender());
                 let make = |slot| {
                     let v = Arc::new(TunnelVport {
                         slot,
@@ -632,6 +656,7 @@ impl Switch {
                         path: None,
                         hold: Some(hold),
                         wake: Some(wake),
+                        inject: Some(inject),
                         counters: t.counters.clone(),
                     });
                     t.set(v.clone(), None);
@@ -827,7 +852,10 @@ impl Switch {
                 Some(i) => {
                     let ob = old.bridges.iter().find(|b| b.name == nb.name);
                     if ob.map(|b| b.mac_table_size) != Some(nb.mac_table_size) {
-                        self.bridges[i].l2 = L2Bridge::new(Vec::new(), nb.mac_table_size, self.pools[0].clone());
+                        self.bridges[i].l2 = L2Bridge::new(Vec::new(), nb.mac_table_size, self.pools[0].clone())
+                            .with_arp(arp_responder(&nb.arp));
+                    } else if ob.map(|b| &b.arp) != Some(&nb.arp) {
+                        self.bridges[i].l2 = self.bridges[i].l2.with_arp(arp_responder(&nb.arp));
                     }
                     self.bridges[i].mac_aging_s = nb.mac_aging_s;
                     self.bridges[i].secure = nb.fail_mode == config::FailMode::Secure && !nb.controllers.is_empty();

@@ -8,7 +8,7 @@
 
 use super::switch::{Attachment, Switch, SwitchPort, TunnelPort};
 use crate::datapath::tunnel::underlay::{Notice, DROP_REASONS};
-use crate::datapath::tunnel::{Held, TunnelPath, TunnelVport, Wake};
+use crate::datapath::tunnel::{Held, Injected, TunnelPath, TunnelVport, Wake};
 use config::rpc::{Request, RpcError};
 use pmd::Packet;
 use serde_json::{json, Value};
@@ -137,7 +137,7 @@ pub struct Underlay {
     held_rx: Receiver<Held>,
     notice_tx: SyncSender<Notice>,
     notice_rx: Receiver<Notice>,
-    inject: SyncSender<(usize, Packet)>,
+    inject: SyncSender<Injected>,
     waker: Arc<OnceLock<Arc<mio::Waker>>>,
     /// Wakes the control loop from PMD threads (once until drained).
     pub wake: Wake,
@@ -170,7 +170,7 @@ pub struct Hop {
 
 impl Underlay {
     /// A new underlay; PMD thread 0 takes the other end of `inject`.
-    pub fn new(inject: SyncSender<(usize, Packet)>) -> Underlay {
+    pub fn new(inject: SyncSender<Injected>) -> Underlay {
         let (held_tx, held_rx) = std::sync::mpsc::sync_channel(4096);
         let (notice_tx, notice_rx) = std::sync::mpsc::sync_channel(1024);
         let waker: Arc<OnceLock<Arc<mio::Waker>>> = Arc::new(OnceLock::new());
@@ -202,6 +202,11 @@ impl Underlay {
     /// Where held frames go (for the tunnel vports).
     pub fn held_sender(&self) -> SyncSender<Held> {
         self.held_tx.clone()
+    }
+
+    /// Where tunnel ports send the ICMP for frames too big (PMD thread 0).
+    pub fn inject_sender(&self) -> SyncSender<Injected> {
+        self.inject.clone()
     }
 
     /// Where neighbour notices go (for the uplinks).
@@ -287,12 +292,6 @@ fn prefix_of(sw: &Switch, port: usize, addr: Ipv4Addr) -> u8 {
         .filter_map(|a| config::parse_ipv4_net(a).ok())
         .find(|(ip, _)| *ip == addr)
         .map_or(32, |(_, l)| l)
-}
-
-/// Parses `aa:bb:cc:dd:ee:ff`.
-pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
-    let bytes: Vec<u8> = s.split(':').filter_map(|x| u8::from_str_radix(x, 16).ok().filter(|_| x.len() <= 2)).collect();
-    bytes.try_into().map_err(|_| format!("`{s}` is not a MAC address (aa:bb:cc:dd:ee:ff)"))
 }
 
 /// An ARP request for `target` from `mac`/`spa`, broadcast.
@@ -397,7 +396,7 @@ impl Switch {
 
     fn inject(&self, slot: usize, p: Packet) {
         // A full channel drops the frame (PMD thread 0 drains 32 a turn).
-        let _ = self.underlay.inject.try_send((slot, p));
+        let _ = self.underlay.inject.try_send(Injected::Tx(slot, p));
     }
 
     /// Neighbours that went quiet are asked again, those that do not
@@ -506,6 +505,7 @@ impl Switch {
                 path,
                 hold: Some(self.underlay.held_sender()),
                 wake: Some(self.underlay.wake.clone()),
+                inject: Some(self.underlay.inject_sender()),
                 counters: t.counters.clone(),
             });
             t.set(v.clone(), hop);
@@ -565,7 +565,7 @@ impl Switch {
     /// it too.
     pub fn neigh_set(&mut self, uplink: &str, ip: &str, mac: &str) -> Result<(), String> {
         let ip: Ipv4Addr = ip.parse().map_err(|_| format!("`{ip}` is not an IPv4 address"))?;
-        let mac = parse_mac(mac)?;
+        let mac = config::parse_mac(mac)?;
         let p = self.ports.iter().find(|p| p.name == uplink).ok_or_else(|| format!("no port `{uplink}`"))?;
         if p.cfg.addresses.is_empty() {
             return Err(format!("port `{uplink}` has no `addresses`: it is no uplink"));
@@ -619,6 +619,7 @@ pub fn tunnel_json(sw: &Switch, p: &SwitchPort, t: &TunnelPort) -> Value {
         "state": state,
         "tx_packets": st.tx_packets, "tx_bytes": st.tx_bytes, "rx_packets": st.rx_packets, "rx_bytes": st.rx_bytes,
         "held": st.held, "drop_no_path": st.drop_no_path, "drop_too_big": st.drop_too_big, "drop_no_room": st.drop_no_room,
+        "pmtu_sent": st.pmtu_sent,
     })
 }
 
@@ -712,14 +713,6 @@ pub fn rpc(sw: &mut Switch, req: &Request) -> Result<Value, RpcError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn macs_parse() {
-        assert_eq!(parse_mac("02:fe:00:00:0a:ff"), Ok([2, 0xfe, 0, 0, 0x0a, 0xff]));
-        assert!(parse_mac("02:fe:00:00:0a").is_err());
-        assert!(parse_mac("02:fe:00:00:0a:fff").is_err());
-        assert!(parse_mac("nope").is_err());
-    }
 
     #[test]
     fn arp_requests_are_well_formed() {

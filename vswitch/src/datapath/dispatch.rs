@@ -34,9 +34,10 @@ pub struct DpView {
     pub uplinks: Vec<Option<Arc<Uplink>>>,
 }
 
-/// Frames the control thread sends out (ARP requests, frames that waited
-/// for a neighbour): each to a port slot, device or tunnel.
-pub type Inject = std::sync::mpsc::Receiver<(usize, pmd::Packet)>;
+/// Frames for PMD thread 0 from the control thread (ARP requests, frames
+/// that waited for a neighbour) and from tunnel ports (ICMP for frames
+/// too big).
+pub type Inject = std::sync::mpsc::Receiver<super::tunnel::Injected>;
 
 /// Where the control thread publishes the [`DpView`]. PMD threads read it
 /// only in [`Pipeline::reconfigure`] (when the PMD set's generation
@@ -156,6 +157,23 @@ impl BridgeDispatch {
 }
 
 impl BridgeDispatch {
+    /// Sends or receives what was injected (a batch's worth per turn).
+    fn run_injected(&mut self, tx: &mut TxBatches) {
+        use super::tunnel::Injected;
+        let mut b = Batch::new();
+        for _ in 0..pmd::BATCH_SIZE {
+            let Some(Ok(i)) = self.inject.as_ref().map(std::sync::mpsc::Receiver::try_recv) else { break };
+            match i {
+                Injected::Tx(slot, p) => tx.send(slot, p),
+                Injected::Rx(slot, p) => {
+                    let _ = b.push(p);
+                    self.bridge(&RxqRef { port: slot, queue: 0 }, &mut b, tx);
+                    b.clear();
+                }
+            }
+        }
+    }
+
     /// Runs a batch from an uplink through its underlay stack, the
     /// decapsulated frames through their tunnel ports' bridges; what is
     /// left goes to the uplink's bridge.
@@ -242,11 +260,8 @@ impl BridgeDispatch {
             }
         }
         self.answer_dumps();
-        if let Some(rx) = &self.inject {
-            for _ in 0..pmd::BATCH_SIZE {
-                let Ok((slot, p)) = rx.try_recv() else { break };
-                tx.send(slot, p);
-            }
+        if self.inject.is_some() {
+            self.run_injected(tx);
         }
         let Some(rx) = &self.packet_outs else { return };
         // A few per iteration: the rx queues come first.

@@ -13,11 +13,14 @@
 //!   they are.
 //!
 //! A frame whose destination was learned on its own input port is dropped
-//! (it has already reached its segment). Every drop has a reason and a
-//! counter ([`L2Counters`]).
+//! (it has already reached its segment). ARP requests for addresses the
+//! bridge's [`arp_responder`] knows are answered at once, never flooded.
+//! Every drop has a reason and a counter ([`L2Counters`]).
 
+pub mod arp_responder;
 pub mod mac_table;
 
+use arp_responder::ArpResponder;
 use mac_table::{Learned, MacTable};
 use pmd::packet::Batch;
 use pmd::pmd::{Pipeline, RxqRef, TxBatches};
@@ -130,6 +133,10 @@ pub struct L2Counters {
     pub drop_nombuf: AtomicU64,
     /// Source MACs that moved to another port.
     pub mac_moves: AtomicU64,
+    /// ARP requests the responder answered.
+    pub arp_answered: AtomicU64,
+    /// ARP requests for addresses the responder does not know (flooded).
+    pub arp_passed: AtomicU64,
 }
 
 /// Single writer (its PMD thread): load + store, no locked RMW.
@@ -158,6 +165,10 @@ pub struct L2Stats {
     pub drop_nombuf: u64,
     /// See [`L2Counters::mac_moves`].
     pub mac_moves: u64,
+    /// See [`L2Counters::arp_answered`].
+    pub arp_answered: u64,
+    /// See [`L2Counters::arp_passed`].
+    pub arp_passed: u64,
 }
 
 /// What every PMD thread's pipeline of one bridge shares: a snapshot of
@@ -171,6 +182,8 @@ pub struct L2Bridge {
     pub table: Arc<MacTable>,
     /// Mbufs for flood copies and pushed tags.
     pub pool: Arc<Mempool>,
+    /// Addresses whose ARP requests the PMD threads answer.
+    pub arp: Arc<ArpResponder>,
     counters: Arc<[L2Counters]>,
 }
 
@@ -188,6 +201,7 @@ impl L2Bridge {
             ports,
             table: Arc::new(MacTable::new(mac_capacity)),
             pool,
+            arp: Arc::new(ArpResponder::default()),
             counters: (0..pmd::port::MAX_PMDS).map(|_| L2Counters::default()).collect(),
         })
     }
@@ -199,6 +213,18 @@ impl L2Bridge {
             ports,
             table: self.table.clone(),
             pool: self.pool.clone(),
+            arp: self.arp.clone(),
+            counters: self.counters.clone(),
+        })
+    }
+
+    /// The same bridge with another ARP responder.
+    pub fn with_arp(&self, arp: ArpResponder) -> Arc<L2Bridge> {
+        Arc::new(L2Bridge {
+            ports: self.ports.clone(),
+            table: self.table.clone(),
+            pool: self.pool.clone(),
+            arp: Arc::new(arp),
             counters: self.counters.clone(),
         })
     }
@@ -221,6 +247,8 @@ impl L2Bridge {
             s.drop_malformed += g(&c.drop_malformed);
             s.drop_nombuf += g(&c.drop_nombuf);
             s.mac_moves += g(&c.mac_moves);
+            s.arp_answered += g(&c.arp_answered);
+            s.arp_passed += g(&c.arp_passed);
         }
         s
     }
@@ -336,6 +364,17 @@ impl Pipeline for L2Pipeline {
                 bump(&c.drop_vlan, 1);
                 continue;
             };
+            if !br.arp.is_empty() && p.data()[0] == 0xff {
+                match br.arp.answer(p.data_mut(), if tag.is_some() { 18 } else { 14 }, vlan) {
+                    Some(true) => {
+                        bump(&c.arp_answered, 1);
+                        tx.send(in_port, p);
+                        continue;
+                    }
+                    Some(false) => bump(&c.arp_passed, 1),
+                    None => {}
+                }
+            }
             let d = p.data();
             let mut macs = [0u8; 12];
             macs.copy_from_slice(&d[..12]);

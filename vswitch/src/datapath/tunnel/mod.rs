@@ -94,8 +94,12 @@ pub struct TunnelCounters {
     pub drop_too_big: AtomicU64,
     /// Dropped: no headroom for the outer headers.
     pub drop_no_room: AtomicU64,
+    /// ICMP "fragmentation needed" sent back for frames too big.
+    pub pmtu_sent: AtomicU64,
     /// The next outer IPv4 identification of this thread.
     pub ip_id: AtomicU64,
+    /// When this thread last sent an ICMP "fragmentation needed" (TSC).
+    pub last_icmp: AtomicU64,
 }
 
 /// Totals over the PMD threads.
@@ -117,6 +121,8 @@ pub struct TunnelStats {
     pub drop_too_big: u64,
     /// See [`TunnelCounters::drop_no_room`].
     pub drop_no_room: u64,
+    /// See [`TunnelCounters::pmtu_sent`].
+    pub pmtu_sent: u64,
 }
 
 /// Per-PMD counters of one tunnel port, summed.
@@ -132,6 +138,7 @@ pub fn tunnel_stats(c: &[TunnelCounters]) -> TunnelStats {
         s.drop_no_path += g(&c.drop_no_path);
         s.drop_too_big += g(&c.drop_too_big);
         s.drop_no_room += g(&c.drop_no_room);
+        s.pmtu_sent += g(&c.pmtu_sent);
     }
     s
 }
@@ -139,6 +146,72 @@ pub fn tunnel_stats(c: &[TunnelCounters]) -> TunnelStats {
 /// Fresh per-PMD counters for a tunnel port.
 pub fn new_counters() -> Arc<[TunnelCounters]> {
     (0..pmd::port::MAX_PMDS).map(|_| TunnelCounters::default()).collect()
+}
+
+/// A frame the control thread hands PMD thread 0: sent out of a port's
+/// slot, or run through a bridge as received on one (the ICMP a tunnel
+/// port answers a too big frame with reaches its sender so).
+#[derive(Debug)]
+pub enum Injected {
+    /// Out of the slot (device or tunnel).
+    Tx(usize, Packet),
+    /// Into the slot's bridge, as received on it.
+    Rx(usize, Packet),
+}
+
+/// The most ICMP "fragmentation needed" a tunnel port sends per PMD
+/// thread and second (as Linux rate-limits its ICMP errors).
+pub const PMTU_PER_SECOND: u64 = 1000;
+
+/// The ICMP "fragmentation needed" (RFC 1191) for an inner IPv4 frame `d`
+/// that does not fit a tunnel whose inner MTU is `mtu`, written into
+/// `out`; its length. None (the frame is only dropped) for a frame that is
+/// not IPv4 with Don't Fragment, a later fragment, an ICMP error itself, or
+/// from no unicast sender. As the Linux VXLAN device does, the message
+/// comes from the frame's destination, so it reaches the sender through
+/// the bridge like any frame from the tunnel.
+pub fn frag_needed(d: &[u8], mtu: u16, out: &mut [u8; 128]) -> Option<usize> {
+    if d.len() < 14 + 20 || d[12..14] != [0x08, 0x00] || d[14] >> 4 != 4 {
+        return None;
+    }
+    let ihl = usize::from(d[14] & 0x0f) * 4;
+    let ip = &d[14..];
+    if ihl < 20 || ip.len() < ihl + 8 {
+        return None;
+    }
+    let (flags, src) = (u16::from_be_bytes([ip[6], ip[7]]), Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]));
+    let dont_frag = flags & 0x4000 != 0;
+    let first = flags & 0x1fff == 0;
+    let icmp_error = ip[9] == 1 && !matches!(ip[ihl], 0 | 8 | 13 | 14 | 15 | 16 | 17 | 18);
+    if !dont_frag || !first || icmp_error || src.is_unspecified() || src.is_multicast() || src.is_broadcast() {
+        return None;
+    }
+    let quoted = ihl + 8;
+    let n = 14 + 20 + 8 + quoted;
+    if n > out.len() {
+        return None;
+    }
+    out[0..6].copy_from_slice(&d[6..12]);
+    out[6..12].copy_from_slice(&d[0..6]);
+    out[12..14].copy_from_slice(&[0x08, 0x00]);
+    let h = &mut out[14..34];
+    h.fill(0);
+    h[0] = 0x45;
+    h[1] = 0xc0;
+    h[2..4].copy_from_slice(&u16::try_from(20 + 8 + quoted).unwrap_or(0).to_be_bytes());
+    h[8] = 64;
+    h[9] = 1;
+    h[12..16].copy_from_slice(&ip[16..20]);
+    h[16..20].copy_from_slice(&ip[12..16]);
+    let ck = wire::checksum::checksum(h);
+    h[10..12].copy_from_slice(&ck.to_be_bytes());
+    let m = &mut out[34..n];
+    m[..8].copy_from_slice(&[3, 4, 0, 0, 0, 0, 0, 0]);
+    m[6..8].copy_from_slice(&mtu.to_be_bytes());
+    m[8..].copy_from_slice(&ip[..quoted]);
+    let ck = wire::checksum::checksum(m);
+    m[2..4].copy_from_slice(&ck.to_be_bytes());
+    Some(n)
 }
 
 /// A frame that waits for its tunnel's next hop, on its way to the
@@ -320,6 +393,9 @@ pub struct TunnelVport {
     pub hold: Option<SyncSender<Held>>,
     /// Wakes the control thread when a frame was held.
     pub wake: Option<Wake>,
+    /// Where the ICMP for a too big frame goes (PMD thread 0, which runs
+    /// it through the bridge as received on this port).
+    pub inject: Option<SyncSender<Injected>>,
     /// Counters, shared by every vport the port has had.
     pub counters: Arc<[TunnelCounters]>,
 }
@@ -352,6 +428,31 @@ impl TunnelVport {
     }
 }
 
+impl TunnelVport {
+    /// Answers a frame too big for the tunnel with ICMP "fragmentation
+    /// needed" (rate-limited), rewritten in its own mbuf.
+    #[cold]
+    fn too_big(&self, c: &TunnelCounters, mut p: Packet, path: &TunnelPath) {
+        let Some(inject) = &self.inject else { return };
+        let now = pmd::rdtsc();
+        if now.saturating_sub(c.last_icmp.load(Ordering::Relaxed)) < pmd::tsc_hz() / PMTU_PER_SECOND {
+            return;
+        }
+        let mtu = u16::try_from(path.max_inner - 14).unwrap_or(u16::MAX);
+        let mut icmp = [0u8; 128];
+        let Some(n) = frag_needed(p.data(), mtu, &mut icmp) else { return };
+        let len = p.len();
+        if !p.is_contiguous() || !p.trim(len - n) {
+            return;
+        }
+        p.data_mut()[..n].copy_from_slice(&icmp[..n]);
+        c.last_icmp.store(now, Ordering::Relaxed);
+        if inject.try_send(Injected::Rx(self.slot, p)).is_ok() {
+            bump(&c.pmtu_sent, 1);
+        }
+    }
+}
+
 impl VirtualPort for TunnelVport {
     #[inline]
     fn transmit(&self, pmd: usize, batch: &mut Batch, out: &mut dyn FnMut(usize, Packet)) {
@@ -366,6 +467,7 @@ impl VirtualPort for TunnelVport {
             let len = p.len();
             if len > path.max_inner {
                 too_big += 1;
+                self.too_big(c, p, path);
                 continue;
             }
             let hash = p.rss_hash().unwrap_or_else(|| inner_hash(p.data()));
@@ -449,6 +551,46 @@ mod tests {
         assert_eq!(wire::checksum::fold(s), 0xffff, "UDP checksum verifies");
         // The MTU bounds the inner frame: 1500 - 50 + 14.
         assert_eq!(path.max_inner, 1464);
+    }
+
+    #[test]
+    fn too_big_frames_get_fragmentation_needed_back() {
+        // A TCP segment with DF from 10.0.0.1 (MAC ..:01) to 10.0.0.2.
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+        let mut ip = [0x45u8, 0, 0x05, 0xdc, 0, 1, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
+        let ck = wire::checksum::checksum(&ip);
+        ip[10..12].copy_from_slice(&ck.to_be_bytes());
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&[0x9c, 0x40, 0x13, 0x89, 1, 2, 3, 4]);
+        f.resize(1514, 0xab);
+        let mut out = [0u8; 128];
+        let n = frag_needed(&f, 1450, &mut out).unwrap();
+        let eth = wire::EthernetFrame::new_checked(&out[..n]).unwrap();
+        assert_eq!(
+            (eth.dst_addr().0, eth.src_addr().0),
+            ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]),
+            "back to the sender"
+        );
+        let ip = wire::Ipv4Packet::new_checked(eth.payload()).unwrap();
+        assert!(ip.verify_checksum());
+        assert_eq!((ip.src_addr().0, ip.dst_addr().0), ([10, 0, 0, 2], [10, 0, 0, 1]));
+        let icmp = ip.payload();
+        assert_eq!((icmp[0], icmp[1]), (3, 4), "destination unreachable, fragmentation needed");
+        assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]), 1450, "the next-hop MTU");
+        assert_eq!(wire::checksum::checksum(icmp), 0);
+        assert_eq!(&icmp[8..], &f[14..14 + 28], "the header and 8 bytes of the datagram");
+        // Without DF, or an ICMP error itself: dropped, no answer.
+        let mut g = f.clone();
+        g[20] = 0;
+        assert_eq!(frag_needed(&g, 1450, &mut out), None);
+        let mut g = f.clone();
+        g[23] = 1;
+        g[34] = 3;
+        assert_eq!(frag_needed(&g, 1450, &mut out), None);
+        let mut g = f.clone();
+        g[12] = 0x86;
+        g[13] = 0xdd;
+        assert_eq!(frag_needed(&g, 1450, &mut out), None);
     }
 
     #[test]

@@ -151,51 +151,13 @@ pub struct Uplink {
     /// The UDP ports tunnels listen on.
     pub udp_ports: Vec<u16>,
     /// Tunnel ports by what identifies them on receive.
-    pub decap: HashMap<DecapKey, DecapTarget, std::hash::BuildHasherDefault<FxHasher>>,
+    pub decap: HashMap<DecapKey, DecapTarget, super::super::FxBuildHasher>,
     /// Counters, shared by every snapshot of the uplink.
     pub counters: Arc<[UplinkCounters]>,
     /// Neighbours go to the control thread here.
     pub notices: Option<SyncSender<Notice>>,
     /// Wakes the control thread after a notice.
     pub wake: Option<Wake>,
-}
-
-/// A small multiplicative hasher for the decapsulation table (keys are a
-/// few integers; SipHash costs more than the lookup).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct FxHasher(u64);
-
-impl std::hash::Hasher for FxHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.write_u64(u64::from(*b));
-        }
-    }
-    #[inline]
-    fn write_u8(&mut self, i: u8) {
-        self.write_u64(u64::from(i));
-    }
-    #[inline]
-    fn write_u16(&mut self, i: u16) {
-        self.write_u64(u64::from(i));
-    }
-    #[inline]
-    fn write_u32(&mut self, i: u32) {
-        self.write_u64(u64::from(i));
-    }
-    #[inline]
-    fn write_u64(&mut self, i: u64) {
-        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    #[inline]
-    fn write_usize(&mut self, i: usize) {
-        self.write_u64(i as u64);
-    }
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
-    }
 }
 
 /// What the underlay stack makes of one frame.
