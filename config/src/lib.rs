@@ -20,8 +20,10 @@ pub(crate) mod validate;
 pub use error::ConfigError;
 pub use validate::{in_subnet, parse_ipv4_net, parse_mac, prefix_mask};
 
-/// IANA's UDP port for VXLAN, a tunnel's default `dst_port`.
+/// IANA's UDP port for VXLAN, a VXLAN tunnel's default `dst_port`.
 pub const VXLAN_PORT: u16 = 4789;
+/// IANA's UDP port for Geneve, a Geneve tunnel's default `dst_port`.
+pub const GENEVE_PORT: u16 = 6081;
 pub use schema::{
     ArpEntry, Bridge, ControlSection, Controller, EalSection, EmcMode, FailMode, MegaflowLimit, MemoryMode, PmdSection,
     Port, PortType, Route, RxqAssignment, VlanMode,

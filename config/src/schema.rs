@@ -364,13 +364,17 @@ pub enum PortType {
     /// A VXLAN tunnel (RFC 7348) to `remote_ip`, over the underlay of the
     /// ports with `addresses`.
     Vxlan,
+    /// A Geneve tunnel (RFC 8926).
+    Geneve,
+    /// Ethernet over GRE (with a key).
+    Gre,
 }
 
 impl PortType {
     /// Whether the type is a tunnel (no device of its own: its frames
     /// travel encapsulated through an uplink).
     pub fn is_tunnel(self) -> bool {
-        matches!(self, PortType::Vxlan)
+        matches!(self, PortType::Vxlan | PortType::Geneve | PortType::Gre)
     }
 }
 
@@ -442,14 +446,15 @@ pub struct Port {
     /// leaves by).
     #[serde(default)]
     pub local_ip: Option<String>,
-    /// Tunnels: the VNI (VXLAN: 0 to 16777215).
+    /// Tunnels: the VNI (VXLAN, Geneve: 0 to 16777215) or the GRE key.
     #[serde(default)]
     pub key: Option<u32>,
-    /// Tunnels: the UDP destination port (VXLAN: 4789).
+    /// Tunnels: the UDP destination port (VXLAN: 4789, Geneve: 6081; none
+    /// for GRE).
     #[serde(default)]
     pub dst_port: Option<u16>,
     /// Tunnels: compute the outer UDP checksum (IPv4 underlay; otherwise
-    /// it is zero, as RFC 7348 allows).
+    /// it is zero, as RFC 7348 allows), or GRE's.
     #[serde(default)]
     pub csum: bool,
     /// Tunnels: the outer TTL (1-255).

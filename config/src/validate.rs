@@ -180,7 +180,7 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), Failure> {
                         None => {}
                     }
                 }
-                PortType::Vxlan => check_tunnel(p, &pp)?,
+                PortType::Vxlan | PortType::Geneve | PortType::Gre => check_tunnel(p, &pp)?,
                 PortType::Internal => {
                     for (k, set) in
                         [("pci", p.pci.is_some()), ("devargs", p.devargs.is_some()), ("iface", p.iface.is_some())]
@@ -203,7 +203,10 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), Failure> {
                     ("csum", p.csum),
                 ] {
                     if set {
-                        return fail(pp(k), format!("`{k}` is for tunnel ports (type = \"vxlan\")"));
+                        return fail(
+                            pp(k),
+                            format!("`{k}` is for tunnel ports (type = \"vxlan\", \"geneve\", \"gre\")"),
+                        );
                     }
                 }
             }
@@ -279,6 +282,7 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), Failure> {
     // Tunnels: a local address that is ours, and one port per (remote,
     // local, key, UDP port), so that a received packet has one port.
     let mut endpoints = HashMap::new();
+    let mut port_kinds: HashMap<u16, (PortType, (usize, usize))> = HashMap::new();
     for (bi, pi) in tunnels {
         let p = &cfg.bridges[bi].ports[pi];
         let path = |k: &str| vec![key("bridge"), Seg::Index(bi), key("port"), Seg::Index(pi), key(k)];
@@ -288,11 +292,23 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), Failure> {
                 return fail(path("local_ip"), format!("{l} is not one of the uplinks' `addresses`"));
             }
         }
-        let k = (p.remote_ip.clone(), local, p.key.unwrap_or(0), p.dst_port.unwrap_or(crate::VXLAN_PORT));
+        let port = match p.kind {
+            PortType::Geneve => p.dst_port.unwrap_or(crate::GENEVE_PORT),
+            PortType::Gre => 0,
+            _ => p.dst_port.unwrap_or(crate::VXLAN_PORT),
+        };
+        if let Some((kind, (b0, p0))) = port_kinds.get(&port).filter(|(k, _)| port != 0 && *k != p.kind) {
+            return fail(
+                path("dst_port"),
+                format!("UDP port {port} is bridge[{b0}].port[{p0}]'s, a {kind:?} tunnel: one protocol per port"),
+            );
+        }
+        port_kinds.insert(port, (p.kind, (bi, pi)));
+        let k = (p.remote_ip.clone(), p.key.unwrap_or(0), port);
         if let Some((b0, p0)) = endpoints.insert(k, (bi, pi)) {
             return fail(
                 path("remote_ip"),
-                format!("bridge[{b0}].port[{p0}] is a tunnel with the same remote_ip, local_ip, key and dst_port"),
+                format!("bridge[{b0}].port[{p0}] is a tunnel with the same remote_ip, key and UDP port (or both GRE)"),
             );
         }
     }
@@ -353,9 +369,12 @@ fn check_tunnel(p: &crate::Port, pp: &dyn Fn(&str) -> Vec<Seg>) -> Result<(), Fa
         }
     }
     if let Some(k) = p.key {
-        if k > 0x00ff_ffff {
-            return fail(pp("key"), format!("{k} does not fit VXLAN's 24-bit VNI (0-16777215)"));
+        if k > 0x00ff_ffff && p.kind != PortType::Gre {
+            return fail(pp("key"), format!("{k} does not fit a 24-bit VNI (0-16777215)"));
         }
+    }
+    if p.kind == PortType::Gre && p.dst_port.is_some() {
+        return fail(pp("dst_port"), "GRE has no UDP port");
     }
     if p.dst_port == Some(0) {
         return fail(pp("dst_port"), "must be a UDP port (1-65535)");

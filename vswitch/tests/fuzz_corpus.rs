@@ -37,9 +37,14 @@ fn corpus_replays_with_the_verdicts_its_names_promise() {
             run(&data[..cut]);
         }
         match name.as_str() {
-            "vxlan" | "vxlan_csum" | "vxlan_padded" => {
+            "vxlan" | "vxlan_csum" | "vxlan_padded" | "geneve" => {
                 assert!(matches!(v, Verdict::Decap { outer: 50, inner_len: 60, .. }), "{name}: {v:?}");
             }
+            "geneve_option" => assert!(matches!(v, Verdict::Decap { outer: 58, inner_len: 60, .. }), "{name}: {v:?}"),
+            "gre_key" => assert!(matches!(v, Verdict::Decap { outer: 42, inner_len: 60, .. }), "{name}: {v:?}"),
+            "gre_csum" => assert!(matches!(v, Verdict::Decap { outer: 46, inner_len: 60, .. }), "{name}: {v:?}"),
+            "geneve_bad_options" => assert_eq!(v, drop("bad_options"), "{name}"),
+            "gre_routing" => assert_eq!(v, drop("bad_header"), "{name}"),
             "unknown_vni" => assert_eq!(v, drop("unknown_tunnel"), "{name}"),
             "no_i_flag" => assert_eq!(v, drop("bad_header"), "{name}"),
             "other_port" => assert_eq!(v, drop("not_tunnel"), "{name}"),
@@ -53,5 +58,5 @@ fn corpus_replays_with_the_verdicts_its_names_promise() {
         }
         n += 1;
     }
-    assert!(n >= 13, "corpus has only {n} inputs");
+    assert!(n >= 19, "corpus has only {n} inputs");
 }

@@ -347,8 +347,9 @@ fn main() {
 /// One tunnel port, as `show` and `tunnel-show` print it.
 fn tunnel_line(t: &Value) -> String {
     format!(
-        "tunnel {}: vxlan remote {} key {} dst_port {} via {} next hop {} ({}); held {} drops: no_path {} too_big {} no_room {}",
+        "tunnel {}: {} remote {} key {} dst_port {} via {} next hop {} ({}); held {} drops: no_path {} too_big {} no_room {}",
         t["port"].as_str().unwrap_or(""),
+        t["type"].as_str().unwrap_or(""),
         t["remote_ip"].as_str().unwrap_or(""),
         n(&t["key"]),
         n(&t["dst_port"]),

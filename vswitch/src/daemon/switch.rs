@@ -143,7 +143,7 @@ impl Attachment {
     pub fn driver(&self) -> &str {
         match self {
             Attachment::Device(p) => p.driver(),
-            Attachment::Tunnel(_) => "vxlan",
+            Attachment::Tunnel(t) => t.spec.kind.name(),
         }
     }
 }
@@ -268,9 +268,14 @@ fn uplinks(ports: &[SwitchPort], underlay: &Underlay, slots: usize) -> Vec<Optio
             Attachment::Device(_) => None,
         })
         .collect();
-    let mut udp_ports: Vec<u16> = tunnels.iter().map(|(_, t)| t.spec.dst_port).collect();
-    udp_ports.sort_unstable();
-    udp_ports.dedup();
+    let mut udp_ports: Vec<(u16, tunnel::TunnelKind)> = tunnels
+        .iter()
+        .filter(|(_, t)| t.spec.kind != tunnel::TunnelKind::Gre)
+        .map(|(_, t)| (t.spec.dst_port, t.spec.kind))
+        .collect();
+    udp_ports.sort_unstable_by_key(|(p, _)| *p);
+    udp_ports.dedup_by_key(|(p, _)| *p);
+    let gre = tunnels.iter().any(|(_, t)| t.spec.kind == tunnel::TunnelKind::Gre);
     for p in ports {
         let (Attachment::Device(dev), false) = (&p.port, p.cfg.addresses.is_empty()) else { continue };
         let addrs: Vec<std::net::Ipv4Addr> =
@@ -289,6 +294,7 @@ fn uplinks(ports: &[SwitchPort], underlay: &Underlay, slots: usize) -> Vec<Optio
             mac: dev.mac().0,
             addrs,
             udp_ports: udp_ports.clone(),
+            gre,
             decap,
             counters: p.uplink.clone(),
             notices: Some(underlay.notice_sender()),
@@ -325,7 +331,7 @@ fn source_of(i: usize, p: &config::Port) -> PortSource {
         },
         PortType::Tap | PortType::Internal => PortSource::Vdev(format!("net_tap{i},iface={iface}")),
         // Never opened (no device).
-        PortType::Vxlan => PortSource::Vdev(String::new()),
+        PortType::Vxlan | PortType::Geneve | PortType::Gre => PortSource::Vdev(String::new()),
     }
 }
 

@@ -28,22 +28,49 @@ use std::sync::Arc;
 
 /// Outer Ethernet, IPv4, UDP and VXLAN headers.
 pub const VXLAN_OVERHEAD: usize = 14 + 20 + 8 + 8;
-/// What the outer headers take from the uplink's MTU (which counts from
-/// the IP header on).
-pub const VXLAN_MTU_OVERHEAD: u16 = 20 + 8 + 8 + 14;
+/// The most outer header bytes of any tunnel (GRE with checksum and key
+/// is 46, VXLAN and Geneve without options 50).
+pub const MAX_OVERHEAD: usize = 64;
+/// IANA's UDP port for Geneve.
+pub const GENEVE_PORT: u16 = 6081;
+
+/// A tunnel's protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TunnelKind {
+    /// VXLAN (RFC 7348), over UDP.
+    Vxlan,
+    /// Geneve (RFC 8926), over UDP; sent without options, received with
+    /// any.
+    Geneve,
+    /// Ethernet over GRE (RFC 2890 with its key; protocol 0x6558).
+    Gre,
+}
+
+impl TunnelKind {
+    /// How configurations and statistics name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            TunnelKind::Vxlan => "vxlan",
+            TunnelKind::Geneve => "geneve",
+            TunnelKind::Gre => "gre",
+        }
+    }
+}
 /// The UDP source ports encapsulation picks from (as Linux and OVS do).
 pub const SRC_PORTS: std::ops::RangeInclusive<u16> = 32768..=61000;
 
 /// A tunnel port's settings (from its configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TunnelSpec {
+    /// Protocol.
+    pub kind: TunnelKind,
     /// The remote endpoint.
     pub remote: Ipv4Addr,
     /// The local endpoint, when the configuration fixes it.
     pub local: Option<Ipv4Addr>,
-    /// VNI.
+    /// VNI (VXLAN, Geneve) or key (GRE).
     pub vni: u32,
-    /// UDP destination port.
+    /// UDP destination port (0 for GRE).
     pub dst_port: u16,
     /// Outer UDP checksum computed (else zero).
     pub csum: bool,
@@ -56,14 +83,25 @@ pub struct TunnelSpec {
 }
 
 impl TunnelSpec {
-    /// The settings of a `type = "vxlan"` port (the configuration was
-    /// validated: unparsable addresses cannot occur).
+    /// The settings of a tunnel port (the configuration was validated:
+    /// unparsable addresses cannot occur).
     pub fn of(p: &config::Port) -> TunnelSpec {
+        let kind = match p.kind {
+            config::PortType::Geneve => TunnelKind::Geneve,
+            config::PortType::Gre => TunnelKind::Gre,
+            _ => TunnelKind::Vxlan,
+        };
+        let dst_port = match kind {
+            TunnelKind::Vxlan => p.dst_port.unwrap_or(config::VXLAN_PORT),
+            TunnelKind::Geneve => p.dst_port.unwrap_or(GENEVE_PORT),
+            TunnelKind::Gre => 0,
+        };
         TunnelSpec {
+            kind,
             remote: p.remote_ip.as_deref().and_then(|r| r.parse().ok()).unwrap_or(Ipv4Addr::UNSPECIFIED),
             local: p.local_ip.as_deref().and_then(|l| l.parse().ok()),
             vni: p.key.unwrap_or(0),
-            dst_port: p.dst_port.unwrap_or(config::VXLAN_PORT),
+            dst_port,
             csum: p.csum,
             ttl: p.ttl,
             tos: p.tos,
@@ -231,8 +269,13 @@ pub struct Held {
 pub struct TunnelPath {
     /// The uplink's slot.
     pub uplink: usize,
-    /// The outer headers with zero lengths, ID, checksums and source port.
-    pub header: [u8; VXLAN_OVERHEAD],
+    /// The outer headers with zero lengths, ID, checksums and source port
+    /// (the first `len` bytes).
+    pub header: [u8; MAX_OVERHEAD],
+    /// Outer header bytes.
+    pub len: usize,
+    /// The tunnel's protocol.
+    pub kind: TunnelKind,
     /// The largest inner frame (Ethernet header included) that fits the
     /// uplink's MTU once encapsulated.
     pub max_inner: usize,
@@ -250,6 +293,23 @@ mod off {
     pub const UDP_SRC: usize = UDP;
     pub const UDP_LEN: usize = UDP + 4;
     pub const UDP_CSUM: usize = UDP + 6;
+    /// GRE's header follows the IPv4 header.
+    pub const GRE: usize = IP + 20;
+}
+
+/// Transparent Ethernet bridging: what Geneve and GRE carry here.
+pub const ETH_P_TEB: u16 = 0x6558;
+/// The GRE flags the switch sends and accepts: C (checksum present), K
+/// (key present), S (sequence number present; accepted, never sent).
+pub mod gre_flags {
+    /// Checksum present.
+    pub const C: u16 = 0x8000;
+    /// Routing present (RFC 1701; refused).
+    pub const R: u16 = 0x4000;
+    /// Key present.
+    pub const K: u16 = 0x2000;
+    /// Sequence number present.
+    pub const S: u16 = 0x1000;
 }
 
 impl TunnelPath {
@@ -263,7 +323,7 @@ impl TunnelPath {
         local: Ipv4Addr,
         mtu: u16,
     ) -> Self {
-        let mut h = [0u8; VXLAN_OVERHEAD];
+        let mut h = [0u8; MAX_OVERHEAD];
         h[0..6].copy_from_slice(&dst_mac);
         h[6..12].copy_from_slice(&src_mac);
         h[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
@@ -273,31 +333,65 @@ impl TunnelPath {
             h[off::IP + 6] = 0x40;
         }
         h[off::IP + 8] = spec.ttl;
-        h[off::IP + 9] = 17;
+        h[off::IP + 9] = if spec.kind == TunnelKind::Gre { 47 } else { 17 };
         h[off::IP_SRC..off::IP_SRC + 4].copy_from_slice(&local.octets());
         h[off::IP_SRC + 4..off::IP_SRC + 8].copy_from_slice(&spec.remote.octets());
-        h[off::UDP + 2..off::UDP + 4].copy_from_slice(&spec.dst_port.to_be_bytes());
-        let v = off::UDP + 8;
-        h[v] = 0x08;
-        h[v + 4..v + 8].copy_from_slice(&((spec.vni & 0x00ff_ffff) << 8).to_be_bytes());
-        let ip_sum = wire::checksum::sum(0, &h[off::IP..off::UDP]);
-        TunnelPath { uplink, header: h, max_inner: usize::from(mtu.saturating_sub(VXLAN_MTU_OVERHEAD)) + 14, ip_sum }
+        let len = match spec.kind {
+            TunnelKind::Vxlan | TunnelKind::Geneve => {
+                h[off::UDP + 2..off::UDP + 4].copy_from_slice(&spec.dst_port.to_be_bytes());
+                let t = off::UDP + 8;
+                if spec.kind == TunnelKind::Vxlan {
+                    h[t] = 0x08;
+                } else {
+                    // Version 0, no options, not OAM nor critical.
+                    h[t + 2..t + 4].copy_from_slice(&ETH_P_TEB.to_be_bytes());
+                }
+                h[t + 4..t + 8].copy_from_slice(&((spec.vni & 0x00ff_ffff) << 8).to_be_bytes());
+                t + 8
+            }
+            TunnelKind::Gre => {
+                let mut flags = gre_flags::K;
+                let mut at = off::GRE + 4;
+                if spec.csum {
+                    flags |= gre_flags::C;
+                    at += 4;
+                }
+                h[off::GRE..off::GRE + 2].copy_from_slice(&flags.to_be_bytes());
+                h[off::GRE + 2..off::GRE + 4].copy_from_slice(&ETH_P_TEB.to_be_bytes());
+                h[at..at + 4].copy_from_slice(&spec.vni.to_be_bytes());
+                at + 4
+            }
+        };
+        let ip_sum = wire::checksum::sum(0, &h[off::IP..off::IP + 20]);
+        let max_inner = usize::from(mtu).saturating_sub(len - 14);
+        TunnelPath { uplink, header: h, len, kind: spec.kind, max_inner, ip_sum }
     }
 
     /// Writes the outer headers for an inner frame of `inner_len` bytes
-    /// into `out` (the [`VXLAN_OVERHEAD`] bytes before it).
+    /// into `out` (the [`TunnelPath::len`] bytes before it).
     #[inline]
     pub fn write(&self, out: &mut [u8], inner_len: usize, ip_id: u16, src_port: u16) {
-        out[..VXLAN_OVERHEAD].copy_from_slice(&self.header);
-        let udp_len = u16::try_from(inner_len + 16).unwrap_or(u16::MAX);
-        let ip_len = udp_len.saturating_add(20);
+        out[..self.len].copy_from_slice(&self.header[..self.len]);
+        let ip_len = u16::try_from(self.len - 14 + inner_len).unwrap_or(u16::MAX);
         out[off::IP_LEN..off::IP_LEN + 2].copy_from_slice(&ip_len.to_be_bytes());
         out[off::IP_ID..off::IP_ID + 2].copy_from_slice(&ip_id.to_be_bytes());
         let s = self.ip_sum + u32::from(ip_len) + u32::from(ip_id);
         out[off::IP_CSUM..off::IP_CSUM + 2].copy_from_slice(&(!wire::checksum::fold(s)).to_be_bytes());
-        out[off::UDP_SRC..off::UDP_SRC + 2].copy_from_slice(&src_port.to_be_bytes());
-        out[off::UDP_LEN..off::UDP_LEN + 2].copy_from_slice(&udp_len.to_be_bytes());
+        if self.kind != TunnelKind::Gre {
+            let udp_len = ip_len - 20;
+            out[off::UDP_SRC..off::UDP_SRC + 2].copy_from_slice(&src_port.to_be_bytes());
+            out[off::UDP_LEN..off::UDP_LEN + 2].copy_from_slice(&udp_len.to_be_bytes());
+        }
     }
+}
+
+/// Writes the GRE checksum of an encapsulated frame (`d`: from the outer
+/// Ethernet header to the end of the inner frame; its GRE header has the C
+/// flag).
+pub fn gre_checksum(d: &mut [u8]) {
+    d[off::GRE + 4..off::GRE + 6].fill(0);
+    let c = wire::checksum::checksum(&d[off::GRE..]);
+    d[off::GRE + 4..off::GRE + 6].copy_from_slice(&c.to_be_bytes());
 }
 
 /// Writes the UDP checksum of an encapsulated frame (`d`: from the outer
@@ -471,7 +565,7 @@ impl VirtualPort for TunnelVport {
                 continue;
             }
             let hash = p.rss_hash().unwrap_or_else(|| inner_hash(p.data()));
-            let Some(hdr) = p.prepend(VXLAN_OVERHEAD) else {
+            let Some(hdr) = p.prepend(path.len) else {
                 no_room += 1;
                 continue;
             };
@@ -479,7 +573,10 @@ impl VirtualPort for TunnelVport {
             path.write(hdr, len, id as u16, src_port(hash));
             id = id.wrapping_add(1);
             if self.spec.csum && p.is_contiguous() {
-                udp_checksum(p.data_mut());
+                match path.kind {
+                    TunnelKind::Gre => gre_checksum(p.data_mut()),
+                    _ => udp_checksum(p.data_mut()),
+                }
             }
             n += 1;
             bytes += len as u64;
@@ -503,6 +600,7 @@ mod tests {
 
     fn spec() -> TunnelSpec {
         TunnelSpec {
+            kind: TunnelKind::Vxlan,
             remote: Ipv4Addr::new(10, 0, 0, 2),
             local: None,
             vni: 0x12_3456,

@@ -5,15 +5,15 @@
 //!   place; the asker (and any ARP reply to us) is reported to the
 //!   control thread's neighbour cache ([`Notice`]);
 //! - pings to the addresses are answered in place;
-//! - VXLAN packets to the addresses are checked (outer IPv4 and UDP
-//!   checksums unless the NIC marked them good, lengths, the I flag),
-//!   matched to their tunnel port by (remote, VNI, UDP port) and
-//!   decapsulated; the inner frames go on through the tunnel port's bridge
+//! - VXLAN, Geneve and GRE packets to the addresses are checked (outer
+//!   IPv4, UDP and GRE checksums unless the NIC marked them good, lengths,
+//!   flags, versions, Geneve's option length), matched to their tunnel
+//!   port by (remote, VNI or key, UDP port) and decapsulated; the inner frames go on through the tunnel port's bridge
 //!   in the same pass, as received on the tunnel port;
 //! - anything else to the addresses is dropped and counted; everything
 //!   not for them goes to the uplink's bridge unchanged.
 
-use super::{TunnelCounters, Wake};
+use super::{gre_flags, TunnelCounters, TunnelKind, Wake, ETH_P_TEB};
 use pmd::packet::Batch;
 use pmd::pmd::TxBatches;
 use pmd::port::SwCounters;
@@ -76,8 +76,12 @@ pub struct UplinkCounters {
     pub drop_bad_checksum: AtomicU64,
     /// Dropped: a fragmented outer packet (never reassembled).
     pub drop_fragment: AtomicU64,
-    /// Dropped: VXLAN without the I flag.
+    /// Dropped: VXLAN without the I flag, Geneve of another version or
+    /// payload, GRE with flags (routing, recursion), a version or a
+    /// payload we do not speak.
     pub drop_bad_header: AtomicU64,
+    /// Dropped: Geneve options longer than the packet, or critical ones.
+    pub drop_bad_options: AtomicU64,
     /// Dropped: no tunnel port for the remote, VNI and port.
     pub drop_unknown_tunnel: AtomicU64,
     /// Dropped: for our addresses but neither tunnel, ARP nor ping.
@@ -87,8 +91,16 @@ pub struct UplinkCounters {
 }
 
 /// The drop reasons of [`UplinkCounters`], as named in statistics.
-pub const DROP_REASONS: [&str; 7] =
-    ["truncated", "bad_checksum", "fragment", "bad_header", "unknown_tunnel", "not_tunnel", "notice_lost"];
+pub const DROP_REASONS: [&str; 8] = [
+    "truncated",
+    "bad_checksum",
+    "fragment",
+    "bad_header",
+    "bad_options",
+    "unknown_tunnel",
+    "not_tunnel",
+    "notice_lost",
+];
 
 /// Totals over the PMD threads.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -104,7 +116,7 @@ pub struct UplinkStats {
     /// See [`UplinkCounters::passed`].
     pub passed: u64,
     /// Drops in the order of [`DROP_REASONS`].
-    pub drops: [u64; 7],
+    pub drops: [u64; 8],
 }
 
 /// Per-PMD counters of an uplink, summed.
@@ -122,6 +134,7 @@ pub fn uplink_stats(c: &[UplinkCounters]) -> UplinkStats {
             &c.drop_bad_checksum,
             &c.drop_fragment,
             &c.drop_bad_header,
+            &c.drop_bad_options,
             &c.drop_unknown_tunnel,
             &c.drop_not_tunnel,
             &c.drop_notice,
@@ -148,8 +161,10 @@ pub struct Uplink {
     pub mac: [u8; 6],
     /// The switch's addresses on it.
     pub addrs: Vec<Ipv4Addr>,
-    /// The UDP ports tunnels listen on.
-    pub udp_ports: Vec<u16>,
+    /// The UDP ports tunnels listen on, and their protocols.
+    pub udp_ports: Vec<(u16, TunnelKind)>,
+    /// Whether a GRE tunnel exists (IP protocol 47 is decapsulated).
+    pub gre: bool,
     /// Tunnel ports by what identifies them on receive.
     pub decap: HashMap<DecapKey, DecapTarget, super::super::FxBuildHasher>,
     /// Counters, shared by every snapshot of the uplink.
@@ -190,8 +205,9 @@ const DROP_TRUNCATED: usize = 0;
 const DROP_BAD_CHECKSUM: usize = 1;
 const DROP_FRAGMENT: usize = 2;
 const DROP_BAD_HEADER: usize = 3;
-const DROP_UNKNOWN_TUNNEL: usize = 4;
-const DROP_NOT_TUNNEL: usize = 5;
+const DROP_BAD_OPTIONS: usize = 4;
+const DROP_UNKNOWN_TUNNEL: usize = 5;
+const DROP_NOT_TUNNEL: usize = 6;
 
 fn ip4(b: &[u8]) -> Ipv4Addr {
     Ipv4Addr::new(b[0], b[1], b[2], b[3])
@@ -259,15 +275,20 @@ impl Uplink {
             return Verdict::Drop(DROP_FRAGMENT);
         }
         let l4 = &ip[ihl..total];
+        let remote = ip4(&ip[12..16]);
+        let found = |key: DecapKey, outer: usize, inner_len: usize| match self.decap.get(&key) {
+            Some(t) if t.local.is_none_or(|l| l == dst) => Verdict::Decap { target: t.clone(), outer, inner_len },
+            _ => Verdict::Drop(DROP_UNKNOWN_TUNNEL),
+        };
         match ip[9] {
             17 => {
                 if l4.len() < 8 {
                     return Verdict::Drop(DROP_TRUNCATED);
                 }
                 let dport = u16::from_be_bytes([l4[2], l4[3]]);
-                if !self.udp_ports.contains(&dport) {
+                let Some(kind) = self.udp_ports.iter().find(|(p, _)| *p == dport).map(|(_, k)| *k) else {
                     return Verdict::Drop(DROP_NOT_TUNNEL);
-                }
+                };
                 let ulen = usize::from(u16::from_be_bytes([l4[4], l4[5]]));
                 if ulen < 8 + 8 + 14 || ulen > l4.len() {
                     return Verdict::Drop(DROP_TRUNCATED);
@@ -283,18 +304,65 @@ impl Uplink {
                         return Verdict::Drop(DROP_BAD_CHECKSUM);
                     }
                 }
-                let vx = &udp[8..];
-                if vx[0] & 0x08 == 0 {
+                let t = &udp[8..];
+                let vni = u32::from_be_bytes([0, t[4], t[5], t[6]]);
+                let hdr = match kind {
+                    TunnelKind::Geneve => {
+                        // Version 0 carrying Ethernet; options skipped,
+                        // but critical ones (the C bit) we cannot honour.
+                        let opts = usize::from(t[0] & 0x3f) * 4;
+                        if t[0] >> 6 != 0 || t[2..4] != ETH_P_TEB.to_be_bytes() {
+                            return Verdict::Drop(DROP_BAD_HEADER);
+                        }
+                        if 8 + opts + 14 > t.len() || t[1] & 0x40 != 0 {
+                            return Verdict::Drop(DROP_BAD_OPTIONS);
+                        }
+                        8 + opts
+                    }
+                    _ => {
+                        if t[0] & 0x08 == 0 {
+                            return Verdict::Drop(DROP_BAD_HEADER);
+                        }
+                        8
+                    }
+                };
+                found((remote, vni, dport), 14 + ihl + 8 + hdr, ulen - 8 - hdr)
+            }
+            47 if self.gre => {
+                if l4.len() < 4 {
+                    return Verdict::Drop(DROP_TRUNCATED);
+                }
+                let flags = u16::from_be_bytes([l4[0], l4[1]]);
+                let allowed = gre_flags::C | gre_flags::K | gre_flags::S;
+                if flags & !allowed != 0 || l4[2..4] != ETH_P_TEB.to_be_bytes() {
+                    // Routing, strict source routes, recursion, another
+                    // version or payload: not Ethernet over GRE as we
+                    // speak it.
                     return Verdict::Drop(DROP_BAD_HEADER);
                 }
-                let vni = u32::from_be_bytes([0, vx[4], vx[5], vx[6]]);
-                let remote = ip4(&ip[12..16]);
-                match self.decap.get(&(remote, vni, dport)) {
-                    Some(t) if t.local.is_none_or(|l| l == dst) => {
-                        Verdict::Decap { target: t.clone(), outer: 14 + ihl + 16, inner_len: ulen - 16 }
+                let mut at = 4;
+                if flags & gre_flags::C != 0 {
+                    if l4.len() < 8 {
+                        return Verdict::Drop(DROP_TRUNCATED);
                     }
-                    _ => Verdict::Drop(DROP_UNKNOWN_TUNNEL),
+                    if wire::checksum::fold(wire::checksum::sum(0, l4)) != 0xffff {
+                        return Verdict::Drop(DROP_BAD_CHECKSUM);
+                    }
+                    at += 4;
                 }
+                let mut key = 0;
+                if flags & gre_flags::K != 0 {
+                    let Some(k) = l4.get(at..at + 4) else { return Verdict::Drop(DROP_TRUNCATED) };
+                    key = u32::from_be_bytes([k[0], k[1], k[2], k[3]]);
+                    at += 4;
+                }
+                if flags & gre_flags::S != 0 {
+                    at += 4;
+                }
+                if at + 14 > l4.len() {
+                    return Verdict::Drop(DROP_TRUNCATED);
+                }
+                found((remote, key, 0), 14 + ihl + at, l4.len() - at)
             }
             1 if l4.len() >= 8 && l4[0] == 8 && l4[1] == 0 => Verdict::Echo,
             _ => Verdict::Drop(DROP_NOT_TUNNEL),
@@ -358,6 +426,7 @@ impl Uplink {
                         &c.drop_bad_checksum,
                         &c.drop_fragment,
                         &c.drop_bad_header,
+                        &c.drop_bad_options,
                         &c.drop_unknown_tunnel,
                         &c.drop_not_tunnel,
                     ];
@@ -389,18 +458,22 @@ impl Uplink {
 
 /// The uplink the decapsulation fuzz target and its corpus replay
 /// (`fuzz/corpus/decap`) run frames through: MAC 02:00:00:00:00:01,
-/// address 10.0.0.1, one VXLAN tunnel from 10.0.0.2 with VNI 42 (slot 7).
+/// address 10.0.0.1; from 10.0.0.2 a VXLAN tunnel with VNI 42 (slot 7), a
+/// Geneve one with VNI 42 (slot 8) and a GRE one with key 42 (slot 9).
 pub fn fuzz_uplink() -> Uplink {
     let mut decap = HashMap::default();
-    decap.insert(
-        (Ipv4Addr::new(10, 0, 0, 2), 42, 4789),
-        DecapTarget { slot: 7, local: None, counters: super::new_counters() },
-    );
+    for (port, slot) in [(4789, 7), (6081, 8), (0, 9)] {
+        decap.insert(
+            (Ipv4Addr::new(10, 0, 0, 2), 42, port),
+            DecapTarget { slot, local: None, counters: super::new_counters() },
+        );
+    }
     Uplink {
         slot: 1,
         mac: [2, 0, 0, 0, 0, 1],
         addrs: vec![Ipv4Addr::new(10, 0, 0, 1)],
-        udp_ports: vec![4789],
+        udp_ports: vec![(4789, TunnelKind::Vxlan), (6081, TunnelKind::Geneve)],
+        gre: true,
         decap,
         counters: new_uplink_counters(),
         notices: None,
@@ -444,7 +517,7 @@ pub fn echo_reply_in_place(d: &mut [u8], mac: [u8; 6]) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{TunnelPath, TunnelSpec, VXLAN_OVERHEAD};
+    use super::super::{TunnelKind, TunnelPath, TunnelSpec, VXLAN_OVERHEAD};
     use super::*;
 
     const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
@@ -457,11 +530,20 @@ mod tests {
     /// A VXLAN packet from 10.0.0.2 to us, VNI `vni`, built by the
     /// encapsulation path (so both ends are checked against each other).
     fn vxlan(vni: u32, csum: bool) -> Vec<u8> {
+        tunnelled(TunnelKind::Vxlan, vni, csum)
+    }
+
+    fn tunnelled(kind: TunnelKind, vni: u32, csum: bool) -> Vec<u8> {
         let spec = TunnelSpec {
+            kind,
             remote: Ipv4Addr::new(10, 0, 0, 1),
             local: None,
             vni,
-            dst_port: 4789,
+            dst_port: match kind {
+                TunnelKind::Vxlan => 4789,
+                TunnelKind::Geneve => 6081,
+                TunnelKind::Gre => 0,
+            },
             csum,
             ttl: 64,
             tos: 0,
@@ -469,13 +551,65 @@ mod tests {
         };
         let path = TunnelPath::new(&spec, 0, PEER, MAC, Ipv4Addr::new(10, 0, 0, 2), 1500);
         let inner: Vec<u8> = (0..60u8).collect();
-        let mut f = vec![0u8; VXLAN_OVERHEAD + inner.len()];
-        f[VXLAN_OVERHEAD..].copy_from_slice(&inner);
+        let mut f = vec![0u8; path.len + inner.len()];
+        f[path.len..].copy_from_slice(&inner);
         path.write(&mut f, inner.len(), 1, 40000);
-        if csum {
-            super::super::udp_checksum(&mut f);
+        match (csum, kind) {
+            (true, TunnelKind::Gre) => super::super::gre_checksum(&mut f),
+            (true, _) => super::super::udp_checksum(&mut f),
+            _ => {}
         }
         f
+    }
+
+    #[test]
+    fn geneve_and_gre_are_decapsulated_and_checked() {
+        let u = uplink();
+        for (kind, slot, outer) in [(TunnelKind::Geneve, 8, 50), (TunnelKind::Gre, 9, 42)] {
+            for csum in [false, true] {
+                let f = tunnelled(kind, 42, csum);
+                let outer = outer + if csum && kind == TunnelKind::Gre { 4 } else { 0 };
+                match u.classify(&f, false, false) {
+                    Verdict::Decap { target, outer: o, inner_len } => {
+                        assert_eq!((target.slot, o, inner_len), (slot, outer, 60), "{kind:?} csum {csum}");
+                    }
+                    v => panic!("{kind:?}: {v:?}"),
+                }
+            }
+            assert_eq!(u.classify(&tunnelled(kind, 43, false), false, false), Verdict::Drop(DROP_UNKNOWN_TUNNEL));
+        }
+        // Geneve with an option (8 bytes: class, type, length 1, data).
+        let mut f = tunnelled(TunnelKind::Geneve, 42, false);
+        f[42] = 2;
+        f.splice(50..50, [0xff, 0xff, 0x80, 1, 0, 0, 0xab, 0xcd]);
+        let ip_len = u16::from_be_bytes([f[16], f[17]]) + 8;
+        f[16..18].copy_from_slice(&ip_len.to_be_bytes());
+        f[24..26].fill(0);
+        let ck = wire::checksum::checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&ck.to_be_bytes());
+        let ulen = u16::from_be_bytes([f[38], f[39]]) + 8;
+        f[38..40].copy_from_slice(&ulen.to_be_bytes());
+        assert!(matches!(u.classify(&f, false, false), Verdict::Decap { outer: 58, inner_len: 60, .. }));
+        // Its options longer than the packet, or critical: dropped.
+        let mut g = f.clone();
+        g[42] = 0x3f;
+        assert_eq!(u.classify(&g, false, false), Verdict::Drop(DROP_BAD_OPTIONS));
+        let mut g = f.clone();
+        g[43] = 0x40;
+        assert_eq!(u.classify(&g, false, false), Verdict::Drop(DROP_BAD_OPTIONS));
+        let mut g = f;
+        g[42] |= 0x40; // version 1
+        assert_eq!(u.classify(&g, false, false), Verdict::Drop(DROP_BAD_HEADER));
+        // GRE with routing, another version, another payload, or a bad
+        // checksum.
+        for (at, x) in [(34, 0x40), (35, 0x01), (36, 0x01)] {
+            let mut g = tunnelled(TunnelKind::Gre, 42, false);
+            g[at] ^= x;
+            assert_eq!(u.classify(&g, false, false), Verdict::Drop(DROP_BAD_HEADER), "byte {at}");
+        }
+        let mut g = tunnelled(TunnelKind::Gre, 42, true);
+        g[60] ^= 1;
+        assert_eq!(u.classify(&g, false, false), Verdict::Drop(DROP_BAD_CHECKSUM));
     }
 
     #[test]
