@@ -26,7 +26,7 @@ pub const VXLAN_PORT: u16 = 4789;
 pub const GENEVE_PORT: u16 = 6081;
 pub use schema::{
     ArpEntry, Bridge, ControlSection, Controller, EalSection, EmcMode, FailMode, MegaflowLimit, MemoryMode, PmdSection,
-    Port, PortType, Route, RxqAssignment, VlanMode,
+    Port, PortType, Route, RxqAssignment, TunnelKey, VlanMode,
 };
 
 use std::path::Path;

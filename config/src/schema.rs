@@ -446,9 +446,11 @@ pub struct Port {
     /// leaves by).
     #[serde(default)]
     pub local_ip: Option<String>,
-    /// Tunnels: the VNI (VXLAN, Geneve: 0 to 16777215) or the GRE key.
+    /// Tunnels: the VNI (VXLAN, Geneve: 0 to 16777215) or the GRE key;
+    /// `"flow"`: each frame's `tunnel_id`, set by OpenFlow (and any is
+    /// received).
     #[serde(default)]
-    pub key: Option<u32>,
+    pub key: Option<TunnelKey>,
     /// Tunnels: the UDP destination port (VXLAN: 4789, Geneve: 6081; none
     /// for GRE).
     #[serde(default)]
@@ -478,6 +480,64 @@ fn default_true() -> bool {
 
 fn default_rxq() -> u16 {
     1
+}
+
+/// A tunnel port's `key`: fixed, or each frame's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunnelKey {
+    /// This VNI or GRE key.
+    Fixed(u32),
+    /// `"flow"`: the frame's `tunnel_id` (OpenFlow's set-field, or the one
+    /// it was received with); received with any.
+    Flow,
+}
+
+impl TunnelKey {
+    /// The fixed key (None for `flow`).
+    pub fn fixed(self) -> Option<u32> {
+        match self {
+            TunnelKey::Fixed(k) => Some(k),
+            TunnelKey::Flow => None,
+        }
+    }
+}
+
+impl Serialize for TunnelKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            TunnelKey::Fixed(k) => s.serialize_u32(*k),
+            TunnelKey::Flow => s.serialize_str("flow"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TunnelKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<TunnelKey, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = TunnelKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a key (0 to 4294967295) or \"flow\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TunnelKey, E> {
+                match v {
+                    "flow" => Ok(TunnelKey::Flow),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<TunnelKey, E> {
+                u32::try_from(v)
+                    .map(TunnelKey::Fixed)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<TunnelKey, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+                    .and_then(|v| self.visit_u64(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A parsed controller target.

@@ -304,7 +304,7 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), Failure> {
             );
         }
         port_kinds.insert(port, (p.kind, (bi, pi)));
-        let k = (p.remote_ip.clone(), p.key.unwrap_or(0), port);
+        let k = (p.remote_ip.clone(), p.key.map(|k| k.fixed()), port);
         if let Some((b0, p0)) = endpoints.insert(k, (bi, pi)) {
             return fail(
                 path("remote_ip"),
@@ -368,7 +368,7 @@ fn check_tunnel(p: &crate::Port, pp: &dyn Fn(&str) -> Vec<Seg>) -> Result<(), Fa
             return fail(pp("local_ip"), format!("`{l}` is not an IPv4 address"));
         }
     }
-    if let Some(k) = p.key {
+    if let Some(k) = p.key.and_then(crate::schema::TunnelKey::fixed) {
         if k > 0x00ff_ffff && p.kind != PortType::Gre {
             return fail(pp("key"), format!("{k} does not fit a 24-bit VNI (0-16777215)"));
         }

@@ -239,6 +239,15 @@ fn tunnels_and_routes_are_checked() {
         &["host bits"],
     );
     Config::parse(&format!("{TUNNEL}\n[[route]]\nprefix = \"0.0.0.0/0\"\nvia = \"10.0.0.254\"\n"), "sw.toml").unwrap();
+    let c = Config::parse(&format!("{TUNNEL}key = \"flow\"\n"), "sw.toml").unwrap();
+    assert_eq!(c.bridges[0].ports[1].key, Some(config::TunnelKey::Flow));
+    check(&format!("{TUNNEL}key = \"some\"\n"), "14:7", "bridge[0].port[1].key", &["\"flow\""]);
+    check(
+        &TUNNEL.replace("type = \"vxlan\"", "type = \"gre\"").replace("remote_ip", "dst_port = 5\nremote_ip"),
+        "13:12",
+        "bridge[0].port[1].dst_port",
+        &["GRE has no UDP port"],
+    );
 }
 
 #[test]

@@ -39,6 +39,14 @@ pub struct PacketMeta {
     pub payload_offset: u16,
     /// Parse results and offload requests (see [`meta_flags`]).
     pub flags: u32,
+    /// Tunnel metadata: the VNI or GRE key it was received with (set by
+    /// decapsulation), or the one to send it with (set by OpenFlow before
+    /// an output to a tunnel port whose key is `flow`).
+    pub tun_id: u32,
+    /// The outer source address it was received from (decapsulation).
+    pub tun_src: u32,
+    /// The outer destination address it was received at (decapsulation).
+    pub tun_dst: u32,
 }
 
 /// Bits of [`PacketMeta::flags`].

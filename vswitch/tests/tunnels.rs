@@ -468,6 +468,7 @@ fn bad_tunnel_packets_are_dropped_and_counted_by_reason() {
     let good = |vni: u32, dport: u16| {
         let spec = TunnelSpec {
             kind: TunnelKind::Vxlan,
+            key_flow: false,
             remote: OUR_IP.into(),
             local: None,
             vni,
@@ -878,4 +879,55 @@ fn gre_with_a_key_interoperates_with_ovs_userspace() {
     let t = talk_to_ovs(&lab, &o);
     assert!(t["rx_packets"].as_u64() > Some(700) && t["tx_packets"].as_u64() > Some(700), "{t}");
     assert_eq!(t["type"], "gre");
+}
+
+/// `ovs-ofctl -O OpenFlow13 ARGS... TARGET ...` against vswitchd.
+fn ofctl(args: &[&str]) -> String {
+    let out = Command::new("ovs-ofctl").args(["-O", "OpenFlow13"]).args(args).output().unwrap();
+    assert!(out.status.success(), "ovs-ofctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn openflow_sets_and_matches_tunnel_id_through_a_flow_keyed_port() {
+    // OVN's shape: one tunnel port per remote with key=flow; the tables
+    // choose the VNI with set_field and match it on the way in.
+    let mut lab = Lab::new("vo", 1, None);
+    let b = HostB::new(&lab);
+    let of = common::free_port();
+    lab.write_config(&format!(
+        "[[bridge]]\nname = \"br-int\"\nfail_mode = \"secure\"\ncontrollers = [\"ptcp:{of}:127.0.0.1\"]\n\n{}\
+         [[bridge.port]]\nname = \"vx1\"\ntype = \"vxlan\"\nremote_ip = \"172.31.9.2\"\nkey = \"flow\"\nofport = 2\n\n\
+         [[bridge]]\nname = \"br-phy\"\n\n[[bridge.port]]\nname = \"up\"\ntype = \"afpacket\"\niface = \"{}\"\naddresses = [\"172.31.9.1/24\"]\n",
+        lab.port(1, "c1", "ofport = 1"),
+        b.uplink
+    ));
+    lab.start();
+    let target = format!("tcp:127.0.0.1:{of}");
+    ofctl(&["add-flow", &target, "in_port=1,actions=set_field:42->tun_id,output:2"]);
+    ofctl(&["add-flow", &target, "in_port=2,tun_id=42,actions=output:1"]);
+    wait_for("the tunnel to come up", || tunnel(&lab, "vx1")["state"] == "up");
+    assert_eq!(tunnel(&lab, "vx1")["key"], "flow");
+    // The kernel's device takes VNI 42 only: the pings say the VNI went out
+    // as set, and the replies (VNI 42) matched tun_id=42 coming in.
+    assert_eq!(lab.ping(1, 2, 4, "0.2", None), 4, "{}", lab.log());
+    let flows = ofctl(&["dump-flows", &target]);
+    let hits = |m: &str| {
+        flows
+            .lines()
+            .find(|l| l.contains(m))
+            .and_then(|l| l.split("n_packets=").nth(1))
+            .and_then(|n| n.split(',').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(hits("tun_id=0x2a") >= 4, "{flows}");
+    // Another VNI out: host B's kernel has no such network.
+    ofctl(&["mod-flows", &target, "in_port=1,actions=set_field:43->tun_id,output:2"]);
+    assert_eq!(lab.ping(1, 2, 2, "0.2", None), 0, "VNI 43 reaches nobody");
+    // Back to 42 out, but another VNI expected in: the replies miss.
+    ofctl(&["mod-flows", &target, "in_port=1,actions=set_field:42->tun_id,output:2"]);
+    ofctl(&["del-flows", &target, "in_port=2"]);
+    ofctl(&["add-flow", &target, "in_port=2,tun_id=7,actions=output:1"]);
+    assert_eq!(lab.ping(1, 2, 2, "0.2", None), 0, "replies on VNI 42 do not match tun_id=7");
 }

@@ -81,6 +81,17 @@ impl TunnelPort {
 }
 
 impl Attachment {
+    /// What the datapaths need to know of a tunnel port:
+    /// [`crate::datapath::ofdp::TUNNEL_FLOW_KEY`],
+    /// [`crate::datapath::ofdp::TUNNEL_FIXED_KEY`], or 0 for a device.
+    pub fn tunnel_class(&self) -> u8 {
+        match self {
+            Attachment::Tunnel(t) if t.spec.key_flow => crate::datapath::ofdp::TUNNEL_FLOW_KEY,
+            Attachment::Tunnel(_) => crate::datapath::ofdp::TUNNEL_FIXED_KEY,
+            Attachment::Device(_) => 0,
+        }
+    }
+
     /// The DPDK port (None for a tunnel).
     pub fn device(&self) -> Option<&Arc<Port>> {
         match self {
@@ -285,7 +296,7 @@ fn uplinks(ports: &[SwitchPort], underlay: &Underlay, slots: usize) -> Vec<Optio
         let decap = tunnels
             .iter()
             .map(|(sp, t)| {
-                let key = (t.spec.remote, t.spec.vni, t.spec.dst_port);
+                let key = (t.spec.remote, (!t.spec.key_flow).then_some(t.spec.vni), t.spec.dst_port);
                 (key, DecapTarget { slot: sp.slot, local: t.spec.local, counters: t.counters.clone() })
             })
             .collect();
@@ -501,13 +512,21 @@ impl Switch {
                 per_bridge[bi][slot] = Some(vlan.clone());
             }
         }
+        let mut tunnels = vec![0u8; slots];
+        for p in ports {
+            tunnels[p.slot] = p.port.tunnel_class();
+        }
         DpView {
             uplinks: uplinks(ports, underlay, slots),
             by_port,
             xconnect,
             openflow: bridges.iter().map(|b| b.of.clone()).collect(),
             closed: bridges.iter().map(|b| b.secure && b.of.is_none()).collect(),
-            bridges: bridges.iter().zip(per_bridge).map(|(b, members)| b.l2.with_ports(members)).collect(),
+            bridges: bridges
+                .iter()
+                .zip(per_bridge)
+                .map(|(b, members)| b.l2.with_ports(members, tunnels.clone()))
+                .collect(),
         }
     }
 

@@ -162,9 +162,11 @@ impl OpenFlow {
         let slots = sw.ports.iter().map(|p| p.slot + 1).max().unwrap_or(0);
         let mut slot_ofport = vec![0u32; slots];
         let mut ofport_slot = std::collections::BTreeMap::new();
+        let mut tunnels = vec![0u8; slots];
         for p in &ports {
             slot_ofport[p.slot] = p.ofport;
             ofport_slot.insert(p.ofport, (p.slot, p.port.link().up));
+            tunnels[p.slot] = p.port.tunnel_class();
         }
         OfBridgeDp {
             bridge: bi,
@@ -173,6 +175,7 @@ impl OpenFlow {
             meters: b.agent.meters.clone(),
             slot_ofport,
             ofport_slot,
+            tunnels,
             miss_send_len: b.agent.config.miss_send_len,
             to_controller: sw.to_controller_tx.clone(),
             counters: b.counters.clone(),

@@ -184,6 +184,10 @@ pub struct L2Bridge {
     pub pool: Arc<Mempool>,
     /// Addresses whose ARP requests the PMD threads answer.
     pub arp: Arc<ArpResponder>,
+    /// Tunnel ports by slot (as [`crate::datapath::ofdp::TUNNEL_FLOW_KEY`]
+    /// and its sibling; 0: other ports): a frame to a flow-keyed tunnel
+    /// takes the key it came in with, or 0.
+    pub tunnels: Vec<u8>,
     counters: Arc<[L2Counters]>,
 }
 
@@ -202,18 +206,21 @@ impl L2Bridge {
             table: Arc::new(MacTable::new(mac_capacity)),
             pool,
             arp: Arc::new(ArpResponder::default()),
+            tunnels: Vec::new(),
             counters: (0..pmd::port::MAX_PMDS).map(|_| L2Counters::default()).collect(),
         })
     }
 
-    /// The same bridge (MAC table, counters, pool) with another membership:
-    /// the snapshot the control thread publishes when ports change.
-    pub fn with_ports(&self, ports: Vec<Option<PortVlan>>) -> Arc<L2Bridge> {
+    /// The same bridge (MAC table, counters, pool) with another membership
+    /// (and tunnel ports, by slot): the snapshot the control thread
+    /// publishes when ports change.
+    pub fn with_ports(&self, ports: Vec<Option<PortVlan>>, tunnels: Vec<u8>) -> Arc<L2Bridge> {
         Arc::new(L2Bridge {
             ports,
             table: self.table.clone(),
             pool: self.pool.clone(),
             arp: self.arp.clone(),
+            tunnels,
             counters: self.counters.clone(),
         })
     }
@@ -225,6 +232,7 @@ impl L2Bridge {
             table: self.table.clone(),
             pool: self.pool.clone(),
             arp: Arc::new(arp),
+            tunnels: self.tunnels.clone(),
             counters: self.counters.clone(),
         })
     }
@@ -284,6 +292,16 @@ fn read_tag(d: &[u8]) -> Option<Option<u16>> {
         return Some(Some(u16::from_be_bytes([d[14], d[15]]) & 0x0fff));
     }
     Some(None)
+}
+
+/// The key a frame (or its copy) from a port of `tunnels[in_port]` takes
+/// to a flow-keyed tunnel `out`: the one it came in with, or 0.
+#[inline]
+fn stamp_key(tunnels: &[u8], in_port: usize, out: usize, p: &mut Packet, came_with: u32) {
+    if tunnels.get(out) == Some(&crate::datapath::ofdp::TUNNEL_FLOW_KEY) {
+        let from_tunnel = tunnels.get(in_port).is_some_and(|t| *t != 0);
+        p.meta_mut().tun_id = if from_tunnel { came_with } else { 0 };
+    }
 }
 
 /// Rewrites the frame's tagging for `out`: strip, push or keep.
@@ -404,6 +422,8 @@ impl Pipeline for L2Pipeline {
                 {
                     if egress(&mut p, out_vlan, vlan, tagged) {
                         unicast += 1;
+                        let came_with = p.meta().tun_id;
+                        stamp_key(&br.tunnels, in_port, out, &mut p, came_with);
                         tx.send(out, p);
                     } else {
                         bump(&c.drop_nombuf, 1);
@@ -428,6 +448,7 @@ impl Pipeline for L2Pipeline {
                         Some(mut copy) => {
                             bump(&c.flood_copies, 1);
                             if egress(&mut copy, br.ports[prev].as_ref().unwrap_or(&PortVlan::None), vlan, tagged) {
+                                stamp_key(&br.tunnels, in_port, prev, &mut copy, p.meta().tun_id);
                                 tx.send(prev, copy);
                             } else {
                                 bump(&c.drop_nombuf, 1);
@@ -439,6 +460,8 @@ impl Pipeline for L2Pipeline {
             }
             if let Some(o) = last {
                 if egress(&mut p, br.ports[o].as_ref().unwrap_or(&PortVlan::None), vlan, tagged) {
+                    let came_with = p.meta().tun_id;
+                    stamp_key(&br.tunnels, in_port, o, &mut p, came_with);
                     tx.send(o, p);
                 } else {
                     bump(&c.drop_nombuf, 1);

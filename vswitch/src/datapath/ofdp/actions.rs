@@ -253,6 +253,17 @@ impl OfBridgeDp {
     }
 
     #[allow(clippy::too_many_arguments)]
+    /// Queues `p` for `slot`; to a flow-keyed tunnel with its `tunnel_id`.
+    #[inline]
+    fn send(&self, slot: usize, mut p: Packet, key: &FlowKey, tx: &mut TxBatches) {
+        if self.tunnels.get(slot) == Some(&super::TUNNEL_FLOW_KEY) {
+            #[allow(clippy::cast_possible_truncation)] // VNIs and GRE keys are 32 bits at most
+            let id = key.get_u64(Field::TunnelId).unwrap_or(0) as u32;
+            p.meta_mut().tun_id = id;
+        }
+        tx.send(slot, p);
+    }
+
     pub(super) fn output(
         &self,
         p: Packet,
@@ -269,7 +280,7 @@ impl OfBridgeDp {
                     drop(p);
                 }
             }
-            port::IN_PORT => tx.send(out.in_slot, p),
+            port::IN_PORT => self.send(out.in_slot, p, key, tx),
             port::ALL | port::FLOOD => {
                 let targets: Vec<usize> =
                     self.ofport_slot.iter().filter(|(n, _)| **n != out.in_port).map(|(_, (s, _))| *s).collect();
@@ -278,7 +289,7 @@ impl OfBridgeDp {
                     let pk =
                         if i + 1 == targets.len() { p.take() } else { p.as_ref().and_then(|x| x.copy(&self.pool)) };
                     match pk {
-                        Some(pk) => tx.send(*s, pk),
+                        Some(pk) => self.send(*s, pk, key, tx),
                         None => {
                             self.counters.nombuf.fetch_add(1, Ordering::Relaxed);
                         }
@@ -308,7 +319,7 @@ impl OfBridgeDp {
                 self.counters.bad_port.fetch_add(1, Ordering::Relaxed);
             }
             n => match self.ofport_slot.get(&n) {
-                Some((slot, _)) => tx.send(*slot, p),
+                Some((slot, _)) => self.send(*slot, p, key, tx),
                 None => {
                     self.counters.bad_port.fetch_add(1, Ordering::Relaxed);
                 }

@@ -82,6 +82,11 @@ pub struct PacketOutReq {
     pub data: Vec<u8>,
 }
 
+/// A tunnel port with a fixed key.
+pub const TUNNEL_FIXED_KEY: u8 = 1;
+/// A tunnel port whose key is `flow`: each frame's `tunnel_id`.
+pub const TUNNEL_FLOW_KEY: u8 = 2;
+
 /// One bridge's OpenFlow state as the PMD threads see it.
 pub struct OfBridgeDp {
     /// Bridge index.
@@ -96,6 +101,10 @@ pub struct OfBridgeDp {
     pub slot_ofport: Vec<u32>,
     /// PMD slot per OpenFlow port number, with link state.
     pub ofport_slot: BTreeMap<u32, (usize, bool)>,
+    /// Tunnel ports by slot: [`TUNNEL_FIXED_KEY`], [`TUNNEL_FLOW_KEY`], or
+    /// 0 for other ports. Frames from a tunnel carry its `tunnel_id`;
+    /// frames to a flow-keyed one take theirs along.
+    pub tunnels: Vec<u8>,
     /// Bytes of a table-miss packet sent to the controller.
     pub miss_send_len: u16,
     /// Packet-ins to the control thread.
@@ -230,8 +239,12 @@ impl OfBridgeDp {
         }
         let n = batch.len();
         let t0 = pmd::rdtsc();
+        let from_tunnel = self.tunnels.get(rxq.port).is_some_and(|t| *t != 0);
         for (k, p) in keys.iter_mut().zip(batch.as_slice()) {
             k.extract_into(p.data(), in_port);
+            if from_tunnel {
+                k.set_u64(Field::TunnelId, u64::from(p.meta().tun_id));
+            }
         }
         let t1 = pmd::rdtsc();
         let mut codes = [NONE; BATCH_SIZE];
@@ -439,7 +452,13 @@ impl OfBridgeDp {
                             }
                             Action::DecNwTtl => FastOp::DecTtl { done: u32::try_from(i + 1).ok()? },
                             Action::Output { port: p, .. } if *p != in_port && *p <= port::MAX => {
-                                FastOp::Output { slot: u32::try_from(self.ofport_slot.get(p)?.0).ok()? }
+                                let slot = self.ofport_slot.get(p)?.0;
+                                // A flow-keyed tunnel takes the frame's
+                                // tunnel_id along: the actions do that.
+                                if self.tunnels.get(slot) == Some(&TUNNEL_FLOW_KEY) {
+                                    return None;
+                                }
+                                FastOp::Output { slot: u32::try_from(slot).ok()? }
                             }
                             _ => return None,
                         };

@@ -70,6 +70,9 @@ pub struct TunnelSpec {
     pub local: Option<Ipv4Addr>,
     /// VNI (VXLAN, Geneve) or key (GRE).
     pub vni: u32,
+    /// `key = "flow"`: each frame's own (its [`pmd::PacketMeta::tun_id`]),
+    /// and any is received.
+    pub key_flow: bool,
     /// UDP destination port (0 for GRE).
     pub dst_port: u16,
     /// Outer UDP checksum computed (else zero).
@@ -100,7 +103,8 @@ impl TunnelSpec {
             kind,
             remote: p.remote_ip.as_deref().and_then(|r| r.parse().ok()).unwrap_or(Ipv4Addr::UNSPECIFIED),
             local: p.local_ip.as_deref().and_then(|l| l.parse().ok()),
-            vni: p.key.unwrap_or(0),
+            vni: p.key.and_then(config::TunnelKey::fixed).unwrap_or(0),
+            key_flow: p.key == Some(config::TunnelKey::Flow),
             dst_port,
             csum: p.csum,
             ttl: p.ttl,
@@ -274,6 +278,8 @@ pub struct TunnelPath {
     pub header: [u8; MAX_OVERHEAD],
     /// Outer header bytes.
     pub len: usize,
+    /// Where the VNI (3 bytes) or GRE key (4 bytes) is in the header.
+    key_at: usize,
     /// The tunnel's protocol.
     pub kind: TunnelKind,
     /// The largest inner frame (Ethernet header included) that fits the
@@ -336,7 +342,7 @@ impl TunnelPath {
         h[off::IP + 9] = if spec.kind == TunnelKind::Gre { 47 } else { 17 };
         h[off::IP_SRC..off::IP_SRC + 4].copy_from_slice(&local.octets());
         h[off::IP_SRC + 4..off::IP_SRC + 8].copy_from_slice(&spec.remote.octets());
-        let len = match spec.kind {
+        let (len, key_at) = match spec.kind {
             TunnelKind::Vxlan | TunnelKind::Geneve => {
                 h[off::UDP + 2..off::UDP + 4].copy_from_slice(&spec.dst_port.to_be_bytes());
                 let t = off::UDP + 8;
@@ -347,7 +353,7 @@ impl TunnelPath {
                     h[t + 2..t + 4].copy_from_slice(&ETH_P_TEB.to_be_bytes());
                 }
                 h[t + 4..t + 8].copy_from_slice(&((spec.vni & 0x00ff_ffff) << 8).to_be_bytes());
-                t + 8
+                (t + 8, t + 4)
             }
             TunnelKind::Gre => {
                 let mut flags = gre_flags::K;
@@ -359,12 +365,22 @@ impl TunnelPath {
                 h[off::GRE..off::GRE + 2].copy_from_slice(&flags.to_be_bytes());
                 h[off::GRE + 2..off::GRE + 4].copy_from_slice(&ETH_P_TEB.to_be_bytes());
                 h[at..at + 4].copy_from_slice(&spec.vni.to_be_bytes());
-                at + 4
+                (at + 4, at)
             }
         };
         let ip_sum = wire::checksum::sum(0, &h[off::IP..off::IP + 20]);
         let max_inner = usize::from(mtu).saturating_sub(len - 14);
-        TunnelPath { uplink, header: h, len, kind: spec.kind, max_inner, ip_sum }
+        TunnelPath { uplink, header: h, len, key_at, kind: spec.kind, max_inner, ip_sum }
+    }
+
+    /// Writes another VNI or GRE key into headers [`TunnelPath::write`]
+    /// wrote (a tunnel whose key is `flow`).
+    #[inline]
+    pub fn write_key(&self, out: &mut [u8], key: u32) {
+        match self.kind {
+            TunnelKind::Gre => out[self.key_at..self.key_at + 4].copy_from_slice(&key.to_be_bytes()),
+            _ => out[self.key_at..self.key_at + 3].copy_from_slice(&key.to_be_bytes()[1..]),
+        }
     }
 
     /// Writes the outer headers for an inner frame of `inner_len` bytes
@@ -572,6 +588,10 @@ impl VirtualPort for TunnelVport {
             #[allow(clippy::cast_possible_truncation)] // the IPv4 ID wraps at 16 bits
             path.write(hdr, len, id as u16, src_port(hash));
             id = id.wrapping_add(1);
+            if self.spec.key_flow {
+                let key = p.meta().tun_id;
+                path.write_key(p.data_mut(), key);
+            }
             if self.spec.csum && p.is_contiguous() {
                 match path.kind {
                     TunnelKind::Gre => gre_checksum(p.data_mut()),
@@ -601,6 +621,7 @@ mod tests {
     fn spec() -> TunnelSpec {
         TunnelSpec {
             kind: TunnelKind::Vxlan,
+            key_flow: false,
             remote: Ipv4Addr::new(10, 0, 0, 2),
             local: None,
             vni: 0x12_3456,
@@ -649,6 +670,18 @@ mod tests {
         assert_eq!(wire::checksum::fold(s), 0xffff, "UDP checksum verifies");
         // The MTU bounds the inner frame: 1500 - 50 + 14.
         assert_eq!(path.max_inner, 1464);
+        // A key=flow tunnel writes each frame's VNI, GRE's key too.
+        path.write_key(&mut frame, 0x00ab_cdef);
+        let vx = wire::vxlan::VxlanPacket::new_checked(&frame[42..]).unwrap();
+        assert_eq!(vx.vni(), 0x00ab_cdef);
+        let gre = TunnelSpec { kind: TunnelKind::Gre, csum: true, ..spec() };
+        let path = TunnelPath::new(&gre, 3, [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], Ipv4Addr::new(10, 0, 0, 1), 1500);
+        let mut frame = vec![0u8; path.len + 60];
+        path.write(&mut frame, 60, 1, 0);
+        path.write_key(&mut frame, 0xdead_beef);
+        assert_eq!(path.len, 14 + 20 + 12);
+        assert_eq!(&frame[34..38], &[0xa0, 0x00, 0x65, 0x58], "C and K, Ethernet");
+        assert_eq!(&frame[42..46], &0xdead_beefu32.to_be_bytes());
     }
 
     #[test]

@@ -53,8 +53,10 @@ impl PartialEq for DecapTarget {
 
 impl Eq for DecapTarget {}
 
-/// (remote, VNI, UDP port): what identifies a tunnel port on receive.
-pub type DecapKey = (Ipv4Addr, u32, u16);
+/// (remote, VNI or key, UDP port): what identifies a tunnel port on
+/// receive; a `key = "flow"` port takes every VNI (None) not given to a
+/// port of its own.
+pub type DecapKey = (Ipv4Addr, Option<u32>, u16);
 
 /// Counters of one uplink's underlay stack on one PMD thread.
 #[derive(Debug, Default)]
@@ -191,6 +193,9 @@ pub enum Verdict {
     Decap {
         /// The tunnel port.
         target: DecapTarget,
+        /// Its VNI or key, and its outer addresses (the packet's tunnel
+        /// metadata).
+        tun: (u32, Ipv4Addr, Ipv4Addr),
         /// Outer header bytes.
         outer: usize,
         /// Inner frame bytes.
@@ -276,9 +281,14 @@ impl Uplink {
         }
         let l4 = &ip[ihl..total];
         let remote = ip4(&ip[12..16]);
-        let found = |key: DecapKey, outer: usize, inner_len: usize| match self.decap.get(&key) {
-            Some(t) if t.local.is_none_or(|l| l == dst) => Verdict::Decap { target: t.clone(), outer, inner_len },
-            _ => Verdict::Drop(DROP_UNKNOWN_TUNNEL),
+        let found = |vni: u32, port: u16, outer: usize, inner_len: usize| {
+            let t = self.decap.get(&(remote, Some(vni), port)).or_else(|| self.decap.get(&(remote, None, port)));
+            match t {
+                Some(t) if t.local.is_none_or(|l| l == dst) => {
+                    Verdict::Decap { target: t.clone(), tun: (vni, remote, dst), outer, inner_len }
+                }
+                _ => Verdict::Drop(DROP_UNKNOWN_TUNNEL),
+            }
         };
         match ip[9] {
             17 => {
@@ -326,7 +336,7 @@ impl Uplink {
                         8
                     }
                 };
-                found((remote, vni, dport), 14 + ihl + 8 + hdr, ulen - 8 - hdr)
+                found(vni, dport, 14 + ihl + 8 + hdr, ulen - 8 - hdr)
             }
             47 if self.gre => {
                 if l4.len() < 4 {
@@ -362,7 +372,7 @@ impl Uplink {
                 if at + 14 > l4.len() {
                     return Verdict::Drop(DROP_TRUNCATED);
                 }
-                found((remote, key, 0), 14 + ihl + at, l4.len() - at)
+                found(key, 0, 14 + ihl + at, l4.len() - at)
             }
             1 if l4.len() >= 8 && l4[0] == 8 && l4[1] == 0 => Verdict::Echo,
             _ => Verdict::Drop(DROP_NOT_TUNNEL),
@@ -384,11 +394,13 @@ impl Uplink {
                     passed += 1;
                     let _ = keep.push(p);
                 }
-                Verdict::Decap { target, outer, inner_len } => {
+                Verdict::Decap { target, tun, outer, inner_len } => {
                     if !p.adj(outer) || p.len() < inner_len || !p.trim(p.len() - inner_len) {
                         SwCounters::bump(&c.drop_truncated, 1);
                         continue;
                     }
+                    let m = p.meta_mut();
+                    (m.tun_id, m.tun_src, m.tun_dst) = (tun.0, u32::from(tun.1), u32::from(tun.2));
                     let tc = &target.counters[pmd.min(target.counters.len() - 1)];
                     SwCounters::bump(&tc.rx_packets, 1);
                     SwCounters::bump(&tc.rx_bytes, inner_len as u64);
@@ -464,7 +476,7 @@ pub fn fuzz_uplink() -> Uplink {
     let mut decap = HashMap::default();
     for (port, slot) in [(4789, 7), (6081, 8), (0, 9)] {
         decap.insert(
-            (Ipv4Addr::new(10, 0, 0, 2), 42, port),
+            (Ipv4Addr::new(10, 0, 0, 2), Some(42), port),
             DecapTarget { slot, local: None, counters: super::new_counters() },
         );
     }
@@ -536,6 +548,7 @@ mod tests {
     fn tunnelled(kind: TunnelKind, vni: u32, csum: bool) -> Vec<u8> {
         let spec = TunnelSpec {
             kind,
+            key_flow: false,
             remote: Ipv4Addr::new(10, 0, 0, 1),
             local: None,
             vni,
@@ -563,6 +576,20 @@ mod tests {
     }
 
     #[test]
+    fn a_key_flow_port_takes_every_vni_not_given_to_its_own_port() {
+        let mut u = uplink();
+        let flow = DecapTarget { slot: 11, local: None, counters: super::super::new_counters() };
+        u.decap.insert((Ipv4Addr::new(10, 0, 0, 2), None, 4789), flow);
+        assert!(
+            matches!(u.classify(&vxlan(42, false), false, false), Verdict::Decap { target, .. } if target.slot == 7)
+        );
+        match u.classify(&vxlan(4242, false), false, false) {
+            Verdict::Decap { target, tun, .. } => assert_eq!((target.slot, tun.0), (11, 4242)),
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
     fn geneve_and_gre_are_decapsulated_and_checked() {
         let u = uplink();
         for (kind, slot, outer) in [(TunnelKind::Geneve, 8, 50), (TunnelKind::Gre, 9, 42)] {
@@ -570,7 +597,8 @@ mod tests {
                 let f = tunnelled(kind, 42, csum);
                 let outer = outer + if csum && kind == TunnelKind::Gre { 4 } else { 0 };
                 match u.classify(&f, false, false) {
-                    Verdict::Decap { target, outer: o, inner_len } => {
+                    Verdict::Decap { target, outer: o, inner_len, tun } => {
+                        assert_eq!(tun, (42, Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 1)));
                         assert_eq!((target.slot, o, inner_len), (slot, outer, 60), "{kind:?} csum {csum}");
                     }
                     v => panic!("{kind:?}: {v:?}"),
@@ -617,8 +645,9 @@ mod tests {
         let u = uplink();
         for csum in [false, true] {
             match u.classify(&vxlan(42, csum), false, false) {
-                Verdict::Decap { target, outer, inner_len } => {
+                Verdict::Decap { target, outer, inner_len, tun } => {
                     assert_eq!((target.slot, outer, inner_len), (7, VXLAN_OVERHEAD, 60));
+                    assert_eq!(tun.0, 42);
                 }
                 v => panic!("{v:?}"),
             }
