@@ -252,7 +252,6 @@ impl OfBridgeDp {
         pick_weighted(flow_hash(key), g.buckets.iter().map(|b| b.weight))
     }
 
-    #[allow(clippy::too_many_arguments)]
     /// Queues `p` for `slot`; to a flow-keyed tunnel with its `tunnel_id`.
     #[inline]
     fn send(&self, slot: usize, mut p: Packet, key: &FlowKey, tx: &mut TxBatches) {
@@ -264,6 +263,7 @@ impl OfBridgeDp {
         tx.send(slot, p);
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn output(
         &self,
         p: Packet,
