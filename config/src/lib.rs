@@ -22,11 +22,14 @@ pub use validate::{in_subnet, parse_ipv4_net, parse_mac, prefix_mask};
 
 /// IANA's UDP port for VXLAN, a VXLAN tunnel's default `dst_port`.
 pub const VXLAN_PORT: u16 = 4789;
+/// The transmit offloads a port's `tx_offload` list may name.
+pub const TX_OFFLOADS: [&str; 2] = ["outer_ipv4_cksum", "outer_udp_cksum"];
+
 /// IANA's UDP port for Geneve, a Geneve tunnel's default `dst_port`.
 pub const GENEVE_PORT: u16 = 6081;
 pub use schema::{
     ArpEntry, Bridge, ControlSection, Controller, EalSection, EmcMode, FailMode, MegaflowLimit, MemoryMode, PmdSection,
-    Port, PortType, Route, RxqAssignment, TunnelKey, VlanMode,
+    Port, PortType, Route, RxqAssignment, TunnelKey, TxOffload, VlanMode,
 };
 
 use std::path::Path;

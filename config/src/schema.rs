@@ -468,6 +468,60 @@ pub struct Port {
     /// Tunnels: set Don't Fragment on the outer IPv4 header.
     #[serde(default = "default_true")]
     pub df: bool,
+    /// Transmit offloads the port may use: `"auto"` (every one the device
+    /// advertises), `"off"`, or a list of `outer_ipv4_cksum`,
+    /// `outer_udp_cksum`.
+    #[serde(default)]
+    pub tx_offload: TxOffload,
+}
+
+/// A port's `tx_offload`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum TxOffload {
+    /// What the device advertises.
+    #[default]
+    Auto,
+    /// None.
+    Off,
+    /// These, where the device has them.
+    Only(Vec<String>),
+}
+
+impl Serialize for TxOffload {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            TxOffload::Auto => s.serialize_str("auto"),
+            TxOffload::Off => s.serialize_str("off"),
+            TxOffload::Only(v) => v.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TxOffload {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<TxOffload, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = TxOffload;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("\"auto\", \"off\" or a list of offloads")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TxOffload, E> {
+                match v {
+                    "auto" => Ok(TxOffload::Auto),
+                    "off" => Ok(TxOffload::Off),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<TxOffload, A::Error> {
+                let mut v = Vec::new();
+                while let Some(x) = a.next_element::<String>()? {
+                    v.push(x);
+                }
+                Ok(TxOffload::Only(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 fn default_tunnel_ttl() -> u8 {

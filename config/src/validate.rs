@@ -263,6 +263,19 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), Failure> {
                     return fail(pp("mtu"), format!("{m} is outside 68-9600"));
                 }
             }
+            if let crate::schema::TxOffload::Only(list) = &p.tx_offload {
+                if p.kind.is_tunnel() {
+                    return fail(pp("tx_offload"), "a tunnel port has no device: its uplink's `tx_offload` counts");
+                }
+                for (i, o) in list.iter().enumerate() {
+                    if !crate::TX_OFFLOADS.contains(&o.as_str()) {
+                        return fail(
+                            bp(&[key("port"), Seg::Index(pi), key("tx_offload"), Seg::Index(i)]),
+                            format!("`{o}` is no offload the switch uses ({})", crate::TX_OFFLOADS.join(", ")),
+                        );
+                    }
+                }
+            }
             if p.n_rxq == 0 || p.n_rxq > 64 {
                 return fail(pp("n_rxq"), format!("{} is outside 1-64", p.n_rxq));
             }

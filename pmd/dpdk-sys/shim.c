@@ -94,8 +94,19 @@ uint64_t vs_const(unsigned which)
 	case 29: return RTE_ETH_TX_OFFLOAD_UDP_TNL_TSO;
 	case 30: return RTE_MBUF_F_RX_IP_CKSUM_GOOD;
 	case 31: return RTE_MBUF_F_RX_L4_CKSUM_GOOD;
+	case 32: return RTE_MBUF_F_TX_OUTER_IP_CKSUM;
+	case 33: return RTE_MBUF_F_TX_OUTER_IPV4;
+	case 34: return RTE_MBUF_F_TX_OUTER_UDP_CKSUM;
+	case 35: return RTE_MBUF_F_TX_TUNNEL_VXLAN;
+	case 36: return RTE_MBUF_F_TX_TUNNEL_GENEVE;
+	case 37: return RTE_MBUF_F_TX_TUNNEL_GRE;
 	default: return 0;
 	}
+}
+
+uint64_t vs_tx_offload(uint64_t il2, uint64_t il3, uint64_t il4, uint64_t tso, uint64_t ol3, uint64_t ol2)
+{
+	return rte_mbuf_tx_offload(il2, il3, il4, tso, ol3, ol2, 0);
 }
 
 size_t vs_mbuf_offset(unsigned which)

@@ -32,4 +32,6 @@ uint64_t vs_const(unsigned which);
 /* offsetof for the rte_mbuf fields the Rust side reads directly, so a test
  * can prove Rust's view of the layout matches the C compiler's. */
 size_t vs_mbuf_offset(unsigned which);
+/* The mbuf's tx_offload word for these lengths (rte_mbuf_tx_offload). */
+uint64_t vs_tx_offload(uint64_t il2, uint64_t il3, uint64_t il4, uint64_t tso, uint64_t ol3, uint64_t ol2);
 #endif

@@ -280,6 +280,24 @@ impl Packet {
         self.m().ol_flags
     }
 
+    /// Asks the NIC for transmit offloads: `flags` (`RTE_MBUF_F_TX_*`) are
+    /// added to the offload flags and the header lengths word is set
+    /// (see [`tx_offload_word`]).
+    #[inline]
+    pub fn set_tx_offload(&mut self, flags: u64, lengths: u64) {
+        let m = self.m_mut();
+        m.ol_flags |= flags;
+        m.__bindgen_anon_3.tx_offload = lengths;
+    }
+
+    /// The header lengths word for transmit offloads, as
+    /// [`Packet::set_tx_offload`] sets it.
+    #[inline]
+    pub fn tx_offload(&self) -> u64 {
+        // SAFETY: tx_offload is the union's whole 64-bit view.
+        unsafe { self.m().__bindgen_anon_3.tx_offload }
+    }
+
     /// Metadata in the private area.
     #[inline]
     pub fn meta(&self) -> &PacketMeta {
@@ -303,6 +321,13 @@ impl Drop for Packet {
         // SAFETY: we own the mbuf; it goes back to its pool exactly once.
         unsafe { dpdk_sys::vs_pktmbuf_free(self.raw.as_ptr()) }
     }
+}
+
+/// The mbuf's transmit-offload lengths word (DPDK's `rte_mbuf_tx_offload`):
+/// inner L2, L3, L4 lengths, TSO segment size, outer L3 and L2 lengths.
+pub fn tx_offload_word(l2: u64, l3: u64, l4: u64, tso: u64, outer_l3: u64, outer_l2: u64) -> u64 {
+    // SAFETY: a pure function of its arguments.
+    unsafe { dpdk_sys::vs_tx_offload(l2, l3, l4, tso, outer_l3, outer_l2) }
 }
 
 /// Up to [`BATCH_SIZE`] packets, inline (no heap). Dropping a batch frees

@@ -65,7 +65,31 @@ pub struct PortConfig {
     pub rss: bool,
     /// Ask the NIC to check IPv4/TCP/UDP checksums on receive, where it can.
     pub rx_checksum_offload: bool,
+    /// Transmit offloads to enable where the device has them.
+    pub tx_offloads: TxOffloads,
 }
+
+/// Which transmit offloads a port may use (a driver that advertises one
+/// wrongly is held back: OVS's X710/E810 outer UDP checksum reports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TxOffloads {
+    /// Every one the device advertises that the switch uses.
+    #[default]
+    Auto,
+    /// None: software does it all.
+    Off,
+    /// Only these (`TX_*` bits of this module), where the device has them.
+    Only(u64),
+}
+
+/// The outer IPv4 header checksum of tunnel packets (the switch's bit).
+pub const TX_OUTER_IPV4_CKSUM: u64 = 1 << 0;
+/// The outer UDP checksum of tunnel packets.
+pub const TX_OUTER_UDP_CKSUM: u64 = 1 << 1;
+/// Every transmit offload the switch knows, by the names configurations
+/// use.
+pub const TX_OFFLOAD_NAMES: [(&str, u64); 2] =
+    [("outer_ipv4_cksum", TX_OUTER_IPV4_CKSUM), ("outer_udp_cksum", TX_OUTER_UDP_CKSUM)];
 
 impl PortConfig {
     /// One rx and one tx queue, 1024 descriptors each, promiscuous, RSS and
@@ -82,6 +106,7 @@ impl PortConfig {
             promiscuous: true,
             rss: true,
             rx_checksum_offload: true,
+            tx_offloads: TxOffloads::Auto,
         }
     }
 }
@@ -115,6 +140,8 @@ pub struct OffloadCaps {
     pub tx_capa: u64,
     /// The rx offloads enabled.
     pub rx_enabled: u64,
+    /// The transmit offloads enabled (`TX_*` bits of this module).
+    pub tx_enabled: u64,
 }
 
 /// Link state.
@@ -193,6 +220,36 @@ pub fn rx_cksum_bad(ol_flags: u64) -> bool {
     let f = offload_flags();
     (ol_flags & f.mbuf_rx_ip_cksum_mask) == f.mbuf_rx_ip_cksum_bad
         || (ol_flags & f.mbuf_rx_l4_cksum_mask) == f.mbuf_rx_l4_cksum_bad
+}
+
+/// The `RTE_MBUF_F_TX_*` flags a tunnel's transmit offloads set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunnelTxFlags {
+    /// `RTE_MBUF_F_TX_OUTER_IPV4`.
+    pub outer_ipv4: u64,
+    /// `RTE_MBUF_F_TX_OUTER_IP_CKSUM`.
+    pub outer_ip_cksum: u64,
+    /// `RTE_MBUF_F_TX_OUTER_UDP_CKSUM`.
+    pub outer_udp_cksum: u64,
+    /// `RTE_MBUF_F_TX_TUNNEL_VXLAN`.
+    pub vxlan: u64,
+    /// `RTE_MBUF_F_TX_TUNNEL_GENEVE`.
+    pub geneve: u64,
+    /// `RTE_MBUF_F_TX_TUNNEL_GRE`.
+    pub gre: u64,
+}
+
+/// DPDK's values of [`TunnelTxFlags`], read once.
+pub fn tunnel_tx_flags() -> &'static TunnelTxFlags {
+    static F: OnceLock<TunnelTxFlags> = OnceLock::new();
+    F.get_or_init(|| TunnelTxFlags {
+        outer_ipv4: consts::get(Flag::MbufTxOuterIpv4),
+        outer_ip_cksum: consts::get(Flag::MbufTxOuterIpCksum),
+        outer_udp_cksum: consts::get(Flag::MbufTxOuterUdpCksum),
+        vxlan: consts::get(Flag::MbufTxTunnelVxlan),
+        geneve: consts::get(Flag::MbufTxTunnelGeneve),
+        gre: consts::get(Flag::MbufTxTunnelGre),
+    })
 }
 
 /// Whether the NIC checked a packet's IP header checksum and found it good.
@@ -433,6 +490,20 @@ impl Port {
             }
         }
         conf.rxmode.offloads = rx_off;
+        let wanted = match cfg.tx_offloads {
+            TxOffloads::Auto => TX_OUTER_IPV4_CKSUM | TX_OUTER_UDP_CKSUM,
+            TxOffloads::Off => 0,
+            TxOffloads::Only(m) => m,
+        };
+        let mut tx_enabled = 0;
+        for (bit, f) in
+            [(TX_OUTER_IPV4_CKSUM, Flag::TxOffloadOuterIpv4Cksum), (TX_OUTER_UDP_CKSUM, Flag::TxOffloadOuterUdpCksum)]
+        {
+            if wanted & bit != 0 && has(tx_capa, f) {
+                conf.txmode.offloads |= consts::get(f);
+                tx_enabled |= bit;
+            }
+        }
         if has(tx_capa, Flag::TxOffloadMbufFastFree) {
             // Every mbuf we send comes from one pool with refcnt 1.
             conf.txmode.offloads |= consts::get(Flag::TxOffloadMbufFastFree);
@@ -520,6 +591,7 @@ impl Port {
             rx_capa,
             tx_capa,
             rx_enabled: rx_off,
+            tx_enabled,
         };
         Ok(())
     }

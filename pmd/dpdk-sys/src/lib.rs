@@ -67,6 +67,12 @@ pub mod consts {
         TxOffloadUdpTnlTso = 29,
         MbufRxIpCksumGood = 30,
         MbufRxL4CksumGood = 31,
+        MbufTxOuterIpCksum = 32,
+        MbufTxOuterIpv4 = 33,
+        MbufTxOuterUdpCksum = 34,
+        MbufTxTunnelVxlan = 35,
+        MbufTxTunnelGeneve = 36,
+        MbufTxTunnelGre = 37,
     }
 
     /// The value of one flag macro.

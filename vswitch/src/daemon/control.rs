@@ -460,6 +460,11 @@ fn port_json(sw: &Switch, p: &crate::daemon::switch::SwitchPort) -> Value {
     if let crate::daemon::switch::Attachment::Tunnel(t) = &p.port {
         v["tunnel"] = super::underlay::tunnel_json(sw, p, t);
     }
+    if let Some(d) = p.port.device() {
+        let on = d.caps().tx_enabled;
+        v["tx_offloads"] =
+            json!(pmd::port::TX_OFFLOAD_NAMES.iter().filter(|(_, b)| on & b != 0).map(|(n, _)| *n).collect::<Vec<_>>());
+    }
     if !p.cfg.addresses.is_empty() {
         v["underlay"] = super::underlay::uplink_json(p);
     }

@@ -645,6 +645,13 @@ impl Switch {
         // such as memif ask for symmetric queue pairs.
         pc.n_txq = u16::try_from(self.pmds.n_threads()).unwrap_or(1).max(p.n_rxq);
         pc.mtu = p.mtu;
+        pc.tx_offloads = match &p.tx_offload {
+            config::TxOffload::Auto => pmd::port::TxOffloads::Auto,
+            config::TxOffload::Off => pmd::port::TxOffloads::Off,
+            config::TxOffload::Only(names) => pmd::port::TxOffloads::Only(
+                pmd::port::TX_OFFLOAD_NAMES.iter().filter(|(n, _)| names.iter().any(|x| x == n)).map(|(_, b)| b).sum(),
+            ),
+        };
         Ok(Attachment::Device(Arc::new(Port::open(self.eal, &pc, pool).map_err(err)?)))
     }
 

@@ -476,7 +476,10 @@ impl Switch {
                 let dev = up.port.device()?;
                 let n = self.underlay.neighbours.get(&h.next_hop)?;
                 let mac = n.mac?;
-                Some(TunnelPath::new(&t.spec, up.slot, dev.mac().0, mac, h.local, dev.mtu()))
+                Some(
+                    TunnelPath::new(&t.spec, up.slot, dev.mac().0, mac, h.local, dev.mtu())
+                        .with_offloads(&t.spec, dev.caps().tx_enabled),
+                )
             });
             let hop_changed = t.hop() != hop;
             if hop_changed || t.vport().path != path {

@@ -287,6 +287,56 @@ pub struct TunnelPath {
     pub max_inner: usize,
     /// Partial sum of the outer IPv4 header as prebuilt.
     ip_sum: u32,
+    /// What the uplink's NIC computes: the mbuf's offload flags and
+    /// lengths word (None: software does it all).
+    pub offload: Option<TxOffload>,
+}
+
+/// Transmit offloads a tunnel asks of its uplink's NIC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxOffload {
+    /// `RTE_MBUF_F_TX_*` flags.
+    pub flags: u64,
+    /// The mbuf's lengths word (outer L2 and L3, and as "L2" the outer L4,
+    /// tunnel and inner Ethernet headers, as DPDK counts tunnels).
+    pub lengths: u64,
+    /// The NIC computes the outer IPv4 header checksum.
+    pub outer_ip: bool,
+    /// The NIC computes the outer UDP checksum.
+    pub outer_udp: bool,
+}
+
+/// What to ask of a NIC that enabled `enabled` (`pmd::port::TX_*` bits)
+/// for a `kind` tunnel (`csum`: with a UDP checksum): the outer IPv4
+/// checksum, and the outer UDP checksum when there is one to compute. None
+/// when the NIC computes neither.
+pub fn tx_offload_for(kind: TunnelKind, csum: bool, enabled: u64) -> Option<TxOffload> {
+    let f = pmd::port::tunnel_tx_flags();
+    let outer_ip = enabled & pmd::port::TX_OUTER_IPV4_CKSUM != 0;
+    let outer_udp = csum && kind != TunnelKind::Gre && enabled & pmd::port::TX_OUTER_UDP_CKSUM != 0;
+    if !outer_ip && !outer_udp {
+        return None;
+    }
+    let mut flags = f.outer_ipv4
+        | match kind {
+            TunnelKind::Vxlan => f.vxlan,
+            TunnelKind::Geneve => f.geneve,
+            TunnelKind::Gre => f.gre,
+        };
+    if outer_ip {
+        flags |= f.outer_ip_cksum;
+    }
+    if outer_udp {
+        flags |= f.outer_udp_cksum;
+    }
+    // DPDK counts a tunnel's outer L4 and tunnel headers into l2_len with
+    // the inner Ethernet header.
+    let tunnel = match kind {
+        TunnelKind::Vxlan | TunnelKind::Geneve => 8 + 8,
+        TunnelKind::Gre => 4 + 4 + if csum { 4 } else { 0 },
+    };
+    let lengths = pmd::packet::tx_offload_word(tunnel + 14, 0, 0, 0, 20, 14);
+    Some(TxOffload { flags, lengths, outer_ip, outer_udp })
 }
 
 mod off {
@@ -370,7 +420,14 @@ impl TunnelPath {
         };
         let ip_sum = wire::checksum::sum(0, &h[off::IP..off::IP + 20]);
         let max_inner = usize::from(mtu).saturating_sub(len - 14);
-        TunnelPath { uplink, header: h, len, key_at, kind: spec.kind, max_inner, ip_sum }
+        TunnelPath { uplink, header: h, len, key_at, kind: spec.kind, max_inner, ip_sum, offload: None }
+    }
+
+    /// The same path through an uplink whose NIC enabled `enabled`
+    /// transmit offloads (`pmd::port::TX_*`).
+    pub fn with_offloads(mut self, spec: &TunnelSpec, enabled: u64) -> TunnelPath {
+        self.offload = tx_offload_for(spec.kind, spec.csum, enabled);
+        self
     }
 
     /// Writes another VNI or GRE key into headers [`TunnelPath::write`]
@@ -592,7 +649,29 @@ impl VirtualPort for TunnelVport {
                 let key = p.meta().tun_id;
                 path.write_key(p.data_mut(), key);
             }
-            if self.spec.csum && p.is_contiguous() {
+            if let Some(o) = &path.offload {
+                p.set_tx_offload(o.flags, o.lengths);
+                let d = p.data_mut();
+                if o.outer_ip {
+                    d[off::IP_CSUM..off::IP_CSUM + 2].fill(0);
+                }
+                if o.outer_udp {
+                    // The NIC finishes what the pseudo-header starts.
+                    let len = u16::from_be_bytes([d[off::UDP_LEN], d[off::UDP_LEN + 1]]);
+                    let src =
+                        wire::Ipv4Address([d[off::IP_SRC], d[off::IP_SRC + 1], d[off::IP_SRC + 2], d[off::IP_SRC + 3]]);
+                    let dst = wire::Ipv4Address([
+                        d[off::IP_SRC + 4],
+                        d[off::IP_SRC + 5],
+                        d[off::IP_SRC + 6],
+                        d[off::IP_SRC + 7],
+                    ]);
+                    let ph = wire::checksum::fold(wire::checksum::pseudo_v4(src, dst, 17, len));
+                    d[off::UDP_CSUM..off::UDP_CSUM + 2].copy_from_slice(&ph.to_be_bytes());
+                }
+            }
+            let software_csum = path.offload.is_none_or(|o| !o.outer_udp);
+            if self.spec.csum && software_csum && p.is_contiguous() {
                 match path.kind {
                     TunnelKind::Gre => gre_checksum(p.data_mut()),
                     _ => udp_checksum(p.data_mut()),
@@ -682,6 +761,31 @@ mod tests {
         assert_eq!(path.len, 14 + 20 + 12);
         assert_eq!(&frame[34..38], &[0xa0, 0x00, 0x65, 0x58], "C and K, Ethernet");
         assert_eq!(&frame[42..46], &0xdead_beefu32.to_be_bytes());
+    }
+
+    #[test]
+    fn offloads_are_asked_for_what_the_nic_enabled() {
+        use pmd::port::{TX_OUTER_IPV4_CKSUM as IP, TX_OUTER_UDP_CKSUM as UDP};
+        let f = pmd::port::tunnel_tx_flags();
+        assert_eq!(tx_offload_for(TunnelKind::Vxlan, true, 0), None, "nothing enabled: software");
+        assert_eq!(tx_offload_for(TunnelKind::Vxlan, false, UDP), None, "no UDP checksum to compute");
+        let o = tx_offload_for(TunnelKind::Vxlan, false, IP | UDP).unwrap();
+        assert!(o.outer_ip && !o.outer_udp);
+        assert_eq!(o.flags, f.outer_ipv4 | f.outer_ip_cksum | f.vxlan);
+        assert!(f.outer_ipv4 != 0 && f.outer_ip_cksum != 0 && f.vxlan != 0 && f.outer_ipv4 != f.outer_ip_cksum);
+        // Outer L2 14 and L3 20; UDP, VXLAN and the inner Ethernet header
+        // as "L2", DPDK's way: the bit layout of rte_mbuf's tx_offload.
+        assert_eq!(o.lengths, 30 | (20 << 40) | (14 << 49));
+        let o = tx_offload_for(TunnelKind::Geneve, true, IP | UDP).unwrap();
+        assert!(o.outer_ip && o.outer_udp);
+        assert_eq!(o.flags, f.outer_ipv4 | f.outer_ip_cksum | f.outer_udp_cksum | f.geneve);
+        let o = tx_offload_for(TunnelKind::Vxlan, true, UDP).unwrap();
+        assert!(!o.outer_ip && o.outer_udp);
+        assert_eq!(o.flags & f.outer_ip_cksum, 0, "the IP checksum stays in software");
+        let o = tx_offload_for(TunnelKind::Gre, true, IP | UDP).unwrap();
+        assert!(!o.outer_udp, "GRE has no UDP checksum");
+        assert_eq!(o.lengths & 0x7f, 4 + 4 + 4 + 14, "GRE with checksum and key, inner Ethernet");
+        assert_eq!(o.flags, f.outer_ipv4 | f.outer_ip_cksum | f.gre);
     }
 
     #[test]
