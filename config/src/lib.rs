@@ -18,7 +18,7 @@ mod schema;
 pub(crate) mod validate;
 
 pub use error::ConfigError;
-pub use validate::{in_subnet, parse_ipv4_net, parse_mac, prefix_mask};
+pub use validate::{in_subnet, is_unicast, network, parse_ip_net, parse_mac, prefix_mask};
 
 /// IANA's UDP port for VXLAN, a VXLAN tunnel's default `dst_port`.
 pub const VXLAN_PORT: u16 = 4789;

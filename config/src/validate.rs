@@ -3,7 +3,7 @@
 use crate::error::Seg;
 use crate::schema::{Config, Controller, PortType, VlanMode};
 use std::collections::{HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 type Failure = (Vec<Seg>, String);
 
@@ -78,8 +78,8 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), Failure> {
     let mut bridge_names = HashMap::new();
     let mut port_names: HashMap<&str, (usize, usize)> = HashMap::new();
     let mut ifaces: HashMap<&str, (usize, usize)> = HashMap::new();
-    let mut addresses: HashMap<Ipv4Addr, (usize, usize)> = HashMap::new();
-    let mut subnets: Vec<(Ipv4Addr, u8)> = Vec::new();
+    let mut addresses: HashMap<IpAddr, (usize, usize)> = HashMap::new();
+    let mut subnets: Vec<(IpAddr, u8)> = Vec::new();
     let mut tunnels: Vec<(usize, usize)> = Vec::new();
     for (bi, b) in cfg.bridges.iter().enumerate() {
         let bp = |rest: &[Seg]| {
@@ -212,9 +212,9 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), Failure> {
             }
             for (ai, a) in p.addresses.iter().enumerate() {
                 let path = bp(&[key("port"), Seg::Index(pi), key("addresses"), Seg::Index(ai)]);
-                let (ip, len) = parse_ipv4_net(a).map_err(|why| (path.clone(), why))?;
-                if len == 0 || ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() {
-                    return fail(path, format!("`{a}` is not a unicast address with a prefix length of 1-32"));
+                let (ip, len) = parse_ip_net(a).map_err(|why| (path.clone(), why))?;
+                if len == 0 || !is_unicast(ip) {
+                    return fail(path, format!("`{a}` is not a unicast address with a prefix length of at least 1"));
                 }
                 if let Some((b0, p0)) = addresses.insert(ip, (bi, pi)) {
                     return fail(path, format!("{ip} is already an address of bridge[{b0}].port[{p0}]"));
@@ -299,10 +299,14 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), Failure> {
     for (bi, pi) in tunnels {
         let p = &cfg.bridges[bi].ports[pi];
         let path = |k: &str| vec![key("bridge"), Seg::Index(bi), key("port"), Seg::Index(pi), key(k)];
-        let local = p.local_ip.as_deref().map(|l| l.parse::<Ipv4Addr>().unwrap_or(Ipv4Addr::UNSPECIFIED));
+        let local = p.local_ip.as_deref().map(|l| l.parse::<IpAddr>().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
         if let Some(l) = local {
             if !addresses.contains_key(&l) {
                 return fail(path("local_ip"), format!("{l} is not one of the uplinks' `addresses`"));
+            }
+            let remote = p.remote_ip.as_deref().and_then(|r| r.parse::<IpAddr>().ok());
+            if remote.is_some_and(|r| r.is_ipv4() != l.is_ipv4()) {
+                return fail(path("local_ip"), "local_ip and remote_ip must be of one family (IPv4 or IPv6)");
             }
         }
         let port = match p.kind {
@@ -327,18 +331,17 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), Failure> {
     }
     for (ri, r) in cfg.routes.iter().enumerate() {
         let path = |k: &str| vec![key("route"), Seg::Index(ri), key(k)];
-        let (net, len) = parse_ipv4_net(&r.prefix).map_err(|why| (path("prefix"), why))?;
-        if u32::from(net) & !prefix_mask(len) != 0 {
+        let (net, len) = parse_ip_net(&r.prefix).map_err(|why| (path("prefix"), why))?;
+        if network(net, len) != net {
             return fail(
                 path("prefix"),
-                format!(
-                    "`{}` has host bits set (the network is {}/{len})",
-                    r.prefix,
-                    Ipv4Addr::from(u32::from(net) & prefix_mask(len))
-                ),
+                format!("`{}` has host bits set (the network is {}/{len})", r.prefix, network(net, len)),
             );
         }
-        let via: Ipv4Addr = r.via.parse().map_err(|_| (path("via"), format!("`{}` is not an IPv4 address", r.via)))?;
+        let via: IpAddr = r.via.parse().map_err(|_| (path("via"), format!("`{}` is not an IP address", r.via)))?;
+        if via.is_ipv4() != net.is_ipv4() {
+            return fail(path("via"), format!("{via} and the prefix `{}` are of different families", r.prefix));
+        }
         if !subnets.iter().any(|(a, l)| in_subnet(via, *a, *l)) {
             return fail(
                 path("via"),
@@ -367,18 +370,15 @@ fn check_tunnel(p: &crate::Port, pp: &dyn Fn(&str) -> Vec<Seg>) -> Result<(), Fa
     }
     match &p.remote_ip {
         None => return fail(pp("type"), "a tunnel port needs `remote_ip`"),
-        Some(r) => match r.parse::<std::net::IpAddr>() {
-            Ok(std::net::IpAddr::V4(a)) if !a.is_unspecified() && !a.is_broadcast() && !a.is_multicast() => {}
-            Ok(std::net::IpAddr::V4(a)) => return fail(pp("remote_ip"), format!("{a} is not a unicast address")),
-            Ok(std::net::IpAddr::V6(_)) => {
-                return fail(pp("remote_ip"), "IPv6 underlays are not supported yet: use an IPv4 remote_ip")
-            }
+        Some(r) => match r.parse::<IpAddr>() {
+            Ok(a) if is_unicast(a) => {}
+            Ok(a) => return fail(pp("remote_ip"), format!("{a} is not a unicast address")),
             Err(_) => return fail(pp("remote_ip"), format!("`{r}` is not an IP address")),
         },
     }
     if let Some(l) = &p.local_ip {
-        if l.parse::<Ipv4Addr>().is_err() {
-            return fail(pp("local_ip"), format!("`{l}` is not an IPv4 address"));
+        if l.parse::<IpAddr>().is_err() {
+            return fail(pp("local_ip"), format!("`{l}` is not an IP address"));
         }
     }
     if let Some(k) = p.key.and_then(crate::schema::TunnelKey::fixed) {
@@ -398,18 +398,26 @@ fn check_tunnel(p: &crate::Port, pp: &dyn Fn(&str) -> Vec<Seg>) -> Result<(), Fa
     Ok(())
 }
 
-/// Parses `IP/LEN` (an IPv4 address and a prefix length 1-32).
-pub fn parse_ipv4_net(s: &str) -> Result<(Ipv4Addr, u8), String> {
-    let (a, l) =
-        s.split_once('/').ok_or_else(|| format!("`{s}`: write an address and a prefix length, as 10.0.0.1/24"))?;
-    let ip = match a.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(ip)) => ip,
-        Ok(std::net::IpAddr::V6(_)) => return Err(format!("`{s}`: IPv6 underlays are not supported yet")),
-        Err(_) => return Err(format!("`{a}` is not an IPv4 address")),
-    };
+/// Parses `IP/LEN`: an IPv4 address and a prefix length 0-32, or an IPv6
+/// one and 0-128.
+pub fn parse_ip_net(s: &str) -> Result<(IpAddr, u8), String> {
+    let (a, l) = s
+        .split_once('/')
+        .ok_or_else(|| format!("`{s}`: write an address and a prefix length, as 10.0.0.1/24 or fd00::1/64"))?;
+    let ip = a.parse::<IpAddr>().map_err(|_| format!("`{a}` is not an IP address"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
     let len =
-        l.parse::<u8>().ok().filter(|l| *l <= 32).ok_or_else(|| format!("`{l}` is not a prefix length (0-32)"))?;
+        l.parse::<u8>().ok().filter(|l| *l <= max).ok_or_else(|| format!("`{l}` is not a prefix length (0-{max})"))?;
     Ok((ip, len))
+}
+
+/// Whether `ip` may be a tunnel endpoint or an uplink's address: unicast,
+/// not unspecified, not loopback.
+pub fn is_unicast(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => !(a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback()),
+        IpAddr::V6(a) => !(a.is_unspecified() || a.is_multicast() || a.is_loopback()),
+    }
 }
 
 /// Parses a MAC address, `aa:bb:cc:dd:ee:ff`.
@@ -422,7 +430,7 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
     }
 }
 
-/// The netmask of a prefix length.
+/// The netmask of an IPv4 prefix length.
 pub fn prefix_mask(len: u8) -> u32 {
     if len == 0 {
         0
@@ -431,9 +439,25 @@ pub fn prefix_mask(len: u8) -> u32 {
     }
 }
 
-/// Whether `ip` is in `net/len`.
-pub fn in_subnet(ip: Ipv4Addr, net: Ipv4Addr, len: u8) -> bool {
-    (u32::from(ip) ^ u32::from(net)) & prefix_mask(len) == 0
+fn prefix_mask6(len: u8) -> u128 {
+    if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(len.min(128)))
+    }
+}
+
+/// `ip` with the host bits of a `len` prefix cleared.
+pub fn network(ip: IpAddr, len: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a) & prefix_mask(len))),
+        IpAddr::V6(a) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(a) & prefix_mask6(len))),
+    }
+}
+
+/// Whether `ip` is in `net/len` (of the same family).
+pub fn in_subnet(ip: IpAddr, net: IpAddr, len: u8) -> bool {
+    ip.is_ipv4() == net.is_ipv4() && network(ip, len) == network(net, len)
 }
 
 fn is_pci(s: &str) -> bool {

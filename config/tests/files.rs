@@ -209,7 +209,20 @@ fn tunnels_and_routes_are_checked() {
     assert_eq!((vx.kind, vx.ttl, vx.df, vx.csum, vx.dst_port), (PortType::Vxlan, 64, true, false, None));
     check(&format!("{TUNNEL}key = 16777216\n"), "14:7", "bridge[0].port[1].key", &["24-bit VNI"]);
     check(&TUNNEL.replace("remote_ip = \"10.0.0.2\"", ""), "12:8", "bridge[0].port[1].type", &["needs `remote_ip`"]);
-    check(&TUNNEL.replace("\"10.0.0.2\"", "\"fd00::2\""), "13:13", "bridge[0].port[1].remote_ip", &["IPv6"]);
+    check(
+        &format!("{}local_ip = \"10.0.0.1\"\n", TUNNEL.replace("\"10.0.0.2\"", "\"fd00::2\"")),
+        "14:12",
+        "bridge[0].port[1].local_ip",
+        &["one family"],
+    );
+    check(&TUNNEL.replace("\"10.0.0.2\"", "\"ff02::1\""), "13:13", "bridge[0].port[1].remote_ip", &["not a unicast"]);
+    Config::parse(
+        &TUNNEL
+            .replace("\"10.0.0.1/24\"", "\"10.0.0.1/24\", \"fd00:9::1/64\"")
+            .replace("\"10.0.0.2\"", "\"fd00:9::2\""),
+        "sw.toml",
+    )
+    .unwrap();
     check(&format!("{TUNNEL}iface = \"x\"\n"), "14:9", "bridge[0].port[1].iface", &["tunnel port takes no `iface`"]);
     check(&format!("{TUNNEL}local_ip = \"10.0.0.9\"\n"), "14:12", "bridge[0].port[1].local_ip", &["not one of"]);
     check(&format!("{TUNNEL}ttl = 0\n"), "14:7", "bridge[0].port[1].ttl", &["1-255"]);
@@ -220,6 +233,7 @@ fn tunnels_and_routes_are_checked() {
         &["same remote_ip"],
     );
     check(&TUNNEL.replace("/24", "/33"), "8:14", "bridge[0].port[0].addresses[0]", &["prefix length"]);
+    check(&TUNNEL.replace("10.0.0.1/24", "fd00::1/129"), "8:14", "bridge[0].port[0].addresses[0]", &["0-128"]);
     check(
         &TUNNEL.replace("iface = \"veth0\"\n", "iface = \"veth0\"\nkey = 5\n"),
         "8:7",

@@ -26,7 +26,7 @@ fn encap(pool: &Mempool, kind: TunnelKind, csum: bool, enabled: u64) -> Vec<Pack
     let spec = TunnelSpec {
         kind,
         key_flow: false,
-        remote: Ipv4Addr::new(10, 0, 0, 2),
+        remote: Ipv4Addr::new(10, 0, 0, 2).into(),
         local: None,
         vni: 42,
         dst_port: if kind == TunnelKind::Geneve { 6081 } else { 4789 },
@@ -35,8 +35,9 @@ fn encap(pool: &Mempool, kind: TunnelKind, csum: bool, enabled: u64) -> Vec<Pack
         tos: 0,
         df: true,
     };
-    let path = TunnelPath::new(&spec, 1, [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], Ipv4Addr::new(10, 0, 0, 1), 1500)
-        .with_offloads(&spec, enabled);
+    let path =
+        TunnelPath::new(&spec, 1, [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], Ipv4Addr::new(10, 0, 0, 1).into(), 1500)
+            .with_offloads(&spec, enabled);
     let v =
         TunnelVport { slot: 5, spec, path: Some(path), hold: None, wake: None, inject: None, counters: new_counters() };
     let mut b = Batch::new();

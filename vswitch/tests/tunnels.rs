@@ -32,6 +32,18 @@ impl HostB {
 
     /// [`HostB::new`] with its container's MTU.
     fn with_mtu(lab: &Lab, container_mtu: u32) -> HostB {
+        HostB::build(lab, container_mtu, false)
+    }
+
+    /// [`HostB::new`] over an IPv6 underlay: host B at fd00:9::2, the
+    /// kernel's VXLAN device to fd00:9::1.
+    fn v6(lab: &Lab) -> HostB {
+        HostB::build(lab, 1400, true)
+    }
+
+    fn build(lab: &Lab, container_mtu: u32, v6: bool) -> HostB {
+        let (b_addr, local, remote) =
+            if v6 { ("fd00:9::2/64", "fd00:9::2", "fd00:9::1") } else { ("172.31.9.2/24", "172.31.9.2", "172.31.9.1") };
         let t = &lab.tag;
         let b = HostB { ns: format!("vs{t}hb"), container: format!("vs{t}hc"), uplink: format!("vs{t}u") };
         b.cleanup();
@@ -44,21 +56,9 @@ impl HostB {
         for args in [
             &["link", "set", "lo", "up"][..],
             &["link", "set", "ul", "up"],
-            &["addr", "add", "172.31.9.2/24", "dev", "ul"],
+            &["addr", "add", b_addr, "dev", "ul", "nodad"],
             &[
-                "link",
-                "add",
-                "name",
-                "vx0",
-                "type",
-                "vxlan",
-                "id",
-                "42",
-                "remote",
-                "172.31.9.1",
-                "local",
-                "172.31.9.2",
-                "dstport",
+                "link", "add", "name", "vx0", "type", "vxlan", "id", "42", "remote", remote, "local", local, "dstport",
                 "4789",
             ],
             &["link", "set", "vx0", "up"],
@@ -134,17 +134,21 @@ impl Drop for HostB {
 /// vswitchd's config: br-int with container 1 (and tunnel vx1 to host B),
 /// br-phy with the uplink; metrics served on the address returned.
 fn config(lab: &Lab, b: &HostB, tunnel: bool) -> String {
+    config_at(lab, b, tunnel, "172.31.9.1/24", "172.31.9.2")
+}
+
+fn config_at(lab: &Lab, b: &HostB, tunnel: bool, ours: &str, remote: &str) -> String {
     let metrics = format!("127.0.0.1:{}", common::free_port());
     let vx = if tunnel {
-        "[[bridge.port]]\nname = \"vx1\"\ntype = \"vxlan\"\nremote_ip = \"172.31.9.2\"\nkey = 42\n"
+        format!("[[bridge.port]]\nname = \"vx1\"\ntype = \"vxlan\"\nremote_ip = \"{remote}\"\nkey = 42\n")
     } else {
-        ""
+        String::new()
     };
     lab.write_config_with(
         &format!("metrics = \"{metrics}\""),
         &format!(
             "[[bridge]]\nname = \"br-int\"\n\n{}{vx}\n[[bridge]]\nname = \"br-phy\"\n\n\
-             [[bridge.port]]\nname = \"up\"\ntype = \"afpacket\"\niface = \"{}\"\naddresses = [\"172.31.9.1/24\"]\n",
+             [[bridge.port]]\nname = \"up\"\ntype = \"afpacket\"\niface = \"{}\"\naddresses = [\"{ours}\"]\n",
             lab.port(1, "c1", ""),
             b.uplink
         ),
@@ -469,7 +473,7 @@ fn bad_tunnel_packets_are_dropped_and_counted_by_reason() {
         let spec = TunnelSpec {
             kind: TunnelKind::Vxlan,
             key_flow: false,
-            remote: OUR_IP.into(),
+            remote: std::net::IpAddr::V4(OUR_IP.into()),
             local: None,
             vni,
             dst_port: dport,
@@ -478,7 +482,7 @@ fn bad_tunnel_packets_are_dropped_and_counted_by_reason() {
             tos: 0,
             df: true,
         };
-        let path = TunnelPath::new(&spec, 0, b_mac, our_mac, B_IP.into(), 1500);
+        let path = TunnelPath::new(&spec, 0, b_mac, our_mac, std::net::IpAddr::V4(B_IP.into()), 1500);
         let mut inner = vec![0xffu8; 6];
         inner.extend_from_slice(&[2, 0, 0, 0, 0, 0x99, 0x08, 0x06]);
         inner.resize(60, 0);
@@ -930,4 +934,70 @@ fn openflow_sets_and_matches_tunnel_id_through_a_flow_keyed_port() {
     ofctl(&["del-flows", &target, "in_port=2"]);
     ofctl(&["add-flow", &target, "in_port=2,tun_id=7,actions=output:1"]);
     assert_eq!(lab.ping(1, 2, 2, "0.2", None), 0, "replies on VNI 42 do not match tun_id=7");
+}
+
+#[test]
+fn vxlan_over_an_ipv6_underlay_interoperates_with_the_kernel() {
+    let mut lab = Lab::new("v6", 1, None);
+    let b = HostB::v6(&lab);
+    config_at(&lab, &b, true, "fd00:9::1/64", "fd00:9::2");
+    let pcap = lab.dir.join("underlay6.pcap");
+    let mut dump = capture(&b, &pcap);
+    lab.start();
+    // Neighbour discovery instead of ARP, both ways.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tunnel(&lab, "vx1")["state"] != "up" {
+        assert!(
+            Instant::now() < deadline,
+            "the tunnel did not come up: {} {} {}",
+            lab.ctl(&["tunnel-show"]),
+            lab.ctl(&["neigh-show"]),
+            lab.ctl(&["route-show"])
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let n = lab.ctl(&["neigh-show"]);
+    let nb = n["neighbours"].as_array().unwrap().iter().find(|x| x["ip"] == "fd00:9::2").cloned().unwrap();
+    assert_eq!(nb["mac"].as_str().unwrap(), wire::EthernetAddress(HostB::mac(Some(&b.ns), "ul")).to_string());
+    assert_eq!(lab.ping(1, 2, 4, "0.2", None), 4, "container 1 -> host B's container: {}", lab.log());
+    assert_eq!(b.ping(&b.container, "10.99.0.1", 4, 1), 4);
+    tcp_transfer(&lab, &lab.ns(1), &b.container, "10.99.0.2");
+    tcp_transfer(&lab, &b.container, &lab.ns(1), "10.99.0.1");
+    // The underlay address answers neighbour solicitations and pings.
+    sh(&["ip", "-n", &b.ns, "neigh", "flush", "dev", "ul"]);
+    assert_eq!(b.ping(&b.ns, "fd00:9::1", 3, 1), 3, "host B pings fd00:9::1");
+    let up = lab.ctl(&["show"])["bridges"][1]["ports"][0]["underlay"].clone();
+    assert!(up["arp_replied"].as_u64() >= Some(1) && up["echo_replied"].as_u64() >= Some(3), "{up}");
+    for (reason, n) in up["drops"].as_object().unwrap() {
+        assert_eq!(n, 0, "drops: {reason}");
+    }
+    // On the wire: IPv6 from us to host B, UDP to 4789 with a checksum
+    // that verifies (the kernel drops zero checksums over IPv6 by default).
+    let _ = Command::new("kill").arg(dump.id().to_string()).status();
+    let _ = dump.wait();
+    let data = std::fs::read(&pcap).unwrap();
+    let mut reader = pcap_file::pcap::PcapReader::new(&data[..]).unwrap();
+    let our_mac = HostB::mac(None, &b.uplink);
+    let mut ours = 0;
+    while let Some(pkt) = reader.next_packet() {
+        let Ok(pkt) = pkt else { break };
+        let f = &pkt.data[..];
+        if f[6..12] != our_mac || f[12..14] != [0x86, 0xdd] {
+            continue;
+        }
+        ours += 1;
+        let ip = wire::Ipv6Packet::new_checked(&f[14..]).unwrap();
+        assert_eq!(ip.src_addr().0, "fd00:9::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        assert_eq!(ip.hop_limit(), 64);
+        let udp = &f[54..14 + 40 + usize::from(ip.payload_len())];
+        assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), 4789);
+        assert_ne!(u16::from_be_bytes([udp[6], udp[7]]), 0, "a UDP checksum over IPv6");
+        let s = wire::checksum::sum(
+            wire::checksum::pseudo_v6(&ip.src_addr(), &ip.dst_addr(), 17, u32::try_from(udp.len()).unwrap()),
+            udp,
+        );
+        assert_eq!(wire::checksum::fold(s), 0xffff, "it verifies");
+        assert_eq!(wire::vxlan::VxlanPacket::new_checked(&udp[8..]).unwrap().vni(), VNI);
+    }
+    assert!(ours >= 10, "our frames on host B's underlay: {ours}");
 }

@@ -289,8 +289,8 @@ fn uplinks(ports: &[SwitchPort], underlay: &Underlay, slots: usize) -> Vec<Optio
     let gre = tunnels.iter().any(|(_, t)| t.spec.kind == tunnel::TunnelKind::Gre);
     for p in ports {
         let (Attachment::Device(dev), false) = (&p.port, p.cfg.addresses.is_empty()) else { continue };
-        let addrs: Vec<std::net::Ipv4Addr> =
-            p.cfg.addresses.iter().filter_map(|a| config::parse_ipv4_net(a).ok()).map(|(ip, _)| ip).collect();
+        let addrs: Vec<std::net::IpAddr> =
+            p.cfg.addresses.iter().filter_map(|a| config::parse_ip_net(a).ok()).map(|(ip, _)| ip).collect();
         // Every uplink decapsulates for every tunnel: the remote may
         // reach us through any of them.
         let decap = tunnels

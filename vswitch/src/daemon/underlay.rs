@@ -13,7 +13,7 @@ use config::rpc::{Request, RpcError};
 use pmd::Packet;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -29,8 +29,8 @@ pub const REQUEST_EVERY: Duration = Duration::from_secs(1);
 /// A neighbour that said nothing for this long is asked again (its MAC is
 /// used meanwhile), and forgotten if it does not answer.
 pub const REACHABLE_FOR: Duration = Duration::from_secs(60);
-/// An unreachable neighbour that tunnels still need is tried again after
-/// this long.
+/// An unreachable neighbour that tunnels still need is tried again every
+/// so long (frames for it wait meanwhile, up to [`HOLD_FOR`]).
 pub const RETRY_FAILED: Duration = Duration::from_secs(5);
 /// Neighbours kept at most (those that ARP us beyond that are ignored).
 pub const MAX_NEIGHBOURS: usize = 4096;
@@ -61,11 +61,11 @@ impl Origin {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     /// Network.
-    pub net: Ipv4Addr,
+    pub net: IpAddr,
     /// Prefix length.
     pub len: u8,
     /// Next hop (None: on the uplink's subnet, the destination itself).
-    pub via: Option<Ipv4Addr>,
+    pub via: Option<IpAddr>,
     /// Where it came from.
     pub origin: Origin,
 }
@@ -142,12 +142,15 @@ pub struct Underlay {
     /// Wakes the control loop from PMD threads (once until drained).
     pub wake: Wake,
     /// Neighbours by address.
-    pub neighbours: BTreeMap<Ipv4Addr, Neighbour>,
+    pub neighbours: BTreeMap<IpAddr, Neighbour>,
     /// Routes from the configuration and the control socket (the
     /// uplinks' subnets are added when looked up).
     pub routes: Vec<Route>,
     /// Counters.
     pub stats: UnderlayStats,
+    /// The next hops tunnels need now: tried again while they do not
+    /// answer; other neighbours that stop answering are forgotten.
+    wanted: std::collections::BTreeSet<IpAddr>,
 }
 
 impl std::fmt::Debug for Underlay {
@@ -163,9 +166,9 @@ pub struct Hop {
     pub uplink: usize,
     /// The local address (the tunnel's own, or the uplink's address in the
     /// next hop's subnet).
-    pub local: Ipv4Addr,
+    pub local: IpAddr,
     /// The next hop (the remote itself on a connected subnet).
-    pub next_hop: Ipv4Addr,
+    pub next_hop: IpAddr,
 }
 
 impl Underlay {
@@ -191,6 +194,7 @@ impl Underlay {
             neighbours: BTreeMap::new(),
             routes: Vec::new(),
             stats: UnderlayStats::default(),
+            wanted: std::collections::BTreeSet::new(),
         }
     }
 
@@ -219,7 +223,7 @@ impl Underlay {
     pub fn set_static_routes(&mut self, routes: &[config::Route]) {
         self.routes.retain(|r| r.origin == Origin::Live);
         for r in routes {
-            if let (Ok((net, len)), Ok(via)) = (config::parse_ipv4_net(&r.prefix), r.via.parse()) {
+            if let (Ok((net, len)), Ok(via)) = (config::parse_ip_net(&r.prefix), r.via.parse()) {
                 self.routes.push(Route { net, len, via: Some(via), origin: Origin::Static });
             }
         }
@@ -227,14 +231,14 @@ impl Underlay {
 }
 
 /// The uplinks' subnets: (port index, address, prefix length).
-fn connected(sw: &Switch) -> Vec<(usize, Ipv4Addr, u8)> {
+fn connected(sw: &Switch) -> Vec<(usize, IpAddr, u8)> {
     let mut out = Vec::new();
     for (i, p) in sw.ports.iter().enumerate() {
         if p.port.device().is_none() {
             continue;
         }
         for a in &p.cfg.addresses {
-            if let Ok((ip, len)) = config::parse_ipv4_net(a) {
+            if let Ok((ip, len)) = config::parse_ip_net(a) {
                 out.push((i, ip, len));
             }
         }
@@ -247,7 +251,7 @@ pub fn routes(sw: &Switch) -> Vec<(Route, Option<String>)> {
     let mut out: Vec<(Route, Option<String>)> = connected(sw)
         .into_iter()
         .map(|(i, ip, len)| {
-            let net = Ipv4Addr::from(u32::from(ip) & config::prefix_mask(len));
+            let net = config::network(ip, len);
             (Route { net, len, via: None, origin: Origin::Connected }, Some(sw.ports[i].name.clone()))
         })
         .collect();
@@ -259,7 +263,7 @@ pub fn routes(sw: &Switch) -> Vec<(Route, Option<String>)> {
 }
 
 /// The uplink (port index) and our address on the subnet holding `ip`.
-fn on_link(sw: &Switch, ip: Ipv4Addr) -> Option<(usize, Ipv4Addr)> {
+fn on_link(sw: &Switch, ip: IpAddr) -> Option<(usize, IpAddr)> {
     connected(sw)
         .into_iter()
         .filter(|(_, a, len)| config::in_subnet(ip, *a, *len))
@@ -268,8 +272,8 @@ fn on_link(sw: &Switch, ip: Ipv4Addr) -> Option<(usize, Ipv4Addr)> {
 }
 
 /// The path to `dst` by the longest matching prefix.
-pub fn route_to(sw: &Switch, dst: Ipv4Addr, local: Option<Ipv4Addr>) -> Option<Hop> {
-    let direct = on_link(sw, dst).map(|(i, a)| (32u8.min(prefix_of(sw, i, a)), i, a, dst));
+pub fn route_to(sw: &Switch, dst: IpAddr, local: Option<IpAddr>) -> Option<Hop> {
+    let direct = on_link(sw, dst).map(|(i, a)| (prefix_of(sw, i, a), i, a, dst));
     let mut best = direct;
     for r in &sw.underlay.routes {
         if !config::in_subnet(dst, r.net, r.len) || best.as_ref().is_some_and(|b| b.0 >= r.len) {
@@ -284,14 +288,51 @@ pub fn route_to(sw: &Switch, dst: Ipv4Addr, local: Option<Ipv4Addr>) -> Option<H
     Some(Hop { uplink, local: local.unwrap_or(addr), next_hop })
 }
 
-fn prefix_of(sw: &Switch, port: usize, addr: Ipv4Addr) -> u8 {
+fn prefix_of(sw: &Switch, port: usize, addr: IpAddr) -> u8 {
     sw.ports[port]
         .cfg
         .addresses
         .iter()
-        .filter_map(|a| config::parse_ipv4_net(a).ok())
+        .filter_map(|a| config::parse_ip_net(a).ok())
         .find(|(ip, _)| *ip == addr)
-        .map_or(32, |(_, l)| l)
+        .map_or(128, |(_, l)| l)
+}
+
+/// The request that resolves `target` from `mac`/`src`: an ARP request
+/// (broadcast) for IPv4, a neighbour solicitation (to the target's
+/// solicited-node multicast address, with our MAC) for IPv6.
+pub fn resolution_request(mac: [u8; 6], src: IpAddr, target: IpAddr) -> Option<Vec<u8>> {
+    match (src, target) {
+        (IpAddr::V4(s), IpAddr::V4(t)) => Some(arp_request(mac, s, t)),
+        (IpAddr::V6(s), IpAddr::V6(t)) => Some(neighbour_solicitation(mac, s, t)),
+        _ => None,
+    }
+}
+
+/// A neighbour solicitation for `target` from `mac`/`src` (RFC 4861): to
+/// its solicited-node multicast address, hop limit 255, our MAC in the
+/// source link-layer address option.
+pub fn neighbour_solicitation(mac: [u8; 6], src: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
+    let t = target.octets();
+    let group: [u8; 16] = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, t[13], t[14], t[15]];
+    let mut f = Vec::with_capacity(86);
+    f.extend_from_slice(&[0x33, 0x33, 0xff, t[13], t[14], t[15]]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0, 0, 32, 58, 255]);
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&group);
+    let mut m = vec![135u8, 0, 0, 0, 0, 0, 0, 0];
+    m.extend_from_slice(&t);
+    m.extend_from_slice(&[1, 1]);
+    m.extend_from_slice(&mac);
+    let s = wire::checksum::sum(
+        wire::checksum::pseudo_v6(&wire::Ipv6Address(src.octets()), &wire::Ipv6Address(group), 58, 32),
+        &m,
+    );
+    let ck = !wire::checksum::fold(s);
+    m[2..4].copy_from_slice(&ck.to_be_bytes());
+    f.extend_from_slice(&m);
+    f
 }
 
 /// An ARP request for `target` from `mac`/`spa`, broadcast.
@@ -425,6 +466,8 @@ impl Switch {
             n.queue.retain(|(_, _, since)| now - *since < HOLD_FOR);
             self.underlay.stats.held_expired += (before - n.queue.len()) as u64;
         }
+        let wanted = &self.underlay.wanted;
+        self.underlay.neighbours.retain(|ip, n| n.state != NeighState::Failed || wanted.contains(ip));
         changed
     }
 
@@ -436,8 +479,8 @@ impl Switch {
                 NeighState::Incomplete | NeighState::Probing => {
                     n.requests < MAX_REQUESTS && n.last_request.is_none_or(|t| now - t >= REQUEST_EVERY)
                 }
-                // Tried again while something waits for it.
-                NeighState::Failed => !n.queue.is_empty() && n.last_request.is_none_or(|t| now - t >= RETRY_FAILED),
+                // Tried again while a tunnel needs it.
+                NeighState::Failed => n.last_request.is_none_or(|t| now - t >= RETRY_FAILED),
                 NeighState::Reachable | NeighState::Permanent => false,
             };
             if due {
@@ -454,7 +497,7 @@ impl Switch {
             let Some(p) = self.ports.iter().find(|p| p.name == uplink) else { continue };
             let Some(dev) = p.port.device() else { continue };
             let Some((_, local)) = on_link(self, ip) else { continue };
-            let frame = arp_request(dev.mac().0, local, ip);
+            let Some(frame) = resolution_request(dev.mac().0, local, ip) else { continue };
             if let Some(pkt) = Packet::from_bytes(&self.pool(), &frame) {
                 self.inject(p.slot, pkt);
                 self.underlay.stats.arp_requests += 1;
@@ -486,6 +529,15 @@ impl Switch {
                 swaps.push((i, hop, path));
             }
         }
+        self.underlay.wanted = self
+            .ports
+            .iter()
+            .filter_map(|p| match &p.port {
+                Attachment::Tunnel(t) => t.hop().map(|h| h.next_hop),
+                Attachment::Device(_) => None,
+            })
+            .chain(swaps.iter().filter_map(|(_, h, _)| h.as_ref().map(|h| h.next_hop)))
+            .collect();
         for (i, hop, path) in swaps {
             // Neighbours the tunnels need are asked for.
             if let (Some(h), None) = (&hop, &path) {
@@ -534,11 +586,14 @@ impl Switch {
     /// Adds a route while running (`route-add`); a prefix already routed
     /// live is replaced.
     pub fn route_add(&mut self, prefix: &str, via: &str) -> Result<(), String> {
-        let (net, len) = config::parse_ipv4_net(prefix)?;
-        if u32::from(net) & !config::prefix_mask(len) != 0 {
+        let (net, len) = config::parse_ip_net(prefix)?;
+        if config::network(net, len) != net {
             return Err(format!("`{prefix}` has host bits set"));
         }
-        let via: Ipv4Addr = via.parse().map_err(|_| format!("`{via}` is not an IPv4 address"))?;
+        let via: IpAddr = via.parse().map_err(|_| format!("`{via}` is not an IP address"))?;
+        if via.is_ipv4() != net.is_ipv4() {
+            return Err(format!("{via} and `{prefix}` are of different families"));
+        }
         if on_link(self, via).is_none() {
             return Err(format!(
                 "{via} is in no subnet of the uplinks' addresses: the next hop must be directly reachable"
@@ -567,7 +622,7 @@ impl Switch {
     /// `tnl/neigh/set`): never asked for, never aged; `neigh-flush` forgets
     /// it too.
     pub fn neigh_set(&mut self, uplink: &str, ip: &str, mac: &str) -> Result<(), String> {
-        let ip: Ipv4Addr = ip.parse().map_err(|_| format!("`{ip}` is not an IPv4 address"))?;
+        let ip: IpAddr = ip.parse().map_err(|_| format!("`{ip}` is not an IP address"))?;
         let mac = config::parse_mac(mac)?;
         let p = self.ports.iter().find(|p| p.name == uplink).ok_or_else(|| format!("no port `{uplink}`"))?;
         if p.cfg.addresses.is_empty() {
@@ -592,7 +647,7 @@ impl Switch {
 
     /// Removes a route added live (`route-del`).
     pub fn route_del(&mut self, prefix: &str) -> Result<(), String> {
-        let (net, len) = config::parse_ipv4_net(prefix)?;
+        let (net, len) = config::parse_ip_net(prefix)?;
         let before = self.underlay.routes.len();
         self.underlay.routes.retain(|r| !(r.origin == Origin::Live && r.net == net && r.len == len));
         if self.underlay.routes.len() == before {
@@ -720,6 +775,19 @@ mod tests {
     #[test]
     fn arp_requests_are_well_formed() {
         let f = arp_request([2, 0, 0, 0, 0, 1], Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+        // And IPv6's: a solicitation the switch's own underlay stack would
+        // answer (the uplink of the fuzz corpus holds fd00::1).
+        let ns = neighbour_solicitation([2, 0, 0, 0, 0, 2], "fd00::2".parse().unwrap(), "fd00::1".parse().unwrap());
+        let mut ns_to_us = ns.clone();
+        ns_to_us[..6].copy_from_slice(&[0x33, 0x33, 0xff, 0, 0, 1]);
+        assert_eq!(ns, ns_to_us, "to the solicited-node group of fd00::1");
+        let u = crate::datapath::tunnel::underlay::fuzz_uplink();
+        match u.classify(&ns, false, false) {
+            crate::datapath::tunnel::underlay::Verdict::NdSolicit(Some(n)) => {
+                assert_eq!((n.ip, n.mac), ("fd00::2".parse::<IpAddr>().unwrap(), [2, 0, 0, 0, 0, 2]));
+            }
+            v => panic!("{v:?}"),
+        }
         assert_eq!(f.len(), 60);
         assert_eq!(&f[..6], &[0xff; 6]);
         let a = wire::ArpPacket::new_checked(&f[14..]).unwrap();

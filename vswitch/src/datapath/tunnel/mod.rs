@@ -21,16 +21,16 @@ use pmd::packet::Batch;
 use pmd::pmd::VirtualPort;
 use pmd::port::SwCounters;
 use pmd::Packet;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
 /// Outer Ethernet, IPv4, UDP and VXLAN headers.
 pub const VXLAN_OVERHEAD: usize = 14 + 20 + 8 + 8;
-/// The most outer header bytes of any tunnel (GRE with checksum and key
-/// is 46, VXLAN and Geneve without options 50).
-pub const MAX_OVERHEAD: usize = 64;
+/// The most outer header bytes of any tunnel (over IPv6: VXLAN and Geneve
+/// without options 70, GRE with checksum and key 66).
+pub const MAX_OVERHEAD: usize = 80;
 /// IANA's UDP port for Geneve.
 pub const GENEVE_PORT: u16 = 6081;
 
@@ -64,10 +64,10 @@ pub const SRC_PORTS: std::ops::RangeInclusive<u16> = 32768..=61000;
 pub struct TunnelSpec {
     /// Protocol.
     pub kind: TunnelKind,
-    /// The remote endpoint.
-    pub remote: Ipv4Addr,
+    /// The remote endpoint (IPv4 or IPv6).
+    pub remote: IpAddr,
     /// The local endpoint, when the configuration fixes it.
-    pub local: Option<Ipv4Addr>,
+    pub local: Option<IpAddr>,
     /// VNI (VXLAN, Geneve) or key (GRE).
     pub vni: u32,
     /// `key = "flow"`: each frame's own (its [`pmd::PacketMeta::tun_id`]),
@@ -101,7 +101,7 @@ impl TunnelSpec {
         };
         TunnelSpec {
             kind,
-            remote: p.remote_ip.as_deref().and_then(|r| r.parse().ok()).unwrap_or(Ipv4Addr::UNSPECIFIED),
+            remote: p.remote_ip.as_deref().and_then(|r| r.parse().ok()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
             local: p.local_ip.as_deref().and_then(|l| l.parse().ok()),
             vni: p.key.and_then(config::TunnelKey::fixed).unwrap_or(0),
             key_flow: p.key == Some(config::TunnelKey::Flow),
@@ -287,6 +287,11 @@ pub struct TunnelPath {
     pub max_inner: usize,
     /// Partial sum of the outer IPv4 header as prebuilt.
     ip_sum: u32,
+    /// The outer network header is IPv6 (its UDP checksum is always
+    /// computed).
+    pub v6: bool,
+    /// Where the outer UDP or GRE header starts.
+    pub l4: usize,
     /// What the uplink's NIC computes: the mbuf's offload flags and
     /// lengths word (None: software does it all).
     pub offload: Option<TxOffload>,
@@ -346,11 +351,8 @@ mod off {
     pub const IP_CSUM: usize = IP + 10;
     pub const IP_SRC: usize = IP + 12;
     pub const UDP: usize = IP + 20;
-    pub const UDP_SRC: usize = UDP;
     pub const UDP_LEN: usize = UDP + 4;
     pub const UDP_CSUM: usize = UDP + 6;
-    /// GRE's header follows the IPv4 header.
-    pub const GRE: usize = IP + 20;
 }
 
 /// Transparent Ethernet bridging: what Geneve and GRE carry here.
@@ -370,32 +372,45 @@ pub mod gre_flags {
 
 impl TunnelPath {
     /// The path through uplink slot `uplink` (MAC `src_mac`, MTU `mtu`)
-    /// to next hop `dst_mac`, from `local`.
-    pub fn new(
-        spec: &TunnelSpec,
-        uplink: usize,
-        src_mac: [u8; 6],
-        dst_mac: [u8; 6],
-        local: Ipv4Addr,
-        mtu: u16,
-    ) -> Self {
+    /// to next hop `dst_mac`, from `local` (of the remote's family).
+    pub fn new(spec: &TunnelSpec, uplink: usize, src_mac: [u8; 6], dst_mac: [u8; 6], local: IpAddr, mtu: u16) -> Self {
         let mut h = [0u8; MAX_OVERHEAD];
         h[0..6].copy_from_slice(&dst_mac);
         h[6..12].copy_from_slice(&src_mac);
-        h[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-        h[off::IP] = 0x45;
-        h[off::IP + 1] = spec.tos;
-        if spec.df {
-            h[off::IP + 6] = 0x40;
-        }
-        h[off::IP + 8] = spec.ttl;
-        h[off::IP + 9] = if spec.kind == TunnelKind::Gre { 47 } else { 17 };
-        h[off::IP_SRC..off::IP_SRC + 4].copy_from_slice(&local.octets());
-        h[off::IP_SRC + 4..off::IP_SRC + 8].copy_from_slice(&spec.remote.octets());
+        let proto = if spec.kind == TunnelKind::Gre { 47 } else { 17 };
+        let (v6, l4) = match (local, spec.remote) {
+            (IpAddr::V6(l), IpAddr::V6(r)) => {
+                h[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+                h[off::IP] = 0x60 | (spec.tos >> 4);
+                h[off::IP + 1] = spec.tos << 4;
+                h[off::IP + 6] = proto;
+                h[off::IP + 7] = spec.ttl;
+                h[off::IP + 8..off::IP + 24].copy_from_slice(&l.octets());
+                h[off::IP + 24..off::IP + 40].copy_from_slice(&r.octets());
+                (true, off::IP + 40)
+            }
+            (l, r) => {
+                let (l, r) = match (l, r) {
+                    (IpAddr::V4(l), IpAddr::V4(r)) => (l, r),
+                    _ => (Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED),
+                };
+                h[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+                h[off::IP] = 0x45;
+                h[off::IP + 1] = spec.tos;
+                if spec.df {
+                    h[off::IP + 6] = 0x40;
+                }
+                h[off::IP + 8] = spec.ttl;
+                h[off::IP + 9] = proto;
+                h[off::IP_SRC..off::IP_SRC + 4].copy_from_slice(&l.octets());
+                h[off::IP_SRC + 4..off::IP_SRC + 8].copy_from_slice(&r.octets());
+                (false, off::UDP)
+            }
+        };
         let (len, key_at) = match spec.kind {
             TunnelKind::Vxlan | TunnelKind::Geneve => {
-                h[off::UDP + 2..off::UDP + 4].copy_from_slice(&spec.dst_port.to_be_bytes());
-                let t = off::UDP + 8;
+                h[l4 + 2..l4 + 4].copy_from_slice(&spec.dst_port.to_be_bytes());
+                let t = l4 + 8;
                 if spec.kind == TunnelKind::Vxlan {
                     h[t] = 0x08;
                 } else {
@@ -407,26 +422,27 @@ impl TunnelPath {
             }
             TunnelKind::Gre => {
                 let mut flags = gre_flags::K;
-                let mut at = off::GRE + 4;
+                let mut at = l4 + 4;
                 if spec.csum {
                     flags |= gre_flags::C;
                     at += 4;
                 }
-                h[off::GRE..off::GRE + 2].copy_from_slice(&flags.to_be_bytes());
-                h[off::GRE + 2..off::GRE + 4].copy_from_slice(&ETH_P_TEB.to_be_bytes());
+                h[l4..l4 + 2].copy_from_slice(&flags.to_be_bytes());
+                h[l4 + 2..l4 + 4].copy_from_slice(&ETH_P_TEB.to_be_bytes());
                 h[at..at + 4].copy_from_slice(&spec.vni.to_be_bytes());
                 (at + 4, at)
             }
         };
-        let ip_sum = wire::checksum::sum(0, &h[off::IP..off::IP + 20]);
+        let ip_sum = if v6 { 0 } else { wire::checksum::sum(0, &h[off::IP..off::IP + 20]) };
         let max_inner = usize::from(mtu).saturating_sub(len - 14);
-        TunnelPath { uplink, header: h, len, key_at, kind: spec.kind, max_inner, ip_sum, offload: None }
+        TunnelPath { uplink, header: h, len, key_at, kind: spec.kind, max_inner, ip_sum, v6, l4, offload: None }
     }
 
     /// The same path through an uplink whose NIC enabled `enabled`
     /// transmit offloads (`pmd::port::TX_*`).
     pub fn with_offloads(mut self, spec: &TunnelSpec, enabled: u64) -> TunnelPath {
-        self.offload = tx_offload_for(spec.kind, spec.csum, enabled);
+        // (Over IPv6 the outer checksums are done in software for now.)
+        self.offload = if self.v6 { None } else { tx_offload_for(spec.kind, spec.csum, enabled) };
         self
     }
 
@@ -445,16 +461,31 @@ impl TunnelPath {
     #[inline]
     pub fn write(&self, out: &mut [u8], inner_len: usize, ip_id: u16, src_port: u16) {
         out[..self.len].copy_from_slice(&self.header[..self.len]);
-        let ip_len = u16::try_from(self.len - 14 + inner_len).unwrap_or(u16::MAX);
-        out[off::IP_LEN..off::IP_LEN + 2].copy_from_slice(&ip_len.to_be_bytes());
-        out[off::IP_ID..off::IP_ID + 2].copy_from_slice(&ip_id.to_be_bytes());
-        let s = self.ip_sum + u32::from(ip_len) + u32::from(ip_id);
-        out[off::IP_CSUM..off::IP_CSUM + 2].copy_from_slice(&(!wire::checksum::fold(s)).to_be_bytes());
-        if self.kind != TunnelKind::Gre {
-            let udp_len = ip_len - 20;
-            out[off::UDP_SRC..off::UDP_SRC + 2].copy_from_slice(&src_port.to_be_bytes());
-            out[off::UDP_LEN..off::UDP_LEN + 2].copy_from_slice(&udp_len.to_be_bytes());
+        // What follows the IP header.
+        let l4_len = u16::try_from(self.len - self.l4 + inner_len).unwrap_or(u16::MAX);
+        if self.v6 {
+            out[off::IP + 4..off::IP + 6].copy_from_slice(&l4_len.to_be_bytes());
+        } else {
+            let ip_len = l4_len.saturating_add(20);
+            out[off::IP_LEN..off::IP_LEN + 2].copy_from_slice(&ip_len.to_be_bytes());
+            out[off::IP_ID..off::IP_ID + 2].copy_from_slice(&ip_id.to_be_bytes());
+            let s = self.ip_sum + u32::from(ip_len) + u32::from(ip_id);
+            out[off::IP_CSUM..off::IP_CSUM + 2].copy_from_slice(&(!wire::checksum::fold(s)).to_be_bytes());
         }
+        if self.kind != TunnelKind::Gre {
+            out[self.l4..self.l4 + 2].copy_from_slice(&src_port.to_be_bytes());
+            out[self.l4 + 4..self.l4 + 6].copy_from_slice(&l4_len.to_be_bytes());
+        }
+    }
+}
+
+/// Where an encapsulated frame's outer UDP or GRE header starts (after
+/// its IPv4 or IPv6 header).
+fn l4_of(d: &[u8]) -> usize {
+    if d[12..14] == [0x86, 0xdd] {
+        off::IP + 40
+    } else {
+        off::UDP
     }
 }
 
@@ -462,25 +493,33 @@ impl TunnelPath {
 /// Ethernet header to the end of the inner frame; its GRE header has the C
 /// flag).
 pub fn gre_checksum(d: &mut [u8]) {
-    d[off::GRE + 4..off::GRE + 6].fill(0);
-    let c = wire::checksum::checksum(&d[off::GRE..]);
-    d[off::GRE + 4..off::GRE + 6].copy_from_slice(&c.to_be_bytes());
+    let g = l4_of(d);
+    d[g + 4..g + 6].fill(0);
+    let c = wire::checksum::checksum(&d[g..]);
+    d[g + 4..g + 6].copy_from_slice(&c.to_be_bytes());
 }
 
 /// Writes the UDP checksum of an encapsulated frame (`d`: from the outer
-/// Ethernet header to the end of the inner frame).
+/// Ethernet header, IPv4 or IPv6, to the end of the inner frame).
 pub fn udp_checksum(d: &mut [u8]) {
-    let src = wire::Ipv4Address([d[off::IP_SRC], d[off::IP_SRC + 1], d[off::IP_SRC + 2], d[off::IP_SRC + 3]]);
-    let dst = wire::Ipv4Address([d[off::IP_SRC + 4], d[off::IP_SRC + 5], d[off::IP_SRC + 6], d[off::IP_SRC + 7]]);
-    let udp_len = u16::try_from(d.len() - off::UDP).unwrap_or(u16::MAX);
-    d[off::UDP_CSUM..off::UDP_CSUM + 2].fill(0);
-    let s = wire::checksum::sum(wire::checksum::pseudo_v4(src, dst, 17, udp_len), &d[off::UDP..]);
-    // Zero means "no checksum" in UDP over IPv4: all ones stands for it.
+    let u = l4_of(d);
+    let pseudo = if u == off::UDP {
+        let src = wire::Ipv4Address([d[off::IP_SRC], d[off::IP_SRC + 1], d[off::IP_SRC + 2], d[off::IP_SRC + 3]]);
+        let dst = wire::Ipv4Address([d[off::IP_SRC + 4], d[off::IP_SRC + 5], d[off::IP_SRC + 6], d[off::IP_SRC + 7]]);
+        wire::checksum::pseudo_v4(src, dst, 17, u16::try_from(d.len() - u).unwrap_or(u16::MAX))
+    } else {
+        let src = wire::Ipv6Address::from_bytes(&d[off::IP + 8..off::IP + 24]);
+        let dst = wire::Ipv6Address::from_bytes(&d[off::IP + 24..off::IP + 40]);
+        wire::checksum::pseudo_v6(&src, &dst, 17, u32::try_from(d.len() - u).unwrap_or(u32::MAX))
+    };
+    d[u + 6..u + 8].fill(0);
+    let s = wire::checksum::sum(pseudo, &d[u..]);
+    // Zero means "no checksum" in UDP: all ones stands for it.
     let c = match !wire::checksum::fold(s) {
         0 => 0xffff,
         c => c,
     };
-    d[off::UDP_CSUM..off::UDP_CSUM + 2].copy_from_slice(&c.to_be_bytes());
+    d[u + 6..u + 8].copy_from_slice(&c.to_be_bytes());
 }
 
 /// The hash of an inner frame that picks its UDP source port: its MACs
@@ -671,7 +710,9 @@ impl VirtualPort for TunnelVport {
                 }
             }
             let software_csum = path.offload.is_none_or(|o| !o.outer_udp);
-            if self.spec.csum && software_csum && p.is_contiguous() {
+            // Over IPv6 a UDP tunnel always has its checksum (RFC 8200).
+            let csum = self.spec.csum || (path.v6 && path.kind != TunnelKind::Gre);
+            if csum && software_csum && p.is_contiguous() {
                 match path.kind {
                     TunnelKind::Gre => gre_checksum(p.data_mut()),
                     _ => udp_checksum(p.data_mut()),
@@ -701,7 +742,7 @@ mod tests {
         TunnelSpec {
             kind: TunnelKind::Vxlan,
             key_flow: false,
-            remote: Ipv4Addr::new(10, 0, 0, 2),
+            remote: Ipv4Addr::new(10, 0, 0, 2).into(),
             local: None,
             vni: 0x12_3456,
             dst_port: 4789,
@@ -715,8 +756,14 @@ mod tests {
     #[test]
     fn the_outer_header_is_a_valid_vxlan_packet() {
         let inner = [0xaau8; 60];
-        let path =
-            TunnelPath::new(&spec(), 3, [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], Ipv4Addr::new(10, 0, 0, 1), 1500);
+        let path = TunnelPath::new(
+            &spec(),
+            3,
+            [2, 0, 0, 0, 0, 1],
+            [2, 0, 0, 0, 0, 2],
+            Ipv4Addr::new(10, 0, 0, 1).into(),
+            1500,
+        );
         let mut frame = vec![0u8; VXLAN_OVERHEAD + inner.len()];
         frame[VXLAN_OVERHEAD..].copy_from_slice(&inner);
         path.write(&mut frame, inner.len(), 0x1234, src_port(77));
@@ -754,7 +801,8 @@ mod tests {
         let vx = wire::vxlan::VxlanPacket::new_checked(&frame[42..]).unwrap();
         assert_eq!(vx.vni(), 0x00ab_cdef);
         let gre = TunnelSpec { kind: TunnelKind::Gre, csum: true, ..spec() };
-        let path = TunnelPath::new(&gre, 3, [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], Ipv4Addr::new(10, 0, 0, 1), 1500);
+        let path =
+            TunnelPath::new(&gre, 3, [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], Ipv4Addr::new(10, 0, 0, 1).into(), 1500);
         let mut frame = vec![0u8; path.len + 60];
         path.write(&mut frame, 60, 1, 0);
         path.write_key(&mut frame, 0xdead_beef);
@@ -826,6 +874,33 @@ mod tests {
         g[12] = 0x86;
         g[13] = 0xdd;
         assert_eq!(frag_needed(&g, 1450, &mut out), None);
+    }
+
+    #[test]
+    fn over_ipv6_the_outer_header_is_ipv6_with_a_udp_checksum() {
+        let v6 = |s: &str| s.parse::<IpAddr>().unwrap();
+        let spec = TunnelSpec { remote: v6("fd00:9::2"), ..spec() };
+        let path = TunnelPath::new(&spec, 3, [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], v6("fd00:9::1"), 1500);
+        assert_eq!((path.v6, path.len, path.l4), (true, 70, 54));
+        assert_eq!(path.max_inner, 1500 - 40 - 8 - 8);
+        let inner = [0x5au8; 60];
+        let mut f = vec![0u8; path.len + inner.len()];
+        f[path.len..].copy_from_slice(&inner);
+        path.write(&mut f, inner.len(), 0, 40000);
+        udp_checksum(&mut f);
+        let ip = wire::Ipv6Packet::new_checked(&f[14..]).unwrap();
+        assert_eq!(f[12..14], [0x86, 0xdd]);
+        assert_eq!((ip.payload_len(), ip.hop_limit()), (8 + 8 + 60, 64));
+        assert_eq!(ip.src_addr().0, "fd00:9::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        let udp = &f[54..];
+        assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), 4789);
+        let s = wire::checksum::sum(
+            wire::checksum::pseudo_v6(&ip.src_addr(), &ip.dst_addr(), 17, u32::try_from(udp.len()).unwrap()),
+            udp,
+        );
+        assert_eq!(wire::checksum::fold(s), 0xffff, "the UDP checksum verifies");
+        let vx = wire::vxlan::VxlanPacket::new_checked(&udp[8..]).unwrap();
+        assert_eq!((vx.vni(), vx.payload()), (0x12_3456, &inner[..]));
     }
 
     #[test]

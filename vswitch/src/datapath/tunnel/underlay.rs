@@ -18,7 +18,7 @@ use pmd::packet::Batch;
 use pmd::pmd::TxBatches;
 use pmd::port::SwCounters;
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
@@ -29,7 +29,7 @@ pub struct Notice {
     /// The uplink's slot.
     pub uplink: usize,
     /// The neighbour's address.
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     /// Its MAC.
     pub mac: [u8; 6],
 }
@@ -40,7 +40,7 @@ pub struct DecapTarget {
     /// The tunnel port's slot.
     pub slot: usize,
     /// The local address the port is bound to (None: any of ours).
-    pub local: Option<Ipv4Addr>,
+    pub local: Option<IpAddr>,
     /// Its counters.
     pub counters: Arc<[TunnelCounters]>,
 }
@@ -56,7 +56,7 @@ impl Eq for DecapTarget {}
 /// (remote, VNI or key, UDP port): what identifies a tunnel port on
 /// receive; a `key = "flow"` port takes every VNI (None) not given to a
 /// port of its own.
-pub type DecapKey = (Ipv4Addr, Option<u32>, u16);
+pub type DecapKey = (IpAddr, Option<u32>, u16);
 
 /// Counters of one uplink's underlay stack on one PMD thread.
 #[derive(Debug, Default)]
@@ -161,8 +161,8 @@ pub struct Uplink {
     pub slot: usize,
     /// Its MAC.
     pub mac: [u8; 6],
-    /// The switch's addresses on it.
-    pub addrs: Vec<Ipv4Addr>,
+    /// The switch's addresses on it (IPv4 and IPv6).
+    pub addrs: Vec<IpAddr>,
     /// The UDP ports tunnels listen on, and their protocols.
     pub udp_ports: Vec<(u16, TunnelKind)>,
     /// Whether a GRE tunnel exists (IP protocol 47 is decapsulated).
@@ -188,6 +188,13 @@ pub enum Verdict {
     ArpReply(Notice),
     /// A ping to one of our addresses: answer.
     Echo,
+    /// An IPv6 neighbour solicitation for one of our addresses: answer
+    /// with an advertisement; report the asker (when it said its MAC).
+    NdSolicit(Option<Notice>),
+    /// An IPv6 neighbour advertisement to us: report it, then drop it.
+    NdAdvert(Notice),
+    /// A ping over IPv6 to one of our addresses: answer.
+    Echo6,
     /// A tunnel packet: strip `outer` bytes, keep `inner_len`, go on as
     /// received on the target's port.
     Decap {
@@ -195,7 +202,7 @@ pub enum Verdict {
         target: DecapTarget,
         /// Its VNI or key, and its outer addresses (the packet's tunnel
         /// metadata).
-        tun: (u32, Ipv4Addr, Ipv4Addr),
+        tun: (u32, IpAddr, IpAddr),
         /// Outer header bytes.
         outer: usize,
         /// Inner frame bytes.
@@ -214,13 +221,34 @@ const DROP_BAD_OPTIONS: usize = 4;
 const DROP_UNKNOWN_TUNNEL: usize = 5;
 const DROP_NOT_TUNNEL: usize = 6;
 
-fn ip4(b: &[u8]) -> Ipv4Addr {
-    Ipv4Addr::new(b[0], b[1], b[2], b[3])
+fn ip4(b: &[u8]) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+}
+
+fn ip6(b: &[u8]) -> IpAddr {
+    IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&b[..16]).unwrap_or_default()))
+}
+
+/// The MAC an ICMPv6 neighbour discovery message gives in its source
+/// (`want` 1) or target (2) link-layer address option.
+fn nd_mac(opts: &[u8], want: u8) -> Option<[u8; 6]> {
+    let mut o = opts;
+    while o.len() >= 8 {
+        let len = usize::from(o[1]) * 8;
+        if len == 0 || len > o.len() {
+            return None;
+        }
+        if o[0] == want && len >= 8 {
+            return o[2..8].try_into().ok();
+        }
+        o = &o[len..];
+    }
+    None
 }
 
 impl Uplink {
     #[inline]
-    fn ours(&self, ip: Ipv4Addr) -> bool {
+    fn ours(&self, ip: IpAddr) -> bool {
         self.addrs.contains(&ip)
     }
 
@@ -232,12 +260,15 @@ impl Uplink {
         }
         let to_us = d[..6] == self.mac;
         let bcast = d[..6] == [0xff; 6];
-        if !to_us && !bcast {
+        // IPv6 multicast (solicited-node addresses of neighbour discovery).
+        let mcast6 = d[..2] == [0x33, 0x33];
+        if !to_us && !bcast && !mcast6 {
             return Verdict::Pass;
         }
         match [d[12], d[13]] {
-            [0x08, 0x06] => self.arp(d),
+            [0x08, 0x06] if !mcast6 => self.arp(d),
             [0x08, 0x00] if to_us => self.ipv4(d, ip_good, l4_good),
+            [0x86, 0xdd] if to_us || mcast6 => self.ipv6(d, l4_good),
             _ => Verdict::Pass,
         }
     }
@@ -247,11 +278,11 @@ impl Uplink {
         if a.htype() != 1 || a.ptype() != 0x0800 || a.hlen() != 6 || a.plen() != 4 {
             return Verdict::Pass;
         }
-        let tpa = Ipv4Addr::from(a.tpa().0);
+        let tpa = IpAddr::V4(Ipv4Addr::from(a.tpa().0));
         if !self.ours(tpa) {
             return Verdict::Pass;
         }
-        let n = Notice { uplink: self.slot, ip: Ipv4Addr::from(a.spa().0), mac: a.sha().0 };
+        let n = Notice { uplink: self.slot, ip: IpAddr::V4(Ipv4Addr::from(a.spa().0)), mac: a.sha().0 };
         match a.operation() {
             wire::ArpOperation::REQUEST => Verdict::ArpRequest(n),
             wire::ArpOperation::REPLY => Verdict::ArpReply(n),
@@ -280,7 +311,88 @@ impl Uplink {
             return Verdict::Drop(DROP_FRAGMENT);
         }
         let l4 = &ip[ihl..total];
-        let remote = ip4(&ip[12..16]);
+        match ip[9] {
+            1 if l4.len() >= 8 && l4[0] == 8 && l4[1] == 0 => Verdict::Echo,
+            proto @ (17 | 47) => {
+                let (src, dstw) = (
+                    wire::Ipv4Address([ip[12], ip[13], ip[14], ip[15]]),
+                    wire::Ipv4Address([ip[16], ip[17], ip[18], ip[19]]),
+                );
+                let pseudo = wire::checksum::pseudo_v4(src, dstw, 17, 0);
+                self.tunnel(proto, l4, (ip4(&ip[12..16]), dst), 14 + ihl, pseudo, l4_good)
+            }
+            _ => Verdict::Drop(DROP_NOT_TUNNEL),
+        }
+    }
+
+    fn ipv6(&self, d: &[u8], l4_good: bool) -> Verdict {
+        let ip = &d[14..];
+        if ip.len() < 40 || ip[0] >> 4 != 6 {
+            return Verdict::Drop(DROP_TRUNCATED);
+        }
+        let plen = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+        if 40 + plen > ip.len() {
+            return Verdict::Drop(DROP_TRUNCATED);
+        }
+        let (src, dst) = (ip6(&ip[8..24]), ip6(&ip[24..40]));
+        let l4 = &ip[40..40 + plen];
+        let next = ip[6];
+        let solicited = ip[24..37] == [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff];
+        if !self.ours(dst) && !solicited {
+            return Verdict::Pass;
+        }
+        let pseudo = |nh: u8, len: usize| {
+            let (s, t) = (wire::Ipv6Address::from_bytes(&ip[8..24]), wire::Ipv6Address::from_bytes(&ip[24..40]));
+            #[allow(clippy::cast_possible_truncation)] // plen came from a 16-bit field
+            wire::checksum::pseudo_v6(&s, &t, nh, len as u32)
+        };
+        match next {
+            58 => {
+                if l4.len() < 8 || wire::checksum::fold(wire::checksum::sum(pseudo(58, plen), l4)) != 0xffff {
+                    return Verdict::Drop(DROP_BAD_CHECKSUM);
+                }
+                match l4[0] {
+                    // Neighbour discovery: hop limit 255 (RFC 4861).
+                    135 if ip[7] == 255 && l4.len() >= 24 => {
+                        let target = ip6(&l4[8..24]);
+                        if !self.ours(target) {
+                            return Verdict::Pass;
+                        }
+                        let n = nd_mac(&l4[24..], 1).map(|mac| Notice { uplink: self.slot, ip: src, mac });
+                        // Duplicate address detection (from ::) gets no answer here.
+                        if src == IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
+                            return Verdict::Drop(DROP_NOT_TUNNEL);
+                        }
+                        Verdict::NdSolicit(n)
+                    }
+                    136 if ip[7] == 255 && l4.len() >= 24 && self.ours(dst) => match nd_mac(&l4[24..], 2) {
+                        Some(mac) => Verdict::NdAdvert(Notice { uplink: self.slot, ip: ip6(&l4[8..24]), mac }),
+                        None => Verdict::Drop(DROP_NOT_TUNNEL),
+                    },
+                    128 if self.ours(dst) => Verdict::Echo6,
+                    _ => Verdict::Pass,
+                }
+            }
+            proto @ (17 | 47) if self.ours(dst) => self.tunnel(proto, l4, (src, dst), 14 + 40, pseudo(17, 0), l4_good),
+            _ if self.ours(dst) => Verdict::Drop(DROP_NOT_TUNNEL),
+            _ => Verdict::Pass,
+        }
+    }
+
+    /// A UDP (VXLAN, Geneve) or GRE packet from `addrs.0` to our
+    /// `addrs.1`, its transport at `l4` (after `outer_ip` bytes of
+    /// Ethernet and IP header); `pseudo`: the UDP pseudo-header's sum but
+    /// for the length.
+    fn tunnel(
+        &self,
+        proto: u8,
+        l4: &[u8],
+        addrs: (IpAddr, IpAddr),
+        outer_ip: usize,
+        pseudo: u32,
+        l4_good: bool,
+    ) -> Verdict {
+        let (remote, dst) = addrs;
         let found = |vni: u32, port: u16, outer: usize, inner_len: usize| {
             let t = self.decap.get(&(remote, Some(vni), port)).or_else(|| self.decap.get(&(remote, None, port)));
             match t {
@@ -290,7 +402,7 @@ impl Uplink {
                 _ => Verdict::Drop(DROP_UNKNOWN_TUNNEL),
             }
         };
-        match ip[9] {
+        match proto {
             17 => {
                 if l4.len() < 8 {
                     return Verdict::Drop(DROP_TRUNCATED);
@@ -305,14 +417,10 @@ impl Uplink {
                 }
                 let udp = &l4[..ulen];
                 let csum = u16::from_be_bytes([udp[6], udp[7]]);
-                if csum != 0 && !l4_good {
-                    let src = wire::Ipv4Address([ip[12], ip[13], ip[14], ip[15]]);
-                    let dst = wire::Ipv4Address([ip[16], ip[17], ip[18], ip[19]]);
-                    #[allow(clippy::cast_possible_truncation)] // ulen came from a 16-bit field
-                    let pseudo = wire::checksum::pseudo_v4(src, dst, 17, ulen as u16);
-                    if wire::checksum::fold(wire::checksum::sum(pseudo, udp)) != 0xffff {
-                        return Verdict::Drop(DROP_BAD_CHECKSUM);
-                    }
+                #[allow(clippy::cast_possible_truncation)] // ulen came from a 16-bit field
+                let pseudo = pseudo + ulen as u32;
+                if csum != 0 && !l4_good && wire::checksum::fold(wire::checksum::sum(pseudo, udp)) != 0xffff {
+                    return Verdict::Drop(DROP_BAD_CHECKSUM);
                 }
                 let t = &udp[8..];
                 let vni = u32::from_be_bytes([0, t[4], t[5], t[6]]);
@@ -336,7 +444,7 @@ impl Uplink {
                         8
                     }
                 };
-                found(vni, dport, 14 + ihl + 8 + hdr, ulen - 8 - hdr)
+                found(vni, dport, outer_ip + 8 + hdr, ulen - 8 - hdr)
             }
             47 if self.gre => {
                 if l4.len() < 4 {
@@ -372,9 +480,8 @@ impl Uplink {
                 if at + 14 > l4.len() {
                     return Verdict::Drop(DROP_TRUNCATED);
                 }
-                found(key, 0, 14 + ihl + at, l4.len() - at)
+                found(key, 0, outer_ip + at, l4.len() - at)
             }
-            1 if l4.len() >= 8 && l4[0] == 8 && l4[1] == 0 => Verdict::Echo,
             _ => Verdict::Drop(DROP_NOT_TUNNEL),
         }
     }
@@ -389,7 +496,7 @@ impl Uplink {
         for mut p in batch.drain() {
             let fl = p.ol_flags();
             let v = self.classify(p.data(), pmd::port::rx_ip_cksum_good(fl), pmd::port::rx_l4_cksum_good(fl));
-            match v {
+            match v.clone() {
                 Verdict::Pass => {
                     passed += 1;
                     let _ = keep.push(p);
@@ -399,8 +506,12 @@ impl Uplink {
                         SwCounters::bump(&c.drop_truncated, 1);
                         continue;
                     }
+                    let v4 = |a: IpAddr| match a {
+                        IpAddr::V4(a) => u32::from(a),
+                        IpAddr::V6(_) => 0,
+                    };
                     let m = p.meta_mut();
-                    (m.tun_id, m.tun_src, m.tun_dst) = (tun.0, u32::from(tun.1), u32::from(tun.2));
+                    (m.tun_id, m.tun_src, m.tun_dst) = (tun.0, v4(tun.1), v4(tun.2));
                     let tc = &target.counters[pmd.min(target.counters.len() - 1)];
                     SwCounters::bump(&tc.rx_packets, 1);
                     SwCounters::bump(&tc.rx_bytes, inner_len as u64);
@@ -423,15 +534,36 @@ impl Uplink {
                     tx.send(self.slot, p);
                 }
                 Verdict::ArpReply(n) => self.notify(c, n),
-                Verdict::Echo => {
+                Verdict::Echo | Verdict::Echo6 => {
                     if p.is_contiguous() {
-                        echo_reply_in_place(p.data_mut(), self.mac);
+                        if v == Verdict::Echo {
+                            echo_reply_in_place(p.data_mut(), self.mac);
+                        } else {
+                            echo6_reply_in_place(p.data_mut(), self.mac);
+                        }
                         SwCounters::bump(&c.echo_replied, 1);
                         tx.send(self.slot, p);
                     } else {
                         SwCounters::bump(&c.drop_not_tunnel, 1);
                     }
                 }
+                Verdict::NdSolicit(n) => {
+                    if let Some(n) = n {
+                        self.notify(c, n);
+                    }
+                    let mut na = [0u8; NA_LEN];
+                    let len = p.len();
+                    let fits = p.is_contiguous()
+                        && if len < NA_LEN { p.append(NA_LEN - len).is_some() } else { p.trim(len - NA_LEN) };
+                    if fits && neighbour_advert(&p.data()[..NA_LEN.min(len)], self.mac, &mut na) {
+                        p.data_mut().copy_from_slice(&na);
+                        SwCounters::bump(&c.arp_replied, 1);
+                        tx.send(self.slot, p);
+                    } else {
+                        SwCounters::bump(&c.drop_truncated, 1);
+                    }
+                }
+                Verdict::NdAdvert(n) => self.notify(c, n),
                 Verdict::Drop(r) => {
                     let d = [
                         &c.drop_truncated,
@@ -476,14 +608,17 @@ pub fn fuzz_uplink() -> Uplink {
     let mut decap = HashMap::default();
     for (port, slot) in [(4789, 7), (6081, 8), (0, 9)] {
         decap.insert(
-            (Ipv4Addr::new(10, 0, 0, 2), Some(42), port),
+            (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), Some(42), port),
             DecapTarget { slot, local: None, counters: super::new_counters() },
         );
     }
     Uplink {
         slot: 1,
         mac: [2, 0, 0, 0, 0, 1],
-        addrs: vec![Ipv4Addr::new(10, 0, 0, 1)],
+        addrs: vec![
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            "fd00::1".parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        ],
         udp_ports: vec![(4789, TunnelKind::Vxlan), (6081, TunnelKind::Geneve)],
         gre: true,
         decap,
@@ -505,6 +640,66 @@ pub fn arp_reply_in_place(d: &mut [u8], mac: [u8; 6]) {
     d[28..32].copy_from_slice(&tpa);
     d[32..38].copy_from_slice(&asker);
     d[38..42].copy_from_slice(&spa);
+}
+
+/// Bytes of the neighbour advertisement the switch answers with: Ethernet,
+/// IPv6, ICMPv6 (24) and the target link-layer address option (8).
+pub const NA_LEN: usize = 14 + 40 + 24 + 8;
+
+/// Writes into `out` the neighbour advertisement that answers the
+/// solicitation `ns` (an Ethernet frame, at least its headers and target),
+/// from MAC `mac`: solicited and override, our MAC in the option, to the
+/// asker. False when `ns` is too short.
+pub fn neighbour_advert(ns: &[u8], mac: [u8; 6], out: &mut [u8; NA_LEN]) -> bool {
+    if ns.len() < 14 + 40 + 24 {
+        return false;
+    }
+    out.fill(0);
+    out[0..6].copy_from_slice(&ns[6..12]);
+    out[6..12].copy_from_slice(&mac);
+    out[12..14].copy_from_slice(&[0x86, 0xdd]);
+    let ip = &mut out[14..54];
+    ip[0] = 0x60;
+    ip[4..6].copy_from_slice(&32u16.to_be_bytes());
+    ip[6] = 58;
+    ip[7] = 255;
+    let target: [u8; 16] = ns[14 + 40 + 8..14 + 40 + 24].try_into().unwrap_or_default();
+    ip[8..24].copy_from_slice(&target);
+    ip[24..40].copy_from_slice(&ns[14 + 8..14 + 24]);
+    let m = &mut out[54..NA_LEN];
+    m[0] = 136;
+    m[4] = 0x60; // solicited, override
+    m[8..24].copy_from_slice(&target);
+    m[24] = 2;
+    m[25] = 1;
+    m[26..32].copy_from_slice(&mac);
+    let s = wire::checksum::sum(
+        wire::checksum::pseudo_v6(
+            &wire::Ipv6Address(target),
+            &wire::Ipv6Address::from_bytes(&ns[14 + 8..14 + 24]),
+            58,
+            32,
+        ),
+        &out[54..NA_LEN],
+    );
+    let ck = !wire::checksum::fold(s);
+    out[56..58].copy_from_slice(&ck.to_be_bytes());
+    true
+}
+
+/// Turns an ICMPv6 echo request (Ethernet frame) into our reply, in place:
+/// addresses swapped, type 129, hop limit 64, the checksum updated (the
+/// pseudo-header's sum does not change with the addresses swapped).
+pub fn echo6_reply_in_place(d: &mut [u8], mac: [u8; 6]) {
+    let peer: [u8; 6] = d[6..12].try_into().unwrap_or_default();
+    d[0..6].copy_from_slice(&peer);
+    d[6..12].copy_from_slice(&mac);
+    let (a, b) = d[22..54].split_at_mut(16);
+    a.swap_with_slice(b);
+    d[21] = 64;
+    let ck = wire::checksum::update16(u16::from_be_bytes([d[56], d[57]]), 0x8000, 0x8100);
+    d[54] = 129;
+    d[56..58].copy_from_slice(&ck.to_be_bytes());
 }
 
 /// Turns an ICMP echo request (Ethernet frame) into our reply, in place:
@@ -549,7 +744,7 @@ mod tests {
         let spec = TunnelSpec {
             kind,
             key_flow: false,
-            remote: Ipv4Addr::new(10, 0, 0, 1),
+            remote: Ipv4Addr::new(10, 0, 0, 1).into(),
             local: None,
             vni,
             dst_port: match kind {
@@ -562,7 +757,7 @@ mod tests {
             tos: 0,
             df: true,
         };
-        let path = TunnelPath::new(&spec, 0, PEER, MAC, Ipv4Addr::new(10, 0, 0, 2), 1500);
+        let path = TunnelPath::new(&spec, 0, PEER, MAC, Ipv4Addr::new(10, 0, 0, 2).into(), 1500);
         let inner: Vec<u8> = (0..60u8).collect();
         let mut f = vec![0u8; path.len + inner.len()];
         f[path.len..].copy_from_slice(&inner);
@@ -579,7 +774,7 @@ mod tests {
     fn a_key_flow_port_takes_every_vni_not_given_to_its_own_port() {
         let mut u = uplink();
         let flow = DecapTarget { slot: 11, local: None, counters: super::super::new_counters() };
-        u.decap.insert((Ipv4Addr::new(10, 0, 0, 2), None, 4789), flow);
+        u.decap.insert((Ipv4Addr::new(10, 0, 0, 2).into(), None, 4789), flow);
         assert!(
             matches!(u.classify(&vxlan(42, false), false, false), Verdict::Decap { target, .. } if target.slot == 7)
         );
@@ -598,7 +793,7 @@ mod tests {
                 let outer = outer + if csum && kind == TunnelKind::Gre { 4 } else { 0 };
                 match u.classify(&f, false, false) {
                     Verdict::Decap { target, outer: o, inner_len, tun } => {
-                        assert_eq!(tun, (42, Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 1)));
+                        assert_eq!(tun, (42, Ipv4Addr::new(10, 0, 0, 2).into(), Ipv4Addr::new(10, 0, 0, 1).into()));
                         assert_eq!((target.slot, o, inner_len), (slot, outer, 60), "{kind:?} csum {csum}");
                     }
                     v => panic!("{kind:?}: {v:?}"),
@@ -705,7 +900,7 @@ mod tests {
     #[test]
     fn arp_for_us_is_answered_and_reported() {
         let u = uplink();
-        let n = Notice { uplink: 1, ip: Ipv4Addr::new(10, 0, 0, 2), mac: PEER };
+        let n = Notice { uplink: 1, ip: Ipv4Addr::new(10, 0, 0, 2).into(), mac: PEER };
         let mut f = arp(1, [10, 0, 0, 1]);
         assert_eq!(u.classify(&f, false, false), Verdict::ArpRequest(n));
         arp_reply_in_place(&mut f, MAC);
