@@ -97,9 +97,6 @@ impl HostB {
             let _ = Command::new("ip").args(args).stderr(Stdio::null()).status();
         }
     }
-    fn exec(&self, ns: &str, args: &[&str]) -> std::process::Output {
-        Command::new("ip").args(["netns", "exec", ns]).args(args).output().unwrap()
-    }
     /// The MAC of `dev` in namespace `ns` (None: ours).
     fn mac(ns: Option<&str>, dev: &str) -> [u8; 6] {
         let mut c = Command::new("ip");
@@ -114,14 +111,7 @@ impl HostB {
     }
     /// Pings from namespace `ns`; replies received.
     fn ping(&self, ns: &str, to: &str, count: u32, wait_s: u32) -> u32 {
-        let out = self.exec(ns, &["ping", "-q", "-c", &count.to_string(), "-i", "0.2", "-W", &wait_s.to_string(), to]);
-        let text = String::from_utf8_lossy(&out.stdout);
-        text.lines()
-            .find(|l| l.contains("packets transmitted"))
-            .and_then(|l| l.split(", ").nth(1))
-            .and_then(|r| r.split(' ').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
+        common::ping_in(ns, to, count, "0.2", wait_s)
     }
 }
 
@@ -764,17 +754,7 @@ impl OvsHost {
     }
     /// Pings from namespace `ns`; replies received.
     fn ping(&self, ns: &str, to: &str, count: u32) -> u32 {
-        let out = Command::new("ip")
-            .args(["netns", "exec", ns, "ping", "-q", "-c", &count.to_string(), "-i", "0.3", "-W", "1", to])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        text.lines()
-            .find(|l| l.contains("packets transmitted"))
-            .and_then(|l| l.split(", ").nth(1))
-            .and_then(|r| r.split(' ').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
+        common::ping_in(ns, to, count, "0.3", 1)
     }
 }
 

@@ -116,6 +116,13 @@ pub struct Neighbour {
     queue: VecDeque<(usize, Packet, Instant)>,
 }
 
+impl Neighbour {
+    /// A neighbour on `uplink` not heard from yet.
+    fn new(uplink: String, state: NeighState) -> Neighbour {
+        Neighbour { uplink, mac: None, state, confirmed: None, requests: 0, last_request: None, queue: VecDeque::new() }
+    }
+}
+
 /// Counters of the control thread's side of the underlay.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct UnderlayStats {
@@ -383,15 +390,11 @@ impl Switch {
         if !self.underlay.neighbours.contains_key(&n.ip) && self.underlay.neighbours.len() >= MAX_NEIGHBOURS {
             return false;
         }
-        let e = self.underlay.neighbours.entry(n.ip).or_insert_with(|| Neighbour {
-            uplink: uplink.clone(),
-            mac: None,
-            state: NeighState::Incomplete,
-            confirmed: None,
-            requests: 0,
-            last_request: None,
-            queue: VecDeque::new(),
-        });
+        let e = self
+            .underlay
+            .neighbours
+            .entry(n.ip)
+            .or_insert_with(|| Neighbour::new(uplink.clone(), NeighState::Incomplete));
         if e.state == NeighState::Permanent {
             return false;
         }
@@ -542,15 +545,10 @@ impl Switch {
             // Neighbours the tunnels need are asked for.
             if let (Some(h), None) = (&hop, &path) {
                 let uplink = self.ports[h.uplink].name.clone();
-                self.underlay.neighbours.entry(h.next_hop).or_insert_with(|| Neighbour {
-                    uplink,
-                    mac: None,
-                    state: NeighState::Incomplete,
-                    confirmed: None,
-                    requests: 0,
-                    last_request: None,
-                    queue: VecDeque::new(),
-                });
+                self.underlay
+                    .neighbours
+                    .entry(h.next_hop)
+                    .or_insert_with(|| Neighbour::new(uplink, NeighState::Incomplete));
             }
             let slot = self.ports[i].slot;
             let Attachment::Tunnel(t) = &self.ports[i].port else { continue };
@@ -628,15 +626,11 @@ impl Switch {
         if p.cfg.addresses.is_empty() {
             return Err(format!("port `{uplink}` has no `addresses`: it is no uplink"));
         }
-        let e = self.underlay.neighbours.entry(ip).or_insert_with(|| Neighbour {
-            uplink: uplink.to_string(),
-            mac: None,
-            state: NeighState::Permanent,
-            confirmed: None,
-            requests: 0,
-            last_request: None,
-            queue: VecDeque::new(),
-        });
+        let e = self
+            .underlay
+            .neighbours
+            .entry(ip)
+            .or_insert_with(|| Neighbour::new(uplink.to_string(), NeighState::Permanent));
         e.uplink = uplink.to_string();
         e.mac = Some(mac);
         e.state = NeighState::Permanent;

@@ -34,6 +34,29 @@ pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String, String)
     Ok((status, head.to_string(), body.to_string()))
 }
 
+/// The replies a `ping -q` got, from its summary ("N packets
+/// transmitted, M received, ...").
+pub fn received(out: &Output) -> u32 {
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.contains("packets transmitted"))
+        .and_then(|l| l.split(", ").nth(1))
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `ping -q -c COUNT -i INTERVAL -W WAIT TO` in namespace `ns`; the replies.
+pub fn ping_in(ns: &str, to: &str, count: u32, interval: &str, wait_s: u32) -> u32 {
+    received(
+        &Command::new("ip")
+            .args(["netns", "exec", ns, "ping", "-q", "-c", &count.to_string(), "-i", interval])
+            .args(["-W", &wait_s.to_string(), to])
+            .output()
+            .unwrap(),
+    )
+}
+
 pub fn sh(args: &[&str]) {
     let st = Command::new(args[0]).args(&args[1..]).status().unwrap();
     assert!(st.success(), "{args:?}");
@@ -197,15 +220,7 @@ impl Lab {
             args.extend(["-s".into(), s.to_string(), "-M".into(), "do".into()]);
         }
         args.push(format!("10.99.0.{to}"));
-        let out = Command::new("ip").args(&args).output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        // "N packets transmitted, M received, ..."
-        text.lines()
-            .find(|l| l.contains("packets transmitted"))
-            .and_then(|l| l.split(", ").nth(1))
-            .and_then(|r| r.split(' ').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
+        received(&Command::new("ip").args(&args).output().unwrap())
     }
     /// Whether container `from` reaches `to` (2 pings, one answer is enough).
     pub fn reaches(&self, from: u32, to: u32) -> bool {

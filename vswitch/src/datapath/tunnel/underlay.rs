@@ -92,6 +92,23 @@ pub struct UplinkCounters {
     pub drop_notice: AtomicU64,
 }
 
+impl UplinkCounters {
+    /// The drop counters, in the order of [`DROP_REASONS`].
+    #[inline]
+    fn drops(&self) -> [&AtomicU64; 8] {
+        [
+            &self.drop_truncated,
+            &self.drop_bad_checksum,
+            &self.drop_fragment,
+            &self.drop_bad_header,
+            &self.drop_bad_options,
+            &self.drop_unknown_tunnel,
+            &self.drop_not_tunnel,
+            &self.drop_notice,
+        ]
+    }
+}
+
 /// The drop reasons of [`UplinkCounters`], as named in statistics.
 pub const DROP_REASONS: [&str; 8] = [
     "truncated",
@@ -131,17 +148,7 @@ pub fn uplink_stats(c: &[UplinkCounters]) -> UplinkStats {
         s.neighbour_notices += g(&c.neighbour_notices);
         s.echo_replied += g(&c.echo_replied);
         s.passed += g(&c.passed);
-        let d = [
-            &c.drop_truncated,
-            &c.drop_bad_checksum,
-            &c.drop_fragment,
-            &c.drop_bad_header,
-            &c.drop_bad_options,
-            &c.drop_unknown_tunnel,
-            &c.drop_not_tunnel,
-            &c.drop_notice,
-        ];
-        for (t, a) in s.drops.iter_mut().zip(d) {
+        for (t, a) in s.drops.iter_mut().zip(c.drops()) {
             *t += g(a);
         }
     }
@@ -564,18 +571,7 @@ impl Uplink {
                     }
                 }
                 Verdict::NdAdvert(n) => self.notify(c, n),
-                Verdict::Drop(r) => {
-                    let d = [
-                        &c.drop_truncated,
-                        &c.drop_bad_checksum,
-                        &c.drop_fragment,
-                        &c.drop_bad_header,
-                        &c.drop_bad_options,
-                        &c.drop_unknown_tunnel,
-                        &c.drop_not_tunnel,
-                    ];
-                    SwCounters::bump(d[r], 1);
-                }
+                Verdict::Drop(r) => SwCounters::bump(c.drops()[r], 1),
             }
         }
         if passed > 0 {
