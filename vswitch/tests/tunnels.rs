@@ -570,6 +570,34 @@ fn a_frame_too_big_for_the_tunnel_teaches_its_sender_the_path_mtu() {
     assert_eq!(lab.ping(1, 2, 2, "0.2", Some(1422)), 2, "a ping that fits the path MTU");
     let t = tunnel(&lab, "vx1");
     assert!(t["drop_too_big"].as_u64() >= Some(1) && t["pmtu_sent"].as_u64() >= Some(1), "{t}");
+    // IPv6 in the containers: ICMPv6 "packet too big" teaches the same.
+    sh(&["ip", "-n", &lab.ns(1), "addr", "add", "fd01::1/64", "dev", "eth0", "nodad"]);
+    sh(&["ip", "-n", &b.container, "addr", "add", "fd01::2/64", "dev", "eth0", "nodad"]);
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.ns(1),
+            "ping",
+            "-6",
+            "-c",
+            "3",
+            "-i",
+            "0.3",
+            "-W",
+            "1",
+            "-s",
+            "1452",
+            "-M",
+            "do",
+            "fd01::2",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("mtu=1450") || text.contains("mtu = 1450"), "ping -6 says: {text}");
+    let route = Command::new("ip").args(["-n", &lab.ns(1), "-6", "route", "get", "fd01::2"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&route.stdout).contains("mtu 1450"), "{}", String::from_utf8_lossy(&route.stdout));
     // TCP finds it by itself: the cache flushed, host B's container
     // announces MSS 1460, the first full segments are too big.
     sh(&["ip", "-n", &lab.ns(1), "route", "flush", "cache"]);

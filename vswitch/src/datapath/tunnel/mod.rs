@@ -256,6 +256,56 @@ pub fn frag_needed(d: &[u8], mtu: u16, out: &mut [u8; 128]) -> Option<usize> {
     Some(n)
 }
 
+/// How much of an IPv6 packet too big for a tunnel its ICMPv6 error
+/// quotes (its header and the start of what follows).
+const PTB_QUOTE: usize = 128 - 14 - 40 - 8;
+
+/// The ICMPv6 "packet too big" (RFC 4443, for path MTU discovery, RFC
+/// 8201) for an inner IPv6 frame `d` that does not fit a tunnel whose inner
+/// MTU is `mtu`, written into `out`; its length. None for a frame from no
+/// unicast sender or that is an ICMPv6 error itself. From the frame's
+/// destination, as [`frag_needed`].
+pub fn packet_too_big(d: &[u8], mtu: u16, out: &mut [u8; 128]) -> Option<usize> {
+    if d.len() < 14 + 40 || d[12..14] != [0x86, 0xdd] || d[14] >> 4 != 6 {
+        return None;
+    }
+    let ip = &d[14..];
+    let src = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(&ip[8..24]).ok()?);
+    let icmp_error = ip[6] == 58 && ip.get(40).is_some_and(|t| *t < 128);
+    if src.is_unspecified() || src.is_multicast() || icmp_error {
+        return None;
+    }
+    let quoted = ip.len().min(PTB_QUOTE);
+    let n = 14 + 40 + 8 + quoted;
+    out[0..6].copy_from_slice(&d[6..12]);
+    out[6..12].copy_from_slice(&d[0..6]);
+    out[12..14].copy_from_slice(&[0x86, 0xdd]);
+    let h = &mut out[14..54];
+    h.fill(0);
+    h[0] = 0x60;
+    h[4..6].copy_from_slice(&u16::try_from(8 + quoted).unwrap_or(0).to_be_bytes());
+    h[6] = 58;
+    h[7] = 64;
+    h[8..24].copy_from_slice(&ip[24..40]);
+    h[24..40].copy_from_slice(&ip[8..24]);
+    let m = &mut out[54..n];
+    m[..8].copy_from_slice(&[2, 0, 0, 0, 0, 0, 0, 0]);
+    m[4..8].copy_from_slice(&u32::from(mtu).to_be_bytes());
+    m[8..].copy_from_slice(&ip[..quoted]);
+    let s = wire::checksum::sum(
+        wire::checksum::pseudo_v6(
+            &wire::Ipv6Address::from_bytes(&ip[24..40]),
+            &wire::Ipv6Address::from_bytes(&ip[8..24]),
+            58,
+            u32::try_from(8 + quoted).unwrap_or(0),
+        ),
+        m,
+    );
+    let ck = !wire::checksum::fold(s);
+    m[2..4].copy_from_slice(&ck.to_be_bytes());
+    Some(n)
+}
+
 /// A frame that waits for its tunnel's next hop, on its way to the
 /// control thread.
 #[derive(Debug)]
@@ -646,7 +696,13 @@ impl TunnelVport {
         }
         let mtu = u16::try_from(path.max_inner - 14).unwrap_or(u16::MAX);
         let mut icmp = [0u8; 128];
-        let Some(n) = frag_needed(p.data(), mtu, &mut icmp) else { return };
+        let d = p.data();
+        let n = if d.len() > 14 && d[12..14] == [0x86, 0xdd] {
+            packet_too_big(d, mtu, &mut icmp)
+        } else {
+            frag_needed(d, mtu, &mut icmp)
+        };
+        let Some(n) = n else { return };
         let len = p.len();
         if !p.is_contiguous() || !p.trim(len - n) {
             return;
@@ -901,6 +957,30 @@ mod tests {
         assert_eq!(wire::checksum::fold(s), 0xffff, "the UDP checksum verifies");
         let vx = wire::vxlan::VxlanPacket::new_checked(&udp[8..]).unwrap();
         assert_eq!((vx.vni(), vx.payload()), (0x12_3456, &inner[..]));
+    }
+
+    #[test]
+    fn too_big_ipv6_frames_get_packet_too_big_back() {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd, 0x60, 0, 0, 0, 0x05, 0xc8, 6, 64];
+        f.extend_from_slice(&"fd01::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        f.extend_from_slice(&"fd01::2".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        f.resize(1514, 0xab);
+        let mut out = [0u8; 128];
+        let n = packet_too_big(&f, 1450, &mut out).unwrap();
+        assert_eq!(n, 128);
+        let ip = wire::Ipv6Packet::new_checked(&out[14..n]).unwrap();
+        assert_eq!(ip.src_addr().0, "fd01::2".parse::<std::net::Ipv6Addr>().unwrap().octets(), "from the destination");
+        assert_eq!(ip.dst_addr().0, "fd01::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        let m = &out[54..n];
+        assert_eq!((m[0], m[1], u32::from_be_bytes([m[4], m[5], m[6], m[7]])), (2, 0, 1450));
+        let s = wire::checksum::sum(wire::checksum::pseudo_v6(&ip.src_addr(), &ip.dst_addr(), 58, 74), m);
+        assert_eq!(wire::checksum::fold(s), 0xffff, "ICMPv6 checksum");
+        assert_eq!(&m[8..], &f[14..14 + PTB_QUOTE]);
+        // An ICMPv6 error itself gets none.
+        let mut g = f.clone();
+        g[20] = 58;
+        g[54] = 1;
+        assert_eq!(packet_too_big(&g, 1450, &mut out), None);
     }
 
     #[test]
