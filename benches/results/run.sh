@@ -20,6 +20,9 @@ run $B compare --scenario of-3table --flows 1,100000 --forwarders vswitch,testpm
 run $B compare --scenario vxlan --flows 1,100000 --rounds 3 --seconds 3 --zero-loss --json $R/vxlan.json
 run $B compare --scenario vxlan --tunnel-direction encap --flows 1000 --rounds 3 --seconds 3 --json $R/vxlan-encap.json
 run $B compare --scenario vxlan --tunnel-direction decap --flows 1000 --rounds 3 --seconds 3 --json $R/vxlan-decap.json
+run $B compare --scenario geneve --flows 1000 --rounds 3 --seconds 3 --latency-seconds 0 --json $R/geneve.json
+run $B compare --scenario gre --flows 1000 --rounds 3 --seconds 3 --latency-seconds 0 --json $R/gre.json
+run $B compare --scenario vxlan --flows 1000 --rounds 3 --seconds 3 --latency-seconds 0 --json $R/vxlan-1000.json
 run $B soak --minutes 10 --json $R/soak-10min.json
 run $B plot --out $R/of-3table $R/of-3table.json $R/of-3table-1M.json
 echo ALL-DONE

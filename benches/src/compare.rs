@@ -190,10 +190,10 @@ pub fn run(mut a: CompareArgs) -> Result<()> {
         bail!("--frame-size: {} is outside 64..=1518", a.frame_size);
     }
     if a.tunnel_direction != TunnelDirection::Both && !a.scenario.tunnel() {
-        bail!("--tunnel-direction is for tunnel scenarios (--scenario vxlan)");
+        bail!("--tunnel-direction is for tunnel scenarios (vxlan, geneve, gre)");
     }
     if a.scenario.tunnel() && a.transport != Transport::Memif {
-        bail!("--scenario vxlan runs over memif (the uplink's MAC is a memif devarg)");
+        bail!("tunnel scenarios run over memif (the uplink's MAC is a memif devarg)");
     }
     if a.gen_core == a.fwd_core {
         bail!("--gen-core and --fwd-core must differ (generator and forwarder each need a core)");
@@ -349,7 +349,7 @@ fn one_trial(
         rate_mpps: rate,
         duration: Duration::from_secs_f64(secs),
         latency_sample: 16,
-        vxlan: s.scenario.tunnel(),
+        tunnel: s.scenario.encap(),
         send: a.tunnel_direction.send(),
     };
     let run_on_gen_core = |spec: TrafficSpec| rig.trial(spec);
@@ -551,7 +551,7 @@ fn zero_loss(
         rate_mpps: rate,
         duration: Duration::from_secs_f64(secs),
         latency_sample: 16,
-        vxlan: s.scenario.tunnel(),
+        tunnel: s.scenario.encap(),
         send: a.tunnel_direction.send(),
     };
     rig.trial(spec(warmup(a), None))?;

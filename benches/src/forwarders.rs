@@ -118,12 +118,35 @@ pub enum Scenario {
     /// on br-int, the address on br-phy, `tnl/neigh/set`, `ovs/route/add`).
     /// Both with the remote's MAC set statically. memif only.
     Vxlan,
+    /// [`Scenario::Vxlan`] with a Geneve tunnel (UDP 6081, no options).
+    Geneve,
+    /// [`Scenario::Vxlan`] with Ethernet over GRE (key 100).
+    Gre,
 }
 
 impl Scenario {
-    /// Whether port 1 carries VXLAN.
+    /// Whether port 1 carries a tunnel.
     pub fn tunnel(self) -> bool {
-        self == Scenario::Vxlan
+        self.encap().is_some()
+    }
+
+    /// The tunnel port 1 carries.
+    pub fn encap(self) -> Option<crate::gen::Encap> {
+        match self {
+            Scenario::Vxlan => Some(crate::gen::Encap::Vxlan),
+            Scenario::Geneve => Some(crate::gen::Encap::Geneve),
+            Scenario::Gre => Some(crate::gen::Encap::Gre),
+            _ => None,
+        }
+    }
+
+    /// The tunnel's port type, in vswitchd's configuration and OVS's.
+    pub fn tunnel_type(self) -> &'static str {
+        match self {
+            Scenario::Geneve => "geneve",
+            Scenario::Gre => "gre",
+            _ => "vxlan",
+        }
     }
 
     /// Whether the switches are driven by OpenFlow tables loaded from a
@@ -379,10 +402,15 @@ impl Running {
                 let port = |i: usize| {
                     let extra = match s.scenario {
                         Scenario::P2p => format!("peer = \"p{}\"\n", 1 - i),
-                        Scenario::Vxlan if i == 1 => {
+                        _ if s.scenario.tunnel() && i == 1 => {
                             format!("addresses = [\"{}/24\"]\n", std::net::Ipv4Addr::from(crate::gen::VXLAN_LOCAL))
                         }
-                        Scenario::L2 | Scenario::Of3table | Scenario::Upcall | Scenario::Vxlan => String::new(),
+                        Scenario::L2
+                        | Scenario::Of3table
+                        | Scenario::Upcall
+                        | Scenario::Vxlan
+                        | Scenario::Geneve
+                        | Scenario::Gre => String::new(),
                     };
                     format!(
                         "[[bridge.port]]\nname = \"p{i}\"\ntype = \"dpdk\"\ndevargs = \"{}\"\nn_rxq = {}\n{extra}",
@@ -393,8 +421,9 @@ impl Running {
                 let (p1, tunnel) = if s.scenario.tunnel() {
                     (
                         format!(
-                            "[[bridge.port]]\nname = \"vx\"\ntype = \"vxlan\"\nremote_ip = \"{}\"\nkey = {}\n\n\
+                            "[[bridge.port]]\nname = \"vx\"\ntype = \"{}\"\nremote_ip = \"{}\"\nkey = {}\n\n\
                              [[bridge]]\nname = \"br-phy\"\n\n{}",
+                            s.scenario.tunnel_type(),
                             std::net::Ipv4Addr::from(crate::gen::VXLAN_REMOTE),
                             crate::gen::VXLAN_VNI,
                             port(1)
@@ -740,7 +769,7 @@ fn configure_ovs(s: &Setup, o: &Ovs, vsctl: &dyn Fn(&[&str]) -> Result<String>) 
             "set",
             "Interface",
             "vx",
-            "type=vxlan",
+            &format!("type={}", s.scenario.tunnel_type()),
             "ofport_request=2",
             &format!("options:remote_ip={remote}"),
             &format!("options:key={}", crate::gen::VXLAN_VNI),
@@ -775,7 +804,7 @@ fn configure_ovs(s: &Setup, o: &Ovs, vsctl: &dyn Fn(&[&str]) -> Result<String>) 
                 n as f64 / secs
             );
         }
-        Scenario::L2 | Scenario::Vxlan => {
+        Scenario::L2 | Scenario::Vxlan | Scenario::Geneve | Scenario::Gre => {
             ofctl(&["add-flow", &mgmt, "actions=NORMAL"])?;
             vsctl(&["set", "bridge", "br0", &format!("other_config:mac-table-size={}", (s.macs * 4).max(8192))])?;
         }

@@ -30,12 +30,12 @@ pub struct TrafficSpec {
     pub duration: Duration,
     /// Record every Nth packet's latency.
     pub latency_sample: u32,
-    /// Port 1 is a tunnel uplink: what is sent there is VXLAN (VNI
-    /// [`VXLAN_VNI`] from the remote endpoint [`VXLAN_REMOTE`] to the
-    /// switch's [`VXLAN_LOCAL`]) around the frame, and what comes back
-    /// there is expected encapsulated ([`wire::build`]'s frame sizes are
+    /// Port 1 is a tunnel uplink: what is sent there is VXLAN, Geneve or
+    /// GRE (VNI or key [`VXLAN_VNI`] from the remote endpoint
+    /// [`VXLAN_REMOTE`] to the switch's [`VXLAN_LOCAL`]) around the frame,
+    /// and what comes back there is expected encapsulated (frame sizes are
     /// the inner frames').
-    pub vxlan: bool,
+    pub tunnel: Option<Encap>,
     /// Which ports send (port 0, port 1); both in every scenario but a
     /// tunnel's encapsulation-only or decapsulation-only run.
     pub send: [bool; 2],
@@ -52,34 +52,61 @@ pub const VXLAN_LOCAL_MAC: [u8; 6] = [2, 0xfe, 0, 0, 0, 1];
 pub const VXLAN_REMOTE_MAC: [u8; 6] = [2, 0xfe, 0, 0, 0, 2];
 /// The VNI.
 pub const VXLAN_VNI: u32 = 100;
-/// Outer Ethernet, IPv4, UDP and VXLAN headers.
-pub const VXLAN_OVERHEAD: usize = 50;
+/// A tunnel protocol of the generator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encap {
+    /// VXLAN to UDP 4789.
+    Vxlan,
+    /// Geneve (no options) to UDP 6081.
+    Geneve,
+    /// Ethernet over GRE with a key.
+    Gre,
+}
 
-/// `inner` in VXLAN from the remote endpoint to the switch (outer UDP
+impl Encap {
+    /// Outer Ethernet, IPv4 and tunnel headers.
+    pub fn overhead(self) -> usize {
+        match self {
+            Encap::Vxlan | Encap::Geneve => 14 + 20 + 8 + 8,
+            Encap::Gre => 14 + 20 + 8,
+        }
+    }
+}
+
+/// `inner` in a tunnel from the remote endpoint to the switch (UDP
 /// checksum zero, as a Linux VTEP sends; source port from the flow).
-pub fn vxlan_wrap(inner: &[u8], flow: u32) -> Vec<u8> {
-    let mut f = Vec::with_capacity(VXLAN_OVERHEAD + inner.len());
+pub fn encap_wrap(kind: Encap, inner: &[u8], flow: u32) -> Vec<u8> {
+    let mut f = Vec::with_capacity(kind.overhead() + inner.len());
     f.extend_from_slice(&VXLAN_LOCAL_MAC);
     f.extend_from_slice(&VXLAN_REMOTE_MAC);
     f.extend_from_slice(&[0x08, 0x00]);
-    let ip_len = (20 + 8 + 8 + inner.len()) as u16;
+    let ip_len = (kind.overhead() - 14 + inner.len()) as u16;
     let mut ip = [0u8; 20];
     ip[0] = 0x45;
     ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
     ip[6] = 0x40;
     ip[8] = 64;
-    ip[9] = 17;
+    ip[9] = if kind == Encap::Gre { 47 } else { 17 };
     ip[12..16].copy_from_slice(&VXLAN_REMOTE);
     ip[16..20].copy_from_slice(&VXLAN_LOCAL);
     let ck = wire::checksum::checksum(&ip);
     ip[10..12].copy_from_slice(&ck.to_be_bytes());
     f.extend_from_slice(&ip);
     let sport = 32768 + (flow % 28000) as u16;
-    f.extend_from_slice(&sport.to_be_bytes());
-    f.extend_from_slice(&4789u16.to_be_bytes());
-    f.extend_from_slice(&(ip_len - 20).to_be_bytes());
-    f.extend_from_slice(&[0, 0, 0x08, 0, 0, 0]);
-    f.extend_from_slice(&(VXLAN_VNI << 8).to_be_bytes());
+    match kind {
+        Encap::Gre => {
+            f.extend_from_slice(&[0x20, 0x00, 0x65, 0x58]);
+            f.extend_from_slice(&VXLAN_VNI.to_be_bytes());
+        }
+        _ => {
+            f.extend_from_slice(&sport.to_be_bytes());
+            f.extend_from_slice(&(if kind == Encap::Vxlan { 4789u16 } else { 6081 }).to_be_bytes());
+            f.extend_from_slice(&(ip_len - 20).to_be_bytes());
+            f.extend_from_slice(&[0, 0]);
+            f.extend_from_slice(if kind == Encap::Vxlan { &[0x08, 0, 0, 0] } else { &[0, 0, 0x65, 0x58] });
+            f.extend_from_slice(&(VXLAN_VNI << 8).to_be_bytes());
+        }
+    }
     f.extend_from_slice(inner);
     f
 }
@@ -157,8 +184,8 @@ fn templates(spec: &TrafficSpec, dir: usize) -> Vec<Vec<u8>> {
             };
             let mut b = vec![0u8; len];
             fr.emit(&mut b, false);
-            if spec.vxlan && dir == 1 {
-                return vxlan_wrap(&b, f);
+            if let (Some(kind), 1) = (spec.tunnel, dir) {
+                return encap_wrap(kind, &b, f);
             }
             b
         })
@@ -186,7 +213,7 @@ pub fn run_trial(ports: &[Arc<Port>; 2], pool: &Mempool, spec: &TrafficSpec) -> 
     .header_len();
     // Where the tag is in what is sent on each port (and in what comes
     // back on it: port 1 carries VXLAN both ways in tunnel scenarios).
-    let outer = if spec.vxlan { VXLAN_OVERHEAD } else { 0 };
+    let outer = spec.tunnel.map_or(0, Encap::overhead);
     let tag_at = [payload_at, payload_at + outer];
     let hz = pmd::tsc_hz() as f64;
     let ns_per_tick = 1e9 / hz;

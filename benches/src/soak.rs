@@ -152,7 +152,7 @@ pub fn run(a: &SoakArgs) -> Result<()> {
         rate_mpps: rate,
         duration: Duration::from_secs_f64(secs),
         latency_sample: 16,
-        vxlan: setup.scenario.tunnel(),
+        tunnel: setup.scenario.encap(),
         send: [true, true],
     };
     let full = rig.trial(spec(crate::rig::default_warmup(a.flows) + 1.0, None))?;
