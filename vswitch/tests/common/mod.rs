@@ -4,6 +4,8 @@
 //! removed when the lab is dropped, also after a failed assertion.
 #![allow(dead_code)]
 
+pub mod overlay;
+
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::path::PathBuf;
