@@ -7,7 +7,7 @@
 //! packet. VLAN_VID is always present: OFPVID_NONE (0) for an untagged
 //! frame, OFPVID_PRESENT | VID for a tagged one, as the spec encodes it.
 
-use crate::ofp::oxm::{Field, Match, Oxm, VID_PRESENT};
+use crate::ofp::oxm::{Field, Match, Oxm, N_FIELDS, VID_PRESENT};
 use wire::{EtherType, IpProtocol};
 
 /// The fields of one packet (and of its pipeline: in_port, metadata,
@@ -15,7 +15,7 @@ use wire::{EtherType, IpProtocol};
 #[derive(Clone)]
 pub struct FlowKey {
     present: u64,
-    values: [[u8; 16]; 40],
+    values: [[u8; 16]; N_FIELDS],
 }
 
 /// Keys are equal when the same fields are present with the same values
@@ -55,7 +55,7 @@ impl std::fmt::Debug for FlowKey {
 
 impl Default for FlowKey {
     fn default() -> FlowKey {
-        FlowKey { present: 0, values: [[0; 16]; 40] }
+        FlowKey { present: 0, values: [[0; 16]; N_FIELDS] }
     }
 }
 
@@ -116,10 +116,13 @@ impl FlowKey {
     }
 
     /// This (freshly extracted) key with the pipeline fields of `old`
-    /// (in_port, metadata, tunnel id): after an action changed the frame's
-    /// headers.
+    /// (in_port, metadata, the tunnel fields): after an action changed the
+    /// frame's headers.
     pub fn with_pipeline_of(mut self, old: &FlowKey) -> FlowKey {
-        for f in [Field::InPort, Field::InPhyPort, Field::Metadata, Field::TunnelId] {
+        for &f in Field::ALL
+            .iter()
+            .filter(|f| matches!(f, Field::InPort | Field::InPhyPort | Field::Metadata) || f.is_tunnel())
+        {
             if let Some(v) = old.get(f) {
                 self.set(f, v);
             }

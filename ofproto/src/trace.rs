@@ -282,11 +282,26 @@ fn value(f: Field, v: &str) -> Result<Vec<u8>, ParseError> {
                 v.split(':').map(|x| u8::from_str_radix(x, 16)).collect::<Result<_, _>>().map_err(|_| bad())?;
             (b.len() == 6).then_some(b).ok_or_else(bad)
         }
-        Field::Ipv4Src | Field::Ipv4Dst | Field::ArpSpa | Field::ArpTpa => {
+        Field::Ipv4Src | Field::Ipv4Dst | Field::ArpSpa | Field::ArpTpa | Field::TunSrc | Field::TunDst => {
             v.parse::<std::net::Ipv4Addr>().map(|a| a.octets().to_vec()).map_err(|_| bad())
         }
-        Field::Ipv6Src | Field::Ipv6Dst | Field::Ipv6NdTarget => {
+        Field::Ipv6Src | Field::Ipv6Dst | Field::Ipv6NdTarget | Field::TunIpv6Src | Field::TunIpv6Dst => {
             v.parse::<std::net::Ipv6Addr>().map(|a| a.octets().to_vec()).map_err(|_| bad())
+        }
+        _ if f.variable() => {
+            // Hex, right-aligned in the field's bytes.
+            let h = v.strip_prefix("0x").ok_or_else(bad)?;
+            let h = if h.len() % 2 == 1 { format!("0{h}") } else { h.to_string() };
+            let b: Vec<u8> = (0..h.len() / 2)
+                .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16))
+                .collect::<Result<_, _>>()
+                .map_err(|_| bad())?;
+            if b.len() > w {
+                return Err(format!("{v} does not fit {} ({w} bytes)", f.name()));
+            }
+            let mut out = vec![0u8; w - b.len()];
+            out.extend(b);
+            Ok(out)
         }
         _ => {
             let n = match v.strip_prefix("0x") {

@@ -16,12 +16,13 @@ mod groups;
 mod multipart;
 #[cfg(test)]
 mod tests;
+pub mod tlv;
 
 pub use groups::{Group, GroupCounters, Meter, MeterCounters};
 
 use crate::megaflow::Folder;
 use crate::ofp::action::Action;
-use crate::ofp::error::{BadRequest, OfpError};
+use crate::ofp::error::{BadRequest, OfpError, NX_VENDOR_ID};
 use crate::ofp::msg::{
     AsyncConfig, Features, FlowRemoved, Message, PacketIn, Role, SwitchConfig, FF_SEND_FLOW_REM, VERSION,
 };
@@ -126,6 +127,8 @@ pub struct Agent {
     /// Bumped on group and meter changes only (the datapath's megaflows
     /// outlive flow changes they cannot be affected by, not these).
     pub group_meter_generation: u64,
+    /// The Geneve option map of the `tun_metadata<n>` fields.
+    pub tlv: tlv::TlvTable,
 }
 
 /// OFPG_MAX / OFPG_ALL / OFPG_ANY.
@@ -170,6 +173,7 @@ impl Agent {
             generation: 0,
             group_meter_generation: 0,
             folder: Folder::new(),
+            tlv: tlv::TlvTable::default(),
         }
     }
 
@@ -235,6 +239,9 @@ impl Agent {
                 | Message::PortMod(_)
                 | Message::PacketOut(_)
                 | Message::TableMod(_)
+        ) || matches!(
+            msg,
+            Message::Experimenter { experimenter: NX_VENDOR_ID, exp_type: tlv::NXT_TLV_TABLE_MOD, .. }
         );
         if is_slave && modifies {
             out.push(reply(Message::error(OfpError::BadRequest(BadRequest::IsSlave), frame)));
@@ -242,6 +249,20 @@ impl Agent {
         }
         let result: Result<Vec<Message>, OfpError> = match msg {
             Message::EchoRequest(d) => Ok(vec![Message::EchoReply(d)]),
+            Message::Experimenter { experimenter: NX_VENDOR_ID, exp_type: tlv::NXT_TLV_TABLE_MOD, data } => {
+                let tables = &self.tables;
+                self.tlv.modify(&data, |n| tlv::used_by_flows(tables, n)).map(|t| {
+                    if t != self.tlv {
+                        self.tlv = t;
+                        self.generation += 1;
+                        self.group_meter_generation += 1;
+                    }
+                    vec![]
+                })
+            }
+            Message::Experimenter { experimenter: NX_VENDOR_ID, exp_type: tlv::NXT_TLV_TABLE_REQUEST, .. } => {
+                Ok(vec![self.tlv.reply()])
+            }
             Message::EchoReply(_) | Message::Error { .. } | Message::Experimenter { .. } => Ok(vec![]),
             Message::FeaturesRequest => Ok(vec![Message::FeaturesReply(Features {
                 datapath_id: self.datapath_id,
@@ -265,7 +286,7 @@ impl Agent {
             }
             Message::FlowMod(fm) => {
                 let refs = AgentRefs { ports: dp.port_nos(), groups: &self.groups, meters: &self.meters };
-                match self.tables.flow_mod(&fm, now_ms, &refs) {
+                match tlv::check_flow_mod(&self.tlv, &fm).and_then(|()| self.tables.flow_mod(&fm, now_ms, &refs)) {
                     Ok(removed) => {
                         self.generation += 1;
                         out.extend(self.flow_removed(&removed, now_ms));

@@ -168,7 +168,9 @@ pub(crate) fn words(b: &[u8; 16]) -> [u64; 2] {
 pub fn stage(f: Field) -> usize {
     use Field::*;
     match f {
-        InPort | InPhyPort | Metadata | TunnelId => 0,
+        InPort | InPhyPort | Metadata | TunnelId | TunSrc | TunDst | TunIpv6Src | TunIpv6Dst | TunFlags
+        | TunMetadata0 | TunMetadata1 | TunMetadata2 | TunMetadata3 | TunMetadata4 | TunMetadata5 | TunMetadata6
+        | TunMetadata7 => 0,
         EthDst | EthSrc | EthType | VlanVid | VlanPcp | MplsLabel | MplsTc | MplsBos | PbbIsid => 1,
         IpDscp | IpEcn | IpProto | Ipv4Src | Ipv4Dst | ArpOp | ArpSpa | ArpTpa | ArpSha | ArpTha | Ipv6Src
         | Ipv6Dst | Ipv6Flabel | Ipv6Exthdr => 2,

@@ -10,16 +10,26 @@ fn value(f: Field, v: &[u8]) -> String {
         Field::EthDst | Field::EthSrc | Field::ArpSha | Field::ArpTha | Field::Ipv6NdSll | Field::Ipv6NdTll => {
             v.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
         }
-        Field::Ipv4Src | Field::Ipv4Dst | Field::ArpSpa | Field::ArpTpa => {
+        Field::Ipv4Src | Field::Ipv4Dst | Field::ArpSpa | Field::ArpTpa | Field::TunSrc | Field::TunDst => {
             v.iter().map(u8::to_string).collect::<Vec<_>>().join(".")
         }
-        Field::Ipv6Src | Field::Ipv6Dst | Field::Ipv6NdTarget => {
+        Field::Ipv6Src | Field::Ipv6Dst | Field::Ipv6NdTarget | Field::TunIpv6Src | Field::TunIpv6Dst => {
             let mut a = [0u8; 16];
             a.copy_from_slice(&v[..16]);
             std::net::Ipv6Addr::from(a).to_string()
         }
-        Field::EthType | Field::Metadata | Field::TunnelId => {
+        Field::EthType | Field::Metadata | Field::TunnelId | Field::TunFlags => {
             format!("0x{:x}", v.iter().fold(0u64, |a, b| (a << 8) | u64::from(*b)))
+        }
+        _ if f.variable() => {
+            let hex: String = v.iter().map(|b| format!("{b:02x}")).collect();
+            format!(
+                "0x{}",
+                match hex.trim_start_matches('0') {
+                    "" => "0",
+                    h => h,
+                }
+            )
         }
         _ => v.iter().fold(0u64, |a, b| (a << 8) | u64::from(*b)).to_string(),
     }

@@ -51,7 +51,16 @@ pub enum OfpError {
     /// metadata, 2 bad type, 3 bad len, 4 bad argument, 5 eperm).
     #[error("table features failed: code {0}")]
     TableFeaturesFailed(u16),
+    /// A Nicira extension error (OFPET_EXPERIMENTER, experimenter
+    /// 0x00002320, as OVS sends them to OpenFlow 1.2+ connections).
+    #[error("Nicira extension error: {0:?}")]
+    Nx(NxError),
 }
+
+/// OFPET_EXPERIMENTER.
+pub const ET_EXPERIMENTER: u16 = 0xffff;
+/// Nicira's experimenter id.
+pub const NX_VENDOR_ID: u32 = 0x0000_2320;
 
 macro_rules! codes {
     ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $n:expr),* $(,)? }) => {
@@ -282,6 +291,30 @@ codes!(
     }
 );
 
+codes!(
+    /// Nicira's error codes this switch sends (their OpenFlow 1.2+
+    /// numbers).
+    NxError {
+        /// NXTTMFC_BAD_COMMAND: not a TLV table command.
+        TlvBadCommand = 16,
+        /// NXTTMFC_BAD_OPT_LEN: an option length the switch cannot map.
+        TlvBadOptLen = 17,
+        /// NXTTMFC_BAD_FIELD_IDX: no such `tun_metadata<n>`.
+        TlvBadFieldIdx = 18,
+        /// NXTTMFC_TABLE_FULL.
+        TlvTableFull = 19,
+        /// NXTTMFC_ALREADY_MAPPED: the index is mapped already.
+        TlvAlreadyMapped = 20,
+        /// NXTTMFC_DUP_ENTRY: the option is mapped to another index.
+        TlvDupEntry = 21,
+        /// NXFMFC_INVALID_TLV_FIELD: a flow names an unmapped
+        /// `tun_metadata<n>`.
+        InvalidTlvField = 37,
+        /// NXTTMFC_INVALID_TLV_DEL: the mapping is used by a flow.
+        TlvInvalidDel = 38,
+    }
+);
+
 impl OfpError {
     /// The `ofp_error_type` and code on the wire.
     pub fn type_code(self) -> (u16, u16) {
@@ -300,6 +333,7 @@ impl OfpError {
             OfpError::RoleRequestFailed(c) => (11, c),
             OfpError::MeterModFailed(c) => (12, c as u16),
             OfpError::TableFeaturesFailed(c) => (13, c),
+            OfpError::Nx(c) => (ET_EXPERIMENTER, c as u16),
         }
     }
 
@@ -321,6 +355,7 @@ impl OfpError {
             11 if c <= 2 => OfpError::RoleRequestFailed(c),
             12 => OfpError::MeterModFailed(MeterModFailed::from_code(c)?),
             13 if c <= 5 => OfpError::TableFeaturesFailed(c),
+            ET_EXPERIMENTER => OfpError::Nx(NxError::from_code(c)?),
             _ => return None,
         })
     }

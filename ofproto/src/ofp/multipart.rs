@@ -106,13 +106,7 @@ impl TableFeatureProp {
     pub fn oxms(prop_type: u16, fields: &[(super::oxm::Field, bool)]) -> TableFeatureProp {
         let mut w = Writer::new();
         for (f, masked) in fields {
-            let len = f.width() * if *masked { 2 } else { 1 };
-            w.u32(
-                (u32::from(super::oxm::CLASS_BASIC) << 16)
-                    | (u32::from(*f as u8) << 9)
-                    | (u32::from(*masked) << 8)
-                    | u32::try_from(len).unwrap_or(0),
-            );
+            w.u32(f.oxm_header(*masked, f.width()));
         }
         TableFeatureProp { prop_type, body: w.buf }
     }

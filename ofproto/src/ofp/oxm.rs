@@ -1,13 +1,25 @@
 //! OXM match fields (OpenFlow 1.3 section 7.2.3): every basic field, with
-//! masks where the spec allows them, and the match structure that carries
-//! them. Decoding checks lengths, masks, duplicates and prerequisites and
-//! answers with the OFPET_BAD_MATCH code the spec names.
+//! masks where the spec allows them, the Nicira tunnel fields
+//! (`NXM_NX_TUN_*`, class 0x0001) that `ovs-ofctl -O OpenFlow13` puts in
+//! the same TLV lists, and the match structure that carries them. Decoding
+//! checks lengths, masks, duplicates and prerequisites and answers with the
+//! OFPET_BAD_MATCH code the spec names.
 
 use super::bytes::{Reader, Writer};
 use super::error::{BadMatch, OfpError};
 
 /// OFPXMC_OPENFLOW_BASIC.
 pub const CLASS_BASIC: u16 = 0x8000;
+/// OFPXMC_NXM_1: Nicira's extension fields.
+pub const CLASS_NXM1: u16 = 0x0001;
+/// How many `tun_metadata<n>` fields the switch holds (Geneve options
+/// mapped with NXT_TLV_TABLE_MOD; OVS has 64).
+pub const TUN_METADATA_FIELDS: usize = 8;
+/// The longest Geneve option a `tun_metadata<n>` field holds, in bytes
+/// (OVS: 124).
+pub const TUN_METADATA_MAX: usize = 16;
+/// The longest value a variable-length NXM field may carry on the wire.
+const NXM_VAR_MAX: usize = 124;
 /// OFPVID_PRESENT: set in VLAN_VID when a tag is present.
 pub const VID_PRESENT: u16 = 0x1000;
 
@@ -86,6 +98,84 @@ fields! {
     PbbIsid = 37, 3, true, "pbb_isid";
     TunnelId = 38, 8, true, "tunnel_id";
     Ipv6Exthdr = 39, 2, true, "ipv6_exthdr";
+    TunSrc = 40, 4, true, "tun_src";
+    TunDst = 41, 4, true, "tun_dst";
+    TunIpv6Src = 42, 16, true, "tun_ipv6_src";
+    TunIpv6Dst = 43, 16, true, "tun_ipv6_dst";
+    TunFlags = 44, 2, true, "tun_flags";
+    TunMetadata0 = 45, 16, true, "tun_metadata0";
+    TunMetadata1 = 46, 16, true, "tun_metadata1";
+    TunMetadata2 = 47, 16, true, "tun_metadata2";
+    TunMetadata3 = 48, 16, true, "tun_metadata3";
+    TunMetadata4 = 49, 16, true, "tun_metadata4";
+    TunMetadata5 = 50, 16, true, "tun_metadata5";
+    TunMetadata6 = 51, 16, true, "tun_metadata6";
+    TunMetadata7 = 52, 16, true, "tun_metadata7";
+}
+
+/// The number of fields (the key's slots).
+pub const N_FIELDS: usize = 53;
+
+/// `tun_flags`' OAM bit (Geneve's O flag), the one OVS shows.
+pub const TUN_FLAG_OAM: u16 = 1;
+
+impl Field {
+    /// Its OXM class and field number on the wire: OpenFlow basic, or
+    /// Nicira's for the tunnel fields (NXM_NX_TUN_IPV4_SRC 31, _DST 32,
+    /// TUN_METADATA0.. 40.., TUN_FLAGS 104, TUN_IPV6_SRC 109, _DST 110).
+    pub fn oxm_class_id(self) -> (u16, u8) {
+        let i = self as u8;
+        match self {
+            Field::TunSrc => (CLASS_NXM1, 31),
+            Field::TunDst => (CLASS_NXM1, 32),
+            Field::TunIpv6Src => (CLASS_NXM1, 109),
+            Field::TunIpv6Dst => (CLASS_NXM1, 110),
+            Field::TunFlags => (CLASS_NXM1, 104),
+            _ if i >= Field::TunMetadata0 as u8 => (CLASS_NXM1, 40 + (i - Field::TunMetadata0 as u8)),
+            _ => (CLASS_BASIC, i),
+        }
+    }
+    /// The field a wire class and number name.
+    pub fn from_oxm(class: u16, id: u8) -> Option<Field> {
+        match class {
+            CLASS_BASIC if id < Field::TunSrc as u8 => Field::from_id(id),
+            CLASS_NXM1 => Some(match id {
+                31 => Field::TunSrc,
+                32 => Field::TunDst,
+                109 => Field::TunIpv6Src,
+                110 => Field::TunIpv6Dst,
+                104 => Field::TunFlags,
+                40..=103 => return Field::tun_metadata(usize::from(id - 40)),
+                _ => return None,
+            }),
+            _ => None,
+        }
+    }
+    /// `tun_metadata<n>`, if the switch holds that many.
+    pub fn tun_metadata(n: usize) -> Option<Field> {
+        (n < TUN_METADATA_FIELDS).then(|| Field::from_id(Field::TunMetadata0 as u8 + n as u8)).flatten()
+    }
+    /// Which `tun_metadata<n>` it is.
+    pub fn tun_metadata_index(self) -> Option<usize> {
+        (self as u8).checked_sub(Field::TunMetadata0 as u8).map(usize::from)
+    }
+    /// Whether its length on the wire varies (`tun_metadata<n>`: the
+    /// value right-aligned in the field's bytes, as OVS reads it).
+    pub fn variable(self) -> bool {
+        self.tun_metadata_index().is_some()
+    }
+    /// Whether it is a tunnel field (set by decapsulation, read by
+    /// encapsulation: no header of the frame holds it).
+    pub fn is_tunnel(self) -> bool {
+        self as u8 >= Field::TunSrc as u8 || self == Field::TunnelId
+    }
+    /// The OXM header of the field (`masked`: with its mask), `len` value
+    /// bytes.
+    pub fn oxm_header(self, masked: bool, len: usize) -> u32 {
+        let (class, id) = self.oxm_class_id();
+        let n = if masked { 2 * len } else { len };
+        (u32::from(class) << 16) | (u32::from(id) << 9) | (u32::from(masked) << 8) | u32::try_from(n).unwrap_or(0)
+    }
 }
 
 impl Field {
@@ -153,7 +243,19 @@ impl Oxm {
     }
     /// Bytes on the wire.
     pub fn wire_len(&self) -> usize {
-        4 + self.field.width() * if self.mask.is_some() { 2 } else { 1 }
+        4 + self.wire_width() * if self.mask.is_some() { 2 } else { 1 }
+    }
+    /// The value's (and mask's) bytes on the wire: the field's width, but
+    /// for a variable one only from its first non-zero byte (as
+    /// `ovs-ofctl` writes `tun_metadata0=0x1234` in two).
+    fn wire_width(&self) -> usize {
+        let w = self.field.width();
+        if !self.field.variable() {
+            return w;
+        }
+        let lead = |b: &[u8]| b.iter().take_while(|x| **x == 0).count();
+        let skip = lead(self.value()).min(self.mask().map_or(w, lead));
+        (w - skip).max(1)
     }
 
     /// Reads one TLV; `set_field` selects the BAD_ACTION codes a set-field
@@ -176,19 +278,40 @@ impl Oxm {
         let id = ((h >> 9) & 0x7f) as u8;
         let has_mask = (h >> 8) & 1 == 1;
         let len = (h & 0xff) as usize;
-        if class != CLASS_BASIC {
-            return Err(err(BadMatch::BadField));
-        }
-        let field = Field::from_id(id).ok_or(err(BadMatch::BadField))?;
-        if len != field.width() * if has_mask { 2 } else { 1 } {
+        let field = Field::from_oxm(class, id).ok_or(err(BadMatch::BadField))?;
+        let halves = if has_mask { 2 } else { 1 };
+        let n = if field.variable() { len / halves } else { field.width() };
+        let len_ok = if field.variable() { n > 0 && len % halves == 0 && n <= NXM_VAR_MAX } else { true };
+        if !len_ok || len != n * halves {
             return Err(err(BadMatch::BadLen));
         }
         let body = r.take(len).map_err(|_| err(BadMatch::BadLen))?;
         if has_mask && (!field.maskable() || set_field) {
             return Err(err(BadMatch::BadMask));
         }
-        let n = field.width();
-        let oxm = if has_mask { Oxm::masked(field, &body[..n], &body[n..]) } else { Oxm::exact(field, body) };
+        let oxm = if field.variable() {
+            // Right-aligned in the field; what is past its bytes must be
+            // zero (an option longer than the switch holds).
+            let w = field.width();
+            let fit = |b: &[u8]| -> Option<[u8; 16]> {
+                let cut = b.len().saturating_sub(w);
+                if b[..cut].iter().any(|x| *x != 0) {
+                    return None;
+                }
+                let mut v = [0u8; 16];
+                v[w - (b.len() - cut)..w].copy_from_slice(&b[cut..]);
+                Some(v)
+            };
+            let v = fit(&body[..n]).ok_or(err(BadMatch::BadValue))?;
+            match has_mask {
+                true => Oxm::masked(field, &v, &fit(&body[n..]).ok_or(err(BadMatch::BadMask))?),
+                false => Oxm::exact(field, &v),
+            }
+        } else if has_mask {
+            Oxm::masked(field, &body[..n], &body[n..])
+        } else {
+            Oxm::exact(field, body)
+        };
         if let Some(max) = field.max() {
             if oxm.value_u64() > max {
                 return Err(err(BadMatch::BadValue));
@@ -205,15 +328,11 @@ impl Oxm {
 
     /// Appends the TLV.
     pub fn encode(&self, w: &mut Writer) {
-        let n = self.field.width();
-        let len = if self.mask.is_some() { 2 * n } else { n };
-        let h = (u32::from(CLASS_BASIC) << 16)
-            | (u32::from(self.field as u8) << 9)
-            | (u32::from(self.mask.is_some()) << 8)
-            | u32::try_from(len).unwrap_or(0);
-        w.u32(h).bytes(self.value());
+        let n = self.wire_width();
+        let skip = self.field.width() - n;
+        w.u32(self.field.oxm_header(self.mask.is_some(), n)).bytes(&self.value()[skip..]);
         if let Some(m) = self.mask() {
-            w.bytes(m);
+            w.bytes(&m[skip..]);
         }
     }
 }
@@ -406,5 +525,44 @@ mod tests {
                 assert_eq!(Oxm::decode(&mut Reader::new(&w.buf, BAD_LEN), false), Ok(o), "{f:?} masked");
             }
         }
+    }
+
+    #[test]
+    fn ovs_ofctl_tunnel_fields_decode_as_ovs_reads_them() {
+        // The match ovs-ofctl 3.1 -O OpenFlow13 sends for
+        // tun_metadata0=0x1234,tun_src=1.2.3.4,tun_dst=10.0.0.0/8,
+        // tun_flags=+oam,tun_ipv6_src=::1 (captured).
+        let hex = concat!(
+            "0001003a0001d10400010001",
+            "00013e0401020304",
+            "000141080a000000ff000000",
+            "0001da1000000000000000000000000000000001",
+            "000150021234000000000000"
+        );
+        let b: Vec<u8> = (0..hex.len() / 2).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()).collect();
+        let m = decode(&b).unwrap();
+        assert_eq!(m.get(Field::TunFlags), Some(&Oxm::masked(Field::TunFlags, &[0, 1], &[0, 1])));
+        assert_eq!(m.get(Field::TunSrc), Some(&Oxm::exact(Field::TunSrc, &[1, 2, 3, 4])));
+        assert_eq!(m.get(Field::TunDst), Some(&Oxm::masked(Field::TunDst, &[10, 0, 0, 0], &[255, 0, 0, 0])));
+        let mut v6 = [0u8; 16];
+        v6[15] = 1;
+        assert_eq!(m.get(Field::TunIpv6Src), Some(&Oxm::exact(Field::TunIpv6Src, &v6)));
+        let mut md = [0u8; 16];
+        md[14..].copy_from_slice(&[0x12, 0x34]);
+        assert_eq!(m.get(Field::TunMetadata0), Some(&Oxm::exact(Field::TunMetadata0, &md)));
+        // Encoded again byte for byte (tun_metadata0 in its two bytes).
+        let mut w = Writer::new();
+        m.encode(&mut w);
+        assert_eq!(w.buf, b);
+        // A tun_metadata value wider than the switch holds, and one past
+        // the fields it has (tun_metadata8), are refused.
+        let mut long = vec![0, 1, 0, 4 + 4 + 20, 0, 1, 0x50, 20, 1];
+        long.extend([0u8; 19]);
+        long.resize(32, 0);
+        assert_eq!(decode(&long), Err(OfpError::BadMatch(BadMatch::BadValue)));
+        assert_eq!(
+            decode(&[0, 1, 0, 9, 0, 1, 0x60, 1, 5, 0, 0, 0, 0, 0, 0, 0]),
+            Err(OfpError::BadMatch(BadMatch::BadField))
+        );
     }
 }

@@ -62,7 +62,12 @@ impl Message {
     /// fits).
     pub fn error(e: OfpError, offending: &[u8]) -> Message {
         let (err_type, code) = e.type_code();
-        Message::Error { err_type, code, data: offending[..offending.len().min(usize::from(u16::MAX) - 12)].to_vec() }
+        let mut data = Vec::new();
+        if err_type == super::super::error::ET_EXPERIMENTER {
+            data.extend(super::super::error::NX_VENDOR_ID.to_be_bytes());
+        }
+        data.extend(&offending[..offending.len().min(usize::from(u16::MAX) - 16)]);
+        Message::Error { err_type, code, data }
     }
 
     /// Decodes one whole message (`buf` is exactly its length). A HELLO of
