@@ -438,7 +438,8 @@ pub struct Port {
     /// ping for them itself.
     #[serde(default)]
     pub addresses: Vec<String>,
-    /// Tunnels: the remote endpoint's underlay address.
+    /// Tunnels: the remote endpoint's underlay address, or `flow` (each
+    /// frame's own, set by OpenFlow `set_field:...->tun_dst`).
     #[serde(default)]
     pub remote_ip: Option<String>,
     /// Tunnels: the local endpoint, one of an uplink's `addresses`

@@ -370,10 +370,11 @@ fn check_tunnel(p: &crate::Port, pp: &dyn Fn(&str) -> Vec<Seg>) -> Result<(), Fa
     }
     match &p.remote_ip {
         None => return fail(pp("type"), "a tunnel port needs `remote_ip`"),
+        Some(r) if r == "flow" => {}
         Some(r) => match r.parse::<IpAddr>() {
             Ok(a) if is_unicast(a) => {}
             Ok(a) => return fail(pp("remote_ip"), format!("{a} is not a unicast address")),
-            Err(_) => return fail(pp("remote_ip"), format!("`{r}` is not an IP address")),
+            Err(_) => return fail(pp("remote_ip"), format!("`{r}` is not an IP address nor `flow`")),
         },
     }
     if let Some(l) = &p.local_ip {

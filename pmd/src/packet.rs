@@ -47,6 +47,26 @@ pub struct PacketMeta {
     pub tun_src: u32,
     /// The outer destination address it was received at (decapsulation).
     pub tun_dst: u32,
+    /// Tunnel flags received (bit 0: OAM).
+    pub tun_flags: u16,
+    /// After decapsulation: bytes from the outer IP header to the inner
+    /// frame (the outer headers stay in the headroom until something is
+    /// prepended; see [`Packet::before`]).
+    pub tun_hdr: u16,
+    /// Geneve option bytes received, right before the inner frame.
+    pub tun_opts: u16,
+    /// Geneve option bytes to send, at the front of the data: stamped by
+    /// the OpenFlow output to a Geneve port, taken (and zeroed) by the
+    /// port's encapsulation.
+    pub tun_tx_opts: u16,
+    /// The remote to send to through a tunnel whose remote is `flow`
+    /// (IPv4 as IPv4-mapped IPv6; unspecified: none): stamped by the
+    /// OpenFlow output, taken (and zeroed) by the encapsulation.
+    pub tun_remote: [u8; 16],
+    /// The data offset when an output stamped `tun_tx_opts` and
+    /// `tun_remote`: they count only while it still is (a stale stamp
+    /// left in a recycled mbuf does not).
+    pub tun_stamp: u16,
 }
 
 /// Bits of [`PacketMeta::flags`].
@@ -184,6 +204,19 @@ impl Packet {
     #[inline]
     pub fn headroom(&self) -> usize {
         usize::from(self.m().data_off)
+    }
+
+    /// The `n` bytes before the data in the first segment: what
+    /// [`Packet::adj`] took off (the outer headers after decapsulation),
+    /// meaningful only while nothing was prepended since.
+    #[inline]
+    pub fn before(&self, n: usize) -> Option<&[u8]> {
+        let m = self.m();
+        let at = usize::from(m.data_off).checked_sub(n)?;
+        // SAFETY: buf_addr + at .. + n lies inside the mbuf's buffer (its
+        // headroom), which we own; the mempool's memory was zeroed when
+        // mapped, so the bytes are initialised.
+        Some(unsafe { std::slice::from_raw_parts(m.buf_addr.cast::<u8>().add(at), n) })
     }
 
     /// Free bytes after the data of the last segment (single-segment

@@ -274,6 +274,7 @@ fn bad_tunnel_packets_are_dropped_and_counted_by_reason() {
         let spec = TunnelSpec {
             kind: TunnelKind::Vxlan,
             key_flow: false,
+            remote_flow: false,
             remote: std::net::IpAddr::V4(OUR_IP.into()),
             local: None,
             vni,

@@ -54,7 +54,7 @@ impl TlvTable {
     /// all or nothing; `in_use(n)`: a flow uses `tun_metadata<n>`.
     pub fn modify(&self, body: &[u8], in_use: impl Fn(usize) -> bool) -> Result<TlvTable, OfpError> {
         let bad_len = OfpError::BadRequest(crate::ofp::error::BadRequest::BadLen);
-        if body.len() < 8 || (body.len() - 8) % 8 != 0 {
+        if body.len() < 8 || !(body.len() - 8).is_multiple_of(8) {
             return Err(bad_len);
         }
         let command = u16::from_be_bytes([body[0], body[1]]);
@@ -70,7 +70,7 @@ impl TlvTable {
                     if i >= 64 {
                         return Err(OfpError::Nx(NxError::TlvBadFieldIdx));
                     }
-                    if opt.len == 0 || opt.len % 4 != 0 || opt.len > 124 {
+                    if opt.len == 0 || !opt.len.is_multiple_of(4) || opt.len > 124 {
                         return Err(OfpError::Nx(NxError::TlvBadOptLen));
                     }
                     // Valid in OVS, beyond what this switch holds.

@@ -153,7 +153,10 @@ impl Field {
     }
     /// `tun_metadata<n>`, if the switch holds that many.
     pub fn tun_metadata(n: usize) -> Option<Field> {
-        (n < TUN_METADATA_FIELDS).then(|| Field::from_id(Field::TunMetadata0 as u8 + n as u8)).flatten()
+        u8::try_from(n)
+            .ok()
+            .filter(|_| n < TUN_METADATA_FIELDS)
+            .and_then(|n| Field::from_id(Field::TunMetadata0 as u8 + n))
     }
     /// Which `tun_metadata<n>` it is.
     pub fn tun_metadata_index(self) -> Option<usize> {
@@ -281,7 +284,7 @@ impl Oxm {
         let field = Field::from_oxm(class, id).ok_or(err(BadMatch::BadField))?;
         let halves = if has_mask { 2 } else { 1 };
         let n = if field.variable() { len / halves } else { field.width() };
-        let len_ok = if field.variable() { n > 0 && len % halves == 0 && n <= NXM_VAR_MAX } else { true };
+        let len_ok = if field.variable() { n > 0 && len.is_multiple_of(halves) && n <= NXM_VAR_MAX } else { true };
         if !len_ok || len != n * halves {
             return Err(err(BadMatch::BadLen));
         }

@@ -63,7 +63,12 @@ pub struct TunnelPort {
     pub counters: Arc<[TunnelCounters]>,
     /// The vport in use and the route's hop (control thread only).
     state: Mutex<(Arc<TunnelVport>, Option<Hop>)>,
+    /// `remote_ip = "flow"`: the remotes frames were sent to.
+    remotes: Mutex<std::collections::BTreeSet<std::net::IpAddr>>,
 }
+
+/// The most remotes a tunnel whose remote is `flow` keeps paths for.
+pub const MAX_FLOW_REMOTES: usize = 65_536;
 
 impl TunnelPort {
     /// The vport the PMD threads send through.
@@ -78,16 +83,31 @@ impl TunnelPort {
     pub fn set(&self, v: Arc<TunnelVport>, hop: Option<Hop>) {
         *self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = (v, hop);
     }
+    /// The remotes frames were sent to (`remote_ip = "flow"`).
+    pub fn remotes(&self) -> Vec<std::net::IpAddr> {
+        self.remotes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().copied().collect()
+    }
+    /// Adds a remote: true when new (and there was room).
+    pub fn add_remote(&self, r: std::net::IpAddr) -> bool {
+        let mut set = self.remotes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        set.len() < MAX_FLOW_REMOTES && set.insert(r)
+    }
 }
 
 impl Attachment {
-    /// What the datapaths need to know of a tunnel port:
+    /// What the datapaths need to know of a tunnel port: bits of
+    /// [`crate::datapath::ofdp::TUNNEL_FIXED_KEY`],
     /// [`crate::datapath::ofdp::TUNNEL_FLOW_KEY`],
-    /// [`crate::datapath::ofdp::TUNNEL_FIXED_KEY`], or 0 for a device.
+    /// [`crate::datapath::ofdp::TUNNEL_FLOW_REMOTE`],
+    /// [`crate::datapath::ofdp::TUNNEL_GENEVE`]; 0 for a device.
     pub fn tunnel_class(&self) -> u8 {
+        use crate::datapath::ofdp::{TUNNEL_FIXED_KEY, TUNNEL_FLOW_KEY, TUNNEL_FLOW_REMOTE, TUNNEL_GENEVE};
         match self {
-            Attachment::Tunnel(t) if t.spec.key_flow => crate::datapath::ofdp::TUNNEL_FLOW_KEY,
-            Attachment::Tunnel(_) => crate::datapath::ofdp::TUNNEL_FIXED_KEY,
+            Attachment::Tunnel(t) => {
+                (if t.spec.key_flow { TUNNEL_FLOW_KEY } else { TUNNEL_FIXED_KEY })
+                    | if t.spec.remote_flow { TUNNEL_FLOW_REMOTE } else { 0 }
+                    | if t.spec.kind == tunnel::TunnelKind::Geneve { TUNNEL_GENEVE } else { 0 }
+            }
             Attachment::Device(_) => 0,
         }
     }
@@ -295,9 +315,16 @@ fn uplinks(ports: &[SwitchPort], underlay: &Underlay, slots: usize) -> Vec<Optio
         // reach us through any of them.
         let decap = tunnels
             .iter()
-            .map(|(sp, t)| {
-                let key = (t.spec.remote, (!t.spec.key_flow).then_some(t.spec.vni), t.spec.dst_port);
-                (key, DecapTarget { slot: sp.slot, local: t.spec.local, counters: t.counters.clone() })
+            .flat_map(|(sp, t)| {
+                // A port whose remote is `flow` takes any remote of
+                // either family (unspecified) not given to a port.
+                let remotes = match t.spec.remote_flow {
+                    true => vec![std::net::Ipv4Addr::UNSPECIFIED.into(), std::net::Ipv6Addr::UNSPECIFIED.into()],
+                    false => vec![t.spec.remote],
+                };
+                let target = DecapTarget { slot: sp.slot, local: t.spec.local, counters: t.counters.clone() };
+                let vni = (!t.spec.key_flow).then_some(t.spec.vni);
+                remotes.into_iter().map(move |r| ((r, vni, t.spec.dst_port), target.clone()))
             })
             .collect();
         out[p.slot] = Some(Arc::new(Uplink {
@@ -310,6 +337,7 @@ fn uplinks(ports: &[SwitchPort], underlay: &Underlay, slots: usize) -> Vec<Optio
             counters: p.uplink.clone(),
             notices: Some(underlay.notice_sender()),
             wake: Some(underlay.wake.clone()),
+            geneve_known: underlay.geneve_known.clone(),
         }));
     }
     out
@@ -630,8 +658,14 @@ impl Switch {
                 wake: None,
                 inject: None,
                 counters: counters.clone(),
+                flows: Arc::default(),
             });
-            return Ok(Attachment::Tunnel(TunnelPort { spec, counters, state: Mutex::new((v, None)) }));
+            return Ok(Attachment::Tunnel(TunnelPort {
+                spec,
+                counters,
+                state: Mutex::new((v, None)),
+                remotes: Mutex::default(),
+            }));
         }
         let err = |source| SwitchError::Port { bridge: bridge.into(), port: p.name.clone(), error: source };
         let pool = self.pool_for(p).map_err(err)?;
@@ -690,6 +724,7 @@ impl Switch {
                         wake: Some(wake),
                         inject: Some(inject),
                         counters: t.counters.clone(),
+                        flows: Arc::default(),
                     });
                     t.set(v.clone(), None);
                     v as Arc<dyn pmd::pmd::VirtualPort>

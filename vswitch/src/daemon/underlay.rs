@@ -7,8 +7,9 @@
 //! [`TunnelVport`] swapped into the PMD threads.
 
 use super::switch::{Attachment, Switch, SwitchPort, TunnelPort};
+use crate::datapath::tunnel::meta::{remote_key, remote_of};
 use crate::datapath::tunnel::underlay::{Notice, DROP_REASONS};
-use crate::datapath::tunnel::{Held, Injected, TunnelPath, TunnelVport, Wake};
+use crate::datapath::tunnel::{FlowPaths, Held, Injected, TunnelPath, TunnelSpec, TunnelVport, Wake};
 use config::rpc::{Request, RpcError};
 use pmd::Packet;
 use serde_json::{json, Value};
@@ -158,6 +159,9 @@ pub struct Underlay {
     /// The next hops tunnels need now: tried again while they do not
     /// answer; other neighbours that stop answering are forgotten.
     wanted: std::collections::BTreeSet<IpAddr>,
+    /// The critical Geneve options the bridges' TLV maps name (the
+    /// uplinks accept those).
+    pub geneve_known: Arc<crate::datapath::tunnel::meta::GeneveKnown>,
 }
 
 impl std::fmt::Debug for Underlay {
@@ -202,6 +206,7 @@ impl Underlay {
             routes: Vec::new(),
             stats: UnderlayStats::default(),
             wanted: std::collections::BTreeSet::new(),
+            geneve_known: Arc::default(),
         }
     }
 
@@ -372,7 +377,7 @@ impl Switch {
             held.push(h);
         }
         for h in held {
-            self.hold(h, now);
+            changed |= self.hold(h, now);
         }
         changed |= self.age_neighbours(now);
         if changed {
@@ -408,34 +413,52 @@ impl Switch {
     }
 
     /// Queues a frame for its tunnel's next hop (or sends it, when the
-    /// tunnel got a path meanwhile).
-    fn hold(&mut self, h: Held, now: Instant) {
+    /// tunnel got a path meanwhile); true when it named a remote new to a
+    /// tunnel whose remote is `flow` (its path is to be worked out).
+    fn hold(&mut self, h: Held, now: Instant) -> bool {
         let Some(p) = self.ports.iter().find(|p| p.slot == h.slot) else {
             self.underlay.stats.held_no_route += 1;
-            return;
+            return false;
         };
         let Attachment::Tunnel(t) = &p.port else {
             self.underlay.stats.held_no_route += 1;
-            return;
+            return false;
         };
-        if t.vport().path.is_some() {
-            self.inject(h.slot, h.packet);
-            self.underlay.stats.held_sent += 1;
-            return;
-        }
-        let Some(hop) = t.hop() else {
+        let (hop, new) = if t.spec.remote_flow {
+            let Some(r) = remote_of(h.packet.meta().tun_remote) else {
+                self.underlay.stats.held_no_route += 1;
+                return false;
+            };
+            if t.vport().flows.contains_key(&remote_key(r)) {
+                self.inject(h.slot, h.packet);
+                self.underlay.stats.held_sent += 1;
+                return false;
+            }
+            (route_to(self, r, t.spec.local), t.add_remote(r))
+        } else {
+            if t.vport().path.is_some() {
+                self.inject(h.slot, h.packet);
+                self.underlay.stats.held_sent += 1;
+                return false;
+            }
+            (t.hop(), false)
+        };
+        let Some(hop) = hop else {
             self.underlay.stats.held_no_route += 1;
-            return;
+            return false;
         };
-        let Some(n) = self.underlay.neighbours.get_mut(&hop.next_hop) else {
-            self.underlay.stats.held_no_route += 1;
-            return;
-        };
+        let uplink = self.ports[hop.uplink].name.clone();
+        let n = self
+            .underlay
+            .neighbours
+            .entry(hop.next_hop)
+            .or_insert_with(|| Neighbour::new(uplink, NeighState::Incomplete));
         if n.queue.len() >= HOLD_PER_NEIGHBOUR {
             self.underlay.stats.held_overflow += 1;
-            return;
+            return new;
         }
         n.queue.push_back((h.slot, h.packet, now));
+        new
     }
 
     fn inject(&self, slot: usize, p: Packet) {
@@ -514,22 +537,29 @@ impl Switch {
     pub fn resolve_tunnels(&mut self) {
         let now = Instant::now();
         let mut swaps = Vec::new();
+        let mut flow_hops = Vec::new();
         for i in 0..self.ports.len() {
             let Attachment::Tunnel(t) = &self.ports[i].port else { continue };
+            if t.spec.remote_flow {
+                // A path per remote frames were sent to.
+                let mut flows = FlowPaths::default();
+                for r in t.remotes() {
+                    let Some(h) = route_to(self, r, t.spec.local) else { continue };
+                    if let Some(path) = self.path_through(&TunnelSpec { remote: r, ..t.spec }, &h) {
+                        flows.insert(remote_key(r), path);
+                    }
+                    flow_hops.push(h);
+                }
+                if *t.vport().flows != flows {
+                    swaps.push((i, None, None, Arc::new(flows)));
+                }
+                continue;
+            }
             let hop = route_to(self, t.spec.remote, t.spec.local);
-            let path = hop.as_ref().and_then(|h| {
-                let up = &self.ports[h.uplink];
-                let dev = up.port.device()?;
-                let n = self.underlay.neighbours.get(&h.next_hop)?;
-                let mac = n.mac?;
-                Some(
-                    TunnelPath::new(&t.spec, up.slot, dev.mac().0, mac, h.local, dev.mtu())
-                        .with_offloads(&t.spec, dev.caps().tx_enabled),
-                )
-            });
+            let path = hop.as_ref().and_then(|h| self.path_through(&t.spec, h));
             let hop_changed = t.hop() != hop;
             if hop_changed || t.vport().path != path {
-                swaps.push((i, hop, path));
+                swaps.push((i, hop, path, Arc::default()));
             }
         }
         self.underlay.wanted = self
@@ -539,17 +569,19 @@ impl Switch {
                 Attachment::Tunnel(t) => t.hop().map(|h| h.next_hop),
                 Attachment::Device(_) => None,
             })
-            .chain(swaps.iter().filter_map(|(_, h, _)| h.as_ref().map(|h| h.next_hop)))
+            .chain(swaps.iter().filter_map(|(_, h, _, _)| h.as_ref().map(|h| h.next_hop)))
+            .chain(flow_hops.iter().map(|h| h.next_hop))
             .collect();
-        for (i, hop, path) in swaps {
-            // Neighbours the tunnels need are asked for.
-            if let (Some(h), None) = (&hop, &path) {
-                let uplink = self.ports[h.uplink].name.clone();
-                self.underlay
-                    .neighbours
-                    .entry(h.next_hop)
-                    .or_insert_with(|| Neighbour::new(uplink, NeighState::Incomplete));
-            }
+        // Neighbours the tunnels need are asked for.
+        let unresolved = swaps.iter().filter(|(_, _, p, _)| p.is_none()).filter_map(|(_, h, _, _)| h.as_ref());
+        for h in unresolved.chain(flow_hops.iter()).cloned().collect::<Vec<_>>() {
+            let uplink = self.ports[h.uplink].name.clone();
+            self.underlay
+                .neighbours
+                .entry(h.next_hop)
+                .or_insert_with(|| Neighbour::new(uplink, NeighState::Incomplete));
+        }
+        for (i, hop, path, flows) in swaps {
             let slot = self.ports[i].slot;
             let Attachment::Tunnel(t) = &self.ports[i].port else { continue };
             let v = Arc::new(TunnelVport {
@@ -560,6 +592,7 @@ impl Switch {
                 wake: Some(self.underlay.wake.clone()),
                 inject: Some(self.underlay.inject_sender()),
                 counters: t.counters.clone(),
+                flows,
             });
             t.set(v.clone(), hop);
             self.pmds.set_virtual(slot, v);
@@ -579,6 +612,18 @@ impl Switch {
                 self.underlay.stats.held_expired += 1;
             }
         }
+    }
+
+    /// The path of a tunnel with `spec` through hop `h`, when its next
+    /// hop's MAC is known.
+    fn path_through(&self, spec: &TunnelSpec, h: &Hop) -> Option<TunnelPath> {
+        let up = &self.ports[h.uplink];
+        let dev = up.port.device()?;
+        let mac = self.underlay.neighbours.get(&h.next_hop)?.mac?;
+        Some(
+            TunnelPath::new(spec, up.slot, dev.mac().0, mac, h.local, dev.mtu())
+                .with_offloads(spec, dev.caps().tx_enabled),
+        )
     }
 
     /// Adds a route while running (`route-add`); a prefix already routed

@@ -168,6 +168,13 @@ impl OpenFlow {
             ofport_slot.insert(p.ofport, (p.slot, p.port.link().up));
             tunnels[p.slot] = p.port.tunnel_class();
         }
+        // The uplinks accept the critical Geneve options any bridge maps.
+        let known: Vec<(u16, u8)> = self
+            .bridges
+            .iter()
+            .flat_map(|b| b.agent.tlv.entries.iter().flatten().map(|e| (e.class, e.opt_type)))
+            .collect();
+        sw.underlay.geneve_known.set(&known);
         OfBridgeDp {
             bridge: bi,
             tables: b.agent.tables.snapshot(),
@@ -176,6 +183,7 @@ impl OpenFlow {
             slot_ofport,
             ofport_slot,
             tunnels,
+            tlv: b.agent.tlv.clone(),
             miss_send_len: b.agent.config.miss_send_len,
             to_controller: sw.to_controller_tx.clone(),
             counters: b.counters.clone(),

@@ -298,7 +298,7 @@ fn read_tag(d: &[u8]) -> Option<Option<u16>> {
 /// to a flow-keyed tunnel `out`: the one it came in with, or 0.
 #[inline]
 fn stamp_key(tunnels: &[u8], in_port: usize, out: usize, p: &mut Packet, came_with: u32) {
-    if tunnels.get(out) == Some(&crate::datapath::ofdp::TUNNEL_FLOW_KEY) {
+    if tunnels.get(out).is_some_and(|t| t & crate::datapath::ofdp::TUNNEL_FLOW_KEY != 0) {
         let from_tunnel = tunnels.get(in_port).is_some_and(|t| *t != 0);
         p.meta_mut().tun_id = if from_tunnel { came_with } else { 0 };
     }

@@ -218,6 +218,7 @@ impl OfBridgeDp {
                         *key = FlowKey::extract(p.data(), out.in_port).with_pipeline_of(key);
                     }
                 }
+                Action::SetField(o) if o.field.is_tunnel() => key.set(o.field, o.value()),
                 Action::SetField(o) => {
                     if !rewrite::set_field(p.data_mut(), o) {
                         self.counters.unsupported_set_field.fetch_add(1, Ordering::Relaxed);
@@ -252,13 +253,47 @@ impl OfBridgeDp {
         pick_weighted(flow_hash(key), g.buckets.iter().map(|b| b.weight))
     }
 
-    /// Queues `p` for `slot`; to a flow-keyed tunnel with its `tunnel_id`.
+    /// Queues `p` for `slot`; to a tunnel with the fields it takes from
+    /// the flow: `tunnel_id` (key `flow`), `tun_dst` or `tun_ipv6_dst`
+    /// (remote `flow`), the `tun_metadata` fields as Geneve options in
+    /// front of the frame.
     #[inline]
     fn send(&self, slot: usize, mut p: Packet, key: &FlowKey, tx: &mut TxBatches) {
-        if self.tunnels.get(slot) == Some(&super::TUNNEL_FLOW_KEY) {
-            #[allow(clippy::cast_possible_truncation)] // VNIs and GRE keys are 32 bits at most
-            let id = key.get_u64(Field::TunnelId).unwrap_or(0) as u32;
-            p.meta_mut().tun_id = id;
+        if self.stamps(slot) {
+            let t = self.tunnels[slot];
+            if t & super::TUNNEL_FLOW_KEY != 0 {
+                #[allow(clippy::cast_possible_truncation)] // VNIs and GRE keys are 32 bits at most
+                let id = key.get_u64(Field::TunnelId).unwrap_or(0) as u32;
+                p.meta_mut().tun_id = id;
+            }
+            if t & super::TUNNEL_FLOW_REMOTE != 0 {
+                let mut r = [0u8; 16];
+                if let Some(v4) = key.get(Field::TunDst) {
+                    r[10..12].fill(0xff);
+                    r[12..].copy_from_slice(v4);
+                } else if let Some(v6) = key.get(Field::TunIpv6Dst) {
+                    r.copy_from_slice(v6);
+                }
+                p.meta_mut().tun_remote = r;
+            }
+            if t & super::TUNNEL_GENEVE != 0 && !self.tlv.is_empty() {
+                let mut opts = [0u8; crate::datapath::tunnel::meta::MAX_OPTS];
+                let n = crate::datapath::tunnel::meta::options_from_key(key, &self.tlv, &mut opts);
+                if n > 0 {
+                    let Some(front) = p.prepend(n) else {
+                        self.counters.nombuf.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    };
+                    front.copy_from_slice(&opts[..n]);
+                }
+                #[allow(clippy::cast_possible_truncation)] // at most MAX_OPTS
+                {
+                    p.meta_mut().tun_tx_opts = n as u16;
+                }
+            }
+            #[allow(clippy::cast_possible_truncation)] // mbuf offsets are 16 bits
+            let at = p.headroom() as u16;
+            p.meta_mut().tun_stamp = at;
         }
         tx.send(slot, p);
     }

@@ -86,6 +86,12 @@ pub struct PacketOutReq {
 pub const TUNNEL_FIXED_KEY: u8 = 1;
 /// A tunnel port whose key is `flow`: each frame's `tunnel_id`.
 pub const TUNNEL_FLOW_KEY: u8 = 2;
+/// A tunnel port whose remote is `flow`: each frame's `tun_dst` or
+/// `tun_ipv6_dst`.
+pub const TUNNEL_FLOW_REMOTE: u8 = 4;
+/// A Geneve port: frames take their `tun_metadata` fields along as
+/// options (when the TLV map names any).
+pub const TUNNEL_GENEVE: u8 = 8;
 
 /// One bridge's OpenFlow state as the PMD threads see it.
 pub struct OfBridgeDp {
@@ -101,10 +107,13 @@ pub struct OfBridgeDp {
     pub slot_ofport: Vec<u32>,
     /// PMD slot per OpenFlow port number, with link state.
     pub ofport_slot: BTreeMap<u32, (usize, bool)>,
-    /// Tunnel ports by slot: [`TUNNEL_FIXED_KEY`], [`TUNNEL_FLOW_KEY`], or
-    /// 0 for other ports. Frames from a tunnel carry its `tunnel_id`;
-    /// frames to a flow-keyed one take theirs along.
+    /// Tunnel ports by slot: bits of [`TUNNEL_FIXED_KEY`],
+    /// [`TUNNEL_FLOW_KEY`], [`TUNNEL_FLOW_REMOTE`], [`TUNNEL_GENEVE`], or
+    /// 0 for other ports. Frames from a tunnel carry its `tunnel_id` and
+    /// `tun_*` fields; frames to a flow-keyed one take theirs along.
     pub tunnels: Vec<u8>,
+    /// The Geneve option map of the `tun_metadata` fields.
+    pub tlv: ofproto::agent::tlv::TlvTable,
     /// Bytes of a table-miss packet sent to the controller.
     pub miss_send_len: u16,
     /// Packet-ins to the control thread.
@@ -217,6 +226,14 @@ struct Out {
 }
 
 impl OfBridgeDp {
+    /// Whether frames to `slot` take tunnel fields along (its key or
+    /// remote is `flow`, or it is Geneve and options are mapped).
+    #[inline]
+    pub(super) fn stamps(&self, slot: usize) -> bool {
+        let t = self.tunnels.get(slot).copied().unwrap_or(0);
+        t & (TUNNEL_FLOW_KEY | TUNNEL_FLOW_REMOTE) != 0 || (t & TUNNEL_GENEVE != 0 && !self.tlv.is_empty())
+    }
+
     /// Runs a batch received on `rxq` through `cache` (the PMD thread's
     /// megaflows for this snapshot) and, on a miss, the tables; NORMAL
     /// packets go to `l2`.
@@ -244,6 +261,7 @@ impl OfBridgeDp {
             k.extract_into(p.data(), in_port);
             if from_tunnel {
                 k.set_u64(Field::TunnelId, u64::from(p.meta().tun_id));
+                crate::datapath::tunnel::meta::fields_into_key(p, &self.tlv, k);
             }
         }
         let t1 = pmd::rdtsc();
@@ -453,9 +471,9 @@ impl OfBridgeDp {
                             Action::DecNwTtl => FastOp::DecTtl { done: u32::try_from(i + 1).ok()? },
                             Action::Output { port: p, .. } if *p != in_port && *p <= port::MAX => {
                                 let slot = self.ofport_slot.get(p)?.0;
-                                // A flow-keyed tunnel takes the frame's
-                                // tunnel_id along: the actions do that.
-                                if self.tunnels.get(slot) == Some(&TUNNEL_FLOW_KEY) {
+                                // A tunnel that takes the frame's tunnel
+                                // fields along: the actions do that.
+                                if self.stamps(slot) {
                                     return None;
                                 }
                                 FastOp::Output { slot: u32::try_from(slot).ok()? }

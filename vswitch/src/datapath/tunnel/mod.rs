@@ -13,17 +13,18 @@
 //!
 //! The control thread builds a new vport whenever a tunnel's path
 //! changes (`daemon::underlay`) and swaps it in; the PMD threads never
-//! look anything up per packet but the decapsulation table.
+//! look anything up per packet but the decapsulation table and, for a
+//! tunnel whose remote is `flow`, the path to each frame's remote.
 
+pub mod meta;
 pub mod underlay;
+mod vport;
 
-use pmd::packet::Batch;
-use pmd::pmd::VirtualPort;
-use pmd::port::SwCounters;
+pub use vport::{FlowPaths, TunnelVport};
+
 use pmd::Packet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
 /// Outer Ethernet, IPv4, UDP and VXLAN headers.
@@ -64,8 +65,11 @@ pub const SRC_PORTS: std::ops::RangeInclusive<u16> = 32768..=61000;
 pub struct TunnelSpec {
     /// Protocol.
     pub kind: TunnelKind,
-    /// The remote endpoint (IPv4 or IPv6).
+    /// The remote endpoint (IPv4 or IPv6; unspecified when `remote_flow`).
     pub remote: IpAddr,
+    /// `remote_ip = "flow"`: each frame's own (its
+    /// [`pmd::PacketMeta::tun_remote`]), and any is received.
+    pub remote_flow: bool,
     /// The local endpoint, when the configuration fixes it.
     pub local: Option<IpAddr>,
     /// VNI (VXLAN, Geneve) or key (GRE).
@@ -102,6 +106,7 @@ impl TunnelSpec {
         TunnelSpec {
             kind,
             remote: p.remote_ip.as_deref().and_then(|r| r.parse().ok()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            remote_flow: p.remote_ip.as_deref() == Some("flow"),
             local: p.local_ip.as_deref().and_then(|l| l.parse().ok()),
             vni: p.key.and_then(config::TunnelKey::fixed).unwrap_or(0),
             key_flow: p.key == Some(config::TunnelKey::Flow),
@@ -635,161 +640,6 @@ impl Wake {
     }
 }
 
-/// A tunnel port as the PMD threads send through it.
-#[derive(Debug)]
-pub struct TunnelVport {
-    /// Its slot.
-    pub slot: usize,
-    /// Settings.
-    pub spec: TunnelSpec,
-    /// Where frames go; None: the next hop is not resolved (or there is no
-    /// route), and frames go to `hold`.
-    pub path: Option<TunnelPath>,
-    /// Frames waiting for the next hop go to the control thread here.
-    pub hold: Option<SyncSender<Held>>,
-    /// Wakes the control thread when a frame was held.
-    pub wake: Option<Wake>,
-    /// Where the ICMP for a too big frame goes (PMD thread 0, which runs
-    /// it through the bridge as received on this port).
-    pub inject: Option<SyncSender<Injected>>,
-    /// Counters, shared by every vport the port has had.
-    pub counters: Arc<[TunnelCounters]>,
-}
-
-#[inline]
-fn bump(c: &AtomicU64, n: u64) {
-    SwCounters::bump(c, n);
-}
-
-impl TunnelVport {
-    fn hold(&self, c: &TunnelCounters, batch: &mut Batch) {
-        let Some(hold) = &self.hold else {
-            bump(&c.drop_no_path, batch.len() as u64);
-            batch.clear();
-            return;
-        };
-        let mut held = 0;
-        for p in batch.drain() {
-            match hold.try_send(Held { slot: self.slot, packet: p }) {
-                Ok(()) => held += 1,
-                Err(_) => bump(&c.drop_no_path, 1),
-            }
-        }
-        if held > 0 {
-            bump(&c.held, held);
-            if let Some(w) = &self.wake {
-                w.wake();
-            }
-        }
-    }
-}
-
-impl TunnelVport {
-    /// Answers a frame too big for the tunnel with ICMP "fragmentation
-    /// needed" (rate-limited), rewritten in its own mbuf.
-    #[cold]
-    fn too_big(&self, c: &TunnelCounters, mut p: Packet, path: &TunnelPath) {
-        let Some(inject) = &self.inject else { return };
-        let now = pmd::rdtsc();
-        if now.saturating_sub(c.last_icmp.load(Ordering::Relaxed)) < pmd::tsc_hz() / PMTU_PER_SECOND {
-            return;
-        }
-        let mtu = u16::try_from(path.max_inner - 14).unwrap_or(u16::MAX);
-        let mut icmp = [0u8; 128];
-        let d = p.data();
-        let n = if d.len() > 14 && d[12..14] == [0x86, 0xdd] {
-            packet_too_big(d, mtu, &mut icmp)
-        } else {
-            frag_needed(d, mtu, &mut icmp)
-        };
-        let Some(n) = n else { return };
-        let len = p.len();
-        if !p.is_contiguous() || !p.trim(len - n) {
-            return;
-        }
-        p.data_mut()[..n].copy_from_slice(&icmp[..n]);
-        c.last_icmp.store(now, Ordering::Relaxed);
-        if inject.try_send(Injected::Rx(self.slot, p)).is_ok() {
-            bump(&c.pmtu_sent, 1);
-        }
-    }
-}
-
-impl VirtualPort for TunnelVport {
-    #[inline]
-    fn transmit(&self, pmd: usize, batch: &mut Batch, out: &mut dyn FnMut(usize, Packet)) {
-        let c = &self.counters[pmd.min(self.counters.len() - 1)];
-        let Some(path) = &self.path else {
-            self.hold(c, batch);
-            return;
-        };
-        let mut id = c.ip_id.load(Ordering::Relaxed);
-        let (mut n, mut bytes, mut too_big, mut no_room) = (0u64, 0u64, 0u64, 0u64);
-        for mut p in batch.drain() {
-            let len = p.len();
-            if len > path.max_inner {
-                too_big += 1;
-                self.too_big(c, p, path);
-                continue;
-            }
-            let hash = p.rss_hash().unwrap_or_else(|| inner_hash(p.data()));
-            let Some(hdr) = p.prepend(path.len) else {
-                no_room += 1;
-                continue;
-            };
-            #[allow(clippy::cast_possible_truncation)] // the IPv4 ID wraps at 16 bits
-            path.write(hdr, len, id as u16, src_port(hash));
-            id = id.wrapping_add(1);
-            if self.spec.key_flow {
-                let key = p.meta().tun_id;
-                path.write_key(p.data_mut(), key);
-            }
-            if let Some(o) = &path.offload {
-                p.set_tx_offload(o.flags, o.lengths);
-                let d = p.data_mut();
-                if o.outer_ip {
-                    d[off::IP_CSUM..off::IP_CSUM + 2].fill(0);
-                }
-                if o.outer_udp {
-                    // The NIC finishes what the pseudo-header starts.
-                    let len = u16::from_be_bytes([d[off::UDP_LEN], d[off::UDP_LEN + 1]]);
-                    let src =
-                        wire::Ipv4Address([d[off::IP_SRC], d[off::IP_SRC + 1], d[off::IP_SRC + 2], d[off::IP_SRC + 3]]);
-                    let dst = wire::Ipv4Address([
-                        d[off::IP_SRC + 4],
-                        d[off::IP_SRC + 5],
-                        d[off::IP_SRC + 6],
-                        d[off::IP_SRC + 7],
-                    ]);
-                    let ph = wire::checksum::fold(wire::checksum::pseudo_v4(src, dst, 17, len));
-                    d[off::UDP_CSUM..off::UDP_CSUM + 2].copy_from_slice(&ph.to_be_bytes());
-                }
-            }
-            let software_csum = path.offload.is_none_or(|o| !o.outer_udp);
-            // Over IPv6 a UDP tunnel always has its checksum (RFC 8200).
-            let csum = self.spec.csum || (path.v6 && path.kind != TunnelKind::Gre);
-            if csum && software_csum && p.is_contiguous() {
-                match path.kind {
-                    TunnelKind::Gre => gre_checksum(p.data_mut()),
-                    _ => udp_checksum(p.data_mut()),
-                }
-            }
-            n += 1;
-            bytes += len as u64;
-            out(path.uplink, p);
-        }
-        c.ip_id.store(id, Ordering::Relaxed);
-        bump(&c.tx_packets, n);
-        bump(&c.tx_bytes, bytes);
-        if too_big > 0 {
-            bump(&c.drop_too_big, too_big);
-        }
-        if no_room > 0 {
-            bump(&c.drop_no_room, no_room);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -798,6 +648,7 @@ mod tests {
         TunnelSpec {
             kind: TunnelKind::Vxlan,
             key_flow: false,
+            remote_flow: false,
             remote: Ipv4Addr::new(10, 0, 0, 2).into(),
             local: None,
             vni: 0x12_3456,

@@ -182,6 +182,8 @@ pub struct Uplink {
     pub notices: Option<SyncSender<Notice>>,
     /// Wakes the control thread after a notice.
     pub wake: Option<Wake>,
+    /// The critical Geneve options the switch understands.
+    pub geneve_known: Arc<super::meta::GeneveKnown>,
 }
 
 /// What the underlay stack makes of one frame.
@@ -214,6 +216,9 @@ pub enum Verdict {
         outer: usize,
         /// Inner frame bytes.
         inner_len: usize,
+        /// Geneve option bytes (right before the inner frame) and the OAM
+        /// flag.
+        geneve: (u16, bool),
     },
     /// Dropped, for the reason counted in this counter's place of
     /// [`DROP_REASONS`].
@@ -400,11 +405,18 @@ impl Uplink {
         l4_good: bool,
     ) -> Verdict {
         let (remote, dst) = addrs;
-        let found = |vni: u32, port: u16, outer: usize, inner_len: usize| {
-            let t = self.decap.get(&(remote, Some(vni), port)).or_else(|| self.decap.get(&(remote, None, port)));
+        let found = |vni: u32, port: u16, outer: usize, inner_len: usize, geneve: (u16, bool)| {
+            let any = match remote {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            };
+            // A port for this remote, else one whose remote is `flow`.
+            let t = [remote, any]
+                .into_iter()
+                .find_map(|r| self.decap.get(&(r, Some(vni), port)).or_else(|| self.decap.get(&(r, None, port))));
             match t {
                 Some(t) if t.local.is_none_or(|l| l == dst) => {
-                    Verdict::Decap { target: t.clone(), tun: (vni, remote, dst), outer, inner_len }
+                    Verdict::Decap { target: t.clone(), tun: (vni, remote, dst), outer, inner_len, geneve }
                 }
                 _ => Verdict::Drop(DROP_UNKNOWN_TUNNEL),
             }
@@ -431,27 +443,31 @@ impl Uplink {
                 }
                 let t = &udp[8..];
                 let vni = u32::from_be_bytes([0, t[4], t[5], t[6]]);
-                let hdr = match kind {
+                let (hdr, geneve) = match kind {
                     TunnelKind::Geneve => {
-                        // Version 0 carrying Ethernet; options skipped,
-                        // but critical ones (the C bit) we cannot honour.
+                        // Version 0 carrying Ethernet; options kept for
+                        // the tun_metadata fields, but critical ones (the
+                        // C bit) only when a TLV map names them.
                         let opts = usize::from(t[0] & 0x3f) * 4;
                         if t[0] >> 6 != 0 || t[2..4] != ETH_P_TEB.to_be_bytes() {
                             return Verdict::Drop(DROP_BAD_HEADER);
                         }
-                        if 8 + opts + 14 > t.len() || t[1] & 0x40 != 0 {
+                        if 8 + opts + 14 > t.len()
+                            || (t[1] & 0x40 != 0 && !super::meta::critical_known(&t[8..8 + opts], &self.geneve_known))
+                        {
                             return Verdict::Drop(DROP_BAD_OPTIONS);
                         }
-                        8 + opts
+                        #[allow(clippy::cast_possible_truncation)] // at most 63 words
+                        (8 + opts, (opts as u16, t[1] & 0x80 != 0))
                     }
                     _ => {
                         if t[0] & 0x08 == 0 {
                             return Verdict::Drop(DROP_BAD_HEADER);
                         }
-                        8
+                        (8, (0, false))
                     }
                 };
-                found(vni, dport, outer_ip + 8 + hdr, ulen - 8 - hdr)
+                found(vni, dport, outer_ip + 8 + hdr, ulen - 8 - hdr, geneve)
             }
             47 if self.gre => {
                 if l4.len() < 4 {
@@ -487,7 +503,7 @@ impl Uplink {
                 if at + 14 > l4.len() {
                     return Verdict::Drop(DROP_TRUNCATED);
                 }
-                found(key, 0, outer_ip + at, l4.len() - at)
+                found(key, 0, outer_ip + at, l4.len() - at, (0, false))
             }
             _ => Verdict::Drop(DROP_NOT_TUNNEL),
         }
@@ -508,7 +524,7 @@ impl Uplink {
                     passed += 1;
                     let _ = keep.push(p);
                 }
-                Verdict::Decap { target, tun, outer, inner_len } => {
+                Verdict::Decap { target, tun, outer, inner_len, geneve } => {
                     if !p.adj(outer) || p.len() < inner_len || !p.trim(p.len() - inner_len) {
                         SwCounters::bump(&c.drop_truncated, 1);
                         continue;
@@ -519,6 +535,12 @@ impl Uplink {
                     };
                     let m = p.meta_mut();
                     (m.tun_id, m.tun_src, m.tun_dst) = (tun.0, v4(tun.1), v4(tun.2));
+                    #[allow(clippy::cast_possible_truncation)] // outer headers are short
+                    {
+                        m.tun_hdr = (outer - 14) as u16;
+                    }
+                    m.tun_opts = geneve.0;
+                    m.tun_flags = u16::from(geneve.1);
                     let tc = &target.counters[pmd.min(target.counters.len() - 1)];
                     SwCounters::bump(&tc.rx_packets, 1);
                     SwCounters::bump(&tc.rx_bytes, inner_len as u64);
@@ -616,6 +638,7 @@ pub fn fuzz_uplink() -> Uplink {
             "fd00::1".parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
         ],
         udp_ports: vec![(4789, TunnelKind::Vxlan), (6081, TunnelKind::Geneve)],
+        geneve_known: Arc::default(),
         gre: true,
         decap,
         counters: new_uplink_counters(),
@@ -740,6 +763,7 @@ mod tests {
         let spec = TunnelSpec {
             kind,
             key_flow: false,
+            remote_flow: false,
             remote: Ipv4Addr::new(10, 0, 0, 1).into(),
             local: None,
             vni,
@@ -788,7 +812,7 @@ mod tests {
                 let f = tunnelled(kind, 42, csum);
                 let outer = outer + if csum && kind == TunnelKind::Gre { 4 } else { 0 };
                 match u.classify(&f, false, false) {
-                    Verdict::Decap { target, outer: o, inner_len, tun } => {
+                    Verdict::Decap { target, outer: o, inner_len, tun, .. } => {
                         assert_eq!(tun, (42, Ipv4Addr::new(10, 0, 0, 2).into(), Ipv4Addr::new(10, 0, 0, 1).into()));
                         assert_eq!((target.slot, o, inner_len), (slot, outer, 60), "{kind:?} csum {csum}");
                     }
@@ -836,7 +860,7 @@ mod tests {
         let u = uplink();
         for csum in [false, true] {
             match u.classify(&vxlan(42, csum), false, false) {
-                Verdict::Decap { target, outer, inner_len, tun } => {
+                Verdict::Decap { target, outer, inner_len, tun, .. } => {
                     assert_eq!((target.slot, outer, inner_len), (7, VXLAN_OVERHEAD, 60));
                     assert_eq!(tun.0, 42);
                 }

@@ -1,0 +1,272 @@
+//! A tunnel port as the PMD threads send through it: the encapsulation
+//! of each tx batch (with the Geneve options and remote an OpenFlow
+//! output stamped), frames too big answered with ICMP, frames without a
+//! path handed to the control thread.
+
+use super::meta::{remote_of, well_formed};
+use super::{
+    frag_needed, gre_checksum, inner_hash, off, packet_too_big, src_port, udp_checksum, Held, Injected, TunnelCounters,
+    TunnelKind, TunnelPath, TunnelSpec, Wake, PMTU_PER_SECOND,
+};
+use pmd::packet::Batch;
+use pmd::pmd::VirtualPort;
+use pmd::port::SwCounters;
+use pmd::Packet;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+
+/// The paths of a tunnel whose remote is `flow`, by remote (IPv4 as
+/// IPv4-mapped IPv6).
+pub type FlowPaths = HashMap<[u8; 16], TunnelPath, crate::datapath::FxBuildHasher>;
+
+/// A tunnel port as the PMD threads send through it.
+#[derive(Debug)]
+pub struct TunnelVport {
+    /// Its slot.
+    pub slot: usize,
+    /// Settings.
+    pub spec: TunnelSpec,
+    /// Where frames go; None: the next hop is not resolved (or there is no
+    /// route), and frames go to `hold`.
+    pub path: Option<TunnelPath>,
+    /// Frames waiting for the next hop go to the control thread here.
+    pub hold: Option<SyncSender<Held>>,
+    /// Wakes the control thread when a frame was held.
+    pub wake: Option<Wake>,
+    /// Where the ICMP for a too big frame goes (PMD thread 0, which runs
+    /// it through the bridge as received on this port).
+    pub inject: Option<SyncSender<Injected>>,
+    /// Counters, shared by every vport the port has had.
+    pub counters: Arc<[TunnelCounters]>,
+    /// `remote_ip = "flow"`: the paths to the remotes resolved so far
+    /// (frames to others go to the control thread, which resolves them).
+    pub flows: Arc<FlowPaths>,
+}
+
+#[inline]
+fn bump(c: &AtomicU64, n: u64) {
+    SwCounters::bump(c, n);
+}
+
+impl TunnelVport {
+    fn hold(&self, c: &TunnelCounters, batch: &mut Batch) {
+        let Some(hold) = &self.hold else {
+            bump(&c.drop_no_path, batch.len() as u64);
+            for p in batch.drain() {
+                unstamped(p);
+            }
+            return;
+        };
+        let mut held = 0;
+        for p in batch.drain() {
+            match hold.try_send(Held { slot: self.slot, packet: p }) {
+                Ok(()) => held += 1,
+                Err(std::sync::mpsc::TrySendError::Full(h) | std::sync::mpsc::TrySendError::Disconnected(h)) => {
+                    bump(&c.drop_no_path, 1);
+                    unstamped(h.packet);
+                }
+            }
+        }
+        if held > 0 {
+            bump(&c.held, held);
+            if let Some(w) = &self.wake {
+                w.wake();
+            }
+        }
+    }
+}
+
+impl TunnelVport {
+    /// Answers a frame too big for the tunnel with ICMP "fragmentation
+    /// needed" (rate-limited), rewritten in its own mbuf.
+    #[cold]
+    fn too_big(&self, c: &TunnelCounters, mut p: Packet, path: &TunnelPath) {
+        let Some(inject) = &self.inject else { return };
+        let now = pmd::rdtsc();
+        if now.saturating_sub(c.last_icmp.load(Ordering::Relaxed)) < pmd::tsc_hz() / PMTU_PER_SECOND {
+            return;
+        }
+        let mtu = u16::try_from(path.max_inner - 14).unwrap_or(u16::MAX);
+        let mut icmp = [0u8; 128];
+        let d = p.data();
+        let n = if d.len() > 14 && d[12..14] == [0x86, 0xdd] {
+            packet_too_big(d, mtu, &mut icmp)
+        } else {
+            frag_needed(d, mtu, &mut icmp)
+        };
+        let Some(n) = n else { return };
+        let len = p.len();
+        if !p.is_contiguous() || !p.trim(len - n) {
+            return;
+        }
+        p.data_mut()[..n].copy_from_slice(&icmp[..n]);
+        c.last_icmp.store(now, Ordering::Relaxed);
+        if inject.try_send(Injected::Rx(self.slot, p)).is_ok() {
+            bump(&c.pmtu_sent, 1);
+        }
+    }
+}
+
+/// Drops a frame with what its output stamped cleared (no later use of
+/// the mbuf may take it for its own).
+fn unstamped(mut p: Packet) {
+    let m = p.meta_mut();
+    m.tun_tx_opts = 0;
+    m.tun_remote = [0; 16];
+}
+
+/// What one transmit did, counted once at its end.
+#[derive(Default)]
+struct Tally {
+    n: u64,
+    bytes: u64,
+    too_big: u64,
+    no_room: u64,
+}
+
+impl TunnelVport {
+    /// Encapsulates one frame through `path`: its Geneve options (the
+    /// first `tun_tx_opts` bytes, stamped by the output) go in the header.
+    #[inline]
+    fn encap(
+        &self,
+        c: &TunnelCounters,
+        path: &TunnelPath,
+        mut p: Packet,
+        id: &mut u64,
+        t: &mut Tally,
+        out: &mut dyn FnMut(usize, Packet),
+    ) {
+        let mut opts = 0;
+        if path.kind == TunnelKind::Geneve {
+            let at = p.headroom();
+            let m = p.meta_mut();
+            opts = usize::from(std::mem::take(&mut m.tun_tx_opts));
+            if usize::from(m.tun_stamp) != at {
+                opts = 0;
+            }
+            if opts > 0 && (opts > 252 || !p.data().get(..opts).is_some_and(well_formed)) {
+                // Not options an output stamped: never sent as such.
+                opts = 0;
+            }
+        }
+        let len = p.len();
+        if len > path.max_inner {
+            t.too_big += 1;
+            if p.adj(opts) {
+                self.too_big(c, p, path);
+            }
+            return;
+        }
+        let hash = p.rss_hash().unwrap_or_else(|| inner_hash(&p.data()[opts..]));
+        let Some(hdr) = p.prepend(path.len) else {
+            t.no_room += 1;
+            return;
+        };
+        #[allow(clippy::cast_possible_truncation)] // the IPv4 ID wraps at 16 bits
+        path.write(hdr, len, *id as u16, src_port(hash));
+        if opts > 0 {
+            #[allow(clippy::cast_possible_truncation)] // at most 63 words
+            {
+                hdr[path.l4 + 8] = (opts / 4) as u8;
+            }
+        }
+        *id = id.wrapping_add(1);
+        if self.spec.key_flow {
+            let key = p.meta().tun_id;
+            path.write_key(p.data_mut(), key);
+        }
+        // The NIC's lengths are those of a header without options.
+        let offload = path.offload.filter(|_| opts == 0);
+        if let Some(o) = &offload {
+            p.set_tx_offload(o.flags, o.lengths);
+            let d = p.data_mut();
+            if o.outer_ip {
+                d[off::IP_CSUM..off::IP_CSUM + 2].fill(0);
+            }
+            if o.outer_udp {
+                // The NIC finishes what the pseudo-header starts.
+                let len = u16::from_be_bytes([d[off::UDP_LEN], d[off::UDP_LEN + 1]]);
+                let src =
+                    wire::Ipv4Address([d[off::IP_SRC], d[off::IP_SRC + 1], d[off::IP_SRC + 2], d[off::IP_SRC + 3]]);
+                let dst =
+                    wire::Ipv4Address([d[off::IP_SRC + 4], d[off::IP_SRC + 5], d[off::IP_SRC + 6], d[off::IP_SRC + 7]]);
+                let ph = wire::checksum::fold(wire::checksum::pseudo_v4(src, dst, 17, len));
+                d[off::UDP_CSUM..off::UDP_CSUM + 2].copy_from_slice(&ph.to_be_bytes());
+            }
+        }
+        let software_csum = offload.is_none_or(|o| !o.outer_udp);
+        // Over IPv6 a UDP tunnel always has its checksum (RFC 8200).
+        let csum = self.spec.csum || (path.v6 && path.kind != TunnelKind::Gre);
+        if csum && software_csum && p.is_contiguous() {
+            match path.kind {
+                TunnelKind::Gre => gre_checksum(p.data_mut()),
+                _ => udp_checksum(p.data_mut()),
+            }
+        }
+        t.n += 1;
+        t.bytes += (len - opts) as u64;
+        out(path.uplink, p);
+    }
+}
+
+impl VirtualPort for TunnelVport {
+    #[inline]
+    fn transmit(&self, pmd: usize, batch: &mut Batch, out: &mut dyn FnMut(usize, Packet)) {
+        let c = &self.counters[pmd.min(self.counters.len() - 1)];
+        let mut id = c.ip_id.load(Ordering::Relaxed);
+        let mut t = Tally::default();
+        if self.spec.remote_flow {
+            // Each frame to the remote its output stamped (taken, so that
+            // no later use of the mbuf sees it); those without a path yet
+            // wait for the control thread, those without a remote are
+            // dropped.
+            let mut wait = Batch::new();
+            let mut no_remote = 0;
+            for mut p in batch.drain() {
+                let at = p.headroom();
+                let m = p.meta_mut();
+                let r = std::mem::take(&mut m.tun_remote);
+                if usize::from(m.tun_stamp) != at || remote_of(r).is_none() {
+                    no_remote += 1;
+                    continue;
+                }
+                match self.flows.get(&r) {
+                    Some(path) => self.encap(c, path, p, &mut id, &mut t, out),
+                    None => {
+                        p.meta_mut().tun_remote = r;
+                        if let Err(p) = wait.push(p) {
+                            drop(p);
+                            no_remote += 1;
+                        }
+                    }
+                }
+            }
+            if no_remote > 0 {
+                bump(&c.drop_no_path, no_remote);
+            }
+            if !wait.is_empty() {
+                self.hold(c, &mut wait);
+            }
+        } else {
+            let Some(path) = &self.path else {
+                self.hold(c, batch);
+                return;
+            };
+            for p in batch.drain() {
+                self.encap(c, path, p, &mut id, &mut t, out);
+            }
+        }
+        c.ip_id.store(id, Ordering::Relaxed);
+        bump(&c.tx_packets, t.n);
+        bump(&c.tx_bytes, t.bytes);
+        if t.too_big > 0 {
+            bump(&c.drop_too_big, t.too_big);
+        }
+        if t.no_room > 0 {
+            bump(&c.drop_no_room, t.no_room);
+        }
+    }
+}
