@@ -13,7 +13,7 @@
 use super::underlay::{Hop, Underlay};
 use crate::datapath::dispatch::{BridgeDispatch, DpView, ViewCell};
 use crate::datapath::l2::{L2Bridge, PortVlan, VlanSet};
-use crate::datapath::tunnel::underlay::{new_uplink_counters, DecapTarget, Uplink, UplinkCounters};
+use crate::datapath::tunnel::underlay::{new_uplink_counters, UplinkCounters};
 use crate::datapath::tunnel::{self, TunnelCounters, TunnelSpec, TunnelVport};
 use config::{Config, MemoryMode, PortType, RxqAssignment, VlanMode};
 use pmd::pmd::{PmdConfig, PmdSet};
@@ -288,61 +288,6 @@ fn arp_responder(entries: &[config::ArpEntry]) -> crate::datapath::l2::arp_respo
     )
 }
 
-/// The underlay stacks of the ports with addresses, by slot: their
-/// addresses and the tunnels they decapsulate for.
-fn uplinks(ports: &[SwitchPort], underlay: &Underlay, slots: usize) -> Vec<Option<Arc<Uplink>>> {
-    let mut out = vec![None; slots];
-    let tunnels: Vec<(&SwitchPort, &TunnelPort)> = ports
-        .iter()
-        .filter_map(|p| match &p.port {
-            Attachment::Tunnel(t) => Some((p, t)),
-            Attachment::Device(_) => None,
-        })
-        .collect();
-    let mut udp_ports: Vec<(u16, tunnel::TunnelKind)> = tunnels
-        .iter()
-        .filter(|(_, t)| t.spec.kind != tunnel::TunnelKind::Gre)
-        .map(|(_, t)| (t.spec.dst_port, t.spec.kind))
-        .collect();
-    udp_ports.sort_unstable_by_key(|(p, _)| *p);
-    udp_ports.dedup_by_key(|(p, _)| *p);
-    let gre = tunnels.iter().any(|(_, t)| t.spec.kind == tunnel::TunnelKind::Gre);
-    for p in ports {
-        let (Attachment::Device(dev), false) = (&p.port, p.cfg.addresses.is_empty()) else { continue };
-        let addrs: Vec<std::net::IpAddr> =
-            p.cfg.addresses.iter().filter_map(|a| config::parse_ip_net(a).ok()).map(|(ip, _)| ip).collect();
-        // Every uplink decapsulates for every tunnel: the remote may
-        // reach us through any of them.
-        let decap = tunnels
-            .iter()
-            .flat_map(|(sp, t)| {
-                // A port whose remote is `flow` takes any remote of
-                // either family (unspecified) not given to a port.
-                let remotes = match t.spec.remote_flow {
-                    true => vec![std::net::Ipv4Addr::UNSPECIFIED.into(), std::net::Ipv6Addr::UNSPECIFIED.into()],
-                    false => vec![t.spec.remote],
-                };
-                let target = DecapTarget { slot: sp.slot, local: t.spec.local, counters: t.counters.clone() };
-                let vni = (!t.spec.key_flow).then_some(t.spec.vni);
-                remotes.into_iter().map(move |r| ((r, vni, t.spec.dst_port), target.clone()))
-            })
-            .collect();
-        out[p.slot] = Some(Arc::new(Uplink {
-            slot: p.slot,
-            mac: dev.mac().0,
-            addrs,
-            udp_ports: udp_ports.clone(),
-            gre,
-            decap,
-            counters: p.uplink.clone(),
-            notices: Some(underlay.notice_sender()),
-            wake: Some(underlay.wake.clone()),
-            geneve_known: underlay.geneve_known.clone(),
-        }));
-    }
-    out
-}
-
 fn vlan_of(p: &config::Port) -> PortVlan {
     match p.vlan_mode {
         VlanMode::Access => PortVlan::Access(p.tag.unwrap_or(1)),
@@ -545,7 +490,7 @@ impl Switch {
             tunnels[p.slot] = p.port.tunnel_class();
         }
         DpView {
-            uplinks: uplinks(ports, underlay, slots),
+            uplinks: super::underlay::uplinks(ports, underlay, slots),
             by_port,
             xconnect,
             openflow: bridges.iter().map(|b| b.of.clone()).collect(),
