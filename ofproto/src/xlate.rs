@@ -270,7 +270,7 @@ pub struct ActionSet {
     copy_ttl_out: bool,
     dec_nw_ttl: bool,
     /// One set-field per field, by field id.
-    set_fields: [Option<Action>; 40],
+    set_fields: [Option<Action>; crate::ofp::oxm::N_FIELDS],
     group: Option<u32>,
     output: Option<Action>,
     /// Whether anything was written.
@@ -285,7 +285,7 @@ impl Default for ActionSet {
             push_vlan: None,
             copy_ttl_out: false,
             dec_nw_ttl: false,
-            set_fields: [None; 40],
+            set_fields: [None; crate::ofp::oxm::N_FIELDS],
             group: None,
             output: None,
             any: false,
@@ -294,7 +294,7 @@ impl Default for ActionSet {
 }
 
 /// Up to this many actions run from an action set.
-pub const SET_MAX: usize = 48;
+pub const SET_MAX: usize = crate::ofp::oxm::N_FIELDS + 8;
 
 impl ActionSet {
     /// Adds write-actions' `acts` (one per kind; a later one replaces).

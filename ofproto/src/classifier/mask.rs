@@ -51,7 +51,7 @@ impl Hasher for WordHasher {
 pub type WordBuild = BuildHasherDefault<WordHasher>;
 
 /// Fields of a flow key.
-pub const N_FIELDS: usize = 40;
+pub use crate::ofp::oxm::N_FIELDS;
 
 /// Bits of a flow key: which fields' presence, and which bits of each
 /// value (as the two native-endian words of its 16 bytes).

@@ -760,13 +760,25 @@ pub fn tunnel_json(sw: &Switch, p: &SwitchPort, t: &TunnelPort) -> Value {
     let hop = t.hop();
     let st = crate::datapath::tunnel::tunnel_stats(&t.counters);
     let state = match (&hop, &v.path) {
+        _ if t.spec.remote_flow => "flow".to_string(),
         (_, Some(_)) => "up".to_string(),
         (None, None) => "no route".to_string(),
         (Some(h), None) => format!("resolving {}", h.next_hop),
     };
+    // A `flow` remote's remotes, with their next hops when resolved.
+    let remotes: Vec<Value> = t
+        .remotes()
+        .into_iter()
+        .map(|r| {
+            let path = v.flows.get(&remote_key(r));
+            json!({"remote_ip": r.to_string(), "state": if path.is_some() { "up" } else { "resolving" },
+                   "uplink": path.and_then(|p| sw.port_by_slot(u32::try_from(p.uplink).ok()?)).map(|u| u.name.clone())})
+        })
+        .collect();
     json!({
         "port": p.name, "bridge": p.bridge, "type": t.spec.kind.name(),
-        "remote_ip": t.spec.remote.to_string(), "local_ip": hop.as_ref().map(|h| h.local.to_string()),
+        "remote_ip": if t.spec.remote_flow { "flow".to_string() } else { t.spec.remote.to_string() },
+        "remotes": remotes, "local_ip": hop.as_ref().map(|h| h.local.to_string()),
         "key": if t.spec.key_flow { json!("flow") } else { json!(t.spec.vni) }, "dst_port": t.spec.dst_port, "csum": t.spec.csum, "ttl": t.spec.ttl, "tos": t.spec.tos, "df": t.spec.df,
         "uplink": hop.as_ref().map(|h| sw.ports[h.uplink].name.clone()), "next_hop": hop.as_ref().map(|h| h.next_hop.to_string()),
         "state": state,
