@@ -70,6 +70,20 @@ fn flow_mod((spec, acts): &(Spec, Acts), delete: bool) -> FlowMod {
     if priority & 4 != 0 {
         m = m.with(Oxm::exact_u64(Field::TunnelId, u64::from(priority >> 3) % 3 * 0x2a));
     }
+    // The Nicira tunnel fields: the outer source, exact or by prefix, and
+    // a Geneve option's value (present only on some tunnelled keys).
+    if priority & 0x40 != 0 {
+        let src = [172, 31, 0, 1 + u8::from(priority & 0x80 != 0)];
+        m = m.with(match priority & 0x100 != 0 {
+            true => Oxm::masked(Field::TunSrc, &[172, 31, 0, 0], &[255, 255, 255, 0]),
+            false => Oxm::exact(Field::TunSrc, &src),
+        });
+    }
+    if priority & 0x200 != 0 {
+        let mut v = [0u8; 16];
+        v[15] = u8::from(priority & 0x400 != 0);
+        m = m.with(Oxm::exact(Field::TunMetadata0, &v));
+    }
     if let Some((v, mk)) = meta {
         let mk = u64::from(mk % 4);
         m = m.with(Oxm::masked(Field::Metadata, &(u64::from(v) & mk).to_be_bytes(), &mk.to_be_bytes()));
@@ -106,12 +120,24 @@ fn flow_mod((spec, acts): &(Spec, Acts), delete: bool) -> FlowMod {
 }
 
 /// A key: (in_port, kind 0 IPv4 / 1 IPv6 / 2 ARP, tcp, dst, tagged); its
-/// tunnel_id (0, 0x2a or 0x54) from the in_port's other bits.
+/// tunnel_id (0, 0x2a or 0x54) from the in_port's other bits, and when
+/// not 0 (decapsulated) its outer source and maybe a Geneve option from
+/// more of them.
 fn key((in_port, kind, tcp, dst, tagged): (u8, u8, bool, u8, bool)) -> FlowKey {
     let mut k = FlowKey::default();
     k.set_u64(Field::InPort, u64::from(in_port % 3 + 1));
     k.set_u64(Field::Metadata, 0);
     k.set_u64(Field::TunnelId, u64::from(in_port / 3 % 3) * 0x2a);
+    if in_port / 3 % 3 != 0 {
+        k.set(Field::TunSrc, &[172, 31, 0, 1 + in_port / 9 % 2]);
+        k.set(Field::TunDst, &[172, 31, 0, 9]);
+        k.set_u64(Field::TunFlags, 0);
+        if in_port / 18 % 2 == 1 {
+            let mut v = [0u8; 16];
+            v[15] = in_port / 36 % 2;
+            k.set(Field::TunMetadata0, &v);
+        }
+    }
     k.set_u64(Field::VlanVid, if tagged { 0x1005 } else { 0 });
     if tagged {
         k.set_u64(Field::VlanPcp, 3);
