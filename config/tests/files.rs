@@ -216,6 +216,10 @@ fn tunnels_and_routes_are_checked() {
         &["one family"],
     );
     check(&TUNNEL.replace("\"10.0.0.2\"", "\"ff02::1\""), "13:13", "bridge[0].port[1].remote_ip", &["not a unicast"]);
+    // A flow remote: each frame's tun_dst.
+    let c = Config::parse(&TUNNEL.replace("\"10.0.0.2\"", "\"flow\""), "sw.toml").unwrap();
+    assert_eq!(c.bridges[0].ports[1].remote_ip.as_deref(), Some("flow"));
+    check(&TUNNEL.replace("\"10.0.0.2\"", "\"flows\""), "13:13", "bridge[0].port[1].remote_ip", &["nor `flow`"]);
     Config::parse(
         &TUNNEL
             .replace("\"10.0.0.1/24\"", "\"10.0.0.1/24\", \"fd00:9::1/64\"")

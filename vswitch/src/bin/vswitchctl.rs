@@ -346,8 +346,17 @@ fn main() {
 
 /// One tunnel port, as `show` and `tunnel-show` print it.
 fn tunnel_line(t: &Value) -> String {
+    // A flow remote's remotes, each with its state.
+    let remotes: String = t["remotes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            format!("\n  remote {} ({})", r["remote_ip"].as_str().unwrap_or(""), r["state"].as_str().unwrap_or(""))
+        })
+        .collect();
     format!(
-        "tunnel {}: {} remote {} key {} dst_port {} via {} next hop {} ({}); held {} drops: no_path {} too_big {} no_room {}",
+        "tunnel {}: {} remote {} key {} dst_port {} via {} next hop {} ({}); held {} drops: no_path {} too_big {} no_room {}{remotes}",
         t["port"].as_str().unwrap_or(""),
         t["type"].as_str().unwrap_or(""),
         t["remote_ip"].as_str().unwrap_or(""),

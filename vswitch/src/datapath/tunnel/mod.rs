@@ -40,8 +40,9 @@ pub const GENEVE_PORT: u16 = 6081;
 pub enum TunnelKind {
     /// VXLAN (RFC 7348), over UDP.
     Vxlan,
-    /// Geneve (RFC 8926), over UDP; sent without options, received with
-    /// any.
+    /// Geneve (RFC 8926), over UDP; options sent and received as the
+    /// bridge's TLV map names them (`tun_metadata`), others received and
+    /// ignored unless critical.
     Geneve,
     /// Ethernet over GRE (RFC 2890 with its key; protocol 0x6558).
     Gre,
