@@ -23,6 +23,7 @@ run $B compare --scenario vxlan --tunnel-direction decap --flows 1000 --rounds 3
 run $B compare --scenario geneve --flows 1000 --rounds 3 --seconds 3 --latency-seconds 0 --json $R/geneve.json
 run $B compare --scenario gre --flows 1000 --rounds 3 --seconds 3 --latency-seconds 0 --json $R/gre.json
 run $B compare --scenario vxlan --flows 1000 --rounds 3 --seconds 3 --latency-seconds 0 --json $R/vxlan-1000.json
+run $B compare --scenario vxlan --flows 100000 --remotes 10000 --rounds 2 --seconds 3 --json $R/vxlan-10k-remotes.json
 run $B soak --minutes 10 --json $R/soak-10min.json
 run $B plot --out $R/of-3table $R/of-3table.json $R/of-3table-1M.json
 echo ALL-DONE

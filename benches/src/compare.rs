@@ -30,6 +30,12 @@ pub struct CompareArgs {
     /// (encapsulation) or only out of it (decapsulation).
     #[arg(long, value_enum, default_value = "both")]
     pub tunnel_direction: TunnelDirection,
+    /// Tunnel scenarios: remote endpoints (above 1: a tunnel port whose
+    /// remote is `flow` in both switches, OpenFlow flows sending each inner
+    /// destination MAC to its remote; the `--flows` inner MACs spread over
+    /// them).
+    #[arg(long, default_value_t = 1)]
+    pub remotes: u32,
     /// Frame size in bytes (with FCS), 64..=1518.
     #[arg(long, default_value_t = 64)]
     pub frame_size: usize,
@@ -189,6 +195,12 @@ pub fn run(mut a: CompareArgs) -> Result<()> {
     if !(64..=1518).contains(&a.frame_size) {
         bail!("--frame-size: {} is outside 64..=1518", a.frame_size);
     }
+    if a.remotes != 1 && !a.scenario.tunnel() {
+        bail!("--remotes is for tunnel scenarios (vxlan, geneve, gre)");
+    }
+    if a.remotes == 0 || a.remotes > 65_534 {
+        bail!("--remotes: {} is outside 1..=65534", a.remotes);
+    }
     if a.tunnel_direction != TunnelDirection::Both && !a.scenario.tunnel() {
         bail!("--tunnel-direction is for tunnel scenarios (vxlan, geneve, gre)");
     }
@@ -222,6 +234,7 @@ pub fn run(mut a: CompareArgs) -> Result<()> {
         macs: a.flows[0],
         megaflow_limit: a.megaflow_limit,
         baseline_vswitchd: a.baseline_vswitchd.clone(),
+        remotes: a.remotes,
     };
     let (eal, pool) = crate::rig::generator(&[a.gen_core, a.fwd_core], "vsbench-gen")?;
     let mut docs = Vec::new();
@@ -351,6 +364,7 @@ fn one_trial(
         latency_sample: 16,
         tunnel: s.scenario.encap(),
         send: a.tunnel_direction.send(),
+        remotes: s.remotes,
     };
     let run_on_gen_core = |spec: TrafficSpec| rig.trial(spec);
     // Warm up (caches, learning), then the measured trial.
@@ -506,7 +520,7 @@ fn report(a: &CompareArgs, queues: u16, samples: &[Samples]) -> Result<serde_jso
         }
     }
     Ok(serde_json::json!({
-        "scenario": a.scenario, "tunnel_direction": a.scenario.tunnel().then_some(a.tunnel_direction),
+        "scenario": a.scenario, "tunnel_direction": a.scenario.tunnel().then_some(a.tunnel_direction), "remotes": a.scenario.tunnel().then_some(a.remotes),
         "transport": a.transport,
         "queues": queues,
         "frame_size": a.frame_size,
@@ -553,6 +567,7 @@ fn zero_loss(
         latency_sample: 16,
         tunnel: s.scenario.encap(),
         send: a.tunnel_direction.send(),
+        remotes: s.remotes,
     };
     rig.trial(spec(warmup(a), None))?;
     let found = search(upper, a.zero_loss_resolution, 16, |rate| -> Result<Step> {

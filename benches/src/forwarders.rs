@@ -81,6 +81,11 @@ pub struct Setup {
     pub megaflow_limit: Option<u32>,
     /// The vswitchd binary [`Kind::VswitchBase`] runs.
     pub baseline_vswitchd: Option<PathBuf>,
+    /// Tunnel scenarios: remote endpoints. Above 1, both switches have a
+    /// tunnel port whose remote is `flow` and OpenFlow tables that pick
+    /// each inner destination MAC's remote
+    /// ([`crate::flows::remote_flows`]).
+    pub remotes: u32,
 }
 
 /// What the forwarders under test do.
@@ -159,50 +164,10 @@ impl Scenario {
     /// per direction.
     pub fn flow_file(self, flows: u32) -> String {
         match self {
-            Scenario::Upcall => upcall_flows(),
-            _ => of_3table_flows(flows),
+            Scenario::Upcall => crate::flows::upcall_flows(),
+            _ => crate::flows::of_3table_flows(flows),
         }
     }
-}
-
-/// The upcall scenario's flows (see [`Scenario::Upcall`]).
-pub fn upcall_flows() -> String {
-    let mut t = String::new();
-    for p in 1..=2 {
-        t.push_str(&format!("table=0,priority=10,in_port={p},actions=goto_table:1\n"));
-    }
-    // A MAC no generated flow has (theirs are 02:dir:00:f>>16:f>>8:f);
-    // Ethernet addresses get no prefix tracking in OVS either, so both
-    // switches examine all 48 bits and make one megaflow per source.
-    t.push_str("table=1,priority=20,dl_src=02:ff:ff:ff:ff:ff,actions=drop\n");
-    t.push_str("table=1,priority=0,actions=goto_table:2\n");
-    t.push_str("table=2,priority=10,in_port=1,actions=output:2\ntable=2,priority=10,in_port=2,actions=output:1\n");
-    t
-}
-
-/// The of-3table scenario's flows for `flows` generated flows per
-/// direction (the generator's source IPs, [`crate::gen::flow_ip`]).
-pub fn of_3table_flows(flows: u32) -> String {
-    let mut t = String::new();
-    for p in 1..=2 {
-        t.push_str(&format!("table=0,priority=10,in_port={p},actions=goto_table:1\n"));
-    }
-    for d in 0..2u32 {
-        for f in 0..flows.max(1) {
-            let ip = crate::gen::flow_ip(d, f);
-            t.push_str(&format!(
-                "table=1,priority=10,ip,nw_src={}.{}.{}.{},actions=set_field:02:00:00:00:00:{:02x}->eth_dst,dec_ttl,goto_table:2\n",
-                ip >> 24,
-                (ip >> 16) & 0xff,
-                (ip >> 8) & 0xff,
-                ip & 0xff,
-                d + 1
-            ));
-        }
-    }
-    t.push_str("table=1,priority=0,actions=goto_table:2\n");
-    t.push_str("table=2,priority=10,in_port=1,actions=output:2\ntable=2,priority=10,in_port=2,actions=output:1\n");
-    t
 }
 
 /// Sets the generator's MAC as vswitchd's permanent neighbour on the
@@ -249,6 +214,10 @@ fn load_flows(target: &str, file: &Path, dir: &Path) -> Result<(usize, f64)> {
 }
 
 impl Setup {
+    /// Whether a tunnel scenario runs with many remotes (a flow remote).
+    pub fn flow_remotes(&self) -> bool {
+        self.scenario.tunnel() && self.remotes > 1
+    }
     /// Socket path of port i.
     pub fn sock(&self, i: usize) -> String {
         self.dir.join(format!("p{i}.sock")).display().to_string()
@@ -384,12 +353,13 @@ impl Running {
         let cores = format!("{},{}", s.gen_core, s.fwd_core);
         let mut r = Running { kind, child: None, log, ovs: None, vswitchd: None, of_target: None };
         let flows_file = s.dir.join("of-3table.flows");
-        let of_port = s
-            .scenario
-            .openflow()
+        let openflow = s.scenario.openflow() || s.flow_remotes();
+        let of_port = openflow
             .then(|| std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()))
             .transpose()?;
-        if s.scenario.openflow() {
+        if s.flow_remotes() {
+            std::fs::write(&flows_file, crate::flows::remote_flows(s.macs, s.remotes))?;
+        } else if openflow {
             std::fs::write(&flows_file, s.scenario.flow_file(s.macs))?;
         }
         match kind {
@@ -422,11 +392,15 @@ impl Running {
                     (
                         format!(
                             "[[bridge.port]]\nname = \"vx\"\ntype = \"{}\"\nremote_ip = \"{}\"\nkey = {}\n\n\
-                             [[bridge]]\nname = \"br-phy\"\n\n{}",
+                             [[bridge]]\nname = \"br-phy\"\n\n{}{}",
                             s.scenario.tunnel_type(),
-                            std::net::Ipv4Addr::from(crate::gen::VXLAN_REMOTE),
+                            match s.flow_remotes() {
+                                true => "flow".to_string(),
+                                false => std::net::Ipv4Addr::from(crate::gen::VXLAN_REMOTE).to_string(),
+                            },
                             crate::gen::VXLAN_VNI,
-                            port(1)
+                            port(1),
+                            crate::flows::remote_route(s)
                         ),
                         true,
                     )
@@ -771,12 +745,16 @@ fn configure_ovs(s: &Setup, o: &Ovs, vsctl: &dyn Fn(&[&str]) -> Result<String>) 
             "vx",
             &format!("type={}", s.scenario.tunnel_type()),
             "ofport_request=2",
-            &format!("options:remote_ip={remote}"),
+            &format!("options:remote_ip={}", if s.flow_remotes() { "flow".to_string() } else { remote.to_string() }),
             &format!("options:key={}", crate::gen::VXLAN_VNI),
         ])?;
         run(Command::new("ip").args(["addr", "replace", &format!("{local}/24"), "dev", phy]))?;
         run(Command::new("ip").args(["link", "set", phy, "up"]))?;
         appctl(o, &["ovs/route/add", &format!("{remote}/24"), phy])?;
+        if s.flow_remotes() {
+            // The remotes, beyond the generator as their router.
+            appctl(o, &["ovs/route/add", crate::flows::REMOTES_PREFIX, phy, &remote.to_string()])?;
+        }
         appctl(
             o,
             &[
@@ -803,6 +781,12 @@ fn configure_ovs(s: &Setup, o: &Ovs, vsctl: &dyn Fn(&[&str]) -> Result<String>) 
                 "  ovs-dpdk: {n} flows loaded by ovs-ofctl add-flows in {secs:.2} s ({:.0} flow-mods/s)",
                 n as f64 / secs
             );
+        }
+        _ if s.flow_remotes() => {
+            vsctl(&["set", "bridge", "br0", "protocols=OpenFlow10,OpenFlow13"])?;
+            std::fs::write(s.dir.join("remotes.flows"), crate::flows::remote_flows(s.macs, s.remotes))?;
+            let (n, secs) = load_flows(&mgmt, &s.dir.join("remotes.flows"), &dir)?;
+            println!("  ovs-dpdk: {n} flows loaded by ovs-ofctl add-flows in {secs:.2} s");
         }
         Scenario::L2 | Scenario::Vxlan | Scenario::Geneve | Scenario::Gre => {
             ofctl(&["add-flow", &mgmt, "actions=NORMAL"])?;

@@ -39,6 +39,11 @@ pub struct TrafficSpec {
     /// Which ports send (port 0, port 1); both in every scenario but a
     /// tunnel's encapsulation-only or decapsulation-only run.
     pub send: [bool; 2],
+    /// Tunnel scenarios: remote endpoints. Above 1, flow f comes through
+    /// the tunnel from [`crate::flows::remote_ip`]`(f % remotes)`, and port
+    /// 0's flow f is addressed to the MAC of the tunnel's flow f (the
+    /// switches' flows send it back to that remote).
+    pub remotes: u32,
 }
 
 /// The switch's underlay address in tunnel scenarios (RFC 2544's
@@ -75,7 +80,7 @@ impl Encap {
 
 /// `inner` in a tunnel from the remote endpoint to the switch (UDP
 /// checksum zero, as a Linux VTEP sends; source port from the flow).
-pub fn encap_wrap(kind: Encap, inner: &[u8], flow: u32) -> Vec<u8> {
+pub fn encap_wrap(kind: Encap, inner: &[u8], flow: u32, remote: [u8; 4]) -> Vec<u8> {
     let mut f = Vec::with_capacity(kind.overhead() + inner.len());
     f.extend_from_slice(&VXLAN_LOCAL_MAC);
     f.extend_from_slice(&VXLAN_REMOTE_MAC);
@@ -87,7 +92,7 @@ pub fn encap_wrap(kind: Encap, inner: &[u8], flow: u32) -> Vec<u8> {
     ip[6] = 0x40;
     ip[8] = 64;
     ip[9] = if kind == Encap::Gre { 47 } else { 17 };
-    ip[12..16].copy_from_slice(&VXLAN_REMOTE);
+    ip[12..16].copy_from_slice(&remote);
     ip[16..20].copy_from_slice(&VXLAN_LOCAL);
     let ck = wire::checksum::checksum(&ip);
     ip[10..12].copy_from_slice(&ck.to_be_bytes());
@@ -174,7 +179,10 @@ fn templates(spec: &TrafficSpec, dir: usize) -> Vec<Vec<u8>> {
             let fr = Udp4Frame {
                 // Flow f: source MAC, IP and UDP port all vary with f.
                 src_mac: EthernetAddress([2, dir as u8, 0, (f >> 16) as u8, (f >> 8) as u8, f as u8]),
-                dst_mac: EthernetAddress([2, dir as u8 ^ 1, 0, 0, 0, 0]),
+                dst_mac: match spec.remotes > 1 {
+                    true => EthernetAddress([2, dir as u8 ^ 1, 0, (f >> 16) as u8, (f >> 8) as u8, f as u8]),
+                    false => EthernetAddress([2, dir as u8 ^ 1, 0, 0, 0, 0]),
+                },
                 vlan: None,
                 src_ip: Ipv4Address::from_u32(flow_ip(dir as u32, f)),
                 dst_ip: Ipv4Address::from_u32(flow_ip(dir as u32 ^ 1, 1)),
@@ -185,7 +193,8 @@ fn templates(spec: &TrafficSpec, dir: usize) -> Vec<Vec<u8>> {
             let mut b = vec![0u8; len];
             fr.emit(&mut b, false);
             if let (Some(kind), 1) = (spec.tunnel, dir) {
-                return encap_wrap(kind, &b, f);
+                let remote = if spec.remotes > 1 { crate::flows::remote_ip(f % spec.remotes) } else { VXLAN_REMOTE };
+                return encap_wrap(kind, &b, f, remote);
             }
             b
         })

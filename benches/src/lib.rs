@@ -17,6 +17,7 @@
 #![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
 
 pub mod compare;
+pub mod flows;
 pub mod forwarders;
 pub mod gen;
 pub mod plot;

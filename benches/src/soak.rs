@@ -132,6 +132,7 @@ pub fn run(a: &SoakArgs) -> Result<()> {
         macs: a.flows,
         megaflow_limit: None,
         baseline_vswitchd: None,
+        remotes: 1,
     };
     let (eal, pool) = crate::rig::generator(&[a.gen_core, a.fwd_core], "vsbench-soak")?;
     println!(
@@ -154,6 +155,7 @@ pub fn run(a: &SoakArgs) -> Result<()> {
         latency_sample: 16,
         tunnel: setup.scenario.encap(),
         send: [true, true],
+        remotes: 1,
     };
     let full = rig.trial(spec(crate::rig::default_warmup(a.flows) + 1.0, None))?;
     let (rate, zero_loss) = match a.rate {

@@ -65,6 +65,7 @@ fn flow_mod(a: &FlowModArgs) -> Result<()> {
         macs: 1,
         megaflow_limit: None,
         baseline_vswitchd: None,
+        remotes: 1,
     };
     println!(
         "vswitch-bench flow-mod: {} distinct flow-mods then one barrier, {} rounds, PMD core {}",

@@ -63,9 +63,35 @@ impl std::hash::Hasher for FxHasher {
     }
     #[inline]
     fn finish(&self) -> u64 {
-        self.0
+        // The multiplies carry a word's bits upwards only: fold the high
+        // half down and mix once more, or keys that differ in their top
+        // bytes (IPv4-mapped addresses) would share their low bits, which
+        // pick the bucket.
+        let h = (self.0 ^ (self.0 >> 32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h ^ (h >> 29)
     }
 }
 
 /// [`FxHasher`] for `HashMap`s.
 pub type FxBuildHasher = std::hash::BuildHasherDefault<FxHasher>;
+
+#[cfg(test)]
+mod tests {
+    use super::FxBuildHasher;
+    use std::hash::BuildHasher;
+
+    #[test]
+    fn keys_that_differ_only_in_their_top_bytes_spread_over_buckets() {
+        // 10,000 IPv4-mapped remotes (198.19.x.y): what a flow remote's
+        // paths are keyed by. The low 14 bits pick a bucket of a map that
+        // size: nearly every key must get its own.
+        let b = FxBuildHasher::default();
+        let low: std::collections::HashSet<u64> = (1..=10_000u32)
+            .map(|h| {
+                let a = std::net::Ipv4Addr::new(198, 19, (h >> 8) as u8, h as u8).to_ipv6_mapped().octets();
+                b.hash_one(a) & 0x3fff
+            })
+            .collect();
+        assert!(low.len() > 5_000, "{} distinct buckets of 10,000 keys", low.len());
+    }
+}
