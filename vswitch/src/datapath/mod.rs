@@ -88,7 +88,8 @@ mod tests {
         let b = FxBuildHasher::default();
         let low: std::collections::HashSet<u64> = (1..=10_000u32)
             .map(|h| {
-                let a = std::net::Ipv4Addr::new(198, 19, (h >> 8) as u8, h as u8).to_ipv6_mapped().octets();
+                let [_, _, x, y] = h.to_be_bytes();
+                let a = std::net::Ipv4Addr::new(198, 19, x, y).to_ipv6_mapped().octets();
                 b.hash_one(a) & 0x3fff
             })
             .collect();
