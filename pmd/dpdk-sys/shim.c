@@ -100,6 +100,12 @@ uint64_t vs_const(unsigned which)
 	case 35: return RTE_MBUF_F_TX_TUNNEL_VXLAN;
 	case 36: return RTE_MBUF_F_TX_TUNNEL_GENEVE;
 	case 37: return RTE_MBUF_F_TX_TUNNEL_GRE;
+	case 38: return RTE_MBUF_F_RX_LRO;
+	case 39: return RTE_MBUF_F_TX_TCP_SEG;
+	case 40: return RTE_MBUF_F_TX_IPV4;
+	case 41: return RTE_MBUF_F_TX_IP_CKSUM;
+	case 42: return RTE_MBUF_F_TX_TCP_CKSUM;
+	case 43: return RTE_MBUF_F_RX_L4_CKSUM_NONE;
 	default: return 0;
 	}
 }

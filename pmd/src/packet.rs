@@ -331,6 +331,68 @@ impl Packet {
         unsafe { self.m().__bindgen_anon_3.tx_offload }
     }
 
+    /// The segment size a large TCP segment is to be cut to (a guest's
+    /// GSO request: `RTE_MBUF_F_RX_LRO` or `RTE_MBUF_F_TX_TCP_SEG` with
+    /// `tso_segsz`); None for any other packet.
+    #[inline]
+    pub fn gso_size(&self) -> Option<u16> {
+        let f = crate::port::seg_flags();
+        if self.m().ol_flags & (f.rx_lro | f.tx_tcp_seg) == 0 {
+            return None;
+        }
+        #[allow(clippy::cast_possible_truncation)] // a 16-bit field of the word
+        let mss = (self.tx_offload() >> 24) as u16;
+        (mss > 0).then_some(mss)
+    }
+
+    /// Whether the L4 checksum in the data is a partial one to complete
+    /// (`RTE_MBUF_F_RX_L4_CKSUM_NONE`: a guest left it to the switch).
+    #[inline]
+    pub fn l4_cksum_partial(&self) -> bool {
+        let f = crate::port::offload_flags();
+        self.m().ol_flags & f.mbuf_rx_l4_cksum_mask == crate::port::seg_flags().rx_l4_cksum_none
+    }
+
+    /// Clears the offload flags (what the packet was received with) and
+    /// the lengths word.
+    #[inline]
+    pub fn clear_offloads(&mut self) {
+        let m = self.m_mut();
+        m.ol_flags = 0;
+        m.__bindgen_anon_3.tx_offload = 0;
+    }
+
+    /// Copies `out.len()` bytes from offset `off` of the whole packet
+    /// (across segments) into `out`; false when the packet is shorter.
+    pub fn read_at(&self, mut off: usize, out: &mut [u8]) -> bool {
+        let mut done = 0;
+        let mut seg: *const rte_mbuf = self.raw.as_ptr();
+        while done < out.len() {
+            if seg.is_null() {
+                return false;
+            }
+            // SAFETY: seg is this packet's mbuf or one of its chain, all
+            // valid while we own the packet.
+            let m = unsafe { &*seg };
+            let len = usize::from(m.data_len);
+            if off < len {
+                let n = (len - off).min(out.len() - done);
+                // SAFETY: buf_addr + data_off + off .. + n lies inside this
+                // segment's initialised data.
+                let src = unsafe {
+                    std::slice::from_raw_parts(m.buf_addr.cast::<u8>().add(usize::from(m.data_off) + off), n)
+                };
+                out[done..done + n].copy_from_slice(src);
+                done += n;
+                off = 0;
+            } else {
+                off -= len;
+            }
+            seg = m.next;
+        }
+        true
+    }
+
     /// Metadata in the private area.
     #[inline]
     pub fn meta(&self) -> &PacketMeta {

@@ -239,6 +239,40 @@ pub struct TunnelTxFlags {
     pub gre: u64,
 }
 
+/// The flags of a large TCP segment to be cut into MSS-sized ones: what
+/// a vhost-user guest's GSO request arrives with (`RTE_MBUF_F_RX_LRO`
+/// with `tso_segsz`, or `RTE_MBUF_F_TX_TCP_SEG` with legacy offload flags),
+/// and what a sender asks a NIC with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegFlags {
+    /// `RTE_MBUF_F_RX_LRO`.
+    pub rx_lro: u64,
+    /// `RTE_MBUF_F_TX_TCP_SEG`.
+    pub tx_tcp_seg: u64,
+    /// `RTE_MBUF_F_TX_IPV4`.
+    pub tx_ipv4: u64,
+    /// `RTE_MBUF_F_TX_IP_CKSUM`.
+    pub tx_ip_cksum: u64,
+    /// `RTE_MBUF_F_TX_TCP_CKSUM`.
+    pub tx_tcp_cksum: u64,
+    /// `RTE_MBUF_F_RX_L4_CKSUM_NONE`: the L4 checksum in the data is not
+    /// complete (a guest's partial one), the data is intact.
+    pub rx_l4_cksum_none: u64,
+}
+
+/// DPDK's values of [`SegFlags`], read once.
+pub fn seg_flags() -> &'static SegFlags {
+    static F: OnceLock<SegFlags> = OnceLock::new();
+    F.get_or_init(|| SegFlags {
+        rx_lro: consts::get(Flag::MbufRxLro),
+        tx_tcp_seg: consts::get(Flag::MbufTxTcpSeg),
+        tx_ipv4: consts::get(Flag::MbufTxIpv4),
+        tx_ip_cksum: consts::get(Flag::MbufTxIpCksum),
+        tx_tcp_cksum: consts::get(Flag::MbufTxTcpCksum),
+        rx_l4_cksum_none: consts::get(Flag::MbufRxL4CksumNone),
+    })
+}
+
 /// DPDK's values of [`TunnelTxFlags`], read once.
 pub fn tunnel_tx_flags() -> &'static TunnelTxFlags {
     static F: OnceLock<TunnelTxFlags> = OnceLock::new();

@@ -73,6 +73,12 @@ pub mod consts {
         MbufTxTunnelVxlan = 35,
         MbufTxTunnelGeneve = 36,
         MbufTxTunnelGre = 37,
+        MbufRxLro = 38,
+        MbufTxTcpSeg = 39,
+        MbufTxIpv4 = 40,
+        MbufTxIpCksum = 41,
+        MbufTxTcpCksum = 42,
+        MbufRxL4CksumNone = 43,
     }
 
     /// The value of one flag macro.

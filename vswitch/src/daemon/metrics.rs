@@ -224,6 +224,12 @@ fn tunnel(s: &mut Snapshot, p: &super::switch::SwitchPort, t: &super::switch::Tu
     }
     let l = [("bridge", p.bridge.as_str()), ("port", p.name.as_str())];
     s.counter("vswitch_tunnel_held", "Frames a tunnel port handed over to wait for its next hop.", &l, st.held);
+    s.counter(
+        "vswitch_tunnel_gso_segments",
+        "Segments a tunnel port cut from guests' large TCP segments.",
+        &l,
+        st.gso_segments,
+    );
     let up = if p.port.link().up { 1.0 } else { 0.0 };
     s.gauge("vswitch_port_link_up", "1 while the port's link is up.", &l, up);
     s.gauge("vswitch_port_mtu_bytes", "The port's MTU.", &l, f64::from(p.port.mtu()));

@@ -604,6 +604,7 @@ impl Switch {
                 inject: None,
                 counters: counters.clone(),
                 flows: Arc::default(),
+                pool: None,
             });
             return Ok(Attachment::Tunnel(TunnelPort {
                 spec,
@@ -660,6 +661,7 @@ impl Switch {
             Attachment::Tunnel(t) => {
                 // Frames sent before the path is known wait for it.
                 let (hold, wake, inject) = (underlay.held_sender(), underlay.wake.clone(), underlay.inject_sender());
+                let pool = self.pools.first().cloned();
                 let make = |slot| {
                     let v = Arc::new(TunnelVport {
                         slot,
@@ -670,6 +672,7 @@ impl Switch {
                         inject: Some(inject),
                         counters: t.counters.clone(),
                         flows: Arc::default(),
+                        pool,
                     });
                     t.set(v.clone(), None);
                     v as Arc<dyn pmd::pmd::VirtualPort>

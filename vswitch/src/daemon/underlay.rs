@@ -649,6 +649,7 @@ impl Switch {
                 inject: Some(self.underlay.inject_sender()),
                 counters: t.counters.clone(),
                 flows,
+                pool: Some(self.pool()),
             });
             t.set(v.clone(), hop);
             self.pmds.set_virtual(slot, v);
@@ -784,7 +785,7 @@ pub fn tunnel_json(sw: &Switch, p: &SwitchPort, t: &TunnelPort) -> Value {
         "state": state,
         "tx_packets": st.tx_packets, "tx_bytes": st.tx_bytes, "rx_packets": st.rx_packets, "rx_bytes": st.rx_bytes,
         "held": st.held, "drop_no_path": st.drop_no_path, "drop_too_big": st.drop_too_big, "drop_no_room": st.drop_no_room,
-        "pmtu_sent": st.pmtu_sent,
+        "pmtu_sent": st.pmtu_sent, "gso_segments": st.gso_segments,
     })
 }
 

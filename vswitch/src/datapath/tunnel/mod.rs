@@ -16,6 +16,7 @@
 //! look anything up per packet but the decapsulation table and, for a
 //! tunnel whose remote is `flow`, the path to each frame's remote.
 
+mod gso;
 pub mod meta;
 pub mod underlay;
 mod vport;
@@ -144,6 +145,8 @@ pub struct TunnelCounters {
     pub drop_no_room: AtomicU64,
     /// ICMP "fragmentation needed" sent back for frames too big.
     pub pmtu_sent: AtomicU64,
+    /// Segments made of guests' large TCP segments (GSO in software).
+    pub gso_segments: AtomicU64,
     /// The next outer IPv4 identification of this thread.
     pub ip_id: AtomicU64,
     /// When this thread last sent an ICMP "fragmentation needed" (TSC).
@@ -171,6 +174,8 @@ pub struct TunnelStats {
     pub drop_no_room: u64,
     /// See [`TunnelCounters::pmtu_sent`].
     pub pmtu_sent: u64,
+    /// See [`TunnelCounters::gso_segments`].
+    pub gso_segments: u64,
 }
 
 /// Per-PMD counters of one tunnel port, summed.
@@ -187,6 +192,7 @@ pub fn tunnel_stats(c: &[TunnelCounters]) -> TunnelStats {
         s.drop_too_big += g(&c.drop_too_big);
         s.drop_no_room += g(&c.drop_no_room);
         s.pmtu_sent += g(&c.pmtu_sent);
+        s.gso_segments += g(&c.gso_segments);
     }
     s
 }

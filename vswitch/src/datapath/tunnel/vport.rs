@@ -43,6 +43,9 @@ pub struct TunnelVport {
     /// `remote_ip = "flow"`: the paths to the remotes resolved so far
     /// (frames to others go to the control thread, which resolves them).
     pub flows: Arc<FlowPaths>,
+    /// Mbufs for the segments of a guest's large TCP segments (None: they
+    /// are dropped as too big).
+    pub pool: Option<Arc<pmd::Mempool>>,
 }
 
 #[inline]
@@ -152,6 +155,77 @@ impl TunnelVport {
                 opts = 0;
             }
         }
+        if p.ol_flags() != 0 {
+            if let Some(mss) = p.gso_size().filter(|_| p.len() > path.max_inner) {
+                self.segment(c, path, p, opts, usize::from(mss), id, t, out);
+                return;
+            }
+            if p.l4_cksum_partial() && p.is_contiguous() {
+                super::gso::complete_l4_checksum(&mut p.data_mut()[opts..]);
+            }
+            // What it was received with is no request to the uplink's NIC.
+            p.clear_offloads();
+        }
+        self.encap_frame(c, path, p, opts, id, t, out);
+    }
+
+    /// Cuts a guest's large TCP segment (`opts` bytes of Geneve options in
+    /// front) into segments that fit the tunnel, each encapsulated with the
+    /// options.
+    #[allow(clippy::too_many_arguments)]
+    #[cold]
+    fn segment(
+        &self,
+        c: &TunnelCounters,
+        path: &TunnelPath,
+        mut p: Packet,
+        opts: usize,
+        mss: usize,
+        id: &mut u64,
+        t: &mut Tally,
+        out: &mut dyn FnMut(usize, Packet),
+    ) {
+        let mut o = [0u8; 252];
+        o[..opts].copy_from_slice(&p.data()[..opts]);
+        let (Some(pool), true) = (&self.pool, p.adj(opts)) else {
+            t.too_big += 1;
+            return;
+        };
+        let mut each = |mut s: Packet| {
+            if opts > 0 {
+                match s.prepend(opts) {
+                    Some(front) => front.copy_from_slice(&o[..opts]),
+                    None => {
+                        t.no_room += 1;
+                        return;
+                    }
+                }
+            }
+            self.encap_frame(c, path, s, opts, id, t, out);
+        };
+        match super::gso::segment(&p, mss, path.max_inner - opts, pool, &mut each) {
+            Some(n) => bump(&c.gso_segments, n as u64),
+            None => {
+                t.too_big += 1;
+                self.too_big(c, p, path);
+            }
+        }
+    }
+
+    /// Encapsulates one frame that needs nothing more done to it (`opts`
+    /// bytes of Geneve options at its front).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn encap_frame(
+        &self,
+        c: &TunnelCounters,
+        path: &TunnelPath,
+        mut p: Packet,
+        opts: usize,
+        id: &mut u64,
+        t: &mut Tally,
+        out: &mut dyn FnMut(usize, Packet),
+    ) {
         let len = p.len();
         if len > path.max_inner {
             t.too_big += 1;
