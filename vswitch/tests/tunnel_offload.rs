@@ -48,6 +48,7 @@ fn encap(pool: &Mempool, kind: TunnelKind, csum: bool, enabled: u64) -> Vec<Pack
         inject: None,
         counters: new_counters(),
         flows: Default::default(),
+        pool: None,
     };
     let mut b = Batch::new();
     let inner: Vec<u8> = (0..100u8).collect();
