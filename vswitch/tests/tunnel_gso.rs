@@ -4,23 +4,18 @@
 //! every header right, every checksum valid, the payload in order; a
 //! small frame's partial checksum completed.
 
+mod common;
+
 use pmd::pmd::VirtualPort;
 use pmd::port::seg_flags;
-use pmd::{Batch, Eal, EalConfig, Memory, Mempool, Packet};
+use pmd::{Batch, Eal, Mempool, Packet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use vswitch::datapath::tunnel::{new_counters, tunnel_stats, TunnelKind, TunnelPath, TunnelSpec, TunnelVport};
 use wire::checksum::{fold, pseudo_v4, pseudo_v6, sum};
 
 fn eal() -> &'static Eal {
-    Eal::init(&EalConfig {
-        cores: vec![0],
-        memory: Memory::NoHuge { mb: 256 },
-        file_prefix: format!("vsgso{}", std::process::id()),
-        log_level: 4,
-        ..EalConfig::default()
-    })
-    .expect("EAL")
+    common::eal("vsgso", 256)
 }
 
 /// A VXLAN vport to 10.0.0.2 through an uplink of MTU 1500.

@@ -4,21 +4,16 @@
 //! is computed in software. No NIC here computes anything: these are the
 //! mbufs a driver would be handed.
 
+mod common;
+
 use pmd::pmd::VirtualPort;
 use pmd::port::{tunnel_tx_flags, TX_OUTER_IPV4_CKSUM, TX_OUTER_UDP_CKSUM};
-use pmd::{Batch, Eal, EalConfig, Memory, Mempool, Packet};
+use pmd::{Batch, Eal, Mempool, Packet};
 use std::net::Ipv4Addr;
 use vswitch::datapath::tunnel::{new_counters, TunnelKind, TunnelPath, TunnelSpec, TunnelVport};
 
 fn eal() -> &'static Eal {
-    Eal::init(&EalConfig {
-        cores: vec![0],
-        memory: Memory::NoHuge { mb: 128 },
-        file_prefix: format!("vsoffload{}", std::process::id()),
-        log_level: 4,
-        ..EalConfig::default()
-    })
-    .expect("EAL")
+    common::eal("vsoffload", 128)
 }
 
 /// `frames` through a tunnel whose uplink enabled `enabled`; what leaves.

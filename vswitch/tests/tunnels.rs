@@ -7,7 +7,7 @@
 mod common;
 
 use common::overlay::{
-    capture, config, config_at, tcp_transfer, tunnel, vxlan_lab, wait_for, HostB, B_IP, OUR_IP, VNI,
+    capture, config, config_at, hits, ofctl, tcp_transfer, tunnel, vxlan_lab, wait_for, HostB, B_IP, OUR_IP, VNI,
 };
 use common::{sh, Lab};
 use serde_json::Value;
@@ -480,13 +480,6 @@ fn the_arp_responder_answers_and_never_floods_into_the_tunnel() {
     assert!(lab.ctl_err(&["arp-add", "br-int", "10.99.0.2", "not-a-mac"]).contains("MAC"));
 }
 
-/// `ovs-ofctl -O OpenFlow13 ARGS... TARGET ...` against vswitchd.
-fn ofctl(args: &[&str]) -> String {
-    let out = Command::new("ovs-ofctl").args(["-O", "OpenFlow13"]).args(args).output().unwrap();
-    assert!(out.status.success(), "ovs-ofctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn openflow_sets_and_matches_tunnel_id_through_a_flow_keyed_port() {
     // OVN's shape: one tunnel port per remote with key=flow; the tables
@@ -511,16 +504,7 @@ fn openflow_sets_and_matches_tunnel_id_through_a_flow_keyed_port() {
     // as set, and the replies (VNI 42) matched tun_id=42 coming in.
     assert_eq!(lab.ping(1, 2, 4, "0.2", None), 4, "{}", lab.log());
     let flows = ofctl(&["dump-flows", &target]);
-    let hits = |m: &str| {
-        flows
-            .lines()
-            .find(|l| l.contains(m))
-            .and_then(|l| l.split("n_packets=").nth(1))
-            .and_then(|n| n.split(',').next())
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    assert!(hits("tun_id=0x2a") >= 4, "{flows}");
+    assert!(hits(&flows, "tun_id=0x2a") >= 4, "{flows}");
     // Another VNI out: host B's kernel has no such network.
     ofctl(&["mod-flows", &target, "in_port=1,actions=set_field:43->tun_id,output:2"]);
     assert_eq!(lab.ping(1, 2, 2, "0.2", None), 0, "VNI 43 reaches nobody");

@@ -6,26 +6,8 @@
 
 mod common;
 
-use common::overlay::{tcp_transfer, tunnel, HostB};
+use common::overlay::{hits, ofctl, tcp_transfer, tunnel, HostB};
 use common::Lab;
-
-/// `ovs-ofctl -O OpenFlow13 ARGS...` against vswitchd.
-fn ofctl(args: &[&str]) -> String {
-    let out = std::process::Command::new("ovs-ofctl").args(["-O", "OpenFlow13"]).args(args).output().unwrap();
-    assert!(out.status.success(), "ovs-ofctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Packets a flow containing `m` counted in `flows` (dump-flows' text).
-fn hits(flows: &str, m: &str) -> u64 {
-    flows
-        .lines()
-        .find(|l| l.contains(m))
-        .and_then(|l| l.split("n_packets=").nth(1))
-        .and_then(|n| n.split(',').next())
-        .and_then(|n| n.parse::<u64>().ok())
-        .unwrap_or(0)
-}
 
 /// vswitchd with container 1 and a VXLAN port (VNI 42) whose remote is
 /// `flow` on an OpenFlow bridge, the uplink into host B with `ours`; the

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::overlay::{tcp_transfer, tunnel, wait_for};
+use common::overlay::{ofctl_expect, tcp_transfer, tunnel, wait_for};
 use common::{sh, Lab};
 use serde_json::Value;
 use std::process::{Command, Stdio};
@@ -235,15 +235,6 @@ fn gre_with_a_key_interoperates_with_ovs_userspace() {
     assert_eq!(t["type"], "gre");
 }
 
-/// `ovs-ofctl -O OpenFlow13 ARGS...` against vswitchd: its output, or its
-/// error text when `ok` is false.
-fn ofctl_ours(args: &[&str], ok: bool) -> String {
-    let out = Command::new("ovs-ofctl").args(["-O", "OpenFlow13"]).args(args).output().unwrap();
-    assert_eq!(out.status.success(), ok, "ovs-ofctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    let text = if ok { &out.stdout } else { &out.stderr };
-    String::from_utf8_lossy(text).into_owned()
-}
-
 #[test]
 fn geneve_metadata_and_a_flow_remote_work_with_ovs_as_ovn_writes_them() {
     // OVN's shape: a critical 4-byte option (class 0x0102, type 0x80)
@@ -270,8 +261,8 @@ fn geneve_metadata_and_a_flow_remote_work_with_ovs_as_ovn_writes_them() {
     let us = format!("tcp:127.0.0.1:{of}");
     // Without a map here, OVS's critical option is not understood: its
     // frames are dropped and counted.
-    ofctl_ours(&["add-flow", &us, "in_port=2,actions=output:1"], true);
-    ofctl_ours(&["add-flow", &us, "in_port=1,actions=set_field:172.31.9.2->tun_dst,output:2"], true);
+    ofctl_expect(&["add-flow", &us, "in_port=2,actions=output:1"], true);
+    ofctl_expect(&["add-flow", &us, "in_port=1,actions=set_field:172.31.9.2->tun_dst,output:2"], true);
     let bad_options = || lab.ctl(&["show"])["bridges"][1]["ports"][0]["underlay"]["drops"]["bad_options"].as_u64();
     let deadline = Instant::now() + Duration::from_secs(15);
     while bad_options() == Some(0) {
@@ -279,22 +270,22 @@ fn geneve_metadata_and_a_flow_remote_work_with_ovs_as_ovn_writes_them() {
         o.ping(&o.container, "10.99.0.1", 1);
     }
     // A flow naming an unmapped field is refused as OVS refuses it.
-    let e = ofctl_ours(&["add-flow", &us, "in_port=2,tun_metadata0=0x1234,actions=output:1"], false);
+    let e = ofctl_expect(&["add-flow", &us, "in_port=2,tun_metadata0=0x1234,actions=output:1"], false);
     assert!(e.contains("NXFMFC_INVALID_TLV_FIELD"), "{e}");
-    ofctl_ours(&["add-tlv-map", &us, "{class=0x0102,type=0x80,len=4}->tun_metadata0"], true);
-    let map = ofctl_ours(&["dump-tlv-map", &us], true);
+    ofctl_expect(&["add-tlv-map", &us, "{class=0x0102,type=0x80,len=4}->tun_metadata0"], true);
+    let map = ofctl_expect(&["dump-tlv-map", &us], true);
     assert!(map.contains("0x102") && map.contains("0x80") && map.contains("tun_metadata0"), "{map}");
-    ofctl_ours(&["del-flows", &us], true);
-    ofctl_ours(
+    ofctl_expect(&["del-flows", &us], true);
+    ofctl_expect(
         &["add-flow", &us, "in_port=2,tun_src=172.31.9.2,tun_dst=172.31.9.1,tun_metadata0=0x1234,actions=output:1"],
         true,
     );
-    ofctl_ours(
+    ofctl_expect(
         &["add-flow", &us, "in_port=1,actions=set_field:0x5678->tun_metadata0,set_field:172.31.9.2->tun_dst,output:2"],
         true,
     );
     // The mapping is in use: not deleted.
-    let e = ofctl_ours(&["del-tlv-map", &us, "{class=0x0102,type=0x80,len=4}->tun_metadata0"], false);
+    let e = ofctl_expect(&["del-tlv-map", &us, "{class=0x0102,type=0x80,len=4}->tun_metadata0"], false);
     assert!(e.contains("NXTTMFC_INVALID_TLV_DEL"), "{e}");
     let deadline = Instant::now() + Duration::from_secs(15);
     while o.ping(&lab.ns(1), "10.99.0.2", 1) == 0 {
@@ -313,20 +304,20 @@ fn geneve_metadata_and_a_flow_remote_work_with_ovs_as_ovn_writes_them() {
     assert_eq!(t["remotes"][0]["remote_ip"], "172.31.9.2", "{t}");
     assert_eq!(t["remotes"][0]["state"], "up", "{t}");
     // Our flows matched what OVS sent, and OVS's matched what we sent.
-    let flows = ofctl_ours(&["dump-flows", &us], true);
+    let flows = ofctl_expect(&["dump-flows", &us], true);
     let line = flows.lines().find(|l| l.contains("tun_metadata0=0x1234")).unwrap_or_default();
     assert!(line.contains("tun_src=172.31.9.2") && !line.contains("n_packets=0,"), "{flows}");
     let theirs = o.ofctl(&["dump-flows", &ovs]);
     let line = theirs.lines().find(|l| l.contains("tun_metadata0=0x5678")).unwrap_or_default();
     assert!(!line.is_empty() && !line.contains("n_packets=0,"), "{theirs}");
     // Another value out: OVS's flow no longer matches, nothing comes back.
-    ofctl_ours(
+    ofctl_expect(
         &["mod-flows", &us, "in_port=1,actions=set_field:0x5679->tun_metadata0,set_field:172.31.9.2->tun_dst,output:2"],
         true,
     );
     assert_eq!(o.ping(&lab.ns(1), "10.99.0.2", 3), 0, "OVS drops the wrong tun_metadata0");
     // Another remote: nobody answers ARP for it, frames wait and expire.
-    ofctl_ours(
+    ofctl_expect(
         &["mod-flows", &us, "in_port=1,actions=set_field:0x5678->tun_metadata0,set_field:172.31.9.7->tun_dst,output:2"],
         true,
     );

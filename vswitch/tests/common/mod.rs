@@ -312,3 +312,16 @@ pub fn next_port_status(
         }
     }
 }
+
+/// EAL in this test process (for tests on mbufs): one core, `mb` MB of
+/// ordinary memory, a file prefix of its own.
+pub fn eal(prefix: &str, mb: u32) -> &'static pmd::Eal {
+    pmd::Eal::init(&pmd::EalConfig {
+        cores: vec![0],
+        memory: pmd::Memory::NoHuge { mb },
+        file_prefix: format!("{prefix}{}", std::process::id()),
+        log_level: 4,
+        ..pmd::EalConfig::default()
+    })
+    .expect("EAL")
+}

@@ -205,3 +205,28 @@ pub fn vxlan_lab(prefix: &str) -> (Lab, HostB, String) {
     wait_for("the tunnel to come up", || tunnel(&lab, "vx1")["state"] == "up");
     (lab, b, metrics)
 }
+
+/// `ovs-ofctl -O OpenFlow13 ARGS...` against vswitchd: its output when it
+/// succeeds, its error text when it fails, as `ok` expects.
+pub fn ofctl_expect(args: &[&str], ok: bool) -> String {
+    let out = Command::new("ovs-ofctl").args(["-O", "OpenFlow13"]).args(args).output().unwrap();
+    assert_eq!(out.status.success(), ok, "ovs-ofctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(if ok { &out.stdout } else { &out.stderr }).into_owned()
+}
+
+/// [`ofctl_expect`] that must succeed.
+pub fn ofctl(args: &[&str]) -> String {
+    ofctl_expect(args, true)
+}
+
+/// Packets the first flow containing `m` counted in `flows`
+/// (`dump-flows`' text).
+pub fn hits(flows: &str, m: &str) -> u64 {
+    flows
+        .lines()
+        .find(|l| l.contains(m))
+        .and_then(|l| l.split("n_packets=").nth(1))
+        .and_then(|n| n.split(',').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0)
+}
