@@ -35,17 +35,7 @@ fn vport(pool: &Arc<Mempool>) -> TunnelVport {
     };
     let path =
         TunnelPath::new(&spec, 1, [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], Ipv4Addr::new(10, 0, 0, 1).into(), 1500);
-    TunnelVport {
-        slot: 5,
-        spec,
-        path: Some(path),
-        hold: None,
-        wake: None,
-        inject: None,
-        counters: new_counters(),
-        flows: Default::default(),
-        pool: Some(pool.clone()),
-    }
+    TunnelVport { pool: Some(pool.clone()), ..TunnelVport::new(5, spec, Some(path), new_counters()) }
 }
 
 /// A TCP frame over IPv4 or IPv6 with `payload` bytes (byte i = i % 251),

@@ -34,17 +34,7 @@ fn encap(pool: &Mempool, kind: TunnelKind, csum: bool, enabled: u64) -> Vec<Pack
     let path =
         TunnelPath::new(&spec, 1, [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], Ipv4Addr::new(10, 0, 0, 1).into(), 1500)
             .with_offloads(&spec, enabled);
-    let v = TunnelVport {
-        slot: 5,
-        spec,
-        path: Some(path),
-        hold: None,
-        wake: None,
-        inject: None,
-        counters: new_counters(),
-        flows: Default::default(),
-        pool: None,
-    };
+    let v = TunnelVport::new(5, spec, Some(path), new_counters());
     let mut b = Batch::new();
     let inner: Vec<u8> = (0..100u8).collect();
     for _ in 0..4 {

@@ -595,17 +595,7 @@ impl Switch {
             let spec = TunnelSpec::of(p);
             let counters = tunnel::new_counters();
             // Without a path until the slot is known and resolved.
-            let v = Arc::new(TunnelVport {
-                slot: usize::MAX,
-                spec,
-                path: None,
-                hold: None,
-                wake: None,
-                inject: None,
-                counters: counters.clone(),
-                flows: Arc::default(),
-                pool: None,
-            });
+            let v = Arc::new(TunnelVport::new(usize::MAX, spec, None, counters.clone()));
             return Ok(Attachment::Tunnel(TunnelPort {
                 spec,
                 counters,

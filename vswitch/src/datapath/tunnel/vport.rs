@@ -54,6 +54,23 @@ fn bump(c: &AtomicU64, n: u64) {
 }
 
 impl TunnelVport {
+    /// A vport for `slot` sending through `path`, with nowhere to hold
+    /// frames nor to send ICMP, no flow remotes and no pool (the daemon
+    /// sets those).
+    pub fn new(slot: usize, spec: TunnelSpec, path: Option<TunnelPath>, counters: Arc<[TunnelCounters]>) -> Self {
+        TunnelVport {
+            slot,
+            spec,
+            path,
+            hold: None,
+            wake: None,
+            inject: None,
+            counters,
+            flows: Arc::default(),
+            pool: None,
+        }
+    }
+
     fn hold(&self, c: &TunnelCounters, batch: &mut Batch) {
         let Some(hold) = &self.hold else {
             bump(&c.drop_no_path, batch.len() as u64);
