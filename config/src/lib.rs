@@ -23,7 +23,8 @@ pub use validate::{in_subnet, is_unicast, network, parse_ip_net, parse_mac, pref
 /// IANA's UDP port for VXLAN, a VXLAN tunnel's default `dst_port`.
 pub const VXLAN_PORT: u16 = 4789;
 /// The transmit offloads a port's `tx_offload` list may name.
-pub const TX_OFFLOADS: [&str; 2] = ["outer_ipv4_cksum", "outer_udp_cksum"];
+pub const TX_OFFLOADS: [&str; 8] =
+    ["outer_ipv4_cksum", "outer_udp_cksum", "tso", "vxlan_tso", "geneve_tso", "gre_tso", "ipv4_cksum", "l4_cksum"];
 
 /// IANA's UDP port for Geneve, a Geneve tunnel's default `dst_port`.
 pub const GENEVE_PORT: u16 = 6081;

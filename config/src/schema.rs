@@ -470,8 +470,7 @@ pub struct Port {
     #[serde(default = "default_true")]
     pub df: bool,
     /// Transmit offloads the port may use: `"auto"` (every one the device
-    /// advertises), `"off"`, or a list of `outer_ipv4_cksum`,
-    /// `outer_udp_cksum`.
+    /// advertises), `"off"`, or a list of [`crate::TX_OFFLOADS`].
     #[serde(default)]
     pub tx_offload: TxOffload,
 }

@@ -106,6 +106,9 @@ uint64_t vs_const(unsigned which)
 	case 41: return RTE_MBUF_F_TX_IP_CKSUM;
 	case 42: return RTE_MBUF_F_TX_TCP_CKSUM;
 	case 43: return RTE_MBUF_F_RX_L4_CKSUM_NONE;
+	case 44: return RTE_MBUF_F_TX_OUTER_IPV6;
+	case 45: return RTE_MBUF_F_TX_IPV6;
+	case 46: return RTE_MBUF_F_TX_UDP_CKSUM;
 	default: return 0;
 	}
 }

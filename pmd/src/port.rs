@@ -86,10 +86,33 @@ pub enum TxOffloads {
 pub const TX_OUTER_IPV4_CKSUM: u64 = 1 << 0;
 /// The outer UDP checksum of tunnel packets.
 pub const TX_OUTER_UDP_CKSUM: u64 = 1 << 1;
+/// TCP segmentation (TSO).
+pub const TX_TSO: u64 = 1 << 2;
+/// TCP segmentation inside VXLAN.
+pub const TX_VXLAN_TSO: u64 = 1 << 3;
+/// TCP segmentation inside Geneve.
+pub const TX_GENEVE_TSO: u64 = 1 << 4;
+/// TCP segmentation inside GRE.
+pub const TX_GRE_TSO: u64 = 1 << 5;
+/// The (inner) IPv4 header checksum.
+pub const TX_IPV4_CKSUM: u64 = 1 << 6;
+/// The (inner) TCP and UDP checksums.
+pub const TX_L4_CKSUM: u64 = 1 << 7;
 /// Every transmit offload the switch knows, by the names configurations
 /// use.
-pub const TX_OFFLOAD_NAMES: [(&str, u64); 2] =
-    [("outer_ipv4_cksum", TX_OUTER_IPV4_CKSUM), ("outer_udp_cksum", TX_OUTER_UDP_CKSUM)];
+pub const TX_OFFLOAD_NAMES: [(&str, u64); 8] = [
+    ("outer_ipv4_cksum", TX_OUTER_IPV4_CKSUM),
+    ("outer_udp_cksum", TX_OUTER_UDP_CKSUM),
+    ("tso", TX_TSO),
+    ("vxlan_tso", TX_VXLAN_TSO),
+    ("geneve_tso", TX_GENEVE_TSO),
+    ("gre_tso", TX_GRE_TSO),
+    ("ipv4_cksum", TX_IPV4_CKSUM),
+    ("l4_cksum", TX_L4_CKSUM),
+];
+
+/// Every `TX_*` bit.
+pub const TX_ALL: u64 = (1 << 8) - 1;
 
 impl PortConfig {
     /// One rx and one tx queue, 1024 descriptors each, promiscuous, RSS and
@@ -227,6 +250,8 @@ pub fn rx_cksum_bad(ol_flags: u64) -> bool {
 pub struct TunnelTxFlags {
     /// `RTE_MBUF_F_TX_OUTER_IPV4`.
     pub outer_ipv4: u64,
+    /// `RTE_MBUF_F_TX_OUTER_IPV6`.
+    pub outer_ipv6: u64,
     /// `RTE_MBUF_F_TX_OUTER_IP_CKSUM`.
     pub outer_ip_cksum: u64,
     /// `RTE_MBUF_F_TX_OUTER_UDP_CKSUM`.
@@ -255,6 +280,10 @@ pub struct SegFlags {
     pub tx_ip_cksum: u64,
     /// `RTE_MBUF_F_TX_TCP_CKSUM`.
     pub tx_tcp_cksum: u64,
+    /// `RTE_MBUF_F_TX_UDP_CKSUM`.
+    pub tx_udp_cksum: u64,
+    /// `RTE_MBUF_F_TX_IPV6`.
+    pub tx_ipv6: u64,
     /// `RTE_MBUF_F_RX_L4_CKSUM_NONE`: the L4 checksum in the data is not
     /// complete (a guest's partial one), the data is intact.
     pub rx_l4_cksum_none: u64,
@@ -269,6 +298,8 @@ pub fn seg_flags() -> &'static SegFlags {
         tx_ipv4: consts::get(Flag::MbufTxIpv4),
         tx_ip_cksum: consts::get(Flag::MbufTxIpCksum),
         tx_tcp_cksum: consts::get(Flag::MbufTxTcpCksum),
+        tx_udp_cksum: consts::get(Flag::MbufTxUdpCksum),
+        tx_ipv6: consts::get(Flag::MbufTxIpv6),
         rx_l4_cksum_none: consts::get(Flag::MbufRxL4CksumNone),
     })
 }
@@ -278,6 +309,7 @@ pub fn tunnel_tx_flags() -> &'static TunnelTxFlags {
     static F: OnceLock<TunnelTxFlags> = OnceLock::new();
     F.get_or_init(|| TunnelTxFlags {
         outer_ipv4: consts::get(Flag::MbufTxOuterIpv4),
+        outer_ipv6: consts::get(Flag::MbufTxOuterIpv6),
         outer_ip_cksum: consts::get(Flag::MbufTxOuterIpCksum),
         outer_udp_cksum: consts::get(Flag::MbufTxOuterUdpCksum),
         vxlan: consts::get(Flag::MbufTxTunnelVxlan),
@@ -525,16 +557,25 @@ impl Port {
         }
         conf.rxmode.offloads = rx_off;
         let wanted = match cfg.tx_offloads {
-            TxOffloads::Auto => TX_OUTER_IPV4_CKSUM | TX_OUTER_UDP_CKSUM,
+            TxOffloads::Auto => TX_ALL,
             TxOffloads::Off => 0,
             TxOffloads::Only(m) => m,
         };
         let mut tx_enabled = 0;
-        for (bit, f) in
-            [(TX_OUTER_IPV4_CKSUM, Flag::TxOffloadOuterIpv4Cksum), (TX_OUTER_UDP_CKSUM, Flag::TxOffloadOuterUdpCksum)]
-        {
-            if wanted & bit != 0 && has(tx_capa, f) {
-                conf.txmode.offloads |= consts::get(f);
+        for (bit, flags) in [
+            (TX_OUTER_IPV4_CKSUM, &[Flag::TxOffloadOuterIpv4Cksum][..]),
+            (TX_OUTER_UDP_CKSUM, &[Flag::TxOffloadOuterUdpCksum]),
+            (TX_TSO, &[Flag::TxOffloadTcpTso]),
+            (TX_VXLAN_TSO, &[Flag::TxOffloadVxlanTnlTso]),
+            (TX_GENEVE_TSO, &[Flag::TxOffloadGeneveTnlTso]),
+            (TX_GRE_TSO, &[Flag::TxOffloadGreTnlTso]),
+            (TX_IPV4_CKSUM, &[Flag::TxOffloadIpv4Cksum]),
+            (TX_L4_CKSUM, &[Flag::TxOffloadTcpCksum, Flag::TxOffloadUdpCksum]),
+        ] {
+            if wanted & bit != 0 && flags.iter().all(|f| has(tx_capa, *f)) {
+                for f in flags {
+                    conf.txmode.offloads |= consts::get(*f);
+                }
                 tx_enabled |= bit;
             }
         }

@@ -20,11 +20,21 @@ fn eal() -> &'static Eal {
 
 /// A VXLAN vport to 10.0.0.2 through an uplink of MTU 1500.
 fn vport(pool: &Arc<Mempool>) -> TunnelVport {
+    vport_with(pool, 0, false)
+}
+
+/// [`vport`] through an uplink whose NIC enabled `enabled`
+/// (`pmd::port::TX_*`), over IPv6 (fd00::1 to fd00::2) when `v6`.
+fn vport_with(pool: &Arc<Mempool>, enabled: u64, v6: bool) -> TunnelVport {
+    let (local, remote): (std::net::IpAddr, std::net::IpAddr) = match v6 {
+        true => ("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap()),
+        false => (Ipv4Addr::new(10, 0, 0, 1).into(), Ipv4Addr::new(10, 0, 0, 2).into()),
+    };
     let spec = TunnelSpec {
         kind: TunnelKind::Vxlan,
         key_flow: false,
         remote_flow: false,
-        remote: Ipv4Addr::new(10, 0, 0, 2).into(),
+        remote,
         local: None,
         vni: 42,
         dst_port: 4789,
@@ -34,7 +44,7 @@ fn vport(pool: &Arc<Mempool>) -> TunnelVport {
         df: true,
     };
     let path =
-        TunnelPath::new(&spec, 1, [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], Ipv4Addr::new(10, 0, 0, 1).into(), 1500);
+        TunnelPath::new(&spec, 1, [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], local, 1500).with_offloads(&spec, enabled);
     TunnelVport { pool: Some(pool.clone()), ..TunnelVport::new(5, spec, Some(path), new_counters()) }
 }
 
@@ -88,6 +98,11 @@ fn pseudo(f: &[u8], v6: bool, len: u32) -> u32 {
 /// `frame` through the vport as a guest's GSO request of `mss` (0: no
 /// request, only the partial checksum); the inner frames that leave.
 fn through(v: &TunnelVport, pool: &Mempool, frame: &[u8], mss: u64) -> Vec<Vec<u8>> {
+    through_mbufs(v, pool, frame, mss).iter().map(|p| p.data()[50..].to_vec()).collect()
+}
+
+/// [`through`], the encapsulated mbufs themselves.
+fn through_mbufs(v: &TunnelVport, pool: &Mempool, frame: &[u8], mss: u64) -> Vec<Packet> {
     let mut p = Packet::from_bytes(pool, frame).unwrap();
     let f = seg_flags();
     let lro = if mss > 0 { f.rx_lro } else { 0 };
@@ -97,9 +112,11 @@ fn through(v: &TunnelVport, pool: &Mempool, frame: &[u8], mss: u64) -> Vec<Vec<u
     let mut out = Vec::new();
     v.transmit(0, &mut b, &mut |slot, p| {
         assert_eq!(slot, 1, "to the uplink");
-        assert_eq!(p.ol_flags() & (f.rx_lro | f.tx_tcp_seg), 0, "no segmentation asked of the NIC");
-        assert!(p.len() <= 1514, "{} bytes on an MTU of 1500", p.len());
-        out.push(p.data()[50..].to_vec());
+        assert_eq!(p.ol_flags() & f.rx_lro, 0, "what it came with is not passed on");
+        if p.ol_flags() & f.tx_tcp_seg == 0 {
+            assert!(p.len() <= 1514, "{} bytes on an MTU of 1500", p.len());
+        }
+        out.push(p);
     });
     out
 }
@@ -165,4 +182,57 @@ fn large_segments_are_cut_to_fit_the_tunnel_with_every_header_right() {
     let before = tunnel_stats(&v.counters).drop_too_big;
     assert!(through(&v, &pool, &tcp_frame(false, 3000), 0).is_empty());
     assert_eq!(tunnel_stats(&v.counters).drop_too_big, before + 1);
+}
+
+#[test]
+fn a_nic_that_segments_inside_the_tunnel_is_asked_to() {
+    use pmd::port::{
+        tunnel_tx_flags, TX_IPV4_CKSUM, TX_L4_CKSUM, TX_OUTER_IPV4_CKSUM, TX_OUTER_UDP_CKSUM, TX_VXLAN_TSO,
+    };
+    let eal = eal();
+    let pool = Arc::new(Mempool::new(eal, "gsonic", 2047, 32, 10_240, None).unwrap());
+    let (f, t) = (seg_flags(), tunnel_tx_flags());
+    // VXLAN TSO, the inner IPv4 and the outer IPv4 checksums: one mbuf
+    // leaves, the NIC asked to cut it in 1,400-byte segments.
+    let v = vport_with(&pool, TX_OUTER_IPV4_CKSUM | TX_VXLAN_TSO | TX_IPV4_CKSUM, false);
+    let out = through_mbufs(&v, &pool, &tcp_frame(false, 9000), 1400);
+    assert_eq!(out.len(), 1);
+    let p = &out[0];
+    assert_eq!(p.len(), 50 + 54 + 9000);
+    let want = f.tx_tcp_seg | f.tx_ipv4 | f.tx_ip_cksum | t.outer_ipv4 | t.outer_ip_cksum | t.vxlan;
+    assert_eq!(p.ol_flags(), want);
+    assert_eq!(p.tx_offload(), pmd::packet::tx_offload_word(8 + 8 + 14, 20, 20, 1400, 20, 14));
+    let d = p.data();
+    assert_eq!(&d[24..26], &[0, 0], "the outer IPv4 checksum is the NIC's");
+    assert_eq!(&d[50 + 24..50 + 26], &[0, 0], "so is the inner one");
+    let ph = fold(pseudo_v4(wire::Ipv4Address([10, 99, 0, 1]), wire::Ipv4Address([10, 99, 0, 2]), 6, 0));
+    assert_eq!(u16::from_be_bytes([d[50 + 50], d[50 + 51]]), ph, "TCP: the pseudo-header's sum without the length");
+    assert_eq!(tunnel_stats(&v.counters).gso_segments, 0, "nothing cut in software");
+    // Without the inner IPv4 checksum the NIC cannot: software cuts.
+    let v = vport_with(&pool, TX_OUTER_IPV4_CKSUM | TX_VXLAN_TSO, false);
+    let segs = through(&v, &pool, &tcp_frame(false, 9000), 1400);
+    assert_eq!(segs.len(), 7);
+    check(&segs, false, 9000);
+    // A partial checksum the NIC completes inside the tunnel: the data
+    // keeps the guest's partial sum, the flags and lengths ask for it.
+    let v = vport_with(&pool, TX_L4_CKSUM, false);
+    let frame = tcp_frame(false, 600);
+    let out = through_mbufs(&v, &pool, &frame, 0);
+    assert_eq!(out[0].ol_flags(), f.tx_tcp_cksum | f.tx_ipv4 | t.outer_ipv4 | t.vxlan);
+    assert_eq!(out[0].tx_offload(), pmd::packet::tx_offload_word(30, 20, 20, 0, 20, 14));
+    assert_eq!(&out[0].data()[50..], &frame[..], "the frame as the guest sent it");
+    // Over IPv6 the outer UDP checksum is the NIC's: its field holds the
+    // pseudo-header's sum.
+    let v = vport_with(&pool, TX_OUTER_UDP_CKSUM, true);
+    let out = through_mbufs(&v, &pool, &tcp_frame(false, 100), 0);
+    let (p, d) = (&out[0], out[0].data());
+    assert_eq!(p.ol_flags(), t.outer_ipv6 | t.outer_udp_cksum | t.vxlan);
+    assert_eq!(p.tx_offload(), pmd::packet::tx_offload_word(30, 0, 0, 0, 40, 14));
+    let ph = fold(pseudo_v6(
+        &wire::Ipv6Address::from_bytes(&d[22..38]),
+        &wire::Ipv6Address::from_bytes(&d[38..54]),
+        17,
+        u32::from(u16::from_be_bytes([d[58], d[59]])),
+    ));
+    assert_eq!(u16::from_be_bytes([d[60], d[61]]), ph);
 }

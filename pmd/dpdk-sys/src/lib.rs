@@ -79,6 +79,9 @@ pub mod consts {
         MbufTxIpCksum = 41,
         MbufTxTcpCksum = 42,
         MbufRxL4CksumNone = 43,
+        MbufTxOuterIpv6 = 44,
+        MbufTxIpv6 = 45,
+        MbufTxUdpCksum = 46,
     }
 
     /// The value of one flag macro.

@@ -313,15 +313,19 @@ pub fn next_port_status(
     }
 }
 
-/// EAL in this test process (for tests on mbufs): one core, `mb` MB of
-/// ordinary memory, a file prefix of its own.
+/// EAL in this test process (for tests on mbufs), started by the first
+/// test that asks: one core, `mb` MB of ordinary memory, a file prefix of
+/// its own.
 pub fn eal(prefix: &str, mb: u32) -> &'static pmd::Eal {
-    pmd::Eal::init(&pmd::EalConfig {
-        cores: vec![0],
-        memory: pmd::Memory::NoHuge { mb },
-        file_prefix: format!("{prefix}{}", std::process::id()),
-        log_level: 4,
-        ..pmd::EalConfig::default()
+    static EAL: std::sync::OnceLock<&'static pmd::Eal> = std::sync::OnceLock::new();
+    EAL.get_or_init(|| {
+        pmd::Eal::init(&pmd::EalConfig {
+            cores: vec![0],
+            memory: pmd::Memory::NoHuge { mb },
+            file_prefix: format!("{prefix}{}", std::process::id()),
+            log_level: 4,
+            ..pmd::EalConfig::default()
+        })
+        .expect("EAL")
     })
-    .expect("EAL")
 }

@@ -20,7 +20,7 @@ const MAX_HEADERS: usize = 18 + 60 + 60;
 
 /// Where an Ethernet frame's (untagged or one 802.1Q tag) IPv4 or IPv6
 /// header and transport header start, and its protocol.
-fn l3_l4(h: &[u8]) -> Option<(usize, bool, usize, u8)> {
+pub(super) fn l3_l4(h: &[u8]) -> Option<(usize, bool, usize, u8)> {
     let mut l3 = 14;
     let mut et = u16::from_be_bytes([*h.get(12)?, *h.get(13)?]);
     if et == 0x8100 {

@@ -18,6 +18,7 @@
 
 mod gso;
 pub mod meta;
+mod nic;
 pub mod underlay;
 mod vport;
 
@@ -357,6 +358,9 @@ pub struct TunnelPath {
     /// What the uplink's NIC computes: the mbuf's offload flags and
     /// lengths word (None: software does it all).
     pub offload: Option<TxOffload>,
+    /// The transmit offloads the uplink's NIC enabled (`pmd::port::TX_*`),
+    /// for what a guest's frames ask (segmentation, inner checksums).
+    pub nic: u64,
 }
 
 /// Transmit offloads a tunnel asks of its uplink's NIC.
@@ -373,23 +377,31 @@ pub struct TxOffload {
     pub outer_udp: bool,
 }
 
-/// What to ask of a NIC that enabled `enabled` (`pmd::port::TX_*` bits)
-/// for a `kind` tunnel (`csum`: with a UDP checksum): the outer IPv4
-/// checksum, and the outer UDP checksum when there is one to compute. None
-/// when the NIC computes neither.
-pub fn tx_offload_for(kind: TunnelKind, csum: bool, enabled: u64) -> Option<TxOffload> {
+/// The `RTE_MBUF_F_TX_*` flags of a `kind` tunnel's outer headers (over
+/// IPv6 when `v6`), nothing asked yet.
+pub fn tunnel_flags(kind: TunnelKind, v6: bool) -> u64 {
     let f = pmd::port::tunnel_tx_flags();
-    let outer_ip = enabled & pmd::port::TX_OUTER_IPV4_CKSUM != 0;
-    let outer_udp = csum && kind != TunnelKind::Gre && enabled & pmd::port::TX_OUTER_UDP_CKSUM != 0;
-    if !outer_ip && !outer_udp {
-        return None;
-    }
-    let mut flags = f.outer_ipv4
+    (if v6 { f.outer_ipv6 } else { f.outer_ipv4 })
         | match kind {
             TunnelKind::Vxlan => f.vxlan,
             TunnelKind::Geneve => f.geneve,
             TunnelKind::Gre => f.gre,
-        };
+        }
+}
+
+/// What to ask of a NIC that enabled `enabled` (`pmd::port::TX_*` bits)
+/// for a `kind` tunnel (`csum`: with a UDP checksum; `v6`: over IPv6, where
+/// a UDP tunnel always has one): the outer IPv4 checksum, and the outer
+/// UDP checksum when there is one to compute. None when the NIC computes
+/// neither.
+pub fn tx_offload_for(kind: TunnelKind, csum: bool, enabled: u64, v6: bool) -> Option<TxOffload> {
+    let f = pmd::port::tunnel_tx_flags();
+    let outer_ip = !v6 && enabled & pmd::port::TX_OUTER_IPV4_CKSUM != 0;
+    let outer_udp = (csum || v6) && kind != TunnelKind::Gre && enabled & pmd::port::TX_OUTER_UDP_CKSUM != 0;
+    if !outer_ip && !outer_udp {
+        return None;
+    }
+    let mut flags = tunnel_flags(kind, v6);
     if outer_ip {
         flags |= f.outer_ip_cksum;
     }
@@ -402,7 +414,7 @@ pub fn tx_offload_for(kind: TunnelKind, csum: bool, enabled: u64) -> Option<TxOf
         TunnelKind::Vxlan | TunnelKind::Geneve => 8 + 8,
         TunnelKind::Gre => 4 + 4 + if csum { 4 } else { 0 },
     };
-    let lengths = pmd::packet::tx_offload_word(tunnel + 14, 0, 0, 0, 20, 14);
+    let lengths = pmd::packet::tx_offload_word(tunnel + 14, 0, 0, 0, if v6 { 40 } else { 20 }, 14);
     Some(TxOffload { flags, lengths, outer_ip, outer_udp })
 }
 
@@ -413,8 +425,6 @@ mod off {
     pub const IP_CSUM: usize = IP + 10;
     pub const IP_SRC: usize = IP + 12;
     pub const UDP: usize = IP + 20;
-    pub const UDP_LEN: usize = UDP + 4;
-    pub const UDP_CSUM: usize = UDP + 6;
 }
 
 /// Transparent Ethernet bridging: what Geneve and GRE carry here.
@@ -497,14 +507,14 @@ impl TunnelPath {
         };
         let ip_sum = if v6 { 0 } else { wire::checksum::sum(0, &h[off::IP..off::IP + 20]) };
         let max_inner = usize::from(mtu).saturating_sub(len - 14);
-        TunnelPath { uplink, header: h, len, key_at, kind: spec.kind, max_inner, ip_sum, v6, l4, offload: None }
+        TunnelPath { uplink, header: h, len, key_at, kind: spec.kind, max_inner, ip_sum, v6, l4, offload: None, nic: 0 }
     }
 
     /// The same path through an uplink whose NIC enabled `enabled`
     /// transmit offloads (`pmd::port::TX_*`).
     pub fn with_offloads(mut self, spec: &TunnelSpec, enabled: u64) -> TunnelPath {
-        // (Over IPv6 the outer checksums are done in software for now.)
-        self.offload = if self.v6 { None } else { tx_offload_for(spec.kind, spec.csum, enabled) };
+        self.offload = tx_offload_for(spec.kind, spec.csum, enabled, self.v6);
+        self.nic = enabled;
         self
     }
 
@@ -729,25 +739,32 @@ mod tests {
     fn offloads_are_asked_for_what_the_nic_enabled() {
         use pmd::port::{TX_OUTER_IPV4_CKSUM as IP, TX_OUTER_UDP_CKSUM as UDP};
         let f = pmd::port::tunnel_tx_flags();
-        assert_eq!(tx_offload_for(TunnelKind::Vxlan, true, 0), None, "nothing enabled: software");
-        assert_eq!(tx_offload_for(TunnelKind::Vxlan, false, UDP), None, "no UDP checksum to compute");
-        let o = tx_offload_for(TunnelKind::Vxlan, false, IP | UDP).unwrap();
+        assert_eq!(tx_offload_for(TunnelKind::Vxlan, true, 0, false), None, "nothing enabled: software");
+        assert_eq!(tx_offload_for(TunnelKind::Vxlan, false, UDP, false), None, "no UDP checksum to compute");
+        let o = tx_offload_for(TunnelKind::Vxlan, false, IP | UDP, false).unwrap();
         assert!(o.outer_ip && !o.outer_udp);
         assert_eq!(o.flags, f.outer_ipv4 | f.outer_ip_cksum | f.vxlan);
         assert!(f.outer_ipv4 != 0 && f.outer_ip_cksum != 0 && f.vxlan != 0 && f.outer_ipv4 != f.outer_ip_cksum);
         // Outer L2 14 and L3 20; UDP, VXLAN and the inner Ethernet header
         // as "L2", DPDK's way: the bit layout of rte_mbuf's tx_offload.
         assert_eq!(o.lengths, 30 | (20 << 40) | (14 << 49));
-        let o = tx_offload_for(TunnelKind::Geneve, true, IP | UDP).unwrap();
+        let o = tx_offload_for(TunnelKind::Geneve, true, IP | UDP, false).unwrap();
         assert!(o.outer_ip && o.outer_udp);
         assert_eq!(o.flags, f.outer_ipv4 | f.outer_ip_cksum | f.outer_udp_cksum | f.geneve);
-        let o = tx_offload_for(TunnelKind::Vxlan, true, UDP).unwrap();
+        let o = tx_offload_for(TunnelKind::Vxlan, true, UDP, false).unwrap();
         assert!(!o.outer_ip && o.outer_udp);
         assert_eq!(o.flags & f.outer_ip_cksum, 0, "the IP checksum stays in software");
-        let o = tx_offload_for(TunnelKind::Gre, true, IP | UDP).unwrap();
+        let o = tx_offload_for(TunnelKind::Gre, true, IP | UDP, false).unwrap();
         assert!(!o.outer_udp, "GRE has no UDP checksum");
         assert_eq!(o.lengths & 0x7f, 4 + 4 + 4 + 14, "GRE with checksum and key, inner Ethernet");
         assert_eq!(o.flags, f.outer_ipv4 | f.outer_ip_cksum | f.gre);
+        // Over IPv6: no IP checksum, the UDP one always (RFC 8200), an
+        // outer L3 of 40 bytes.
+        assert_eq!(tx_offload_for(TunnelKind::Vxlan, false, IP, true), None, "no IPv4 checksum over IPv6");
+        let o = tx_offload_for(TunnelKind::Vxlan, false, IP | UDP, true).unwrap();
+        assert!(!o.outer_ip && o.outer_udp);
+        assert_eq!(o.flags, f.outer_ipv6 | f.outer_udp_cksum | f.vxlan);
+        assert_eq!(o.lengths, 30 | (40 << 40) | (14 << 49));
     }
 
     #[test]

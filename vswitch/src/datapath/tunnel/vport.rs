@@ -5,7 +5,7 @@
 
 use super::meta::{remote_of, well_formed};
 use super::{
-    frag_needed, gre_checksum, inner_hash, off, packet_too_big, src_port, udp_checksum, Held, Injected, TunnelCounters,
+    frag_needed, gre_checksum, inner_hash, packet_too_big, src_port, udp_checksum, Held, Injected, TunnelCounters,
     TunnelKind, TunnelPath, TunnelSpec, Wake, PMTU_PER_SECOND,
 };
 use pmd::packet::Batch;
@@ -172,18 +172,24 @@ impl TunnelVport {
                 opts = 0;
             }
         }
+        let mut inner = None;
         if p.ol_flags() != 0 {
             if let Some(mss) = p.gso_size().filter(|_| p.len() > path.max_inner) {
-                self.segment(c, path, p, opts, usize::from(mss), id, t, out);
-                return;
-            }
-            if p.l4_cksum_partial() && p.is_contiguous() {
-                super::gso::complete_l4_checksum(&mut p.data_mut()[opts..]);
+                inner = super::nic::tso(path, &mut p, opts, usize::from(mss), self.spec.csum);
+                if inner.is_none() {
+                    self.segment(c, path, p, opts, usize::from(mss), id, t, out);
+                    return;
+                }
+            } else if p.l4_cksum_partial() {
+                inner = super::nic::l4_checksum(path, &p, opts);
+                if inner.is_none() && p.is_contiguous() {
+                    super::gso::complete_l4_checksum(&mut p.data_mut()[opts..]);
+                }
             }
             // What it was received with is no request to the uplink's NIC.
             p.clear_offloads();
         }
-        self.encap_frame(c, path, p, opts, id, t, out);
+        self.encap_frame(c, path, p, opts, inner, id, t, out);
     }
 
     /// Cuts a guest's large TCP segment (`opts` bytes of Geneve options in
@@ -218,7 +224,7 @@ impl TunnelVport {
                     }
                 }
             }
-            self.encap_frame(c, path, s, opts, id, t, out);
+            self.encap_frame(c, path, s, opts, None, id, t, out);
         };
         match super::gso::segment(&p, mss, path.max_inner - opts, pool, &mut each) {
             Some(n) => bump(&c.gso_segments, n as u64),
@@ -229,8 +235,9 @@ impl TunnelVport {
         }
     }
 
-    /// Encapsulates one frame that needs nothing more done to it (`opts`
-    /// bytes of Geneve options at its front).
+    /// Encapsulates one frame that needs nothing more done to it in
+    /// software (`opts` bytes of Geneve options at its front; `inner`:
+    /// what its uplink's NIC does inside it).
     #[allow(clippy::too_many_arguments)]
     #[inline]
     fn encap_frame(
@@ -239,12 +246,14 @@ impl TunnelVport {
         path: &TunnelPath,
         mut p: Packet,
         opts: usize,
+        inner: Option<super::nic::Inner>,
         id: &mut u64,
         t: &mut Tally,
         out: &mut dyn FnMut(usize, Packet),
     ) {
         let len = p.len();
-        if len > path.max_inner {
+        // (A frame the NIC segments is as long as the guest made it.)
+        if len > path.max_inner && inner.is_none_or(|i| i.tso == 0) {
             t.too_big += 1;
             if p.adj(opts) {
                 self.too_big(c, p, path);
@@ -269,24 +278,9 @@ impl TunnelVport {
             let key = p.meta().tun_id;
             path.write_key(p.data_mut(), key);
         }
-        // The NIC's lengths are those of a header without options.
-        let offload = path.offload.filter(|_| opts == 0);
+        let offload = super::nic::offload_for(path, opts, inner.as_ref());
         if let Some(o) = &offload {
-            p.set_tx_offload(o.flags, o.lengths);
-            let d = p.data_mut();
-            if o.outer_ip {
-                d[off::IP_CSUM..off::IP_CSUM + 2].fill(0);
-            }
-            if o.outer_udp {
-                // The NIC finishes what the pseudo-header starts.
-                let len = u16::from_be_bytes([d[off::UDP_LEN], d[off::UDP_LEN + 1]]);
-                let src =
-                    wire::Ipv4Address([d[off::IP_SRC], d[off::IP_SRC + 1], d[off::IP_SRC + 2], d[off::IP_SRC + 3]]);
-                let dst =
-                    wire::Ipv4Address([d[off::IP_SRC + 4], d[off::IP_SRC + 5], d[off::IP_SRC + 6], d[off::IP_SRC + 7]]);
-                let ph = wire::checksum::fold(wire::checksum::pseudo_v4(src, dst, 17, len));
-                d[off::UDP_CSUM..off::UDP_CSUM + 2].copy_from_slice(&ph.to_be_bytes());
-            }
+            super::nic::apply(&mut p, path, o);
         }
         let software_csum = offload.is_none_or(|o| !o.outer_udp);
         // Over IPv6 a UDP tunnel always has its checksum (RFC 8200).
