@@ -30,7 +30,7 @@ pub const TX_OFFLOADS: [&str; 8] =
 pub const GENEVE_PORT: u16 = 6081;
 pub use schema::{
     ArpEntry, Bridge, ControlSection, Controller, EalSection, EmcMode, FailMode, MegaflowLimit, MemoryMode, PmdSection,
-    Port, PortType, Route, RxqAssignment, TunnelKey, TxOffload, VlanMode,
+    Port, PortType, Route, RxqAssignment, TunnelKey, TunnelTos, TxOffload, VlanMode,
 };
 
 use std::path::Path;

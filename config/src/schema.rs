@@ -463,9 +463,10 @@ pub struct Port {
     /// Tunnels: the outer TTL (1-255).
     #[serde(default = "default_tunnel_ttl")]
     pub ttl: u8,
-    /// Tunnels: the outer TOS byte (DSCP and ECN).
+    /// Tunnels: the outer TOS byte (DSCP and ECN), or `"inherit"`: each
+    /// frame's own (its IPv4 TOS or IPv6 traffic class; 0 for others).
     #[serde(default)]
-    pub tos: u8,
+    pub tos: TunnelTos,
     /// Tunnels: set Don't Fragment on the outer IPv4 header.
     #[serde(default = "default_true")]
     pub df: bool,
@@ -565,32 +566,78 @@ impl Serialize for TunnelKey {
     }
 }
 
+/// A number up to `max`, or `word` (None).
+struct NumberOr {
+    word: &'static str,
+    max: u64,
+    expecting: &'static str,
+}
+
+impl serde::de::Visitor<'_> for NumberOr {
+    type Value = Option<u64>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.expecting)
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Option<u64>, E> {
+        match v == self.word {
+            true => Ok(None),
+            false => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+        }
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Option<u64>, E> {
+        match v <= self.max {
+            true => Ok(Some(v)),
+            false => Err(E::invalid_value(serde::de::Unexpected::Unsigned(v), &self)),
+        }
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Option<u64>, E> {
+        u64::try_from(v)
+            .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+            .and_then(|v| self.visit_u64(v))
+    }
+}
+
 impl<'de> Deserialize<'de> for TunnelKey {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<TunnelKey, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = TunnelKey;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a key (0 to 4294967295) or \"flow\"")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TunnelKey, E> {
-                match v {
-                    "flow" => Ok(TunnelKey::Flow),
-                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
-                }
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<TunnelKey, E> {
-                u32::try_from(v)
-                    .map(TunnelKey::Fixed)
-                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<TunnelKey, E> {
-                u64::try_from(v)
-                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
-                    .and_then(|v| self.visit_u64(v))
-            }
+        let v = NumberOr { word: "flow", max: u64::from(u32::MAX), expecting: "a key (0 to 4294967295) or \"flow\"" };
+        Ok(match d.deserialize_any(v)? {
+            Some(k) => TunnelKey::Fixed(u32::try_from(k).unwrap_or(u32::MAX)),
+            None => TunnelKey::Flow,
+        })
+    }
+}
+
+/// A tunnel port's `tos`: fixed, or each frame's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunnelTos {
+    /// This TOS byte.
+    Fixed(u8),
+    /// `"inherit"`: the inner IPv4 TOS or IPv6 traffic class.
+    Inherit,
+}
+
+impl Default for TunnelTos {
+    fn default() -> TunnelTos {
+        TunnelTos::Fixed(0)
+    }
+}
+
+impl Serialize for TunnelTos {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            TunnelTos::Fixed(t) => s.serialize_u8(*t),
+            TunnelTos::Inherit => s.serialize_str("inherit"),
         }
-        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for TunnelTos {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<TunnelTos, D::Error> {
+        let v = NumberOr { word: "inherit", max: 255, expecting: "a TOS byte (0 to 255) or \"inherit\"" };
+        Ok(match d.deserialize_any(v)? {
+            Some(t) => TunnelTos::Fixed(u8::try_from(t).unwrap_or(0)),
+            None => TunnelTos::Inherit,
+        })
     }
 }
 

@@ -41,6 +41,7 @@ fn vport_with(pool: &Arc<Mempool>, enabled: u64, v6: bool) -> TunnelVport {
         csum: false,
         ttl: 64,
         tos: 0,
+        tos_inherit: false,
         df: true,
     };
     let path =

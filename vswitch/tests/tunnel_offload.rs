@@ -29,6 +29,7 @@ fn encap(pool: &Mempool, kind: TunnelKind, csum: bool, enabled: u64) -> Vec<Pack
         csum,
         ttl: 64,
         tos: 0,
+        tos_inherit: false,
         df: true,
     };
     let path =

@@ -282,6 +282,7 @@ fn bad_tunnel_packets_are_dropped_and_counted_by_reason() {
             csum: true,
             ttl: 64,
             tos: 0,
+            tos_inherit: false,
             df: true,
         };
         let path = TunnelPath::new(&spec, 0, b_mac, our_mac, std::net::IpAddr::V4(B_IP.into()), 1500);

@@ -70,3 +70,61 @@ fn a_flow_remote_over_ipv6_is_chosen_by_tun_ipv6_dst() {
     let flows = ofctl(&["dump-flows", &us]);
     assert!(hits(&flows, "tun_ipv6_src=fd00:9::2") >= 8, "{flows}");
 }
+
+#[test]
+fn tos_inherit_copies_each_frames_tos_to_the_outer_header() {
+    let mut lab = Lab::new("vti", 1, None);
+    let b = HostB::new(&lab);
+    common::overlay::config(&lab, &b, false);
+    let pcap = lab.dir.join("tos.pcap");
+    let mut dump = common::overlay::capture(&b, &pcap);
+    lab.start();
+    lab.ctl(&["add-port", "br-int", "vx1", "type=vxlan", "remote_ip=172.31.9.2", "key=42", "tos=inherit"]);
+    common::overlay::wait_for("the tunnel", || tunnel(&lab, "vx1")["state"] == "up");
+    assert_eq!(tunnel(&lab, "vx1")["tos"], "inherit");
+    // Pings with DSCP EF (TOS 0xb8), then with TOS 0x20.
+    for tos in ["0xb8", "0x20"] {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &lab.ns(1),
+                "ping",
+                "-q",
+                "-c",
+                "3",
+                "-i",
+                "0.2",
+                "-W",
+                "2",
+                "-Q",
+                tos,
+                "10.99.0.2",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(common::received(&out), 3, "pings with TOS {tos}");
+    }
+    // tcpdump writes what it has read; give it the last frames.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let _ = std::process::Command::new("kill").arg(dump.id().to_string()).status();
+    let _ = dump.wait();
+    // Our frames on host B's underlay: the outer TOS is the inner one,
+    // the outer checksum right.
+    let data = std::fs::read(&pcap).unwrap();
+    let mut reader = pcap_file::pcap::PcapReader::new(&data[..]).unwrap();
+    let ours = HostB::mac(None, &b.uplink);
+    let mut seen = std::collections::BTreeMap::new();
+    while let Some(pkt) = reader.next_packet() {
+        let Ok(pkt) = pkt else { break };
+        let f = &pkt.data[..];
+        if f[6..12] != ours || f[12..14] != [0x08, 0x00] || f.len() < 50 + 34 {
+            continue;
+        }
+        assert!(wire::Ipv4Packet::new_checked(&f[14..]).unwrap().verify_checksum(), "outer IPv4 checksum");
+        let inner_tos = if f[50 + 12..50 + 14] == [0x08, 0x00] { f[50 + 15] } else { 0 };
+        assert_eq!(f[15], inner_tos, "outer TOS = inner TOS");
+        *seen.entry(inner_tos).or_insert(0) += 1;
+    }
+    assert!(seen.get(&0xb8) >= Some(&3) && seen.get(&0x20) >= Some(&3), "{seen:?}");
+}

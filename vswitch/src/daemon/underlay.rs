@@ -780,7 +780,7 @@ pub fn tunnel_json(sw: &Switch, p: &SwitchPort, t: &TunnelPort) -> Value {
         "port": p.name, "bridge": p.bridge, "type": t.spec.kind.name(),
         "remote_ip": if t.spec.remote_flow { "flow".to_string() } else { t.spec.remote.to_string() },
         "remotes": remotes, "local_ip": hop.as_ref().map(|h| h.local.to_string()),
-        "key": if t.spec.key_flow { json!("flow") } else { json!(t.spec.vni) }, "dst_port": t.spec.dst_port, "csum": t.spec.csum, "ttl": t.spec.ttl, "tos": t.spec.tos, "df": t.spec.df,
+        "key": if t.spec.key_flow { json!("flow") } else { json!(t.spec.vni) }, "dst_port": t.spec.dst_port, "csum": t.spec.csum, "ttl": t.spec.ttl, "tos": if t.spec.tos_inherit { json!("inherit") } else { json!(t.spec.tos) }, "df": t.spec.df,
         "uplink": hop.as_ref().map(|h| sw.ports[h.uplink].name.clone()), "next_hop": hop.as_ref().map(|h| h.next_hop.to_string()),
         "state": state,
         "tx_packets": st.tx_packets, "tx_bytes": st.tx_bytes, "rx_packets": st.rx_packets, "rx_bytes": st.rx_bytes,

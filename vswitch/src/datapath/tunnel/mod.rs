@@ -88,6 +88,8 @@ pub struct TunnelSpec {
     pub ttl: u8,
     /// Outer TOS.
     pub tos: u8,
+    /// `tos = "inherit"`: each frame's own IPv4 TOS or IPv6 traffic class.
+    pub tos_inherit: bool,
     /// Don't Fragment on the outer header.
     pub df: bool,
 }
@@ -116,7 +118,11 @@ impl TunnelSpec {
             dst_port,
             csum: p.csum,
             ttl: p.ttl,
-            tos: p.tos,
+            tos: match p.tos {
+                config::TunnelTos::Fixed(t) => t,
+                config::TunnelTos::Inherit => 0,
+            },
+            tos_inherit: p.tos == config::TunnelTos::Inherit,
             df: p.df,
         }
     }
@@ -528,6 +534,21 @@ impl TunnelPath {
         }
     }
 
+    /// Sets the TOS of headers [`TunnelPath::write`] wrote whose prebuilt
+    /// TOS is 0 (`tos = "inherit"`), the IPv4 checksum updated.
+    #[inline]
+    pub fn write_tos(&self, out: &mut [u8], tos: u8) {
+        if self.v6 {
+            out[off::IP] |= tos >> 4;
+            out[off::IP + 1] |= tos << 4;
+        } else {
+            let sum = u16::from_be_bytes([out[off::IP_CSUM], out[off::IP_CSUM + 1]]);
+            let new = crate::datapath::rewrite::csum_update(sum, 0x4500, 0x4500 | u16::from(tos));
+            out[off::IP + 1] = tos;
+            out[off::IP_CSUM..off::IP_CSUM + 2].copy_from_slice(&new.to_be_bytes());
+        }
+    }
+
     /// Writes the outer headers for an inner frame of `inner_len` bytes
     /// into `out` (the [`TunnelPath::len`] bytes before it).
     #[inline]
@@ -548,6 +569,17 @@ impl TunnelPath {
             out[self.l4..self.l4 + 2].copy_from_slice(&src_port.to_be_bytes());
             out[self.l4 + 4..self.l4 + 6].copy_from_slice(&l4_len.to_be_bytes());
         }
+    }
+}
+
+/// The TOS byte of an inner frame: its IPv4 TOS or IPv6 traffic class
+/// (untagged), else 0.
+#[inline]
+pub fn inner_tos(d: &[u8]) -> u8 {
+    match (d.get(12..14), d.get(14), d.get(15)) {
+        (Some([0x08, 0x00]), Some(_), Some(t)) => *t,
+        (Some([0x86, 0xdd]), Some(a), Some(b)) => (a << 4) | (b >> 4),
+        _ => 0,
     }
 }
 
@@ -673,6 +705,7 @@ mod tests {
             csum: false,
             ttl: 64,
             tos: 0,
+            tos_inherit: false,
             df: true,
         }
     }

@@ -775,6 +775,7 @@ mod tests {
             csum,
             ttl: 64,
             tos: 0,
+            tos_inherit: false,
             df: true,
         };
         let path = TunnelPath::new(&spec, 0, PEER, MAC, Ipv4Addr::new(10, 0, 0, 2).into(), 1500);

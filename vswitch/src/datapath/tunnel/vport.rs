@@ -274,6 +274,10 @@ impl TunnelVport {
             }
         }
         *id = id.wrapping_add(1);
+        if self.spec.tos_inherit {
+            let tos = super::inner_tos(&p.data()[path.len + opts..]);
+            path.write_tos(p.data_mut(), tos);
+        }
         if self.spec.key_flow {
             let key = p.meta().tun_id;
             path.write_key(p.data_mut(), key);
