@@ -216,6 +216,12 @@ fn tunnels_and_routes_are_checked() {
         &["one family"],
     );
     check(&TUNNEL.replace("\"10.0.0.2\"", "\"ff02::1\""), "13:13", "bridge[0].port[1].remote_ip", &["not a unicast"]);
+    // TOS: a byte or "inherit".
+    let c = Config::parse(&format!("{TUNNEL}tos = \"inherit\"\n"), "sw.toml").unwrap();
+    assert_eq!(c.bridges[0].ports[1].tos, config::TunnelTos::Inherit);
+    let c = Config::parse(&format!("{TUNNEL}tos = 184\n"), "sw.toml").unwrap();
+    assert_eq!(c.bridges[0].ports[1].tos, config::TunnelTos::Fixed(184));
+    check(&format!("{TUNNEL}tos = 256\n"), "14:7", "bridge[0].port[1].tos", &["\"inherit\""]);
     // A flow remote: each frame's tun_dst.
     let c = Config::parse(&TUNNEL.replace("\"10.0.0.2\"", "\"flow\""), "sw.toml").unwrap();
     assert_eq!(c.bridges[0].ports[1].remote_ip.as_deref(), Some("flow"));
