@@ -18,6 +18,7 @@
 pub mod dispatch;
 pub mod l2;
 pub mod ofdp;
+pub mod qos;
 pub mod rewrite;
 pub mod tunnel;
 
