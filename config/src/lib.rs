@@ -13,6 +13,7 @@
 //! EAL arguments, ports and PMD threads is `vswitch`'s job.
 
 mod error;
+pub mod qos;
 pub mod rpc;
 mod schema;
 pub(crate) mod validate;
@@ -29,8 +30,8 @@ pub const TX_OFFLOADS: [&str; 8] =
 /// IANA's UDP port for Geneve, a Geneve tunnel's default `dst_port`.
 pub const GENEVE_PORT: u16 = 6081;
 pub use schema::{
-    ArpEntry, Bridge, ControlSection, Controller, EalSection, EmcMode, FailMode, MegaflowLimit, MemoryMode, PmdSection,
-    Port, PortType, Route, RxqAssignment, TunnelKey, TunnelTos, TxOffload, VlanMode,
+    ArpEntry, Bridge, ControlSection, Controller, EalSection, EmcMode, FailMode, Marker, MegaflowLimit, MemoryMode,
+    PmdSection, Policer, Port, PortType, RateUnit, Route, RxqAssignment, TunnelKey, TunnelTos, TxOffload, VlanMode,
 };
 
 use std::path::Path;

@@ -474,6 +474,90 @@ pub struct Port {
     /// advertises), `"off"`, or a list of [`crate::TX_OFFLOADS`].
     #[serde(default)]
     pub tx_offload: TxOffload,
+    /// Policing of what the port receives (a container's egress), bits
+    /// per second: a single-rate two-colour policer (what is over the rate
+    /// is dropped). CNI's `egressRate`.
+    #[serde(default)]
+    pub ingress_rate: Option<u64>,
+    /// Its burst, bits (default: 10 ms of the rate, at least two frames of
+    /// the port's MTU). CNI's `egressBurst`.
+    #[serde(default)]
+    pub ingress_burst: Option<u64>,
+    /// Policing of what the port sends (a container's ingress), bits per
+    /// second. CNI's `ingressRate`.
+    #[serde(default)]
+    pub egress_rate: Option<u64>,
+    /// Its burst, bits. CNI's `ingressBurst`.
+    #[serde(default)]
+    pub egress_burst: Option<u64>,
+    /// A three-colour policer on what the port receives (instead of
+    /// `ingress_rate`).
+    #[serde(default)]
+    pub ingress_policer: Option<Policer>,
+    /// A three-colour policer on what the port sends (instead of
+    /// `egress_rate`).
+    #[serde(default)]
+    pub egress_policer: Option<Policer>,
+}
+
+/// A three-colour marker policing a port: green and yellow frames pass,
+/// red ones are dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policer {
+    /// `"srtcm"` (RFC 2697: `cir`, `cbs`, `ebs`), `"trtcm"` (RFC 2698:
+    /// `cir`, `cbs`, `pir`, `pbs`) or `"trtcm4115"` (RFC 4115: `cir`,
+    /// `cbs`, `eir`, `ebs`).
+    #[serde(default)]
+    pub marker: Marker,
+    /// Rates and bursts in `"bits"` (per second; bursts in bits) or
+    /// `"packets"`.
+    #[serde(default)]
+    pub unit: RateUnit,
+    /// Committed rate.
+    pub cir: u64,
+    /// Committed burst.
+    pub cbs: u64,
+    /// Excess burst (srtcm, trtcm4115; default 0).
+    #[serde(default)]
+    pub ebs: Option<u64>,
+    /// Excess rate (trtcm4115).
+    #[serde(default)]
+    pub eir: Option<u64>,
+    /// Peak rate (trtcm).
+    #[serde(default)]
+    pub pir: Option<u64>,
+    /// Peak burst (trtcm).
+    #[serde(default)]
+    pub pbs: Option<u64>,
+    /// Colour-aware: a frame's DSCP drop precedence (AFx2 yellow, AFx3
+    /// red) caps its colour.
+    #[serde(default)]
+    pub colour_aware: bool,
+}
+
+/// A policer's marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Marker {
+    /// RFC 2697 single rate three colour.
+    #[default]
+    Srtcm,
+    /// RFC 2698 two rate three colour.
+    Trtcm,
+    /// RFC 4115 two rate three colour, independent excess bucket.
+    Trtcm4115,
+}
+
+/// What a policer's rates count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateUnit {
+    /// Bits per second, bursts in bits.
+    #[default]
+    Bits,
+    /// Packets per second, bursts in packets.
+    Packets,
 }
 
 /// A port's `tx_offload`.

@@ -276,6 +276,9 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), Failure> {
                     }
                 }
             }
+            if let Err((k, why)) = crate::qos::check(p) {
+                return fail(pp(&k), why);
+            }
             if p.n_rxq == 0 || p.n_rxq > 64 {
                 return fail(pp("n_rxq"), format!("{} is outside 1-64", p.n_rxq));
             }

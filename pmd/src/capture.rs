@@ -130,11 +130,23 @@ impl Tap {
     }
 }
 
-/// The taps of one port slot.
+/// What a port's batches pass through on a PMD thread before anything
+/// else sees them (received) or before they are sent: a policer, say. It
+/// keeps what may go on in `batch` and drops the rest.
+pub trait Gate: Send + Sync + std::fmt::Debug {
+    /// Filters `batch` on PMD thread `pmd`.
+    fn admit(&self, pmd: usize, batch: &mut crate::Batch);
+}
+
+/// The taps and gates of one port slot.
 #[derive(Debug, Clone, Default)]
 pub struct PortTaps {
     /// Copies received packets.
     pub rx: Option<std::sync::Arc<Tap>>,
     /// Copies sent packets.
     pub tx: Option<std::sync::Arc<Tap>>,
+    /// Received batches pass through it first (before the rx tap).
+    pub rx_gate: Option<std::sync::Arc<dyn Gate>>,
+    /// Batches to send pass through it last (before the tx tap).
+    pub tx_gate: Option<std::sync::Arc<dyn Gate>>,
 }

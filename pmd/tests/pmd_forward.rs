@@ -358,8 +358,8 @@ fn capture_taps_copy_while_set_and_never_drop_traffic() {
     .unwrap();
     let rx_tap = Arc::new(Tap::new(64, 96));
     let tx_tap = Arc::new(Tap::new(64, 2048));
-    assert!(set.set_taps(0, PortTaps { rx: Some(rx_tap.clone()), tx: None }));
-    assert!(set.set_taps(1, PortTaps { rx: None, tx: Some(tx_tap.clone()) }));
+    assert!(set.set_taps(0, PortTaps { rx: Some(rx_tap.clone()), ..PortTaps::default() }));
+    assert!(set.set_taps(1, PortTaps { tx: Some(tx_tap.clone()), ..PortTaps::default() }));
     let frames: Vec<Vec<u8>> = (0..40).map(|i| frame(64 + i * 37, i as u32)).collect();
     let got = pump(&r.pool, &r.gen_a, &r.gen_b, &frames, frames.len());
     assert_eq!(got, frames, "forwarded as without a tap");

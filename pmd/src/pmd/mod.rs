@@ -522,6 +522,25 @@ impl PmdSet {
     /// acknowledge within 5 s (the taps are then set anyway: a late thread
     /// picks them up at its next iteration).
     pub fn set_taps(&self, slot: usize, taps: PortTaps) -> bool {
+        // The slot's gates stay.
+        self.update_taps(slot, |t| PortTaps { rx: taps.rx, tx: taps.tx, ..t.clone() })
+    }
+
+    /// Sets the gates of the port in `slot` (its capture taps stay) and
+    /// returns once every thread passes batches through the new ones.
+    /// False as [`PmdSet::set_taps`].
+    pub fn set_gates(
+        &self,
+        slot: usize,
+        rx: Option<Arc<dyn crate::capture::Gate>>,
+        tx: Option<Arc<dyn crate::capture::Gate>>,
+    ) -> bool {
+        self.update_taps(slot, |t| PortTaps { rx_gate: rx, tx_gate: tx, ..t.clone() })
+    }
+
+    /// Replaces the [`PortTaps`] of `slot` with `f` of them, publishes and
+    /// waits for the threads.
+    fn update_taps(&self, slot: usize, f: impl FnOnce(&PortTaps) -> PortTaps) -> bool {
         let sh = &self.shared;
         let _one_at_a_time = sh.moves.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let old = sh.topology();
@@ -529,7 +548,7 @@ impl PmdSet {
             return false;
         }
         let mut all = old.taps.to_vec();
-        all[slot] = taps;
+        all[slot] = f(&all[slot]);
         let topo = Arc::new(Topology {
             ports: old.ports.clone(),
             vports: old.vports.clone(),

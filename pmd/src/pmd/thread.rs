@@ -18,6 +18,8 @@ pub struct TxBatches {
     vports: VirtualSlots,
     /// A tx capture tap per slot (mostly none).
     taps: Vec<Option<Arc<Tap>>>,
+    /// A tx gate per slot (mostly none).
+    gates: Vec<Option<Arc<dyn crate::capture::Gate>>>,
     batches: Vec<Batch>,
     pmd: usize,
     txq: Vec<u16>,
@@ -36,6 +38,7 @@ impl TxBatches {
             vports: Vec::new().into(),
             batches: ports.iter().map(|_| Batch::new()).collect(),
             taps: vec![None; ports.len()],
+            gates: vec![None; ports.len()],
             ports,
             pmd,
             txq,
@@ -50,6 +53,7 @@ impl TxBatches {
         self.flush();
         self.vports = vports;
         self.taps = (0..ports.len()).map(|i| taps.get(i).and_then(|t| t.tx.clone())).collect();
+        self.gates = (0..ports.len()).map(|i| taps.get(i).and_then(|t| t.tx_gate.clone())).collect();
         self.txq = ports.iter().map(|p| txq_of(p, self.pmd)).collect();
         self.batches.resize_with(ports.len(), Batch::new);
         self.ports = ports;
@@ -57,6 +61,12 @@ impl TxBatches {
 
     #[inline]
     fn burst(&mut self, slot: usize) {
+        if let Some(Some(g)) = self.gates.get(slot) {
+            g.admit(self.pmd, &mut self.batches[slot]);
+            if self.batches[slot].is_empty() {
+                return;
+            }
+        }
         if let Some(Some(vp)) = self.vports.get(slot) {
             let vp = vp.clone();
             let mut b = std::mem::take(&mut self.batches[slot]);
@@ -179,8 +189,9 @@ pub(super) fn pmd_main<P: Pipeline>(
     let mut topo = sh.topology();
     let mut tx = TxBatches::new(topo.ports.clone(), me);
     let mut batch = Batch::new();
-    // The queues this thread polls: each with its port and rx capture tap.
-    type Polled = (Arc<Rxq>, Arc<Port>, Option<Arc<Tap>>);
+    // The queues this thread polls: each with its port, rx capture tap and
+    // rx gate.
+    type Polled = (Arc<Rxq>, Arc<Port>, Option<Arc<Tap>>, Option<Arc<dyn crate::capture::Gate>>);
     let mut local: Vec<Polled> = Vec::new();
     let mut local_gen = 0u64;
     let mut hist = new_hist();
@@ -196,7 +207,8 @@ pub(super) fn pmd_main<P: Pipeline>(
             local.clear();
             local.extend(topo.rxqs.iter().filter(|r| r.owner.load(Ordering::Relaxed) == me).filter_map(|r| {
                 let tap = topo.taps.get(r.port).and_then(|t| t.rx.clone());
-                topo.ports.get(r.port).and_then(Clone::clone).map(|p| (r.clone(), p, tap))
+                let gate = topo.taps.get(r.port).and_then(|t| t.rx_gate.clone());
+                topo.ports.get(r.port).and_then(Clone::clone).map(|p| (r.clone(), p, tap, gate))
             }));
             tx.set_ports(topo.ports.clone(), topo.vports.clone(), &topo.taps);
             pipeline.reconfigure();
@@ -208,10 +220,16 @@ pub(super) fn pmd_main<P: Pipeline>(
         let t0 = rdtsc();
         let mut ts = t0;
         let mut got = 0usize;
-        for (rxq, port, tap) in &local {
+        for (rxq, port, tap, gate) in &local {
             let n = port.rx_burst(rxq.queue, &mut batch);
             if n == 0 {
                 continue;
+            }
+            if let Some(g) = gate {
+                g.admit(me, &mut batch);
+                if batch.is_empty() {
+                    continue;
+                }
             }
             if let Some(tap) = tap {
                 tap.capture(batch.as_slice(), Direction::Rx);

@@ -159,6 +159,21 @@ enum Cmd {
     /// Tunnel ports (remote, VNI, uplink, next hop, state, counters) and
     /// the uplinks' underlay counters, drops by reason.
     TunnelShow,
+    /// Ports' policers: settings, and packets and bytes by colour (red:
+    /// dropped). One port, or every policed one.
+    QosShow {
+        /// Port name.
+        port: Option<String>,
+    },
+    /// Changes a port's policing while running: `vswitchctl qos-set c1
+    /// ingress_rate=10000000 ingress_burst=200000 egress_rate=0` (bits per
+    /// second, bits; a rate of 0 removes the policer).
+    QosSet {
+        /// Port name.
+        port: String,
+        /// `key=value` settings.
+        settings: Vec<String>,
+    },
     /// Underlay routes: the uplinks' subnets, the file's and live ones.
     RouteShow,
     /// Underlay neighbours (ARP) and frames waiting for them.
@@ -432,6 +447,14 @@ fn run(cli: &Cli) -> Result<()> {
         Cmd::Version => ("version", None),
         Cmd::Captures => ("capture-list", None),
         Cmd::TunnelShow => ("tunnel-show", None),
+        Cmd::QosShow { port } => ("qos-show", Some(json!({ "port": port }))),
+        Cmd::QosSet { port, settings } => {
+            let mut spec = port_spec(port, settings)?;
+            if let Some(m) = spec.as_object_mut() {
+                m.remove("name");
+            }
+            ("qos-set", Some(json!({ "port": port, "settings": spec })))
+        }
         Cmd::RouteShow => ("route-show", None),
         Cmd::NeighShow => ("neigh-show", None),
         Cmd::NeighFlush => ("neigh-flush", None),
@@ -646,6 +669,33 @@ fn run(cli: &Cli) -> Result<()> {
             );
         }
         Cmd::AddPort { bridge, name, .. } => println!("added port {name} to {bridge}"),
+        Cmd::QosSet { port, .. } => println!("policing of {port} changed"),
+        Cmd::QosShow { .. } => {
+            for p in r["ports"].as_array().into_iter().flatten() {
+                for d in ["ingress", "egress"] {
+                    let q = &p[d];
+                    if q.is_null() {
+                        continue;
+                    }
+                    let c = |k: &str| format!("{}/{}", n(&q[k]["packets"]), n(&q[k]["bytes"]));
+                    println!(
+                        "{} {d}: {} {} cir {} cbs {} eir {} ebs {} pir {} pbs {}; packets/bytes green {} yellow {} red (dropped) {}",
+                        p["port"].as_str().unwrap_or(""),
+                        q["marker"].as_str().unwrap_or(""),
+                        q["unit"].as_str().unwrap_or(""),
+                        n(&q["cir"]),
+                        n(&q["cbs"]),
+                        n(&q["eir"]),
+                        n(&q["ebs"]),
+                        n(&q["pir"]),
+                        n(&q["pbs"]),
+                        c("green"),
+                        c("yellow"),
+                        c("red")
+                    );
+                }
+            }
+        }
         Cmd::DelPort { name } => println!("removed port {name}"),
         Cmd::Reload => {
             let mut any = false;

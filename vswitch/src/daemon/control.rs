@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 const METHODS: &str = "version, show, port-stats, pmd-stats, fdb-show, add-port, del-port, reload, dump-flows, \
      dump-groups, dump-meters, dp-flows, controllers, set-openflow, capture-start, capture-stop, capture-status, \
      capture-list, trace, tunnel-show, route-show, neigh-show, neigh-flush, neigh-set, \
-     route-add, route-del, arp-add, arp-del, arp-show";
+     route-add, route-del, arp-add, arp-del, arp-show, qos-show, qos-set";
 
 /// What the control thread keeps beside the switch: the OpenFlow
 /// connections and the running captures.
@@ -272,6 +272,7 @@ fn dispatch(sw: &mut Switch, d: &mut Daemon, reg: &Registry, conn: u64, req: &Re
         "tunnel-show" | "route-show" | "neigh-show" | "neigh-flush" | "neigh-set" | "route-add" | "route-del" => {
             super::underlay::rpc(sw, req)
         }
+        "qos-show" | "qos-set" => super::qos::rpc(sw, req),
         other => Err(RpcError::new(RpcError::METHOD_NOT_FOUND, format!("no method `{other}` (methods: {METHODS})"))),
     }
 }

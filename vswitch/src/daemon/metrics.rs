@@ -160,6 +160,21 @@ fn ports(s: &mut Snapshot, sw: &Switch) {
         s.counter("vswitch_port_tx_packets", "Packets sent.", &l, st.tx_packets);
         s.counter("vswitch_port_rx_bytes", "Bytes received.", &l, st.rx_bytes);
         s.counter("vswitch_port_tx_bytes", "Bytes sent.", &l, st.tx_bytes);
+        for (dir, pol) in ["ingress", "egress"].into_iter().zip(&p.policers) {
+            let Some(pol) = pol else { continue };
+            let (packets, bytes) = pol.policer.totals();
+            for (i, colour) in ["green", "yellow", "red"].into_iter().enumerate() {
+                let l =
+                    [("bridge", p.bridge.as_str()), ("port", p.name.as_str()), ("direction", dir), ("colour", colour)];
+                s.counter(
+                    "vswitch_policer_packets",
+                    "Packets a port's policer marked, by colour (red: dropped).",
+                    &l,
+                    packets[i],
+                );
+                s.counter("vswitch_policer_bytes", "Bytes a port's policer marked, by colour.", &l, bytes[i]);
+            }
+        }
         if let super::switch::Attachment::Tunnel(t) = &p.port {
             tunnel(s, p, t);
             continue;

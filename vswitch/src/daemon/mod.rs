@@ -14,6 +14,7 @@ pub mod capture;
 pub mod control;
 pub mod metrics;
 pub mod openflow;
+pub mod qos;
 pub mod server;
 pub mod switch;
 pub mod trace;

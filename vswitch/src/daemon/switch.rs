@@ -198,6 +198,8 @@ pub struct SwitchPort {
     pub cfg: config::Port,
     /// Counters of its underlay stack (used when it has `addresses`).
     pub uplink: Arc<[UplinkCounters]>,
+    /// Its policers: on what it receives, on what it sends.
+    pub policers: [Option<Arc<crate::datapath::qos::PortPolicer>>; 2],
 }
 
 /// One bridge.
@@ -341,7 +343,7 @@ fn room_for(p: &config::Port) -> usize {
 }
 
 /// Whether two port configurations differ only in what can change in place
-/// (VLAN handling, OpenFlow number, cross-connect).
+/// (VLAN handling, OpenFlow number, cross-connect, policing).
 fn same_device(a: &config::Port, b: &config::Port) -> bool {
     let strip = |p: &config::Port| config::Port {
         vlan_mode: VlanMode::None,
@@ -349,6 +351,12 @@ fn same_device(a: &config::Port, b: &config::Port) -> bool {
         trunks: Vec::new(),
         ofport: None,
         peer: None,
+        ingress_rate: None,
+        ingress_burst: None,
+        egress_rate: None,
+        egress_burst: None,
+        ingress_policer: None,
+        egress_policer: None,
         ..p.clone()
     };
     strip(a) == strip(b)
@@ -679,8 +687,12 @@ impl Switch {
             slot,
             cfg: p.clone(),
             uplink: new_uplink_counters(),
+            policers: [None, None],
         });
         self.port_epoch += 1;
+        if config::qos::policer_of(p, true).is_some() || config::qos::policer_of(p, false).is_some() {
+            self.apply_qos(self.ports.len() - 1);
+        }
         if let Some(b) = self.cfg.bridges.iter_mut().find(|b| b.name == bridge) {
             b.ports.push(p.clone());
         }
@@ -880,10 +892,16 @@ impl Switch {
         self.cfg.bridges.retain(|b| !gone.contains(&b.name));
         report.bridges_removed = gone;
         for (b, p) in &to_change {
-            if let Some(sp) = self.ports.iter_mut().find(|sp| sp.name == p.name) {
+            if let Some(i) = self.ports.iter().position(|sp| sp.name == p.name) {
+                let sp = &mut self.ports[i];
                 sp.vlan = vlan_of(p);
                 sp.ofport = p.ofport.unwrap_or(sp.ofport);
+                let qos = |c: &config::Port| (config::qos::policer_of(c, true), config::qos::policer_of(c, false));
+                let requeue = qos(&sp.cfg) != qos(p);
                 sp.cfg = p.clone();
+                if requeue {
+                    self.apply_qos(i);
+                }
             }
             if let Some(cp) = self.cfg.bridges.iter_mut().flat_map(|x| x.ports.iter_mut()).find(|x| x.name == p.name) {
                 *cp = p.clone();
