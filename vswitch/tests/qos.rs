@@ -24,7 +24,7 @@ fn udp_rate(lab: &Lab, from: u32, to: u32, offered: u64, secs: u32) -> f64 {
 /// [`udp_rate`] with `payload`-byte datagrams.
 fn udp_rate_of(lab: &Lab, from: u32, to: u32, offered: u64, secs: u32, payload: u64) -> f64 {
     let port = common::free_port().to_string();
-    let mut server = Command::new("ip")
+    let server = Command::new("ip")
         .args(["netns", "exec", &lab.ns(to), "iperf3", "-s", "-1", "-J", "-p", &port])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
