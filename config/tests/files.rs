@@ -279,3 +279,52 @@ fn a_missing_file_names_it() {
     let e = Config::load(Path::new("/nonexistent/vswitchd.toml")).unwrap_err();
     assert!(e.to_string().starts_with("/nonexistent/vswitchd.toml: "), "{e}");
 }
+
+#[test]
+fn policers_are_checked() {
+    let c = Config::parse(&format!("{BASE}ingress_rate = 10000000\n"), "sw.toml").unwrap();
+    let p = &c.bridges[0].ports[0];
+    let pol = config::qos::policer_of(p, true).unwrap();
+    assert_eq!((pol.cir, pol.cbs), (10_000_000, 100_000), "10 ms of the rate by default");
+    assert!(config::qos::policer_of(p, false).is_none());
+    check(
+        &format!("{BASE}ingress_rate = 10000000\ningress_burst = 800\n"),
+        "11:16",
+        "bridge[0].port[0].ingress_rate",
+        &["smaller than a frame", "12176 bits"],
+    );
+    check(
+        &format!("{BASE}egress_rate = 0\n"),
+        "11:15",
+        "bridge[0].port[0].egress_rate",
+        &["outside 1-400000000000 bits/s"],
+    );
+    check(
+        &format!("{BASE}egress_burst = 100000\n"),
+        "11:16",
+        "bridge[0].port[0].egress_burst",
+        &["without `egress_rate`"],
+    );
+    let trtcm = "[bridge.port.egress_policer]\nmarker = \"trtcm\"\ncir = 2000000\ncbs = 20000\n";
+    check(&format!("{BASE}{trtcm}"), "11:1", "bridge[0].port[0].egress_policer", &["needs `pir` and `pbs`"]);
+    check(
+        &format!("{BASE}{trtcm}pir = 1000000\npbs = 20000\n"),
+        "11:1",
+        "bridge[0].port[0].egress_policer",
+        &["pir 1000000 is below cir 2000000"],
+    );
+    check(
+        &format!("{BASE}{trtcm}eir = 1\n"),
+        "11:1",
+        "bridge[0].port[0].egress_policer",
+        &["`eir` is not a setting of trtcm"],
+    );
+    let c = Config::parse(&format!("{BASE}{trtcm}pir = 3000000\npbs = 30000\n"), "sw.toml").unwrap();
+    assert_eq!(c.bridges[0].ports[0].egress_policer.as_ref().map(|p| p.marker), Some(config::Marker::Trtcm));
+    check(
+        &format!("{BASE}ingress_rate = 1\n[bridge.port.ingress_policer]\ncir = 1\ncbs = 1\nunit = \"packets\"\n"),
+        "12:1",
+        "bridge[0].port[0].ingress_policer",
+        &["replaces"],
+    );
+}
