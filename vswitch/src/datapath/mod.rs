@@ -8,7 +8,8 @@
 //! make, with their checksum updates, are in [`rewrite`]. Tunnel ports
 //! ([`tunnel`]) encapsulate what is sent to them and, on uplinks, the
 //! switch's own underlay stack decapsulates before the bridges see a
-//! batch. QoS and connection tracking get folders of their own here.
+//! batch. Port policers ([`qos`]) are gates of the PMD set on what a port
+//! receives and sends. Connection tracking gets a folder of its own here.
 //!
 //! Nothing here allocates, locks or makes a system call per packet; the
 //! control thread changes what the PMD threads do only by publishing new
