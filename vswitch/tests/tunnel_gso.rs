@@ -11,7 +11,7 @@ use pmd::port::seg_flags;
 use pmd::{Batch, Eal, Mempool, Packet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use vswitch::datapath::tunnel::{new_counters, tunnel_stats, TunnelKind, TunnelPath, TunnelSpec, TunnelVport};
+use vswitch::datapath::tunnel::{new_counters, tunnel_stats, TunnelPath, TunnelSpec, TunnelVport};
 use wire::checksum::{fold, pseudo_v4, pseudo_v6, sum};
 
 fn eal() -> &'static Eal {
@@ -30,20 +30,7 @@ fn vport_with(pool: &Arc<Mempool>, enabled: u64, v6: bool) -> TunnelVport {
         true => ("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap()),
         false => (Ipv4Addr::new(10, 0, 0, 1).into(), Ipv4Addr::new(10, 0, 0, 2).into()),
     };
-    let spec = TunnelSpec {
-        kind: TunnelKind::Vxlan,
-        key_flow: false,
-        remote_flow: false,
-        remote,
-        local: None,
-        vni: 42,
-        dst_port: 4789,
-        csum: false,
-        ttl: 64,
-        tos: 0,
-        tos_inherit: false,
-        df: true,
-    };
+    let spec = TunnelSpec::vxlan(remote, 42);
     let path =
         TunnelPath::new(&spec, 1, [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], local, 1500).with_offloads(&spec, enabled);
     TunnelVport { pool: Some(pool.clone()), ..TunnelVport::new(5, spec, Some(path), new_counters()) }

@@ -18,20 +18,8 @@ fn eal() -> &'static Eal {
 
 /// `frames` through a tunnel whose uplink enabled `enabled`; what leaves.
 fn encap(pool: &Mempool, kind: TunnelKind, csum: bool, enabled: u64) -> Vec<Packet> {
-    let spec = TunnelSpec {
-        kind,
-        key_flow: false,
-        remote_flow: false,
-        remote: Ipv4Addr::new(10, 0, 0, 2).into(),
-        local: None,
-        vni: 42,
-        dst_port: if kind == TunnelKind::Geneve { 6081 } else { 4789 },
-        csum,
-        ttl: 64,
-        tos: 0,
-        tos_inherit: false,
-        df: true,
-    };
+    let dst_port = if kind == TunnelKind::Geneve { 6081 } else { 4789 };
+    let spec = TunnelSpec { kind, dst_port, csum, ..TunnelSpec::vxlan(Ipv4Addr::new(10, 0, 0, 2).into(), 42) };
     let path =
         TunnelPath::new(&spec, 1, [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], Ipv4Addr::new(10, 0, 0, 1).into(), 1500)
             .with_offloads(&spec, enabled);

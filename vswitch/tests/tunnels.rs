@@ -265,26 +265,14 @@ fn send_raw(ns: &str, dev: &str, frames: Vec<Vec<u8>>) {
 
 #[test]
 fn bad_tunnel_packets_are_dropped_and_counted_by_reason() {
-    use vswitch::datapath::tunnel::{udp_checksum, TunnelKind, TunnelPath, TunnelSpec, VXLAN_OVERHEAD};
+    use vswitch::datapath::tunnel::{udp_checksum, TunnelPath, TunnelSpec, VXLAN_OVERHEAD};
     let (lab, b, _) = vxlan_lab("vd");
     let (our_mac, b_mac) = (HostB::mac(None, &b.uplink), HostB::mac(Some(&b.ns), "ul"));
     // Well-formed VXLAN from host B to us, as the switch itself would
     // build it the other way; then spoiled one way each.
     let good = |vni: u32, dport: u16| {
-        let spec = TunnelSpec {
-            kind: TunnelKind::Vxlan,
-            key_flow: false,
-            remote_flow: false,
-            remote: std::net::IpAddr::V4(OUR_IP.into()),
-            local: None,
-            vni,
-            dst_port: dport,
-            csum: true,
-            ttl: 64,
-            tos: 0,
-            tos_inherit: false,
-            df: true,
-        };
+        let spec =
+            TunnelSpec { dst_port: dport, csum: true, ..TunnelSpec::vxlan(std::net::IpAddr::V4(OUR_IP.into()), vni) };
         let path = TunnelPath::new(&spec, 0, b_mac, our_mac, std::net::IpAddr::V4(B_IP.into()), 1500);
         let mut inner = vec![0xffu8; 6];
         inner.extend_from_slice(&[2, 0, 0, 0, 0, 0x99, 0x08, 0x06]);

@@ -95,6 +95,25 @@ pub struct TunnelSpec {
 }
 
 impl TunnelSpec {
+    /// A VXLAN tunnel to `remote` with VNI `vni` and the defaults a
+    /// configuration has (UDP 4789, no checksum, TTL 64, TOS 0, DF).
+    pub fn vxlan(remote: IpAddr, vni: u32) -> TunnelSpec {
+        TunnelSpec {
+            kind: TunnelKind::Vxlan,
+            remote,
+            remote_flow: false,
+            local: None,
+            vni,
+            key_flow: false,
+            dst_port: config::VXLAN_PORT,
+            csum: false,
+            ttl: 64,
+            tos: 0,
+            tos_inherit: false,
+            df: true,
+        }
+    }
+
     /// The settings of a tunnel port (the configuration was validated:
     /// unparsable addresses cannot occur).
     pub fn of(p: &config::Port) -> TunnelSpec {
@@ -694,20 +713,7 @@ mod tests {
     use super::*;
 
     fn spec() -> TunnelSpec {
-        TunnelSpec {
-            kind: TunnelKind::Vxlan,
-            key_flow: false,
-            remote_flow: false,
-            remote: Ipv4Addr::new(10, 0, 0, 2).into(),
-            local: None,
-            vni: 0x12_3456,
-            dst_port: 4789,
-            csum: false,
-            ttl: 64,
-            tos: 0,
-            tos_inherit: false,
-            df: true,
-        }
+        TunnelSpec::vxlan(Ipv4Addr::new(10, 0, 0, 2).into(), 0x12_3456)
     }
 
     #[test]

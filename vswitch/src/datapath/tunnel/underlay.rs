@@ -760,24 +760,12 @@ mod tests {
     }
 
     fn tunnelled(kind: TunnelKind, vni: u32, csum: bool) -> Vec<u8> {
-        let spec = TunnelSpec {
-            kind,
-            key_flow: false,
-            remote_flow: false,
-            remote: Ipv4Addr::new(10, 0, 0, 1).into(),
-            local: None,
-            vni,
-            dst_port: match kind {
-                TunnelKind::Vxlan => 4789,
-                TunnelKind::Geneve => 6081,
-                TunnelKind::Gre => 0,
-            },
-            csum,
-            ttl: 64,
-            tos: 0,
-            tos_inherit: false,
-            df: true,
+        let dst_port = match kind {
+            TunnelKind::Vxlan => 4789,
+            TunnelKind::Geneve => 6081,
+            TunnelKind::Gre => 0,
         };
+        let spec = TunnelSpec { kind, dst_port, csum, ..TunnelSpec::vxlan(Ipv4Addr::new(10, 0, 0, 1).into(), vni) };
         let path = TunnelPath::new(&spec, 0, PEER, MAC, Ipv4Addr::new(10, 0, 0, 2).into(), 1500);
         let inner: Vec<u8> = (0..60u8).collect();
         let mut f = vec![0u8; path.len + inner.len()];
