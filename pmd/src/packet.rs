@@ -353,12 +353,23 @@ impl Packet {
         self.m().ol_flags & f.mbuf_rx_l4_cksum_mask == crate::port::seg_flags().rx_l4_cksum_none
     }
 
-    /// Clears the offload flags (what the packet was received with) and
-    /// the lengths word.
+    /// Whether a guest left work to the switch: a large segment to cut
+    /// ([`Packet::gso_size`]'s flags) or a partial L4 checksum.
     #[inline]
-    pub fn clear_offloads(&mut self) {
+    pub fn guest_offloads(&self) -> bool {
+        let f = crate::port::seg_flags();
+        self.m().ol_flags & (f.rx_lro | f.tx_tcp_seg) != 0 || self.l4_cksum_partial()
+    }
+
+    /// Clears what [`Packet::guest_offloads`] reads (the segmentation
+    /// flags, the L4 checksum state, the lengths word), so that none of it
+    /// is taken for a request to the next NIC; the RSS hash stays.
+    #[inline]
+    pub fn clear_guest_offloads(&mut self) {
+        let f = crate::port::seg_flags();
+        let l4 = crate::port::offload_flags().mbuf_rx_l4_cksum_mask;
         let m = self.m_mut();
-        m.ol_flags = 0;
+        m.ol_flags &= !(f.rx_lro | f.tx_tcp_seg | l4);
         m.__bindgen_anon_3.tx_offload = 0;
     }
 

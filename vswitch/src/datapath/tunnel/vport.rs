@@ -173,7 +173,7 @@ impl TunnelVport {
             }
         }
         let mut inner = None;
-        if p.ol_flags() != 0 {
+        if p.guest_offloads() {
             if let Some(mss) = p.gso_size().filter(|_| p.len() > path.max_inner) {
                 inner = super::nic::tso(path, &mut p, opts, usize::from(mss), self.spec.csum);
                 if inner.is_none() {
@@ -187,7 +187,7 @@ impl TunnelVport {
                 }
             }
             // What it was received with is no request to the uplink's NIC.
-            p.clear_offloads();
+            p.clear_guest_offloads();
         }
         self.encap_frame(c, path, p, opts, inner, id, t, out);
     }
