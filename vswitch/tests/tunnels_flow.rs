@@ -6,23 +6,12 @@
 
 mod common;
 
-use common::overlay::{hits, ofctl, tcp_transfer, tunnel, HostB};
+use common::overlay::{flow_tunnel_lab, hits, ofctl, tcp_transfer, tunnel, HostB};
 use common::Lab;
 
-/// vswitchd with container 1 and a VXLAN port (VNI 42) whose remote is
-/// `flow` on an OpenFlow bridge, the uplink into host B with `ours`; the
-/// OpenFlow target.
+/// [`flow_tunnel_lab`] with a VXLAN port into host B.
 fn flow_lab(lab: &mut Lab, b: &HostB, ours: &str) -> String {
-    let of = common::free_port();
-    lab.write_config(&format!(
-        "[[bridge]]\nname = \"br-int\"\nfail_mode = \"secure\"\ncontrollers = [\"ptcp:{of}:127.0.0.1\"]\n\n{}\
-         [[bridge.port]]\nname = \"vx1\"\ntype = \"vxlan\"\nremote_ip = \"flow\"\nkey = 42\nofport = 2\n\n\
-         [[bridge]]\nname = \"br-phy\"\n\n[[bridge.port]]\nname = \"up\"\ntype = \"afpacket\"\niface = \"{}\"\naddresses = [\"{ours}\"]\n",
-        lab.port(1, "c1", "ofport = 1"),
-        b.uplink
-    ));
-    lab.start();
-    format!("tcp:127.0.0.1:{of}")
+    flow_tunnel_lab(lab, "vxlan", "vx1", &b.uplink, ours)
 }
 
 #[test]

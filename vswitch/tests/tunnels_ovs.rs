@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::overlay::{ofctl_expect, tcp_transfer, tunnel, wait_for};
+use common::overlay::{flow_tunnel_lab, ofctl_expect, tcp_transfer, tunnel, wait_for};
 use common::{sh, Lab};
 use serde_json::Value;
 use std::process::{Command, Stdio};
@@ -249,16 +249,7 @@ fn geneve_metadata_and_a_flow_remote_work_with_ovs_as_ovn_writes_them() {
     o.ofctl(&["del-flows", &ovs]);
     o.ofctl(&["add-flow", &ovs, "in_port=1,actions=set_field:0x1234->tun_metadata0,output:2"]);
     o.ofctl(&["add-flow", &ovs, "in_port=2,tun_metadata0=0x5678,actions=output:1"]);
-    let of = common::free_port();
-    lab.write_config(&format!(
-        "[[bridge]]\nname = \"br-int\"\nfail_mode = \"secure\"\ncontrollers = [\"ptcp:{of}:127.0.0.1\"]\n\n{}\
-         [[bridge.port]]\nname = \"t1\"\ntype = \"geneve\"\nremote_ip = \"flow\"\nkey = 42\nofport = 2\n\n\
-         [[bridge]]\nname = \"br-phy\"\n\n[[bridge.port]]\nname = \"up\"\ntype = \"afpacket\"\niface = \"{}\"\naddresses = [\"172.31.9.1/24\"]\n",
-        lab.port(1, "c1", "ofport = 1"),
-        o.uplink
-    ));
-    lab.start();
-    let us = format!("tcp:127.0.0.1:{of}");
+    let us = flow_tunnel_lab(&mut lab, "geneve", "t1", &o.uplink, "172.31.9.1/24");
     // Without a map here, OVS's critical option is not understood: its
     // frames are dropped and counted.
     ofctl_expect(&["add-flow", &us, "in_port=2,actions=output:1"], true);

@@ -230,3 +230,19 @@ pub fn hits(flows: &str, m: &str) -> u64 {
         .and_then(|n| n.parse::<u64>().ok())
         .unwrap_or(0)
 }
+
+/// vswitchd with container 1 (OpenFlow port 1) and a `kind` tunnel port
+/// `name` (OpenFlow port 2, VNI 42) whose remote is `flow`, on an OpenFlow
+/// bridge listening for ovs-ofctl; the uplink on `uplink` with address
+/// `ours`. Started; the OpenFlow target.
+pub fn flow_tunnel_lab(lab: &mut Lab, kind: &str, name: &str, uplink: &str, ours: &str) -> String {
+    let of = super::free_port();
+    lab.write_config(&format!(
+        "[[bridge]]\nname = \"br-int\"\nfail_mode = \"secure\"\ncontrollers = [\"ptcp:{of}:127.0.0.1\"]\n\n{}\
+         [[bridge.port]]\nname = \"{name}\"\ntype = \"{kind}\"\nremote_ip = \"flow\"\nkey = 42\nofport = 2\n\n\
+         [[bridge]]\nname = \"br-phy\"\n\n[[bridge.port]]\nname = \"up\"\ntype = \"afpacket\"\niface = \"{uplink}\"\naddresses = [\"{ours}\"]\n",
+        lab.port(1, "c1", "ofport = 1"),
+    ));
+    lab.start();
+    format!("tcp:127.0.0.1:{of}")
+}
