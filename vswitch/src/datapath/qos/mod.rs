@@ -4,6 +4,7 @@
 //! (gates of the PMD set: [`pmd::capture::Gate`]).
 
 pub mod policer;
+pub mod sched;
 
 use pmd::Batch;
 use policer::{dscp_colour, Colour, Marker, Policer, PolicerSpec};

@@ -1,0 +1,705 @@
+//! A port's egress scheduler: a hierarchy of port -> classes -> queues, in
+//! the manner of Linux HTB, run by one thread.
+//!
+//! - The port has a token bucket at its rate: nothing leaves beyond it.
+//! - Each class has two buckets: its guaranteed rate and its ceiling. A
+//!   backlogged class whose guarantee has tokens is *green* and is served
+//!   before any other; one whose guarantee is spent but whose ceiling is
+//!   not is *yellow* and borrows what green classes leave, shared among
+//!   yellow classes in proportion to their guarantees (deficit round robin
+//!   with quanta proportional to the rates); one whose ceiling is spent
+//!   *waits* until the time its bucket refills. Sending debits the ceiling
+//!   (and, when green, the guarantee); a bucket may run one frame into
+//!   debt, so rates hold to the byte on average without looking at the
+//!   next frame's size.
+//! - Within a class, queues are served by strict priority, and queues of
+//!   one priority by deficit round robin on their weights. Each queue has
+//!   a depth in packets and bytes (tail drop) and optionally RED or WRED
+//!   (per-colour thresholds) on its averaged depth.
+//!
+//! Green and yellow classes sit on two intrusive lists; waiting ones (and
+//! yellow ones due for promotion) as timed events in a heap, so a dequeue
+//! costs O(log classes) whatever the number of classes, and nothing is
+//! allocated after construction: queues, lists and heap are sized then.
+//! Everything here is single-threaded; [`super::shaper`] puts it on its
+//! PMD thread.
+
+use super::policer::Colour;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+
+/// Token units per byte: buckets hold byte-nanoseconds, so a refill is
+/// `rate (bytes/s) * elapsed (ns)`, exact.
+const NB: i64 = 1_000_000_000;
+/// No class (list end).
+const NIL: u32 = u32::MAX;
+/// The smallest round-robin quantum, in bytes.
+const MIN_QUANTUM: i64 = 2048;
+/// The largest one (a class with more than 512 times the smallest
+/// guarantee gets no larger share of the excess than 512 times).
+const MAX_QUANTUM: i64 = MIN_QUANTUM * 512;
+/// Queues per class at most.
+pub const MAX_QUEUES: usize = 8;
+/// Classes per port at most.
+pub const MAX_CLASSES: usize = 65_536;
+
+/// Active queue management of a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aqm {
+    /// Drop only when the queue is full.
+    Tail,
+    /// Random early detection on the averaged depth (packets): no drop
+    /// below `min`, probability rising linearly to `max_p` (parts per
+    /// million) at `max`, all dropped above. With `weighted`, yellow frames
+    /// (by DSCP drop precedence) use thresholds at 3/4 and red ones at 1/2.
+    Red {
+        /// Lower threshold, packets.
+        min: u32,
+        /// Upper threshold, packets.
+        max: u32,
+        /// Drop probability at `max`, per million.
+        max_p: u32,
+        /// Per-colour thresholds (WRED).
+        weighted: bool,
+    },
+}
+
+/// A queue's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSpec {
+    /// Lower is served first; queues of one priority share by weight.
+    pub priority: u8,
+    /// Share among queues of its priority.
+    pub weight: u32,
+    /// Packets it holds at most.
+    pub depth: u32,
+    /// Bytes it holds at most.
+    pub depth_bytes: u64,
+    /// Drop policy.
+    pub aqm: Aqm,
+}
+
+/// A class's settings (rates in bytes per second, bursts in bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassSpec {
+    /// Its number (the OpenFlow queue id that `set_queue` names).
+    pub id: u32,
+    /// Guaranteed rate (may be 0: only borrows).
+    pub rate: u64,
+    /// Guarantee bucket size.
+    pub burst: u64,
+    /// Ceiling rate (at least `rate`).
+    pub ceil: u64,
+    /// Ceiling bucket size.
+    pub cburst: u64,
+    /// Its queues, in configuration order (at least one).
+    pub queues: Vec<QueueSpec>,
+}
+
+/// A port scheduler's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchedSpec {
+    /// The port's rate, bytes per second.
+    pub rate: u64,
+    /// The port's bucket, bytes.
+    pub burst: u64,
+    /// The classes.
+    pub classes: Vec<ClassSpec>,
+}
+
+/// Why a frame was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drop {
+    /// Its queue was full (packets or bytes).
+    Full = 0,
+    /// RED or WRED chose it.
+    Early = 1,
+    /// The hand-over ring to the scheduler's thread was full.
+    Handoff = 2,
+    /// Its class was removed while it was queued.
+    Removed = 3,
+}
+
+/// Drop reasons, in [`Drop`] order.
+pub const DROP_REASONS: [&str; 4] = ["queue_full", "early", "handoff", "class_removed"];
+
+/// Queueing delay histogram buckets: bucket `i` holds delays below
+/// `2^(i/2)` microseconds' worth of nanoseconds (`delay_bucket_ns`).
+pub const DELAY_BUCKETS: usize = 48;
+
+/// The upper bound of delay bucket `i`, in nanoseconds.
+pub fn delay_bucket_ns(i: usize) -> u64 {
+    // 2^(i/2) * 1000 ns, with odd i at sqrt(2) times the even one below.
+    let base = 1000u64 << (i / 2);
+    if i % 2 == 1 {
+        base * 1414 / 1000
+    } else {
+        base
+    }
+}
+
+fn delay_bucket(ns: u64) -> usize {
+    (0..DELAY_BUCKETS).find(|&i| ns < delay_bucket_ns(i)).unwrap_or(DELAY_BUCKETS - 1)
+}
+
+/// A class's counters (written by the scheduler's thread only).
+#[derive(Debug, Clone, Default)]
+pub struct ClassStats {
+    /// Frames sent.
+    pub packets: u64,
+    /// Bytes sent.
+    pub bytes: u64,
+    /// Bytes sent on the guarantee (green).
+    pub green_bytes: u64,
+    /// Drops by reason ([`Drop`] order).
+    pub drops: [u64; 4],
+    /// Queueing delay histogram ([`delay_bucket_ns`]).
+    pub delay: Vec<u64>,
+}
+
+impl ClassStats {
+    /// The delay below which `q` (0-1) of the frames sent were queued, in
+    /// nanoseconds (a bucket's upper bound); 0 when none was sent.
+    pub fn delay_quantile(&self, q: f64) -> u64 {
+        let total: u64 = self.delay.iter().sum();
+        if total == 0 {
+            return 0;
+        }
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+        let want = ((total as f64 * q).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, n) in self.delay.iter().enumerate() {
+            seen += n;
+            if seen >= want {
+                return delay_bucket_ns(i);
+            }
+        }
+        delay_bucket_ns(DELAY_BUCKETS - 1)
+    }
+}
+
+/// What the scheduler holds: a frame's size is all it needs.
+pub trait Frame {
+    /// Bytes it costs.
+    fn bytes(&self) -> u32;
+}
+
+struct Queue<T> {
+    spec: QueueSpec,
+    items: VecDeque<(T, u64)>,
+    bytes: u64,
+    deficit: i64,
+    /// RED's averaged depth, packets in 1/1024ths.
+    avg: u64,
+}
+
+struct Bucket {
+    tokens: i64,
+    cap: i64,
+    rate: u64,
+}
+
+impl Bucket {
+    fn new(rate: u64, burst: u64) -> Bucket {
+        let cap = i64::try_from(u128::from(burst) * NB as u128).unwrap_or(i64::MAX);
+        Bucket { tokens: cap, cap, rate }
+    }
+
+    #[inline]
+    fn refill(&mut self, dt: u64) {
+        let add = u128::from(self.rate) * u128::from(dt);
+        let t = i128::from(self.tokens) + i128::try_from(add).unwrap_or(i128::MAX / 2);
+        self.tokens = i64::try_from(t.min(i128::from(self.cap))).unwrap_or(self.cap);
+    }
+
+    /// Nanoseconds until it holds a token (u64::MAX when its rate is 0).
+    fn wait(&self) -> u64 {
+        if self.tokens > 0 {
+            return 0;
+        }
+        if self.rate == 0 {
+            return u64::MAX;
+        }
+        let need = u128::try_from(1 - i128::from(self.tokens)).unwrap_or(1);
+        u64::try_from(need.div_ceil(u128::from(self.rate))).unwrap_or(u64::MAX)
+    }
+}
+
+struct Class<T> {
+    spec: ClassSpec,
+    g: Bucket,
+    c: Bucket,
+    last: u64,
+    quantum: i64,
+    /// Round-robin deficits on the green and yellow lists.
+    deficit: [i64; 2],
+    /// Links (next, previous) on the green and yellow lists.
+    link: [(u32, u32); 2],
+    /// Whether it is on each list.
+    on: [bool; 2],
+    /// When its pending event fires (u64::MAX: none).
+    event: u64,
+    /// Bumped whenever its pending event is superseded.
+    gen: u32,
+    queues: Vec<Queue<T>>,
+    /// Queue indices in priority order, and where each priority's run
+    /// starts and ends in it.
+    order: Vec<u8>,
+    /// Non-empty queues, as bits of positions in `order`.
+    nonempty: u32,
+    rr: usize,
+    backlog: u64,
+    stats: ClassStats,
+}
+
+#[derive(Clone, Copy)]
+struct List {
+    head: u32,
+    tail: u32,
+}
+
+/// One port's scheduler.
+pub struct Scheduler<T> {
+    port: Bucket,
+    port_last: u64,
+    classes: Vec<Class<T>>,
+    lists: [List; 2],
+    events: BinaryHeap<Reverse<(u64, u32, u32)>>,
+    rng: u64,
+    backlog_packets: u64,
+    backlog_bytes: u64,
+}
+
+impl<T> std::fmt::Debug for Scheduler<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler").field("classes", &self.classes.len()).finish_non_exhaustive()
+    }
+}
+
+fn quanta(spec: &SchedSpec) -> Vec<i64> {
+    let min = spec.classes.iter().map(|c| c.rate).filter(|r| *r > 0).min().unwrap_or(1);
+    spec.classes
+        .iter()
+        .map(|c| {
+            let q = u128::from(c.rate) * MIN_QUANTUM as u128 / u128::from(min);
+            i64::try_from(q).unwrap_or(MAX_QUANTUM).clamp(MIN_QUANTUM, MAX_QUANTUM)
+        })
+        .collect()
+}
+
+impl<T: Frame> Scheduler<T> {
+    /// A scheduler for `spec` at time `now` (ns), buckets full, queues
+    /// sized to their depths.
+    pub fn new(spec: &SchedSpec, now: u64) -> Scheduler<T> {
+        let q = quanta(spec);
+        let classes: Vec<Class<T>> = spec
+            .classes
+            .iter()
+            .zip(q)
+            .map(|(c, quantum)| {
+                let mut order: Vec<u8> = (0..c.queues.len()).filter_map(|i| u8::try_from(i).ok()).collect();
+                order.sort_by_key(|&i| c.queues[usize::from(i)].priority);
+                Class {
+                    g: Bucket::new(c.rate, c.burst),
+                    c: Bucket::new(c.ceil, c.cburst),
+                    last: now,
+                    quantum,
+                    deficit: [quantum; 2],
+                    link: [(NIL, NIL); 2],
+                    on: [false; 2],
+                    event: u64::MAX,
+                    gen: 0,
+                    queues: c
+                        .queues
+                        .iter()
+                        .map(|qs| Queue {
+                            spec: *qs,
+                            items: VecDeque::with_capacity(qs.depth as usize),
+                            bytes: 0,
+                            deficit: 0,
+                            avg: 0,
+                        })
+                        .collect(),
+                    order,
+                    nonempty: 0,
+                    rr: 0,
+                    backlog: 0,
+                    stats: ClassStats { delay: vec![0; DELAY_BUCKETS], ..ClassStats::default() },
+                    spec: c.clone(),
+                }
+            })
+            .collect();
+        let n = classes.len();
+        Scheduler {
+            port: Bucket::new(spec.rate, spec.burst),
+            port_last: now,
+            classes,
+            lists: [List { head: NIL, tail: NIL }; 2],
+            events: BinaryHeap::with_capacity(2 * n + 16),
+            rng: 0x9e37_79b9_7f4a_7c15,
+            backlog_packets: 0,
+            backlog_bytes: 0,
+        }
+    }
+
+    /// Takes over the queued frames of `old` (same class ids and queue
+    /// positions; those of classes gone are handed to `dropped`) and its
+    /// counters: a live change of rates loses nothing queued.
+    pub fn adopt(&mut self, old: &mut Scheduler<T>, now: u64, dropped: &mut impl FnMut(T)) {
+        for oc in &mut old.classes {
+            let Some(ci) = self.classes.iter().position(|c| c.spec.id == oc.spec.id) else {
+                for q in &mut oc.queues {
+                    for (f, _) in q.items.drain(..) {
+                        dropped(f);
+                    }
+                }
+                continue;
+            };
+            self.classes[ci].stats = std::mem::take(&mut oc.stats);
+            for (qi, q) in oc.queues.iter_mut().enumerate() {
+                let qi = qi.min(self.classes[ci].queues.len() - 1);
+                for (f, t) in q.items.drain(..) {
+                    let b = u64::from(f.bytes());
+                    let c = &mut self.classes[ci];
+                    c.queues[qi].bytes += b;
+                    c.queues[qi].items.push_back((f, t));
+                    c.backlog += 1;
+                    self.backlog_packets += 1;
+                    self.backlog_bytes += b;
+                }
+            }
+            let c = &mut self.classes[ci];
+            for qi in 0..c.queues.len() {
+                if !c.queues[qi].items.is_empty() {
+                    let pos = c.order.iter().position(|&o| usize::from(o) == qi).unwrap_or(0);
+                    c.nonempty |= 1 << pos;
+                }
+            }
+            self.update(ci, now);
+        }
+        old.backlog_packets = 0;
+        old.backlog_bytes = 0;
+    }
+
+    /// The classes' ids, in order.
+    pub fn class_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.classes.iter().map(|c| c.spec.id)
+    }
+
+    /// Class `i`'s counters.
+    pub fn stats(&self, i: usize) -> &ClassStats {
+        &self.classes[i].stats
+    }
+
+    /// Class `i`'s settings.
+    pub fn class_spec(&self, i: usize) -> &ClassSpec {
+        &self.classes[i].spec
+    }
+
+    /// Class `i`'s backlog: packets and bytes per queue.
+    pub fn depth(&self, i: usize) -> Vec<(usize, u64)> {
+        self.classes[i].queues.iter().map(|q| (q.items.len(), q.bytes)).collect()
+    }
+
+    /// Frames queued in all classes, and their bytes.
+    pub fn backlog(&self) -> (u64, u64) {
+        (self.backlog_packets, self.backlog_bytes)
+    }
+
+    /// Counts a drop that happened before the scheduler (the hand-over
+    /// ring) against class `i`.
+    pub fn count_drop(&mut self, i: usize, why: Drop, n: u64) {
+        if let Some(c) = self.classes.get_mut(i) {
+            c.stats.drops[why as usize] += n;
+        }
+    }
+
+    fn random(&mut self) -> u32 {
+        // xorshift64*
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        u32::try_from(self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32).unwrap_or(0)
+    }
+
+    /// Queues `f` in class `class`, queue `queue` (positions in the spec),
+    /// with drop precedence `colour`, at time `now`; a frame refused is
+    /// handed back with the reason.
+    pub fn enqueue(&mut self, class: usize, queue: usize, colour: Colour, f: T, now: u64) -> Result<(), (T, Drop)> {
+        let b = u64::from(f.bytes());
+        let early = {
+            let q = &mut self.classes[class].queues[queue];
+            let len = q.items.len() as u64;
+            if len >= u64::from(q.spec.depth) || q.bytes + b > q.spec.depth_bytes {
+                self.classes[class].stats.drops[Drop::Full as usize] += 1;
+                return Err((f, Drop::Full));
+            }
+            match q.spec.aqm {
+                Aqm::Tail => None,
+                Aqm::Red { min, max, max_p, weighted } => {
+                    // avg += (len - avg) / 512, in 1/1024ths of a packet.
+                    let cur = len << 10;
+                    q.avg = if cur >= q.avg { q.avg + ((cur - q.avg) >> 9) } else { q.avg - ((q.avg - cur) >> 9) };
+                    let (num, den) = match (weighted, colour) {
+                        (true, Colour::Yellow) => (3, 4),
+                        (true, Colour::Red) => (1, 2),
+                        _ => (1, 1),
+                    };
+                    let (min, max) = (u64::from(min) * num / den, u64::from(max) * num / den);
+                    let avg = q.avg >> 10;
+                    if avg < min {
+                        None
+                    } else if avg >= max {
+                        Some(u64::MAX)
+                    } else {
+                        Some(u64::from(max_p) * (avg - min) / (max - min).max(1))
+                    }
+                }
+            }
+        };
+        if let Some(p) = early {
+            if p == u64::MAX || u64::from(self.random() % 1_000_000) < p {
+                self.classes[class].stats.drops[Drop::Early as usize] += 1;
+                return Err((f, Drop::Early));
+            }
+        }
+        let c = &mut self.classes[class];
+        let q = &mut c.queues[queue];
+        q.items.push_back((f, now));
+        q.bytes += b;
+        c.backlog += 1;
+        self.backlog_packets += 1;
+        self.backlog_bytes += b;
+        if q.items.len() == 1 {
+            let pos = c.order.iter().position(|&o| usize::from(o) == queue).unwrap_or(0);
+            c.nonempty |= 1 << pos;
+        }
+        if c.backlog == 1 {
+            self.update(class, now);
+        }
+        Ok(())
+    }
+
+    fn refill(&mut self, i: usize, now: u64) {
+        let c = &mut self.classes[i];
+        let dt = now.saturating_sub(c.last);
+        if dt > 0 {
+            c.g.refill(dt);
+            c.c.refill(dt);
+            c.last = now;
+        }
+    }
+
+    fn unlink(&mut self, l: usize, i: usize) {
+        let (next, prev) = self.classes[i].link[l];
+        let list = &mut self.lists[l];
+        if prev == NIL {
+            list.head = next;
+        } else {
+            self.classes[prev as usize].link[l].0 = next;
+        }
+        if next == NIL {
+            list.tail = prev;
+        } else {
+            self.classes[next as usize].link[l].1 = prev;
+        }
+        let c = &mut self.classes[i];
+        c.link[l] = (NIL, NIL);
+        c.on[l] = false;
+    }
+
+    fn push_back(&mut self, l: usize, i: usize) {
+        let tail = self.lists[l].tail;
+        let me = u32::try_from(i).unwrap_or(NIL);
+        let c = &mut self.classes[i];
+        c.link[l] = (NIL, tail);
+        c.on[l] = true;
+        if tail == NIL {
+            self.lists[l].head = me;
+        } else {
+            self.classes[tail as usize].link[l].0 = me;
+        }
+        self.lists[l].tail = me;
+    }
+
+    /// Makes class `i` re-examined at `at` (unless it already will be by
+    /// then).
+    fn schedule(&mut self, i: usize, at: u64) {
+        if self.classes[i].event <= at {
+            return;
+        }
+        if self.events.len() == self.events.capacity() {
+            let classes = &self.classes;
+            self.events.retain(|Reverse((_, c, g))| classes[*c as usize].gen == *g);
+        }
+        let c = &mut self.classes[i];
+        c.gen = c.gen.wrapping_add(1);
+        c.event = at;
+        self.events.push(Reverse((at, u32::try_from(i).unwrap_or(NIL), c.gen)));
+    }
+
+    /// Puts class `i` on the lists its backlog and buckets say at time
+    /// `now`: green (guarantee and ceiling have tokens), yellow (ceiling
+    /// has), neither; and makes it re-examined when a bucket it lacks
+    /// refills. Its places on lists it stays on are kept.
+    fn update(&mut self, i: usize, now: u64) {
+        self.refill(i, now);
+        let c = &self.classes[i];
+        let busy = c.backlog > 0;
+        let want = [busy && c.g.tokens > 0 && c.c.tokens > 0, busy && c.c.tokens > 0];
+        let wake = match () {
+            _ if !busy => u64::MAX,
+            _ if c.c.tokens <= 0 => c.c.wait(),
+            _ if c.g.tokens <= 0 => c.g.wait(),
+            _ => u64::MAX,
+        };
+        for (l, w) in want.into_iter().enumerate() {
+            match (w, self.classes[i].on[l]) {
+                (true, false) => self.push_back(l, i),
+                (false, true) => self.unlink(l, i),
+                _ => {}
+            }
+        }
+        if wake != u64::MAX {
+            self.schedule(i, now.saturating_add(wake));
+        }
+    }
+
+    /// The queue (index) to serve next in class `i` (which has backlog).
+    fn pick(&mut self, i: usize) -> usize {
+        let c = &mut self.classes[i];
+        let first = c.nonempty.trailing_zeros() as usize;
+        let prio = c.queues[usize::from(c.order[first])].spec.priority;
+        let end = c.order.iter().rposition(|&o| c.queues[usize::from(o)].spec.priority == prio).unwrap_or(first) + 1;
+        if end - first == 1 {
+            return usize::from(c.order[first]);
+        }
+        // Deficit round robin among the non-empty queues of this priority.
+        let n = end - first;
+        if c.rr < first || c.rr >= end {
+            c.rr = first;
+        }
+        loop {
+            let pos = c.rr;
+            let qi = usize::from(c.order[pos]);
+            if c.nonempty & (1 << pos) != 0 {
+                if c.queues[qi].deficit > 0 {
+                    return qi;
+                }
+                c.queues[qi].deficit += i64::from(c.queues[qi].spec.weight.max(1)) * 1518;
+            }
+            c.rr = first + (pos + 1 - first) % n;
+        }
+    }
+
+    /// Sends what the buckets allow at time `now`, at most `max` frames,
+    /// each through `out`; returns how many.
+    pub fn dequeue(&mut self, now: u64, max: usize, out: &mut impl FnMut(T)) -> usize {
+        let dt = now.saturating_sub(self.port_last);
+        self.port.refill(dt);
+        self.port_last = now;
+        while let Some(&Reverse((at, i, g))) = self.events.peek() {
+            if at > now {
+                break;
+            }
+            self.events.pop();
+            let i = i as usize;
+            if self.classes[i].gen == g {
+                self.classes[i].event = u64::MAX;
+                self.update(i, now);
+            }
+        }
+        let mut n = 0;
+        while n < max && self.port.tokens > 0 {
+            let l = if self.lists[0].head != NIL { 0 } else { 1 };
+            let head = self.lists[l].head;
+            if head == NIL {
+                break;
+            }
+            let i = head as usize;
+            if self.classes[i].deficit[l] <= 0 {
+                // Its turn is over: to the back, with a new quantum.
+                let c = &mut self.classes[i];
+                c.deficit[l] += c.quantum;
+                self.unlink(l, i);
+                self.push_back(l, i);
+                continue;
+            }
+            self.refill(i, now);
+            let qi = self.pick(i);
+            let c = &mut self.classes[i];
+            let q = &mut c.queues[qi];
+            let Some((f, t)) = q.items.pop_front() else { break };
+            let b = u64::from(f.bytes());
+            let bi = i64::try_from(b).unwrap_or(0);
+            q.bytes -= b;
+            q.deficit -= bi;
+            if q.items.is_empty() {
+                q.deficit = 0;
+                let pos = c.order.iter().position(|&o| usize::from(o) == qi).unwrap_or(0);
+                c.nonempty &= !(1 << pos);
+            }
+            let cost = bi * NB;
+            c.c.tokens -= cost;
+            if l == 0 {
+                c.g.tokens -= cost;
+                c.stats.green_bytes += b;
+            }
+            c.deficit[l] -= bi;
+            c.backlog -= 1;
+            c.stats.packets += 1;
+            c.stats.bytes += b;
+            c.stats.delay[delay_bucket(now.saturating_sub(t))] += 1;
+            self.port.tokens -= cost;
+            self.backlog_packets -= 1;
+            self.backlog_bytes -= b;
+            out(f);
+            n += 1;
+            let c = &self.classes[i];
+            let stays = c.backlog > 0 && c.c.tokens > 0 && (l == 1 || c.g.tokens > 0);
+            if !stays || (l == 1 && c.on[0] != (c.g.tokens > 0)) {
+                self.update(i, now);
+            }
+        }
+        n
+    }
+
+    /// Nanoseconds from `now` until the scheduler could send again (0:
+    /// now; u64::MAX: nothing queued).
+    pub fn next_wake(&self, now: u64) -> u64 {
+        if self.backlog_packets == 0 {
+            return u64::MAX;
+        }
+        if self.port.tokens <= 0 {
+            return self.port.wait();
+        }
+        if self.lists[0].head != NIL || self.lists[1].head != NIL {
+            return 0;
+        }
+        self.events.peek().map_or(u64::MAX, |Reverse((at, _, _))| at.saturating_sub(now))
+    }
+
+    /// Hands every queued frame to `out` (the scheduler is being removed).
+    pub fn drain(&mut self, out: &mut impl FnMut(T)) {
+        for c in &mut self.classes {
+            for q in &mut c.queues {
+                for (f, _) in q.items.drain(..) {
+                    out(f);
+                }
+                q.bytes = 0;
+            }
+            c.backlog = 0;
+            c.nonempty = 0;
+            c.on = [false; 2];
+            c.link = [(NIL, NIL); 2];
+            c.event = u64::MAX;
+        }
+        self.lists = [List { head: NIL, tail: NIL }; 2];
+        self.events.clear();
+        self.backlog_packets = 0;
+        self.backlog_bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests;
