@@ -30,8 +30,9 @@ pub const TX_OFFLOADS: [&str; 8] =
 /// IANA's UDP port for Geneve, a Geneve tunnel's default `dst_port`.
 pub const GENEVE_PORT: u16 = 6081;
 pub use schema::{
-    ArpEntry, Bridge, ControlSection, Controller, EalSection, EmcMode, FailMode, Marker, MegaflowLimit, MemoryMode,
-    PmdSection, Policer, Port, PortType, RateUnit, Route, RxqAssignment, TunnelKey, TunnelTos, TxOffload, VlanMode,
+    Aqm, ArpEntry, Bridge, ControlSection, Controller, EalSection, EmcMode, FailMode, Marker, MegaflowLimit,
+    MemoryMode, PmdSection, Policer, Port, PortType, RateUnit, Route, RxqAssignment, Shaper, ShaperClass, ShaperQueue,
+    TunnelKey, TunnelTos, TxOffload, VlanMode,
 };
 
 use std::path::Path;

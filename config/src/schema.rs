@@ -498,6 +498,113 @@ pub struct Port {
     /// `egress_rate`).
     #[serde(default)]
     pub egress_policer: Option<Policer>,
+    /// Egress shaping: what the port sends is queued in classes and sent
+    /// at the rates they allow.
+    #[serde(default)]
+    pub shaper: Option<Shaper>,
+}
+
+/// A port's egress scheduler: the port's rate, shared by classes (each a
+/// guaranteed rate and a ceiling up to which it borrows what others leave
+/// unused), each class holding queues served by strict priority and then
+/// by weight. Rates count frames from the Ethernet header on (no FCS,
+/// preamble or gap), as Linux's HTB does.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shaper {
+    /// The port's rate, bits per second.
+    pub rate: u64,
+    /// Its burst, bits (default: 1 ms of the rate, at least two frames).
+    #[serde(default)]
+    pub burst: Option<u64>,
+    /// The class of frames no other rule classes (default: the first).
+    #[serde(default)]
+    pub default_class: Option<u32>,
+    /// The classes (none: one class at the port's rate).
+    #[serde(default, rename = "class")]
+    pub classes: Vec<ShaperClass>,
+}
+
+/// A class of a port's scheduler (a tenant's, a container's).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShaperClass {
+    /// Its number: the OpenFlow queue id `set_queue` names.
+    pub id: u32,
+    /// Guaranteed rate, bits per second (0: it only borrows).
+    #[serde(default)]
+    pub rate: u64,
+    /// Ceiling, bits per second (default: the port's rate).
+    #[serde(default)]
+    pub ceil: Option<u64>,
+    /// Burst of the guarantee, bits (default: 1 ms of it, at least two
+    /// frames).
+    #[serde(default)]
+    pub burst: Option<u64>,
+    /// Burst of the ceiling, bits (default as `burst`).
+    #[serde(default)]
+    pub cburst: Option<u64>,
+    /// Frames received on these ports go to this class (a container's
+    /// egress, wherever it leaves), unless `set_queue` chose another.
+    #[serde(default)]
+    pub in_ports: Vec<String>,
+    /// The queues (none: one, tail drop, the default depth).
+    #[serde(default, rename = "queue")]
+    pub queues: Vec<ShaperQueue>,
+}
+
+/// A queue of a class.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShaperQueue {
+    /// Lower is served first (0-7).
+    #[serde(default)]
+    pub priority: u8,
+    /// Share among the class's queues of the same priority (1-1000).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Frames with these DSCP values go here.
+    #[serde(default)]
+    pub dscp: Vec<u8>,
+    /// Frames with these 802.1Q priorities (PCP) go here (DSCP first).
+    #[serde(default)]
+    pub pcp: Vec<u8>,
+    /// Packets it holds at most (default 256).
+    #[serde(default)]
+    pub depth: Option<u32>,
+    /// Bytes it holds at most (default: `depth` frames of the port's MTU).
+    #[serde(default)]
+    pub depth_bytes: Option<u64>,
+    /// `"tail"`, `"red"` or `"wred"` (per-colour thresholds by DSCP drop
+    /// precedence: yellow at 3/4, red at 1/2 of them).
+    #[serde(default)]
+    pub aqm: Aqm,
+    /// RED's lower threshold, packets of averaged depth (default depth/4).
+    #[serde(default)]
+    pub red_min: Option<u32>,
+    /// RED's upper threshold (default depth*3/4).
+    #[serde(default)]
+    pub red_max: Option<u32>,
+    /// RED's drop probability at `red_max`, percent (default 10).
+    #[serde(default)]
+    pub red_max_p: Option<u32>,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// A queue's drop policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Aqm {
+    /// Drop when full.
+    #[default]
+    Tail,
+    /// Random early detection.
+    Red,
+    /// Weighted RED: colour (DSCP drop precedence) sets the thresholds.
+    Wred,
 }
 
 /// A three-colour marker policing a port: green and yellow frames pass,

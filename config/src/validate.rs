@@ -276,6 +276,11 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), Failure> {
                     }
                 }
             }
+            if let Err((rest, why)) = crate::qos::check_shaper(p) {
+                let mut path = vec![key("port"), Seg::Index(pi)];
+                path.extend(rest);
+                return fail(bp(&path), why);
+            }
             if let Err((k, why)) = crate::qos::check(p) {
                 return fail(pp(&k), why);
             }
@@ -291,6 +296,29 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), Failure> {
                 }
                 if p.vlan_mode != VlanMode::None {
                     return fail(pp("vlan_mode"), "a cross-connected port forwards frames as they are: no VLAN mode");
+                }
+            }
+        }
+    }
+    // A shaper's classes name ports of the switch.
+    for (bi, b) in cfg.bridges.iter().enumerate() {
+        for (pi, p) in b.ports.iter().enumerate() {
+            let Some(s) = &p.shaper else { continue };
+            for (ci, c) in s.classes.iter().enumerate() {
+                if let Some((k, n)) = c.in_ports.iter().enumerate().find(|(_, n)| !port_names.contains_key(n.as_str()))
+                {
+                    let path = vec![
+                        key("bridge"),
+                        Seg::Index(bi),
+                        key("port"),
+                        Seg::Index(pi),
+                        key("shaper"),
+                        key("class"),
+                        Seg::Index(ci),
+                        key("in_ports"),
+                        Seg::Index(k),
+                    ];
+                    return fail(path, format!("no port `{n}`"));
                 }
             }
         }

@@ -52,6 +52,8 @@ fn main() {
         .allowlist_function("rte_mempool_(free|lookup|avail_count|in_use_count|create|lookup)")
         .allowlist_function("rte_mbuf_.*")
         .allowlist_function("rte_socket_id")
+        .allowlist_function("rte_ring_(create|free)")
+        .allowlist_var("RING_F_.*")
         .allowlist_function("rte_lcore_.*")
         .allowlist_function("rte_strerror")
         .allowlist_function("rte_get_tsc_hz")

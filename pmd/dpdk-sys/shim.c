@@ -4,6 +4,7 @@
 #include <rte_mbuf.h>
 #include <rte_ethdev.h>
 #include <rte_version.h>
+#include <rte_ring.h>
 #include "shim.h"
 
 uint16_t vs_eth_rx_burst(uint16_t port_id, uint16_t queue_id,
@@ -138,4 +139,19 @@ size_t vs_mbuf_offset(unsigned which)
 	case 14: return offsetof(struct rte_mbuf, priv_size);
 	default: return (size_t)-1;
 	}
+}
+
+unsigned vs_ring_mp_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned n)
+{
+	return rte_ring_mp_enqueue_burst(r, objs, n, NULL);
+}
+
+unsigned vs_ring_sc_dequeue_burst(struct rte_ring *r, void **objs, unsigned n)
+{
+	return rte_ring_sc_dequeue_burst(r, objs, n, NULL);
+}
+
+unsigned vs_ring_count(const struct rte_ring *r)
+{
+	return rte_ring_count(r);
 }

@@ -34,4 +34,10 @@ uint64_t vs_const(unsigned which);
 size_t vs_mbuf_offset(unsigned which);
 /* The mbuf's tx_offload word for these lengths (rte_mbuf_tx_offload). */
 uint64_t vs_tx_offload(uint64_t il2, uint64_t il3, uint64_t il4, uint64_t tso, uint64_t ol3, uint64_t ol2);
+struct rte_ring;
+/* Multi-producer enqueue and single-consumer dequeue of a burst of
+ * pointers (rte_ring's inline burst functions); they return the count. */
+unsigned vs_ring_mp_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned n);
+unsigned vs_ring_sc_dequeue_burst(struct rte_ring *r, void **objs, unsigned n);
+unsigned vs_ring_count(const struct rte_ring *r);
 #endif

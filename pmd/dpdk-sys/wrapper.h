@@ -9,6 +9,7 @@
 #include <rte_mempool.h>
 #include <rte_mbuf.h>
 #include <rte_mbuf_dyn.h>
+#include <rte_ring.h>
 #include <rte_ethdev.h>
 #include <rte_bus_vdev.h>
 #include <rte_dev.h>

@@ -138,6 +138,23 @@ pub trait Gate: Send + Sync + std::fmt::Debug {
     fn admit(&self, pmd: usize, batch: &mut crate::Batch);
 }
 
+/// A port whose frames leave through a scheduler that one PMD thread
+/// runs (its owner): every thread hands its batches over (a lock-free
+/// ring), the owner takes them in and sends what the scheduler lets out.
+pub trait Shaper: Send + Sync + std::fmt::Debug {
+    /// Takes `batch` from PMD thread `pmd` (what cannot be taken is
+    /// dropped and counted); `batch` is empty afterwards.
+    fn hand_over(&self, pmd: usize, batch: &mut crate::Batch);
+    /// The PMD thread that runs the scheduler.
+    fn owner(&self) -> usize;
+    /// On the owner: takes in what was handed over and fills `out` with
+    /// what may be sent now (empty: nothing for now).
+    fn run(&self, out: &mut crate::Batch);
+    /// On the owner: `out` held frames the port did not take; they are
+    /// sent first next time.
+    fn unsent(&self, out: &mut crate::Batch);
+}
+
 /// The taps and gates of one port slot.
 #[derive(Debug, Clone, Default)]
 pub struct PortTaps {
@@ -149,4 +166,7 @@ pub struct PortTaps {
     pub rx_gate: Option<std::sync::Arc<dyn Gate>>,
     /// Batches to send pass through it last (before the tx tap).
     pub tx_gate: Option<std::sync::Arc<dyn Gate>>,
+    /// Batches to send (after `tx_gate`) go to this scheduler, whose
+    /// owner sends them (through the tx tap).
+    pub shaper: Option<std::sync::Arc<dyn Shaper>>,
 }

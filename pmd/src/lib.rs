@@ -27,6 +27,7 @@ pub mod mempool;
 pub mod packet;
 pub mod pmd;
 pub mod port;
+pub mod ring;
 
 pub use eal::{Eal, EalConfig, Memory};
 pub use error::Error;

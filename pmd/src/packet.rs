@@ -67,6 +67,13 @@ pub struct PacketMeta {
     /// `tun_remote`: they count only while it still is (a stale stamp
     /// left in a recycled mbuf does not).
     pub tun_stamp: u16,
+    /// The port slot it was received on, plus one (0: not known): set on
+    /// receive while some port is shaped, so a scheduler can class frames
+    /// by the port they came from.
+    pub rx_slot: u16,
+    /// The OpenFlow queue a `set_queue` action chose, plus one (0: none);
+    /// cleared with `rx_slot`.
+    pub queue: u32,
 }
 
 /// Bits of [`PacketMeta::flags`].

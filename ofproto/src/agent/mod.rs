@@ -56,8 +56,36 @@ pub struct PortInfo {
     pub speed_kbps: u32,
 }
 
+/// A queue of a port (a class of its scheduler) as the agent sees it.
+#[derive(Debug, Clone, Default)]
+pub struct QueueInfo {
+    /// OpenFlow port number.
+    pub port_no: u32,
+    /// Queue id (what `set_queue` names).
+    pub queue_id: u32,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// Packets dropped.
+    pub tx_errors: u64,
+    /// Seconds since it was made.
+    pub duration_sec: u32,
+    /// Guaranteed rate, tenths of a percent of the port's rate.
+    pub min_rate: u16,
+    /// Ceiling, tenths of a percent of the port's rate.
+    pub max_rate: u16,
+}
+
+/// OFPQ_ALL: every queue.
+pub const OFPQ_ALL: u32 = 0xffff_ffff;
+
 /// What the agent needs from the switch around it.
 pub trait Datapath {
+    /// The bridge's ports' queues (none: no port is shaped).
+    fn queues(&self) -> Vec<QueueInfo> {
+        Vec::new()
+    }
     /// The bridge's ports.
     fn ports(&self) -> Vec<PortInfo>;
     /// The bridge's OpenFlow port numbers (what a flow-mod's validation
@@ -321,9 +349,7 @@ impl Agent {
                     dp.packet_out(p.in_port, &p.actions, &p.data).map(|()| vec![])
                 }
             }
-            Message::QueueGetConfigRequest { port } => {
-                Ok(vec![Message::QueueGetConfigReply { port, queues: Vec::new() }])
-            }
+            Message::QueueGetConfigRequest { port } => self.queue_config(port, dp),
             Message::MultipartRequest(r) => self.multipart(&r.body, dp, now_ms),
             // Messages only a switch sends.
             _ => Err(OfpError::BadRequest(BadRequest::BadType)),

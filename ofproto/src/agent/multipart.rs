@@ -56,6 +56,32 @@ fn table_features(tables: &Tables, id: u8) -> TableFeatures {
 }
 
 impl Agent {
+    /// QUEUE_GET_CONFIG_REPLY for `port` (OFPP_ANY: every port): each
+    /// queue with its minimum and maximum rate properties (tenths of a
+    /// percent of the port's rate).
+    pub(super) fn queue_config(&self, p: u32, dp: &dyn Datapath) -> Result<Vec<Message>, OfpError> {
+        if p != port::ANY && !dp.port_nos().contains(&p) {
+            return Err(OfpError::QueueOpFailed(0));
+        }
+        let queues = dp
+            .queues()
+            .into_iter()
+            .filter(|q| p == port::ANY || q.port_no == p)
+            .map(|q| {
+                let mut props = Vec::with_capacity(32);
+                for (kind, rate) in [(1u16, q.min_rate), (2u16, q.max_rate)] {
+                    props.extend_from_slice(&kind.to_be_bytes());
+                    props.extend_from_slice(&16u16.to_be_bytes());
+                    props.extend_from_slice(&[0; 4]);
+                    props.extend_from_slice(&rate.to_be_bytes());
+                    props.extend_from_slice(&[0; 6]);
+                }
+                crate::ofp::msg::PacketQueue { queue_id: q.queue_id, port: q.port_no, properties: props }
+            })
+            .collect();
+        Ok(vec![Message::QueueGetConfigReply { port: p, queues }])
+    }
+
     pub(super) fn multipart(&self, req: &MpRequest, dp: &dyn Datapath, now_ms: u64) -> Result<Vec<Message>, OfpError> {
         let dur = |created: u64| {
             let age = now_ms.saturating_sub(created);
@@ -178,7 +204,29 @@ impl Agent {
                     })
                     .collect(),
             ))],
-            MpRequest::Queue(..) => vec![mp(MpReply::Queue(Vec::new()))],
+            MpRequest::Queue(p, q) => {
+                let all = dp.queues();
+                if *p != port::ANY && !dp.port_nos().contains(p) {
+                    return Err(OfpError::QueueOpFailed(0));
+                }
+                let chosen: Vec<_> = all
+                    .iter()
+                    .filter(|x| (*p == port::ANY || x.port_no == *p) && (*q == super::OFPQ_ALL || x.queue_id == *q))
+                    .map(|x| crate::ofp::multipart::QueueStats {
+                        port_no: x.port_no,
+                        queue_id: x.queue_id,
+                        tx_bytes: x.tx_bytes,
+                        tx_packets: x.tx_packets,
+                        tx_errors: x.tx_errors,
+                        duration_sec: x.duration_sec,
+                        duration_nsec: 0,
+                    })
+                    .collect();
+                if *q != super::OFPQ_ALL && chosen.is_empty() {
+                    return Err(OfpError::QueueOpFailed(1));
+                }
+                vec![mp(MpReply::Queue(chosen))]
+            }
             MpRequest::Group(g) => vec![mp(MpReply::Group(
                 self.groups
                     .iter()

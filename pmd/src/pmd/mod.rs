@@ -538,6 +538,13 @@ impl PmdSet {
         self.update_taps(slot, |t| PortTaps { rx_gate: rx, tx_gate: tx, ..t.clone() })
     }
 
+    /// Sets the scheduler of the port in `slot` (None: unshaped) and
+    /// returns once every thread hands its batches for the port to it.
+    /// False as [`PmdSet::set_taps`].
+    pub fn set_shaper(&self, slot: usize, shaper: Option<Arc<dyn crate::capture::Shaper>>) -> bool {
+        self.update_taps(slot, |t| PortTaps { shaper, ..t.clone() })
+    }
+
     /// Replaces the [`PortTaps`] of `slot` with `f` of them, publishes and
     /// waits for the threads.
     fn update_taps(&self, slot: usize, f: impl FnOnce(&PortTaps) -> PortTaps) -> bool {

@@ -20,6 +20,12 @@ pub struct TxBatches {
     taps: Vec<Option<Arc<Tap>>>,
     /// A tx gate per slot (mostly none).
     gates: Vec<Option<Arc<dyn crate::capture::Gate>>>,
+    /// A scheduler per slot (mostly none).
+    shapers: Vec<Option<Arc<dyn crate::capture::Shaper>>>,
+    /// The slots whose scheduler this thread runs.
+    owned: Vec<usize>,
+    /// What a scheduler lets out, on its way to the port.
+    shaped: Batch,
     batches: Vec<Batch>,
     pmd: usize,
     txq: Vec<u16>,
@@ -39,6 +45,9 @@ impl TxBatches {
             batches: ports.iter().map(|_| Batch::new()).collect(),
             taps: vec![None; ports.len()],
             gates: vec![None; ports.len()],
+            shapers: vec![None; ports.len()],
+            owned: Vec::new(),
+            shaped: Batch::new(),
             ports,
             pmd,
             txq,
@@ -54,6 +63,10 @@ impl TxBatches {
         self.vports = vports;
         self.taps = (0..ports.len()).map(|i| taps.get(i).and_then(|t| t.tx.clone())).collect();
         self.gates = (0..ports.len()).map(|i| taps.get(i).and_then(|t| t.tx_gate.clone())).collect();
+        self.shapers = (0..ports.len()).map(|i| taps.get(i).and_then(|t| t.shaper.clone())).collect();
+        self.owned = (0..ports.len())
+            .filter(|&i| self.shapers[i].as_ref().is_some_and(|s| s.owner() == self.pmd) && ports[i].is_some())
+            .collect();
         self.txq = ports.iter().map(|p| txq_of(p, self.pmd)).collect();
         self.batches.resize_with(ports.len(), Batch::new);
         self.ports = ports;
@@ -66,6 +79,10 @@ impl TxBatches {
             if self.batches[slot].is_empty() {
                 return;
             }
+        }
+        if let Some(Some(sh)) = self.shapers.get(slot) {
+            sh.hand_over(self.pmd, &mut self.batches[slot]);
+            return;
         }
         if let Some(Some(vp)) = self.vports.get(slot) {
             let vp = vp.clone();
@@ -132,6 +149,39 @@ impl TxBatches {
         self.batches[port].append(batch);
     }
 
+    /// Runs the schedulers this thread owns: each sends what it lets out
+    /// now (a few bursts at most); what a port refuses goes back to it.
+    #[inline]
+    pub fn run_shapers(&mut self) {
+        for k in 0..self.owned.len() {
+            let slot = self.owned[k];
+            let (Some(Some(sh)), Some(Some(port))) = (self.shapers.get(slot), self.ports.get(slot)) else { continue };
+            for _ in 0..4 {
+                sh.run(&mut self.shaped);
+                if self.shaped.is_empty() {
+                    break;
+                }
+                let n = self.shaped.len();
+                if let Some(Some(tap)) = self.taps.get(slot) {
+                    // (A frame the port refuses is captured again when
+                    // it is sent.)
+                    tap.capture(self.shaped.as_slice(), Direction::Tx);
+                }
+                let sent = port.tx_burst(self.txq[slot], &mut self.shaped);
+                if sent < n {
+                    sh.unsent(&mut self.shaped);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Whether some port here is shaped (received frames are then stamped
+    /// with their port).
+    pub fn any_shaped(&self) -> bool {
+        self.shapers.iter().any(Option::is_some)
+    }
+
     /// The ports, by slot.
     pub fn ports(&self) -> &[Option<Arc<Port>>] {
         &self.ports
@@ -194,6 +244,7 @@ pub(super) fn pmd_main<P: Pipeline>(
     type Polled = (Arc<Rxq>, Arc<Port>, Option<Arc<Tap>>, Option<Arc<dyn crate::capture::Gate>>);
     let mut local: Vec<Polled> = Vec::new();
     let mut local_gen = 0u64;
+    let mut stamp = false;
     let mut hist = new_hist();
     let (mut busy, mut idle, mut pkts, mut batches, mut iters) = (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut last_publish = 0u64;
@@ -211,6 +262,7 @@ pub(super) fn pmd_main<P: Pipeline>(
                 topo.ports.get(r.port).and_then(Clone::clone).map(|p| (r.clone(), p, tap, gate))
             }));
             tx.set_ports(topo.ports.clone(), topo.vports.clone(), &topo.taps);
+            stamp = tx.any_shaped();
             pipeline.reconfigure();
             local_gen = g;
             // Only now is every removed queue out of `local`, and every
@@ -234,6 +286,14 @@ pub(super) fn pmd_main<P: Pipeline>(
             if let Some(tap) = tap {
                 tap.capture(batch.as_slice(), Direction::Rx);
             }
+            if stamp {
+                let slot = u16::try_from(rxq.port + 1).unwrap_or(0);
+                for p in batch.as_mut_slice() {
+                    let m = p.meta_mut();
+                    m.rx_slot = slot;
+                    m.queue = 0;
+                }
+            }
             got += n;
             batches += 1;
             pipeline.process(&RxqRef { port: rxq.port, queue: rxq.queue }, &mut batch, &mut tx);
@@ -247,6 +307,7 @@ pub(super) fn pmd_main<P: Pipeline>(
         }
         pipeline.poll(&mut tx);
         tx.flush();
+        tx.run_shapers();
         let dt = rdtsc() - t0;
         if got > 0 {
             busy += dt;

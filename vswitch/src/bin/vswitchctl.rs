@@ -167,7 +167,9 @@ enum Cmd {
     },
     /// Changes a port's policing while running: `vswitchctl qos-set c1
     /// ingress_rate=10000000 ingress_burst=200000 egress_rate=0` (bits per
-    /// second, bits; a rate of 0 removes the policer).
+    /// second, bits; a rate of 0 removes the policer); its scheduler with
+    /// `shaper='{"rate":100000000,"class":[...]}'` (as in the file, in
+    /// JSON; `shaper=none` removes it, queued frames kept on a change).
     QosSet {
         /// Port name.
         port: String,
@@ -243,7 +245,13 @@ fn port_spec(name: &str, settings: &[String]) -> Result<Value> {
     m.insert("name".into(), json!(name));
     for s in settings {
         let (k, v) = s.split_once('=').with_context(|| format!("`{s}`: write settings as key=value"))?;
-        let v = if k == "addresses" {
+        let v = if k == "shaper" {
+            if v == "none" {
+                Value::Null
+            } else {
+                serde_json::from_str(v).with_context(|| format!("`{s}`: shaper is JSON (or none)"))?
+            }
+        } else if k == "addresses" {
             json!(v.split(',').filter(|x| !x.is_empty()).collect::<Vec<_>>())
         } else if let Ok(b) = v.parse::<bool>() {
             json!(b)
@@ -258,6 +266,39 @@ fn port_spec(name: &str, settings: &[String]) -> Result<Value> {
         m.insert(k.into(), v);
     }
     Ok(Value::Object(m))
+}
+
+/// A port scheduler as `qos-show` prints it: a line per class.
+fn print_shaper(port: &str, s: &Value) {
+    if s.is_null() {
+        return;
+    }
+    let mbit = |v: &Value| format!("{:.3}", v.as_f64().unwrap_or(0.0) / 1e6);
+    let us = |v: &Value| format!("{:.0}", v.as_f64().unwrap_or(0.0) / 1e3);
+    println!(
+        "{port} shaper: {} Mbit/s; hand-over drops {}, frames in hand-over {}",
+        mbit(&s["rate"]),
+        s["handoff_drops"],
+        s["ring"]
+    );
+    println!("  class  rate/ceil Mbit/s    now Mbit/s  packets     queued  drops full/early  delay us p50/p99/max");
+    for c in s["classes"].as_array().into_iter().flatten() {
+        let queued: u64 = c["depth"].as_array().into_iter().flatten().filter_map(|d| d["packets"].as_u64()).sum();
+        println!(
+            "  {:>5}  {:>8}/{:<8}  {:>10}  {:>8}  {:>8}  {:>8}/{:<8}  {}/{}/{}",
+            c["id"],
+            mbit(&c["rate"]),
+            mbit(&c["ceil"]),
+            mbit(&c["rate_achieved"]),
+            c["packets"],
+            queued,
+            c["drops"]["queue_full"],
+            c["drops"]["early"],
+            us(&c["delay_ns"]["p50"]),
+            us(&c["delay_ns"]["p99"]),
+            us(&c["delay_ns"]["max"]),
+        );
+    }
 }
 
 /// A connection to the control socket, for one request or several.
@@ -669,7 +710,7 @@ fn run(cli: &Cli) -> Result<()> {
             );
         }
         Cmd::AddPort { bridge, name, .. } => println!("added port {name} to {bridge}"),
-        Cmd::QosSet { port, .. } => println!("policing of {port} changed"),
+        Cmd::QosSet { port, .. } => println!("QoS of {port} changed"),
         Cmd::QosShow { .. } => {
             for p in r["ports"].as_array().into_iter().flatten() {
                 for d in ["ingress", "egress"] {
@@ -694,6 +735,7 @@ fn run(cli: &Cli) -> Result<()> {
                         c("red")
                     );
                 }
+                print_shaper(p["port"].as_str().unwrap_or(""), &p["shaper"]);
             }
         }
         Cmd::DelPort { name } => println!("removed port {name}"),

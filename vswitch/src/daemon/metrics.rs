@@ -152,6 +152,34 @@ pub fn snapshot(sw: &Switch, of: &OpenFlow, captures: &Captures) -> Snapshot {
     s
 }
 
+/// A port scheduler's classes: what each sent and dropped, its depth and
+/// rate lately.
+fn shaper(s: &mut Snapshot, p: &super::switch::SwitchPort, snap: &crate::datapath::qos::shaper::ShaperSnapshot) {
+    let l = [("bridge", p.bridge.as_str()), ("port", p.name.as_str())];
+    s.counter(
+        "vswitch_shaper_handoff_drops",
+        "Frames lost handing over to a port's scheduler.",
+        &l,
+        snap.handoff_drops,
+    );
+    for c in &snap.classes {
+        let id = c.spec.id.to_string();
+        let l = [("bridge", p.bridge.as_str()), ("port", p.name.as_str()), ("queue", id.as_str())];
+        s.counter("vswitch_queue_tx_packets", "Packets a scheduler's class sent.", &l, c.stats.packets);
+        s.counter("vswitch_queue_tx_bytes", "Bytes a scheduler's class sent.", &l, c.stats.bytes);
+        #[allow(clippy::cast_precision_loss)]
+        let depth = c.depth.iter().map(|d| d.0).sum::<usize>() as f64;
+        s.gauge("vswitch_queue_depth_packets", "Packets queued in a scheduler's class.", &l, depth);
+        #[allow(clippy::cast_precision_loss)]
+        s.gauge("vswitch_queue_rate_bits", "A class's rate lately, bits per second.", &l, (c.rate * 8) as f64);
+        for (reason, n) in crate::datapath::qos::shaper::drop_reasons().iter().zip(c.stats.drops) {
+            let l =
+                [("bridge", p.bridge.as_str()), ("port", p.name.as_str()), ("queue", id.as_str()), ("reason", reason)];
+            s.counter("vswitch_queue_drops", "Packets a scheduler's class dropped, by reason.", &l, n);
+        }
+    }
+}
+
 fn ports(s: &mut Snapshot, sw: &Switch) {
     for p in &sw.ports {
         let st = p.port.stats();
@@ -174,6 +202,9 @@ fn ports(s: &mut Snapshot, sw: &Switch) {
                 );
                 s.counter("vswitch_policer_bytes", "Bytes a port's policer marked, by colour.", &l, bytes[i]);
             }
+        }
+        if let Some(st) = &p.shaper {
+            shaper(s, p, &st.shaper.snapshot());
         }
         if let super::switch::Attachment::Tunnel(t) = &p.port {
             tunnel(s, p, t);

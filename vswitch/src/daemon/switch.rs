@@ -200,6 +200,9 @@ pub struct SwitchPort {
     pub uplink: Arc<[UplinkCounters]>,
     /// Its policers: on what it receives, on what it sends.
     pub policers: [Option<Arc<crate::datapath::qos::PortPolicer>>; 2],
+    /// Its egress scheduler, with the settings and receiving-port slots
+    /// it was made from.
+    pub shaper: Option<super::qos::ShaperState>,
 }
 
 /// One bridge.
@@ -259,7 +262,7 @@ pub struct Switch {
     pub cfg: Config,
     /// The file `reload` reads again.
     pub config_path: Option<PathBuf>,
-    eal: &'static Eal,
+    pub(super) eal: &'static Eal,
     /// Mbuf pools by data room: the first is sized at start for the
     /// largest MTU then; a port added later with a larger MTU gets a pool
     /// of its own size (as OVS keeps one pool per MTU).
@@ -357,6 +360,7 @@ fn same_device(a: &config::Port, b: &config::Port) -> bool {
         egress_burst: None,
         ingress_policer: None,
         egress_policer: None,
+        shaper: None,
         ..p.clone()
     };
     strip(a) == strip(b)
@@ -688,11 +692,13 @@ impl Switch {
             cfg: p.clone(),
             uplink: new_uplink_counters(),
             policers: [None, None],
+            shaper: None,
         });
         self.port_epoch += 1;
         if config::qos::policer_of(p, true).is_some() || config::qos::policer_of(p, false).is_some() {
             self.apply_qos(self.ports.len() - 1);
         }
+        self.apply_shapers();
         if let Some(b) = self.cfg.bridges.iter_mut().find(|b| b.name == bridge) {
             b.ports.push(p.clone());
         }
@@ -775,6 +781,7 @@ impl Switch {
         self.port_epoch += 1;
         let underlay_changed = sp.port.device().is_none() || !sp.cfg.addresses.is_empty();
         drop(sp);
+        self.apply_shapers();
         if underlay_changed {
             self.resolve_tunnels();
         }
@@ -944,6 +951,7 @@ impl Switch {
             report.routes_changed = true;
         }
         self.resolve_tunnels();
+        self.apply_shapers();
         if !failed.is_empty() {
             return Err(SwitchError::Refused(failed.join("; ")));
         }

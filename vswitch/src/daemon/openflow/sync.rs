@@ -7,7 +7,7 @@ use super::OpenFlow;
 use crate::daemon::switch::Switch;
 use crate::datapath::ofdp::{OfBridgeDp, PacketOutReq};
 use mio::Registry;
-use ofproto::agent::{Datapath, PortInfo};
+use ofproto::agent::{Datapath, PortInfo, QueueInfo};
 use ofproto::ofp::{Action, OfpError};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -58,6 +58,30 @@ pub(super) struct SwitchDp<'a> {
 }
 
 impl Datapath for SwitchDp<'_> {
+    fn queues(&self) -> Vec<QueueInfo> {
+        let mut out = Vec::new();
+        for p in self.sw.ports.iter().filter(|p| p.bridge == self.bridge) {
+            let (Some(st), Some(cfg)) = (&p.shaper, &p.cfg.shaper) else { continue };
+            let snap = st.shaper.snapshot();
+            let tenths = |bytes: u64| {
+                u16::try_from(u128::from(bytes) * 8 * 1000 / u128::from(cfg.rate.max(1))).unwrap_or(1000).min(1000)
+            };
+            for c in &snap.classes {
+                out.push(QueueInfo {
+                    port_no: p.ofport,
+                    queue_id: c.spec.id,
+                    tx_bytes: c.stats.bytes,
+                    tx_packets: c.stats.packets,
+                    tx_errors: c.stats.drops.iter().sum(),
+                    duration_sec: u32::try_from(st.since.elapsed().as_secs()).unwrap_or(u32::MAX),
+                    min_rate: tenths(c.spec.rate),
+                    max_rate: tenths(c.spec.ceil),
+                });
+            }
+        }
+        out
+    }
+
     fn port_nos(&self) -> Vec<u32> {
         self.sw.ports.iter().filter(|p| p.bridge == self.bridge).map(|p| p.ofport).collect()
     }

@@ -225,9 +225,10 @@ impl OfBridgeDp {
                     }
                     key.set(o.field, o.value());
                 }
-                // Queues (QoS) are not in this datapath yet: there is nothing
-                // to select, as on a switch without queues.
-                Action::SetQueue(_) => {}
+                // The queue (a class of the output port's scheduler) the
+                // frame goes to; a port without that class uses its
+                // default one, an unshaped port ignores it.
+                Action::SetQueue(q) => p.meta_mut().queue = q.saturating_add(1),
                 Action::PushPbb(et) => {
                     if p.prepend(18).is_none() {
                         self.counters.nombuf.fetch_add(1, Ordering::Relaxed);

@@ -1,10 +1,13 @@
 //! Quality of service on the PMD threads: port policers (three-colour
 //! markers that drop red frames) on what a port receives, before its
 //! pipeline sees the batch, and on what it sends, before the tx burst
-//! (gates of the PMD set: [`pmd::capture::Gate`]).
+//! (gates of the PMD set: [`pmd::capture::Gate`]); and egress schedulers
+//! (classes with guarantees and ceilings, queues by priority and weight)
+//! each run by one PMD thread ([`shaper`], [`pmd::capture::Shaper`]).
 
 pub mod policer;
 pub mod sched;
+pub mod shaper;
 
 use pmd::Batch;
 use policer::{dscp_colour, Colour, Marker, Policer, PolicerSpec};

@@ -114,14 +114,10 @@ pub enum Drop {
     Full = 0,
     /// RED or WRED chose it.
     Early = 1,
-    /// The hand-over ring to the scheduler's thread was full.
-    Handoff = 2,
-    /// Its class was removed while it was queued.
-    Removed = 3,
 }
 
 /// Drop reasons, in [`Drop`] order.
-pub const DROP_REASONS: [&str; 4] = ["queue_full", "early", "handoff", "class_removed"];
+pub const DROP_REASONS: [&str; 2] = ["queue_full", "early"];
 
 /// Queueing delay histogram buckets: bucket `i` holds delays below
 /// `2^(i/2)` microseconds' worth of nanoseconds (`delay_bucket_ns`).
@@ -152,7 +148,7 @@ pub struct ClassStats {
     /// Bytes sent on the guarantee (green).
     pub green_bytes: u64,
     /// Drops by reason ([`Drop`] order).
-    pub drops: [u64; 4],
+    pub drops: [u64; 2],
     /// Queueing delay histogram ([`delay_bucket_ns`]).
     pub delay: Vec<u64>,
 }
@@ -404,14 +400,6 @@ impl<T: Frame> Scheduler<T> {
     /// Frames queued in all classes, and their bytes.
     pub fn backlog(&self) -> (u64, u64) {
         (self.backlog_packets, self.backlog_bytes)
-    }
-
-    /// Counts a drop that happened before the scheduler (the hand-over
-    /// ring) against class `i`.
-    pub fn count_drop(&mut self, i: usize, why: Drop, n: u64) {
-        if let Some(c) = self.classes.get_mut(i) {
-            c.stats.drops[why as usize] += n;
-        }
     }
 
     fn random(&mut self) -> u32 {
