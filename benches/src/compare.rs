@@ -110,6 +110,19 @@ pub struct CompareArgs {
     /// rate.
     #[arg(long, default_value_t = 0.02)]
     pub zero_loss_resolution: f64,
+    /// qos scenario: scheduler classes per shaped port (1-65536).
+    #[arg(long, default_value_t = 1)]
+    pub classes: u32,
+    /// qos scenario: traffic to half of the classes only (the others
+    /// idle).
+    #[arg(long)]
+    pub idle_half: bool,
+    /// qos scenario: the shaped ports' rate in bits/s (default: 100
+    /// Gbit/s, which never binds: the scheduler's cost is measured). Given,
+    /// each forwarder's delivered rate is compared with it, OVS-DPDK polices
+    /// at it (egress-policer) and Linux HTB on a veth pair shapes at it.
+    #[arg(long)]
+    pub qos_rate: Option<u64>,
     /// Write results as JSON here (and SVG charts beside it).
     #[arg(long)]
     pub json: Option<String>,
@@ -195,6 +208,9 @@ pub fn run(mut a: CompareArgs) -> Result<()> {
     if !(64..=1518).contains(&a.frame_size) {
         bail!("--frame-size: {} is outside 64..=1518", a.frame_size);
     }
+    if a.scenario == Scenario::Qos && a.transport != Transport::Memif {
+        bail!("the qos scenario runs over memif");
+    }
     if a.remotes != 1 && !a.scenario.tunnel() {
         bail!("--remotes is for tunnel scenarios (vxlan, geneve, gre)");
     }
@@ -206,6 +222,13 @@ pub fn run(mut a: CompareArgs) -> Result<()> {
     }
     if a.scenario.tunnel() && a.transport != Transport::Memif {
         bail!("tunnel scenarios run over memif (the uplink's MAC is a memif devarg)");
+    }
+    let qos_flags = a.classes != 1 || a.idle_half || a.qos_rate.is_some();
+    if qos_flags && a.scenario != Scenario::Qos {
+        bail!("--classes, --idle-half and --qos-rate are for --scenario qos");
+    }
+    if !(1..=65_536).contains(&a.classes) || (a.idle_half && a.classes < 2) {
+        bail!("--classes: {} is outside 1..=65536 (at least 2 with --idle-half)", a.classes);
     }
     if a.gen_core == a.fwd_core {
         bail!("--gen-core and --fwd-core must differ (generator and forwarder each need a core)");
@@ -235,6 +258,11 @@ pub fn run(mut a: CompareArgs) -> Result<()> {
         megaflow_limit: a.megaflow_limit,
         baseline_vswitchd: a.baseline_vswitchd.clone(),
         remotes: a.remotes,
+        qos: (a.scenario == Scenario::Qos).then(|| crate::qos::QosBench {
+            classes: a.classes,
+            active: if a.idle_half { a.classes / 2 } else { a.classes },
+            rate: a.qos_rate.unwrap_or(crate::qos::UNBOUND),
+        }),
     };
     let (eal, pool) = crate::rig::generator(&[a.gen_core, a.fwd_core], "vsbench-gen")?;
     let mut docs = Vec::new();
@@ -339,7 +367,85 @@ fn run_point(
             }
         }
     }
-    report(a, queues, &samples)
+    let mut doc = report(a, queues, &samples)?;
+    if let Some(q) = &setup.qos {
+        doc["qos"] = qos_report(a, q, setup, eal, pool, uniq, &samples);
+    }
+    Ok(doc)
+}
+
+/// The qos scenario's tables: each forwarder's packet rate against ours
+/// unshaped, and with `--qos-rate` the rate delivered against the one
+/// configured, Linux HTB on a veth pair measured beside them.
+fn qos_report(
+    a: &CompareArgs,
+    q: &crate::qos::QosBench,
+    setup: &Setup,
+    eal: &'static Eal,
+    pool: &Arc<Mempool>,
+    uniq: &mut usize,
+    samples: &[Samples],
+) -> serde_json::Value {
+    let unshaped = a.forwarders.iter().position(|k| *k == Kind::VswitchUnshaped).and_then(|i| median(&samples[i].mpps));
+    println!(
+        "
+qos: {} classes per port, {} with traffic, rate {} bit/s{}",
+        q.classes,
+        q.active,
+        q.rate,
+        if q.rate == crate::qos::UNBOUND { " (not binding)" } else { "" }
+    );
+    let mut rows = Vec::new();
+    for (k, s) in a.forwarders.iter().zip(samples) {
+        let Some(m) = median(&s.mpps) else { continue };
+        let bits = m * 1e6 * (a.frame_size - 4) as f64 * 8.0;
+        let err = (q.rate != crate::qos::UNBOUND).then(|| (bits - q.rate as f64) / q.rate as f64);
+        println!(
+            "{:<17} {:>8.3} Mpps  {:>7} of unshaped  {:>12.0} bit/s delivered{}",
+            k.name(),
+            m,
+            unshaped.map(|u| format!("{:.1}%", m / u * 100.0)).unwrap_or_default(),
+            bits,
+            err.map(|e| format!("  rate error {:+.2}%", e * 100.0)).unwrap_or_default()
+        );
+        rows.push(serde_json::json!({"forwarder": k.name(), "mpps": m, "vs_unshaped": unshaped.map(|u| m / u),
+            "bits_delivered": bits, "rate_error": err}));
+    }
+    if q.rate != crate::qos::UNBOUND {
+        let mut v = Vec::new();
+        for _ in 0..a.rounds {
+            *uniq += 1;
+            let spec = TrafficSpec {
+                frame_size: a.frame_size,
+                flows: a.flows[0],
+                rate_mpps: None,
+                duration: Duration::from_secs(a.seconds),
+                latency_sample: 16,
+                tunnel: None,
+                send: [true, true],
+                remotes: 1,
+            };
+            match crate::qos::linux_htb_trial(eal, pool, q, spec, setup.gen_core, *uniq) {
+                Ok(r) => v.push(crate::qos::delivered_bits(&r, a.frame_size)),
+                Err(e) => println!("linux-htb failed: {}", describe(&e)),
+            }
+        }
+        if let Some(bits) = median(&v) {
+            let err = (bits - q.rate as f64) / q.rate as f64;
+            println!(
+                "{:<17} {:>8.3} Mpps  {:>7}  {:>12.0} bit/s delivered  rate error {:+.2}%",
+                "linux-htb (veth)",
+                bits / ((a.frame_size - 4) as f64 * 8.0) / 1e6,
+                "",
+                bits,
+                err * 100.0
+            );
+            rows.push(
+                serde_json::json!({"forwarder": "linux-htb", "bits_delivered": bits, "rate_error": err, "rounds": v}),
+            );
+        }
+    }
+    serde_json::json!({"classes": q.classes, "active": q.active, "rate": q.rate, "results": rows})
 }
 
 type TrialOut =

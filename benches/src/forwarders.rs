@@ -39,6 +39,10 @@ pub enum Kind {
     #[value(name = "vswitch-base")]
     #[serde(rename = "vswitch-base")]
     VswitchBase,
+    /// Ours without its schedulers (the qos scenario's baseline).
+    #[value(name = "vswitch-unshaped")]
+    #[serde(rename = "vswitch-unshaped")]
+    VswitchUnshaped,
 }
 
 impl Kind {
@@ -49,12 +53,13 @@ impl Kind {
             Kind::Testpmd => "testpmd",
             Kind::OvsDpdk => "ovs-dpdk",
             Kind::VswitchBase => "vswitch-base",
+            Kind::VswitchUnshaped => "vswitch-unshaped",
         }
     }
 
     /// Whether it is a build of vswitchd.
     pub fn is_vswitchd(self) -> bool {
-        matches!(self, Kind::Vswitch | Kind::VswitchBase)
+        matches!(self, Kind::Vswitch | Kind::VswitchBase | Kind::VswitchUnshaped)
     }
 }
 
@@ -86,6 +91,8 @@ pub struct Setup {
     /// each inner destination MAC's remote
     /// ([`crate::flows::remote_flows`]).
     pub remotes: u32,
+    /// The qos scenario's schedulers.
+    pub qos: Option<crate::qos::QosBench>,
 }
 
 /// What the forwarders under test do.
@@ -127,6 +134,9 @@ pub enum Scenario {
     Geneve,
     /// [`Scenario::Vxlan`] with Ethernet over GRE (key 100).
     Gre,
+    /// The of-3table flows with a `set_queue` each, through shaped ports
+    /// (see [`crate::qos`]).
+    Qos,
 }
 
 impl Scenario {
@@ -157,7 +167,7 @@ impl Scenario {
     /// Whether the switches are driven by OpenFlow tables loaded from a
     /// flow file.
     pub fn openflow(self) -> bool {
-        matches!(self, Scenario::Of3table | Scenario::Upcall)
+        matches!(self, Scenario::Of3table | Scenario::Upcall | Scenario::Qos)
     }
 
     /// The flow file of an OpenFlow scenario for `flows` generated flows
@@ -359,11 +369,13 @@ impl Running {
             .transpose()?;
         if s.flow_remotes() {
             std::fs::write(&flows_file, crate::flows::remote_flows(s.macs, s.remotes))?;
+        } else if s.scenario == Scenario::Qos {
+            std::fs::write(&flows_file, crate::qos::flows(s.macs, crate::qos::of(s)?))?;
         } else if openflow {
             std::fs::write(&flows_file, s.scenario.flow_file(s.macs))?;
         }
         match kind {
-            Kind::Vswitch | Kind::VswitchBase => {
+            Kind::Vswitch | Kind::VswitchBase | Kind::VswitchUnshaped => {
                 let sock = s.dir.join("vswitchd.sock").display().to_string();
                 let cfg = s.dir.join("vswitchd.toml");
                 // p2p: the two ports cross-connected; l2: a learning bridge;
@@ -375,7 +387,11 @@ impl Running {
                         _ if s.scenario.tunnel() && i == 1 => {
                             format!("addresses = [\"{}/24\"]\n", std::net::Ipv4Addr::from(crate::gen::VXLAN_LOCAL))
                         }
+                        Scenario::Qos if kind != Kind::VswitchUnshaped => {
+                            s.qos.as_ref().map(crate::qos::shaper_toml).unwrap_or_default()
+                        }
                         Scenario::L2
+                        | Scenario::Qos
                         | Scenario::Of3table
                         | Scenario::Upcall
                         | Scenario::Vxlan
@@ -563,7 +579,7 @@ impl Running {
         }
         Ok(match self.kind {
             // vswitchd's were read from its control socket before the stop.
-            Kind::Vswitch | Kind::VswitchBase => None,
+            Kind::Vswitch | Kind::VswitchBase | Kind::VswitchUnshaped => None,
             Kind::Testpmd => {
                 number_after(&std::fs::read_to_string(&self.log).unwrap_or_default(), "CPU cycles/packet=")
             }
@@ -774,8 +790,14 @@ fn configure_ovs(s: &Setup, o: &Ovs, vsctl: &dyn Fn(&[&str]) -> Result<String>) 
             ofctl(&["add-flow", &mgmt, "in_port=1,actions=output:2"])?;
             ofctl(&["add-flow", &mgmt, "in_port=2,actions=output:1"])?;
         }
-        Scenario::Of3table | Scenario::Upcall => {
+        Scenario::Of3table | Scenario::Upcall | Scenario::Qos => {
             vsctl(&["set", "bridge", "br0", "protocols=OpenFlow10,OpenFlow13"])?;
+            if let Some(q) = s.qos.as_ref().filter(|q| q.rate != crate::qos::UNBOUND) {
+                for p in ["p0", "p1"] {
+                    let args = crate::qos::ovs_policer_args(p, q);
+                    vsctl(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
+                }
+            }
             let (n, secs) = load_flows(&mgmt, &s.dir.join("of-3table.flows"), &dir)?;
             println!(
                 "  ovs-dpdk: {n} flows loaded by ovs-ofctl add-flows in {secs:.2} s ({:.0} flow-mods/s)",

@@ -21,6 +21,7 @@ pub mod flows;
 pub mod forwarders;
 pub mod gen;
 pub mod plot;
+pub mod qos;
 pub mod rfc2544;
 pub mod rig;
 pub mod soak;

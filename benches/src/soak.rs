@@ -133,6 +133,7 @@ pub fn run(a: &SoakArgs) -> Result<()> {
         megaflow_limit: None,
         baseline_vswitchd: None,
         remotes: 1,
+        qos: None,
     };
     let (eal, pool) = crate::rig::generator(&[a.gen_core, a.fwd_core], "vsbench-soak")?;
     println!(

@@ -328,3 +328,79 @@ fn policers_are_checked() {
         &["replaces"],
     );
 }
+
+#[test]
+fn shapers_are_checked() {
+    let sh = "[bridge.port.shaper]\nrate = 100000000\n\n[[bridge.port.shaper.class]]\nid = 1\nrate = 60000000\n";
+    let c = Config::parse(&format!("{BASE}{sh}"), "sw.toml").unwrap();
+    let s = c.bridges[0].ports[0].shaper.as_ref().unwrap();
+    assert_eq!(config::qos::class_ceil(s, &s.classes[0]), 100_000_000, "the ceiling is the port's rate by default");
+    assert_eq!(config::qos::queue_depth(&c.bridges[0].ports[0], &config::qos::queues_of(&s.classes[0])[0]).0, 256);
+    check(
+        &format!("{BASE}{sh}ceil = 50000000\n"),
+        "17:8",
+        "bridge[0].port[0].shaper.class[0].ceil",
+        &["50000000 is below the class's guarantee 60000000"],
+    );
+    check(
+        &format!("{BASE}{sh}\n[[bridge.port.shaper.class]]\nid = 2\nrate = 50000000\n"),
+        "20:8",
+        "bridge[0].port[0].shaper.class[1].rate",
+        &["guarantees add up to 110000000, above the port's rate 100000000"],
+    );
+    check(
+        &format!("{BASE}{sh}\n[[bridge.port.shaper.class]]\nid = 1\n"),
+        "19:6",
+        "bridge[0].port[0].shaper.class[1].id",
+        &["class 1 is defined twice"],
+    );
+    check(
+        &format!("{BASE}[bridge.port.shaper]\nrate = 100000000\nburst = 800\n"),
+        "13:9",
+        "bridge[0].port[0].shaper.burst",
+        &["smaller than a frame of the port's MTU (12176 bits)"],
+    );
+    check(
+        &format!("{BASE}[bridge.port.shaper]\nrate = 500000000000\n"),
+        "12:8",
+        "bridge[0].port[0].shaper.rate",
+        &["outside 1-400000000000 bits/s"],
+    );
+    check(
+        &format!("{BASE}{sh}in_ports = [\"p0\", \"nosuch\"]\n"),
+        "17:19",
+        "bridge[0].port[0].shaper.class[0].in_ports[1]",
+        &["no port `nosuch`"],
+    );
+    let queue = "\n[[bridge.port.shaper.class.queue]]\n";
+    check(
+        &format!("{BASE}{sh}{}", queue.repeat(9)),
+        "18:1",
+        "bridge[0].port[0].shaper.class[0].queue",
+        &["9 queues: a class holds 8"],
+    );
+    check(
+        &format!("{BASE}{sh}{queue}dscp = [46]\n{queue}dscp = [46, 10]\n"),
+        "22:8",
+        "bridge[0].port[0].shaper.class[0].queue[1].dscp",
+        &["DSCP 46 is outside 0-63 or in two queues"],
+    );
+    check(
+        &format!("{BASE}{sh}{queue}aqm = \"red\"\ndepth = 100\nred_min = 80\nred_max = 40\n"),
+        "22:11",
+        "bridge[0].port[0].shaper.class[0].queue[0].red_max",
+        &["RED needs red_min 80 < red_max 40 <= depth 100"],
+    );
+    check(
+        &format!("{BASE}{sh}{queue}red_min = 10\n"),
+        "18:1",
+        "bridge[0].port[0].shaper.class[0].queue[0].aqm",
+        &["RED thresholds on a tail-drop queue"],
+    );
+    check(
+        &format!("{BASE}[bridge.port.shaper]\nrate = 100000000\ndefault_class = 3\n"),
+        "13:17",
+        "bridge[0].port[0].shaper.default_class",
+        &["no class 3"],
+    );
+}

@@ -66,6 +66,7 @@ fn flow_mod(a: &FlowModArgs) -> Result<()> {
         megaflow_limit: None,
         baseline_vswitchd: None,
         remotes: 1,
+        qos: None,
     };
     println!(
         "vswitch-bench flow-mod: {} distinct flow-mods then one barrier, {} rounds, PMD core {}",

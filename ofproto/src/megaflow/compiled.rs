@@ -20,6 +20,11 @@ pub enum FastOp {
         /// Steps the replay reached.
         done: u32,
     },
+    /// Choose the output port's queue (OpenFlow `set_queue`).
+    SetQueue {
+        /// The queue id.
+        queue: u32,
+    },
     /// Send to the datapath's port `slot` (the last operation).
     Output {
         /// The port's slot.

@@ -447,7 +447,7 @@ impl OfBridgeDp {
     /// `steps` (a translation for a packet received on `in_port`)
     /// compiled into [`FastOp`]s, when they have that shape: tables that
     /// matched, metadata writes (nothing reads them after the last
-    /// lookup), Ethernet address set-fields, dec_ttl, and one output to a
+    /// lookup), Ethernet address set-fields, dec_ttl, set_queue, and one output to a
     /// port of this bridge other than `in_port`, last.
     fn compile(&self, steps: &[Step], in_port: u32) -> Option<FastPlan> {
         let mut ops = [FastOp::DecTtl { done: 0 }; ofproto::megaflow::FAST_OPS];
@@ -469,6 +469,7 @@ impl OfBridgeDp {
                                 FastOp::SetMac { at: if o.field == Field::EthDst { 0 } else { 6 }, mac }
                             }
                             Action::DecNwTtl => FastOp::DecTtl { done: u32::try_from(i + 1).ok()? },
+                            Action::SetQueue(q) => FastOp::SetQueue { queue: *q },
                             Action::Output { port: p, .. } if *p != in_port && *p <= port::MAX => {
                                 let slot = self.ofport_slot.get(p)?.0;
                                 // A tunnel that takes the frame's tunnel
@@ -532,6 +533,13 @@ impl OfBridgeDp {
                                 count_steps(&self.tables, &mf.steps[..done], 1, len, now_ms);
                             }
                             *slot = None;
+                        }
+                    }
+                }
+                FastOp::SetQueue { queue } => {
+                    for &i in members {
+                        if let Some(p) = held[usize::from(i)].as_mut() {
+                            p.meta_mut().queue = queue.saturating_add(1);
                         }
                     }
                 }

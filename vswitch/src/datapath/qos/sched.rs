@@ -134,8 +134,17 @@ pub fn delay_bucket_ns(i: usize) -> u64 {
     }
 }
 
+#[inline]
 fn delay_bucket(ns: u64) -> usize {
-    (0..DELAY_BUCKETS).find(|&i| ns < delay_bucket_ns(i)).unwrap_or(DELAY_BUCKETS - 1)
+    let us = ns / 1000;
+    if us == 0 {
+        return 0;
+    }
+    // In [1000 << l, 1000 << (l + 1)): bucket 2l + 1 below sqrt(2) of the
+    // way, 2l + 2 above.
+    let l = 63 - us.leading_zeros() as usize;
+    let i = if ns < (1000u64 << l) * 1414 / 1000 { 2 * l + 1 } else { 2 * l + 2 };
+    i.min(DELAY_BUCKETS - 1)
 }
 
 /// A class's counters (written by the scheduler's thread only).
@@ -189,6 +198,7 @@ struct Queue<T> {
     avg: u64,
 }
 
+#[derive(Debug, Clone, Copy)]
 struct Bucket {
     tokens: i64,
     cap: i64,
@@ -221,31 +231,51 @@ impl Bucket {
     }
 }
 
-struct Class<T> {
-    spec: ClassSpec,
+/// What a class's every frame touches, together (two cache lines): its
+/// buckets, places on the lists, backlog, where its queues are and what
+/// it sent. The rest of a class ([`Cold`]) is read per quantum or per
+/// change.
+#[repr(C, align(64))]
+#[derive(Debug, Clone, Copy)]
+struct Hot {
     g: Bucket,
     c: Bucket,
     last: u64,
-    quantum: i64,
     /// Round-robin deficits on the green and yellow lists.
     deficit: [i64; 2],
     /// Links (next, previous) on the green and yellow lists.
     link: [(u32, u32); 2],
-    /// Whether it is on each list.
-    on: [bool; 2],
     /// When its pending event fires (u64::MAX: none).
     event: u64,
+    /// Frames sent, and their bytes.
+    packets: u64,
+    bytes: u64,
+    backlog: u32,
     /// Bumped whenever its pending event is superseded.
     gen: u32,
-    queues: Vec<Queue<T>>,
-    /// Queue indices in priority order, and where each priority's run
-    /// starts and ends in it.
+    /// Its first queue in the scheduler's queues.
+    q0: u32,
+    /// Non-empty queues, as bits of positions in `Cold::order`.
+    nonempty: u8,
+    /// Its queues.
+    nq: u8,
+    /// Whether it is on each list.
+    on: [bool; 2],
+}
+
+struct Cold {
+    spec: ClassSpec,
+    quantum: i64,
+    /// Queue indices in priority order.
     order: Vec<u8>,
-    /// Non-empty queues, as bits of positions in `order`.
-    nonempty: u32,
+    /// Each queue's position in `order`.
+    pos_of: [u8; MAX_QUEUES],
+    /// For each position in `order`, where its priority's run ends.
+    level_end: [u8; MAX_QUEUES],
     rr: usize,
-    backlog: u64,
-    stats: ClassStats,
+    green_bytes: u64,
+    drops: [u64; 2],
+    delay: Vec<u64>,
 }
 
 #[derive(Clone, Copy)]
@@ -254,21 +284,28 @@ struct List {
     tail: u32,
 }
 
+/// Every how many frames sent the queueing delay is sampled (each port's
+/// histogram is of a sample: percentiles hold, at a fraction of the cost).
+const DELAY_SAMPLE: u32 = 8;
+
 /// One port's scheduler.
 pub struct Scheduler<T> {
     port: Bucket,
     port_last: u64,
-    classes: Vec<Class<T>>,
+    hot: Vec<Hot>,
+    cold: Vec<Cold>,
+    queues: Vec<Queue<T>>,
     lists: [List; 2],
     events: BinaryHeap<Reverse<(u64, u32, u32)>>,
     rng: u64,
+    sample: u32,
     backlog_packets: u64,
     backlog_bytes: u64,
 }
 
 impl<T> std::fmt::Debug for Scheduler<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Scheduler").field("classes", &self.classes.len()).finish_non_exhaustive()
+        f.debug_struct("Scheduler").field("classes", &self.hot.len()).finish_non_exhaustive()
     }
 }
 
@@ -287,88 +324,128 @@ impl<T: Frame> Scheduler<T> {
     /// A scheduler for `spec` at time `now` (ns), buckets full, queues
     /// sized to their depths.
     pub fn new(spec: &SchedSpec, now: u64) -> Scheduler<T> {
-        let q = quanta(spec);
-        let classes: Vec<Class<T>> = spec
-            .classes
-            .iter()
-            .zip(q)
-            .map(|(c, quantum)| {
-                let mut order: Vec<u8> = (0..c.queues.len()).filter_map(|i| u8::try_from(i).ok()).collect();
-                order.sort_by_key(|&i| c.queues[usize::from(i)].priority);
-                Class {
-                    g: Bucket::new(c.rate, c.burst),
-                    c: Bucket::new(c.ceil, c.cburst),
-                    last: now,
-                    quantum,
-                    deficit: [quantum; 2],
-                    link: [(NIL, NIL); 2],
-                    on: [false; 2],
-                    event: u64::MAX,
-                    gen: 0,
-                    queues: c
-                        .queues
-                        .iter()
-                        .map(|qs| Queue {
-                            spec: *qs,
-                            items: VecDeque::with_capacity(qs.depth as usize),
-                            bytes: 0,
-                            deficit: 0,
-                            avg: 0,
-                        })
-                        .collect(),
-                    order,
-                    nonempty: 0,
-                    rr: 0,
-                    backlog: 0,
-                    stats: ClassStats { delay: vec![0; DELAY_BUCKETS], ..ClassStats::default() },
-                    spec: c.clone(),
-                }
-            })
-            .collect();
-        let n = classes.len();
+        let mut hot = Vec::with_capacity(spec.classes.len());
+        let mut cold = Vec::with_capacity(spec.classes.len());
+        let mut queues = Vec::new();
+        for (c, quantum) in spec.classes.iter().zip(quanta(spec)) {
+            let mut order: Vec<u8> = (0..c.queues.len()).filter_map(|i| u8::try_from(i).ok()).collect();
+            order.sort_by_key(|&i| c.queues[usize::from(i)].priority);
+            let mut pos_of = [0u8; MAX_QUEUES];
+            let mut level_end = [0u8; MAX_QUEUES];
+            for (p, &q) in order.iter().enumerate() {
+                pos_of[usize::from(q) % MAX_QUEUES] = u8::try_from(p).unwrap_or(0);
+                let prio = c.queues[usize::from(q)].priority;
+                let end = order.iter().rposition(|&o| c.queues[usize::from(o)].priority == prio).unwrap_or(p) + 1;
+                level_end[p % MAX_QUEUES] = u8::try_from(end).unwrap_or(0);
+            }
+            hot.push(Hot {
+                g: Bucket::new(c.rate, c.burst),
+                c: Bucket::new(c.ceil, c.cburst),
+                last: now,
+                deficit: [quantum; 2],
+                link: [(NIL, NIL); 2],
+                event: u64::MAX,
+                packets: 0,
+                bytes: 0,
+                backlog: 0,
+                gen: 0,
+                q0: u32::try_from(queues.len()).unwrap_or(u32::MAX),
+                nonempty: 0,
+                nq: u8::try_from(c.queues.len()).unwrap_or(1),
+                on: [false; 2],
+            });
+            queues.extend(c.queues.iter().map(|qs| Queue {
+                spec: *qs,
+                items: VecDeque::with_capacity(qs.depth as usize),
+                bytes: 0,
+                deficit: 0,
+                avg: 0,
+            }));
+            cold.push(Cold {
+                spec: c.clone(),
+                quantum,
+                order,
+                pos_of,
+                level_end,
+                rr: 0,
+                green_bytes: 0,
+                drops: [0; 2],
+                delay: vec![0; DELAY_BUCKETS],
+            });
+        }
+        let n = hot.len();
         Scheduler {
             port: Bucket::new(spec.rate, spec.burst),
             port_last: now,
-            classes,
+            hot,
+            cold,
+            queues,
             lists: [List { head: NIL, tail: NIL }; 2],
             events: BinaryHeap::with_capacity(2 * n + 16),
             rng: 0x9e37_79b9_7f4a_7c15,
+            sample: 0,
             backlog_packets: 0,
             backlog_bytes: 0,
         }
+    }
+
+    /// Starts loading what enqueueing to class `class`, queue `queue`
+    /// touches (a batch is classed first, prefetched, then queued).
+    #[inline]
+    pub fn prefetch(&self, class: usize, queue: usize) {
+        if let Some(h) = self.hot.get(class) {
+            pmd::prefetch(h);
+            if let Some(q) = self.queues.get(h.q0 as usize + queue) {
+                pmd::prefetch(q);
+            }
+        }
+    }
+
+    /// Class `i`'s queue `qi` (position in its spec).
+    #[inline]
+    fn qidx(&self, i: usize, qi: usize) -> usize {
+        self.hot[i].q0 as usize + qi
     }
 
     /// Takes over the queued frames of `old` (same class ids and queue
     /// positions; those of classes gone are handed to `dropped`) and its
     /// counters: a live change of rates loses nothing queued.
     pub fn adopt(&mut self, old: &mut Scheduler<T>, now: u64, dropped: &mut impl FnMut(T)) {
-        for oc in &mut old.classes {
-            let Some(ci) = self.classes.iter().position(|c| c.spec.id == oc.spec.id) else {
-                for q in &mut oc.queues {
+        for oi in 0..old.hot.len() {
+            let id = old.cold[oi].spec.id;
+            let (oq0, onq) = (old.hot[oi].q0 as usize, usize::from(old.hot[oi].nq));
+            let Some(ci) = self.cold.iter().position(|c| c.spec.id == id) else {
+                for q in &mut old.queues[oq0..oq0 + onq] {
                     for (f, _) in q.items.drain(..) {
                         dropped(f);
                     }
                 }
                 continue;
             };
-            self.classes[ci].stats = std::mem::take(&mut oc.stats);
-            for (qi, q) in oc.queues.iter_mut().enumerate() {
-                let qi = qi.min(self.classes[ci].queues.len() - 1);
-                for (f, t) in q.items.drain(..) {
+            let (oh, oc) = (&old.hot[oi], &mut old.cold[oi]);
+            self.hot[ci].packets = oh.packets;
+            self.hot[ci].bytes = oh.bytes;
+            let c = &mut self.cold[ci];
+            c.green_bytes = oc.green_bytes;
+            c.drops = oc.drops;
+            c.delay = std::mem::take(&mut oc.delay);
+            let nq = usize::from(self.hot[ci].nq);
+            for k in 0..onq {
+                let to = self.qidx(ci, k.min(nq - 1));
+                let from = &mut old.queues[oq0 + k];
+                for (f, t) in from.items.drain(..) {
                     let b = u64::from(f.bytes());
-                    let c = &mut self.classes[ci];
-                    c.queues[qi].bytes += b;
-                    c.queues[qi].items.push_back((f, t));
-                    c.backlog += 1;
+                    let q = &mut self.queues[to];
+                    q.bytes += b;
+                    q.items.push_back((f, t));
+                    self.hot[ci].backlog += 1;
                     self.backlog_packets += 1;
                     self.backlog_bytes += b;
                 }
             }
-            let c = &mut self.classes[ci];
-            for qi in 0..c.queues.len() {
-                if !c.queues[qi].items.is_empty() {
-                    let pos = c.order.iter().position(|&o| usize::from(o) == qi).unwrap_or(0);
-                    c.nonempty |= 1 << pos;
+            for k in 0..nq {
+                if !self.queues[self.qidx(ci, k)].items.is_empty() {
+                    self.hot[ci].nonempty |= 1 << self.cold[ci].pos_of[k];
                 }
             }
             self.update(ci, now);
@@ -379,22 +456,35 @@ impl<T: Frame> Scheduler<T> {
 
     /// The classes' ids, in order.
     pub fn class_ids(&self) -> impl Iterator<Item = u32> + '_ {
-        self.classes.iter().map(|c| c.spec.id)
+        self.cold.iter().map(|c| c.spec.id)
     }
 
     /// Class `i`'s counters.
-    pub fn stats(&self, i: usize) -> &ClassStats {
-        &self.classes[i].stats
+    pub fn stats(&self, i: usize) -> ClassStats {
+        let (h, c) = (&self.hot[i], &self.cold[i]);
+        ClassStats {
+            packets: h.packets,
+            bytes: h.bytes,
+            green_bytes: c.green_bytes,
+            drops: c.drops,
+            delay: c.delay.clone(),
+        }
+    }
+
+    /// Bytes class `i` sent.
+    pub fn bytes_sent(&self, i: usize) -> u64 {
+        self.hot[i].bytes
     }
 
     /// Class `i`'s settings.
     pub fn class_spec(&self, i: usize) -> &ClassSpec {
-        &self.classes[i].spec
+        &self.cold[i].spec
     }
 
     /// Class `i`'s backlog: packets and bytes per queue.
     pub fn depth(&self, i: usize) -> Vec<(usize, u64)> {
-        self.classes[i].queues.iter().map(|q| (q.items.len(), q.bytes)).collect()
+        let (q0, nq) = (self.hot[i].q0 as usize, usize::from(self.hot[i].nq));
+        self.queues[q0..q0 + nq].iter().map(|q| (q.items.len(), q.bytes)).collect()
     }
 
     /// Frames queued in all classes, and their bytes.
@@ -415,11 +505,12 @@ impl<T: Frame> Scheduler<T> {
     /// handed back with the reason.
     pub fn enqueue(&mut self, class: usize, queue: usize, colour: Colour, f: T, now: u64) -> Result<(), (T, Drop)> {
         let b = u64::from(f.bytes());
+        let qx = self.qidx(class, queue);
         let early = {
-            let q = &mut self.classes[class].queues[queue];
+            let q = &mut self.queues[qx];
             let len = q.items.len() as u64;
             if len >= u64::from(q.spec.depth) || q.bytes + b > q.spec.depth_bytes {
-                self.classes[class].stats.drops[Drop::Full as usize] += 1;
+                self.cold[class].drops[Drop::Full as usize] += 1;
                 return Err((f, Drop::Full));
             }
             match q.spec.aqm {
@@ -447,65 +538,66 @@ impl<T: Frame> Scheduler<T> {
         };
         if let Some(p) = early {
             if p == u64::MAX || u64::from(self.random() % 1_000_000) < p {
-                self.classes[class].stats.drops[Drop::Early as usize] += 1;
+                self.cold[class].drops[Drop::Early as usize] += 1;
                 return Err((f, Drop::Early));
             }
         }
-        let c = &mut self.classes[class];
-        let q = &mut c.queues[queue];
+        let q = &mut self.queues[qx];
         q.items.push_back((f, now));
         q.bytes += b;
-        c.backlog += 1;
+        let first = q.items.len() == 1;
         self.backlog_packets += 1;
         self.backlog_bytes += b;
-        if q.items.len() == 1 {
-            let pos = c.order.iter().position(|&o| usize::from(o) == queue).unwrap_or(0);
-            c.nonempty |= 1 << pos;
+        let h = &mut self.hot[class];
+        h.backlog += 1;
+        if first {
+            h.nonempty |= if h.nq == 1 { 1 } else { 1 << self.cold[class].pos_of[queue] };
         }
-        if c.backlog == 1 {
+        if h.backlog == 1 {
             self.update(class, now);
         }
         Ok(())
     }
 
+    #[inline]
     fn refill(&mut self, i: usize, now: u64) {
-        let c = &mut self.classes[i];
-        let dt = now.saturating_sub(c.last);
+        let h = &mut self.hot[i];
+        let dt = now.saturating_sub(h.last);
         if dt > 0 {
-            c.g.refill(dt);
-            c.c.refill(dt);
-            c.last = now;
+            h.g.refill(dt);
+            h.c.refill(dt);
+            h.last = now;
         }
     }
 
     fn unlink(&mut self, l: usize, i: usize) {
-        let (next, prev) = self.classes[i].link[l];
+        let (next, prev) = self.hot[i].link[l];
         let list = &mut self.lists[l];
         if prev == NIL {
             list.head = next;
         } else {
-            self.classes[prev as usize].link[l].0 = next;
+            self.hot[prev as usize].link[l].0 = next;
         }
         if next == NIL {
             list.tail = prev;
         } else {
-            self.classes[next as usize].link[l].1 = prev;
+            self.hot[next as usize].link[l].1 = prev;
         }
-        let c = &mut self.classes[i];
-        c.link[l] = (NIL, NIL);
-        c.on[l] = false;
+        let h = &mut self.hot[i];
+        h.link[l] = (NIL, NIL);
+        h.on[l] = false;
     }
 
     fn push_back(&mut self, l: usize, i: usize) {
         let tail = self.lists[l].tail;
         let me = u32::try_from(i).unwrap_or(NIL);
-        let c = &mut self.classes[i];
-        c.link[l] = (NIL, tail);
-        c.on[l] = true;
+        let h = &mut self.hot[i];
+        h.link[l] = (NIL, tail);
+        h.on[l] = true;
         if tail == NIL {
             self.lists[l].head = me;
         } else {
-            self.classes[tail as usize].link[l].0 = me;
+            self.hot[tail as usize].link[l].0 = me;
         }
         self.lists[l].tail = me;
     }
@@ -513,36 +605,42 @@ impl<T: Frame> Scheduler<T> {
     /// Makes class `i` re-examined at `at` (unless it already will be by
     /// then).
     fn schedule(&mut self, i: usize, at: u64) {
-        if self.classes[i].event <= at {
+        if self.hot[i].event <= at {
             return;
         }
         if self.events.len() == self.events.capacity() {
-            let classes = &self.classes;
-            self.events.retain(|Reverse((_, c, g))| classes[*c as usize].gen == *g);
+            let hot = &self.hot;
+            self.events.retain(|Reverse((_, c, g))| hot[*c as usize].gen == *g);
         }
-        let c = &mut self.classes[i];
-        c.gen = c.gen.wrapping_add(1);
-        c.event = at;
-        self.events.push(Reverse((at, u32::try_from(i).unwrap_or(NIL), c.gen)));
+        let h = &mut self.hot[i];
+        h.gen = h.gen.wrapping_add(1);
+        h.event = at;
+        self.events.push(Reverse((at, u32::try_from(i).unwrap_or(NIL), h.gen)));
     }
 
     /// Puts class `i` on the lists its backlog and buckets say at time
     /// `now`: green (guarantee and ceiling have tokens), yellow (ceiling
-    /// has), neither; and makes it re-examined when a bucket it lacks
-    /// refills. Its places on lists it stays on are kept.
+    /// has, guarantee does not, or did once and it stays there: its place
+    /// among borrowers is kept while its guarantee refills), neither; and
+    /// makes it re-examined when a bucket it lacks refills. Places on lists
+    /// it stays on are kept.
     fn update(&mut self, i: usize, now: u64) {
         self.refill(i, now);
-        let c = &self.classes[i];
-        let busy = c.backlog > 0;
-        let want = [busy && c.g.tokens > 0 && c.c.tokens > 0, busy && c.c.tokens > 0];
+        let h = &self.hot[i];
+        if h.backlog == 0 {
+            // An empty class leaves its lists when it comes to their head
+            // (a class that empties and fills again, as most do under
+            // load, keeps its places without relinking).
+            return;
+        }
+        let want = [h.g.tokens > 0 && h.c.tokens > 0, h.c.tokens > 0 && (h.on[1] || h.g.tokens <= 0)];
         let wake = match () {
-            _ if !busy => u64::MAX,
-            _ if c.c.tokens <= 0 => c.c.wait(),
-            _ if c.g.tokens <= 0 => c.g.wait(),
+            _ if h.c.tokens <= 0 => h.c.wait(),
+            _ if h.g.tokens <= 0 => h.g.wait(),
             _ => u64::MAX,
         };
         for (l, w) in want.into_iter().enumerate() {
-            match (w, self.classes[i].on[l]) {
+            match (w, self.hot[i].on[l]) {
                 (true, false) => self.push_back(l, i),
                 (false, true) => self.unlink(l, i),
                 _ => {}
@@ -554,11 +652,16 @@ impl<T: Frame> Scheduler<T> {
     }
 
     /// The queue (index) to serve next in class `i` (which has backlog).
+    #[inline]
     fn pick(&mut self, i: usize) -> usize {
-        let c = &mut self.classes[i];
-        let first = c.nonempty.trailing_zeros() as usize;
-        let prio = c.queues[usize::from(c.order[first])].spec.priority;
-        let end = c.order.iter().rposition(|&o| c.queues[usize::from(o)].spec.priority == prio).unwrap_or(first) + 1;
+        let h = &self.hot[i];
+        if h.nq == 1 {
+            return 0;
+        }
+        let (q0, nonempty) = (h.q0 as usize, h.nonempty);
+        let c = &mut self.cold[i];
+        let first = nonempty.trailing_zeros() as usize;
+        let end = usize::from(c.level_end[first]);
         if end - first == 1 {
             return usize::from(c.order[first]);
         }
@@ -570,11 +673,12 @@ impl<T: Frame> Scheduler<T> {
         loop {
             let pos = c.rr;
             let qi = usize::from(c.order[pos]);
-            if c.nonempty & (1 << pos) != 0 {
-                if c.queues[qi].deficit > 0 {
+            if nonempty & (1 << pos) != 0 {
+                let q = &mut self.queues[q0 + qi];
+                if q.deficit > 0 {
                     return qi;
                 }
-                c.queues[qi].deficit += i64::from(c.queues[qi].spec.weight.max(1)) * 1518;
+                q.deficit += i64::from(q.spec.weight.max(1)) * 1518;
             }
             c.rr = first + (pos + 1 - first) % n;
         }
@@ -592,8 +696,8 @@ impl<T: Frame> Scheduler<T> {
             }
             self.events.pop();
             let i = i as usize;
-            if self.classes[i].gen == g {
-                self.classes[i].event = u64::MAX;
+            if self.hot[i].gen == g {
+                self.hot[i].event = u64::MAX;
                 self.update(i, now);
             }
         }
@@ -605,47 +709,70 @@ impl<T: Frame> Scheduler<T> {
                 break;
             }
             let i = head as usize;
-            if self.classes[i].deficit[l] <= 0 {
+            let h = &self.hot[i];
+            if h.backlog == 0 || (l == 1 && h.c.tokens <= 0) {
+                self.unlink(l, i);
+                continue;
+            }
+            if h.deficit[l] <= 0 {
                 // Its turn is over: to the back, with a new quantum.
-                let c = &mut self.classes[i];
-                c.deficit[l] += c.quantum;
+                self.hot[i].deficit[l] += self.cold[i].quantum;
                 self.unlink(l, i);
                 self.push_back(l, i);
                 continue;
             }
+            // The next two classes of the list: the one after next starts
+            // loading, and the next one's first queue (its state is in
+            // cache: it was prefetched a turn ago).
+            let next = self.hot[i].link[l].0;
+            if next != NIL {
+                let hn = &self.hot[next as usize];
+                pmd::prefetch(&self.queues[hn.q0 as usize]);
+                if hn.link[l].0 != NIL {
+                    pmd::prefetch(&self.hot[hn.link[l].0 as usize]);
+                }
+            }
             self.refill(i, now);
             let qi = self.pick(i);
-            let c = &mut self.classes[i];
-            let q = &mut c.queues[qi];
+            let qx = self.qidx(i, qi);
+            let q = &mut self.queues[qx];
             let Some((f, t)) = q.items.pop_front() else { break };
             let b = u64::from(f.bytes());
             let bi = i64::try_from(b).unwrap_or(0);
             q.bytes -= b;
             q.deficit -= bi;
-            if q.items.is_empty() {
+            let emptied = q.items.is_empty();
+            if emptied {
                 q.deficit = 0;
-                let pos = c.order.iter().position(|&o| usize::from(o) == qi).unwrap_or(0);
-                c.nonempty &= !(1 << pos);
+            }
+            let h = &mut self.hot[i];
+            if emptied {
+                h.nonempty &= if h.nq == 1 { 0 } else { !(1 << self.cold[i].pos_of[qi]) };
             }
             let cost = bi * NB;
-            c.c.tokens -= cost;
+            h.c.tokens -= cost;
             if l == 0 {
-                c.g.tokens -= cost;
-                c.stats.green_bytes += b;
+                h.g.tokens -= cost;
             }
-            c.deficit[l] -= bi;
-            c.backlog -= 1;
-            c.stats.packets += 1;
-            c.stats.bytes += b;
-            c.stats.delay[delay_bucket(now.saturating_sub(t))] += 1;
+            h.deficit[l] -= bi;
+            h.backlog -= 1;
+            h.packets += 1;
+            h.bytes += b;
+            let stays = h.backlog > 0 && h.c.tokens > 0 && (l == 1 || h.g.tokens > 0);
+            let recheck = !stays || (l == 1 && h.on[0] != (h.g.tokens > 0));
+            if l == 0 {
+                self.cold[i].green_bytes += b;
+            }
+            self.sample = self.sample.wrapping_add(1);
+            if self.sample.is_multiple_of(DELAY_SAMPLE) {
+                self.cold[i].delay[delay_bucket(now.saturating_sub(t))] += 1;
+            }
             self.port.tokens -= cost;
             self.backlog_packets -= 1;
             self.backlog_bytes -= b;
             out(f);
             n += 1;
-            let c = &self.classes[i];
-            let stays = c.backlog > 0 && c.c.tokens > 0 && (l == 1 || c.g.tokens > 0);
-            if !stays || (l == 1 && c.on[0] != (c.g.tokens > 0)) {
+            if recheck {
                 self.update(i, now);
             }
         }
@@ -669,18 +796,18 @@ impl<T: Frame> Scheduler<T> {
 
     /// Hands every queued frame to `out` (the scheduler is being removed).
     pub fn drain(&mut self, out: &mut impl FnMut(T)) {
-        for c in &mut self.classes {
-            for q in &mut c.queues {
-                for (f, _) in q.items.drain(..) {
-                    out(f);
-                }
-                q.bytes = 0;
+        for q in &mut self.queues {
+            for (f, _) in q.items.drain(..) {
+                out(f);
             }
-            c.backlog = 0;
-            c.nonempty = 0;
-            c.on = [false; 2];
-            c.link = [(NIL, NIL); 2];
-            c.event = u64::MAX;
+            q.bytes = 0;
+        }
+        for h in &mut self.hot {
+            h.backlog = 0;
+            h.nonempty = 0;
+            h.on = [false; 2];
+            h.link = [(NIL, NIL); 2];
+            h.event = u64::MAX;
         }
         self.lists = [List { head: NIL, tail: NIL }; 2];
         self.events.clear();

@@ -30,12 +30,17 @@ impl Frame for Packet {
 pub struct Classes {
     /// (OpenFlow queue id, class index), sorted.
     by_queue: Vec<(u32, u16)>,
+    /// Class index + 1 by queue id, when the ids are below 65,536 (0:
+    /// none); else `by_queue` is searched.
+    by_id: Vec<u16>,
     /// Class index + 1 by receiving port slot (0: none).
     by_slot: Vec<u16>,
     default: usize,
     /// Per class: queue by DSCP (0xff: none), queue by PCP, default queue,
     /// whether any queue is WRED (colours needed).
     maps: Vec<([u8; 64], [u8; 8], u8, bool)>,
+    /// Per class: whether the frame's headers choose its queue or colour.
+    parse: Vec<bool>,
 }
 
 /// A shaper's settings made from the configuration: the scheduler's
@@ -100,6 +105,7 @@ pub fn spec_of(p: &config::Port, slot_of: &dyn Fn(&str) -> Option<usize>) -> Opt
                 },
             });
         }
+        cls.parse.push(wred || dscp.iter().chain(&pcp).any(|q| *q != 0xff));
         cls.maps.push((dscp, pcp, default, wred));
         let ceil = config::qos::class_ceil(s, c);
         specs.push(ClassSpec {
@@ -112,6 +118,12 @@ pub fn spec_of(p: &config::Port, slot_of: &dyn Fn(&str) -> Option<usize>) -> Opt
         });
     }
     cls.by_queue.sort_unstable();
+    if let Some(&(max, _)) = cls.by_queue.last().filter(|(max, _)| *max < 1 << 16) {
+        cls.by_id = vec![0; max as usize + 1];
+        for &(id, idx) in &cls.by_queue {
+            cls.by_id[id as usize] = idx + 1;
+        }
+    }
     Some(ShaperSpec {
         sched: SchedSpec { rate: s.rate / 8, burst: config::qos::shaper_burst(p, s.rate, s.burst) / 8, classes: specs },
         classes: cls,
@@ -125,13 +137,21 @@ impl Classes {
         let m = f.meta();
         let mut class = self.default;
         if m.queue != 0 {
-            if let Ok(k) = self.by_queue.binary_search_by_key(&(m.queue - 1), |e| e.0) {
+            let id = m.queue - 1;
+            if !self.by_id.is_empty() {
+                if let Some(&c) = self.by_id.get(id as usize).filter(|c| **c != 0) {
+                    class = usize::from(c - 1);
+                }
+            } else if let Ok(k) = self.by_queue.binary_search_by_key(&id, |e| e.0) {
                 class = usize::from(self.by_queue[k].1);
             }
         } else if let Some(&c) = self.by_slot.get(usize::from(m.rx_slot)).filter(|c| **c != 0) {
             class = usize::from(c - 1);
         }
         let (dscp_map, pcp_map, default, wred) = &self.maps[class];
+        if !self.parse[class] {
+            return (class, usize::from(*default), Colour::Green);
+        }
         let d = f.data();
         let mut queue = *default;
         // The Ethernet type after at most one VLAN tag.
@@ -236,7 +256,7 @@ impl PortShaper {
         let classes = (0..g.rates.len())
             .map(|i| ClassSnapshot {
                 spec: g.sched.class_spec(i).clone(),
-                stats: g.sched.stats(i).clone(),
+                stats: g.sched.stats(i),
                 rate: g.rates[i].1,
                 depth: g.sched.depth(i),
             })
@@ -255,7 +275,7 @@ impl PortShaper {
             return;
         }
         for i in 0..g.rates.len() {
-            let bytes = g.sched.stats(i).bytes;
+            let bytes = g.sched.bytes_sent(i);
             let (last, rate) = g.rates[i];
             let inst = u64::try_from(u128::from(bytes - last) * 1_000_000_000 / u128::from(dt)).unwrap_or(u64::MAX);
             // A moving average over about four samples.
@@ -318,14 +338,24 @@ impl pmd::capture::Shaper for PortShaper {
             out.append(&mut g.pending);
             return;
         }
+        if g.sched.backlog().0 == 0 && self.ring.is_empty() {
+            return;
+        }
         let now = super::now_ns();
         // Take in what was handed over (a bounded amount per run).
         for _ in 0..8 {
             if self.ring.dequeue(&mut g.taken) == 0 {
                 break;
             }
-            for f in g.taken.drain() {
-                let (c, q, colour) = g.classes.of(&f);
+            // Classed first, what each frame's queueing touches loaded
+            // meanwhile, then queued.
+            let mut classed = [(0usize, 0usize, Colour::Green); pmd::BATCH_SIZE];
+            for (k, f) in g.taken.as_slice().iter().enumerate() {
+                classed[k] = g.classes.of(f);
+                g.sched.prefetch(classed[k].0, classed[k].1);
+            }
+            for (k, f) in g.taken.drain().enumerate() {
+                let (c, q, colour) = classed[k];
                 // A refused frame is dropped (freed) here, counted by the
                 // scheduler.
                 let _ = g.sched.enqueue(c, q, colour, f, now);

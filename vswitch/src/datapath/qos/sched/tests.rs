@@ -196,8 +196,10 @@ fn a_live_change_keeps_what_is_queued() {
 
 #[test]
 fn delay_quantiles_come_from_the_histogram() {
-    let mut s = Scheduler::new(&spec(8, vec![class(0, 8, 8)]), 0);
-    for _ in 0..10 {
+    let mut c = class(0, 8, 8);
+    c.queues[0].depth = 128;
+    let mut s = Scheduler::new(&spec(8, vec![c]), 0);
+    for _ in 0..80 {
         s.enqueue(0, 0, Colour::Green, F(1000, 0), 0).unwrap();
     }
     let mut now = 0;
@@ -206,9 +208,23 @@ fn delay_quantiles_come_from_the_histogram() {
         s.dequeue(now, 64, &mut |_| {});
     }
     let st = s.stats(0);
-    assert_eq!(st.packets, 10);
-    // 8 Mbit/s is 1 ms per frame: the last waited about 7 ms (3 ms burst).
+    assert_eq!(st.packets, 80);
+    // Every 8th frame's delay is sampled. 8 Mbit/s is 1 ms per frame: the
+    // last waited about 77 ms (3 ms burst), the 8th about 5.
+    assert_eq!(st.delay.iter().sum::<u64>(), 10);
     let p100 = st.delay_quantile(1.0);
-    assert!((7_000_000..=12_000_000).contains(&p100), "p100 {p100}");
-    assert!(st.delay_quantile(0.1) < 1_500_000);
+    assert!((70_000_000..=100_000_000).contains(&p100), "p100 {p100}");
+    assert!(st.delay_quantile(0.1) < 12_000_000);
+}
+
+#[test]
+fn a_delay_falls_in_the_first_bucket_above_it() {
+    let mut ns = 1u64;
+    while ns < 1 << 40 {
+        for d in [ns - 1, ns, ns + 1, ns * 1414 / 1000, ns * 1415 / 1000] {
+            let want = (0..DELAY_BUCKETS).find(|&i| d < delay_bucket_ns(i)).unwrap_or(DELAY_BUCKETS - 1);
+            assert_eq!(delay_bucket(d), want, "{d} ns");
+        }
+        ns = ns * 3 / 2 + 1;
+    }
 }
