@@ -227,10 +227,18 @@ fn set_queue_steers_flows_and_ovs_ofctl_reads_the_queues() {
         assert!(o.status.success(), "ovs-ofctl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
-    ofctl(&["add-flow", &target, "in_port=1,icmp,actions=set_queue:7,output:2"]);
-    ofctl(&["add-flow", &target, "in_port=1,actions=output:2"]);
-    ofctl(&["add-flow", &target, "in_port=2,actions=output:1"]);
+    // ICMP to queue 7, other IPv4 to queue 1 (explicitly), nothing else.
+    ofctl(&["add-flow", &target, "priority=20,in_port=1,icmp,actions=set_queue:7,output:2"]);
+    ofctl(&["add-flow", &target, "priority=10,in_port=1,ip,actions=set_queue:1,output:2"]);
+    ofctl(&["add-flow", &target, "in_port=2,ip,actions=output:1"]);
     assert_eq!(lab.ping(1, 2, 20, "0.02", Some(1000)), 20);
+    let st = Command::new("ip")
+        .args(["netns", "exec", &lab.ns(1), "bash", "-c"])
+        .arg("for i in $(seq 10); do echo -n x > /dev/udp/10.99.0.2/9; done")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::thread::sleep(Duration::from_millis(200));
     let stats = ofctl(&["queue-stats", &target]);
     eprintln!("{stats}");
     let pkts = |q: u32| -> u64 {
@@ -240,7 +248,7 @@ fn set_queue_steers_flows_and_ovs_ofctl_reads_the_queues() {
         line[at..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
     };
     assert_eq!(pkts(7), 20, "the pings went to queue 7");
-    assert_eq!(pkts(1), 0, "nothing else was sent to c2");
+    assert_eq!(pkts(1), 10, "the datagrams went to queue 1");
     // One queue; a queue that is not there is an error.
     assert!(ofctl(&["queue-stats", &target, "2", "7"]).contains("queue 7"));
     let o = Command::new("ovs-ofctl").args(["-O", "OpenFlow13", "queue-stats", &target, "2", "9"]).output().unwrap();
