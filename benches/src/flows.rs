@@ -21,6 +21,12 @@ pub fn upcall_flows() -> String {
 /// The of-3table scenario's flows for `flows` generated flows per
 /// direction (the generator's source IPs, [`crate::gen::flow_ip`]).
 pub fn of_3table_flows(flows: u32) -> String {
+    of_3table_flows_with(flows, |_| "dec_ttl,".into())
+}
+
+/// The of-3table shape with `extra(f)` among table 1's actions of flow f
+/// of each direction (after the eth_dst rewrite, before the goto).
+pub fn of_3table_flows_with(flows: u32, extra: impl Fn(u32) -> String) -> String {
     let mut t = String::new();
     for p in 1..=2 {
         t.push_str(&format!("table=0,priority=10,in_port={p},actions=goto_table:1\n"));
@@ -29,12 +35,13 @@ pub fn of_3table_flows(flows: u32) -> String {
         for f in 0..flows.max(1) {
             let ip = crate::gen::flow_ip(d, f);
             t.push_str(&format!(
-                "table=1,priority=10,ip,nw_src={}.{}.{}.{},actions=set_field:02:00:00:00:00:{:02x}->eth_dst,dec_ttl,goto_table:2\n",
+                "table=1,priority=10,ip,nw_src={}.{}.{}.{},actions=set_field:02:00:00:00:00:{:02x}->eth_dst,{}goto_table:2\n",
                 ip >> 24,
                 (ip >> 16) & 0xff,
                 (ip >> 8) & 0xff,
                 ip & 0xff,
-                d + 1
+                d + 1,
+                extra(f)
             ));
         }
     }

@@ -32,30 +32,10 @@ pub struct QosBench {
 /// The rate of a scheduler that is not to bind.
 pub const UNBOUND: u64 = 100_000_000_000;
 
-/// The flows: as of-3table, with flow f of each direction to queue
-/// `f % active`.
+/// The flows: of-3table's, with `set_queue:(f % active)` instead of
+/// dec_ttl for flow f of each direction.
 pub fn flows(flows: u32, q: &QosBench) -> String {
-    let mut t = String::new();
-    for p in 1..=2 {
-        t.push_str(&format!("table=0,priority=10,in_port={p},actions=goto_table:1\n"));
-    }
-    for d in 0..2u32 {
-        for f in 0..flows.max(1) {
-            let ip = crate::gen::flow_ip(d, f);
-            t.push_str(&format!(
-                "table=1,priority=10,ip,nw_src={}.{}.{}.{},actions=set_field:02:00:00:00:00:{:02x}->eth_dst,set_queue:{},goto_table:2\n",
-                ip >> 24,
-                (ip >> 16) & 0xff,
-                (ip >> 8) & 0xff,
-                ip & 0xff,
-                d + 1,
-                f % q.active.max(1)
-            ));
-        }
-    }
-    t.push_str("table=1,priority=0,actions=goto_table:2\n");
-    t.push_str("table=2,priority=10,in_port=1,actions=output:2\ntable=2,priority=10,in_port=2,actions=output:1\n");
-    t
+    crate::flows::of_3table_flows_with(flows, |f| format!("set_queue:{},", f % q.active.max(1)))
 }
 
 /// A port's `[bridge.port.shaper]` in vswitchd's configuration: the rate,

@@ -57,20 +57,10 @@ pub struct PortInfo {
 }
 
 /// A queue of a port (a class of its scheduler) as the agent sees it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct QueueInfo {
-    /// OpenFlow port number.
-    pub port_no: u32,
-    /// Queue id (what `set_queue` names).
-    pub queue_id: u32,
-    /// Bytes sent.
-    pub tx_bytes: u64,
-    /// Packets sent.
-    pub tx_packets: u64,
-    /// Packets dropped.
-    pub tx_errors: u64,
-    /// Seconds since it was made.
-    pub duration_sec: u32,
+    /// Its counters as QUEUE statistics carry them (drops as errors).
+    pub stats: crate::ofp::multipart::QueueStats,
     /// Guaranteed rate, tenths of a percent of the port's rate.
     pub min_rate: u16,
     /// Ceiling, tenths of a percent of the port's rate.

@@ -66,7 +66,7 @@ impl Agent {
         let queues = dp
             .queues()
             .into_iter()
-            .filter(|q| p == port::ANY || q.port_no == p)
+            .filter(|q| p == port::ANY || q.stats.port_no == p)
             .map(|q| {
                 let mut props = Vec::with_capacity(32);
                 for (kind, rate) in [(1u16, q.min_rate), (2u16, q.max_rate)] {
@@ -76,7 +76,7 @@ impl Agent {
                     props.extend_from_slice(&rate.to_be_bytes());
                     props.extend_from_slice(&[0; 6]);
                 }
-                crate::ofp::msg::PacketQueue { queue_id: q.queue_id, port: q.port_no, properties: props }
+                crate::ofp::msg::PacketQueue { queue_id: q.stats.queue_id, port: q.stats.port_no, properties: props }
             })
             .collect();
         Ok(vec![Message::QueueGetConfigReply { port: p, queues }])
@@ -210,17 +210,9 @@ impl Agent {
                     return Err(OfpError::QueueOpFailed(0));
                 }
                 let chosen: Vec<_> = all
-                    .iter()
+                    .into_iter()
+                    .map(|x| x.stats)
                     .filter(|x| (*p == port::ANY || x.port_no == *p) && (*q == super::OFPQ_ALL || x.queue_id == *q))
-                    .map(|x| crate::ofp::multipart::QueueStats {
-                        port_no: x.port_no,
-                        queue_id: x.queue_id,
-                        tx_bytes: x.tx_bytes,
-                        tx_packets: x.tx_packets,
-                        tx_errors: x.tx_errors,
-                        duration_sec: x.duration_sec,
-                        duration_nsec: 0,
-                    })
                     .collect();
                 if *q != super::OFPQ_ALL && chosen.is_empty() {
                     return Err(OfpError::QueueOpFailed(1));

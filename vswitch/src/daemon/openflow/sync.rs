@@ -8,6 +8,7 @@ use crate::daemon::switch::Switch;
 use crate::datapath::ofdp::{OfBridgeDp, PacketOutReq};
 use mio::Registry;
 use ofproto::agent::{Datapath, PortInfo, QueueInfo};
+use ofproto::ofp::multipart::QueueStats;
 use ofproto::ofp::{Action, OfpError};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -68,12 +69,15 @@ impl Datapath for SwitchDp<'_> {
             };
             for c in &snap.classes {
                 out.push(QueueInfo {
-                    port_no: p.ofport,
-                    queue_id: c.spec.id,
-                    tx_bytes: c.stats.bytes,
-                    tx_packets: c.stats.packets,
-                    tx_errors: c.stats.drops.iter().sum(),
-                    duration_sec: u32::try_from(st.since.elapsed().as_secs()).unwrap_or(u32::MAX),
+                    stats: QueueStats {
+                        port_no: p.ofport,
+                        queue_id: c.spec.id,
+                        tx_bytes: c.stats.bytes,
+                        tx_packets: c.stats.packets,
+                        tx_errors: c.stats.drops.iter().sum(),
+                        duration_sec: u32::try_from(st.since.elapsed().as_secs()).unwrap_or(u32::MAX),
+                        duration_nsec: st.since.elapsed().subsec_nanos(),
+                    },
                     min_rate: tenths(c.spec.rate),
                     max_rate: tenths(c.spec.ceil),
                 });
