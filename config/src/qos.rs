@@ -288,6 +288,9 @@ pub(crate) fn check_shaper(p: &Port) -> Result<(), (Vec<Seg>, String)> {
             }
         }
     }
+    if let Some(l) = s.limit.filter(|l| *l == 0 || *l > 1 << 24) {
+        return Err((k(&[key("limit")]), format!("{l} is outside 1-{} packets", 1 << 24)));
+    }
     if let Some(d) = s.default_class {
         if !classes_of(s).iter().any(|c| c.id == d) {
             return Err((k(&[key("default_class")]), format!("no class {d}")));

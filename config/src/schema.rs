@@ -520,6 +520,12 @@ pub struct Shaper {
     /// The class of frames no other rule classes (default: the first).
     #[serde(default)]
     pub default_class: Option<u32>,
+    /// Frames the scheduler holds in all its queues at most (default and
+    /// at most: its share of the switch's mbufs, a quarter of the pool
+    /// divided among the shaped ports, so that deep queues never starve
+    /// the other ports).
+    #[serde(default)]
+    pub limit: Option<u32>,
     /// The classes (none: one class at the port's rate).
     #[serde(default, rename = "class")]
     pub classes: Vec<ShaperClass>,

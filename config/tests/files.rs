@@ -398,6 +398,12 @@ fn shapers_are_checked() {
         &["RED thresholds on a tail-drop queue"],
     );
     check(
+        &format!("{BASE}[bridge.port.shaper]\nrate = 100000000\nlimit = 0\n"),
+        "13:9",
+        "bridge[0].port[0].shaper.limit",
+        &["0 is outside 1-16777216 packets"],
+    );
+    check(
         &format!("{BASE}[bridge.port.shaper]\nrate = 100000000\ndefault_class = 3\n"),
         "13:17",
         "bridge[0].port[0].shaper.default_class",

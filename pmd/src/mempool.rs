@@ -74,6 +74,11 @@ impl Mempool {
         unsafe { dpdk_sys::rte_mempool_avail_count(self.raw.as_ptr()) }
     }
 
+    /// Mbufs in all, in the pool or out.
+    pub fn size(&self) -> u32 {
+        self.available() + self.in_use()
+    }
+
     /// Mbufs currently handed out.
     pub fn in_use(&self) -> u32 {
         // SAFETY: the pool is valid for self's lifetime.

@@ -276,16 +276,20 @@ fn print_shaper(port: &str, s: &Value) {
     let mbit = |v: &Value| format!("{:.3}", v.as_f64().unwrap_or(0.0) / 1e6);
     let us = |v: &Value| format!("{:.0}", v.as_f64().unwrap_or(0.0) / 1e3);
     println!(
-        "{port} shaper: {} Mbit/s; hand-over drops {}, frames in hand-over {}",
+        "{port} shaper: {} Mbit/s; frames queued {} of {}; hand-over drops {}, frames in hand-over {}",
         mbit(&s["rate"]),
+        s["queued"],
+        s["limit"],
         s["handoff_drops"],
         s["ring"]
     );
-    println!("  class  rate/ceil Mbit/s    now Mbit/s  packets     queued  drops full/early  delay us p50/p99/max");
+    println!(
+        "  class  rate/ceil Mbit/s    now Mbit/s  packets     queued  drops full/early/limit  delay us p50/p99/max"
+    );
     for c in s["classes"].as_array().into_iter().flatten() {
         let queued: u64 = c["depth"].as_array().into_iter().flatten().filter_map(|d| d["packets"].as_u64()).sum();
         println!(
-            "  {:>5}  {:>8}/{:<8}  {:>10}  {:>8}  {:>8}  {:>8}/{:<8}  {}/{}/{}",
+            "  {:>5}  {:>8}/{:<8}  {:>10}  {:>8}  {:>8}  {:>6}/{}/{}  {}/{}/{}",
             c["id"],
             mbit(&c["rate"]),
             mbit(&c["ceil"]),
@@ -294,6 +298,7 @@ fn print_shaper(port: &str, s: &Value) {
             queued,
             c["drops"]["queue_full"],
             c["drops"]["early"],
+            c["drops"]["port_limit"],
             us(&c["delay_ns"]["p50"]),
             us(&c["delay_ns"]["p99"]),
             us(&c["delay_ns"]["max"]),

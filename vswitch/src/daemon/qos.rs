@@ -56,7 +56,12 @@ impl Switch {
             if sp.shaper.as_ref().is_some_and(|s| s.made_from == made_from) {
                 continue;
             }
-            let Some(spec) = shaper::spec_of(&sp.cfg, &slot_of) else { continue };
+            let Some(mut spec) = shaper::spec_of(&sp.cfg, &slot_of) else { continue };
+            // Its share of the mbufs: a quarter of the pool among the
+            // shaped ports.
+            let shaped = self.ports.iter().filter(|p| p.cfg.shaper.is_some()).count().max(1) as u64;
+            let share = (u64::from(self.pool().size()) / 4 / shaped).max(64);
+            spec.sched.limit = spec.sched.limit.min(share);
             let (name, slot) = (sp.name.clone(), sp.slot);
             if let Some(st) = &mut self.ports[i].shaper {
                 st.shaper.reconfigure(spec);
@@ -100,6 +105,7 @@ pub fn shaper_json(cfg: &config::Shaper, s: &ShaperSnapshot) -> Value {
     json!({
         "rate": cfg.rate, "classes": classes, "handoff_drops": s.handoff_drops,
         "class_removed_drops": s.removed_drops, "ring": s.ring,
+        "limit": s.limit, "queued": s.queued,
     })
 }
 

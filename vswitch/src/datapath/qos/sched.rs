@@ -103,6 +103,9 @@ pub struct SchedSpec {
     pub rate: u64,
     /// The port's bucket, bytes.
     pub burst: u64,
+    /// Frames queued in all classes at most (the mbufs a port may hold:
+    /// queues deeper than the pool would starve the other ports).
+    pub limit: u64,
     /// The classes.
     pub classes: Vec<ClassSpec>,
 }
@@ -114,10 +117,12 @@ pub enum Drop {
     Full = 0,
     /// RED or WRED chose it.
     Early = 1,
+    /// The port's scheduler held its limit of frames in all.
+    Limit = 2,
 }
 
 /// Drop reasons, in [`Drop`] order.
-pub const DROP_REASONS: [&str; 2] = ["queue_full", "early"];
+pub const DROP_REASONS: [&str; 3] = ["queue_full", "early", "port_limit"];
 
 /// Queueing delay histogram buckets: bucket `i` holds delays below
 /// `2^(i/2)` microseconds' worth of nanoseconds (`delay_bucket_ns`).
@@ -157,7 +162,7 @@ pub struct ClassStats {
     /// Bytes sent on the guarantee (green).
     pub green_bytes: u64,
     /// Drops by reason ([`Drop`] order).
-    pub drops: [u64; 2],
+    pub drops: [u64; 3],
     /// Queueing delay histogram ([`delay_bucket_ns`]).
     pub delay: Vec<u64>,
 }
@@ -274,7 +279,7 @@ struct Cold {
     level_end: [u8; MAX_QUEUES],
     rr: usize,
     green_bytes: u64,
-    drops: [u64; 2],
+    drops: [u64; 3],
     delay: Vec<u64>,
 }
 
@@ -299,6 +304,7 @@ pub struct Scheduler<T> {
     events: BinaryHeap<Reverse<(u64, u32, u32)>>,
     rng: u64,
     sample: u32,
+    limit: u64,
     backlog_packets: u64,
     backlog_bytes: u64,
 }
@@ -369,7 +375,7 @@ impl<T: Frame> Scheduler<T> {
                 level_end,
                 rr: 0,
                 green_bytes: 0,
-                drops: [0; 2],
+                drops: [0; 3],
                 delay: vec![0; DELAY_BUCKETS],
             });
         }
@@ -384,6 +390,7 @@ impl<T: Frame> Scheduler<T> {
             events: BinaryHeap::with_capacity(2 * n + 16),
             rng: 0x9e37_79b9_7f4a_7c15,
             sample: 0,
+            limit: spec.limit,
             backlog_packets: 0,
             backlog_bytes: 0,
         }
@@ -487,6 +494,11 @@ impl<T: Frame> Scheduler<T> {
         self.queues[q0..q0 + nq].iter().map(|q| (q.items.len(), q.bytes)).collect()
     }
 
+    /// Frames it holds in all classes at most.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
     /// Frames queued in all classes, and their bytes.
     pub fn backlog(&self) -> (u64, u64) {
         (self.backlog_packets, self.backlog_bytes)
@@ -506,6 +518,10 @@ impl<T: Frame> Scheduler<T> {
     pub fn enqueue(&mut self, class: usize, queue: usize, colour: Colour, f: T, now: u64) -> Result<(), (T, Drop)> {
         let b = u64::from(f.bytes());
         let qx = self.qidx(class, queue);
+        if self.backlog_packets >= self.limit {
+            self.cold[class].drops[Drop::Limit as usize] += 1;
+            return Err((f, Drop::Limit));
+        }
         let early = {
             let q = &mut self.queues[qx];
             let len = q.items.len() as u64;

@@ -124,8 +124,14 @@ pub fn spec_of(p: &config::Port, slot_of: &dyn Fn(&str) -> Option<usize>) -> Opt
             cls.by_id[id as usize] = idx + 1;
         }
     }
+    let depths: u64 = specs.iter().flat_map(|c| &c.queues).map(|q| u64::from(q.depth)).sum();
     Some(ShaperSpec {
-        sched: SchedSpec { rate: s.rate / 8, burst: config::qos::shaper_burst(p, s.rate, s.burst) / 8, classes: specs },
+        sched: SchedSpec {
+            rate: s.rate / 8,
+            burst: config::qos::shaper_burst(p, s.rate, s.burst) / 8,
+            limit: s.limit.map_or(depths, u64::from),
+            classes: specs,
+        },
         classes: cls,
     })
 }
@@ -266,6 +272,8 @@ impl PortShaper {
             handoff_drops: self.handoff_drops.load(Ordering::Relaxed),
             removed_drops: self.removed_drops.load(Ordering::Relaxed),
             ring: self.ring.len(),
+            limit: g.sched.limit(),
+            queued: g.sched.backlog().0,
         }
     }
 
@@ -309,6 +317,10 @@ pub struct ShaperSnapshot {
     pub removed_drops: u64,
     /// Frames in the ring now.
     pub ring: usize,
+    /// Frames the scheduler holds at most, and now.
+    pub limit: u64,
+    /// Frames queued now.
+    pub queued: u64,
 }
 
 /// Names of the drop reasons, in counter order.

@@ -23,7 +23,7 @@ fn class(id: u32, rate_mbit: u64, ceil_mbit: u64) -> ClassSpec {
 }
 
 fn spec(rate_mbit: u64, classes: Vec<ClassSpec>) -> SchedSpec {
-    SchedSpec { rate: rate_mbit * MBIT, burst: 3000, classes }
+    SchedSpec { rate: rate_mbit * MBIT, burst: 3000, limit: u64::MAX, classes }
 }
 
 /// Runs `secs` of simulated time in 10 us steps; `offer(class, queue)`
@@ -148,6 +148,14 @@ fn full_queues_drop_and_count() {
     assert_eq!(why, Drop::Full);
     assert_eq!(s.stats(0).drops[Drop::Full as usize], 1);
     assert_eq!(s.backlog(), (u64::from(depth), u64::from(depth) * 1000));
+    // The port's limit holds over all classes.
+    let mut s = Scheduler::new(&SchedSpec { limit: 5, ..spec(1, vec![class(0, 1, 1), class(1, 0, 1)]) }, 0);
+    for i in 0..5 {
+        s.enqueue(i % 2, 0, Colour::Green, F(100, 0), 0).unwrap();
+    }
+    let Err((_, why)) = s.enqueue(1, 0, Colour::Green, F(100, 0), 0) else { panic!("over the limit") };
+    assert_eq!(why, Drop::Limit);
+    assert_eq!(s.stats(1).drops[Drop::Limit as usize], 1);
 }
 
 #[test]
@@ -227,4 +235,18 @@ fn a_delay_falls_in_the_first_bucket_above_it() {
         }
         ns = ns * 3 / 2 + 1;
     }
+}
+
+#[test]
+fn many_small_guarantees_borrow_the_whole_port() {
+    // 1,000 classes of 50 kbit/s each, ceilings at the port's 50 Mbit/s,
+    // small frames: borrowing fills the port.
+    let classes = (0..1000)
+        .map(|i| ClassSpec { rate: 50_000 / 8, burst: 3044, ceil: 50 * MBIT, cburst: 6250, ..class(i, 0, 50) })
+        .collect();
+    let mut s = Scheduler::new(&SchedSpec { rate: 50 * MBIT, burst: 6250, limit: u64::MAX, classes }, 0);
+    let shape = vec![1; 1000];
+    let sent = run(&mut s, &shape, 1.0, |_, _, _| true);
+    let total: u64 = sent.iter().map(|v| v[0]).sum();
+    near(mbit(total, 1.0), 50.0, 0.01);
 }
