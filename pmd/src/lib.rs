@@ -7,9 +7,10 @@
 //! capabilities, link state and statistics ([`port`]), and poll-mode
 //! threads pinned to cores with rx-queue assignment and cycle accounting,
 //! beside virtual ports (no device: a function passes what is sent to them
-//! on to device ports, as a tunnel encapsulates) ([`pmd`]), and capture
-//! taps a PMD thread copies packets into while a
-//! capture runs ([`capture`]).
+//! on to device ports, as a tunnel encapsulates) ([`pmd`]), capture
+//! taps a PMD thread copies packets into while a capture runs, the gates
+//! and shapers a port's batches pass through ([`capture`]), and the
+//! lock-free packet ring that hands batches to another thread ([`ring`]).
 //!
 //! It must not know about bridges, OpenFlow or configuration files: the
 //! switch gives it a [`pmd::Pipeline`] to run on each received batch, and

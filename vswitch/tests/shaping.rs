@@ -205,6 +205,25 @@ fn a_live_rate_change_takes_effect_at_once_and_loses_nothing_queued() {
     let s = &show["ports"][0]["shaper"];
     assert_eq!(s["classes"][0]["drops"]["queue_full"], 0, "{s}");
     assert_eq!(s["class_removed_drops"], 0, "{s}");
+    let sent = s["classes"][0]["packets"].as_u64().unwrap();
+    assert!(sent >= 200, "{s}");
+    // A reload that changes only the shaper changes it in place: the port
+    // stays open, the class keeps its counters.
+    lab.write_config(&format!(
+        "[[bridge]]\nname = \"br0\"\n\n{}{}[bridge.port.shaper]\nrate = 5000000\n\n",
+        lab.port(1, "c1", ""),
+        lab.port(2, "c2", "")
+    ));
+    let r = lab.ctl(&["reload"]);
+    assert_eq!(r["changed"], serde_json::json!(["br0/c2"]), "{r}");
+    assert!(r["reopened"].as_array().is_none_or(Vec::is_empty), "{r}");
+    let s = &lab.ctl(&["qos-show", "c2"])["ports"][0]["shaper"];
+    assert_eq!(s["rate"], 5_000_000, "{s}");
+    assert_eq!(s["classes"][0]["packets"].as_u64(), Some(sent), "{s}");
+    // A bad one is refused with where and why, the running one kept.
+    let e = lab.ctl_err(&["qos-set", "c2", "shaper={\"rate\":5000000,\"class\":[{\"id\":1,\"rate\":9000000}]}"]);
+    assert!(e.contains("shaper.class[0].rate") && e.contains("above the port's rate"), "{e}");
+    assert_eq!(lab.ctl(&["qos-show", "c2"])["ports"][0]["shaper"]["rate"], 5_000_000);
 }
 
 #[test]

@@ -9,7 +9,9 @@
 //! ([`tunnel`]) encapsulate what is sent to them and, on uplinks, the
 //! switch's own underlay stack decapsulates before the bridges see a
 //! batch. Port policers ([`qos`]) are gates of the PMD set on what a port
-//! receives and sends. Connection tracking gets a folder of its own here.
+//! receives and sends; a port's egress scheduler (classes, queues) is a
+//! shaper of the PMD set that one PMD thread runs. Connection tracking
+//! gets a folder of its own here.
 //!
 //! Nothing here allocates, locks or makes a system call per packet; the
 //! control thread changes what the PMD threads do only by publishing new
