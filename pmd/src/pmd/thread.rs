@@ -172,6 +172,10 @@ impl TxBatches {
                     sh.unsent(&mut self.shaped);
                     break;
                 }
+                if n < crate::BATCH_SIZE {
+                    // It let out less than a burst: nothing more for now.
+                    break;
+                }
             }
         }
     }

@@ -298,6 +298,9 @@ pub struct Scheduler<T> {
     port: Bucket,
     port_last: u64,
     hot: Vec<Hot>,
+    /// Each class's first queue, apart (a prefetch needs it without
+    /// waiting for the class's own line).
+    q0: Vec<u32>,
     cold: Vec<Cold>,
     queues: Vec<Queue<T>>,
     lists: [List; 2],
@@ -383,6 +386,7 @@ impl<T: Frame> Scheduler<T> {
         Scheduler {
             port: Bucket::new(spec.rate, spec.burst),
             port_last: now,
+            q0: hot.iter().map(|h| h.q0).collect(),
             hot,
             cold,
             queues,
@@ -400,9 +404,9 @@ impl<T: Frame> Scheduler<T> {
     /// touches (a batch is classed first, prefetched, then queued).
     #[inline]
     pub fn prefetch(&self, class: usize, queue: usize) {
-        if let Some(h) = self.hot.get(class) {
+        if let (Some(h), Some(&q0)) = (self.hot.get(class), self.q0.get(class)) {
             pmd::prefetch(h);
-            if let Some(q) = self.queues.get(h.q0 as usize + queue) {
+            if let Some(q) = self.queues.get(q0 as usize + queue) {
                 pmd::prefetch(q);
             }
         }
@@ -411,7 +415,7 @@ impl<T: Frame> Scheduler<T> {
     /// Class `i`'s queue `qi` (position in its spec).
     #[inline]
     fn qidx(&self, i: usize, qi: usize) -> usize {
-        self.hot[i].q0 as usize + qi
+        self.q0[i] as usize + qi
     }
 
     /// Takes over the queued frames of `old` (same class ids and queue

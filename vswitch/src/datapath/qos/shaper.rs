@@ -39,8 +39,10 @@ pub struct Classes {
     /// Per class: queue by DSCP (0xff: none), queue by PCP, default queue,
     /// whether any queue is WRED (colours needed).
     maps: Vec<([u8; 64], [u8; 8], u8, bool)>,
-    /// Per class: whether the frame's headers choose its queue or colour.
-    parse: Vec<bool>,
+    /// Per class: whether the frame's headers choose its queue or colour,
+    /// and its default queue (apart from `maps`: most classes need only
+    /// these).
+    parse: Vec<(bool, u8)>,
 }
 
 /// A shaper's settings made from the configuration: the scheduler's
@@ -105,7 +107,7 @@ pub fn spec_of(p: &config::Port, slot_of: &dyn Fn(&str) -> Option<usize>) -> Opt
                 },
             });
         }
-        cls.parse.push(wred || dscp.iter().chain(&pcp).any(|q| *q != 0xff));
+        cls.parse.push((wred || dscp.iter().chain(&pcp).any(|q| *q != 0xff), default));
         cls.maps.push((dscp, pcp, default, wred));
         let ceil = config::qos::class_ceil(s, c);
         specs.push(ClassSpec {
@@ -154,12 +156,13 @@ impl Classes {
         } else if let Some(&c) = self.by_slot.get(usize::from(m.rx_slot)).filter(|c| **c != 0) {
             class = usize::from(c - 1);
         }
-        let (dscp_map, pcp_map, default, wred) = &self.maps[class];
-        if !self.parse[class] {
-            return (class, usize::from(*default), Colour::Green);
+        let (parse, default) = self.parse[class];
+        if !parse {
+            return (class, usize::from(default), Colour::Green);
         }
+        let (dscp_map, pcp_map, _, wred) = &self.maps[class];
         let d = f.data();
-        let mut queue = *default;
+        let mut queue = default;
         // The Ethernet type after at most one VLAN tag.
         let (tci, ty, l3) = match d.get(12..14) {
             Some([0x81, 0x00]) | Some([0x88, 0xa8]) => {
