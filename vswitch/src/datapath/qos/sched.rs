@@ -522,16 +522,16 @@ impl<T: Frame> Scheduler<T> {
     pub fn enqueue(&mut self, class: usize, queue: usize, colour: Colour, f: T, now: u64) -> Result<(), (T, Drop)> {
         let b = u64::from(f.bytes());
         let qx = self.qidx(class, queue);
-        if self.backlog_packets >= self.limit {
-            self.cold[class].drops[Drop::Limit as usize] += 1;
-            return Err((f, Drop::Limit));
-        }
         let early = {
             let q = &mut self.queues[qx];
             let len = q.items.len() as u64;
             if len >= u64::from(q.spec.depth) || q.bytes + b > q.spec.depth_bytes {
                 self.cold[class].drops[Drop::Full as usize] += 1;
                 return Err((f, Drop::Full));
+            }
+            if self.backlog_packets >= self.limit {
+                self.cold[class].drops[Drop::Limit as usize] += 1;
+                return Err((f, Drop::Limit));
             }
             match q.spec.aqm {
                 Aqm::Tail => None,
