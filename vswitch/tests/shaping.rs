@@ -15,9 +15,22 @@ use std::time::{Duration, Instant};
 /// TCP payload per full frame (MTU 1500 with timestamps: 1448 of 1514).
 const TCP_SHARE: f64 = 1448.0 / 1514.0;
 
+/// `ip netns exec NS` with the command kept off the PMD thread's core (the
+/// last one, vswitchd's default): iperf3 preempting the PMD thread would
+/// stall the scheduler, which is not what these tests measure.
+fn in_ns(lab: &Lab, i: u32) -> Command {
+    let n = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", &lab.ns(i)]);
+    if n >= 2 {
+        c.args(["taskset", "-c", &format!("0-{}", n - 2)]);
+    }
+    c
+}
+
 fn server(lab: &Lab, on: u32, port: &str) -> Child {
-    Command::new("ip")
-        .args(["netns", "exec", &lab.ns(on), "iperf3", "-s", "-1", "-J", "-p", port])
+    in_ns(lab, on)
+        .args(["iperf3", "-s", "-1", "-J", "-p", port])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -25,8 +38,8 @@ fn server(lab: &Lab, on: u32, port: &str) -> Child {
 }
 
 fn client(lab: &Lab, from: u32, to: u32, port: &str, extra: &[&str]) -> Child {
-    Command::new("ip")
-        .args(["netns", "exec", &lab.ns(from), "iperf3", "-c", &format!("10.99.0.{to}"), "-p", port, "-J"])
+    in_ns(lab, from)
+        .args(["iperf3", "-c", &format!("10.99.0.{to}"), "-p", port, "-J"])
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -89,13 +102,24 @@ fn tcp_goodput_holds_the_shaped_rate_from_10_mbits_to_1_gbits() {
         // A run that delivers less than the rate may be the host's CPU
         // (iperf3, the kernel and the PMD thread share two cores): up to
         // three runs for one within 5%. More than the rate fails at once.
-        let want = rate as f64 * TCP_SHARE;
+        // At 1 Gbit/s this host may not carry that much TCP at all: the
+        // goal is then what the same path carries unshaped (measured
+        // first), which the shaper must not take away.
+        let mut want = rate as f64 * TCP_SHARE;
         let what = format!("TCP through {} Mbit/s", rate / 1_000_000);
+        if rate >= 1_000_000_000 {
+            lab.ctl(&["qos-set", "c2", "shaper=none"]);
+            let carried = flows(&lab, &[(1, 2, vec!["-t", "5", "-O", "1"])])[0].0;
+            eprintln!("unshaped, this path carries {:.3} Mbit/s of TCP", carried / 1e6);
+            lab.ctl(&["qos-set", "c2", &format!("shaper={{\"rate\":{rate},\"burst\":{}}}", rate / 100)]);
+            want = want.min(carried);
+        }
         let mut got = 0.0;
         for _ in 0..3 {
             got = flows(&lab, &[(1, 2, vec!["-t", "5", "-O", "1"])])[0].0;
             eprintln!("{what}: {:.3} Mbit/s, want {:.3}", got / 1e6, want / 1e6);
-            assert!(got <= want * 1.05, "{what}: {got:.0} bits/s, above {want:.0}");
+            let cap = rate as f64 * TCP_SHARE;
+            assert!(got <= cap * 1.05, "{what}: {got:.0} bits/s, above {cap:.0}");
             if got >= want * 0.95 {
                 break;
             }
