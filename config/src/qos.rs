@@ -132,7 +132,8 @@ pub fn class_ceil(s: &Shaper, c: &ShaperClass) -> u64 {
     c.ceil.unwrap_or(s.rate)
 }
 
-/// The classes of a shaper: its own, or one at the port's rate (id 0).
+/// The classes of a shaper: its own, or one at the port's rate and burst
+/// (id 0).
 pub fn classes_of(s: &Shaper) -> Vec<ShaperClass> {
     if !s.classes.is_empty() {
         return s.classes.clone();
@@ -141,8 +142,8 @@ pub fn classes_of(s: &Shaper) -> Vec<ShaperClass> {
         id: 0,
         rate: s.rate,
         ceil: None,
-        burst: None,
-        cburst: None,
+        burst: s.burst,
+        cburst: s.burst,
         in_ports: Vec::new(),
         queues: Vec::new(),
     }]
