@@ -192,9 +192,10 @@ fn strict_priority_holds_under_saturation() {
     let be = vec!["-u", "-b", "40000000", "-l", "1000", "-t", "4"];
     let got = flows(&lab, &[(1, 3, ef), (2, 3, be)]);
     eprintln!("EF {:?}, best effort {:?}", got[0], got[1]);
-    // EF loses nothing (iperf3's own pacing makes its rate a little
-    // under the 8 it aims at).
-    within(got[0].0, 8e6, 0.04, "EF under saturation");
+    // EF sent all it meant to (8 Mbit/s of 1,000-byte datagrams for 4 s)
+    // and lost nothing. (iperf3's own rate figure depends on its timing,
+    // a little under 8 on this host.)
+    assert!(got[0].2 >= 3_900, "EF sent {} datagrams of 4,000", got[0].2);
     assert!(got[0].1 * 1000 <= got[0].2, "EF lost {} of {} datagrams", got[0].1, got[0].2);
     // Best effort gets the rest of the 20 (frames are 1042 bytes for 1000
     // of payload), not more.
