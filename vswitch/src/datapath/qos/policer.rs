@@ -194,12 +194,31 @@ use Marker::SrTcm;
 /// green, AFx2 yellow, AFx3 red; anything else green).
 #[inline]
 pub fn dscp_colour(frame: &[u8]) -> Colour {
-    let tos = match (frame.get(12..14), frame.get(15), frame.get(14..16)) {
-        (Some([0x08, 0x00]), Some(t), _) => *t,
-        (Some([0x86, 0xdd]), _, Some(b)) => (b[0] << 4) | (b[1] >> 4),
-        _ => return Colour::Green,
+    match dscp_pcp(frame) {
+        (Some(dscp), None) => colour_of_dscp(dscp),
+        _ => Colour::Green,
+    }
+}
+
+/// A frame's DSCP (IPv4 or IPv6) and 802.1Q priority (PCP), after at most
+/// one VLAN tag; None where it has none.
+#[inline]
+pub fn dscp_pcp(d: &[u8]) -> (Option<u8>, Option<u8>) {
+    let (pcp, ty, l3) = match d.get(12..14) {
+        Some([0x81, 0x00] | [0x88, 0xa8]) => (d.get(14).map(|t| t >> 5), d.get(16..18), 18),
+        t => (None, t, 14),
     };
-    let dscp = tos >> 2;
+    let dscp = match ty {
+        Some([0x08, 0x00]) => d.get(l3 + 1).map(|tos| tos >> 2),
+        Some([0x86, 0xdd]) => d.get(l3..l3 + 2).map(|v| ((v[0] & 0x0f) << 2) | (v[1] >> 6)),
+        _ => None,
+    };
+    (dscp, pcp)
+}
+
+/// The drop precedence a DSCP gives (RFC 2597: AFx2 yellow, AFx3 red).
+#[inline]
+pub fn colour_of_dscp(dscp: u8) -> Colour {
     // AF classes 1-4: 0b001dd0 .. 0b100dd0.
     if (1..=4).contains(&(dscp >> 3)) && dscp & 1 == 0 {
         match (dscp >> 1) & 3 {

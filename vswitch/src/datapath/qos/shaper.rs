@@ -11,7 +11,7 @@
 //! on the control thread and adopted under the lock with every queued frame
 //! kept.
 
-use super::policer::{dscp_colour, Colour};
+use super::policer::{colour_of_dscp, dscp_pcp, Colour};
 use super::sched::{Aqm, ClassSpec, ClassStats, Frame, QueueSpec, SchedSpec, Scheduler, DROP_REASONS};
 use pmd::ring::PacketRing;
 use pmd::{Batch, Packet};
@@ -163,25 +163,18 @@ impl Classes {
         let (dscp_map, pcp_map, _, wred) = &self.maps[class];
         let d = f.data();
         let mut queue = default;
-        // The Ethernet type after at most one VLAN tag.
-        let (tci, ty, l3) = match d.get(12..14) {
-            Some([0x81, 0x00]) | Some([0x88, 0xa8]) => {
-                (d.get(14..16).map(|t| t[0] >> 5), d.get(16..18).map(|t| u16::from_be_bytes([t[0], t[1]])), 18)
-            }
-            Some(t) => (None, Some(u16::from_be_bytes([t[0], t[1]])), 14),
-            None => (None, None, 14),
-        };
-        let dscp = match ty {
-            Some(0x0800) => d.get(l3 + 1).map(|tos| tos >> 2),
-            Some(0x86dd) => d.get(l3..l3 + 2).map(|v| ((v[0] & 0x0f) << 2) | (v[1] >> 6)),
-            _ => None,
-        };
+        // The headers are read once, for the queue and the colour.
+        let (dscp, tci) = dscp_pcp(d);
         if let Some(q) = dscp.map(|x| dscp_map[usize::from(x)]).filter(|q| *q != 0xff) {
             queue = q;
         } else if let Some(q) = tci.map(|p| pcp_map[usize::from(p)]).filter(|q| *q != 0xff) {
             queue = q;
         }
-        let colour = if *wred { dscp_colour(d) } else { Colour::Green };
+        // (A tagged frame is green, as the colour-aware policers take it.)
+        let colour = match (wred, dscp, tci) {
+            (true, Some(x), None) => colour_of_dscp(x),
+            _ => Colour::Green,
+        };
         (class, usize::from(queue), colour)
     }
 }
