@@ -5,6 +5,7 @@
 //! (classes with guarantees and ceilings, queues by priority and weight)
 //! each run by one PMD thread ([`shaper`], [`pmd::capture::Shaper`]).
 
+mod fifo;
 pub mod policer;
 pub mod sched;
 pub mod shaper;

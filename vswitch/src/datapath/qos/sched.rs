@@ -24,9 +24,10 @@
 //! Everything here is single-threaded; [`super::shaper`] puts it on its
 //! PMD thread.
 
+use super::fifo::{self, Fifo, Slot};
 use super::policer::Colour;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 
 /// Token units per byte: buckets hold byte-nanoseconds, so a refill is
 /// `rate (bytes/s) * elapsed (ns)`, exact.
@@ -194,11 +195,21 @@ pub trait Frame {
     fn bytes(&self) -> u32;
 }
 
+/// What queueing and sending a queue's every frame touches, in one cache
+/// line; the rest of it ([`QueueCold`]) is read only for RED and weights.
+#[repr(C, align(64))]
 struct Queue<T> {
-    spec: QueueSpec,
-    items: VecDeque<(T, u64)>,
+    items: Fifo<T>,
     bytes: u64,
     deficit: i64,
+    depth_bytes: u64,
+    depth: u32,
+    /// Whether its AQM is RED or WRED (else tail drop).
+    red: bool,
+}
+
+struct QueueCold {
+    spec: QueueSpec,
     /// RED's averaged depth, packets in 1/1024ths.
     avg: u64,
 }
@@ -238,8 +249,8 @@ impl Bucket {
 
 /// What a class's every frame touches, together (two cache lines): its
 /// buckets, places on the lists, backlog, where its queues are and what
-/// it sent. The rest of a class ([`Cold`]) is read per quantum or per
-/// change.
+/// it sent. The rest of a class ([`Cold`]) is read when it drops, borrows
+/// or has several queues, and per change.
 #[repr(C, align(64))]
 #[derive(Debug, Clone, Copy)]
 struct Hot {
@@ -270,7 +281,6 @@ struct Hot {
 
 struct Cold {
     spec: ClassSpec,
-    quantum: i64,
     /// Queue indices in priority order.
     order: Vec<u8>,
     /// Each queue's position in `order`.
@@ -278,9 +288,9 @@ struct Cold {
     /// For each position in `order`, where its priority's run ends.
     level_end: [u8; MAX_QUEUES],
     rr: usize,
-    green_bytes: u64,
+    /// Bytes sent borrowing (as a yellow class): the rest were green.
+    borrowed_bytes: u64,
     drops: [u64; 3],
-    delay: Vec<u64>,
 }
 
 #[derive(Clone, Copy)]
@@ -291,7 +301,7 @@ struct List {
 
 /// Every how many frames sent the queueing delay is sampled (each port's
 /// histogram is of a sample: percentiles hold, at a fraction of the cost).
-const DELAY_SAMPLE: u32 = 8;
+const DELAY_SAMPLE: u32 = 64;
 
 /// One port's scheduler.
 pub struct Scheduler<T> {
@@ -301,8 +311,14 @@ pub struct Scheduler<T> {
     /// Each class's first queue, apart (a prefetch needs it without
     /// waiting for the class's own line).
     q0: Vec<u32>,
+    /// Each class's round-robin quantum (bytes), apart: read at every turn's
+    /// end, it would cost a miss per turn in [`Cold`].
+    quantum: Vec<i64>,
     cold: Vec<Cold>,
     queues: Vec<Queue<T>>,
+    qcold: Vec<QueueCold>,
+    /// Each class's delay histogram, [`DELAY_BUCKETS`] counters per class.
+    delay: Vec<u64>,
     lists: [List; 2],
     events: BinaryHeap<Reverse<(u64, u32, u32)>>,
     rng: u64,
@@ -336,7 +352,9 @@ impl<T: Frame> Scheduler<T> {
         let mut hot = Vec::with_capacity(spec.classes.len());
         let mut cold = Vec::with_capacity(spec.classes.len());
         let mut queues = Vec::new();
-        for (c, quantum) in spec.classes.iter().zip(quanta(spec)) {
+        let mut qcold = Vec::new();
+        let quantum = quanta(spec);
+        for (c, &quantum) in spec.classes.iter().zip(&quantum) {
             let mut order: Vec<u8> = (0..c.queues.len()).filter_map(|i| u8::try_from(i).ok()).collect();
             order.sort_by_key(|&i| c.queues[usize::from(i)].priority);
             let mut pos_of = [0u8; MAX_QUEUES];
@@ -364,22 +382,22 @@ impl<T: Frame> Scheduler<T> {
                 on: [false; 2],
             });
             queues.extend(c.queues.iter().map(|qs| Queue {
-                spec: *qs,
-                items: VecDeque::with_capacity(qs.depth as usize),
+                items: Fifo::with_capacity(qs.depth as usize),
                 bytes: 0,
                 deficit: 0,
-                avg: 0,
+                depth_bytes: qs.depth_bytes,
+                depth: qs.depth,
+                red: qs.aqm != Aqm::Tail,
             }));
+            qcold.extend(c.queues.iter().map(|qs| QueueCold { spec: *qs, avg: 0 }));
             cold.push(Cold {
                 spec: c.clone(),
-                quantum,
                 order,
                 pos_of,
                 level_end,
                 rr: 0,
-                green_bytes: 0,
+                borrowed_bytes: 0,
                 drops: [0; 3],
-                delay: vec![0; DELAY_BUCKETS],
             });
         }
         let n = hot.len();
@@ -387,9 +405,12 @@ impl<T: Frame> Scheduler<T> {
             port: Bucket::new(spec.rate, spec.burst),
             port_last: now,
             q0: hot.iter().map(|h| h.q0).collect(),
+            quantum,
             hot,
             cold,
             queues,
+            qcold,
+            delay: vec![0; n * DELAY_BUCKETS],
             lists: [List { head: NIL, tail: NIL }; 2],
             events: BinaryHeap::with_capacity(2 * n + 16),
             rng: 0x9e37_79b9_7f4a_7c15,
@@ -401,14 +422,26 @@ impl<T: Frame> Scheduler<T> {
     }
 
     /// Starts loading what enqueueing to class `class`, queue `queue`
-    /// touches (a batch is classed first, prefetched, then queued).
+    /// touches: the class's state (both its lines) and the queue (a batch
+    /// is classed first, prefetched, then queued). [`Self::prefetch_slot`]
+    /// follows once the queue is in.
     #[inline]
     pub fn prefetch(&self, class: usize, queue: usize) {
         if let (Some(h), Some(&q0)) = (self.hot.get(class), self.q0.get(class)) {
             pmd::prefetch(h);
+            pmd::prefetch(std::ptr::from_ref(h).cast::<u8>().wrapping_add(64));
             if let Some(q) = self.queues.get(q0 as usize + queue) {
                 pmd::prefetch(q);
             }
+        }
+    }
+
+    /// Starts loading the slot a frame for class `class`, queue `queue`
+    /// goes to (reads the queue: prefetch it first).
+    #[inline]
+    pub fn prefetch_slot(&self, class: usize, queue: usize) {
+        if let Some(q) = self.q0.get(class).and_then(|q0| self.queues.get(*q0 as usize + queue)) {
+            q.items.prefetch_tail();
         }
     }
 
@@ -427,8 +460,8 @@ impl<T: Frame> Scheduler<T> {
             let (oq0, onq) = (old.hot[oi].q0 as usize, usize::from(old.hot[oi].nq));
             let Some(ci) = self.cold.iter().position(|c| c.spec.id == id) else {
                 for q in &mut old.queues[oq0..oq0 + onq] {
-                    for (f, _) in q.items.drain(..) {
-                        dropped(f);
+                    for s in q.items.drain() {
+                        dropped(s.frame);
                     }
                 }
                 continue;
@@ -437,18 +470,22 @@ impl<T: Frame> Scheduler<T> {
             self.hot[ci].packets = oh.packets;
             self.hot[ci].bytes = oh.bytes;
             let c = &mut self.cold[ci];
-            c.green_bytes = oc.green_bytes;
+            c.borrowed_bytes = oc.borrowed_bytes;
             c.drops = oc.drops;
-            c.delay = std::mem::take(&mut oc.delay);
+            let (from, to) = (oi * DELAY_BUCKETS, ci * DELAY_BUCKETS);
+            self.delay[to..to + DELAY_BUCKETS].copy_from_slice(&old.delay[from..from + DELAY_BUCKETS]);
             let nq = usize::from(self.hot[ci].nq);
             for k in 0..onq {
                 let to = self.qidx(ci, k.min(nq - 1));
                 let from = &mut old.queues[oq0 + k];
-                for (f, t) in from.items.drain(..) {
-                    let b = u64::from(f.bytes());
-                    let q = &mut self.queues[to];
+                // A queue made shallower (or merged into) keeps what it
+                // had: its ring grows here, on the control thread.
+                let q = &mut self.queues[to];
+                q.items.reserve(q.items.len() + from.items.len());
+                for s in from.items.drain() {
+                    let b = u64::from(s.bytes);
                     q.bytes += b;
-                    q.items.push_back((f, t));
+                    let _ = q.items.push(s);
                     self.hot[ci].backlog += 1;
                     self.backlog_packets += 1;
                     self.backlog_bytes += b;
@@ -476,9 +513,9 @@ impl<T: Frame> Scheduler<T> {
         ClassStats {
             packets: h.packets,
             bytes: h.bytes,
-            green_bytes: c.green_bytes,
+            green_bytes: h.bytes - c.borrowed_bytes.min(h.bytes),
             drops: c.drops,
-            delay: c.delay.clone(),
+            delay: self.delay[i * DELAY_BUCKETS..(i + 1) * DELAY_BUCKETS].to_vec(),
         }
     }
 
@@ -522,48 +559,27 @@ impl<T: Frame> Scheduler<T> {
     pub fn enqueue(&mut self, class: usize, queue: usize, colour: Colour, f: T, now: u64) -> Result<(), (T, Drop)> {
         let b = u64::from(f.bytes());
         let qx = self.qidx(class, queue);
-        let early = {
-            let q = &mut self.queues[qx];
-            let len = q.items.len() as u64;
-            if len >= u64::from(q.spec.depth) || q.bytes + b > q.spec.depth_bytes {
-                self.cold[class].drops[Drop::Full as usize] += 1;
-                return Err((f, Drop::Full));
-            }
-            if self.backlog_packets >= self.limit {
-                self.cold[class].drops[Drop::Limit as usize] += 1;
-                return Err((f, Drop::Limit));
-            }
-            match q.spec.aqm {
-                Aqm::Tail => None,
-                Aqm::Red { min, max, max_p, weighted } => {
-                    // avg += (len - avg) / 512, in 1/1024ths of a packet.
-                    let cur = len << 10;
-                    q.avg = if cur >= q.avg { q.avg + ((cur - q.avg) >> 9) } else { q.avg - ((q.avg - cur) >> 9) };
-                    let (num, den) = match (weighted, colour) {
-                        (true, Colour::Yellow) => (3, 4),
-                        (true, Colour::Red) => (1, 2),
-                        _ => (1, 1),
-                    };
-                    let (min, max) = (u64::from(min) * num / den, u64::from(max) * num / den);
-                    let avg = q.avg >> 10;
-                    if avg < min {
-                        None
-                    } else if avg >= max {
-                        Some(u64::MAX)
-                    } else {
-                        Some(u64::from(max_p) * (avg - min) / (max - min).max(1))
-                    }
-                }
-            }
-        };
-        if let Some(p) = early {
-            if p == u64::MAX || u64::from(self.random() % 1_000_000) < p {
-                self.cold[class].drops[Drop::Early as usize] += 1;
-                return Err((f, Drop::Early));
-            }
+        let q = &mut self.queues[qx];
+        let len = q.items.len() as u64;
+        if len >= u64::from(q.depth) || q.bytes + b > q.depth_bytes {
+            self.cold[class].drops[Drop::Full as usize] += 1;
+            return Err((f, Drop::Full));
+        }
+        if self.backlog_packets >= self.limit {
+            self.cold[class].drops[Drop::Limit as usize] += 1;
+            return Err((f, Drop::Limit));
+        }
+        if q.red && self.early(qx, len, colour) {
+            self.cold[class].drops[Drop::Early as usize] += 1;
+            return Err((f, Drop::Early));
         }
         let q = &mut self.queues[qx];
-        q.items.push_back((f, now));
+        let slot = Slot { frame: f, bytes: u32::try_from(b).unwrap_or(u32::MAX), at: fifo::tick(now) };
+        if let Err(s) = q.items.push(slot) {
+            // (Its ring holds its depth: not reached.)
+            self.cold[class].drops[Drop::Full as usize] += 1;
+            return Err((s.frame, Drop::Full));
+        }
         q.bytes += b;
         let first = q.items.len() == 1;
         self.backlog_packets += 1;
@@ -577,6 +593,30 @@ impl<T: Frame> Scheduler<T> {
             self.update(class, now);
         }
         Ok(())
+    }
+
+    /// Whether RED (or WRED, by `colour`) drops a frame arriving at queue
+    /// `qx` holding `len` frames; updates its averaged depth.
+    fn early(&mut self, qx: usize, len: u64, colour: Colour) -> bool {
+        let qc = &mut self.qcold[qx];
+        let Aqm::Red { min, max, max_p, weighted } = qc.spec.aqm else { return false };
+        // avg += (len - avg) / 512, in 1/1024ths of a packet.
+        let cur = len << 10;
+        qc.avg = if cur >= qc.avg { qc.avg + ((cur - qc.avg) >> 9) } else { qc.avg - ((qc.avg - cur) >> 9) };
+        let (num, den) = match (weighted, colour) {
+            (true, Colour::Yellow) => (3, 4),
+            (true, Colour::Red) => (1, 2),
+            _ => (1, 1),
+        };
+        let (min, max) = (u64::from(min) * num / den, u64::from(max) * num / den);
+        let avg = qc.avg >> 10;
+        if avg < min {
+            false
+        } else if avg >= max {
+            true
+        } else {
+            u64::from(self.random() % 1_000_000) < u64::from(max_p) * (avg - min) / (max - min).max(1)
+        }
     }
 
     #[inline]
@@ -694,11 +734,12 @@ impl<T: Frame> Scheduler<T> {
             let pos = c.rr;
             let qi = usize::from(c.order[pos]);
             if nonempty & (1 << pos) != 0 {
+                let weight = self.qcold[q0 + qi].spec.weight.max(1);
                 let q = &mut self.queues[q0 + qi];
                 if q.deficit > 0 {
                     return qi;
                 }
-                q.deficit += i64::from(q.spec.weight.max(1)) * 1518;
+                q.deficit += i64::from(weight) * 1518;
             }
             c.rr = first + (pos + 1 - first) % n;
         }
@@ -736,29 +777,34 @@ impl<T: Frame> Scheduler<T> {
             }
             if h.deficit[l] <= 0 {
                 // Its turn is over: to the back, with a new quantum.
-                self.hot[i].deficit[l] += self.cold[i].quantum;
+                self.hot[i].deficit[l] += self.quantum[i];
                 self.unlink(l, i);
                 self.push_back(l, i);
                 continue;
             }
-            // The next two classes of the list: the one after next starts
-            // loading, and the next one's first queue (its state is in
-            // cache: it was prefetched a turn ago).
+            // The next classes of the list: the one after next starts
+            // loading with its first queue (the queue's place is apart),
+            // and the next one's first frame (its class and queue are in
+            // cache: they were prefetched a turn ago).
             let next = self.hot[i].link[l].0;
             if next != NIL {
                 let hn = &self.hot[next as usize];
-                pmd::prefetch(&self.queues[hn.q0 as usize]);
-                if hn.link[l].0 != NIL {
-                    pmd::prefetch(&self.hot[hn.link[l].0 as usize]);
+                self.queues[hn.q0 as usize].items.prefetch_head();
+                let after = hn.link[l].0;
+                if after != NIL {
+                    let ha = &self.hot[after as usize];
+                    pmd::prefetch(ha);
+                    pmd::prefetch(std::ptr::from_ref(ha).cast::<u8>().wrapping_add(64));
+                    pmd::prefetch(&self.queues[self.q0[after as usize] as usize]);
                 }
             }
             self.refill(i, now);
             let qi = self.pick(i);
             let qx = self.qidx(i, qi);
             let q = &mut self.queues[qx];
-            let Some((f, t)) = q.items.pop_front() else { break };
-            let b = u64::from(f.bytes());
-            let bi = i64::try_from(b).unwrap_or(0);
+            let Some(s) = q.items.pop() else { break };
+            let b = u64::from(s.bytes);
+            let bi = i64::from(s.bytes);
             q.bytes -= b;
             q.deficit -= bi;
             let emptied = q.items.is_empty();
@@ -780,17 +826,17 @@ impl<T: Frame> Scheduler<T> {
             h.bytes += b;
             let stays = h.backlog > 0 && h.c.tokens > 0 && (l == 1 || h.g.tokens > 0);
             let recheck = !stays || (l == 1 && h.on[0] != (h.g.tokens > 0));
-            if l == 0 {
-                self.cold[i].green_bytes += b;
+            if l == 1 {
+                self.cold[i].borrowed_bytes += b;
             }
             self.sample = self.sample.wrapping_add(1);
             if self.sample.is_multiple_of(DELAY_SAMPLE) {
-                self.cold[i].delay[delay_bucket(now.saturating_sub(t))] += 1;
+                self.delay[i * DELAY_BUCKETS + delay_bucket(fifo::since(s.at, now))] += 1;
             }
             self.port.tokens -= cost;
             self.backlog_packets -= 1;
             self.backlog_bytes -= b;
-            out(f);
+            out(s.frame);
             n += 1;
             if recheck {
                 self.update(i, now);
@@ -817,8 +863,8 @@ impl<T: Frame> Scheduler<T> {
     /// Hands every queued frame to `out` (the scheduler is being removed).
     pub fn drain(&mut self, out: &mut impl FnMut(T)) {
         for q in &mut self.queues {
-            for (f, _) in q.items.drain(..) {
-                out(f);
+            for s in q.items.drain() {
+                out(s.frame);
             }
             q.bytes = 0;
         }

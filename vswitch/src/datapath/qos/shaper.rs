@@ -18,6 +18,10 @@ use pmd::{Batch, Packet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
+/// How many frames ahead of its queueing a frame's slot is prefetched (and
+/// behind its header, a sent frame's data).
+const SLOT_AHEAD: usize = 8;
+
 impl Frame for Packet {
     #[inline]
     fn bytes(&self) -> u32 {
@@ -216,7 +220,7 @@ impl PortShaper {
     pub fn new(eal: &pmd::Eal, name: &str, spec: ShaperSpec, owner: usize) -> Result<PortShaper, pmd::Error> {
         let n = spec.sched.classes.len();
         Ok(PortShaper {
-            ring: PacketRing::new(eal, &format!("shp-{name}"), 8192)?,
+            ring: PacketRing::new(eal, &format!("shp-{name}"), 1024)?,
             owner,
             inner: Mutex::new(Inner {
                 sched: Scheduler::new(&spec.sched, super::now_ns()),
@@ -356,22 +360,42 @@ impl pmd::capture::Shaper for PortShaper {
                 break;
             }
             // Classed first, what each frame's queueing touches loaded
-            // meanwhile, then queued.
+            // meanwhile (its class and queue); then queued, the free slot
+            // of the queue a few frames ahead loaded meanwhile (its place
+            // is in the queue, in by then).
             let mut classed = [(0usize, 0usize, Colour::Green); pmd::BATCH_SIZE];
+            let n = g.taken.len();
             for (k, f) in g.taken.as_slice().iter().enumerate() {
                 classed[k] = g.classes.of(f);
                 g.sched.prefetch(classed[k].0, classed[k].1);
             }
+            for &(c, q, _) in &classed[..n.min(SLOT_AHEAD)] {
+                g.sched.prefetch_slot(c, q);
+            }
             for (k, f) in g.taken.drain().enumerate() {
+                if let Some(&(c, q, _)) = classed[..n].get(k + SLOT_AHEAD) {
+                    g.sched.prefetch_slot(c, q);
+                }
                 let (c, q, colour) = classed[k];
                 // A refused frame is dropped (freed) here, counted by the
                 // scheduler.
                 let _ = g.sched.enqueue(c, q, colour, f, now);
             }
         }
+        // What leaves has waited: its header starts loading as it leaves
+        // the scheduler, its data a few frames later (the port's send reads
+        // both, and frees it).
         g.sched.dequeue(now, out.room(), &mut |f| {
+            f.prefetch_header();
+            if let Some(p) = out.as_slice().len().checked_sub(SLOT_AHEAD).and_then(|k| out.as_slice().get(k)) {
+                p.prefetch_data();
+            }
             let _ = out.push(f);
         });
+        let n = out.len();
+        for p in &out.as_slice()[n.saturating_sub(SLOT_AHEAD)..] {
+            p.prefetch_data();
+        }
         Self::sample(g, now);
     }
 
