@@ -203,11 +203,34 @@ fn a_live_change_keeps_what_is_queued() {
 }
 
 #[test]
+fn a_queue_made_shallower_keeps_what_it_holds() {
+    let mut old = Scheduler::new(&spec(10, vec![class(1, 10, 10)]), 0);
+    for k in 0..40 {
+        old.enqueue(0, 0, Colour::Green, F(1000, k), 0).unwrap();
+    }
+    let mut c = class(1, 10, 10);
+    c.queues[0].depth = 16;
+    let mut new = Scheduler::new(&spec(10, vec![c]), 0);
+    new.adopt(&mut old, 0, &mut |_| panic!("nothing is lost"));
+    // Full at its new depth until it drains below it.
+    assert!(matches!(new.enqueue(0, 0, Colour::Green, F(1000, 99), 0), Err((_, Drop::Full))));
+    let mut order = Vec::new();
+    let mut now = 0;
+    while new.backlog().0 > 0 {
+        now += 100_000;
+        new.dequeue(now, 64, &mut |f| order.push(f.1));
+    }
+    assert_eq!(order, (0..40).collect::<Vec<_>>());
+}
+
+#[test]
 fn delay_quantiles_come_from_the_histogram() {
+    // One frame in DELAY_SAMPLE has its delay sampled: ten samples.
+    let frames = 10 * DELAY_SAMPLE;
     let mut c = class(0, 8, 8);
-    c.queues[0].depth = 128;
+    c.queues[0].depth = frames;
     let mut s = Scheduler::new(&spec(8, vec![c]), 0);
-    for _ in 0..80 {
+    for _ in 0..frames {
         s.enqueue(0, 0, Colour::Green, F(1000, 0), 0).unwrap();
     }
     let mut now = 0;
@@ -216,13 +239,18 @@ fn delay_quantiles_come_from_the_histogram() {
         s.dequeue(now, 64, &mut |_| {});
     }
     let st = s.stats(0);
-    assert_eq!(st.packets, 80);
-    // Every 8th frame's delay is sampled. 8 Mbit/s is 1 ms per frame: the
-    // last waited about 77 ms (3 ms burst), the 8th about 5.
+    assert_eq!(st.packets, u64::from(frames));
     assert_eq!(st.delay.iter().sum::<u64>(), 10);
+    // 8 Mbit/s is 1 ms per frame (after a 3-frame burst): the last frame
+    // waited frames - 3 ms, the first sampled DELAY_SAMPLE - 3; a bucket
+    // reads at most sqrt(2) above.
+    let ms = 1_000_000u64;
     let p100 = st.delay_quantile(1.0);
-    assert!((70_000_000..=100_000_000).contains(&p100), "p100 {p100}");
-    assert!(st.delay_quantile(0.1) < 12_000_000);
+    let last = u64::from(frames - 3) * ms;
+    assert!((last..=last * 3 / 2).contains(&p100), "p100 {p100}");
+    let p10 = st.delay_quantile(0.1);
+    assert!(p10 < u64::from(DELAY_SAMPLE) * ms * 3 / 2, "p10 {p10}");
+    assert!(p10 >= u64::from(DELAY_SAMPLE - 4) * ms, "p10 {p10}");
 }
 
 #[test]
