@@ -18,7 +18,7 @@ impl Frame for F {
 }
 
 const BATCH: usize = 32;
-const AHEAD: usize = 8;
+const AHEAD: usize = 16;
 
 fn main() {
     let mut args = std::env::args().skip(1).map(|a| a.parse::<u64>().ok());
