@@ -390,15 +390,7 @@ impl<T: Frame> Scheduler<T> {
                 red: qs.aqm != Aqm::Tail,
             }));
             qcold.extend(c.queues.iter().map(|qs| QueueCold { spec: *qs, avg: 0 }));
-            cold.push(Cold {
-                spec: c.clone(),
-                order,
-                pos_of,
-                level_end,
-                rr: 0,
-                borrowed_bytes: 0,
-                drops: [0; 3],
-            });
+            cold.push(Cold { spec: c.clone(), order, pos_of, level_end, rr: 0, borrowed_bytes: 0, drops: [0; 3] });
         }
         let n = hot.len();
         Scheduler {
