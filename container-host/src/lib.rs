@@ -1,8 +1,13 @@
-//! The container host service: `container-hostd` and the CNI plugin
-//! (not built yet: its issue is open). It is to own network
-//! namespaces, veths and SR-IOV VFs, addresses and routes over netlink, IPAM
-//! with crash-safe leases, cgroups (keeping containers' cpusets off the PMD
-//! cores), and per-container QoS and policy compiled into flows.
+//! The container host service: what attaches containers to the switch.
+//!
+//! Owns today [`ipam`]: address pools of container networks with leases on
+//! disk that are never handed out twice, whatever kills the process. To
+//! come with the host service `vswitch-hostd` and the CNI plugin: network
+//! namespaces, veths and SR-IOV VFs, addresses and routes over netlink,
+//! cgroups (containers' cpusets kept off the PMD cores), and per-container
+//! QoS and policy.
 //!
 //! It talks to `vswitchd` only through the control socket, using the protocol
 //! types of `config`; it must not link the datapath.
+
+pub mod ipam;
