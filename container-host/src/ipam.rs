@@ -150,6 +150,11 @@ pub struct Range {
 }
 
 impl Range {
+    /// Its gateway, given or by default (None if the range is invalid).
+    pub fn gateway_or_default(&self) -> Option<IpAddr> {
+        self.bounds().ok().map(|(_, _, gw)| gw)
+    }
+
     /// First and last addresses handed out, and the gateway; checked.
     fn bounds(&self) -> Result<(u128, u128, IpAddr), String> {
         let c = self.subnet;

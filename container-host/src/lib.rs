@@ -10,4 +10,5 @@
 //! It talks to `vswitchd` only through the control socket, using the protocol
 //! types of `config`; it must not link the datapath.
 
+pub mod cni;
 pub mod ipam;
