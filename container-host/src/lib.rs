@@ -1,9 +1,11 @@
 //! The container host service: what attaches containers to the switch.
 //!
-//! Owns today [`ipam`]: address pools of container networks with leases on
-//! disk that are never handed out twice, whatever kills the process. To
-//! come with the host service `vswitch-hostd` and the CNI plugin: network
-//! namespaces, veths and SR-IOV VFs, addresses and routes over netlink,
+//! Owns today [`ipam`] (address pools of container networks with leases on
+//! disk that are never handed out twice, whatever kills the process),
+//! [`cni`] (the CNI protocol as a plugin sees it; the `vswitch-ipam` plugin
+//! is built on both) and [`netlink`] (veth pairs set up inside containers'
+//! namespaces). To come with the host service `vswitch-hostd` and the main
+//! CNI plugin: attaching these to the switch, SR-IOV VFs and DPDK sockets,
 //! cgroups (containers' cpusets kept off the PMD cores), and per-container
 //! QoS and policy.
 //!
@@ -12,3 +14,4 @@
 
 pub mod cni;
 pub mod ipam;
+pub mod netlink;
