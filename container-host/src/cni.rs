@@ -285,6 +285,44 @@ pub struct IpamResult {
     pub dns: Option<Value>,
 }
 
+/// A plugin's `main`: reads stdin and the parameters, answers VERSION,
+/// hands every other command to `run`, prints its result or the spec's
+/// error (in the configuration's version) and exits non-zero on error.
+pub fn plugin_main(run: impl FnOnce(&Env, &[u8]) -> Result<Option<Value>, CniError>) {
+    use std::io::{Read, Write};
+    let mut stdin = Vec::new();
+    let read = std::io::stdin().read_to_end(&mut stdin);
+    let asked =
+        serde_json::from_slice::<Value>(&stdin).ok().and_then(|v| v.get("cniVersion")?.as_str().map(str::to_string));
+    let version = asked
+        .clone()
+        .filter(|v| SUPPORTED_VERSIONS.contains(&v.as_str()))
+        .unwrap_or_else(|| SUPPORTED_VERSIONS[SUPPORTED_VERSIONS.len() - 1].to_string());
+    let out = read
+        .map_err(|e| CniError::new(code::IO_FAILURE, "cannot read stdin", e.to_string()))
+        .and_then(|_| Env::from_vars(&|k| std::env::var(k).ok()))
+        .and_then(|env| {
+            if env.command == Command::Version {
+                Ok(Some(version_reply(asked.as_deref())))
+            } else {
+                run(&env, &stdin)
+            }
+        });
+    let mut o = std::io::stdout().lock();
+    match out {
+        Ok(Some(v)) => {
+            let _ = writeln!(o, "{v}");
+        }
+        Ok(None) => {}
+        Err(mut e) => {
+            e.cni_version = version;
+            let _ = writeln!(o, "{}", serde_json::to_string(&e).unwrap_or_default());
+            drop(o);
+            std::process::exit(1);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,5 +13,7 @@
 //! types of `config`; it must not link the datapath.
 
 pub mod cni;
+pub mod control;
 pub mod ipam;
+pub mod ipam_plugin;
 pub mod netlink;
