@@ -78,7 +78,7 @@ fn containers_attached_by_the_plugin_talk_through_vswitchd() {
     lab.write_config("[[bridge]]\nname = \"br0\"\n");
     lab.start();
     let tag = std::process::id() % 100_000;
-    let nss: Vec<String> = (1..=3).map(|i| format!("cni{tag}c{i}")).collect();
+    let nss: Vec<String> = (1..=4).map(|i| format!("cni{tag}c{i}")).collect();
     let data = std::env::temp_dir().join(format!("cni-e2e-{tag}"));
     let _c = Containers(nss.clone(), data.clone());
     for ns in &nss {
@@ -106,6 +106,23 @@ fn containers_attached_by_the_plugin_talk_through_vswitchd() {
     let arp = lab.ctl(&["arp-show", "br0"]);
     assert!(arp.to_string().contains("10.215.0.2") && arp.to_string().contains("0a:58:0a:d7:00:03"), "{arp}");
 
+    // The bandwidth capability: the container's egress policed as the
+    // port's ingress, its ingress as the port's egress.
+    let mut shaped = conf.clone();
+    shaped["runtimeConfig"] = json!({"bandwidth": {"ingressRate": 20_000_000, "ingressBurst": 400_000, "egressRate": 10_000_000, "egressBurst": 200_000}});
+    let (rc, r4) = cni("ADD", "ctr-four", &nss[3], &shaped);
+    assert_eq!(rc, 0, "{r4}");
+    let host4 = r4["interfaces"][0]["name"].as_str().unwrap();
+    let qos = lab.ctl(&["qos-show", host4]).to_string();
+    for want in ["10000000", "200000", "20000000", "400000"] {
+        assert!(qos.contains(want), "{want} in {qos}");
+    }
+    let ing = qos.find("ingress").unwrap();
+    let egr = qos.find("egress").unwrap();
+    let (first, second) = if ing < egr { (&qos[ing..egr], &qos[egr..]) } else { (&qos[ing..], &qos[egr..ing]) };
+    assert!(first.contains("10000000") && second.contains("20000000"), "{qos}");
+    assert_eq!(cni("DEL", "ctr-four", &nss[3], &shaped).0, 0);
+
     let mut checked = conf.clone();
     checked["prevResult"] = r1.clone();
     assert_eq!(cni("CHECK", "ctr-one", &nss[0], &checked), (0, Value::Null));
@@ -125,7 +142,7 @@ fn containers_attached_by_the_plugin_talk_through_vswitchd() {
         .success());
     assert_eq!(leases(&data), vec!["10.215.0.2", "10.215.0.3"], "the failed ADD's lease was released");
     let (_, r3) = cni("ADD", "ctr-three", &nss[2], &conf);
-    assert_eq!(r3["ips"][0]["address"], "10.215.0.5/24", "round robin: .4, freed, comes back last");
+    assert_eq!(r3["ips"][0]["address"], "10.215.0.6/24", "round robin: .4 and .5, freed, come back last");
 
     // DEL, twice: port, interfaces and lease gone.
     assert_eq!(cni("DEL", "ctr-one", &nss[0], &checked), (0, Value::Null));

@@ -42,6 +42,31 @@ struct Attach {
     /// `afxdp`, `afpacket` or `auto` (AF_XDP, else AF_PACKET).
     #[serde(default = "default_port_type")]
     port_type: String,
+    /// What the runtime passes for capabilities (`bandwidth`).
+    #[serde(default)]
+    runtime_config: RuntimeConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RuntimeConfig {
+    #[serde(default)]
+    bandwidth: Option<Bandwidth>,
+}
+
+/// CNI's `bandwidth` capability, from the container's side: `ingress` is
+/// what it receives (the switch's egress to its port), in bits per second
+/// and bursts in bits.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Bandwidth {
+    #[serde(default)]
+    ingress_rate: Option<u64>,
+    #[serde(default)]
+    ingress_burst: Option<u64>,
+    #[serde(default)]
+    egress_rate: Option<u64>,
+    #[serde(default)]
+    egress_burst: Option<u64>,
 }
 
 fn default_socket() -> PathBuf {
@@ -127,6 +152,18 @@ impl Cni {
             if let Some(tag) = self.attach.vlan {
                 port["vlan_mode"] = json!("access");
                 port["tag"] = json!(tag);
+            }
+            if let Some(b) = &self.attach.runtime_config.bandwidth {
+                // The container's egress is what the switch receives from
+                // the port (bits per second, bursts in bits, on both sides).
+                let rates = [("ingress_rate", b.egress_rate), ("egress_rate", b.ingress_rate)];
+                let bursts = [("ingress_burst", b.egress_burst), ("egress_burst", b.ingress_burst)];
+                for (k, v) in rates.into_iter().filter_map(|(k, v)| Some((k, v.filter(|r| *r > 0)?))) {
+                    port[k] = json!(v);
+                }
+                for (k, v) in bursts.into_iter().filter_map(|(k, v)| Some((k, v.filter(|r| *r > 0)?))) {
+                    port[k] = json!(v);
+                }
             }
             match self.ctl.call("add-port", json!({"bridge": self.attach.bridge, "port": port})) {
                 Ok(_) => return Ok(()),
