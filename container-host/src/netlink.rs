@@ -12,6 +12,8 @@ use std::net::IpAddr;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
+mod ethtool;
+
 /// Why an interface could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -53,7 +55,15 @@ pub struct VethSpec {
     pub addrs: Vec<(IpAddr, u8)>,
     /// Routes in the namespace.
     pub routes: Vec<RouteSpec>,
+    /// Whether the container end finishes its own checksums (transmit
+    /// checksum offload off): a veth hands the switch's AF_PACKET or
+    /// AF_XDP socket frames whose TCP and UDP checksums are left to
+    /// "hardware" otherwise, and nothing would finish them.
+    pub finish_checksums: bool,
 }
+
+/// The transmit checksum offloads a veth has.
+const TX_CHECKSUMS: [&str; 4] = ["tx-checksum-ip-generic", "tx-checksum-ipv4", "tx-checksum-ipv6", "tx-checksum-sctp"];
 
 /// What an attachment made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,6 +194,10 @@ pub fn attach_veth(netns: &Path, spec: &VethSpec) -> Result<Attached, NetError> 
         h.link().set(b.build()).execute().await.map_err(nl(format!("name {} and set its MTU, MAC", s.ifname)))?;
         for (a, len) in &s.addrs {
             h.address().add(idx, *a, *len).execute().await.map_err(nl(format!("add {a}/{len} to {}", s.ifname)))?;
+        }
+        if s.finish_checksums {
+            let off: Vec<(&str, bool)> = TX_CHECKSUMS.iter().map(|f| (*f, false)).collect();
+            ethtool::set_features(&s.ifname, &off)?;
         }
         h.link()
             .set(LinkUnspec::new_with_index(idx).up().build())

@@ -38,6 +38,7 @@ fn spec(host: &str) -> VethSpec {
         mac: Some([0x02, 0x00, 0x0a, 0xd6, 0x00, 0x05]),
         addrs: vec![("10.214.0.5".parse().unwrap(), 24), ("fd00:214::5".parse().unwrap(), 64)],
         routes: vec![RouteSpec { dst: ("0.0.0.0".parse().unwrap(), 0), gw: Some("10.214.0.1".parse().unwrap()) }],
+        finish_checksums: true,
     }
 }
 
@@ -54,6 +55,8 @@ fn a_veth_is_set_up_inside_the_namespace_and_removed_again() {
     assert!(addr.contains("10.214.0.5/24") && addr.contains("fd00:214::5/64"), "{addr}");
     let (_, route) = sh(&format!("ip -n {} route show default", ns.0));
     assert!(route.contains("default via 10.214.0.1 dev eth0"), "{route}");
+    let (_, k) = sh(&format!("ip netns exec {} ethtool -k eth0", ns.0));
+    assert!(k.contains("tx-checksum-ip-generic: off"), "transmit checksums finished in the container: {k}");
     let (_, lo) = sh(&format!("ip -n {} -o link show lo", ns.0));
     assert!(lo.contains("UP"), "{lo}");
     let (_, h) = sh(&format!("ip -o link show {host}"));

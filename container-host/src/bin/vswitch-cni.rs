@@ -219,6 +219,7 @@ impl Cni {
             mac: Some(mac),
             addrs: ips.clone(),
             routes,
+            finish_checksums: true,
         };
         netlink::attach_veth(Path::new(&netns), &spec).map_err(net_err)?;
         undo.host = Some(host.clone());
@@ -298,6 +299,7 @@ impl Cni {
             mac,
             addrs: ips,
             routes: Vec::new(),
+            finish_checksums: true,
         };
         let netns = env.netns.clone().unwrap_or_default();
         netlink::check_veth(Path::new(&netns), &spec)
