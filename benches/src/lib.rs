@@ -16,6 +16,7 @@
 // every value is positive and far below 2^52.
 #![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
 
+pub mod attach;
 pub mod compare;
 pub mod flows;
 pub mod forwarders;

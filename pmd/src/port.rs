@@ -414,6 +414,18 @@ impl Port {
                 let ret = match &cfg.source {
                     PortSource::Vdev(devargs) => {
                         crate::eal::check_vdev(devargs)?;
+                        // SAFETY: a plain query of the EAL's port table.
+                        let ports = unsafe { dpdk_sys::rte_eth_dev_count_total() };
+                        if u32::from(ports) >= dpdk_sys::RTE_MAX_ETHPORTS {
+                            return Err(invalid(
+                                name,
+                                "device",
+                                format!(
+                                    "DPDK holds {} ports at most (RTE_MAX_ETHPORTS of this libdpdk build) and all are in use",
+                                    dpdk_sys::RTE_MAX_ETHPORTS
+                                ),
+                            ));
+                        }
                         let (dname, args) = devargs.split_once(',').unwrap_or((devargs, ""));
                         let cn = CString::new(dname).expect("checked name");
                         let ca =

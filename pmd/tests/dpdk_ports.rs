@@ -244,3 +244,18 @@ fn drain_takes_packets_in_order_and_frees_the_rest() {
     assert!(b.is_empty());
     assert_eq!(pool.in_use(), before, "the six not taken were freed with the drain");
 }
+
+#[test]
+fn a_port_beyond_dpdks_port_table_is_refused_saying_so() {
+    let eal = eal(&[]);
+    let pool = pool(eal, "lim");
+    let max = usize::try_from(dpdk_sys::RTE_MAX_ETHPORTS).unwrap();
+    let mut ports = Vec::new();
+    for i in 0..max {
+        let cfg = PortConfig::new(&format!("n{i}"), PortSource::Vdev(format!("net_null{i}")));
+        ports.push(Port::open(eal, &cfg, pool.clone()).unwrap());
+    }
+    let cfg = PortConfig::new("one-more", PortSource::Vdev(format!("net_null{max}")));
+    let e = Port::open(eal, &cfg, pool.clone()).unwrap_err().to_string();
+    assert!(e.contains("DPDK holds 32 ports at most (RTE_MAX_ETHPORTS"), "{e}");
+}

@@ -32,6 +32,9 @@ enum Cmd {
     /// OpenFlow flow-mods per second: one storm of distinct flow-mods and
     /// a barrier, into vswitchd and OVS-DPDK in turn.
     FlowMod(FlowModArgs),
+    /// Containers attached per second and ADD/DEL latency through our CNI
+    /// plugin against the reference bridge + host-local plugins.
+    Attach(benches::attach::AttachArgs),
 }
 
 #[derive(Parser, Clone)]
@@ -144,6 +147,7 @@ fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Compare(a) => benches::compare::run(a),
         Cmd::FlowMod(f) => flow_mod(&f),
+        Cmd::Attach(a) => benches::attach::run(&a),
         Cmd::Soak(s) => benches::soak::run(&s),
         Cmd::Plot(p) => plot(&p),
     }
