@@ -160,9 +160,14 @@ impl Range {
         let c = self.subnet;
         let v4 = c.addr.is_ipv4();
         let (net, last) = c.span();
-        // IPv4 subnets of /31 and /32 have no network or broadcast address.
-        let (lo, hi) = if v4 && c.prefix < 31 { (net + 1, last - 1) } else { (net, last) };
-        let lo = if !v4 && c.prefix < 127 { net + 1 } else { lo };
+        // Hosts: IPv4 without network and broadcast addresses (but /31 and
+        // /32, which have none), IPv6 without the subnet-router anycast
+        // address (but /127 and /128).
+        let (lo, hi) = match (v4, c.prefix) {
+            (true, p) if p < 31 => (net + 1, last - 1),
+            (false, p) if p < 127 => (net + 1, last),
+            _ => (net, last),
+        };
         let gw = self.gateway.unwrap_or_else(|| ip(lo, v4));
         let start = self.range_start.map_or(lo, num);
         let end = self.range_end.map_or(hi, num);

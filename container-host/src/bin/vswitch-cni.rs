@@ -116,6 +116,12 @@ fn mac_for(ips: &[(IpAddr, u8)], owner: &Owner) -> [u8; 6] {
     [0x0a, 0x58, n[0], n[1], n[2], n[3]]
 }
 
+/// `ADDRESS/LEN`.
+fn cidr(s: &str) -> Option<(IpAddr, u8)> {
+    let (a, l) = s.split_once('/')?;
+    Some((a.parse().ok()?, l.parse().ok()?))
+}
+
 fn fmt_mac(m: &[u8; 6]) -> String {
     m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
@@ -182,25 +188,26 @@ impl Cni {
         self.ctl.call(method, p)
     }
 
+    /// ADD: a failure part way is undone by DEL, which removes whatever of
+    /// the attachment exists.
     fn add(&self, env: &Env, owner: &Owner) -> Result<Value, CniError> {
+        let r = self.attach(env, owner);
+        if r.is_err() {
+            let _ = self.del(owner);
+        }
+        r
+    }
+
+    fn attach(&self, env: &Env, owner: &Owner) -> Result<Value, CniError> {
         let netns = env.netns.clone().unwrap_or_default();
         let host = host_name(owner);
         let leased: IpamResult = self.ipam.add(owner, &static_requests(&env.args)?)?;
-        let mut undo = Undo { cni: self, owner, host: None, port: false, arps: Vec::new() };
-        let ips: Vec<(IpAddr, u8)> = leased
-            .ips
-            .iter()
-            .filter_map(|c| {
-                let (a, l) = c.address.split_once('/')?;
-                Some((a.parse().ok()?, l.parse().ok()?))
-            })
-            .collect();
+        let ips: Vec<(IpAddr, u8)> = leased.ips.iter().filter_map(|c| cidr(&c.address)).collect();
         let routes = leased
             .routes
             .iter()
             .filter_map(|r| {
-                let (a, l) = r.dst.split_once('/')?;
-                let dst: IpAddr = a.parse().ok()?;
+                let (dst, len) = cidr(&r.dst)?;
                 let gw = r.gw.as_deref().and_then(|g| g.parse().ok()).or_else(|| {
                     leased
                         .ips
@@ -208,7 +215,7 @@ impl Cni {
                         .filter_map(|c| c.gateway.as_deref()?.parse::<IpAddr>().ok())
                         .find(|g| g.is_ipv4() == dst.is_ipv4())
                 });
-                Some(RouteSpec { dst: (dst, l.parse().ok()?), gw })
+                Some(RouteSpec { dst: (dst, len), gw })
             })
             .collect();
         let mac = mac_for(&ips, owner);
@@ -222,14 +229,10 @@ impl Cni {
             finish_checksums: true,
         };
         netlink::attach_veth(Path::new(&netns), &spec).map_err(net_err)?;
-        undo.host = Some(host.clone());
         self.add_port(&host)?;
-        undo.port = true;
         for (a, _) in &ips {
             self.arp("arp-add", *a, Some(&mac)).map_err(control_err)?;
-            undo.arps.push(*a);
         }
-        undo.done();
         let mut ipcfg = serde_json::to_value(&leased.ips).unwrap_or_default();
         for c in ipcfg.as_array_mut().into_iter().flatten() {
             c["interface"] = json!(1);
@@ -274,15 +277,8 @@ impl Cni {
     fn check(&self, env: &Env, owner: &Owner) -> Result<(), CniError> {
         self.ipam.check(owner)?;
         let prev = self.ipam.conf.prev_result.clone().unwrap_or_default();
-        let ips: Vec<(IpAddr, u8)> = prev["ips"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|c| {
-                let (a, l) = c["address"].as_str()?.split_once('/')?;
-                Some((a.parse().ok()?, l.parse().ok()?))
-            })
-            .collect();
+        let ips: Vec<(IpAddr, u8)> =
+            prev["ips"].as_array().into_iter().flatten().filter_map(|c| cidr(c["address"].as_str()?)).collect();
         let mac =
             prev["interfaces"].as_array().into_iter().flatten().find(|i| i["name"] == owner.ifname.as_str()).and_then(
                 |i| {
@@ -304,15 +300,7 @@ impl Cni {
         let netns = env.netns.clone().unwrap_or_default();
         netlink::check_veth(Path::new(&netns), &spec)
             .map_err(|e| CniError::new(code::CHECK_FAILED, "attachment check failed", e.to_string()))?;
-        let show = self.ctl.call("show", Value::Null).map_err(control_err)?;
-        let on_bridge = show["bridges"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|b| b["name"] == self.attach.bridge.as_str())
-            .flat_map(|b| b["ports"].as_array().cloned().unwrap_or_default())
-            .any(|p| p["name"] == host.as_str());
-        if !on_bridge {
+        if !self.bridge_ports().map_err(control_err)?.contains(&host) {
             return Err(CniError::new(
                 code::CHECK_FAILED,
                 "attachment check failed",
@@ -330,22 +318,29 @@ impl Cni {
             .iter()
             .map(|a| host_name(&Owner { container: a.container.clone(), ifname: a.ifname.clone() }))
             .collect();
-        if let Ok(show) = self.ctl.call("show", Value::Null) {
-            let ours: Vec<String> = show["bridges"]
-                .as_array()
+        if let Ok(ports) = self.bridge_ports() {
+            let ours = ports
                 .into_iter()
-                .flatten()
-                .filter(|b| b["name"] == self.attach.bridge.as_str())
-                .flat_map(|b| b["ports"].as_array().cloned().unwrap_or_default())
-                .filter_map(|p| p["name"].as_str().map(str::to_string))
-                .filter(|n| n.len() == 10 && n.starts_with("vc") && n[2..].chars().all(|c| c.is_ascii_hexdigit()))
-                .collect();
-            for p in ours.iter().filter(|p| !keep.contains(p)) {
+                .filter(|n| n.len() == 10 && n.starts_with("vc") && n[2..].chars().all(|c| c.is_ascii_hexdigit()));
+            for p in ours.filter(|p| !keep.contains(p)) {
                 let _ = self.ctl.call("del-port", json!({"port": p}));
-                let _ = netlink::remove_link(p);
+                let _ = netlink::remove_link(&p);
             }
         }
         self.ipam.gc()
+    }
+
+    /// The names of the ports on the network's bridge.
+    fn bridge_ports(&self) -> Result<Vec<String>, ControlError> {
+        let show = self.ctl.call("show", Value::Null)?;
+        Ok(show["bridges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|b| b["name"] == self.attach.bridge.as_str())
+            .flat_map(|b| b["ports"].as_array().cloned().unwrap_or_default())
+            .filter_map(|p| p["name"].as_str().map(str::to_string))
+            .collect())
     }
 
     fn status(&self) -> Result<(), CniError> {
@@ -354,41 +349,6 @@ impl Cni {
             .call("version", Value::Null)
             .map(|_| ())
             .map_err(|e| CniError::new(code::NOT_AVAILABLE, "vswitchd is not answering", e.to_string()))
-    }
-}
-
-/// What an ADD undoes if it fails part way.
-struct Undo<'a> {
-    cni: &'a Cni,
-    owner: &'a Owner,
-    host: Option<String>,
-    port: bool,
-    arps: Vec<IpAddr>,
-}
-
-impl Undo<'_> {
-    fn done(mut self) {
-        self.host = None;
-        self.port = false;
-        self.arps.clear();
-        std::mem::forget(self);
-    }
-}
-
-impl Drop for Undo<'_> {
-    fn drop(&mut self) {
-        for a in &self.arps {
-            let _ = self.cni.arp("arp-del", *a, None);
-        }
-        if self.port {
-            if let Some(h) = &self.host {
-                let _ = self.cni.ctl.call("del-port", json!({"port": h}));
-            }
-        }
-        if let Some(h) = &self.host {
-            let _ = netlink::remove_link(h);
-        }
-        let _ = self.cni.ipam.del(self.owner);
     }
 }
 
